@@ -1,0 +1,31 @@
+# The two commands of the README: `make up` runs Interlock, `make test` runs the tests.
+# Both create .venv and install the project from pyproject.toml on first use.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: up test test-fast test-e2e install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+up: $(STAMP)
+	$(BIN)/interlock up $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not e2e and not chaos and not browser" $(ARGS)
+
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest -m "e2e or chaos or browser" $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache
