@@ -1,0 +1,96 @@
+"""The `interlock` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from clients.stack import Stack, StackConfig
+from services.runtime.errors import ConfigError
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+async def _up(args: argparse.Namespace) -> int:
+    cfg = StackConfig(
+        data_dir=Path(args.data),
+        http_port=args.port,
+        nats_port=args.nats_port,
+        kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
+        kube_context=args.context or "",
+        admin_token=os.environ.get("INTERLOCK_ADMIN_TOKEN", ""),
+        scenarios=tuple(args.scenario or ()),
+    )
+    stack = Stack(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stack.start()
+    except (ConfigError, OSError, TimeoutError) as exc:
+        _out(f"interlock up failed: {exc}")
+        await stack.stop()
+        return 1
+    _out(f"Interlock is up: {stack.url}")
+    _out(f"  Command Center  {stack.url}/")
+    _out(f"  NATS            nats://127.0.0.1:{cfg.nats_port} (data in {stack.data})")
+    cluster = stack.sandbox_url and f"sandbox cluster at {stack.sandbox_url}"
+    _out(f"  Kubernetes      {cluster or stack.kubeconfig}  (kubeconfig {stack.kubeconfig})")
+    _out("  Tokens (Authorization: Bearer …):")
+    _out(f"    admin     {cfg.admin_token}")
+    for name, t in stack.tokens.items():
+        _out(f"    {name:<9} {t['token']}")
+    _out(f"  Logs            {stack.data / 'logs'}")
+    _out("Press Ctrl-C to stop.")
+    watch = asyncio.create_task(_watch_children(stack, stop))
+    await stop.wait()
+    watch.cancel()
+    _out("stopping…")
+    await stack.stop()
+    _out("stopped.")
+    return 0
+
+
+async def _watch_children(stack: Stack, stop: asyncio.Event) -> None:
+    """A service that dies is restarted: its durable consumer resumes where it left off."""
+    while not stop.is_set():
+        await asyncio.sleep(1.0)
+        for name, proc in list(stack.procs.items()):
+            if proc.poll() is not None and not stop.is_set():
+                _out(f"{name} exited with {proc.returncode}; restarting")
+                stack.start_service(name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="interlock", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run everything on this machine")
+    up.add_argument("--port", type=int, default=8080, help="gateway HTTP port (default 8080)")
+    up.add_argument("--data", default=".interlock", help="NATS storage, keys and tokens")
+    up.add_argument("--nats-port", type=int, default=0, help="NATS port (default: a free one)")
+    up.add_argument("--kubeconfig", help="use this cluster instead of the sandbox")
+    up.add_argument("--context", help="kubeconfig context to allow (default: current)")
+    up.add_argument("--scenario", action="append", help="sandbox scenario (default: all)")
+    sb = sub.add_parser("sandbox", help="run the sandbox cluster alone", add_help=False)
+    sb.add_argument("rest", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        return asyncio.run(_up(args))
+    if args.command == "sandbox":
+        from sandbox.cli import main as sandbox_main
+
+        return int(sandbox_main(args.rest) or 0)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

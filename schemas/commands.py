@@ -1,0 +1,26 @@
+"""Commands on the EXEC work queue. Only the gate may publish them (NATS permissions), and a
+write additionally carries the gate's signature, which the executor verifies."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from schemas.approval import Grant
+from schemas.base import Target
+
+
+class ExecCommand(msgspec.Struct, frozen=True, kw_only=True):
+    kind: Literal["read", "write", "preview"]
+    session_id: str
+    call_id: str
+    tool: str
+    args: dict[str, Any]
+    target: Target = msgspec.field(default_factory=Target)
+    grant: Grant | None = None
+    causation_id: str = ""
+
+
+command_decoder = msgspec.json.Decoder(ExecCommand)
+command_encoder = msgspec.json.Encoder()

@@ -1,0 +1,65 @@
+"""Events of the executor: previews, claims, results and refusals."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import msgspec
+
+from schemas.approval import BlastRadius, FieldChange
+from schemas.base import Emitter, Event, LongText, ShortText
+
+
+class PreviewRecorded(Event, frozen=True, kw_only=True, tag="preview.recorded"):
+    """Emitted by the executor after a server-side dry run of a write."""
+
+    emitter: ClassVar[Emitter] = "executor"
+    call_id: str
+    ok: bool
+    diff: tuple[FieldChange, ...] = ()
+    blast_radius: BlastRadius = msgspec.field(default_factory=BlastRadius)
+    resource_version: str = ""
+    error: ShortText = ""
+
+    def key(self) -> str:
+        return self.call_id
+
+
+class ToolStarted(Event, frozen=True, kw_only=True, tag="tool.started"):
+    """Emitted by the executor, at most once per call, before a write touches the cluster."""
+
+    emitter: ClassVar[Emitter] = "executor"
+    call_id: str
+    approval_id: str = ""
+
+    def key(self) -> str:
+        return self.call_id
+
+
+class ToolResult(Event, frozen=True, kw_only=True, tag="tool.result"):
+    """Emitted by the executor when a call has run (or its outcome could not be known)."""
+
+    emitter: ClassVar[Emitter] = "executor"
+    call_id: str
+    tool: ShortText
+    status: Literal["ok", "error", "unknown"]
+    output: LongText = ""
+    data: Any = None
+    truncated: bool = False
+    before: Any = None
+    after: Any = None
+
+    def key(self) -> str:
+        return self.call_id
+
+
+class CommandRefused(Event, frozen=True, kw_only=True, tag="command.refused"):
+    """Emitted by the executor when a command fails verification; nothing was executed."""
+
+    emitter: ClassVar[Emitter] = "executor"
+    call_id: str
+    reason: ShortText
+    subject: ShortText = ""
+
+    def key(self) -> str:
+        return self.event_id

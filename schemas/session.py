@@ -1,0 +1,42 @@
+"""Events of a session's conversation."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from schemas.base import Emitter, Event, LongText, ShortText
+
+
+class SessionStarted(Event, frozen=True, kw_only=True, tag="session.started"):
+    """Emitted by the gateway when a principal opens a session."""
+
+    emitter: ClassVar[Emitter] = "gateway"
+    title: ShortText = ""
+
+
+class UserMessage(Event, frozen=True, kw_only=True, tag="user.message"):
+    """Emitted by the gateway when a principal sends a message."""
+
+    emitter: ClassVar[Emitter] = "gateway"
+    text: LongText
+
+
+class SessionCancelled(Event, frozen=True, kw_only=True, tag="session.cancelled"):
+    """Emitted by the gateway when a principal cancels the run."""
+
+    emitter: ClassVar[Emitter] = "gateway"
+    reason: ShortText = ""
+
+
+class AssistantMessage(Event, frozen=True, kw_only=True, tag="assistant.message"):
+    """Emitted by the planner when it says something to the person."""
+
+    emitter: ClassVar[Emitter] = "planner"
+    text: LongText
+
+
+class TurnCompleted(Event, frozen=True, kw_only=True, tag="turn.completed"):
+    """Emitted by the planner when it has answered and waits for the person."""
+
+    emitter: ClassVar[Emitter] = "planner"
+    reason: ShortText = ""

@@ -1,0 +1,95 @@
+"""Every NATS subject, stream and consumer name, computed in one place.
+
+Event subjects name their emitter, so the server's publish permissions — not trust — decide who
+may say what: `evt.<session>.<emitter>.<noun>.<verb>.<key>`. A consumer re-checks that the
+subject and the payload agree before believing an event.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from schemas.base import Emitter, Event
+from schemas.ids import check_token
+
+EVENTS_STREAM = "EVENTS"
+EXEC_STREAM = "EXEC"
+EVENTS_PREFIX = "evt"
+LIVE_PREFIX = "sse"  # EVENTS republishes every stored event here, with its stream sequence
+EXEC_PREFIX = "exec"
+SERVICES: tuple[Emitter, ...] = ("gateway", "planner", "gate", "executor")
+
+ExecKind = Literal["read", "write", "preview"]
+
+
+class SubjectMismatch(ValueError):
+    """A message whose subject does not match its payload: forged or misrouted."""
+
+
+def event_subject(event: Event) -> str:
+    session = check_token(event.session_id, "session id")
+    key = check_token(event.key(), "event key")
+    return f"{EVENTS_PREFIX}.{session}.{event.emitter}.{event.type}.{key}"
+
+
+def session_filter(session_id: str) -> str:
+    return f"{EVENTS_PREFIX}.{check_token(session_id, 'session id')}.>"
+
+
+def live_filter(session_id: str) -> str:
+    return f"{LIVE_PREFIX}.{check_token(session_id, 'session id')}.>"
+
+
+def tag_filter(emitter: Emitter, tag: str, session_id: str = "*", key: str = "*") -> str:
+    return f"{EVENTS_PREFIX}.{session_id}.{emitter}.{tag}.{key}"
+
+
+def emitter_publish_allow(emitter: Emitter) -> str:
+    return f"{EVENTS_PREFIX}.*.{emitter}.>"
+
+
+def exec_subject(kind: ExecKind, session_id: str) -> str:
+    return f"{EXEC_PREFIX}.{kind}.{check_token(session_id, 'session id')}"
+
+
+def parse_event_subject(subject: str) -> tuple[str, str, str, str]:
+    """(session, emitter, tag, key) of an event (or live) subject."""
+    parts = subject.split(".")
+    if len(parts) != 6 or parts[0] not in (EVENTS_PREFIX, LIVE_PREFIX):
+        raise SubjectMismatch(f"not an event subject: {subject!r}")
+    _, session, emitter, noun, verb, key = parts
+    return session, emitter, f"{noun}.{verb}", key
+
+
+def check_subject(subject: str, event: Event) -> None:
+    """Raises SubjectMismatch unless the subject is exactly the one this event belongs on."""
+    session, emitter, tag, key = parse_event_subject(subject)
+    if (session, emitter, tag, key) != (event.session_id, event.emitter, event.type, event.key()):
+        raise SubjectMismatch(
+            f"subject {subject!r} does not match a {event.type} event from {event.emitter}"
+        )
+
+
+# Durable consumers, provisioned by the admin identity at start-up. Filters are per service.
+CONSUMER_FILTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "planner": (
+        EVENTS_STREAM,
+        (
+            tag_filter("gateway", "user.message"),
+            tag_filter("gateway", "session.cancelled"),
+            tag_filter("executor", "tool.result"),
+            tag_filter("gate", "tool.refused"),
+            tag_filter("gate", "approval.denied"),
+            tag_filter("gate", "approval.expired"),
+        ),
+    ),
+    "gate": (
+        EVENTS_STREAM,
+        (
+            tag_filter("planner", "tool.proposed"),
+            tag_filter("executor", "preview.recorded"),
+            tag_filter("gateway", "approval.decided"),
+        ),
+    ),
+    "executor": (EXEC_STREAM, (f"{EXEC_PREFIX}.>",)),
+}

@@ -1,0 +1,33 @@
+"""The executor's settings, from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.runtime.settings import NatsSettings, require
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    nats: NatsSettings
+    gate_public_key: Path
+    kubeconfig: Path | None
+    allowed_contexts: tuple[str, ...]  # empty: only the kubeconfig's current context
+    call_timeout_s: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ExecutorSettings:
+        env = os.environ if env is None else env
+        require(env, "INTERLOCK_NATS_PASSWORD", "INTERLOCK_GATE_PUBKEY_FILE", service="executor")
+        contexts = tuple(c for c in env.get("INTERLOCK_KUBE_CONTEXTS", "").split(",") if c)
+        kubeconfig = env.get("KUBECONFIG")
+        return cls(
+            nats=NatsSettings.from_env("executor", env),
+            gate_public_key=Path(env["INTERLOCK_GATE_PUBKEY_FILE"]),
+            kubeconfig=Path(kubeconfig) if kubeconfig else None,
+            allowed_contexts=contexts,
+            call_timeout_s=float(env.get("INTERLOCK_CALL_TIMEOUT", "30")),
+        )

@@ -1,0 +1,3 @@
+from services.gate.service import main
+
+main()

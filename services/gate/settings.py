@@ -1,0 +1,34 @@
+"""The gate's settings, from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.runtime.errors import ConfigError
+from services.runtime.settings import NatsSettings, require
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    nats: NatsSettings
+    key_file: Path
+    approval_ttl_s: float = 900.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> GateSettings:
+        env = os.environ if env is None else env
+        require(env, "INTERLOCK_NATS_PASSWORD", "INTERLOCK_GATE_KEY_FILE", service="gate")
+        try:
+            ttl = float(env.get("INTERLOCK_APPROVAL_TTL", "900"))
+        except ValueError as exc:
+            raise ConfigError("INTERLOCK_APPROVAL_TTL must be a number of seconds") from exc
+        if ttl <= 0:
+            raise ConfigError("INTERLOCK_APPROVAL_TTL must be positive")
+        return cls(
+            nats=NatsSettings.from_env("gate", env),
+            key_file=Path(env["INTERLOCK_GATE_KEY_FILE"]),
+            approval_ttl_s=ttl,
+        )

@@ -1,0 +1,42 @@
+"""The gateway's settings, from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.runtime.errors import ConfigError
+from services.runtime.settings import NatsSettings
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    nats: NatsSettings
+    host: str
+    port: int
+    tokens_file: Path | None
+    admin_token: str
+    heartbeat_s: float = 15.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
+        env = os.environ if env is None else env
+        tokens = env.get("INTERLOCK_TOKENS_FILE")
+        admin = env.get("INTERLOCK_ADMIN_TOKEN", "")
+        if not tokens and not admin:
+            raise ConfigError("gateway: set INTERLOCK_TOKENS_FILE or INTERLOCK_ADMIN_TOKEN")
+        try:
+            port = int(env.get("INTERLOCK_HTTP_PORT", "8080"))
+            heartbeat = float(env.get("INTERLOCK_SSE_HEARTBEAT", "15"))
+        except ValueError as exc:
+            raise ConfigError(f"gateway: {exc}") from exc
+        return cls(
+            nats=NatsSettings.from_env("gateway", env),
+            host=env.get("INTERLOCK_HTTP_HOST", "127.0.0.1"),
+            port=port,
+            tokens_file=Path(tokens) if tokens else None,
+            admin_token=admin,
+            heartbeat_s=min(max(heartbeat, 0.05), 15.0),
+        )

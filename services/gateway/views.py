@@ -1,0 +1,162 @@
+"""Read models folded from events: a session's view and the approvals index. Pure functions,
+so any gateway instance (or an audit replay) rebuilds exactly the same view from the log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from schemas.approval import (
+    ApprovalDecided,
+    ApprovalDenied,
+    ApprovalExpired,
+    ApprovalGranted,
+    ApprovalRequested,
+    ToolClassified,
+    ToolRefused,
+)
+from schemas.base import Event
+from schemas.execution import CommandRefused, ToolResult, ToolStarted
+from schemas.planning import CommandRejected, ToolProposed
+from schemas.session import (
+    AssistantMessage,
+    SessionCancelled,
+    SessionStarted,
+    TurnCompleted,
+    UserMessage,
+)
+
+
+@dataclass
+class ApprovalEntry:
+    request: ApprovalRequested
+    seq: int
+    state: str = "pending"
+    decided_by: str = ""
+    reason: str = ""
+
+    def effective_state(self, now: datetime) -> str:
+        if self.state == "pending" and now >= self.request.expires_at:
+            return "expired"
+        return self.state
+
+    def to_json(self, now: datetime) -> dict[str, Any]:
+        body: dict[str, Any] = msgspec.to_builtins(self.request)
+        body["state"] = self.effective_state(now)
+        body["seq"] = self.seq
+        if self.decided_by:
+            body["decided_by"] = self.decided_by
+        if self.reason:
+            body["decision_reason"] = self.reason
+        return body
+
+
+def apply_approval(index: dict[str, ApprovalEntry], seq: int, ev: Event) -> None:
+    match ev:
+        case ApprovalRequested():
+            index[ev.approval_id] = ApprovalEntry(ev, seq)
+        case ApprovalDecided() if ev.approval_id in index:
+            entry = index[ev.approval_id]
+            if entry.state == "pending":
+                entry.state = "decided"
+                entry.decided_by = ev.approver
+                entry.reason = ev.reason
+        case ApprovalGranted() if ev.approval_id in index:
+            index[ev.approval_id].state = "granted"
+            index[ev.approval_id].decided_by = ev.approver
+        case ApprovalDenied() if ev.approval_id in index:
+            index[ev.approval_id].state = "denied"
+            index[ev.approval_id].decided_by = ev.approver
+            index[ev.approval_id].reason = ev.reason
+        case ApprovalExpired() if ev.approval_id in index:
+            index[ev.approval_id].state = "expired"
+
+
+@dataclass
+class SessionView:
+    session_id: str
+    started_by: str = ""
+    title: str = ""
+    started_at: str = ""
+    status: str = "idle"
+    last_seq: int = 0
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    approvals: dict[str, ApprovalEntry] = field(default_factory=dict)
+
+    def to_json(self, now: datetime) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "started_by": self.started_by,
+            "title": self.title,
+            "started_at": self.started_at,
+            "status": self.status,
+            "last_seq": self.last_seq,
+            "messages": self.messages,
+            "calls": list(self.calls.values()),
+            "pending_approvals": [
+                a.to_json(now) for a in self.approvals.values()
+                if a.effective_state(now) == "pending"
+            ],
+        }
+
+
+def fold_session(session_id: str, stored: list[tuple[int, Event]]) -> SessionView:
+    view = SessionView(session_id)
+    for seq, ev in stored:
+        view.last_seq = seq
+        apply_approval(view.approvals, seq, ev)
+        call = view.calls.get(getattr(ev, "call_id", ""), None)
+        match ev:
+            case SessionStarted():
+                view.started_by, view.title = ev.actor, ev.title
+                view.started_at = ev.occurred_at.isoformat()
+            case UserMessage():
+                view.messages.append({"role": "user", "who": ev.actor, "text": ev.text,
+                                      "seq": seq})
+                view.status = "running"
+            case AssistantMessage():
+                view.messages.append({"role": "assistant", "text": ev.text, "seq": seq})
+            case CommandRejected():
+                view.messages.append({"role": "system", "text": f"refused: {ev.reason}",
+                                      "seq": seq})
+            case ToolProposed():
+                view.calls[ev.call_id] = {"call_id": ev.call_id, "tool": ev.tool,
+                                          "args": ev.args, "status": "proposed", "seq": seq}
+            case ToolClassified() if call:
+                call["access"] = ev.access
+                call["status"] = "classified"
+            case ToolRefused() if call:
+                call["status"] = "refused"
+                call["error"] = ev.reason
+            case ApprovalRequested():
+                view.status = "waiting for approval"
+                for c in ev.calls:
+                    if c.call_id in view.calls:
+                        view.calls[c.call_id]["status"] = "awaiting approval"
+                        view.calls[c.call_id]["approval_id"] = ev.approval_id
+            case ApprovalGranted() | ApprovalDenied() | ApprovalExpired():
+                view.status = "running"
+                new = {ApprovalGranted: "approved", ApprovalDenied: "denied",
+                       ApprovalExpired: "expired"}[type(ev)]
+                ids = ev.call_ids if not isinstance(ev, ApprovalGranted) else tuple(
+                    g.call_id for g in ev.grants)
+                for cid in ids:
+                    if cid in view.calls:
+                        view.calls[cid]["status"] = new
+            case ToolStarted() if call:
+                call["status"] = "running"
+            case ToolResult() if call:
+                call["status"] = {"ok": "done", "error": "failed", "unknown": "unknown"}[ev.status]
+                call["output"] = ev.output
+            case CommandRefused() if call:
+                call["status"] = "refused by executor"
+                call["error"] = ev.reason
+            case TurnCompleted():
+                view.status = "idle"
+            case SessionCancelled():
+                view.status = "cancelled"
+    return view

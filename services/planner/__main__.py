@@ -1,0 +1,3 @@
+from services.planner.service import main
+
+main()

@@ -1,0 +1,81 @@
+"""The planner's decisions in direct mode, as a pure function of the trigger and the session."""
+
+from __future__ import annotations
+
+import hashlib
+
+from schemas.approval import ApprovalDenied, ApprovalExpired, ToolRefused
+from schemas.base import Event
+from schemas.execution import ToolResult
+from schemas.planning import CommandRejected, ToolProposed
+from schemas.session import AssistantMessage, SessionCancelled, TurnCompleted, UserMessage
+from services.planner import direct
+
+ACTOR = "planner"
+NO_MODEL = (
+    "No model is configured, so I work in direct mode: send kubectl-style commands such as "
+    "`kubectl get pods -n shop` or `kubectl scale deploy/web --replicas=3 -n shop`. "
+    "Set OPENAI_API_KEY (and OPENAI_BASE_URL / INTERLOCK_MODEL) to chat in plain language."
+)
+
+
+def derived_id(prefix: str, trigger: Event, index: int) -> str:
+    """Ids derived from the trigger, so a redelivered trigger yields the same events."""
+    digest = hashlib.sha256(f"{trigger.event_id}:{index}".encode()).hexdigest()[:20]
+    return f"{prefix}_{digest}"
+
+
+def _proposal_of(events: list[Event], call_id: str) -> ToolProposed | None:
+    return next((e for e in events if isinstance(e, ToolProposed) and e.call_id == call_id), None)
+
+
+def decide(trigger: Event, events: list[Event]) -> list[Event]:
+    common = {"session_id": trigger.session_id, "actor": ACTOR, "causation_id": trigger.event_id,
+              "correlation_id": trigger.correlation_id or trigger.event_id}
+    out: list[Event] = []
+
+    def say(text: str) -> None:
+        out.append(AssistantMessage(text=text[:64_000], event_id=derived_id("e", trigger, 0),
+                                    **common))
+
+    def done(reason: str) -> None:
+        out.append(TurnCompleted(reason=reason, event_id=derived_id("e", trigger, 9), **common))
+
+    match trigger:
+        case UserMessage() if direct.is_command(trigger.text):
+            parsed = direct.parse(trigger.text)
+            if isinstance(parsed, direct.Refusal):
+                out.append(CommandRejected(text=trigger.text[:64_000], reason=parsed.reason[:2000],
+                                           event_id=derived_id("e", trigger, 1), **common))
+                say(f"I did not run that: {parsed.reason}.")
+                done("refused")
+            else:
+                call_id = derived_id("c", trigger, 0)
+                out.append(ToolProposed(
+                    call_id=call_id, tool=parsed.tool, args=parsed.args, source="direct",
+                    rationale=f"direct command from {trigger.actor}: {trigger.text.strip()}"[:64_000],
+                    requested_by=trigger.actor, event_id=derived_id("e", trigger, 2), **common,
+                ))
+        case UserMessage():
+            say(NO_MODEL)
+            done("no model")
+        case ToolResult():
+            if _proposal_of(events, trigger.call_id) is None:
+                return []
+            head = {"ok": "Done.", "error": "The call failed.",
+                    "unknown": "The outcome is unknown — verify."}[trigger.status]
+            say(f"{head}\n{trigger.output}")
+            done(trigger.status)
+        case ToolRefused():
+            say(f"The gate refused {trigger.tool}: {trigger.reason}")
+            done("refused")
+        case ApprovalDenied():
+            why = f": {trigger.reason}" if trigger.reason else ""
+            say(f"{trigger.approver} denied the change{why}. Nothing was executed.")
+            done("denied")
+        case ApprovalExpired():
+            say("Nobody decided in time; the approval expired. Nothing was executed.")
+            done("expired")
+        case SessionCancelled():
+            done("cancelled")
+    return out

@@ -1,0 +1,268 @@
+"""The event bus: connect as a service's own NATS user, append events, read them back, and
+consume a durable consumer with one reviewed ack policy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import APIError
+
+from schemas import events as E
+from schemas import subjects as S
+from schemas.base import Event
+from schemas.events import AnyEvent
+from services.runtime.errors import ConcurrencyConflict, PoisonMessage, RetryableError
+from services.runtime.settings import NatsSettings
+
+log = logging.getLogger(__name__)
+
+WRONG_LAST_SEQUENCE = 10071
+EXPECTED_SEQ = "Nats-Expected-Last-Subject-Sequence"
+EXPECTED_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
+
+
+@dataclass(frozen=True)
+class Stored:
+    """An event as stored: its stream sequence and subject."""
+
+    seq: int
+    subject: str
+    event: AnyEvent
+    raw: bytes
+
+
+def decode_stored(subject: str, data: bytes) -> AnyEvent:
+    """Decodes an event and checks that its subject is the one it belongs on.
+
+    Raises PoisonMessage for anything undecodable or forged.
+    """
+    try:
+        event = E.decode(data)
+        S.check_subject(subject, event)
+    except (msgspec.DecodeError, msgspec.ValidationError, S.SubjectMismatch) as exc:
+        raise PoisonMessage(str(exc)) from exc
+    return event
+
+
+class Bus:
+    def __init__(self, nc: NATS, service: str) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.service = service
+
+    @classmethod
+    async def connect(cls, settings: NatsSettings, service: str, **kwargs: Any) -> Bus:
+        async def error_cb(exc: Exception) -> None:
+            # Permission violations reach only this callback (notes/nats.md §2).
+            log.warning("nats error: %s", exc, extra={"error": type(exc).__name__})
+
+        nc = await nats.connect(
+            settings.url,
+            user=settings.user,
+            password=settings.password,
+            name=f"interlock-{service}",
+            inbox_prefix=f"_INBOX_{service}".encode(),
+            error_cb=error_cb,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=5,
+            **kwargs,
+        )
+        return cls(nc, service)
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except Exception:  # noqa: BLE001 - closing anyway
+                await self.nc.close()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def append(
+        self,
+        event: Event,
+        *,
+        once_per_key: bool = False,
+        expect_session_seq: int | None = None,
+        timeout: float = 5.0,
+        attempts: int = 5,
+    ) -> int:
+        """Appends an event to the log and returns its stream sequence.
+
+        once_per_key: the event's subject must be empty (e.g. one decision per approval).
+        expect_session_seq: the session's last sequence must still be this (one next step).
+        Raises ConcurrencyConflict when a precondition fails. Retries timeouts with the same
+        Nats-Msg-Id, so a retry after a lost ack is deduplicated by the server.
+        """
+        subject = S.event_subject(event)
+        headers = {"Nats-Msg-Id": event.event_id}
+        if once_per_key:
+            headers[EXPECTED_SEQ] = "0"
+        elif expect_session_seq is not None:
+            headers[EXPECTED_SEQ] = str(expect_session_seq)
+            headers[EXPECTED_SEQ_SUBJECT] = S.session_filter(event.session_id)
+        data = E.encode(event)
+        last_exc: Exception | None = None
+        for attempt in range(attempts):
+            try:
+                ack = await self.js.publish(subject, data, timeout=timeout, headers=headers)
+                return int(ack.seq)
+            except APIError as exc:
+                if exc.err_code == WRONG_LAST_SEQUENCE:
+                    raise ConcurrencyConflict(f"{event.type} on {subject}: {exc.description}")
+                raise
+            except (NatsTimeoutError, asyncio.TimeoutError, NoRespondersError) as exc:
+                last_exc = exc
+                await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
+        raise RetryableError(f"append {event.type} failed: {last_exc}")
+
+    async def publish_command(
+        self, subject: str, data: bytes, msg_id: str, timeout: float = 5.0
+    ) -> int:
+        ack = await self.js.publish(subject, data, timeout=timeout, headers={"Nats-Msg-Id": msg_id})
+        return int(ack.seq)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def read(
+        self, subject_filter: str, start_seq: int = 1, batch: int = 1000, timeout: float = 5.0
+    ) -> AsyncIterator[Stored]:
+        """Stored events matching a filter, in order, from start_seq to the end of the log.
+
+        Uses batched Direct Get, so no consumer (and no consumer permission) is needed.
+        """
+        seq = max(1, start_seq)
+        while True:
+            got, last_seen, more = await self._direct_batch(subject_filter, seq, batch, timeout)
+            for item in got:
+                yield item
+            if not more or last_seen is None:
+                return
+            seq = last_seen + 1
+
+    async def _direct_batch(
+        self, subject_filter: str, seq: int, batch: int, timeout: float
+    ) -> tuple[list[Stored], int | None, bool]:
+        inbox = self.nc.new_inbox()
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        sub = await self.nc.subscribe(inbox, cb=queue.put)
+        try:
+            req = {"seq": seq, "next_by_subj": subject_filter, "batch": batch}
+            await self.nc.publish(
+                f"$JS.API.DIRECT.GET.{S.EVENTS_STREAM}", json.dumps(req).encode(), reply=inbox
+            )
+            out: list[Stored] = []
+            last_seen: int | None = None
+            while True:
+                msg = await asyncio.wait_for(queue.get(), timeout)
+                hdrs = msg.headers or {}
+                status = hdrs.get("Status")
+                if status == "404":
+                    return out, last_seen, False
+                if status == "204":  # end of batch
+                    pending = int(hdrs.get("Nats-Num-Pending", "0") or 0)
+                    return out, last_seen, pending > 0
+                if status:
+                    raise RetryableError(f"direct get failed: {status} {hdrs.get('Description')}")
+                stored_seq = int(hdrs["Nats-Sequence"])
+                subject = hdrs["Nats-Subject"]
+                last_seen = stored_seq
+                try:
+                    event = decode_stored(subject, msg.data)
+                except PoisonMessage as exc:
+                    log.warning(
+                        "skipping undecodable stored event: %s",
+                        exc,
+                        extra={"subject": subject, "seq": stored_seq},
+                    )
+                    continue
+                out.append(Stored(stored_seq, subject, event, msg.data))
+        finally:
+            await sub.unsubscribe()
+
+    async def session(self, session_id: str, start_seq: int = 1) -> list[Stored]:
+        return [s async for s in self.read(S.session_filter(session_id), start_seq)]
+
+    async def last_sequence(self) -> int:
+        info = await self.js.stream_info(S.EVENTS_STREAM)
+        return int(info.state.last_seq)
+
+    async def first(self, subject_filter: str) -> Stored | None:
+        async for stored in self.read(subject_filter, batch=1):
+            return stored
+        return None
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    async def consume(
+        self,
+        durable: str,
+        handler: Callable[[Msg], Awaitable[None]],
+        stop: asyncio.Event,
+        *,
+        batch: int = 32,
+        on_poison: Callable[[Msg, PoisonMessage], Awaitable[None]] | None = None,
+    ) -> None:
+        """Fetches from an admin-provisioned durable pull consumer until `stop` is set."""
+        stream, _ = S.CONSUMER_FILTERS[durable]
+        psub = await self.js.pull_subscribe_bind(
+            durable, stream=stream, inbox_prefix=f"_INBOX_{self.service}.".encode()
+        )
+        while not stop.is_set():
+            try:
+                msgs = await psub.fetch(batch, timeout=1.0)
+            except (NatsTimeoutError, asyncio.TimeoutError):
+                continue
+            except ConnectionClosedError:
+                return
+            except Exception as exc:  # noqa: BLE001 - the loop must survive bus hiccups
+                log.warning("fetch failed: %s", exc, extra={"error": type(exc).__name__})
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                await handle_with_policy(msg, handler, on_poison)
+
+
+async def handle_with_policy(
+    msg: Msg,
+    handler: Callable[[Msg], Awaitable[None]],
+    on_poison: Callable[[Msg, PoisonMessage], Awaitable[None]] | None = None,
+) -> None:
+    """The ack policy, in one place: ack on success, nak with delay on a retryable error,
+    terminate (and record) a poison message, nak an unexpected failure (max_deliver bounds it).
+    """
+    meta = msg.metadata
+    extra = {"subject": msg.subject, "seq": meta.sequence.stream}
+    try:
+        await handler(msg)
+    except PoisonMessage as exc:
+        log.error("poison message terminated: %s", exc, extra=extra)
+        if on_poison is not None:
+            try:
+                await on_poison(msg, exc)
+            except Exception:  # noqa: BLE001 - recording must not block termination
+                log.exception("recording a poison message failed", extra=extra)
+        await msg.term()
+        return
+    except RetryableError as exc:
+        delay = min(0.5 * 2 ** (meta.num_delivered - 1), 10.0)
+        log.warning("retrying in %.1fs: %s", delay, exc, extra=extra)
+        await msg.nak(delay=delay)
+        return
+    except Exception:  # noqa: BLE001 - unexpected: retry a bounded number of times
+        log.exception("handler failed", extra=extra)
+        await msg.nak(delay=1.0)
+        return
+    await msg.ack_sync()

@@ -1,0 +1,110 @@
+"""The nats-server configuration: one NATS user per service, least privilege.
+
+Only the gate may publish to exec.>; each service may publish only events that name it as their
+emitter; no runtime user may touch the JetStream admin API (streams, consumers), because a stream
+`republish` or a consumer `deliver_subject` could inject into any subject (notes/nats.md §2).
+Streams and consumers are provisioned once by the admin identity.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+from schemas import subjects as S
+
+RUNTIME_USERS: tuple[str, ...] = S.SERVICES
+ADMIN_USER = "admin"
+
+# Denied to every runtime user whatever its allow list says (deny wins in NATS).
+_ADMIN_API_DENY = [
+    "$JS.API.STREAM.CREATE.>",
+    "$JS.API.STREAM.UPDATE.>",
+    "$JS.API.STREAM.DELETE.>",
+    "$JS.API.STREAM.PURGE.>",
+    "$JS.API.STREAM.MSG.DELETE.>",
+    "$JS.API.STREAM.RESTORE.>",
+    "$JS.API.CONSUMER.CREATE.>",
+    "$JS.API.CONSUMER.DURABLE.CREATE.>",
+    "$JS.API.CONSUMER.DELETE.>",
+    "$JS.API.CONSUMER.PAUSE.>",
+    "$JS.API.ACCOUNT.PURGE.>",
+]
+
+
+def _event_reader() -> list[str]:
+    return [
+        f"$JS.API.DIRECT.GET.{S.EVENTS_STREAM}",
+        f"$JS.API.DIRECT.GET.{S.EVENTS_STREAM}.>",
+        f"$JS.API.STREAM.INFO.{S.EVENTS_STREAM}",
+    ]
+
+
+def _consumer(stream: str, durable: str) -> list[str]:
+    return [
+        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
+        f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
+        f"$JS.ACK.{stream}.{durable}.>",
+    ]
+
+
+def permissions(service: str) -> dict[str, Any]:
+    """The publish/subscribe permissions of one runtime user."""
+    publish = [S.emitter_publish_allow(service), *_event_reader()]  # type: ignore[arg-type]
+    subscribe = [f"_INBOX_{service}.>"]
+    deny = list(_ADMIN_API_DENY)
+    if service == "gate":
+        publish.append(f"{S.EXEC_PREFIX}.>")
+    else:
+        deny.append(f"{S.EXEC_PREFIX}.>")
+    if service in S.CONSUMER_FILTERS:
+        stream, _ = S.CONSUMER_FILTERS[service]
+        publish += _consumer(stream, service)
+    if service == "gateway":
+        subscribe.append(f"{S.LIVE_PREFIX}.>")
+    deny.append(f"{S.LIVE_PREFIX}.>")  # only the server republishes there
+    return {"publish": {"allow": publish, "deny": deny}, "subscribe": {"allow": subscribe}}
+
+
+def new_credentials() -> dict[str, str]:
+    return {u: secrets.token_urlsafe(24) for u in (*RUNTIME_USERS, ADMIN_USER, "sys")}
+
+
+def render(
+    *,
+    port: int,
+    store_dir: Path,
+    credentials: dict[str, str],
+    server_name: str = "interlock",
+    http_port: int | None = None,
+    cluster: dict[str, Any] | None = None,
+) -> str:
+    users: list[dict[str, Any]] = [{"user": ADMIN_USER, "password": credentials[ADMIN_USER]}]
+    for service in RUNTIME_USERS:
+        users.append(
+            {
+                "user": service,
+                "password": credentials[service],
+                "permissions": permissions(service),
+            }
+        )
+    conf: dict[str, Any] = {
+        "server_name": server_name,
+        "listen": f"127.0.0.1:{port}",
+        "max_payload": 1048576,
+        # The audit log is fsynced on every write: an acknowledged event survives a power cut.
+        "jetstream": {"store_dir": str(store_dir), "sync_interval": "always"},
+        "accounts": {
+            "APP": {"jetstream": "enabled", "users": users},
+            "SYS": {"users": [{"user": "sys", "password": credentials["sys"]}]},
+        },
+        "system_account": "SYS",
+    }
+    if http_port is not None:
+        conf["http"] = f"127.0.0.1:{http_port}"
+    if cluster:
+        conf["cluster"] = cluster
+    # JSON is valid nats-server configuration syntax.
+    return json.dumps(conf, indent=2)

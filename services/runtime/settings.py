@@ -1,0 +1,36 @@
+"""Settings shared by every service, built from the environment once, failing fast."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services.runtime.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class NatsSettings:
+    url: str
+    user: str
+    password: str
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> NatsSettings:
+        env = os.environ if env is None else env
+        missing = [k for k in ("INTERLOCK_NATS_PASSWORD",) if not env.get(k)]
+        if missing:
+            raise ConfigError(f"{service}: missing settings: {', '.join(missing)}")
+        return cls(
+            url=env.get("INTERLOCK_NATS_URL", "nats://127.0.0.1:4222"),
+            user=env.get("INTERLOCK_NATS_USER", service),
+            password=env["INTERLOCK_NATS_PASSWORD"],
+            log_level=env.get("INTERLOCK_LOG_LEVEL", "INFO"),
+        )
+
+
+def require(env: Mapping[str, str], *names: str, service: str) -> None:
+    missing = [n for n in names if not env.get(n)]
+    if missing:
+        raise ConfigError(f"{service}: missing settings: {', '.join(missing)}")

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+import pytest
+
+from schemas import catalogue, events
+from schemas import subjects as S
+from schemas.approval import ApprovalDecided, ApprovalRequested, Grant
+from schemas.ids import InvalidId, check_token
+from schemas.session import UserMessage
+
+
+def test_every_event_type_has_a_unique_tag_and_an_emitter() -> None:
+    tags = [t.__struct_config__.tag for t in events.EVENT_TYPES]
+    assert len(tags) == len(set(tags))
+    for t in events.EVENT_TYPES:
+        assert t.emitter in S.SERVICES
+        assert len(str(t.__struct_config__.tag).split(".")) == 2  # noun.verb: fixed subject shape
+
+
+def test_round_trip_and_subject() -> None:
+    e = UserMessage(session_id="s_1", text="kubectl get pods -n shop", actor="alice")
+    back = events.decode(events.encode(e))
+    assert back == e
+    subject = S.event_subject(back)
+    assert subject == f"evt.s_1.gateway.user.message.{e.event_id}"
+    S.check_subject(subject, back)
+
+
+def test_a_payload_on_another_emitters_subject_is_rejected() -> None:
+    d = ApprovalDecided(session_id="s_1", approval_id="a_1", decision="approve", approver="eve")
+    with pytest.raises(S.SubjectMismatch):
+        S.check_subject("evt.s_1.planner.approval.decided.a_1", d)
+    with pytest.raises(S.SubjectMismatch):
+        S.check_subject("evt.s_2.gateway.approval.decided.a_1", d)
+
+
+@pytest.mark.parametrize("bad", ["", "a.b", "a*", "a>", "a b", "x" * 65, "évt"])
+def test_ids_that_could_reach_a_subject_are_validated(bad: str) -> None:
+    with pytest.raises(InvalidId):
+        check_token(bad)
+
+
+def test_unknown_event_type_does_not_decode() -> None:
+    with pytest.raises(msgspec.ValidationError):
+        events.decode(b'{"type": "approval.autogranted", "session_id": "s_1"}')
+
+
+def test_call_hash_binds_every_arg() -> None:
+    tool = catalogue.TOOLS["scale"]
+    a = catalogue.canonical_args(tool.parse_args({"name": "web", "namespace": "shop",
+                                                  "replicas": 5}))
+    b = catalogue.canonical_args(tool.parse_args({"name": "web", "namespace": "shop",
+                                                  "replicas": 6}))
+    assert a["kind"] == "deployment"  # defaults are explicit in what is approved
+    assert catalogue.call_hash("scale", a) != catalogue.call_hash("scale", b)
+    assert catalogue.call_hash("scale", a) == catalogue.call_hash("scale", dict(reversed(a.items())))
+
+
+def test_args_reject_unknown_fields_and_bad_names() -> None:
+    tool = catalogue.TOOLS["scale"]
+    with pytest.raises(msgspec.ValidationError):
+        tool.parse_args({"name": "web", "replicas": 1, "force": True})
+    with pytest.raises(msgspec.ValidationError):
+        tool.parse_args({"name": "Web_Bad", "replicas": 1})
+    with pytest.raises(msgspec.ValidationError):
+        tool.parse_args({"name": "web", "replicas": -1})
+
+
+def test_grant_signed_bytes_cover_every_field() -> None:
+    g = Grant(call_id="c_1", call_hash="h", approval_id="a_1", approver="bob",
+              not_after=datetime(2030, 1, 1, tzinfo=UTC), resource_version="7")
+    for field, value in [("call_id", "c_2"), ("call_hash", "h2"), ("approval_id", "a_2"),
+                         ("approver", "eve"), ("not_after", datetime(2031, 1, 1, tzinfo=UTC)),
+                         ("resource_version", "8")]:
+        assert msgspec.structs.replace(g, **{field: value}).signed_bytes() != g.signed_bytes()
+
+
+def test_approval_requested_requires_an_expiry() -> None:
+    with pytest.raises(TypeError):
+        ApprovalRequested(session_id="s_1", approval_id="a_1", calls=())  # type: ignore[call-arg]
