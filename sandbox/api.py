@@ -1,0 +1,534 @@
+"""HTTP handlers for the resource API: path parsing, the verbs, subresources, watch streams.
+Objects flow as plain dicts; the store owns versions, `defaults` owns defaulting/validation."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import yaml
+from aiohttp import web
+
+from sandbox import defaults, patch, tables
+from sandbox.errors import (
+    ApiError,
+    bad_request,
+    conflict,
+    invalid,
+    method_not_allowed,
+    not_found,
+    unsupported_media,
+)
+from sandbox.resources import RESOURCES, VIRTUAL_GROUPS, ResourceType, by_plural, lookup
+from sandbox.selectors import labels_match, parse_fields, parse_labels, selector_string
+from sandbox.store import Change, Obj, Store
+from sandbox.timeutil import now_iso
+
+log = logging.getLogger(__name__)
+
+JSON_CT = "application/json"
+NAMESPACES = by_plural("", "namespaces")
+SCALABLE = {"Deployment", "ReplicaSet", "StatefulSet"}
+
+
+class LogSource(Protocol):
+    def logs(self, pod: Obj, container: str, *, previous: bool) -> list[str]: ...
+
+
+class MetricsSource(Protocol):
+    def pod_metrics(self, namespace: str | None) -> list[Obj]: ...
+    def node_metrics(self) -> list[Obj]: ...
+
+
+@dataclass(frozen=True)
+class Target:
+    rt: ResourceType
+    namespace: str  # "" for cluster-scoped or all-namespaces
+    name: str
+    sub: str
+
+
+def parse_path(path: str) -> Target | None:
+    parts = [p for p in path.split("/") if p]
+    if not parts:
+        return None
+    if parts[0] == "api" and len(parts) >= 3:
+        group, version, rest = "", parts[1], parts[2:]
+    elif parts[0] == "apis" and len(parts) >= 4:
+        group, version, rest = parts[1], parts[2], parts[3:]
+    else:
+        return None
+    namespace = ""
+    if rest[0] == "namespaces" and len(rest) >= 3 and not (
+            len(rest) == 3 and rest[2] in ("status", "finalize")):
+        namespace, rest = rest[1], rest[2:]
+    rt = lookup(group, version, rest[0])
+    if rt is None or len(rest) > 3:
+        return None
+    name = rest[1] if len(rest) > 1 else ""
+    sub = rest[2] if len(rest) > 2 else ""
+    if namespace and not rt.namespaced:
+        return None
+    return Target(rt, namespace, name, sub)
+
+
+def _json(body: Any, status: int = 200, content_type: str = JSON_CT) -> web.Response:
+    return web.Response(body=json.dumps(body).encode(), status=status,
+                        content_type=content_type.split(";")[0],
+                        headers={"Content-Type": content_type} if ";" in content_type else None)
+
+
+def error_response(err: ApiError) -> web.Response:
+    return _json(err.status(), err.code)
+
+
+def _wants_table(request: web.Request) -> bool:
+    return "as=Table" in request.headers.get("Accept", "")
+
+
+def _dry_run(request: web.Request) -> bool:
+    return "All" in request.query.getall("dryRun", [])
+
+
+def _random_suffix(n: int = 5) -> str:
+    # The alphabet apiserver uses for generateName (no vowels, no confusable digits).
+    return "".join(random.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(n))
+
+
+class ResourceApi:
+    def __init__(self, store: Store, logs: LogSource, metrics: MetricsSource) -> None:
+        self.store = store
+        self.logs = logs
+        self.metrics = metrics
+        self._next_ip = 10
+        self._stopping = asyncio.Event()
+
+    def stop_watches(self) -> None:
+        self._stopping.set()
+        self.store.close_watchers()
+
+    # ---- entry ---------------------------------------------------------------------------
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        target = parse_path(request.path)
+        if target is None:
+            return error_response(ApiError(404, "NotFound", "the server could not find the "
+                                           "requested resource"))
+        try:
+            return await self._dispatch(request, target)
+        except ApiError as err:
+            return error_response(err)
+
+    async def _dispatch(self, request: web.Request, t: Target) -> web.StreamResponse:
+        method = request.method
+        if t.rt.group in VIRTUAL_GROUPS:
+            if method != "GET":
+                raise method_not_allowed(method.lower(), t.rt.plural)
+            return self._metrics(request, t)
+        if t.sub:
+            return await self._subresource(request, t)
+        if not t.name:
+            if method == "GET":
+                if request.query.get("watch") in ("true", "1"):
+                    return await self._watch(request, t)
+                return self._list(request, t)
+            if method == "POST":
+                return await self._create(request, t)
+            if method == "DELETE":
+                return await self._delete_collection(request, t)
+            raise method_not_allowed(method.lower(), t.rt.plural)
+        handlers: dict[str, Callable[[web.Request, Target], Awaitable[web.StreamResponse]]] = {
+            "GET": self._get, "PUT": self._replace, "PATCH": self._patch,
+            "DELETE": self._delete,
+        }
+        if method not in handlers:
+            raise method_not_allowed(method.lower(), t.rt.plural)
+        return await handlers[method](request, t)
+
+    # ---- helpers -------------------------------------------------------------------------
+    async def _body(self, request: web.Request) -> Any:
+        raw = await request.read()
+        if not raw:
+            raise bad_request("the request body is empty")
+        ct = request.headers.get("Content-Type", "")
+        try:
+            if "yaml" in ct:
+                return yaml.safe_load(raw)
+            return json.loads(raw)
+        except (ValueError, yaml.YAMLError) as exc:
+            raise bad_request(f"the body could not be decoded: {exc}") from exc
+
+    def _require_namespace(self, namespace: str) -> None:
+        if namespace and self.store.get(NAMESPACES, "", namespace) is None:
+            raise not_found("namespaces", "", namespace)
+
+    def allocate_ip(self) -> str:
+        self._next_ip += 1
+        return f"10.96.{self._next_ip // 250}.{self._next_ip % 250 + 1}"
+
+    def _prepare(self, rt: ResourceType, obj: Obj) -> Obj:
+        defaults.apply_defaults(rt, obj, self.allocate_ip() if rt.kind == "Service" else "")
+        defaults.validate(rt, obj)
+        return obj
+
+    def _finish_write(self, rt: ResourceType, current: Obj, new: Obj, *, sub: str = "") -> Obj:
+        """Carry server-owned fields over an update and bump generation on spec changes."""
+        meta = new.setdefault("metadata", {})
+        if meta.get("name", current["metadata"]["name"]) != current["metadata"]["name"]:
+            raise bad_request("the name of the object does not match the name on the URL")
+        meta["name"] = current["metadata"]["name"]
+        if rt.namespaced:
+            ns = current["metadata"]["namespace"]
+            if meta.get("namespace", ns) != ns:
+                raise bad_request("the namespace of the object does not match the namespace "
+                                  "on the URL")
+            meta["namespace"] = ns
+        has_status = any(s.name == "status" for s in rt.subresources)
+        if sub == "status":
+            kept = copy.deepcopy(current)
+            kept["status"] = new.get("status", {})
+            kept["metadata"]["resourceVersion"] = meta.get("resourceVersion")
+            return kept
+        if has_status and "status" in current:
+            new["status"] = current["status"]
+        defaults.apply_defaults(rt, new)
+        defaults.validate(rt, new)
+        if rt.has_generation:
+            meta["generation"] = current["metadata"].get("generation", 1) + (
+                1 if new.get("spec") != current.get("spec") else 0)
+        return new
+
+    def _commit(self, request: web.Request, rt: ResourceType, current: Obj, new: Obj) -> Obj:
+        if _dry_run(request):
+            self.store.check_precondition(rt, current, new)
+            new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            for f in ("uid", "creationTimestamp"):
+                new["metadata"][f] = current["metadata"][f]
+            new["apiVersion"], new["kind"] = rt.api_version, rt.kind
+            return new
+        return self.store.update(rt, new)
+
+    # ---- verbs ---------------------------------------------------------------------------
+    def _select(self, request: web.Request, t: Target) -> list[Obj]:
+        label_reqs = parse_labels(request.query.get("labelSelector", ""))
+        field_match = parse_fields(request.query.get("fieldSelector", ""))
+        return [o for o in self.store.list(t.rt, t.namespace or None)
+                if labels_match(label_reqs, o["metadata"].get("labels"))
+                and field_match(o)]
+
+    def _list(self, request: web.Request, t: Target) -> web.Response:
+        items = self._select(request, t)
+        rv = self.store.resource_version
+        cont = request.query.get("continue", "")
+        start = int(base64.b64decode(cont).decode()) if cont else 0
+        limit = int(request.query.get("limit", "0") or 0)
+        page = items[start:start + limit] if limit else items[start:]
+        meta: dict[str, Any] = {"resourceVersion": rv}
+        if limit and start + limit < len(items):
+            meta["continue"] = base64.b64encode(str(start + limit).encode()).decode()
+            meta["remainingItemCount"] = len(items) - start - limit
+        if _wants_table(request):
+            body = tables.table(t.rt, page, rv,
+                                include=request.query.get("includeObject", "Metadata"))
+            body["metadata"] = meta
+            return _json(body)
+        return _json({"kind": f"{t.rt.kind}List", "apiVersion": t.rt.api_version,
+                      "metadata": meta, "items": page})
+
+    async def _get(self, request: web.Request, t: Target) -> web.Response:
+        obj = self.store.must_get(t.rt, t.namespace, t.name)
+        if _wants_table(request):
+            return _json(tables.table(t.rt, [obj], self.store.resource_version,
+                                      include=request.query.get("includeObject", "Metadata")))
+        return _json(obj)
+
+    async def _create(self, request: web.Request, t: Target) -> web.Response:
+        obj = await self._body(request)
+        if not isinstance(obj, dict):
+            raise bad_request("the body must be an object")
+        self._check_kind(t.rt, obj)
+        meta = obj.setdefault("metadata", {})
+        if t.rt.namespaced:
+            if meta.get("namespace") and meta["namespace"] != t.namespace:
+                raise bad_request("the namespace of the provided object does not match the "
+                                  "namespace sent on the request")
+            meta["namespace"] = t.namespace
+            self._require_namespace(t.namespace)
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + _random_suffix()
+        obj = self._prepare(t.rt, obj)
+        if _dry_run(request):
+            return _json(self.store.prepare_new(t.rt, obj), 201)
+        return _json(self.store.create(t.rt, obj), 201)
+
+    def _check_kind(self, rt: ResourceType, obj: Obj) -> None:
+        kind, api_version = obj.get("kind"), obj.get("apiVersion")
+        if (kind and kind != rt.kind) or (api_version and api_version != rt.api_version):
+            raise bad_request(f"the API version in the data ({api_version}) does not match the "
+                              f"expected API version ({rt.api_version})"
+                              if api_version != rt.api_version else
+                              f"the kind in the data ({kind}) does not match {rt.kind}")
+
+    async def _replace(self, request: web.Request, t: Target) -> web.Response:
+        new = await self._body(request)
+        if not isinstance(new, dict):
+            raise bad_request("the body must be an object")
+        self._check_kind(t.rt, new)
+        current = self.store.must_get(t.rt, t.namespace, t.name)
+        new = self._finish_write(t.rt, current, new)
+        return _json(self._commit(request, t.rt, current, new))
+
+    def _apply_patch(self, request: web.Request, doc: Obj, body: Any) -> Obj:
+        ct = request.headers.get("Content-Type", "").split(";")[0].strip()
+        if ct == "application/merge-patch+json":
+            result = patch.merge_patch(doc, body)
+        elif ct == "application/json-patch+json":
+            result = patch.json_patch(doc, body)
+        elif ct == "application/strategic-merge-patch+json":
+            result = patch.strategic_merge(doc, body)
+        else:
+            raise unsupported_media(ct or "<none>")
+        if not isinstance(result, dict):
+            raise bad_request("the patch did not produce an object")
+        return result
+
+    async def _patch(self, request: web.Request, t: Target) -> web.Response:
+        body = await self._body(request)
+        current = self.store.must_get(t.rt, t.namespace, t.name)
+        new = self._apply_patch(request, current, body)
+        new = self._finish_write(t.rt, current, new)
+        return _json(self._commit(request, t.rt, current, new))
+
+    async def _delete(self, request: web.Request, t: Target) -> web.Response:
+        options: Mapping[str, Any] = {}
+        if request.can_read_body:
+            raw = await request.read()
+            options = json.loads(raw) if raw.strip() else {}
+        current = self.store.must_get(t.rt, t.namespace, t.name)
+        pre = options.get("preconditions") or {}
+        if pre.get("resourceVersion") and pre["resourceVersion"] != current["metadata"][
+                "resourceVersion"] or pre.get("uid") and pre["uid"] != current["metadata"]["uid"]:
+            raise conflict(t.rt.plural, t.rt.group, t.name)
+        if _dry_run(request) or "All" in (options.get("dryRun") or []):
+            return _json(current if t.rt.kind == "Pod" else self._success(t.rt, current))
+        policy = options.get("propagationPolicy") or (
+            "Orphan" if options.get("orphanDependents") else "Background")
+        deleted = self.delete_object(t.rt, current, policy)
+        return _json(deleted if t.rt.kind == "Pod" else self._success(t.rt, deleted))
+
+    def _success(self, rt: ResourceType, obj: Obj) -> Obj:
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                "details": {"name": obj["metadata"]["name"], "group": rt.group,
+                            "kind": rt.plural, "uid": obj["metadata"]["uid"]}}
+
+    def delete_object(self, rt: ResourceType, obj: Obj, policy: str = "Background") -> Obj:
+        """Delete with garbage collection: dependents found through ownerReferences are
+        deleted too (Background/Foreground) or released (Orphan)."""
+        meta = obj["metadata"]
+        if rt.kind == "Namespace":
+            for other in RESOURCES:
+                if other.namespaced and other.group not in VIRTUAL_GROUPS:
+                    for child in self.store.list(other, meta["name"]):
+                        self.store.delete(other, meta["name"], child["metadata"]["name"])
+        deleted = self.store.delete(rt, meta.get("namespace", ""), meta["name"])
+        deleted["metadata"]["deletionTimestamp"] = now_iso()
+        uid = meta["uid"]
+        for other in RESOURCES:
+            if other.group in VIRTUAL_GROUPS or not other.namespaced and rt.namespaced:
+                continue
+            for child in self.store.list(other, meta.get("namespace") or None):
+                refs = child["metadata"].get("ownerReferences") or []
+                if not any(r.get("uid") == uid for r in refs):
+                    continue
+                if policy == "Orphan":
+                    child["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
+                    self.store.update(other, child, check_rv=False)
+                elif self.store.get(other, child["metadata"].get("namespace", ""),
+                                    child["metadata"]["name"]) is not None:
+                    self.delete_object(other, child, policy)
+        return deleted
+
+    async def _delete_collection(self, request: web.Request, t: Target) -> web.Response:
+        items = self._select(request, t)
+        if not _dry_run(request):
+            for obj in items:
+                if self.store.get(t.rt, obj["metadata"].get("namespace", ""),
+                                  obj["metadata"]["name"]) is not None:
+                    self.delete_object(t.rt, obj)
+        return _json({"kind": f"{t.rt.kind}List", "apiVersion": t.rt.api_version,
+                      "metadata": {"resourceVersion": self.store.resource_version},
+                      "items": items})
+
+    # ---- subresources --------------------------------------------------------------------
+    async def _subresource(self, request: web.Request, t: Target) -> web.StreamResponse:
+        if t.sub == "status" and any(s.name == "status" for s in t.rt.subresources):
+            current = self.store.must_get(t.rt, t.namespace, t.name)
+            if request.method == "GET":
+                return _json(current)
+            if request.method == "PUT":
+                new = await self._body(request)
+            elif request.method == "PATCH":
+                new = self._apply_patch(request, current, await self._body(request))
+            else:
+                raise method_not_allowed(request.method.lower(), f"{t.rt.plural}/status")
+            new = self._finish_write(t.rt, current, new, sub="status")
+            return _json(self._commit(request, t.rt, current, new))
+        if t.sub == "scale" and t.rt.kind in SCALABLE:
+            return await self._scale(request, t)
+        if t.sub == "log" and t.rt.kind == "Pod" and request.method == "GET":
+            return self._log(request, t)
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+
+    def _to_scale(self, obj: Obj) -> Obj:
+        meta = obj["metadata"]
+        return {
+            "kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
+                                              "creationTimestamp") if k in meta},
+            "spec": {"replicas": obj["spec"].get("replicas", 0)},
+            "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
+                       "selector": selector_string(obj["spec"].get("selector"))},
+        }
+
+    async def _scale(self, request: web.Request, t: Target) -> web.Response:
+        current = self.store.must_get(t.rt, t.namespace, t.name)
+        scale = self._to_scale(current)
+        if request.method == "GET":
+            return _json(scale)
+        body = await self._body(request)
+        if request.method == "PUT":
+            new_scale = body
+        elif request.method == "PATCH":
+            new_scale = self._apply_patch(request, scale, body)
+        else:
+            raise method_not_allowed(request.method.lower(), f"{t.rt.plural}/scale")
+        replicas = (new_scale.get("spec") or {}).get("replicas")
+        if not isinstance(replicas, int) or replicas < 0:
+            raise invalid("Scale", "autoscaling", t.name,
+                          [("spec.replicas", f"Invalid value: {replicas}: must be greater than "
+                            "or equal to 0")])
+        new = copy.deepcopy(current)
+        new["spec"]["replicas"] = replicas
+        want_rv = (new_scale.get("metadata") or {}).get("resourceVersion")
+        new["metadata"]["resourceVersion"] = want_rv or current["metadata"]["resourceVersion"]
+        new = self._finish_write(t.rt, current, new)
+        return _json(self._to_scale(self._commit(request, t.rt, current, new)))
+
+    def _log(self, request: web.Request, t: Target) -> web.Response:
+        pod = self.store.must_get(t.rt, t.namespace, t.name)
+        containers = [c["name"] for c in pod["spec"].get("containers") or []]
+        name = request.query.get("container", "")
+        if not name:
+            if len(containers) != 1:
+                raise bad_request(f"a container name must be specified for pod {t.name}, "
+                                  f"choose one of: [{' '.join(containers)}]")
+            name = containers[0]
+        if name not in containers:
+            raise bad_request(f"container {name} is not valid for pod {t.name}")
+        previous = request.query.get("previous") in ("true", "1")
+        lines = self.logs.logs(pod, name, previous=previous)
+        tail = request.query.get("tailLines")
+        if tail is not None and int(tail) >= 0:
+            lines = lines[len(lines) - int(tail):] if int(tail) else []
+        text = "".join(line + "\n" for line in lines)
+        limit = request.query.get("limitBytes")
+        if limit:
+            text = text[: int(limit)]
+        return web.Response(text=text, content_type="text/plain")
+
+    def _metrics(self, request: web.Request, t: Target) -> web.Response:
+        if t.rt.plural == "pods":
+            items = self.metrics.pod_metrics(t.namespace or None)
+        else:
+            items = self.metrics.node_metrics()
+        if t.name:
+            for item in items:
+                if item["metadata"]["name"] == t.name:
+                    return _json(item)
+            raise not_found(t.rt.plural, t.rt.group, t.name)
+        label_reqs = parse_labels(request.query.get("labelSelector", ""))
+        items = [i for i in items if labels_match(label_reqs, i["metadata"].get("labels"))]
+        return _json({"kind": f"{t.rt.kind}List", "apiVersion": t.rt.api_version,
+                      "metadata": {}, "items": items})
+
+    # ---- watch ---------------------------------------------------------------------------
+    async def _watch(self, request: web.Request, t: Target) -> web.StreamResponse:
+        label_reqs = parse_labels(request.query.get("labelSelector", ""))
+        field_match = parse_fields(request.query.get("fieldSelector", ""))
+        as_table = _wants_table(request)
+        include = request.query.get("includeObject", "Metadata")
+
+        def matches(change: Change) -> bool:
+            obj = change.obj
+            if change.rt.key != t.rt.key:
+                return False
+            if t.namespace and obj["metadata"].get("namespace") != t.namespace:
+                return False
+            return labels_match(label_reqs, obj["metadata"].get("labels")) and field_match(obj)
+
+        queue = self.store.subscribe()
+        first_table = [True]
+
+        def frame(kind: str, obj: Obj) -> bytes:
+            if as_table and kind != "BOOKMARK":
+                obj = tables.table(t.rt, [obj], obj["metadata"].get("resourceVersion", ""),
+                                   include=include, with_columns=first_table[0])
+                first_table[0] = False
+            return json.dumps({"type": kind, "object": obj}).encode() + b"\n"
+
+        resp = web.StreamResponse(headers={"Content-Type": JSON_CT,
+                                           "Cache-Control": "no-cache"})
+        resp.enable_chunked_encoding()
+        try:
+            rv_param = request.query.get("resourceVersion", "")
+            initial = request.query.get("sendInitialEvents") == "true"
+            sent_upto = self.store.resource_version
+            replay: list[bytes] = []
+            if initial or rv_param in ("", "0"):
+                for obj in self._select(request, t):
+                    replay.append(frame("ADDED", obj))
+            else:
+                for change in self.store.history_since(int(rv_param)):
+                    if matches(change):
+                        replay.append(frame(change.type, change.obj))
+            if initial:
+                replay.append(frame("BOOKMARK", {
+                    "kind": t.rt.kind, "apiVersion": t.rt.api_version,
+                    "metadata": {"resourceVersion": sent_upto,
+                                 "annotations": {"k8s.io/initial-events-end": "true"}}}))
+            await resp.prepare(request)
+            for chunk in replay:
+                await resp.write(chunk)
+            timeout = float(request.query.get("timeoutSeconds", "1800") or 1800)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while not self._stopping.is_set():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    change = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    break
+                if change is None:
+                    break
+                if change.rv <= int(sent_upto) or not matches(change):
+                    continue
+                await resp.write(frame(change.type, change.obj))
+        except ConnectionError:
+            log.debug("watch client went away")
+        except ApiError as err:
+            if not resp.prepared:
+                return error_response(err)
+            await resp.write(json.dumps({"type": "ERROR", "object": err.status()}).encode()
+                             + b"\n")
+        finally:
+            self.store.unsubscribe(queue)
+        return resp
+

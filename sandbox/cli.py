@@ -1,0 +1,68 @@
+"""`python -m sandbox` / `interlock sandbox`: run the sandbox in the foreground until SIGINT or
+SIGTERM, after writing a kubeconfig and printing one readiness line for parent processes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sandbox.kubeconfig import write_kubeconfig
+from sandbox.scenarios import ScenarioError, available
+from sandbox.server import Sandbox
+
+READY_PREFIX = "sandbox ready at "
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="interlock sandbox",
+                                description="Run a practice Kubernetes cluster.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--kubeconfig", type=Path,
+                   default=Path.home() / ".kube" / "interlock-sandbox.yaml",
+                   help="where to write a kubeconfig for kubectl and the executor")
+    p.add_argument("--scenario", action="append", dest="scenarios", metavar="NAME",
+                   help=f"repeatable; all by default ({', '.join(available())})")
+    p.add_argument("--time-scale", type=float, default=1.0,
+                   help="multiplies pod start and readiness delays")
+    return p.parse_args(argv)
+
+
+async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
+    sandbox = Sandbox(args.scenarios, time_scale=args.time_scale)
+    url = await sandbox.start(args.host, args.port)
+    try:
+        write_kubeconfig(args.kubeconfig, url)
+        print(f"{READY_PREFIX}{url}", flush=True)  # noqa: T201 - the readiness protocol
+        print(f"kubeconfig written to {args.kubeconfig}", file=sys.stderr, flush=True)  # noqa: T201
+        await stop.wait()
+    finally:
+        await sandbox.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        for name in args.scenarios or []:
+            if name not in available():
+                raise ScenarioError(f"unknown scenario {name!r}; available: "
+                                    f"{', '.join(available())}")
+    except ScenarioError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        await run(args, stop)
+
+    asyncio.run(_main())
+    return 0

@@ -1,0 +1,139 @@
+"""Scenario files: YAML documents with Kubernetes objects plus what a manifest cannot say
+(how old things are, what containers log, events that already happened).
+
+    name: payment-oom
+    description: ...
+    age: 2h                      # default age of the objects (creationTimestamp backdated)
+    objects: [ ...manifests... ] # annotation sandbox.interlock.dev/age overrides per object;
+                                 # ownerReferences may give kind+name only
+    logs:   [ {namespace, selector: {labels}, container?, lines: [...], previous: [...]} ]
+    events: [ {namespace, involvedObject: {kind, name}, type, reason, message,
+               count?, firstSeen?, lastSeen?} ]   # ages like 20m
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sandbox.defaults import apply_defaults, validate
+from sandbox.events import Recorder
+from sandbox.resources import by_kind
+from sandbox.selectors import selector_from_spec
+from sandbox.store import Obj, Store
+from sandbox.telemetry import LogBook, LogSpec
+from sandbox.timeutil import ago, iso, parse_duration
+
+SCENARIO_DIR = Path(__file__).parent / "scenarios"
+CLUSTER = "cluster"
+AGE_ANNOTATION = "sandbox.interlock.dev/age"
+
+
+class ScenarioError(Exception):
+    """A scenario name that does not exist, or a file that does not load."""
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml") if p.stem != CLUSTER)
+
+
+def read(name: str) -> dict[str, Any]:
+    path = SCENARIO_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ScenarioError(f"unknown scenario {name!r}; available: {', '.join(available())}")
+    doc = yaml.safe_load(path.read_text())
+    if not isinstance(doc, dict):
+        raise ScenarioError(f"scenario {name!r} is not a mapping")
+    return doc
+
+
+class Loader:
+    def __init__(self, store: Store, logbook: LogBook, recorder: Recorder,
+                 allocate_ip: Callable[[], str]) -> None:
+        self.store = store
+        self.logbook = logbook
+        self.recorder = recorder
+        self.allocate_ip = allocate_ip
+
+    def load(self, name: str) -> None:
+        doc = read(name)
+        default_age = parse_duration(doc.get("age", "2h"))
+        for obj in doc.get("objects") or []:
+            self._object(name, obj, default_age)
+        for spec in doc.get("logs") or []:
+            self.logbook.add(LogSpec(
+                namespace=spec["namespace"],
+                selector=selector_from_spec({"matchLabels": spec.get("selector") or {}}),
+                container=spec.get("container"),
+                lines=[str(x) for x in spec.get("lines") or []],
+                previous=[str(x) for x in spec.get("previous") or []],
+            ))
+
+    def load_events(self, name: str) -> None:
+        """Events refer to objects by kind and name, so they load after everything else."""
+        for ev in read(name).get("events") or []:
+            inv = ev["involvedObject"]
+            rt = by_kind(inv.get("apiVersion", _guess_api_version(inv["kind"])), inv["kind"])
+            if rt is None:
+                raise ScenarioError(f"{name}: unknown kind {inv['kind']!r} in events")
+            target = self.store.get(rt, ev.get("namespace", "") if rt.namespaced else "",
+                                    inv["name"])
+            if target is None:
+                raise ScenarioError(f"{name}: event refers to missing {inv['kind']} "
+                                    f"{inv['name']!r}")
+            count = int(ev.get("count", 1))
+            self.recorder.record(
+                target, ev.get("type", "Normal"), ev["reason"], ev["message"],
+                component=ev.get("source", "sandbox"), count=count,
+                first=ago(parse_duration(ev.get("firstSeen", ev.get("lastSeen", "1m")))),
+                last=ago(parse_duration(ev.get("lastSeen", "1m"))))
+
+    def _object(self, scenario: str, obj: Obj, default_age: float) -> None:
+        rt = by_kind(obj.get("apiVersion", ""), obj.get("kind", ""))
+        if rt is None:
+            raise ScenarioError(f"{scenario}: unknown kind {obj.get('apiVersion')}/"
+                                f"{obj.get('kind')}")
+        obj = yaml.safe_load(yaml.safe_dump(obj))  # a private copy
+        meta = obj.setdefault("metadata", {})
+        annotations = meta.get("annotations") or {}
+        age = parse_duration(annotations.pop(AGE_ANNOTATION, default_age))
+        if not annotations:
+            meta.pop("annotations", None)
+        meta["creationTimestamp"] = iso(ago(age))
+        namespace = meta.get("namespace", "") if rt.namespaced else ""
+        if rt.namespaced and not namespace:
+            raise ScenarioError(f"{scenario}: {rt.kind} {meta.get('name')!r} has no namespace")
+        if self.store.get(rt, namespace, meta.get("name", "")) is not None:
+            if rt.kind == "Namespace":
+                return  # scenarios that share a namespace each declare it
+            raise ScenarioError(f"{scenario}: {rt.kind} {namespace}/{meta.get('name')} is "
+                                "defined twice")
+        for ref in meta.get("ownerReferences") or []:
+            owner_rt = by_kind(ref.get("apiVersion", _guess_api_version(ref["kind"])),
+                               ref["kind"])
+            owner = self.store.get(owner_rt, namespace, ref["name"]) if owner_rt else None
+            if owner is None:
+                raise ScenarioError(f"{scenario}: owner {ref['kind']} {ref['name']!r} must be "
+                                    "listed before its dependents")
+            ref.setdefault("apiVersion", owner["apiVersion"])
+            ref.setdefault("uid", owner["metadata"]["uid"])
+            ref.setdefault("controller", True)
+            ref.setdefault("blockOwnerDeletion", True)
+        given_status = obj.get("status")
+        apply_defaults(rt, obj, self.allocate_ip() if rt.kind == "Service" else "")
+        validate(rt, obj)
+        if given_status is not None:
+            obj["status"] = given_status
+        self.store.create(rt, obj)
+
+
+_GUESS = {"Deployment": "apps/v1", "ReplicaSet": "apps/v1", "StatefulSet": "apps/v1",
+          "DaemonSet": "apps/v1", "Job": "batch/v1", "CronJob": "batch/v1",
+          "HorizontalPodAutoscaler": "autoscaling/v2"}
+
+
+def _guess_api_version(kind: str) -> str:
+    return _GUESS.get(kind, "v1")
