@@ -195,9 +195,8 @@ class Stack:
         return proc.returncode
 
     async def stop(self) -> dict[str, int | None]:
-        codes = {}
-        for s in reversed(SERVICES):
-            codes[s] = await self.stop_service(s)
+        results = await asyncio.gather(*(self.stop_service(s) for s in SERVICES))
+        codes = dict(zip(SERVICES, results, strict=True))
         if self.sandbox and self.sandbox.poll() is None:
             self.sandbox.terminate()
             try:

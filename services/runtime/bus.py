@@ -4,6 +4,7 @@ consume a durable consumer with one reviewed ack policy."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -220,6 +221,21 @@ class Bus:
         psub = await self.js.pull_subscribe_bind(
             durable, stream=stream, inbox_prefix=f"_INBOX_{self.service}.".encode()
         )
+        try:
+            await self._fetch_loop(psub, handler, stop, batch, on_poison)
+        finally:
+            # An open pull subscription makes drain() wait for its whole timeout.
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+
+    async def _fetch_loop(
+        self,
+        psub: Any,
+        handler: Callable[[Msg], Awaitable[None]],
+        stop: asyncio.Event,
+        batch: int,
+        on_poison: Callable[[Msg, PoisonMessage], Awaitable[None]] | None,
+    ) -> None:
         while not stop.is_set():
             try:
                 msgs = await psub.fetch(batch, timeout=1.0)

@@ -1,0 +1,150 @@
+"""The walking skeleton end to end: the whole stack as separate processes (nats-server, sandbox
+cluster, planner, gate, executor, gateway), driven over real HTTP and SSE."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from kubernetes import client, config
+
+from clients.stack import Stack, StackConfig
+from services.runtime.embedded import free_port
+from tests.support import Client
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    data = tmp_path_factory.mktemp("interlock")
+    s = Stack(StackConfig(data_dir=data, http_port=free_port(), admin_token="t" * 32))
+    try:
+        await s.start()
+        yield s
+    finally:
+        codes = await s.stop()
+    # SIGTERM → drain → exit 0 for every service.
+    assert codes == {"gateway": 0, "planner": 0, "gate": 0, "executor": 0}, codes
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def _token(stack: Stack, who: str) -> str:
+    return str(stack.tokens[who]["token"])
+
+
+def _apps(stack: Stack) -> client.AppsV1Api:
+    assert stack.kubeconfig is not None
+    return client.AppsV1Api(config.new_client_from_config(config_file=str(stack.kubeconfig)))
+
+
+def _replicas(stack: Stack, name: str = "web", ns: str = "shop") -> int:
+    return int(_apps(stack).read_namespaced_deployment(name, ns).spec.replicas)
+
+
+async def test_a_read_streams_its_result_without_approval(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    api = Client(http, stack.url, _token(stack, "operator"))
+    sid = await api.new_session()
+    await api.say(sid, "kubectl get pods -n shop")
+    events = await api.wait_for(sid, lambda e: e.event == "tool.result")
+    types = [e.event for e in events]
+    assert types[:5] == ["session.started", "user.message", "tool.proposed", "tool.classified",
+                         "tool.result"]
+    assert events[3].data["access"] == "read"
+    assert "approval.requested" not in types
+    result = events[4].data
+    assert result["status"] == "ok"
+    pods = [i["name"] for i in result["data"]["items"]]
+    assert len(pods) == 3 and all(p.startswith("web-") for p in pods)
+    assert all(p in result["output"] for p in pods)
+    ids = [e.id for e in events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+async def test_a_write_waits_for_approval_then_runs_once(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    operator = Client(http, stack.url, _token(stack, "operator"))
+    approver = Client(http, stack.url, _token(stack, "approver"))
+    before = _replicas(stack)
+    sid = await operator.new_session()
+    await operator.say(sid, "kubectl scale deploy/web --replicas=5 -n shop")
+    events = await operator.wait_for(sid, lambda e: e.event == "approval.requested")
+    classified = next(e for e in events if e.event == "tool.classified")
+    assert classified.data["access"] == "write"
+    req = events[-1].data
+    call = req["calls"][0]
+    assert call["diff"] == [{"path": "spec.replicas", "before": before, "after": 5}]
+    assert call["target"]["namespace"] == "shop" and call["target"]["name"] == "web"
+    assert _replicas(stack) == before  # held: nothing changed yet
+
+    status, pending = await approver.call("GET", "/v1/approvals?state=pending")
+    assert status == 200
+    assert req["approval_id"] in [a["approval_id"] for a in pending["approvals"]]
+    assert _replicas(stack) == before
+
+    status, body = await approver.call(
+        "POST", f"/v1/approvals/{req['approval_id']}/decision", {"decision": "approve"}
+    )
+    assert status == 202, body
+    events = await operator.wait_for(sid, lambda e: e.event == "turn.completed",
+                                     after=events[-1].id or 0)
+    types = [e.event for e in events]
+    assert types.index("approval.decided") < types.index("approval.granted") \
+        < types.index("tool.started") < types.index("tool.result")
+    assert types.count("tool.result") == 1
+    result = next(e for e in events if e.event == "tool.result").data
+    assert result["status"] == "ok", result
+    assert next(e for e in events if e.event == "approval.granted").data["approver"] == "approver"
+    assert _replicas(stack) == 5
+
+    # A second decision on the same approval is refused.
+    status, body = await approver.call(
+        "POST", f"/v1/approvals/{req['approval_id']}/decision", {"decision": "approve"}
+    )
+    assert status == 409, body
+
+
+async def test_a_denied_write_changes_nothing(stack: Stack, http: aiohttp.ClientSession) -> None:
+    operator = Client(http, stack.url, _token(stack, "operator"))
+    approver = Client(http, stack.url, _token(stack, "approver"))
+    before = _replicas(stack)
+    sid = await operator.new_session()
+    await operator.say(sid, f"kubectl scale deploy/web --replicas={before + 4} -n shop")
+    events = await operator.wait_for(sid, lambda e: e.event == "approval.requested")
+    approval_id = events[-1].data["approval_id"]
+    status, body = await approver.call("POST", f"/v1/approvals/{approval_id}/decision",
+                                       {"decision": "deny", "reason": "not during the sale"})
+    assert status == 202, body
+    events = await operator.wait_for(sid, lambda e: e.event == "turn.completed",
+                                     after=events[-1].id or 0)
+    types = [e.event for e in events]
+    assert "approval.denied" in types
+    assert "approval.granted" not in types and "tool.started" not in types
+    assert "tool.result" not in types
+    denied = next(e for e in events if e.event == "approval.denied").data
+    assert denied["reason"] == "not during the sale" and denied["approver"] == "approver"
+    assert _replicas(stack) == before
+
+
+async def test_operator_cannot_decide(stack: Stack, http: aiohttp.ClientSession) -> None:
+    operator = Client(http, stack.url, _token(stack, "operator"))
+    sid = await operator.new_session()
+    await operator.say(sid, "kubectl scale deploy/web --replicas=2 -n shop")
+    events = await operator.wait_for(sid, lambda e: e.event == "approval.requested")
+    approval_id = events[-1].data["approval_id"]
+    status, body = await operator.call("POST", f"/v1/approvals/{approval_id}/decision",
+                                       {"decision": "approve"})
+    assert status == 403, body
+    status, body = await operator.call("GET", "/v1/approvals?state=pending", token="nope" * 8)
+    assert status == 401, body

@@ -1,0 +1,110 @@
+"""`interlock up` as a user runs it, driven with curl exactly as the README shows."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.runtime.embedded import free_port
+
+pytestmark = pytest.mark.e2e
+TOKEN = "readme-admin-token-0123456789"
+
+
+def _curl(*args: str) -> str:
+    out = subprocess.run(["curl", "-s", "--max-time", "20", *args], check=True,
+                         capture_output=True, text=True)
+    return out.stdout
+
+
+def _sse_until(url: str, token: str, needle: str, after: int = 0) -> list[dict[str, object]]:
+    """Reads the SSE stream with curl until an event of type `needle` arrives."""
+    proc = subprocess.Popen(
+        ["curl", "-sN", "--max-time", "30", "-H", f"Authorization: Bearer {token}",
+         "-H", f"Last-Event-ID: {after}", url],
+        stdout=subprocess.PIPE, text=True,
+    )
+    events: list[dict[str, object]] = []
+    current: dict[str, object] = {}
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            if line.startswith("id: "):
+                current["id"] = int(line[4:])
+            elif line.startswith("event: "):
+                current["event"] = line[7:]
+            elif line.startswith("data: "):
+                current["data"] = json.loads(line[6:])
+            elif line == "" and "event" in current:
+                events.append(current)
+                if current["event"] == needle:
+                    return events
+                current = {}
+    finally:
+        proc.kill()
+        proc.wait()
+    raise AssertionError(f"no {needle}: {[e['event'] for e in events]}")
+
+
+def test_interlock_up_and_the_readme_requests(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "INTERLOCK_ADMIN_TOKEN": TOKEN}
+    exe = str(Path(sys.prefix, "bin", "interlock"))
+    proc = subprocess.Popen([exe, "up", "--port", str(port), "--data", str(tmp_path / "data")],
+                            stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "Press Ctrl-C" in line or "failed" in line:
+                break
+        text = "".join(lines)
+        assert f"Interlock is up: http://127.0.0.1:{port}" in text, text
+        assert f"admin     {TOKEN}" in text
+        for role in ("operator", "approver", "viewer"):
+            assert f"    {role}" in text
+        base = f"http://127.0.0.1:{port}"
+        auth = f"Authorization: Bearer {TOKEN}"
+
+        sid = json.loads(_curl("-X", "POST", "-H", auth, f"{base}/v1/sessions"))["session_id"]
+        _curl("-X", "POST", "-H", auth, "-d", '{"text": "kubectl get pods -n shop"}',
+              f"{base}/v1/sessions/{sid}/messages")
+        events = _sse_until(f"{base}/v1/sessions/{sid}/events", TOKEN, "tool.result")
+        assert [e["event"] for e in events][-3:] == ["tool.proposed", "tool.classified",
+                                                     "tool.result"]
+        result = events[-1]["data"]
+        assert isinstance(result, dict) and "web-" in str(result["output"])
+
+        _curl("-X", "POST", "-H", auth, "-d",
+              '{"text": "kubectl scale deploy/web --replicas=5 -n shop"}',
+              f"{base}/v1/sessions/{sid}/messages")
+        events = _sse_until(f"{base}/v1/sessions/{sid}/events", TOKEN, "approval.requested",
+                            after=int(events[-1]["id"]))  # type: ignore[call-overload]
+        pending = json.loads(_curl("-H", auth, f"{base}/v1/approvals?state=pending"))
+        [approval] = [a for a in pending["approvals"] if a["session_id"] == sid]
+        assert approval["calls"][0]["diff"][0]["path"] == "spec.replicas"
+        decided = json.loads(_curl("-X", "POST", "-H", auth, "-d", '{"decision": "approve"}',
+                                   f"{base}/v1/approvals/{approval['approval_id']}/decision"))
+        assert decided["decision"] == "approve"
+        events = _sse_until(f"{base}/v1/sessions/{sid}/events", TOKEN, "tool.result",
+                            after=int(events[-1]["id"]))  # type: ignore[call-overload]
+        result = events[-1]["data"]
+        assert isinstance(result, dict) and result["status"] == "ok", result
+        assert "scaled from 3 to 5" in str(result["output"])
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+        try:
+            rest, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            rest, _ = proc.communicate()
+    assert proc.returncode == 0, rest
+    assert "stopped." in rest
