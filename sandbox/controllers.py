@@ -188,13 +188,6 @@ class Controllers:
             for svc in self.store.iter_raw(SERVICES):
                 if svc["metadata"].get("namespace") == ns:
                     keys.append(("Service", ns, svc["metadata"]["name"]))
-            for hpa in self.store.iter_raw(HPAS):
-                if hpa["metadata"].get("namespace") == ns and "HPA" in self._reconcilers:
-                    keys.append(("HPA", ns, hpa["metadata"]["name"]))
-        if kind in ("Deployment", "StatefulSet", "ReplicaSet"):
-            for hpa in self.store.iter_raw(HPAS):
-                if hpa["metadata"].get("namespace") == ns and "HPA" in self._reconcilers:
-                    keys.append(("HPA", ns, hpa["metadata"]["name"]))
         if kind == "Node":
             keys.extend(("Pod", p["metadata"]["namespace"], p["metadata"]["name"])
                         for p in self.store.iter_raw(PODS) if not p["spec"].get("nodeName"))
@@ -218,6 +211,10 @@ class Controllers:
     def _birth(self, owner: Obj) -> str:
         """New children of a backdated scenario object are as old as it is while settling."""
         return owner["metadata"]["creationTimestamp"] if self.settling else iso(now())
+
+    def _when(self, obj: Obj) -> datetime:
+        """Event time: now, or the object's (backdated) birth while scenarios settle."""
+        return parse_iso(obj["metadata"]["creationTimestamp"]) if self.settling else now()
 
     def _write(self, rt: ResourceType, obj: Obj) -> Obj:
         return self.store.update(rt, obj, check_rv=False)
@@ -295,7 +292,8 @@ class Controllers:
             new = self._create_rs(d, thash, start, max_rev + 1, surge)
             self.recorder.record(d, "Normal", "ScalingReplicaSet",
                                  f"Scaled up replica set {new['metadata']['name']} from 0 to "
-                                 f"{start}", component="deployment-controller")
+                                 f"{start}", component="deployment-controller",
+                                 last=self._when(d))
         elif int(new["metadata"].get("annotations", {}).get(REVISION, "0")) < max_rev:
             new["metadata"].setdefault("annotations", {})[REVISION] = str(max_rev + 1)
             new = self._write(REPLICASETS, new)
@@ -343,7 +341,8 @@ class Controllers:
         verb = "up" if replicas > before else "down"
         self.recorder.record(d, "Normal", "ScalingReplicaSet",
                              f"Scaled {verb} replica set {rs['metadata']['name']} from {before} "
-                             f"to {replicas}", component="deployment-controller")
+                             f"to {replicas}", component="deployment-controller",
+                             last=self._when(d))
         return rs
 
     def _recreate(self, d: Obj, new: Obj, olds: list[Obj], desired: int) -> None:

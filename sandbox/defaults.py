@@ -83,7 +83,26 @@ def _job_spec(spec: Obj) -> None:
     _template(spec)
 
 
+_QUANTITY_MAPS = frozenset({"requests", "limits", "capacity", "allocatable", "hard", "used"})
+
+
+def _quantities_as_strings(node: Any, parent: str = "") -> None:
+    """apiserver serialises every resource.Quantity as a string (`cpu: 1` comes back "1"),
+    and the client's models accept nothing else."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if parent in _QUANTITY_MAPS and isinstance(value, int | float) and not isinstance(
+                    value, bool):
+                node[key] = str(value)
+            else:
+                _quantities_as_strings(value, key)
+    elif isinstance(node, list):
+        for item in node:
+            _quantities_as_strings(item, parent)
+
+
 def apply_defaults(rt: ResourceType, obj: Obj, cluster_ip: str = "") -> None:
+    _quantities_as_strings(obj)
     meta = obj.setdefault("metadata", {})
     spec = obj.get("spec")
     kind = rt.kind

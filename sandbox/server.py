@@ -18,6 +18,7 @@ from sandbox.resources import RESOURCES, VIRTUAL_GROUPS
 from sandbox.scenarios import CLUSTER, Loader, available, read
 from sandbox.store import Store
 from sandbox.telemetry import LogBook, Metrics
+from sandbox.workloads import Workloads
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class Sandbox:
         self.api = ResourceApi(self.store, self.logbook, self.metrics)
         self.controllers = Controllers(self.store, self.recorder, time_scale=time_scale,
                                        seed=seed)
+        self.workloads = Workloads(self.controllers, self.metrics)
         self.url = ""
         self._runner: web.AppRunner | None = None
         loader = Loader(self.store, self.logbook, self.recorder, self.api.allocate_ip)
