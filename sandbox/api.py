@@ -109,6 +109,7 @@ class ResourceApi:
         self.metrics = metrics
         self._next_ip = 10
         self._stopping = asyncio.Event()
+        self.open_watches = 0  # watch streams being served; tests wait for a client to attach
 
     def stop_watches(self) -> None:
         self._stopping.set()
@@ -124,6 +125,10 @@ class ResourceApi:
             return await self._dispatch(request, target)
         except ApiError as err:
             return error_response(err)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            # Malformed input that slipped past validation: a 400 beats a stack-trace 500.
+            log.warning("bad request %s %s: %r", request.method, request.path, exc)
+            return error_response(bad_request(f"the request could not be processed: {exc!r}"))
 
     async def _dispatch(self, request: web.Request, t: Target) -> web.StreamResponse:
         method = request.method
@@ -503,6 +508,7 @@ class ResourceApi:
                     "metadata": {"resourceVersion": sent_upto,
                                  "annotations": {"k8s.io/initial-events-end": "true"}}}))
             await resp.prepare(request)
+            self.open_watches += 1
             for chunk in replay:
                 await resp.write(chunk)
             timeout = float(request.query.get("timeoutSeconds", "1800") or 1800)
@@ -529,6 +535,8 @@ class ResourceApi:
             await resp.write(json.dumps({"type": "ERROR", "object": err.status()}).encode()
                              + b"\n")
         finally:
+            if resp.prepared:
+                self.open_watches -= 1
             self.store.unsubscribe(queue)
         return resp
 

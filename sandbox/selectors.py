@@ -52,22 +52,24 @@ def parse_labels(text: str) -> list[Requirement]:
     return reqs
 
 
+def _requirement_ok(op: str, present: bool, value: str | None, values: tuple[str, ...]) -> bool:
+    if op == "=":
+        return present and value == values[0]
+    if op == "!=":
+        return not present or value != values[0]
+    if op == "in":
+        return present and value in values
+    if op == "notin":
+        return not present or value not in values
+    if op == "exists":
+        return present
+    return not present  # !exists
+
+
 def labels_match(reqs: list[Requirement], labels: Mapping[str, str] | None) -> bool:
     labels = labels or {}
-    for key, op, values in reqs:
-        present = key in labels
-        value = labels.get(key)
-        ok = {
-            "=": present and value == values[0] if values else False,
-            "!=": not present or value != values[0],
-            "in": present and value in values,
-            "notin": not present or value not in values,
-            "exists": present,
-            "!exists": not present,
-        }[op]
-        if not ok:
-            return False
-    return True
+    return all(_requirement_ok(op, key in labels, labels.get(key), values)
+               for key, op, values in reqs)
 
 
 def selector_from_spec(selector: Mapping[str, Any] | None) -> list[Requirement]:

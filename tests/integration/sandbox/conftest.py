@@ -29,8 +29,7 @@ class Kubectl:
 
     async def __call__(self, *args: str, stdin: str | None = None,
                        timeout: float = 30) -> tuple[int, str, str]:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig),
-               "KUBECACHEDIR": str(self.cache_dir), "HOME": str(self.cache_dir.parent)}
+        env = self.env()
         proc = await asyncio.create_subprocess_exec(
             str(KUBECTL), "--cache-dir", str(self.cache_dir), *args,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
@@ -39,6 +38,17 @@ class Kubectl:
             proc.communicate(stdin.encode() if stdin is not None else None), timeout)
         assert proc.returncode is not None
         return proc.returncode, out.decode(), err.decode()
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig),
+                "KUBECACHEDIR": str(self.cache_dir), "HOME": str(self.cache_dir.parent)}
+
+    async def spawn(self, *args: str) -> asyncio.subprocess.Process:
+        """A long-running kubectl (watch, rollout status) the test reads line by line."""
+        return await asyncio.create_subprocess_exec(
+            str(KUBECTL), "--cache-dir", str(self.cache_dir), *args,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=self.env())
 
     async def ok(self, *args: str, stdin: str | None = None) -> str:
         code, out, err = await self(*args, stdin=stdin)
