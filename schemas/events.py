@@ -17,7 +17,13 @@ from schemas.approval import (
     ToolRefused,
 )
 from schemas.base import Event
-from schemas.execution import CommandRefused, PreviewRecorded, ToolResult, ToolStarted
+from schemas.execution import (
+    CommandRefused,
+    PreviewRecorded,
+    ToolResult,
+    ToolStarted,
+    ToolVerified,
+)
 from schemas.planning import CommandRejected, ToolProposed
 from schemas.session import (
     AssistantMessage,
@@ -46,6 +52,7 @@ AnyEvent: TypeAlias = (
     | PreviewRecorded
     | ToolStarted
     | ToolResult
+    | ToolVerified
     | CommandRefused
 )
 

@@ -63,3 +63,20 @@ class CommandRefused(Event, frozen=True, kw_only=True, tag="command.refused"):
 
     def key(self) -> str:
         return self.event_id
+
+
+class ToolVerified(Event, frozen=True, kw_only=True, tag="tool.verified"):
+    """Emitted by the executor after a write's result, when it checked that the change took hold."""
+
+    emitter: ClassVar[Emitter] = "executor"
+    call_id: str
+    tool: ShortText
+    # verified: the cluster reached the intended state; failed: it can't (e.g. pods crash);
+    # timed_out: not yet when the deadline passed; skipped: nothing to wait for.
+    outcome: Literal["verified", "failed", "timed_out", "skipped"]
+    check: ShortText = ""  # what was checked, e.g. "rollout status of deployment/web"
+    detail: LongText = ""
+    observed: Any = None
+
+    def key(self) -> str:
+        return self.call_id
