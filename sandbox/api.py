@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 JSON_CT = "application/json"
 NAMESPACES = by_plural("", "namespaces")
 SCALABLE = {"Deployment", "ReplicaSet", "StatefulSet"}
+# Kinds whose DELETE answers with the object (graceful deletion or finalizers upstream); the
+# client's models expect exactly that. Everything else answers with a Status.
+DELETE_RETURNS_OBJECT = {"Pod", "Service", "ServiceAccount", "PersistentVolumeClaim",
+                         "PersistentVolume", "Namespace"}
 
 
 class LogSource(Protocol):
@@ -321,11 +325,13 @@ class ResourceApi:
                 "resourceVersion"] or pre.get("uid") and pre["uid"] != current["metadata"]["uid"]:
             raise conflict(t.rt.plural, t.rt.group, t.name)
         if _dry_run(request) or "All" in (options.get("dryRun") or []):
-            return _json(current if t.rt.kind == "Pod" else self._success(t.rt, current))
+            return _json(current if t.rt.kind in DELETE_RETURNS_OBJECT
+                         else self._success(t.rt, current))
         policy = options.get("propagationPolicy") or (
             "Orphan" if options.get("orphanDependents") else "Background")
         deleted = self.delete_object(t.rt, current, policy)
-        return _json(deleted if t.rt.kind == "Pod" else self._success(t.rt, deleted))
+        return _json(deleted if t.rt.kind in DELETE_RETURNS_OBJECT
+                     else self._success(t.rt, deleted))
 
     def _success(self, rt: ResourceType, obj: Obj) -> Obj:
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
