@@ -24,7 +24,7 @@ from schemas.execution import (
     ToolStarted,
     ToolVerified,
 )
-from schemas.planning import CommandRejected, ToolProposed
+from schemas.planning import CommandRejected, ModelRetried, StepPlanned, ToolProposed
 from schemas.session import (
     AssistantMessage,
     SessionCancelled,
@@ -41,6 +41,8 @@ AnyEvent: TypeAlias = (
     | TurnCompleted
     | ToolProposed
     | CommandRejected
+    | StepPlanned
+    | ModelRetried
     | ToolClassified
     | ToolRefused
     | ApprovalRequested

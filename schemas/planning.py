@@ -34,3 +34,54 @@ class CommandRejected(Event, frozen=True, kw_only=True, tag="command.rejected"):
     emitter: ClassVar[Emitter] = "planner"
     text: LongText
     reason: ShortText
+
+
+class PlannedCall(msgspec.Struct, frozen=True, kw_only=True):
+    """One tool call of a model step, as the model asked for it (args raw, like a proposal)."""
+
+    call_id: str
+    tool: ShortText
+    args: dict[str, Any] = msgspec.field(default_factory=dict)
+    rationale: LongText = ""
+    evidence: tuple[LongText, ...] = ()
+    expected_outcome: LongText = ""
+    # Set when the planner itself declined to propose the call (e.g. a write without quoted
+    # evidence); the reason goes back to the model as the call's result.
+    rejected: ShortText = ""
+
+
+StepStop = Literal["", "answered", "max_iterations", "model_error"]
+
+
+class StepPlanned(Event, frozen=True, kw_only=True, tag="step.planned"):
+    """Emitted by the planner, once per step of its model loop, with the model's whole answer.
+
+    Appended with optimistic concurrency on the session, so of several planner instances exactly
+    one takes the step; the `assistant.message`, `tool.proposed` and `turn.completed` events that
+    follow are derived from it alone, so a crash half-way is completed without asking the model
+    again."""
+
+    emitter: ClassVar[Emitter] = "planner"
+    step_id: str
+    anchor_id: str
+    text: LongText = ""
+    calls: tuple[PlannedCall, ...] = ()
+    stop: StepStop = ""
+    model: ShortText = ""
+    iteration: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def key(self) -> str:
+        return self.step_id
+
+
+class ModelRetried(Event, frozen=True, kw_only=True, tag="model.retried"):
+    """Emitted by the planner when a model call failed transiently and will be retried."""
+
+    emitter: ClassVar[Emitter] = "planner"
+    anchor_id: str
+    attempt: int
+    delay_s: float
+    error: ShortText
+    status: int = 0
