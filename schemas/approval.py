@@ -21,13 +21,24 @@ class FieldChange(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class BlastRadius(msgspec.Struct, frozen=True, kw_only=True):
-    """What a write touches beyond its object."""
+    """What a write touches beyond its object, as the executor's dry run found it. The gate turns
+    these facts into risk flags; a human reads both."""
 
     replicas_before: int | None = None
     replicas_after: int | None = None
     pods_affected: tuple[str, ...] = ()
     production_like: bool = False
     summary: ShortText = ""
+    # Objects of the same kind and name in other namespaces (the wrong-namespace failure).
+    same_name_namespaces: tuple[str, ...] = ()
+    # Workloads whose pod template still mounts a PVC being deleted, with their replicas.
+    mounted_by: tuple[ShortText, ...] = ()
+    # A service being deleted is headless (clusterIP: None): used for DNS-based discovery.
+    headless: bool = False
+    # Pods a service being deleted selects.
+    selects: tuple[str, ...] = ()
+    # The ownership chain of the object (e.g. "CronJob/nightly-reconcile", "Job/...").
+    owners: tuple[ShortText, ...] = ()
 
 
 class ToolClassified(Event, frozen=True, kw_only=True, tag="tool.classified"):
@@ -81,6 +92,11 @@ class ApprovalRequested(Event, frozen=True, kw_only=True, tag="approval.requeste
     risk_flags: tuple[ShortText, ...] = ()
     history: tuple[ShortText, ...] = ()
     expires_at: UtcTime
+    # Policy, fixed when the request is made so that every reader applies the same rules:
+    required_approvals: int = 1
+    forbidden_approvers: tuple[ShortText, ...] = ()  # separation of duties
+    policy: tuple[ShortText, ...] = ()  # the rules that applied, in words
+    batch_id: str = ""
 
     def key(self) -> str:
         return self.approval_id
@@ -91,7 +107,12 @@ class ApprovalRequested(Event, frozen=True, kw_only=True, tag="approval.requeste
 
 
 class ApprovalDecided(Event, frozen=True, kw_only=True, tag="approval.decided"):
-    """Emitted by the gateway when a principal with the approver role decides; first one wins."""
+    """Emitted by the gateway when a principal with the approver role decides.
+
+    All decisions of one approval share one subject and are appended with optimistic
+    concurrency on it, so concurrent deciders are serialised: one wins, the other is told 409.
+    `args` set on an approval means "approve these modified args instead" (a new proposal).
+    """
 
     emitter: ClassVar[Emitter] = "gateway"
     approval_id: str
@@ -176,3 +197,75 @@ class DecisionRejected(Event, frozen=True, kw_only=True, tag="decision.rejected"
 
     def key(self) -> str:
         return self.event_id
+
+
+class ToolAmended(Event, frozen=True, kw_only=True, tag="tool.amended"):
+    """Emitted by the gate when an approver approved modified args: a new call that replaces the
+    original, with its own hash, dry run and approval."""
+
+    emitter: ClassVar[Emitter] = "gate"
+    call_id: str
+    replaces: str
+    tool: ShortText
+    args: dict[str, Any]
+    target: Target = msgspec.field(default_factory=Target)
+    amended_by: ShortText
+    requested_by: ShortText = ""
+    rationale: LongText = ""
+    evidence: tuple[LongText, ...] = ()
+    expected_outcome: LongText = ""
+
+    def key(self) -> str:
+        return self.call_id
+
+
+Verdict = Literal["pending", "approved", "denied", "modified"]
+
+
+class DecisionState(msgspec.Struct, kw_only=True):
+    """The decisions of one approval, folded by the rules every reader applies."""
+
+    verdict: Verdict = "pending"
+    approved_by: tuple[str, ...] = ()
+    deciding: ApprovalDecided | None = None  # the decision that settled the verdict
+    rejected: tuple[tuple[ApprovalDecided, str], ...] = ()
+
+    def check(self, request: ApprovalRequested, approver: str) -> str | None:
+        """Why a new decision by `approver` would not count, or None if it would."""
+        if self.verdict != "pending":
+            return f"already {self.verdict}"
+        if approver in request.forbidden_approvers:
+            return (f"separation of duties: {approver} requested or changed this call and may "
+                    "not approve it")
+        if approver in self.approved_by:
+            return f"{approver} has already approved; another approver is required"
+        return None
+
+
+def decision_state(request: ApprovalRequested, decisions: list[ApprovalDecided]) -> DecisionState:
+    """Folds decisions in log order: the first valid deny or modify settles it; approvals from
+    distinct permitted approvers count until `required_approvals` is reached."""
+    state = DecisionState()
+    approved: list[str] = []
+    rejected: list[tuple[ApprovalDecided, str]] = []
+    for d in decisions:
+        if d.approval_id != request.approval_id:
+            continue
+        state.approved_by = tuple(approved)
+        why = state.check(request, d.approver)
+        if why is not None:
+            rejected.append((d, why))
+            continue
+        if d.decision == "deny":
+            state.verdict, state.deciding = "denied", d
+        elif d.args is not None and len(request.calls) != 1:
+            rejected.append((d, "modified args are accepted only for a single-call approval"))
+        elif d.args is not None and d.args != request.calls[0].args:
+            state.verdict, state.deciding = "modified", d
+        else:
+            approved.append(d.approver)
+            if len(approved) >= request.required_approvals:
+                state.verdict, state.deciding = "approved", d
+    state.approved_by = tuple(approved)
+    state.rejected = tuple(rejected)
+    return state

@@ -13,6 +13,7 @@ from schemas.approval import (
     ApprovalGranted,
     ApprovalRequested,
     DecisionRejected,
+    ToolAmended,
     ToolClassified,
     ToolRefused,
 )
@@ -45,6 +46,7 @@ AnyEvent: TypeAlias = (
     | ModelRetried
     | ToolClassified
     | ToolRefused
+    | ToolAmended
     | ApprovalRequested
     | ApprovalDecided
     | ApprovalGranted

@@ -23,6 +23,10 @@ class ToolProposed(Event, frozen=True, kw_only=True, tag="tool.proposed"):
     expected_outcome: LongText = ""
     source: Literal["direct", "llm"] = "direct"
     requested_by: ShortText = ""
+    # Proposals made together (one model step) share a batch: their writes are approved in one
+    # decision, each call still shown and hashed. batch_size counts every proposal of the batch.
+    batch_id: str = ""
+    batch_size: int = 1
 
     def key(self) -> str:
         return self.call_id

@@ -34,12 +34,16 @@ class Classification:
 
 
 def classify(proposal: ToolProposed) -> Classification:
+    return classify_call(proposal.tool, proposal.args)
+
+
+def classify_call(name: str, raw_args: dict[str, object]) -> Classification:
     """Fails closed: only a known read tool with args that convert exactly is a read."""
-    tool = catalogue.lookup(proposal.tool)
+    tool = catalogue.lookup(name)
     if tool is None:
-        return Classification("refused", f"unknown tool {proposal.tool!r}: not in the catalogue")
+        return Classification("refused", f"unknown tool {name!r}: not in the catalogue")
     try:
-        args = tool.parse_args(proposal.args)
+        args = tool.parse_args(raw_args)
     except msgspec.ValidationError as exc:
         return Classification("refused", f"invalid args for {tool.name}: {exc}")
     canonical = catalogue.canonical_args(args)
@@ -85,8 +89,3 @@ def fold_approvals(events: list[Event]) -> dict[str, ApprovalView]:
                 views[ev.approval_id].state = "expired"
                 views[ev.approval_id].outcome = ev
     return views
-
-
-def production_like(namespace: str) -> bool:
-    ns = namespace.lower()
-    return ns in {"production", "prod", "prd", "live"} or ns.startswith(("prod-", "production-"))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import msgspec
 from nats.aio.msg import Msg
 
 from schemas import catalogue
@@ -16,17 +19,18 @@ from schemas.approval import (
     ApprovalExpired,
     ApprovalGranted,
     ApprovalRequested,
-    BlastRadius,
     DecisionRejected,
     Grant,
+    ToolAmended,
     ToolClassified,
     ToolRefused,
+    decision_state,
 )
 from schemas.base import Event
 from schemas.commands import ExecCommand, command_encoder
 from schemas.execution import PreviewRecorded
 from schemas.planning import ToolProposed
-from services.gate import domain
+from services.gate import domain, risk
 from services.gate.settings import GateSettings
 from services.runtime import signing
 from services.runtime.bus import Bus, decode_stored
@@ -36,15 +40,25 @@ log = logging.getLogger(__name__)
 
 ACTOR = "gate"
 OCC_ATTEMPTS = 20
+Proposal = ToolProposed | ToolAmended
+
+
+def derived(prefix: str, *parts: str) -> str:
+    return prefix + "_" + hashlib.sha256(":".join(parts).encode()).hexdigest()[:20]
 
 
 class Gate:
     def __init__(self, bus: Bus, settings: GateSettings) -> None:
         self.bus = bus
         self.settings = settings
+        self.policy = settings.policy
         self.key = signing.load_private(settings.key_file)
-        self._cursor = 1
+        # Rebuildable from the log at any time (cursors start at 1 on every start).
+        self._expiry_cursor = 1
         self._watch: dict[str, ApprovalRequested] = {}
+        self._history_cursor = 1
+        self._requests: dict[str, ApprovalRequested] = {}
+        self._changes: list[risk.Change] = []
 
     async def handle(self, msg: Msg) -> None:
         event = decode_stored(msg.subject, msg.data)
@@ -58,12 +72,17 @@ class Gate:
             case _:
                 raise PoisonMessage(f"the gate does not handle {event.type}")
 
-    # -- proposals ---------------------------------------------------------------------------
+    # -- classification ----------------------------------------------------------------------
 
-    async def on_proposed(self, p: ToolProposed) -> None:
-        c = domain.classify(p)
+    def classify(self, p: Proposal) -> domain.Classification:
+        if self.policy.forbids(p.tool):
+            return domain.Classification("refused", f"policy forbids the tool {p.tool!r}")
+        return domain.classify_call(p.tool, p.args)
+
+    async def on_proposed(self, p: Proposal) -> None:
+        c = self.classify(p)
         classified = ToolClassified(
-            session_id=p.session_id, call_id=p.call_id, access=c.access, rule=c.rule,
+            session_id=p.session_id, call_id=p.call_id, access=c.access, rule=c.rule[:2000],
             actor=ACTOR, causation_id=p.event_id, correlation_id=p.correlation_id,
         )
         await self._append_once(classified)
@@ -93,46 +112,76 @@ class Gate:
 
     async def on_preview(self, pv: PreviewRecorded) -> None:
         events = [s.event for s in await self.bus.session(pv.session_id)]
-        proposal = next(
-            (e for e in events if isinstance(e, ToolProposed) and e.call_id == pv.call_id), None
-        )
+        proposals: dict[str, Proposal] = {
+            e.call_id: e for e in events if isinstance(e, ToolProposed | ToolAmended)
+        }
+        proposal = proposals.get(pv.call_id)
         if proposal is None:
             raise PoisonMessage(f"preview for unknown call {pv.call_id}")
-        c = domain.classify(proposal)
-        if c.access != "write" or c.args is None:
-            raise PoisonMessage(f"preview for a call that is not a write: {pv.call_id}")
-        target = c.target or proposal.target
-        flags: list[str] = []
-        if domain.production_like(target.namespace):
-            flags.append(f"production-like namespace {target.namespace!r}")
-        if not pv.ok:
-            flags.append(f"dry run failed: {pv.error}")
-        radius = pv.blast_radius
-        if radius.replicas_after == 0:
-            flags.append("scales to zero: every pod will be removed")
+        members: list[Proposal] = [proposal]
+        approval_id = domain.approval_id_for(pv.call_id)
+        batch_id = ""
+        if isinstance(proposal, ToolProposed) and proposal.batch_id:
+            batch_id = proposal.batch_id
+            members = [p for p in proposals.values()
+                       if isinstance(p, ToolProposed) and p.batch_id == batch_id]
+            if len(members) < proposal.batch_size:
+                return  # the rest of the batch is not recorded yet; its previews will come
+            approval_id = domain.approval_id_for(f"batch-{batch_id}")
+        writes = [(m, self.classify(m)) for m in members]
+        writes = [(m, c) for m, c in writes if c.access == "write" and c.args is not None]
+        previews = {e.call_id: e for e in events if isinstance(e, PreviewRecorded)}
+        if not writes or any(m.call_id not in previews for m, _ in writes):
+            return  # wait for every write's dry run: one decision covers the whole batch
+        await self.refresh_history()
         now = datetime.now(UTC)
+        calls: list[ApprovalCall] = []
+        flags: list[str] = []
+        lines: list[str] = []
+        for m, c in writes:
+            p = previews[m.call_id]
+            assert c.args is not None
+            target = c.target or m.target
+            radius = msgspec.structs.replace(p.blast_radius,
+                                     production_like=risk.production_like(target.namespace))
+            call = ApprovalCall(
+                call_id=m.call_id, tool=m.tool, args=c.args,
+                call_hash=catalogue.call_hash(m.tool, c.args), target=target, diff=p.diff,
+                blast_radius=radius, resource_version=p.resource_version, preview_error=p.error,
+            )
+            calls.append(call)
+            flags += risk.flags_for(call, m.tool)
+            h_lines, h_flags = risk.history(self._changes, call, m.tool, now,
+                                            self.settings.history_window_s)
+            lines += h_lines
+            flags += h_flags
+        requester = proposal.requested_by
+        forbidden: set[str] = set()
+        for m, c in writes:
+            ns = (c.target or m.target).namespace
+            if self.policy.protected(ns):
+                forbidden.add(m.requested_by)
+                if isinstance(m, ToolAmended):
+                    forbidden.add(m.amended_by)
+        forbidden.discard("")
+        required = max(self.policy.required_approvals(m.tool, (c.target or m.target).namespace)
+                       for m, c in writes)
+        policy_lines: list[str] = []
+        for m, c in writes:
+            for line in self.policy.describe(m.tool, (c.target or m.target).namespace):
+                if line not in policy_lines:
+                    policy_lines.append(line)
         request = ApprovalRequested(
-            session_id=pv.session_id,
-            approval_id=domain.approval_id_for(pv.call_id),
-            calls=(
-                ApprovalCall(
-                    call_id=proposal.call_id, tool=proposal.tool, args=c.args,
-                    call_hash=catalogue.call_hash(proposal.tool, c.args), target=target,
-                    diff=pv.diff,
-                    blast_radius=BlastRadius(
-                        replicas_before=radius.replicas_before,
-                        replicas_after=radius.replicas_after,
-                        pods_affected=radius.pods_affected,
-                        production_like=domain.production_like(target.namespace),
-                        summary=radius.summary,
-                    ),
-                    resource_version=pv.resource_version, preview_error=pv.error,
-                ),
-            ),
-            rationale=proposal.rationale, evidence=proposal.evidence,
-            expected_outcome=proposal.expected_outcome, requested_by=proposal.requested_by,
-            risk_flags=tuple(flags),
+            session_id=pv.session_id, approval_id=approval_id, calls=tuple(calls),
+            rationale="\n".join(dict.fromkeys(m.rationale for m, _ in writes if m.rationale)),
+            evidence=tuple(dict.fromkeys(e for m, _ in writes for e in m.evidence)),
+            expected_outcome="\n".join(
+                dict.fromkeys(m.expected_outcome for m, _ in writes if m.expected_outcome)),
+            requested_by=requester, risk_flags=tuple(dict.fromkeys(f[:2000] for f in flags)),
+            history=tuple(lines[-20:]),
             expires_at=now + timedelta(seconds=self.settings.approval_ttl_s),
+            required_approvals=required, forbidden_approvers=tuple(sorted(forbidden)),
+            policy=tuple(policy_lines), batch_id=batch_id,
             actor=ACTOR, causation_id=pv.event_id, correlation_id=proposal.correlation_id,
         )
         await self._append_once(request)
@@ -148,51 +197,93 @@ class Gate:
             views = domain.fold_approvals([s.event for s in stored])
             view = views.get(d.approval_id)
             if view is None:
-                out: Event | None = DecisionRejected(
-                    session_id=d.session_id, approval_id=d.approval_id, approver=d.approver,
-                    reason="no such approval in this session", actor=ACTOR,
-                    causation_id=d.event_id,
-                )
-            elif view.state == "granted":
+                await self._reject(d, "no such approval in this session")
+                return
+            if view.state == "granted":
                 # Already granted (e.g. redelivered after a crash): make sure it was released.
                 assert isinstance(view.outcome, ApprovalGranted)
                 await self.release(view.request, view.outcome)
                 return
-            elif view.state != "pending":
+            if view.state != "pending":
+                await self._reject(d, f"approval {d.approval_id} is already {view.state}")
                 return
-            else:
-                out = self.decide(view, d)
+            outputs = self.decide(view, d)
+            if not outputs:
+                return  # a valid approval that still waits for another approver
             try:
-                await self.bus.append(out, expect_session_seq=last_seq)
+                await self.bus.append(outputs[0], expect_session_seq=last_seq)
             except ConcurrencyConflict:
                 continue  # someone appended to the session meanwhile: fold again
-            if isinstance(out, ApprovalGranted) and view is not None:
-                await self.release(view.request, out)
+            for out in outputs[1:]:
+                await self._append_once(out)
+            first = outputs[0]
+            if isinstance(first, ApprovalGranted):
+                await self.release(view.request, first)
+            for out in outputs[1:]:
+                if isinstance(out, ToolAmended):
+                    await self.on_proposed(out)
             return
         raise ConcurrencyConflict(f"could not decide {d.approval_id}: session too busy")
 
-    def decide(self, view: domain.ApprovalView, d: ApprovalDecided) -> Event:
+    def decide(self, view: domain.ApprovalView, d: ApprovalDecided) -> list[Event]:
         req = view.request
-        common = {"session_id": d.session_id, "actor": ACTOR, "causation_id": d.event_id,
-                  "correlation_id": req.correlation_id}
+        common: dict[str, Any] = {"session_id": d.session_id, "actor": ACTOR,
+                                  "causation_id": d.event_id,
+                                  "correlation_id": req.correlation_id}
         now = datetime.now(UTC)
         if view.is_expired(now):
-            return ApprovalExpired(approval_id=req.approval_id, call_ids=req.call_ids, **common)
-        if d.decision == "deny":
-            return ApprovalDenied(approval_id=req.approval_id, call_ids=req.call_ids,
-                                  approver=d.approver, reason=d.reason, **common)
+            return [ApprovalExpired(approval_id=req.approval_id, call_ids=req.call_ids, **common)]
+        state = decision_state(req, view.decisions)
+        for rejected, why in state.rejected:
+            if rejected.event_id == d.event_id:
+                return [self._rejection(d, why)]
+        if state.verdict == "pending":
+            return []
+        decider = state.deciding
+        assert decider is not None
+        if state.verdict == "denied":
+            return [ApprovalDenied(approval_id=req.approval_id, call_ids=req.call_ids,
+                                   approver=decider.approver, reason=decider.reason, **common)]
+        if state.verdict == "modified":
+            assert decider.args is not None
+            original = req.calls[0]
+            new_id = derived("c", decider.event_id, "amended")
+            return [
+                ApprovalDenied(approval_id=req.approval_id, call_ids=req.call_ids,
+                               approver=decider.approver,
+                               reason=f"modified by {decider.approver}: replaced by call {new_id}"
+                                      + (f" — {decider.reason}" if decider.reason else ""),
+                               **common),
+                ToolAmended(call_id=new_id, replaces=original.call_id, tool=original.tool,
+                            args=decider.args, target=original.target,
+                            amended_by=decider.approver, requested_by=req.requested_by,
+                            rationale=req.rationale, evidence=req.evidence,
+                            expected_outcome=req.expected_outcome,
+                            event_id=derived("e", decider.event_id, "amended"), **common),
+            ]
+        approver = "+".join(state.approved_by)
         not_after = min(req.expires_at, now + timedelta(minutes=5))
         grants = tuple(
             signing.sign(
                 Grant(call_id=c.call_id, call_hash=c.call_hash, approval_id=req.approval_id,
-                      approver=d.approver, not_after=not_after,
+                      approver=approver, not_after=not_after,
                       resource_version=c.resource_version),
                 self.key,
             )
             for c in req.calls
         )
-        return ApprovalGranted(approval_id=req.approval_id, approver=d.approver, grants=grants,
-                               **common)
+        return [ApprovalGranted(approval_id=req.approval_id, approver=approver, grants=grants,
+                                **common)]
+
+    def _rejection(self, d: ApprovalDecided, why: str) -> DecisionRejected:
+        return DecisionRejected(session_id=d.session_id, approval_id=d.approval_id,
+                                approver=d.approver, reason=why[:2000], actor=ACTOR,
+                                causation_id=d.event_id,
+                                event_id=derived("e", d.event_id, "rejected"))
+
+    async def _reject(self, d: ApprovalDecided, why: str) -> None:
+        log.warning("decision rejected: %s", why, extra={"approval_id": d.approval_id})
+        await self._append_once(self._rejection(d, why))
 
     async def release(self, req: ApprovalRequested, granted: ApprovalGranted) -> None:
         calls = {c.call_id: c for c in req.calls}
@@ -209,6 +300,27 @@ class Gate:
             log.info("released", extra={"session_id": req.session_id, "call_id": call.call_id,
                                         "approval_id": req.approval_id})
 
+    # -- the gate's memory of released changes (rebuilt from the log) ------------------------
+
+    async def refresh_history(self) -> None:
+        async for s in self.bus.read(f"{S.EVENTS_PREFIX}.*.gate.approval.*.*",
+                                     self._history_cursor):
+            self._history_cursor = s.seq + 1
+            ev = s.event
+            if isinstance(ev, ApprovalRequested):
+                self._requests[ev.approval_id] = ev
+            elif isinstance(ev, ApprovalGranted) and ev.approval_id in self._requests:
+                req = self._requests.pop(ev.approval_id)
+                for c in req.calls:
+                    before, after = _change_of(c)
+                    self._changes.append(risk.Change(
+                        at=ev.occurred_at, tool=c.tool, target=c.target, before=before,
+                        after=after, approver=ev.approver, session_id=ev.session_id))
+            elif isinstance(ev, ApprovalDenied | ApprovalExpired):
+                self._requests.pop(ev.approval_id, None)
+        horizon = datetime.now(UTC) - timedelta(seconds=self.settings.history_window_s)
+        self._changes = [c for c in self._changes if c.at >= horizon]
+
     # -- expiry ------------------------------------------------------------------------------
 
     async def expire_due(self) -> int:
@@ -217,8 +329,9 @@ class Gate:
         Requests are learnt incrementally from the log (a cursor), so a restarted gate rebuilds
         the same watch list; each is checked once it is due and then forgotten.
         """
-        async for s in self.bus.read(S.tag_filter("gate", "approval.requested"), self._cursor):
-            self._cursor = s.seq + 1
+        async for s in self.bus.read(S.tag_filter("gate", "approval.requested"),
+                                     self._expiry_cursor):
+            self._expiry_cursor = s.seq + 1
             assert isinstance(s.event, ApprovalRequested)
             self._watch[s.event.approval_id] = s.event
         now = datetime.now(UTC)
@@ -247,3 +360,12 @@ class Gate:
             await self.bus.append(event, once_per_key=True)
         except ConcurrencyConflict:
             log.info("already recorded %s", event.type, extra={"session_id": event.session_id})
+
+
+def _change_of(c: ApprovalCall) -> tuple[object, object]:
+    r = c.blast_radius
+    if r.replicas_before is not None or r.replicas_after is not None:
+        return r.replicas_before, r.replicas_after
+    if c.diff:
+        return c.diff[0].before, c.diff[0].after
+    return None, None

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.gate.policy import Policy, load
 from services.runtime.errors import ConfigError
 from services.runtime.settings import NatsSettings, require
 
@@ -16,6 +17,8 @@ class GateSettings:
     nats: NatsSettings
     key_file: Path
     approval_ttl_s: float = 900.0
+    policy: Policy = Policy()
+    history_window_s: float = 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GateSettings:
@@ -31,4 +34,6 @@ class GateSettings:
             nats=NatsSettings.from_env("gate", env),
             key_file=Path(env["INTERLOCK_GATE_KEY_FILE"]),
             approval_ttl_s=ttl,
+            policy=load(Path(env["INTERLOCK_POLICY_FILE"]) if env.get("INTERLOCK_POLICY_FILE")
+                        else None),
         )

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from schemas import catalogue
 from schemas import subjects as S
-from schemas.approval import ApprovalDecided
+from schemas.approval import ApprovalDecided, decision_state
 from schemas.ids import InvalidId, check_token, new_session_id
 from schemas.session import SessionCancelled, SessionStarted, UserMessage
 from services.gateway import sse, views
@@ -38,6 +38,7 @@ class NewMessage(msgspec.Struct, forbid_unknown_fields=True):
 class Decision(msgspec.Struct, forbid_unknown_fields=True):
     decision: Literal["approve", "deny"]
     reason: Annotated[str, msgspec.Meta(max_length=2_000)] = ""
+    args: dict[str, Any] | None = None  # approve these modified args instead (a new proposal)
 
 
 class Cancel(msgspec.Struct, forbid_unknown_fields=True):
@@ -184,24 +185,43 @@ class Api:
         body = await body_of(request, Decision)
         if body.decision == "deny" and not body.reason.strip():
             raise HttpError(400, "reason_required", "a denial needs a reason")
+        if body.args is not None and body.decision != "approve":
+            raise HttpError(400, "invalid_body", "modified args go with decision=approve")
         entry = (await self.refresh_approvals()).get(approval_id)
         if entry is None:
             raise HttpError(404, "not_found", f"no approval {approval_id}")
+        req = entry.request
+        args = None
+        if body.args is not None:
+            if len(req.calls) != 1:
+                raise HttpError(400, "invalid_body", "modify the calls of a batch one by one")
+            # The recorded args are complete: what the approver saw, with their edits applied.
+            args = {**req.calls[0].args, **body.args}
         now = datetime.now(UTC)
         state = entry.effective_state(now)
         if state == "expired":
             raise HttpError(410, "expired", f"approval {approval_id} expired")
-        if state != "pending":
+        if state not in ("pending", "decided"):
             raise HttpError(409, "already_decided", f"approval {approval_id} is {state}")
-        ev = ApprovalDecided(session_id=entry.request.session_id, approval_id=approval_id,
+        subject = S.tag_filter("gateway", "approval.decided", req.session_id, approval_id)
+        prior = [s async for s in self.bus.read(subject)]
+        folded = decision_state(req, [p.event for p in prior if isinstance(p.event, ApprovalDecided)])
+        why = folded.check(req, who.name)
+        if why is not None:
+            status = 403 if why.startswith("separation of duties") else 409
+            raise HttpError(status, "forbidden" if status == 403 else "already_decided", why)
+        ev = ApprovalDecided(session_id=req.session_id, approval_id=approval_id,
                              decision=body.decision, reason=body.reason, approver=who.name,
-                             actor=who.name)
+                             args=args, actor=who.name)
         try:
-            seq = await self.bus.append(ev, once_per_key=True)
+            seq = await self.bus.append(ev, expect_subject_seq=prior[-1].seq if prior else 0)
         except ConcurrencyConflict as exc:
             raise HttpError(409, "already_decided",
-                            f"approval {approval_id} was already decided") from exc
+                            f"approval {approval_id} was decided concurrently") from exc
+        approvals = len(folded.approved_by) + (1 if body.decision == "approve" else 0)
         return web.json_response({"approval_id": approval_id, "decision": body.decision,
+                                  "approvals": approvals,
+                                  "required_approvals": req.required_approvals,
                                   "event_id": ev.event_id, "seq": seq}, status=202)
 
     async def tools(self, request: web.Request) -> web.Response:

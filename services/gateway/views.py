@@ -17,6 +17,7 @@ from schemas.approval import (
     ApprovalRequested,
     ToolClassified,
     ToolRefused,
+    decision_state,
 )
 from schemas.base import Event
 from schemas.execution import CommandRefused, ToolResult, ToolStarted
@@ -37,6 +38,7 @@ class ApprovalEntry:
     state: str = "pending"
     decided_by: str = ""
     reason: str = ""
+    decisions: list[ApprovalDecided] = field(default_factory=list)
 
     def effective_state(self, now: datetime) -> str:
         if self.state == "pending" and now >= self.request.expires_at:
@@ -47,6 +49,7 @@ class ApprovalEntry:
         body: dict[str, Any] = msgspec.to_builtins(self.request)
         body["state"] = self.effective_state(now)
         body["seq"] = self.seq
+        body["approvals"] = list(decision_state(self.request, self.decisions).approved_by)
         if self.decided_by:
             body["decided_by"] = self.decided_by
         if self.reason:
@@ -60,7 +63,10 @@ def apply_approval(index: dict[str, ApprovalEntry], seq: int, ev: Event) -> None
             index[ev.approval_id] = ApprovalEntry(ev, seq)
         case ApprovalDecided() if ev.approval_id in index:
             entry = index[ev.approval_id]
-            if entry.state == "pending":
+            entry.decisions.append(ev)
+            if entry.state == "pending" and decision_state(
+                entry.request, entry.decisions
+            ).verdict != "pending":
                 entry.state = "decided"
                 entry.decided_by = ev.approver
                 entry.reason = ev.reason

@@ -96,13 +96,15 @@ class Bus:
         event: Event,
         *,
         once_per_key: bool = False,
+        expect_subject_seq: int | None = None,
         expect_session_seq: int | None = None,
         timeout: float = 5.0,
         attempts: int = 5,
     ) -> int:
         """Appends an event to the log and returns its stream sequence.
 
-        once_per_key: the event's subject must be empty (e.g. one decision per approval).
+        once_per_key: the event's subject must be empty (e.g. one claim per call).
+        expect_subject_seq: the event's own subject must end at this sequence (0: empty).
         expect_session_seq: the session's last sequence must still be this (one next step).
         Raises ConcurrencyConflict when a precondition fails. Retries timeouts with the same
         Nats-Msg-Id, so a retry after a lost ack is deduplicated by the server.
@@ -111,6 +113,8 @@ class Bus:
         headers = {"Nats-Msg-Id": event.event_id}
         if once_per_key:
             headers[EXPECTED_SEQ] = "0"
+        elif expect_subject_seq is not None:
+            headers[EXPECTED_SEQ] = str(expect_subject_seq)
         elif expect_session_seq is not None:
             headers[EXPECTED_SEQ] = str(expect_session_seq)
             headers[EXPECTED_SEQ_SUBJECT] = S.session_filter(event.session_id)

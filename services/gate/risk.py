@@ -1,0 +1,107 @@
+"""Context a human needs to catch a bad change, computed by the gate — not left to the model.
+
+Pure functions: the risk flags of one call from its preview, and the target's recent history
+from the gate's own log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from schemas.approval import ApprovalCall
+from schemas.base import Target
+
+PRODUCTION_NAMES = frozenset({"production", "prod", "prd", "live"})
+
+
+def production_like(namespace: str) -> bool:
+    ns = namespace.lower()
+    return ns in PRODUCTION_NAMES or ns.startswith(("prod-", "production-")) or ns.endswith(
+        ("-prod", "-production")
+    )
+
+
+def flags_for(call: ApprovalCall, tool: str) -> list[str]:
+    t, r = call.target, call.blast_radius
+    where = f"{t.kind}/{t.name}" if t.name else t.kind
+    out: list[str] = []
+    if production_like(t.namespace):
+        out.append(f"production-like namespace {t.namespace!r}")
+    if r.same_name_namespaces:
+        others = ", ".join(sorted(r.same_name_namespaces))
+        out.append(f"{where} also exists in {others}: check the namespace ({t.namespace})")
+    if r.replicas_after == 0 and (r.replicas_before or 0) > 0:
+        out.append(f"scales {where} to zero: every pod is removed")
+    if tool == "delete":
+        if t.kind in ("deployment", "statefulset", "replicaset") or r.pods_affected:
+            n = len(r.pods_affected)
+            if n:
+                out.append(f"deletes {n} running pod(s): {', '.join(r.pods_affected[:5])}")
+        if t.kind == "persistentvolumeclaim" and r.mounted_by:
+            out.append(f"deletes PVC {t.name} that is still referenced by "
+                       f"{', '.join(r.mounted_by)}: its data is lost when that workload scales up")
+        if t.kind == "service":
+            if r.headless:
+                out.append(f"deletes headless service {t.name}: peers find each other through "
+                           "its DNS records")
+            if r.selects:
+                out.append(f"deletes service {t.name} that routes to {len(r.selects)} pod(s)")
+        if r.owners:
+            out.append(f"{where} is owned by {', '.join(r.owners)}: scheduled or batch work")
+    elif r.owners and any(o.startswith(("CronJob/", "Job/")) for o in r.owners):
+        out.append(f"{where} is owned by {', '.join(r.owners)}: scheduled or batch work")
+    if r.replicas_before == 1 and r.replicas_after == 0:
+        out.append(f"removes the last replica of {where}")
+    if call.preview_error:
+        out.append(f"dry run failed: {call.preview_error}")
+    return out
+
+
+@dataclass(frozen=True)
+class Change:
+    """A write the gate released earlier, as remembered from the log."""
+
+    at: datetime
+    tool: str
+    target: Target
+    before: object
+    after: object
+    approver: str
+    session_id: str
+
+
+def same_target(a: Target, b: Target) -> bool:
+    return (a.cluster, a.namespace, a.kind, a.name) == (b.cluster, b.namespace, b.kind, b.name)
+
+
+def _ordinal(n: int) -> str:
+    return {1: "first", 2: "second", 3: "third", 4: "fourth", 5: "fifth"}.get(n, f"{n}th")
+
+
+def history(changes: list[Change], call: ApprovalCall, tool: str, now: datetime,
+            window_s: float) -> tuple[list[str], list[str]]:
+    """(history lines, flags) for a call from the recent changes to the same target."""
+    recent = [c for c in changes if same_target(c.target, call.target)
+              and (now - c.at).total_seconds() <= window_s]
+    lines = [f"{c.at:%H:%M:%S} {c.tool} {c.before}→{c.after} approved by {c.approver}"
+             for c in recent]
+    flags: list[str] = []
+    r = call.blast_radius
+    if tool == "scale" and r.replicas_before is not None and r.replicas_after is not None \
+            and r.replicas_after > r.replicas_before:
+        ups: list[Change] = []
+        for c in reversed([c for c in recent if c.tool == "scale"]):
+            if isinstance(c.before, int) and isinstance(c.after, int) and c.after > c.before:
+                ups.insert(0, c)
+            else:
+                break
+        if ups:
+            minutes = max(1, round((now - ups[0].at).total_seconds() / 60))
+            chain = ", ".join(f"{c.before}→{c.after}" for c in ups)
+            flags.append(
+                f"{_ordinal(len(ups) + 1)} consecutive scale-up of {call.target.kind}/"
+                f"{call.target.name} in {minutes} minutes: {chain}, now "
+                f"{r.replicas_before}→{r.replicas_after} — is this a feedback loop?"
+            )
+    return lines, flags
