@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import yaml
 from aiohttp import web
 
-from sandbox import defaults, patch, tables
+from sandbox import defaults, patch, policy, tables
 from sandbox.errors import (
     ApiError,
     bad_request,
@@ -394,6 +394,8 @@ class ResourceApi:
             return await self._scale(request, t)
         if t.sub == "log" and t.rt.kind == "Pod" and request.method == "GET":
             return self._log(request, t)
+        if t.sub == "eviction" and t.rt.kind == "Pod" and request.method == "POST":
+            return await policy.evict(self, request, t, _dry_run(request))
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
 
     def _to_scale(self, obj: Obj) -> Obj:

@@ -65,6 +65,7 @@ RESOURCES: tuple[ResourceType, ...] = (
         subresources=(
             _status("Pod"),
             Subresource("log", "Pod", verbs=("get",)),
+            Subresource("eviction", "Eviction", "policy", "v1", verbs=("create",)),
         ),
     ),
     ResourceType("", "v1", "services", "Service", True, ("svc",), ("all",),
@@ -111,6 +112,8 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler",
                  True, ("hpa",), ("all",),
                  subresources=(_status("HorizontalPodAutoscaler", "autoscaling", "v2"),)),
+    ResourceType("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ("pdb",),
+                 subresources=(_status("PodDisruptionBudget", "policy"),)),
     ResourceType("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
     ResourceType("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True),
     ResourceType("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from sandbox import discovery
+from sandbox import discovery, policy
 from sandbox.api import ResourceApi, error_response
 from sandbox.controllers import Controllers
 from sandbox.errors import ApiError
@@ -110,7 +110,11 @@ class Sandbox:
                 response = self._static(path, accept, request)
                 if response is not None:
                     return response
-            return await self.api.handle(request)
+            if path == policy.SSAR_PATH:
+                return await policy.access_review(request)
+            answer = await self.api.handle(request)
+            await policy.delay_write(self.store, request, answer)
+            return answer
         except ApiError as err:
             return error_response(err)
 

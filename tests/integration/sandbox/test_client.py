@@ -47,6 +47,7 @@ def _list_calls(api: k8s.ApiClient) -> dict[str, Callable[[], Any]]:
     core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
     batch, hpa = k8s.BatchV1Api(api), k8s.AutoscalingV2Api(api)
     rbac = k8s.RbacAuthorizationV1Api(api)
+    policy = k8s.PolicyV1Api(api)
     return {
         "Namespace": core.list_namespace,
         "Node": core.list_node,
@@ -66,6 +67,7 @@ def _list_calls(api: k8s.ApiClient) -> dict[str, Callable[[], Any]]:
         "Job": batch.list_job_for_all_namespaces,
         "CronJob": batch.list_cron_job_for_all_namespaces,
         "HorizontalPodAutoscaler": hpa.list_horizontal_pod_autoscaler_for_all_namespaces,
+        "PodDisruptionBudget": policy.list_pod_disruption_budget_for_all_namespaces,
         "Role": rbac.list_role_for_all_namespaces,
         "RoleBinding": rbac.list_role_binding_for_all_namespaces,
         "ClusterRole": rbac.list_cluster_role,

@@ -1,0 +1,147 @@
+"""What an operator's writes meet beyond plain storage: the Eviction API with
+PodDisruptionBudgets (what `kubectl drain` uses), SelfSubjectAccessReview (`kubectl auth can-i`),
+and a test hook that delays the answer to a write after it was stored.
+
+The slow-write hook exists so tests can kill a client after the cluster applied its call and
+before the client heard back: an object annotated `sandbox.interlock.dev/slow-write-seconds: "N"`
+gets every non-dry-run write to it (including its scale subresource) answered N seconds late."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from sandbox.errors import ApiError, bad_request
+from sandbox.resources import by_plural
+from sandbox.selectors import labels_match, selector_from_spec
+from sandbox.store import Obj, Store
+
+if TYPE_CHECKING:
+    from sandbox.api import ResourceApi, Target
+
+SLOW_WRITE = "sandbox.interlock.dev/slow-write-seconds"
+SSAR_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+PDBS = by_plural("policy", "poddisruptionbudgets")
+PODS = by_plural("", "pods")
+
+# The sandbox's one user may do everything except what the design keeps from any agent.
+_DENIED: tuple[tuple[str, str, str], ...] = (
+    # (group, resource, verb); "*" matches any
+    ("", "pods/exec", "*"),
+    ("", "pods/attach", "*"),
+    ("", "pods/portforward", "*"),
+    ("", "secrets", "get"),
+    ("", "secrets", "watch"),
+    ("*", "*", "impersonate"),
+    ("*", "*", "escalate"),
+    ("*", "*", "bind"),
+)
+
+
+def _ready(pod: Obj) -> bool:
+    conds = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+
+
+def _int_or_percent(value: Any, total: int, *, round_up: bool) -> int:
+    if isinstance(value, str) and value.endswith("%"):
+        share = int(value[:-1]) * total
+        return -(-share // 100) if round_up else share // 100
+    return int(value)
+
+
+def budget_status(store: Store, pdb: Obj) -> dict[str, int]:
+    """A PDB's status as the disruption controller computes it, from the pods it selects."""
+    ns = pdb["metadata"]["namespace"]
+    reqs = selector_from_spec((pdb.get("spec") or {}).get("selector"))
+    pods = [p for p in store.list(PODS, ns) if labels_match(reqs, p["metadata"].get("labels"))
+            and not p["metadata"].get("deletionTimestamp")]
+    expected = len(pods)
+    healthy = sum(1 for p in pods if _ready(p))
+    spec = pdb.get("spec") or {}
+    if "minAvailable" in spec:
+        desired = _int_or_percent(spec["minAvailable"], expected, round_up=True)
+    elif "maxUnavailable" in spec:
+        desired = expected - _int_or_percent(spec["maxUnavailable"], expected, round_up=True)
+    else:
+        desired = expected
+    return {"currentHealthy": healthy, "desiredHealthy": desired, "expectedPods": expected,
+            "disruptionsAllowed": max(healthy - desired, 0)}
+
+
+async def evict(api: ResourceApi, request: web.Request, t: Target, dry_run: bool) -> web.Response:
+    """POST pods/<name>/eviction: refused with 429 while a budget allows no disruption."""
+    raw = await request.read()
+    body = json.loads(raw) if raw.strip() else {}
+    pod = api.store.must_get(PODS, t.namespace, t.name)
+    for pdb in api.store.list(PDBS, t.namespace):
+        reqs = selector_from_spec((pdb.get("spec") or {}).get("selector"))
+        if not labels_match(reqs, pod["metadata"].get("labels")):
+            continue
+        status = budget_status(api.store, pdb)
+        if _ready(pod) and status["disruptionsAllowed"] < 1:
+            raise ApiError(429, "TooManyRequests",
+                           "Cannot evict pod as it would violate the pod's disruption budget.",
+                           causes=[{"reason": "DisruptionBudget",
+                                    "message": f"The disruption budget {pdb['metadata']['name']} "
+                                               f"needs {status['desiredHealthy']} healthy pods "
+                                               f"and has {status['currentHealthy']} currently"}])
+    dry_run = dry_run or "All" in ((body.get("deleteOptions") or {}).get("dryRun") or [])
+    if not dry_run:
+        api.delete_object(PODS, pod)
+    return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                              "status": "Success", "code": 201}, status=201)
+
+
+def _matches(pattern: str, value: str) -> bool:
+    return pattern in ("*", value)
+
+
+async def access_review(request: web.Request) -> web.Response:
+    """POST selfsubjectaccessreviews: answers for the sandbox's single (powerful) user."""
+    if request.method != "POST":
+        raise ApiError(405, "MethodNotAllowed", "only create is supported")
+    raw = await request.read()
+    try:
+        review = json.loads(raw)
+        attrs = review["spec"]["resourceAttributes"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise bad_request("spec.resourceAttributes is required") from exc
+    resource = attrs.get("resource", "")
+    if attrs.get("subresource"):
+        resource = f"{resource}/{attrs['subresource']}"
+    group, verb = attrs.get("group", ""), attrs.get("verb", "")
+    denied = any(_matches(g, group) and _matches(r, resource) and _matches(v, verb)
+                 for g, r, v in _DENIED)
+    status = {"allowed": not denied}
+    if denied:
+        status["denied"] = True
+        status["reason"] = f"sandbox policy: {verb} on {resource or '*'} is not granted"
+    else:
+        status["reason"] = "sandbox user may do this"
+    return web.json_response({**review, "apiVersion": "authorization.k8s.io/v1",
+                              "kind": "SelfSubjectAccessReview", "status": status}, status=201)
+
+
+async def delay_write(store: Store, request: web.Request, response: web.StreamResponse) -> None:
+    """Holds the answer to a stored write on an object annotated with SLOW_WRITE."""
+    from sandbox.api import parse_path  # api imports this module
+
+    if request.method not in ("POST", "PUT", "PATCH", "DELETE") or "All" in \
+            request.query.getall("dryRun", []) or not 200 <= response.status < 300:
+        return
+    t = parse_path(request.path)
+    if t is None or not t.name:
+        return
+    obj = store.get(t.rt, t.namespace, t.name)
+    if obj is None and isinstance(response, web.Response) and response.body:
+        try:  # a delete: the object is gone, its last state is in the answer
+            obj = json.loads(bytes(response.body))  # type: ignore[arg-type]
+        except ValueError:
+            obj = None
+    seconds = ((obj or {}).get("metadata", {}).get("annotations") or {}).get(SLOW_WRITE)
+    if seconds:
+        await asyncio.sleep(float(seconds))
