@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -15,51 +18,47 @@ from schemas import subjects as S
 from schemas.approval import ApprovalDecided, decision_state
 from schemas.ids import InvalidId, check_token, new_session_id
 from schemas.session import SessionCancelled, SessionStarted, UserMessage
-from services.gateway import sse, views
+from services.gateway import openapi, sse, views
+from services.gateway.api import (
+    STATE_FILTERS,
+    Cancel,
+    Decision,
+    NewMessage,
+    NewSession,
+)
 from services.gateway.auth import Principal, Role, TokenStore
+from services.gateway.errors import HttpError
+from services.gateway.metrics import Metrics
+from services.gateway.ratelimit import RateLimiter
 from services.runtime.bus import Bus
 from services.runtime.errors import ConcurrencyConflict
 
+# Re-exported for callers that imported the request types from here.
+__all__ = ["Api", "Cancel", "Decision", "HttpError", "NewMessage", "NewSession", "make_app"]
+
 log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
+STATIC = Path(__file__).parent / "static"
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+LIMITER: web.AppKey[RateLimiter] = web.AppKey("limiter", RateLimiter)
 
 
-class NewSession(msgspec.Struct, forbid_unknown_fields=True):
-    title: Annotated[str, msgspec.Meta(max_length=200)] = ""
+def error(status: int, code: str, message: str,
+          headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status,
+                             headers=headers)
 
 
-class NewMessage(msgspec.Struct, forbid_unknown_fields=True):
-    text: Annotated[str, msgspec.Meta(min_length=1, max_length=32_000)]
-
-
-class Decision(msgspec.Struct, forbid_unknown_fields=True):
-    decision: Literal["approve", "deny"]
-    reason: Annotated[str, msgspec.Meta(max_length=2_000)] = ""
-    args: dict[str, Any] | None = None  # approve these modified args instead (a new proposal)
-
-
-class Cancel(msgspec.Struct, forbid_unknown_fields=True):
-    reason: Annotated[str, msgspec.Meta(max_length=2_000)] = ""
-
-
-def error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
-
-
-class HttpError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-async def body_of(request: web.Request, kind: type[T]) -> T:
+async def body_of(request: web.Request, kind: type[T], *, required: bool = False) -> T:
     if request.content_length and request.content_length > MAX_BODY:
         raise HttpError(413, "too_large", f"body over {MAX_BODY} bytes")
     raw = await request.read()
-    if not raw:
+    if not raw.strip():
+        if required:
+            raise HttpError(400, "invalid_body", "a JSON body is required")
         raw = b"{}"
     try:
         return msgspec.json.decode(raw, type=kind)
@@ -69,42 +68,50 @@ async def body_of(request: web.Request, kind: type[T]) -> T:
         raise HttpError(400, "malformed_json", f"malformed JSON: {exc}") from exc
 
 
+def bearer_token(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.query.get("access_token", "").strip()  # EventSource cannot set headers
+
+
+def _path_token(request: web.Request, name: str, what: str) -> str:
+    try:
+        return check_token(request.match_info[name], what)
+    except InvalidId as exc:
+        raise HttpError(400, "invalid_id", str(exc)) from exc
+
+
 class Api:
-    def __init__(self, bus: Bus, tokens: TokenStore, heartbeat_s: float = 15.0) -> None:
+    def __init__(self, bus: Bus, tokens: TokenStore, heartbeat_s: float = 15.0,
+                 metrics: Metrics | None = None) -> None:
         self.bus = bus
         self.tokens = tokens
         self.heartbeat_s = heartbeat_s
+        self.metrics = metrics or Metrics()
         self._approvals: dict[str, views.ApprovalEntry] = {}
         self._approvals_cursor = 1
+        self._sessions: dict[str, views.SessionSummary] = {}
+        self._sessions_cursor = 1
+        self.connection = sse.Connection()
 
     # -- plumbing ----------------------------------------------------------------------------
 
     def principal(self, request: web.Request, role: Role) -> Principal:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            token = request.query.get("access_token", "")  # EventSource cannot set headers
+        token = bearer_token(request)
         if not token:
             raise HttpError(401, "unauthenticated", "missing bearer token")
-        who = self.tokens.lookup(token.strip())
+        who = self.tokens.lookup(token)
         if who is None:
             raise HttpError(401, "unauthenticated", "unknown token")
         if not who.has(role):
             raise HttpError(403, "forbidden", f"{who.name} lacks the {role} role")
         return who
 
-    @staticmethod
-    def session_id(request: web.Request) -> str:
-        try:
-            return check_token(request.match_info["session_id"], "session id")
-        except InvalidId as exc:
-            raise HttpError(400, "invalid_id", str(exc)) from exc
-
-    async def session_events(self, session_id: str) -> list[Any]:
-        stored = await self.bus.session(session_id)
-        if not stored:
+    async def require_session(self, session_id: str) -> None:
+        if await self.bus.first(S.session_filter(session_id)) is None:
             raise HttpError(404, "not_found", f"no session {session_id}")
-        return stored
 
     async def refresh_approvals(self) -> dict[str, views.ApprovalEntry]:
         async for s in self.bus.read(f"{S.EVENTS_PREFIX}.*.*.approval.*.*",
@@ -112,6 +119,13 @@ class Api:
             self._approvals_cursor = s.seq + 1
             views.apply_approval(self._approvals, s.seq, s.event)
         return self._approvals
+
+    async def refresh_sessions(self) -> dict[str, views.SessionSummary]:
+        async for s in self.bus.read(S.tag_filter("gateway", "session.started"),
+                                     self._sessions_cursor):
+            self._sessions_cursor = s.seq + 1
+            views.apply_session_started(self._sessions, s.seq, s.event)
+        return self._sessions
 
     # -- routes ------------------------------------------------------------------------------
 
@@ -123,6 +137,33 @@ class Api:
             return error(503, "not_ready", "not connected to NATS")
         return web.json_response({"ok": True})
 
+    async def openapi_json(self, request: web.Request) -> web.Response:
+        return web.json_response(request.app[SPEC])
+
+    async def index(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "index.html",
+                                headers={"Cache-Control": "no-cache",
+                                         "Content-Security-Policy": CSP})
+
+    async def metrics_text(self, request: web.Request) -> web.Response:
+        self.principal(request, "viewer")
+        return web.Response(text=self.metrics.render(), content_type="text/plain",
+                            charset="utf-8", headers={"Cache-Control": "no-store"})
+
+    async def me(self, request: web.Request) -> web.Response:
+        who = self.principal(request, "viewer")
+        return web.json_response({"name": who.name, "roles": sorted(who.roles),
+                                  "can_chat": who.has("operator"),
+                                  "can_decide": who.has("approver")})
+
+    async def list_sessions(self, request: web.Request) -> web.Response:
+        self.principal(request, "viewer")
+        raw = request.query.get("limit", "100")
+        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+            raise HttpError(400, "invalid_limit", "limit must be an integer in 1..1000")
+        sessions = sorted((await self.refresh_sessions()).values(), key=lambda s: -s.seq)
+        return web.json_response({"sessions": [s.to_json() for s in sessions[:int(raw)]]})
+
     async def create_session(self, request: web.Request) -> web.Response:
         who = self.principal(request, "operator")
         body = await body_of(request, NewSession)
@@ -133,44 +174,45 @@ class Api:
 
     async def post_message(self, request: web.Request) -> web.Response:
         who = self.principal(request, "operator")
-        sid = self.session_id(request)
-        body = await body_of(request, NewMessage)
-        await self.session_events(sid)
+        sid = _path_token(request, "session_id", "session id")
+        body = await body_of(request, NewMessage, required=True)
+        await self.require_session(sid)
         ev = UserMessage(session_id=sid, text=body.text, actor=who.name)
         seq = await self.bus.append(ev)
         return web.json_response({"event_id": ev.event_id, "seq": seq}, status=202)
 
     async def cancel(self, request: web.Request) -> web.Response:
         who = self.principal(request, "operator")
-        sid = self.session_id(request)
+        sid = _path_token(request, "session_id", "session id")
         body = await body_of(request, Cancel)
-        await self.session_events(sid)
+        await self.require_session(sid)
         ev = SessionCancelled(session_id=sid, reason=body.reason, actor=who.name)
         seq = await self.bus.append(ev)
         return web.json_response({"event_id": ev.event_id, "seq": seq}, status=202)
 
     async def get_session(self, request: web.Request) -> web.Response:
         self.principal(request, "viewer")
-        sid = self.session_id(request)
-        stored = await self.session_events(sid)
+        sid = _path_token(request, "session_id", "session id")
+        stored = await self.bus.session(sid)
+        if not stored:
+            raise HttpError(404, "not_found", f"no session {sid}")
         view = views.fold_session(sid, [(s.seq, s.event) for s in stored])
         return web.json_response(view.to_json(datetime.now(UTC)))
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         self.principal(request, "viewer")
-        sid = self.session_id(request)
-        raw = (request.headers.get("Last-Event-ID") or request.query.get("after")
-               or request.query.get("last_event_id") or "0")
-        if not raw.isdigit() or len(raw) > 19:
-            raise HttpError(400, "invalid_event_id", "Last-Event-ID/after must be a sequence")
-        await self.session_events(sid)
-        return await sse.stream_session(request, self.bus, sid, int(raw), self.heartbeat_s)
+        sid = _path_token(request, "session_id", "session id")
+        after = sse.parse_after(request)
+        await self.require_session(sid)
+        return await sse.stream_session(request, self.bus, sid, after, self.heartbeat_s,
+                                        self.metrics, self.connection)
 
     async def approvals(self, request: web.Request) -> web.Response:
         self.principal(request, "viewer")
         state = request.query.get("state", "pending")
-        if state not in ("pending", "granted", "denied", "expired", "decided", "all"):
-            raise HttpError(400, "invalid_state", f"unknown state {state!r}")
+        if state not in STATE_FILTERS:
+            raise HttpError(400, "invalid_state",
+                            f"unknown state {state[:40]!r}; one of {', '.join(STATE_FILTERS)}")
         now = datetime.now(UTC)
         entries = (await self.refresh_approvals()).values()
         out = [e.to_json(now) for e in entries if state == "all" or e.effective_state(now) == state]
@@ -178,11 +220,8 @@ class Api:
 
     async def decide(self, request: web.Request) -> web.Response:
         who = self.principal(request, "approver")
-        try:
-            approval_id = check_token(request.match_info["approval_id"], "approval id")
-        except InvalidId as exc:
-            raise HttpError(400, "invalid_id", str(exc)) from exc
-        body = await body_of(request, Decision)
+        approval_id = _path_token(request, "approval_id", "approval id")
+        body = await body_of(request, Decision, required=True)
         if body.decision == "deny" and not body.reason.strip():
             raise HttpError(400, "reason_required", "a denial needs a reason")
         if body.args is not None and body.decision != "approve":
@@ -191,12 +230,7 @@ class Api:
         if entry is None:
             raise HttpError(404, "not_found", f"no approval {approval_id}")
         req = entry.request
-        args = None
-        if body.args is not None:
-            if len(req.calls) != 1:
-                raise HttpError(400, "invalid_body", "modify the calls of a batch one by one")
-            # The recorded args are complete: what the approver saw, with their edits applied.
-            args = {**req.calls[0].args, **body.args}
+        args = self.modified_args(entry, body.args)
         now = datetime.now(UTC)
         state = entry.effective_state(now)
         if state == "expired":
@@ -205,7 +239,8 @@ class Api:
             raise HttpError(409, "already_decided", f"approval {approval_id} is {state}")
         subject = S.tag_filter("gateway", "approval.decided", req.session_id, approval_id)
         prior = [s async for s in self.bus.read(subject)]
-        folded = decision_state(req, [p.event for p in prior if isinstance(p.event, ApprovalDecided)])
+        folded = decision_state(
+            req, [p.event for p in prior if isinstance(p.event, ApprovalDecided)])
         why = folded.check(req, who.name)
         if why is not None:
             status = 403 if why.startswith("separation of duties") else 409
@@ -218,11 +253,36 @@ class Api:
         except ConcurrencyConflict as exc:
             raise HttpError(409, "already_decided",
                             f"approval {approval_id} was decided concurrently") from exc
+        self.metrics.decided(body.decision, (now - req.occurred_at).total_seconds())
+        log.info("decision recorded", extra={"approval_id": approval_id, "seq": seq,
+                                             "tag": body.decision})
         approvals = len(folded.approved_by) + (1 if body.decision == "approve" else 0)
         return web.json_response({"approval_id": approval_id, "decision": body.decision,
                                   "approvals": approvals,
                                   "required_approvals": req.required_approvals,
+                                  "modified": args is not None,
                                   "event_id": ev.event_id, "seq": seq}, status=202)
+
+    @staticmethod
+    def modified_args(entry: views.ApprovalEntry,
+                      edits: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The approver's edits applied to the recorded args (what they saw), validated against
+        the call's tool so a typo is a 400 here rather than a refusal later; None when nothing
+        changed."""
+        if edits is None:
+            return None
+        calls = entry.request.calls
+        if len(calls) != 1:
+            raise HttpError(400, "invalid_body", "modify the calls of a batch one by one")
+        merged = {**calls[0].args, **edits}
+        tool = catalogue.lookup(calls[0].tool)
+        if tool is None:
+            raise HttpError(400, "invalid_args", f"unknown tool {calls[0].tool[:100]!r}")
+        try:
+            args = catalogue.canonical_args(tool.parse_args(merged))
+        except msgspec.ValidationError as exc:
+            raise HttpError(400, "invalid_args", f"invalid args for {tool.name}: {exc}") from exc
+        return None if args == calls[0].args else args
 
     async def tools(self, request: web.Request) -> web.Response:
         self.principal(request, "viewer")
@@ -232,14 +292,43 @@ class Api:
         ]})
 
 
+CSP = ("default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; "
+       "script-src 'self'; frame-ancestors 'none'; base-uri 'none'")
+SPEC: web.AppKey[dict[str, Any]] = web.AppKey("spec", dict)
+
+
+def _route_name(request: web.Request) -> str:
+    info = request.match_info
+    resource = info.route.resource
+    if info.http_exception is not None or resource is None:
+        return "unmatched"
+    return resource.canonical
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    status = 500
+    try:
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    finally:
+        request.app[METRICS].request(_route_name(request), request.method, status)
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except HttpError as exc:
-        return error(exc.status, exc.code, exc.message)
+        return error(exc.status, exc.code, exc.message, exc.headers)
     except web.HTTPRequestEntityTooLarge:
         return error(413, "too_large", f"body over {MAX_BODY} bytes")
+    except web.HTTPNotFound:
+        return error(404, "no_route", f"no such resource: {request.method} {request.path[:200]}")
+    except web.HTTPMethodNotAllowed as exc:
+        return error(405, "method_not_allowed", f"{request.method} is not allowed here",
+                     {"Allow": ", ".join(sorted(exc.allowed_methods))})
     except web.HTTPException as exc:
         if exc.status >= 400:
             return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
@@ -249,17 +338,45 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error(503, "unavailable", "the request could not be completed; retry")
 
 
-def make_app(api: Api) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY)
-    app["sse_clients"] = 0
+UNLIMITED = frozenset({"/healthz", "/readyz"})
+
+
+@web.middleware
+async def ratelimit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path not in UNLIMITED:
+        token = bearer_token(request)
+        key = (hashlib.sha256(token.encode()).hexdigest() if token
+               else f"anon:{request.remote}")
+        wait = request.app[LIMITER].take(key)
+        if wait > 0:
+            request.app[METRICS].rate_limited += 1
+            raise HttpError(429, "rate_limited", "too many requests for this token; slow down",
+                            {"Retry-After": str(max(1, math.ceil(wait)))})
+    return await handler(request)
+
+
+def make_app(api: Api, limiter: RateLimiter | None = None) -> web.Application:
+    app = web.Application(
+        middlewares=[metrics_middleware, errors_middleware, ratelimit_middleware],
+        client_max_size=MAX_BODY,
+    )
+    app[METRICS] = api.metrics
+    app[LIMITER] = limiter or RateLimiter(rate=20.0, burst=200)
+    app[SPEC] = openapi.build()
     r = app.router
+    r.add_get("/", api.index)
+    r.add_static("/static", STATIC, append_version=False)
     r.add_get("/healthz", api.healthz)
     r.add_get("/readyz", api.readyz)
+    r.add_get("/metrics", api.metrics_text)
+    r.add_get("/openapi.json", api.openapi_json)
+    r.add_get("/v1/me", api.me)
+    r.add_get("/v1/sessions", api.list_sessions)
     r.add_post("/v1/sessions", api.create_session)
     r.add_get("/v1/sessions/{session_id}", api.get_session)
     r.add_post("/v1/sessions/{session_id}/messages", api.post_message)
     r.add_post("/v1/sessions/{session_id}/cancel", api.cancel)
-    r.add_get("/v1/sessions/{session_id}/events", api.events)
+    r.add_get("/v1/sessions/{session_id}/events", api.events, allow_head=False)
     r.add_get("/v1/approvals", api.approvals)
     r.add_post("/v1/approvals/{approval_id}/decision", api.decide)
     r.add_get("/v1/tools", api.tools)

@@ -9,21 +9,30 @@ from aiohttp import web
 
 from services.gateway.app import Api, make_app
 from services.gateway.auth import TokenStore
+from services.gateway.ratelimit import RateLimiter
 from services.gateway.settings import GatewaySettings
+from services.gateway.sse import Connection
 from services.runtime.bus import Bus
 
 log = logging.getLogger(__name__)
 
 
-async def run(settings: GatewaySettings, stop: asyncio.Event) -> None:
+async def run(settings: GatewaySettings, stop: asyncio.Event,
+              started: asyncio.Event | None = None) -> None:
     tokens = TokenStore.load(settings.tokens_file, settings.admin_token)
-    bus = await Bus.connect(settings.nats, "gateway")
-    runner = web.AppRunner(make_app(Api(bus, tokens, settings.heartbeat_s)),
-                           shutdown_timeout=1.0, access_log=None)
+    connection = Connection()
+    bus = await Bus.connect(settings.nats, "gateway", disconnected_cb=connection.changed,
+                            reconnected_cb=connection.changed)
+    api = Api(bus, tokens, settings.heartbeat_s)
+    api.connection = connection
+    app = make_app(api, RateLimiter(settings.rate_per_s, settings.rate_burst))
+    runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
     log.info("listening on http://%s:%d", settings.host, settings.port)
+    if started is not None:
+        started.set()
     try:
         await stop.wait()
     finally:

@@ -19,6 +19,8 @@ class GatewaySettings:
     tokens_file: Path | None
     admin_token: str
     heartbeat_s: float = 15.0
+    rate_per_s: float = 20.0
+    rate_burst: int = 200
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -30,8 +32,12 @@ class GatewaySettings:
         try:
             port = int(env.get("INTERLOCK_HTTP_PORT", "8080"))
             heartbeat = float(env.get("INTERLOCK_SSE_HEARTBEAT", "15"))
+            rate = float(env.get("INTERLOCK_RATE_LIMIT", "20"))
+            burst = int(env.get("INTERLOCK_RATE_BURST", "200"))
         except ValueError as exc:
             raise ConfigError(f"gateway: {exc}") from exc
+        if rate <= 0 or burst < 1:
+            raise ConfigError("gateway: INTERLOCK_RATE_LIMIT must be > 0 and INTERLOCK_RATE_BURST >= 1")
         return cls(
             nats=NatsSettings.from_env("gateway", env),
             host=env.get("INTERLOCK_HTTP_HOST", "127.0.0.1"),
@@ -39,4 +45,6 @@ class GatewaySettings:
             tokens_file=Path(tokens) if tokens else None,
             admin_token=admin,
             heartbeat_s=min(max(heartbeat, 0.05), 15.0),
+            rate_per_s=rate,
+            rate_burst=burst,
         )

@@ -3,6 +3,11 @@
 `id:` is the JetStream sequence. The live tail is the server-side republish of EVENTS (no
 consumer needed): subscribe first, then replay the stored gap with Direct Get, then forward live
 messages whose sequence is past the last one sent — no gap, no duplicate.
+
+The republish is core NATS, so a reconnect of the gateway's connection (or a dropped message)
+could leave a hole in the live tail. The stream therefore re-reads the log from the last id it
+sent whenever the connection changed and on every heartbeat: the log, not the live copy, is the
+source of truth, and ids only ever increase on the wire.
 """
 
 from __future__ import annotations
@@ -15,18 +20,43 @@ from aiohttp import web
 from nats.aio.msg import Msg
 
 from schemas import subjects as S
+from services.gateway.errors import HttpError
+from services.gateway.metrics import Metrics
 from services.runtime.bus import Bus
 
 log = logging.getLogger(__name__)
 RETRY_MS = 2000
+MAX_SEQ_DIGITS = 19
 
 
 def frame(seq: int, event_type: str, data: bytes) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, event_type.encode(), data)
 
 
+def parse_after(request: web.Request) -> int:
+    """The last id the client has: Last-Event-ID (a reconnecting EventSource), `?after=` or
+    `?last_event_id=` (a new EventSource cannot set headers). Malformed ids are a 400."""
+    raw = (request.headers.get("Last-Event-ID") or request.query.get("after")
+           or request.query.get("last_event_id") or "0").strip()
+    if not raw.isdigit() or not raw.isascii() or len(raw) > MAX_SEQ_DIGITS:
+        raise HttpError(400, "invalid_event_id",
+                        "Last-Event-ID, after and last_event_id must be a sequence number")
+    return int(raw)
+
+
+class Connection:
+    """Counts the NATS connection's disconnects, so a stream knows when to re-read the log."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+
+    async def changed(self) -> None:
+        self.generation += 1
+
+
 async def stream_session(
-    request: web.Request, bus: Bus, session_id: str, after: int, heartbeat_s: float
+    request: web.Request, bus: Bus, session_id: str, after: int, heartbeat_s: float,
+    metrics: Metrics, connection: Connection | None = None,
 ) -> web.StreamResponse:
     resp = web.StreamResponse(
         headers={
@@ -39,36 +69,53 @@ async def stream_session(
     sub = await bus.nc.subscribe(
         S.live_filter(session_id), cb=queue.put, pending_msgs_limit=1_000_000
     )
-    request.app["sse_clients"] = request.app.get("sse_clients", 0) + 1
+    metrics.sse_clients += 1
+    metrics.sse_connections += 1
+    last = after
     try:
         await resp.prepare(request)
         await resp.write(b"retry: %d\n\n" % RETRY_MS)
-        last = after
-        if after > 0 and after > await bus.last_sequence():
-            # The client's id is from another log (restored or replaced): start over, say so.
-            await resp.write(b'event: reset\ndata: {"reason": "unknown event id"}\n\n')
+        info = await bus.js.stream_info(S.EVENTS_STREAM)
+        first_seq, last_seq = int(info.state.first_seq), int(info.state.last_seq)
+        if after > last_seq or (0 < after < first_seq - 1):
+            # The id is from another log (restored or replaced) or older than what is kept:
+            # say so, then start over from the beginning of what the log holds.
+            await resp.write(b'event: reset\ndata: {"reason": "unknown event id", '
+                             b'"last_event_id": %d}\n\n' % after)
             last = 0
-        async for stored in bus.read(S.session_filter(session_id), last + 1):
-            await resp.write(frame(stored.seq, stored.event.type, stored.raw))
-            last = stored.seq
+
+        async def catch_up() -> None:
+            nonlocal last
+            async for stored in bus.read(S.session_filter(session_id), last + 1):
+                if stored.seq > last:
+                    await resp.write(frame(stored.seq, stored.event.type, stored.raw))
+                    metrics.sse_events_sent += 1
+                    last = stored.seq
+
+        generation = connection.generation if connection else 0
+        await catch_up()
         while True:
             try:
                 msg = await asyncio.wait_for(queue.get(), heartbeat_s)
             except TimeoutError:
                 await resp.write(b": ping\n\n")
+                await catch_up()
                 continue
-            hdrs = msg.headers or {}
-            seq = int(hdrs.get("Nats-Sequence", "0"))
+            if connection is not None and connection.generation != generation:
+                generation = connection.generation
+                await catch_up()
+            seq = int((msg.headers or {}).get("Nats-Sequence", "0"))
             if seq <= last:
                 continue
             _, _, tag, _ = S.parse_event_subject(msg.subject)
             await resp.write(frame(seq, tag, msg.data))
+            metrics.sse_events_sent += 1
             last = seq
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:
         # A client going away never stops the run; only this stream ends.
-        pass
+        log.debug("sse client gone", extra={"session_id": session_id, "seq": last})
     finally:
-        request.app["sse_clients"] -= 1
+        metrics.sse_clients -= 1
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
     return resp

@@ -82,6 +82,25 @@ def apply_approval(index: dict[str, ApprovalEntry], seq: int, ev: Event) -> None
 
 
 @dataclass
+class SessionSummary:
+    session_id: str
+    title: str
+    started_by: str
+    started_at: str
+    seq: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"session_id": self.session_id, "title": self.title,
+                "started_by": self.started_by, "started_at": self.started_at, "seq": self.seq}
+
+
+def apply_session_started(index: dict[str, SessionSummary], seq: int, ev: Event) -> None:
+    if isinstance(ev, SessionStarted) and ev.session_id not in index:
+        index[ev.session_id] = SessionSummary(ev.session_id, ev.title, ev.actor,
+                                              ev.occurred_at.isoformat(), seq)
+
+
+@dataclass
 class SessionView:
     session_id: str
     started_by: str = ""

@@ -1,0 +1,187 @@
+"""The OpenAPI 3.1 document of the gateway, generated from the msgspec types in `api.py` and the
+event types in `schemas/`, so the spec describes exactly what the code decodes and encodes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from schemas.approval import ApprovalRequested
+from schemas.events import EVENT_TYPES
+from services.gateway import api
+
+REF = "#/components/schemas/{name}"
+ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
+# Statuses any authenticated JSON operation may answer with.
+COMMON_ERRORS = {
+    "400": "bad input (malformed JSON, unknown fields, bad ids or parameters)",
+    "401": "missing or unknown token",
+    "403": "the principal lacks the role",
+    "413": "body too large",
+    "429": "rate limited (per token); see Retry-After",
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(name=name)}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*extra: tuple[str, str]) -> dict[str, Any]:
+    out = {code: _json(_ref("ErrorBody"), text) for code, text in COMMON_ERRORS.items()}
+    for code, text in extra:
+        out[code] = _json(_ref("ErrorBody"), text)
+    return out
+
+
+def _path_id(name: str, what: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": what,
+            "schema": {"type": "string", "pattern": ID_PATTERN}}
+
+
+def _op(summary: str, role: str | None, ok: tuple[str, dict[str, Any]], *,
+        body: str | None = None, params: list[dict[str, Any]] | None = None,
+        errors: tuple[tuple[str, str], ...] = (), tag: str = "sessions") -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "tags": [tag],
+        "responses": {ok[0]: ok[1]},
+    }
+    if role is None:
+        op["security"] = []
+    else:
+        op["description"] = f"Needs the `{role}` role."
+        op["responses"].update(_errors(*errors))
+    if body is not None:
+        op["requestBody"] = {"required": False,
+                             "content": {"application/json": {"schema": _ref(body)}}}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def build(version: str = "0.1.0") -> dict[str, Any]:
+    types: list[Any] = [
+        api.NewSession, api.NewMessage, api.Decision, api.Cancel, api.ErrorBody, api.Health,
+        api.Me, api.SessionCreated, api.Accepted, api.DecisionAccepted, api.SessionList,
+        api.ApprovalStatus, api.ApprovalList, api.SessionViewOut, api.ToolList,
+        ApprovalRequested, *EVENT_TYPES,
+    ]
+    _, components = msgspec.json.schema_components(types, ref_template=REF)
+    components["ApprovalOut"] = {
+        "title": "ApprovalOut",
+        "description": "An approval.requested event with its current state.",
+        "allOf": [_ref("ApprovalRequested"), _ref("ApprovalStatus")],
+    }
+    components["ApprovalList"]["properties"]["approvals"]["items"] = _ref("ApprovalOut")
+    components["SessionViewOut"]["properties"]["pending_approvals"]["items"] = _ref("ApprovalOut")
+    # NewMessage requires a body; the others may be empty (an empty body means `{}`).
+    sid = _path_id("session_id", "a session id")
+    aid = _path_id("approval_id", "an approval id")
+    not_found = ("404", "no such session")
+    paths: dict[str, Any] = {
+        "/healthz": {"get": _op("The process is alive", None, ("200", _json(_ref("Health"), "ok")),
+                                tag="ops")},
+        "/readyz": {"get": {**_op("Connected to NATS", None,
+                                  ("200", _json(_ref("Health"), "ready")), tag="ops"),
+                            "responses": {"200": _json(_ref("Health"), "ready"),
+                                          "503": _json(_ref("ErrorBody"), "not ready")}}},
+        "/metrics": {"get": _op("Prometheus metrics", "viewer",
+                                ("200", {"description": "Prometheus text format",
+                                         "content": {"text/plain": {"schema": {
+                                             "type": "string"}}}}), tag="ops")},
+        "/openapi.json": {"get": _op("This document", None,
+                                     ("200", _json({"type": "object"}, "OpenAPI 3.1")),
+                                     tag="ops")},
+        "/": {"get": _op("The Command Center (a single HTML page)", None,
+                         ("200", {"description": "HTML", "content": {"text/html": {"schema": {
+                             "type": "string"}}}}), tag="ops")},
+        "/v1/me": {"get": _op("Who the token belongs to", "viewer",
+                              ("200", _json(_ref("Me"), "the principal")), tag="ops")},
+        "/v1/sessions": {
+            "get": _op("Sessions, newest first", "viewer",
+                       ("200", _json(_ref("SessionList"), "sessions")),
+                       params=[{"name": "limit", "in": "query", "required": False,
+                                "schema": {"type": "integer", "minimum": 1,
+                                           "maximum": 1000}}]),
+            "post": _op("Start a session", "operator",
+                        ("201", _json(_ref("SessionCreated"), "created")), body="NewSession"),
+        },
+        "/v1/sessions/{session_id}": {
+            "get": _op("The session's state, folded from its events", "viewer",
+                       ("200", _json(_ref("SessionViewOut"), "the session")),
+                       params=[sid], errors=(not_found,)),
+        },
+        "/v1/sessions/{session_id}/messages": {
+            "post": {**_op("Send a message (a question or a direct command)", "operator",
+                           ("202", _json(_ref("Accepted"), "stored")),
+                           params=[sid], errors=(not_found,)),
+                     "requestBody": {"required": True, "content": {
+                         "application/json": {"schema": _ref("NewMessage")}}}},
+        },
+        "/v1/sessions/{session_id}/cancel": {
+            "post": _op("Stop the run", "operator", ("202", _json(_ref("Accepted"), "stored")),
+                        body="Cancel", params=[sid], errors=(not_found,)),
+        },
+        "/v1/sessions/{session_id}/events": {
+            "get": _op(
+                "The session's events as Server-Sent Events, resumable",
+                "viewer",
+                ("200", {"description": (
+                    "`text/event-stream`: `id:` is the log sequence, `event:` the event type, "
+                    "`data:` the event as JSON (see the event schemas). `retry:` is sent once, "
+                    "a `: ping` comment at least every 15 s, and `event: reset` when the "
+                    "given id is not in this log (the stream then restarts from the beginning)."),
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}}}),
+                params=[
+                    sid,
+                    {"name": "Last-Event-ID", "in": "header", "required": False,
+                     "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"}},
+                    {"name": "after", "in": "query", "required": False,
+                     "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"}},
+                    {"name": "last_event_id", "in": "query", "required": False,
+                     "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"}},
+                ],
+                errors=(not_found,),
+            ),
+        },
+        "/v1/approvals": {
+            "get": _op("Approvals with their full context", "viewer",
+                       ("200", _json(_ref("ApprovalList"), "approvals")), tag="approvals",
+                       params=[{"name": "state", "in": "query", "required": False,
+                                "schema": {"type": "string", "enum": list(api.STATE_FILTERS),
+                                           "default": "pending"}}]),
+        },
+        "/v1/approvals/{approval_id}/decision": {
+            "post": {**_op("Approve or deny (the first decision wins)", "approver",
+                           ("202", _json(_ref("DecisionAccepted"), "stored")), tag="approvals",
+                           params=[aid],
+                           errors=(("404", "no such approval"), ("409", "already decided"),
+                                   ("410", "expired"))),
+                     "requestBody": {"required": True, "content": {
+                         "application/json": {"schema": _ref("Decision")}}}},
+        },
+        "/v1/tools": {
+            "get": _op("The tool catalogue", "viewer",
+                       ("200", _json(_ref("ToolList"), "tools")), tag="ops"),
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Interlock gateway", "version": version,
+                 "description": "No write reaches a cluster until a human approved it."},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "access_token": {"type": "apiKey", "in": "query", "name": "access_token",
+                                 "description": "for EventSource, which cannot set headers"},
+            },
+        },
+        "security": [{"bearer": []}, {"access_token": []}],
+        "paths": paths,
+    }
