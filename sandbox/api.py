@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import json
 import logging
@@ -520,21 +521,17 @@ class ResourceApi:
             for chunk in replay:
                 await resp.write(chunk)
             timeout = float(request.query.get("timeoutSeconds", "1800") or 1800)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            while not self._stopping.is_set():
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    change = await asyncio.wait_for(queue.get(), remaining)
-                except TimeoutError:
-                    break
-                if change is None:
-                    break
-                if change.rv <= int(sent_upto) or not matches(change):
-                    continue
-                await resp.write(frame(change.type, change.obj))
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancellation
+            # that aiohttp sends when the client hangs up while an item is being delivered.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    while not self._stopping.is_set():
+                        change = await queue.get()
+                        if change is None:
+                            break
+                        if change.rv <= int(sent_upto) or not matches(change):
+                            continue
+                        await resp.write(frame(change.type, change.obj))
         except ConnectionError:
             log.debug("watch client went away")
         except ApiError as err:

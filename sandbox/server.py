@@ -59,8 +59,10 @@ class Sandbox:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
+        # handler_cancellation: a watch whose client hung up is cancelled at once instead of
+        # lingering until its next write.
         self._runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None,
-                                     handle_signals=False)
+                                     handle_signals=False, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
