@@ -104,12 +104,13 @@ class Stack:
         cmd = [sys.executable, "-m", "sandbox", "--port", "0", "--kubeconfig", str(kubeconfig)]
         for s in self.cfg.scenarios:
             cmd += ["--scenario", s]
-        self.sandbox = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=open(self.data / "logs" / "sandbox.log", "ab"),
-            start_new_session=True,
-        )
+        with open(self.data / "logs" / "sandbox.log", "ab") as log:
+            self.sandbox = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log,
+                                            start_new_session=True)
         assert self.sandbox.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(self.sandbox.stdout.readline), 30)
+        # Nothing more is read from it; the sandbox logs to stderr.
+        self.sandbox.stdout.close()
         text = line.decode().strip()
         if "ready at" not in text:
             raise ConfigError(f"the sandbox did not start: {text!r}")

@@ -24,6 +24,7 @@ from schemas import subjects as S
 from schemas.base import Event
 from schemas.events import AnyEvent
 from services.runtime.errors import ConcurrencyConflict, PoisonMessage, RetryableError
+from services.runtime.provision import MAX_DELIVER
 from services.runtime.settings import NatsSettings
 
 log = logging.getLogger(__name__)
@@ -281,7 +282,19 @@ async def handle_with_policy(
         log.warning("retrying in %.1fs: %s", delay, exc, extra=extra)
         await msg.nak(delay=delay)
         return
-    except Exception:  # noqa: BLE001 - unexpected: retry a bounded number of times
+    except Exception as exc:  # noqa: BLE001 - unexpected: retry a bounded number of times
+        if meta.num_delivered >= MAX_DELIVER:
+            # The last attempt: terminate and record it, so the session learns of the failure
+            # instead of waiting forever for an answer that will never come.
+            log.exception("handler failed on the last delivery; terminating", extra=extra)
+            if on_poison is not None:
+                try:
+                    await on_poison(msg, PoisonMessage(f"failed {meta.num_delivered} times: "
+                                                       f"{type(exc).__name__}: {exc}"))
+                except Exception:  # noqa: BLE001
+                    log.exception("recording a failed message failed", extra=extra)
+            await msg.term()
+            return
         log.exception("handler failed", extra=extra)
         await msg.nak(delay=1.0)
         return

@@ -3,38 +3,14 @@ cluster, planner, gate, executor, gateway), driven over real HTTP and SSE."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import aiohttp
 import pytest
-import pytest_asyncio
 from kubernetes import client, config
 
-from clients.stack import Stack, StackConfig
-from services.runtime.embedded import free_port
+from clients.stack import Stack
 from tests.support import Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    data = tmp_path_factory.mktemp("interlock")
-    s = Stack(StackConfig(data_dir=data, http_port=free_port(), admin_token="t" * 32))
-    try:
-        await s.start()
-        yield s
-    finally:
-        codes = await s.stop()
-    # SIGTERM → drain → exit 0 for every service.
-    assert codes == {"gateway": 0, "planner": 0, "gate": 0, "executor": 0}, codes
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def _token(stack: Stack, who: str) -> str:

@@ -1,0 +1,52 @@
+"""The whole stack as processes, once per test module."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from clients.stack import Stack, StackConfig
+from services.runtime.bus import Bus
+from services.runtime.embedded import free_port
+from services.runtime.settings import NatsSettings
+
+
+async def start_stack(tmp_path_factory: pytest.TempPathFactory, **cfg: object) -> Stack:
+    data = tmp_path_factory.mktemp("interlock")
+    s = Stack(StackConfig(data_dir=data, http_port=free_port(), admin_token="t" * 32,
+                          **cfg))  # type: ignore[arg-type]
+    await s.start()
+    return s
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    s = await start_stack(tmp_path_factory)
+    try:
+        yield s
+    finally:
+        codes = await s.stop()
+    # SIGTERM → drain → exit 0 for every service that is still ours to stop.
+    assert all(c == 0 for c in codes.values()), codes
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def bus_as(stack: Stack, user: str) -> Bus:
+    """A bus connection with one of the stack's NATS identities (to attack, or to audit)."""
+    settings = NatsSettings(url=f"nats://127.0.0.1:{stack.cfg.nats_port}", user=user,
+                            password=stack.credentials[user])
+    return await Bus.connect(settings, user)
+
+
+def token(stack: Stack, who: str) -> str:
+    if who == "admin":
+        return stack.cfg.admin_token
+    return str(stack.tokens[who]["token"])

@@ -1,0 +1,62 @@
+"""The decision rules every reader applies (gateway and gate alike)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from schemas.approval import ApprovalCall, ApprovalDecided, ApprovalRequested, decision_state
+from schemas.base import Target
+
+ARGS = {"kind": "deployment", "name": "web", "namespace": "production", "replicas": 5,
+        "cluster": ""}
+
+
+def _req(required: int = 1, forbidden: tuple[str, ...] = (), calls: int = 1) -> ApprovalRequested:
+    return ApprovalRequested(
+        session_id="s_1", approval_id="a_1",
+        calls=tuple(ApprovalCall(call_id=f"c_{i}", tool="scale", args=ARGS, call_hash="h",
+                                 target=Target(namespace="production")) for i in range(calls)),
+        expires_at=datetime.now(UTC) + timedelta(minutes=15), required_approvals=required,
+        forbidden_approvers=forbidden, requested_by="alice",
+    )
+
+
+def _d(who: str, decision: str = "approve", **kw: Any) -> ApprovalDecided:
+    return ApprovalDecided(session_id="s_1", approval_id="a_1", decision=decision,  # type: ignore[arg-type]
+                           approver=who, **kw)
+
+
+def test_first_approval_wins() -> None:
+    s = decision_state(_req(), [_d("bob"), _d("carol", "deny", reason="no")])
+    assert s.verdict == "approved" and s.approved_by == ("bob",)
+    assert [why for _, why in s.rejected] == ["already approved"]
+
+
+def test_separation_of_duties_does_not_count_the_requester() -> None:
+    s = decision_state(_req(forbidden=("alice",)), [_d("alice")])
+    assert s.verdict == "pending"
+    assert "separation of duties" in s.rejected[0][1]
+    s = decision_state(_req(forbidden=("alice",)), [_d("alice"), _d("bob")])
+    assert s.verdict == "approved" and s.approved_by == ("bob",)
+
+
+def test_two_approvers_must_be_distinct() -> None:
+    s = decision_state(_req(required=2), [_d("bob"), _d("bob")])
+    assert s.verdict == "pending" and s.approved_by == ("bob",)
+    s = decision_state(_req(required=2), [_d("bob"), _d("carol")])
+    assert s.verdict == "approved" and s.approved_by == ("bob", "carol")
+
+
+def test_a_deny_settles_it() -> None:
+    s = decision_state(_req(required=2), [_d("bob"), _d("carol", "deny", reason="risky")])
+    assert s.verdict == "denied" and s.deciding is not None and s.deciding.approver == "carol"
+
+
+def test_modified_args_are_a_new_proposal_not_an_approval() -> None:
+    s = decision_state(_req(), [_d("bob", args={**ARGS, "replicas": 4})])
+    assert s.verdict == "modified"
+    s = decision_state(_req(), [_d("bob", args=dict(ARGS))])  # unchanged args: a plain approval
+    assert s.verdict == "approved"
+    s = decision_state(_req(calls=2), [_d("bob", args={**ARGS, "replicas": 4})])
+    assert s.verdict == "pending" and "single-call" in s.rejected[0][1]
