@@ -72,6 +72,27 @@ class Gate:
             case _:
                 raise PoisonMessage(f"the gate does not handle {event.type}")
 
+    async def on_poison(self, msg: Msg, exc: PoisonMessage) -> None:
+        """A message the gate can never handle is recorded, so no session waits on it forever.
+        Fails closed: a proposal that cannot be handled is refused, a decision rejected."""
+        try:
+            event = decode_stored(msg.subject, msg.data)
+        except PoisonMessage:
+            return  # undecodable or forged: nothing trustworthy to attach it to (logged)
+        reason = f"the gate could not handle this: {exc}"[:2000]
+        match event:
+            case ToolProposed():
+                await self._append_once(ToolRefused(
+                    session_id=event.session_id, call_id=event.call_id, tool=event.tool[:200],
+                    reason=reason, actor=ACTOR, causation_id=event.event_id))
+            case PreviewRecorded() | ApprovalDecided():
+                await self._append_once(DecisionRejected(
+                    session_id=event.session_id,
+                    approval_id=getattr(event, "approval_id", "") or domain.approval_id_for(
+                        getattr(event, "call_id", "")),
+                    reason=reason, actor=ACTOR, causation_id=event.event_id,
+                    event_id=derived("e", event.event_id, "poison")))
+
     # -- classification ----------------------------------------------------------------------
 
     def classify(self, p: Proposal) -> domain.Classification:

@@ -19,7 +19,7 @@ async def run(settings: GateSettings, stop: asyncio.Event) -> None:
     gate = Gate(bus, settings)
     sweeper = asyncio.create_task(_sweep(gate, stop))
     try:
-        await bus.consume("gate", gate.handle, stop)
+        await bus.consume("gate", gate.handle, stop, on_poison=gate.on_poison)
     finally:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
