@@ -72,6 +72,7 @@ class StepPlanned(Event, frozen=True, kw_only=True, tag="step.planned"):
     calls: tuple[PlannedCall, ...] = ()
     stop: StepStop = ""
     model: ShortText = ""
+    requested_by: ShortText = ""
     iteration: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0

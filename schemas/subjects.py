@@ -17,6 +17,9 @@ EXEC_STREAM = "EXEC"
 EVENTS_PREFIX = "evt"
 LIVE_PREFIX = "sse"  # EVENTS republishes every stored event here, with its stream sequence
 EXEC_PREFIX = "exec"
+# Core NATS, not stored: the planner's token deltas while a model answers (`delta.<session>`).
+# Only complete messages are events; a client that misses deltas loses nothing.
+DELTA_PREFIX = "delta"
 SERVICES: tuple[Emitter, ...] = ("gateway", "planner", "gate", "executor")
 
 ExecKind = Literal["read", "write", "preview"]
@@ -38,6 +41,10 @@ def session_filter(session_id: str) -> str:
 
 def live_filter(session_id: str) -> str:
     return f"{LIVE_PREFIX}.{check_token(session_id, 'session id')}.>"
+
+
+def delta_subject(session_id: str) -> str:
+    return f"{DELTA_PREFIX}.{check_token(session_id, 'session id')}"
 
 
 def tag_filter(emitter: Emitter, tag: str, session_id: str = "*", key: str = "*") -> str:

@@ -29,7 +29,14 @@ def _proposal_of(events: list[Event], call_id: str) -> ToolProposed | None:
     return next((e for e in events if isinstance(e, ToolProposed) and e.call_id == call_id), None)
 
 
-def decide(trigger: Event, events: list[Event]) -> list[Event]:
+def _direct(events: list[Event], call_ids: tuple[str, ...]) -> bool:
+    return any((p := _proposal_of(events, c)) is not None and p.source == "direct"
+               for c in call_ids)
+
+
+def decide(trigger: Event, events: list[Event], *, model: bool = False) -> list[Event]:
+    """The direct-mode step for a trigger. With a model configured (`model`), only direct
+    commands and the outcomes of their calls are decided here; the model loop does the rest."""
     common = {"session_id": trigger.session_id, "actor": ACTOR, "causation_id": trigger.event_id,
               "correlation_id": trigger.correlation_id or trigger.event_id}
     out: list[Event] = []
@@ -57,15 +64,21 @@ def decide(trigger: Event, events: list[Event]) -> list[Event]:
                     requested_by=trigger.actor, event_id=derived_id("e", trigger, 2), **common,
                 ))
         case UserMessage():
+            if model:
+                return []
             say(NO_MODEL)
             done("no model")
         case ToolResult():
-            if _proposal_of(events, trigger.call_id) is None:
+            if not _direct(events, (trigger.call_id,)):
                 return []
             head = {"ok": "Done.", "error": "The call failed.",
                     "unknown": "The outcome is unknown — verify."}[trigger.status]
             say(f"{head}\n{trigger.output}")
             done(trigger.status)
+        case ToolRefused() | ApprovalDenied() | ApprovalExpired() if not _direct(
+            events, (trigger.call_id,) if isinstance(trigger, ToolRefused) else trigger.call_ids
+        ):
+            return []
         case ToolRefused():
             say(f"The gate refused {trigger.tool}: {trigger.reason}")
             done("refused")

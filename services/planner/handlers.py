@@ -1,30 +1,63 @@
-"""The planner's handler: fold the session, decide the next step, append it exactly once."""
+"""The planner's handler: fold the session, decide the next step, append it exactly once.
+
+Direct commands are decided by `domain.decide` (pure, ids derived from the trigger). With a model
+configured, the model loop takes a step whenever the folded session needs one: the model's answer
+is recorded as one `step.planned`, appended with optimistic concurrency on the whole session, and
+the events it stands for are derived from the log, so a redelivered trigger never asks the model
+twice for a step that was (even partly) recorded.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from nats.aio.msg import Msg
 
-from services.planner import domain
+from schemas import subjects as S
+from schemas.base import Event
+from schemas.planning import ModelRetried, StepPlanned
+from services.planner import agent, domain
+from services.planner.llm import ChatModel, ModelError
+from services.planner.settings import ModelSettings
 from services.runtime.bus import Bus, decode_stored
-from services.runtime.errors import ConcurrencyConflict
+from services.runtime.errors import ConcurrencyConflict, RetryableError
 
 log = logging.getLogger(__name__)
 OCC_ATTEMPTS = 20
+HEARTBEAT_S = 10.0
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class Planner:
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, model: ChatModel | None = None,
+                 settings: ModelSettings | None = None, sleep: Sleep = asyncio.sleep) -> None:
         self.bus = bus
+        self.model = model
+        self.settings = settings or (ModelSettings(model=model.name) if model else None)
+        self.sleep = sleep
+        self.tools = agent.tool_specs()
+        self.model_calls = 0  # for tests and metrics
 
     async def handle(self, msg: Msg) -> None:
         trigger = decode_stored(msg.subject, msg.data)
+        await self.direct_step(trigger)
+        if self.model is not None:
+            async with _heartbeat(msg):
+                await self.model_step(trigger)
+
+    # -- direct mode -------------------------------------------------------------------------
+
+    async def direct_step(self, trigger: Event) -> None:
         for _ in range(OCC_ATTEMPTS):
             stored = await self.bus.session(trigger.session_id)
             events = [s.event for s in stored]
             seen = {e.event_id for e in events}
-            todo = [e for e in domain.decide(trigger, events) if e.event_id not in seen]
+            todo = [e for e in domain.decide(trigger, events, model=self.model is not None)
+                    if e.event_id not in seen]
             if not todo:
                 return
             try:
@@ -38,3 +71,118 @@ class Planner:
             log.info("step taken", extra={"session_id": trigger.session_id, "tag": todo[0].type})
             return
         raise ConcurrencyConflict(f"no step for {trigger.event_id}: session too busy")
+
+    # -- the model loop ----------------------------------------------------------------------
+
+    async def model_step(self, trigger: Event) -> None:
+        """Takes every step the session needs now (usually one)."""
+        assert self.settings is not None
+        sid = trigger.session_id
+        conflicts = 0
+        calls = 0
+        while True:
+            stored = await self.bus.session(sid)
+            events: list[Event] = [s.event for s in stored]
+            if await self._complete(events):
+                continue  # fold what is now in the log
+            f = agent.fold(events)
+            if f.need is None:
+                return
+            anchor = f.need
+            if f.iteration >= self.settings.max_iterations:
+                step = agent.stop_step(anchor, f, "max_iterations", (
+                    f"I stopped after {f.iteration} steps without finishing. Tell me how to go "
+                    "on, or narrow the request."))
+            else:
+                calls += 1
+                if calls > self.settings.max_iterations + 3:
+                    raise RetryableError(f"session {sid} keeps changing under the model loop")
+                step = await self._ask(f, anchor)
+            # Whatever arrived while the model was thinking may change the answer.
+            later = await self.bus.session(sid, start_seq=stored[-1].seq + 1)
+            last_seq = later[-1].seq if later else stored[-1].seq
+            if later:
+                now = agent.fold(events + [s.event for s in later])
+                if now.version != f.version or now.need is None or \
+                        now.need.event_id != anchor.event_id:
+                    log.info("session changed during the model call; folding again",
+                             extra={"session_id": sid})
+                    continue
+            try:
+                await self.bus.append(step, expect_session_seq=last_seq)
+            except ConcurrencyConflict:
+                conflicts += 1
+                if conflicts >= OCC_ATTEMPTS:
+                    raise
+                continue
+            log.info("model step recorded", extra={"session_id": sid, "tag": step.type})
+
+    async def _complete(self, events: list[Event]) -> bool:
+        """Appends the events of recorded steps that are missing (after a crash, or just now)."""
+        missing = agent.missing_projections(events)
+        for event in missing:
+            try:
+                await self.bus.append(event, once_per_key=True)
+            except ConcurrencyConflict:
+                pass  # another instance completed it
+        return bool(missing)
+
+    async def _ask(self, f: agent.Fold, anchor: Event) -> StepPlanned:
+        assert self.model is not None and self.settings is not None
+        budget = self.settings.context_tokens * 4 - len(json.dumps(self.tools)) \
+            - len(agent.SYSTEM_PROMPT)
+        messages = agent.conversation(f, max(budget, 4_000))
+        step_id = agent.step_id_for(anchor)
+        subject = S.delta_subject(anchor.session_id)
+        attempt = 0
+
+        async def on_delta(text: str) -> None:
+            body = {"session_id": anchor.session_id, "step_id": step_id, "attempt": attempt,
+                    "message_id": agent.seed_id("e", step_id, 0), "text": text}
+            with contextlib.suppress(Exception):  # ephemeral: a lost delta loses nothing
+                await self.bus.nc.publish(subject, json.dumps(body).encode())
+
+        while True:
+            try:
+                self.model_calls += 1
+                answer = await self.model.complete(messages, self.tools, on_delta)
+                return agent.plan_step(answer, f, anchor, self.model.name)
+            except ModelError as exc:
+                if not exc.transient or attempt >= self.settings.retries:
+                    log.warning("model call failed: %s", exc,
+                                extra={"session_id": anchor.session_id, "error": exc.status})
+                    return agent.stop_step(anchor, f, "model_error", (
+                        f"I could not get an answer from the model ({str(exc)[:500]}). Try "
+                        "again later, or use /kubectl commands meanwhile."), self.model.name)
+                attempt += 1
+                delay = exc.retry_after if exc.retry_after is not None else \
+                    self.settings.retry_base_s * 2 ** (attempt - 1)
+                delay = min(delay, self.settings.retry_max_s)
+                await self.bus.append(ModelRetried(
+                    session_id=anchor.session_id, anchor_id=anchor.event_id, attempt=attempt,
+                    delay_s=delay, error=str(exc)[:2000], status=exc.status,
+                    actor=agent.ACTOR, causation_id=anchor.event_id,
+                    correlation_id=anchor.correlation_id or anchor.event_id,
+                ))
+                log.info("model call retried in %.1fs", delay,
+                         extra={"session_id": anchor.session_id, "error": exc.status})
+                await self.sleep(delay)
+
+
+@contextlib.asynccontextmanager
+async def _heartbeat(msg: Msg) -> AsyncIterator[None]:
+    """Tells JetStream we are still working while a model thinks, so it does not redeliver."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

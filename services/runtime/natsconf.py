@@ -64,6 +64,9 @@ def permissions(service: str) -> dict[str, Any]:
         publish += _consumer(stream, service)
     if service == "gateway":
         subscribe.append(f"{S.LIVE_PREFIX}.>")
+        subscribe.append(f"{S.DELTA_PREFIX}.*")  # the planner's token deltas (core NATS)
+    if service == "planner":
+        publish.append(f"{S.DELTA_PREFIX}.*")
     deny.append(f"{S.LIVE_PREFIX}.>")  # only the server republishes there
     return {"publish": {"allow": publish, "deny": deny}, "subscribe": {"allow": subscribe}}
 
