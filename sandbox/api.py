@@ -167,6 +167,12 @@ class ResourceApi:
         if not raw:
             raise bad_request("the request body is empty")
         ct = request.headers.get("Content-Type", "")
+        if "protobuf" in ct or "cbor" in ct:
+            # kubectl's typed generators (create job/deployment, run, expose) send protobuf,
+            # which needs the Go schemas to decode; manifests (-f) and patches are JSON.
+            raise ApiError(415, "UnsupportedMediaType",
+                           f"the sandbox accepts JSON and YAML bodies only, not {ct}; write a "
+                           "manifest and use `kubectl create -f` or `kubectl apply -f`")
         try:
             if "yaml" in ct:
                 return yaml.safe_load(raw)

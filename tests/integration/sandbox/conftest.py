@@ -109,6 +109,11 @@ def api_client(kubeconfig: Path) -> k8s.ApiClient:
     return api_client_for(kubeconfig)
 
 
+@pytest.fixture
+def full_api_client(full_sandbox: Sandbox, tmp_path: Path) -> k8s.ApiClient:
+    return api_client_for(write_kubeconfig(tmp_path / "kubeconfig-full-client", full_sandbox.url))
+
+
 Call = Callable[..., Awaitable[Any]]
 
 
