@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -13,10 +14,17 @@ from nats.aio.msg import Msg
 
 from schemas import catalogue
 from schemas import subjects as S
-from schemas.catalogue import GetArgs, ListArgs, ScaleArgs
 from schemas.commands import ExecCommand, command_decoder
-from schemas.execution import CommandRefused, PreviewRecorded, ToolResult, ToolStarted
-from services.executor.kube import Kube, KubeError, Outcome
+from schemas.execution import (
+    CommandRefused,
+    PreviewRecorded,
+    ToolResult,
+    ToolStarted,
+    ToolVerified,
+)
+from services.executor import kube_write
+from services.executor.kube import Kube, KubeError, Outcome, Preview
+from services.executor.kube_read import READERS
 from services.executor.settings import ExecutorSettings
 from services.runtime import signing
 from services.runtime.bus import Bus
@@ -26,6 +34,7 @@ log = logging.getLogger(__name__)
 
 ACTOR = "executor"
 MAX_OUTPUT = 16_000
+MAX_DATA = 48_000
 
 
 class Refused(Exception):
@@ -81,7 +90,7 @@ class Executor:
         """Runs a blocking Kubernetes call, telling JetStream we are still working on it."""
         task = asyncio.create_task(asyncio.to_thread(fn))
         while True:
-            done, _ = await asyncio.wait({task}, timeout=5.0)
+            done, _ = await asyncio.wait({task}, timeout=self.settings.progress_interval_s)
             if done:
                 return task.result()
             await msg.in_progress()
@@ -90,45 +99,56 @@ class Executor:
 
     async def run_read(self, cmd: ExecCommand, msg: Msg) -> None:
         tool, args = self._tool(cmd, "read")
-
-        def call() -> Outcome:
-            match args:
-                case GetArgs():
-                    return self.kube.get(args)
-                case ListArgs():
-                    return self.kube.list(args)
+        reader = READERS.get(type(args))
+        if reader is None:
             raise Refused(f"no reader for {tool.name}")
+        await self._record(cmd, msg, lambda: reader(self.kube, args), write=False)
 
-        await self._record(cmd, msg, call)
+    def _result(self, cmd: ExecCommand, out: Outcome) -> ToolResult:
+        text, truncated = bounded_text(out.text)
+        data, data_cut = bounded_data(out.data)
+        return ToolResult(
+            session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="ok",
+            output=text, truncated=truncated or data_cut, data=data,
+            before=bounded_data(out.before)[0], after=bounded_data(out.after)[0], actor=ACTOR,
+            causation_id=cmd.causation_id,
+        )
 
-    async def _record(self, cmd: ExecCommand, msg: Msg, call: Callable[[], Outcome]) -> None:
+    def _failure(self, cmd: ExecCommand, exc: KubeError, write: bool) -> ToolResult:
+        if write and exc.uncertain:
+            return ToolResult(
+                session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="unknown",
+                output=f"outcome unknown — verify: {exc.reason}: {exc.message}"[:MAX_OUTPUT],
+                actor=ACTOR, causation_id=cmd.causation_id,
+            )
+        return ToolResult(
+            session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="error",
+            output=f"{exc.reason}: {exc.message}"[:MAX_OUTPUT], actor=ACTOR,
+            causation_id=cmd.causation_id,
+        )
+
+    async def _record(self, cmd: ExecCommand, msg: Msg, call: Callable[[], Outcome],
+                      write: bool) -> None:
         try:
-            out: Outcome = await self._in_thread(msg, call)
-            result = ToolResult(
-                session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="ok",
-                output=out.text[:MAX_OUTPUT], truncated=len(out.text) > MAX_OUTPUT,
-                data=out.data, before=out.before, after=out.after, actor=ACTOR,
-                causation_id=cmd.causation_id,
-            )
+            result = self._result(cmd, await self._in_thread(msg, call))
         except KubeError as exc:
-            result = ToolResult(
-                session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="error",
-                output=f"{exc.reason}: {exc.message}"[:MAX_OUTPUT], actor=ACTOR,
-                causation_id=cmd.causation_id,
-            )
+            result = self._failure(cmd, exc, write)
+        await self._append_result(result)
+
+    async def _append_result(self, result: ToolResult) -> bool:
         try:
             await self.bus.append(result, once_per_key=True)
+            return True
         except ConcurrencyConflict:
-            log.info("result already recorded", extra={"call_id": cmd.call_id})
+            log.info("result already recorded", extra={"call_id": result.call_id})
+            return False
 
     # -- previews ----------------------------------------------------------------------------
 
     async def run_preview(self, cmd: ExecCommand, msg: Msg) -> None:
         _, args = self._tool(cmd, "write")
         try:
-            if not isinstance(args, ScaleArgs):
-                raise KubeError("NotSupported", f"no preview for {cmd.tool}")
-            pv = await self._in_thread(msg, lambda: self.kube.preview_scale(args))
+            pv: Preview = await self._in_thread(msg, lambda: kube_write.preview(self.kube, args))
             event = PreviewRecorded(
                 session_id=cmd.session_id, call_id=cmd.call_id, ok=True, diff=pv.diff,
                 blast_radius=pv.radius, resource_version=pv.resource_version, actor=ACTOR,
@@ -160,6 +180,10 @@ class Executor:
             raise Refused("args differ from the approved call (hash mismatch)")
         if datetime.now(UTC) >= grant.not_after:
             raise Refused(f"the grant expired at {grant.not_after.isoformat()}")
+        try:
+            self.kube.check_context(args.cluster)
+        except KubeError as exc:
+            raise Refused(exc.message) from exc
         return tool, args
 
     async def run_write(self, cmd: ExecCommand, msg: Msg) -> None:
@@ -174,30 +198,72 @@ class Executor:
                 once_per_key=True,
             )
         except ConcurrencyConflict:
-            await self._already_claimed(cmd)
+            await self._already_claimed(cmd, args, msg)
             return
         grant = cmd.grant
+        try:
+            out, plan, after = await self._in_thread(
+                msg, lambda: kube_write.execute(self.kube, args, grant.resource_version))
+        except KubeError as exc:
+            await self._append_result(self._failure(cmd, exc, write=True))
+            return
+        if not await self._append_result(self._result(cmd, out)):
+            return
+        await self._verify_write(cmd, msg, args, plan, after)
 
-        def call() -> Outcome:
-            if isinstance(args, ScaleArgs):
-                return self.kube.scale(args, grant.resource_version)
-            raise KubeError("NotSupported", f"no writer for {cmd.tool}")
+    async def _verify_write(self, cmd: ExecCommand, msg: Msg, args: Any,
+                            plan: kube_write.Plan, after: Any) -> None:
+        timeout = self.settings.verify_timeout_s
+        try:
+            v = await self._in_thread(
+                msg, lambda: kube_write.verify(self.kube, args, plan, after, timeout))
+        except KubeError as exc:
+            v = kube_write.Verification("failed", f"re-reading {plan.ref}",
+                                        f"{exc.reason}: {exc.message}")
+        observed, _ = bounded_data(v.observed)
+        try:
+            await self.bus.append(ToolVerified(
+                session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool,
+                outcome=v.outcome, check=v.check[:2000], detail=v.detail[:MAX_OUTPUT],
+                observed=observed, actor=ACTOR, causation_id=cmd.causation_id,
+            ), once_per_key=True)
+        except ConcurrencyConflict:
+            log.info("verification already recorded", extra={"call_id": cmd.call_id})
 
-        await self._record(cmd, msg, call)
-
-    async def _already_claimed(self, cmd: ExecCommand) -> None:
+    async def _already_claimed(self, cmd: ExecCommand, args: Any, msg: Msg) -> None:
         """A second delivery of a claimed call: never run it again."""
         result = await self.bus.first(S.tag_filter("executor", "tool.result", cmd.session_id,
                                                    cmd.call_id))
         if result is not None:
             raise Refused("replayed command: this call has already been executed")
-        # The claimant died between calling the cluster and recording: say so, don't guess.
+        # The claimant died between calling the cluster and recording: say so, don't guess —
+        # but show what the cluster looks like now, so the human can tell.
         try:
-            await self.bus.append(ToolResult(
-                session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="unknown",
-                output="outcome unknown — verify: the executor stopped after claiming this call "
-                       "and before recording its result; it was not run again",
-                actor=ACTOR, causation_id=cmd.causation_id,
-            ), once_per_key=True)
-        except ConcurrencyConflict:
-            pass
+            observed = await self._in_thread(msg, lambda: kube_write.observe(self.kube, args))
+        except KubeError as exc:
+            observed = {"error": f"{exc.reason}: {exc.message}"}
+        await self._append_result(ToolResult(
+            session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="unknown",
+            output="outcome unknown — verify: the executor stopped after claiming this call "
+                   "and before recording its result; it was not run again. The target now: "
+                   + json.dumps(observed, sort_keys=True)[:2000],
+            data={"observed": observed}, actor=ACTOR, causation_id=cmd.causation_id,
+        ))
+
+
+def bounded_text(text: str) -> tuple[str, bool]:
+    if len(text) <= MAX_OUTPUT:
+        return text, False
+    note = f"\n… [truncated: {len(text) - MAX_OUTPUT} more characters; narrow the query]"
+    return text[: MAX_OUTPUT - len(note)] + note, True
+
+
+def bounded_data(data: Any) -> tuple[Any, bool]:
+    """Structured data small enough for one event; larger data is replaced by a note."""
+    if data is None:
+        return None, False
+    size = len(msgspec.json.encode(data))
+    if size <= MAX_DATA:
+        return data, False
+    return {"truncated": True, "note": f"{size} bytes of data left out (limit {MAX_DATA}); "
+                                       "the text output has a summary"}, True

@@ -1,8 +1,9 @@
 """The adapter to Kubernetes, through the official `kubernetes` client.
 
-It knows nothing of NATS or events: it turns catalogue args into API calls and API answers into
-plain dicts, and translates ApiException into KubeError with a clear message. The client is
-synchronous, so the service calls it in a worker thread.
+It knows nothing of NATS or events: it sends REST requests with the client's ApiClient (its
+kubeconfig loading, auth and TLS), returns plain dicts, and translates every failure into
+KubeError with a clear message. The client is synchronous, so the service calls it in a worker
+thread. The tools themselves live in kube_read.py and kube_write.py; diffs in diff.py.
 """
 
 from __future__ import annotations
@@ -10,46 +11,132 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from schemas.approval import BlastRadius, FieldChange
-from schemas.catalogue import GetArgs, ListArgs, ScaleArgs
-from services.executor.redact import redact
+from services.executor.redact import redact_text
+
+_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+            405: "MethodNotAllowed", 409: "Conflict", 410: "Gone", 415: "UnsupportedMediaType",
+            422: "Invalid", 429: "TooManyRequests", 500: "InternalError",
+            503: "ServiceUnavailable", 504: "Timeout"}
 
 
 class KubeError(Exception):
-    def __init__(self, reason: str, message: str, status: int = 0) -> None:
+    """A Kubernetes failure in words a human acts on. `uncertain`: the request was sent and no
+    answer came, so a write may or may not have happened."""
+
+    def __init__(self, reason: str, message: str, status: int = 0, *,
+                 uncertain: bool = False) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
         self.status = status
+        self.uncertain = uncertain
 
 
 class ContextRefused(KubeError):
     pass
 
 
-_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
-            409: "Conflict", 410: "Gone", 415: "UnsupportedMediaType", 422: "Invalid",
-            429: "TooManyRequests"}
+def _status_error(status: int, body: bytes | str | None) -> KubeError:
+    reason = _REASONS.get(status, "Error")
+    message = ""
+    causes: list[str] = []
+    try:
+        doc = json.loads(body or "{}")
+        if isinstance(doc, dict):
+            message = str(doc.get("message") or "")
+            reason = str(doc.get("reason") or reason)
+            for c in (doc.get("details") or {}).get("causes") or []:
+                causes.append(": ".join(str(c[k]) for k in ("field", "message") if c.get(k)))
+    except (TypeError, ValueError):
+        message = (body.decode(errors="replace") if isinstance(body, bytes) else body or "")[:500]
+    if causes and not all(c in message for c in causes):
+        message = f"{message} ({'; '.join(causes)})" if message else "; ".join(causes)
+    return KubeError(reason, redact_text(message or reason), status)
 
 
 def translate(exc: ApiException) -> KubeError:
-    status = int(exc.status or 0)
-    message = exc.reason or ""
-    reason = _REASONS.get(status, "Error")
-    try:
-        body = json.loads(exc.body or "{}")
-        message = body.get("message") or message
-        reason = body.get("reason") or reason
-    except (TypeError, ValueError):
-        pass
-    return KubeError(reason, message, status)
+    return _status_error(int(exc.status or 0), exc.body)
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    kind: str  # the API's Kind, e.g. Deployment
+    group: str
+    version: str
+    plural: str
+    namespaced: bool
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+def _k(kind: str, group: str, version: str, plural: str, namespaced: bool = True) -> KindInfo:
+    return KindInfo(kind, group, version, plural, namespaced)
+
+
+# Catalogue kind -> where the API serves it. Keys match schemas.catalogue.Kind.
+KINDS: dict[str, KindInfo] = {
+    "pod": _k("Pod", "", "v1", "pods"),
+    "deployment": _k("Deployment", "apps", "v1", "deployments"),
+    "replicaset": _k("ReplicaSet", "apps", "v1", "replicasets"),
+    "statefulset": _k("StatefulSet", "apps", "v1", "statefulsets"),
+    "daemonset": _k("DaemonSet", "apps", "v1", "daemonsets"),
+    "job": _k("Job", "batch", "v1", "jobs"),
+    "cronjob": _k("CronJob", "batch", "v1", "cronjobs"),
+    "service": _k("Service", "", "v1", "services"),
+    "endpoints": _k("Endpoints", "", "v1", "endpoints"),
+    "configmap": _k("ConfigMap", "", "v1", "configmaps"),
+    "secret": _k("Secret", "", "v1", "secrets"),
+    "serviceaccount": _k("ServiceAccount", "", "v1", "serviceaccounts"),
+    "persistentvolumeclaim": _k("PersistentVolumeClaim", "", "v1", "persistentvolumeclaims"),
+    "persistentvolume": _k("PersistentVolume", "", "v1", "persistentvolumes", False),
+    "horizontalpodautoscaler": _k("HorizontalPodAutoscaler", "autoscaling", "v2",
+                                  "horizontalpodautoscalers"),
+    "poddisruptionbudget": _k("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets"),
+    "namespace": _k("Namespace", "", "v1", "namespaces", False),
+    "node": _k("Node", "", "v1", "nodes", False),
+    "event": _k("Event", "", "v1", "events"),
+    "role": _k("Role", "rbac.authorization.k8s.io", "v1", "roles"),
+    "rolebinding": _k("RoleBinding", "rbac.authorization.k8s.io", "v1", "rolebindings"),
+    "clusterrole": _k("ClusterRole", "rbac.authorization.k8s.io", "v1", "clusterroles", False),
+    "clusterrolebinding": _k("ClusterRoleBinding", "rbac.authorization.k8s.io", "v1",
+                             "clusterrolebindings", False),
+}
+_BY_API_KIND = {(i.group, i.kind): name for name, i in KINDS.items()}
+
+
+def kind_of_manifest(manifest: dict[str, Any]) -> str:
+    """The catalogue kind of a manifest, or KubeError if we don't serve it."""
+    api_version = str(manifest.get("apiVersion", ""))
+    group = api_version.rpartition("/")[0] if "/" in api_version else ""
+    name = _BY_API_KIND.get((group, str(manifest.get("kind", ""))))
+    if name is None or KINDS[name].api_version != api_version:
+        raise KubeError("NotSupported", f"{api_version} {manifest.get('kind')} is not a kind "
+                        "the executor manages")
+    return name
+
+
+def path(kind: str, namespace: str = "", name: str = "", sub: str = "",
+         all_namespaces: bool = False) -> str:
+    info = KINDS[kind]
+    base = f"/apis/{info.group}/{info.version}" if info.group else f"/api/{info.version}"
+    if info.namespaced and not all_namespaces:
+        base += f"/namespaces/{namespace}"
+    out = f"{base}/{info.plural}"
+    if name:
+        out += f"/{name}"
+    if sub:
+        out += f"/{sub}"
+    return out
 
 
 @dataclass
@@ -68,223 +155,98 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _json(resp: Any) -> Any:
-    return json.loads(resp.data or b"null")
-
-
-def _age(ts: str | None) -> str:
-    if not ts:
-        return "<unknown>"
-    try:
-        then = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except ValueError:
-        return "<unknown>"
-    secs = int((datetime.now(UTC) - then).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if secs >= size:
-            return f"{secs // size}{unit}"
-    return f"{max(secs, 0)}s"
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
-    lines = ["   ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    for r in rows:
-        lines.append("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    return "\n".join(lines)
-
-
-def _pod_row(p: dict[str, Any]) -> list[str]:
-    st = p.get("status") or {}
-    cs = st.get("containerStatuses") or []
-    ready = sum(1 for c in cs if c.get("ready"))
-    total = len((p.get("spec") or {}).get("containers") or cs)
-    restarts = sum(int(c.get("restartCount") or 0) for c in cs)
-    phase = st.get("phase", "Unknown")
-    for c in cs:
-        waiting = (c.get("state") or {}).get("waiting")
-        if waiting and waiting.get("reason"):
-            phase = waiting["reason"]
-    return [p["metadata"]["name"], f"{ready}/{total}", phase, str(restarts),
-            _age(p["metadata"].get("creationTimestamp"))]
-
-
-def _deploy_row(d: dict[str, Any]) -> list[str]:
-    spec, st = d.get("spec") or {}, d.get("status") or {}
-    return [d["metadata"]["name"], f"{st.get('readyReplicas', 0)}/{spec.get('replicas', 0)}",
-            str(st.get("updatedReplicas", 0)), str(st.get("availableReplicas", 0)),
-            _age(d["metadata"].get("creationTimestamp"))]
-
-
-def _generic_row(o: dict[str, Any]) -> list[str]:
-    return [o["metadata"]["name"], _age(o["metadata"].get("creationTimestamp"))]
-
-
-_ROWS = {
-    "pod": (["NAME", "READY", "STATUS", "RESTARTS", "AGE"], _pod_row),
-    "deployment": (["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], _deploy_row),
-}
-
-
 class Kube:
-    """One ApiClient per allowed kubeconfig context."""
+    """One ApiClient per allowed kubeconfig context; every request has a timeout."""
 
-    def __init__(self, kubeconfig: Path | None, allowed_contexts: tuple[str, ...] = ()) -> None:
+    def __init__(self, kubeconfig: Path | None, allowed_contexts: tuple[str, ...] = (),
+                 timeout_s: float = 30.0) -> None:
         self.kubeconfig = kubeconfig
         self.allowed = allowed_contexts
+        self.timeout_s = timeout_s
         self._clients: dict[str, client.ApiClient] = {}
         self._lock = threading.Lock()
 
-    def api(self, context: str) -> client.ApiClient:
+    def check_context(self, context: str) -> None:
+        """Refuses a context outside the allow-list (or, without one, other than current)."""
         if context and self.allowed and context not in self.allowed:
             raise ContextRefused("Forbidden", f"cluster context {context!r} is not allowed")
         if context and not self.allowed:
-            _, current = config.list_kube_config_contexts(
-                config_file=str(self.kubeconfig) if self.kubeconfig else None
-            )
+            try:
+                _, current = config.list_kube_config_contexts(
+                    config_file=str(self.kubeconfig) if self.kubeconfig else None
+                )
+            except config.ConfigException as exc:
+                raise ContextRefused("Forbidden", f"no kubeconfig: {exc}") from exc
             if context != current["name"]:
                 raise ContextRefused("Forbidden", f"cluster context {context!r} is not allowed")
+
+    def api(self, context: str) -> client.ApiClient:
+        self.check_context(context)
         with self._lock:
             if context not in self._clients:
-                self._clients[context] = config.new_client_from_config(
-                    config_file=str(self.kubeconfig) if self.kubeconfig else None,
-                    context=context or None,
-                    persist_config=False,
-                )
+                try:
+                    self._clients[context] = config.new_client_from_config(
+                        config_file=str(self.kubeconfig) if self.kubeconfig else None,
+                        context=context or None,
+                        persist_config=False,
+                    )
+                except config.ConfigException as exc:
+                    raise ContextRefused("Forbidden", f"cluster context {context!r}: {exc}") from exc
             return self._clients[context]
 
-    # -- resource plumbing -------------------------------------------------------------------
+    def host(self, context: str) -> str:
+        return str(self.api(context).configuration.host)
 
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def request(self, ctx: str, method: str, resource_path: str, *,
+                query: dict[str, Any] | None = None, body: Any = None,
+                content_type: str | None = None, raw: bool = False,
+                timeout: float | None = None) -> Any:
+        """One REST call. Returns parsed JSON (or text with raw=True); raises KubeError."""
+        api = self.api(ctx)
+        headers = {"Accept": "text/plain, */*" if raw else "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        params = [(k, v) for k, v in (query or {}).items() if v is not None and v != ""]
+        m, url, hdrs, data, _ = api.param_serialize(
+            method=method, resource_path=resource_path, query_params=params,
+            header_params=headers, body=body, auth_settings=["BearerToken"],
+        )
         try:
-            return _json(fn(*args, _preload_content=False, **kwargs))
+            resp = api.call_api(m, url, hdrs, data, _request_timeout=timeout or self.timeout_s)
+            resp.read()
         except ApiException as exc:
             raise translate(exc) from exc
+        except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ProtocolError) as exc:
+            # Sent, no answer: the cluster may have acted.
+            raise KubeError("Timeout", f"{method} {resource_path}: no answer within "
+                            f"{timeout or self.timeout_s:g}s", 504, uncertain=True) from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise KubeError("Unavailable", f"cannot reach the API server: {type(exc).__name__}",
+                            503) from exc
+        if not 200 <= resp.status < 300:
+            raise _status_error(resp.status, resp.data)
+        if raw:
+            return (resp.data or b"").decode(errors="replace")
+        return json.loads(resp.data or b"null")
 
-    def _apis(self, ctx: str) -> tuple[client.CoreV1Api, client.AppsV1Api]:
-        api = self.api(ctx)
-        return client.CoreV1Api(api), client.AppsV1Api(api)
+    # -- conveniences --------------------------------------------------------------------------
 
-    def _reader(self, ctx: str, kind: str) -> tuple[Any, Any, Any, bool]:
-        core, apps = self._apis(ctx)
-        table = {
-            "pod": (core.read_namespaced_pod, core.list_namespaced_pod,
-                    core.list_pod_for_all_namespaces, True),
-            "service": (core.read_namespaced_service, core.list_namespaced_service,
-                        core.list_service_for_all_namespaces, True),
-            "event": (core.read_namespaced_event, core.list_namespaced_event,
-                      core.list_event_for_all_namespaces, True),
-            "namespace": (core.read_namespace, core.list_namespace, core.list_namespace, False),
-            "node": (core.read_node, core.list_node, core.list_node, False),
-            "deployment": (apps.read_namespaced_deployment, apps.list_namespaced_deployment,
-                           apps.list_deployment_for_all_namespaces, True),
-            "replicaset": (apps.read_namespaced_replica_set, apps.list_namespaced_replica_set,
-                           apps.list_replica_set_for_all_namespaces, True),
-            "statefulset": (apps.read_namespaced_stateful_set, apps.list_namespaced_stateful_set,
-                            apps.list_stateful_set_for_all_namespaces, True),
-        }
-        return table[kind]
+    def read(self, ctx: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        obj: dict[str, Any] = self.request(ctx, "GET", path(kind, namespace, name))
+        return obj
 
-    # -- reads -------------------------------------------------------------------------------
-
-    def get(self, a: GetArgs) -> Outcome:
-        read, _, _, namespaced = self._reader(a.cluster, a.kind)
-        obj = self._call(read, a.name, a.namespace) if namespaced else self._call(read, a.name)
-        obj = redact(obj)
-        return Outcome(text=json.dumps(obj, indent=2)[:20_000], data=obj)
-
-    def list(self, a: ListArgs) -> Outcome:
-        _, list_ns, list_all, namespaced = self._reader(a.cluster, a.kind)
-        kwargs: dict[str, Any] = {}
-        if a.label_selector:
-            kwargs["label_selector"] = a.label_selector
-        if not namespaced or a.all_namespaces:
-            body = self._call(list_all, **kwargs)
-        else:
-            body = self._call(list_ns, a.namespace, **kwargs)
-        items = [redact(i) for i in body.get("items") or []]
-        headers, row = _ROWS.get(a.kind, (["NAME", "AGE"], _generic_row))
-        if a.all_namespaces and namespaced:
-            headers = ["NAMESPACE", *headers]
-            rows = [[i["metadata"].get("namespace", ""), *row(i)] for i in items]
-        else:
-            rows = [row(i) for i in items]
-        if not rows:
-            where = "any namespace" if a.all_namespaces else f"{a.namespace} namespace"
-            text = f"No resources found in {where}."
-        else:
-            text = _table(headers, rows)
-        summary = [{"name": i["metadata"]["name"],
-                    "namespace": i["metadata"].get("namespace", ""),
-                    **dict(zip([h.lower() for h in headers[-len(r):]], r, strict=True))}
-                   for i, r in zip(items, (row(i) for i in items), strict=True)]
-        return Outcome(text=text, data={"kind": a.kind, "items": summary})
-
-    # -- scale -------------------------------------------------------------------------------
-
-    def _scale_fns(self, a: ScaleArgs) -> tuple[Any, Any, Any]:
-        _, apps = self._apis(a.cluster)
-        return {
-            "deployment": (apps.read_namespaced_deployment, apps.read_namespaced_deployment_scale,
-                           apps.patch_namespaced_deployment_scale),
-            "statefulset": (apps.read_namespaced_stateful_set,
-                            apps.read_namespaced_stateful_set_scale,
-                            apps.patch_namespaced_stateful_set_scale),
-            "replicaset": (apps.read_namespaced_replica_set,
-                           apps.read_namespaced_replica_set_scale,
-                           apps.patch_namespaced_replica_set_scale),
-        }[a.kind]
-
-    def _pods_of(self, ctx: str, namespace: str, selector: dict[str, str]) -> list[str]:
-        core, _ = self._apis(ctx)
-        sel = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-        body = self._call(core.list_namespaced_pod, namespace, label_selector=sel)
-        return sorted(p["metadata"]["name"] for p in body.get("items") or [])
-
-    def preview_scale(self, a: ScaleArgs) -> Preview:
-        read_obj, _, patch_scale = self._scale_fns(a)
-        obj = self._call(read_obj, a.name, a.namespace)
-        before = int((obj.get("spec") or {}).get("replicas", 1))
-        after_scale = self._call(patch_scale, a.name, a.namespace,
-                                 {"spec": {"replicas": a.replicas}}, dry_run="All")
-        after = int((after_scale.get("spec") or {}).get("replicas", a.replicas))
-        selector = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-        pods = self._pods_of(a.cluster, a.namespace, selector) if selector else []
-        if after < before:
-            summary = f"{before - after} of {len(pods)} pods will be removed"
-        elif after > before:
-            summary = f"{after - before} pods will be added"
-        else:
-            summary = "no change"
-        diff = (FieldChange(path="spec.replicas", before=before, after=after),)
-        radius = BlastRadius(replicas_before=before, replicas_after=after,
-                             pods_affected=tuple(pods) if after < before else (),
-                             summary=summary)
-        return Preview(diff, radius, str(obj["metadata"].get("resourceVersion", "")))
-
-    def scale(self, a: ScaleArgs, resource_version: str = "") -> Outcome:
-        read_obj, read_scale, patch_scale = self._scale_fns(a)
-        before = self._call(read_scale, a.name, a.namespace)
-        body: dict[str, Any] = {"spec": {"replicas": a.replicas}}
-        if resource_version:
-            # Approved against this state: if the object changed since, fail with a conflict.
-            body["metadata"] = {"resourceVersion": resource_version}
+    def read_or_none(self, ctx: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            after = self._call(patch_scale, a.name, a.namespace, body)
+            return self.read(ctx, kind, namespace, name)
         except KubeError as exc:
-            if exc.status == 409:
-                raise KubeError(
-                    "Conflict",
-                    f"{a.kind}/{a.name} changed since it was previewed (resourceVersion "
-                    f"{resource_version}); nothing was changed — propose the call again",
-                    409,
-                ) from exc
+            if exc.status == 404:
+                return None
             raise
-        b = (before.get("spec") or {}).get("replicas")
-        n = (after.get("spec") or {}).get("replicas")
-        return Outcome(
-            text=f"{a.kind}.apps/{a.name} scaled from {b} to {n} replicas in {a.namespace}",
-            data={"replicas_before": b, "replicas_after": n},
-            before={"spec": {"replicas": b}}, after={"spec": {"replicas": n}},
-        )
+
+    def list(self, ctx: str, kind: str, namespace: str = "", *, all_namespaces: bool = False,
+             label_selector: str = "", field_selector: str = "") -> list[dict[str, Any]]:
+        body = self.request(ctx, "GET", path(kind, namespace, all_namespaces=all_namespaces),
+                            query={"labelSelector": label_selector,
+                                   "fieldSelector": field_selector})
+        items: list[dict[str, Any]] = body.get("items") or []
+        return items

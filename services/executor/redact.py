@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 REDACTED = "<redacted>"
-_SENSITIVE = re.compile(r"(password|passwd|secret|token|api[-_]?key|credential|private[-_]?key)",
+SENSITIVE = re.compile(r"(password|passwd|secret|token|api[-_]?key|credential|private[-_]?key)",
                         re.IGNORECASE)
 
 
@@ -40,20 +40,34 @@ def redact_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     if isinstance(annotations, dict) and annotations:
         meta = dict(meta)
         meta["annotations"] = {
-            k: (REDACTED if k.endswith("last-applied-configuration") or _SENSITIVE.search(k) else v)
+            k: (REDACTED if k.endswith("last-applied-configuration") or SENSITIVE.search(k) else v)
             for k, v in annotations.items()
         }
     return meta
 
 
 def _redact_env(entry: Any) -> Any:
-    if isinstance(entry, dict) and "value" in entry and _SENSITIVE.search(str(entry.get("name"))):
+    if isinstance(entry, dict) and "value" in entry and SENSITIVE.search(str(entry.get("name"))):
         return {**entry, "value": REDACTED}
     return entry
 
 
+_TEXT_PATTERNS = (
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
+    # key=value / key: value pairs whose key names a secret (log lines, error messages)
+    re.compile(r"(?i)\b((?:password|passwd|secret|token|api[-_]?key|access[-_]?key)"
+               r"[\"']?\s*[=:]\s*[\"']?)[^\s\"',;&]{3,}"),
+    # JWTs (service-account tokens) and PEM private keys
+    re.compile(r"()eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+    re.compile(r"()-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
+)
+
+
 def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """Masks credentials in free text (logs, messages): known values and recognisable shapes."""
     for s in secrets:
         if s:
             text = text.replace(s, REDACTED)
-    return re.sub(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}", r"\1" + REDACTED, text)
+    for pattern in _TEXT_PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+    return text

@@ -12,7 +12,8 @@ from services.runtime.bus import Bus
 
 async def run(settings: ExecutorSettings, stop: asyncio.Event) -> None:
     bus = await Bus.connect(settings.nats, "executor")
-    executor = Executor(bus, settings, Kube(settings.kubeconfig, settings.allowed_contexts))
+    executor = Executor(bus, settings, Kube(settings.kubeconfig, settings.allowed_contexts,
+                                           settings.call_timeout_s))
     try:
         await bus.consume("executor", executor.handle, stop)
     finally:

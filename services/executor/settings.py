@@ -16,7 +16,9 @@ class ExecutorSettings:
     gate_public_key: Path
     kubeconfig: Path | None
     allowed_contexts: tuple[str, ...]  # empty: only the kubeconfig's current context
-    call_timeout_s: float = 30.0
+    call_timeout_s: float = 30.0  # per Kubernetes request
+    verify_timeout_s: float = 120.0  # how long a write's verification (rollout) may wait
+    progress_interval_s: float = 5.0  # in_progress() to JetStream while a call runs
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ExecutorSettings:
@@ -30,4 +32,6 @@ class ExecutorSettings:
             kubeconfig=Path(kubeconfig) if kubeconfig else None,
             allowed_contexts=contexts,
             call_timeout_s=float(env.get("INTERLOCK_CALL_TIMEOUT", "30")),
+            verify_timeout_s=float(env.get("INTERLOCK_VERIFY_TIMEOUT", "120")),
+            progress_interval_s=float(env.get("INTERLOCK_PROGRESS_INTERVAL", "5")),
         )

@@ -1,0 +1,580 @@
+"""The write tools: one plan per tool, used twice — as a server-side dry run for the preview a
+human approves, and for real with the previewed resourceVersion as a precondition.
+
+A plan reads the object, computes the request from it, and `send(dry_run, rv)` performs it.
+Because preview and execution run the very same plan, what was shown is what runs; because the
+real request carries the previewed resourceVersion, a target that changed in between fails with
+a Conflict instead of being overwritten."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas import catalogue as C
+from schemas.approval import BlastRadius, FieldChange
+from services.executor import kube_read as R
+from services.executor.diff import diff, value_at
+from services.executor.kube import KINDS, Kube, KubeError, Outcome, Preview, kind_of_manifest, path
+from services.executor.redact import redact
+
+Obj = dict[str, Any]
+SMP = "application/strategic-merge-patch+json"
+MERGE = "application/merge-patch+json"
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+_PROD = re.compile(r"(^|[-_.])(prod|production|live)($|[-_.])")
+WORKLOADS = ("deployment", "statefulset", "daemonset", "replicaset")
+
+
+@dataclass
+class Plan:
+    kind: str
+    namespace: str
+    name: str
+    before: Obj | None
+    send: Callable[[bool, str], Obj | None]  # (dry_run, resourceVersion) -> object after
+    deleting: bool = False
+    verb: str = "configured"
+
+    @property
+    def rv(self) -> str:
+        return str(((self.before or {}).get("metadata") or {}).get("resourceVersion", ""))
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+def _ns(kind: str, namespace: str) -> str:
+    return namespace if KINDS[kind].namespaced else ""
+
+
+def _dry(dry_run: bool) -> dict[str, Any]:
+    return {"dryRun": "All" if dry_run else None, "fieldManager": "interlock"}
+
+
+def _put_plan(k: Kube, ctx: str, kind: str, namespace: str, name: str,
+              change: Callable[[Obj], Obj], verb: str = "configured") -> Plan:
+    """A write computed locally from the current object and sent as a replace (PUT)."""
+    ns = _ns(kind, namespace)
+    before = k.read(ctx, kind, ns, name)
+    new = change(copy.deepcopy(before))
+
+    def send(dry_run: bool, rv: str) -> Obj:
+        body = copy.deepcopy(new)
+        body["metadata"]["resourceVersion"] = rv or before["metadata"]["resourceVersion"]
+        out: Obj = k.request(ctx, "PUT", path(kind, ns, name), body=body, query=_dry(dry_run))
+        return out
+
+    return Plan(kind, ns, name, before, send, verb=verb)
+
+
+def _patch_plan(k: Kube, ctx: str, kind: str, namespace: str, name: str, body: Obj,
+                content_type: str, verb: str = "patched") -> Plan:
+    ns = _ns(kind, namespace)
+    before = k.read(ctx, kind, ns, name)
+
+    def send(dry_run: bool, rv: str) -> Obj:
+        patch = copy.deepcopy(body)
+        meta = patch.setdefault("metadata", {})
+        if isinstance(meta, dict):  # an optimistic-lock precondition, honoured by the server
+            meta["resourceVersion"] = rv or before["metadata"]["resourceVersion"]
+        out: Obj = k.request(ctx, "PATCH", path(kind, ns, name), body=patch,
+                             content_type=content_type, query=_dry(dry_run))
+        return out
+
+    return Plan(kind, ns, name, before, send, verb=verb)
+
+
+# -- containers of a pod template --------------------------------------------------------------
+
+
+def _template(kind: str, obj: Obj) -> Obj:
+    spec = obj["spec"]
+    if kind == "cronjob":
+        return spec["jobTemplate"]["spec"]["template"]  # type: ignore[no-any-return]
+    return spec["template"]  # type: ignore[no-any-return]
+
+
+def _containers(kind: str, obj: Obj, wanted: str | None) -> list[Obj]:
+    containers: list[Obj] = _template(kind, obj)["spec"].get("containers") or []
+    if wanted is None:
+        return containers
+    chosen = [c for c in containers if c.get("name") == wanted]
+    if not chosen:
+        names = ", ".join(c.get("name", "") for c in containers)
+        raise KubeError("NotFound", f"{kind}/{obj['metadata']['name']} has no container "
+                        f"{wanted!r} (containers: {names})", 404)
+    return chosen
+
+
+def scale(k: Kube, a: C.ScaleArgs) -> Plan:
+    before = k.read(a.cluster, a.kind, a.namespace, a.name)
+
+    def send(dry_run: bool, rv: str) -> Obj:
+        body = {"spec": {"replicas": a.replicas},
+                "metadata": {"resourceVersion": rv or before["metadata"]["resourceVersion"]}}
+        out = k.request(a.cluster, "PATCH", path(a.kind, a.namespace, a.name, "scale"),
+                        body=body, content_type=MERGE, query=_dry(dry_run))
+        after = copy.deepcopy(before)
+        after["spec"]["replicas"] = (out.get("spec") or {}).get("replicas", a.replicas)
+        return after
+
+    return Plan(a.kind, a.namespace, a.name, before, send, verb="scaled")
+
+
+def rollout_restart(k: Kube, a: C.RolloutRestartArgs) -> Plan:
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def change(o: Obj) -> Obj:
+        meta = o["spec"]["template"].setdefault("metadata", {})
+        meta.setdefault("annotations", {})[RESTARTED_AT] = now
+        return o
+
+    return _put_plan(k, a.cluster, a.kind, a.namespace, a.name, change, "restarted")
+
+
+def rollout_undo(k: Kube, a: C.RolloutUndoArgs) -> Plan:
+    deploy = k.read(a.cluster, "deployment", a.namespace, a.name)
+    revs = R.revisions(k, a.cluster, deploy)
+    current = int((deploy["metadata"].get("annotations") or {}).get(R.REVISION, "0") or 0)
+    if a.to_revision:
+        match = [rs for r, rs in revs if r == a.to_revision]
+    else:
+        match = [rs for r, rs in revs if r < current][-1:]
+    if not match:
+        raise KubeError("NotFound", f"deployment/{a.name} has no revision "
+                        f"{a.to_revision or 'before ' + str(current)} to roll back to "
+                        f"(revisions: {', '.join(str(r) for r, _ in revs) or 'none'})", 404)
+    template = copy.deepcopy(match[0]["spec"]["template"])
+    template.get("metadata", {}).get("labels", {}).pop("pod-template-hash", None)
+
+    def change(o: Obj) -> Obj:
+        o["spec"]["template"] = template
+        return o
+
+    return _put_plan(k, a.cluster, "deployment", a.namespace, a.name, change, "rolled back")
+
+
+def set_image(k: Kube, a: C.SetImageArgs) -> Plan:
+    def change(o: Obj) -> Obj:
+        for c in _containers(a.kind, o, a.container):
+            c["image"] = a.image
+        return o
+
+    return _put_plan(k, a.cluster, a.kind, a.namespace, a.name, change, "image updated")
+
+
+def set_resources(k: Kube, a: C.SetResourcesArgs) -> Plan:
+    def change(o: Obj) -> Obj:
+        for c in _containers(a.kind, o, a.container):
+            res = c.setdefault("resources", {})
+            for section, values in (("requests", a.requests), ("limits", a.limits)):
+                if values is None:
+                    continue
+                for key in ("cpu", "memory"):
+                    if getattr(values, key) is not None:
+                        res.setdefault(section, {})[key] = getattr(values, key)
+        return o
+
+    return _put_plan(k, a.cluster, a.kind, a.namespace, a.name, change, "resource requirements updated")
+
+
+def set_env(k: Kube, a: C.SetEnvArgs) -> Plan:
+    def change(o: Obj) -> Obj:
+        for c in _containers(a.kind, o, a.container):
+            env = [e for e in c.get("env") or [] if e.get("name") not in a.remove]
+            for name, value in a.env.items():
+                existing = next((e for e in env if e.get("name") == name), None)
+                if existing is None:
+                    env.append({"name": name, "value": value})
+                else:
+                    existing.pop("valueFrom", None)
+                    existing["value"] = value
+            c["env"] = env
+        return o
+
+    return _put_plan(k, a.cluster, a.kind, a.namespace, a.name, change, "env updated")
+
+
+def patch(k: Kube, a: C.PatchArgs) -> Plan:
+    return _patch_plan(k, a.cluster, a.kind, a.namespace, a.name, dict(a.body),
+                       SMP if a.patch_type == "strategic" else MERGE)
+
+
+def _manifest_target(a: C.ApplyArgs | C.CreateArgs) -> tuple[str, str, Obj]:
+    kind = kind_of_manifest(a.manifest)
+    manifest = copy.deepcopy(a.manifest)
+    manifest.pop("status", None)
+    ns = _ns(kind, str(manifest["metadata"].get("namespace") or a.namespace))
+    if ns:
+        manifest["metadata"]["namespace"] = ns
+    return kind, ns, manifest
+
+
+def _create_plan(k: Kube, ctx: str, kind: str, ns: str, manifest: Obj) -> Plan:
+    def send(dry_run: bool, rv: str) -> Obj:
+        out: Obj = k.request(ctx, "POST", path(kind, ns), body=manifest, query=_dry(dry_run))
+        return out
+
+    return Plan(kind, ns, manifest["metadata"]["name"], None, send, verb="created")
+
+
+def apply(k: Kube, a: C.ApplyArgs) -> Plan:
+    kind, ns, manifest = _manifest_target(a)
+    name = manifest["metadata"]["name"]
+    applied = copy.deepcopy(manifest)
+    manifest["metadata"].setdefault("annotations", {})[LAST_APPLIED] = json.dumps(
+        applied, sort_keys=True, separators=(",", ":"))
+    before = k.read_or_none(a.cluster, kind, ns, name)
+    if before is None:
+        plan = _create_plan(k, a.cluster, kind, ns, manifest)
+
+        def send_new(dry_run: bool, rv: str) -> Obj | None:
+            if rv:  # previewed as existing; it has gone since
+                raise KubeError("Conflict", f"{kind}/{name} was deleted since it was previewed",
+                                409)
+            return plan.send(dry_run, rv)
+
+        return Plan(kind, ns, name, None, send_new, verb="created")
+    body = copy.deepcopy(manifest)
+    body["metadata"].pop("namespace", None)
+    return _patch_plan(k, a.cluster, kind, ns, name, body, SMP, verb="configured")
+
+
+def create(k: Kube, a: C.CreateArgs) -> Plan:
+    kind, ns, manifest = _manifest_target(a)
+    return _create_plan(k, a.cluster, kind, ns, manifest)
+
+
+def delete(k: Kube, a: C.DeleteArgs) -> Plan:
+    ns = _ns(a.kind, a.namespace)
+    before = k.read(a.cluster, a.kind, ns, a.name)
+
+    def send(dry_run: bool, rv: str) -> None:
+        options: Obj = {"kind": "DeleteOptions", "apiVersion": "v1",
+                        "propagationPolicy": a.propagation.capitalize(),
+                        "preconditions": {"resourceVersion":
+                                          rv or before["metadata"]["resourceVersion"]}}
+        if a.grace_period_seconds is not None:
+            options["gracePeriodSeconds"] = a.grace_period_seconds
+        if dry_run:
+            options["dryRun"] = ["All"]
+        k.request(a.cluster, "DELETE", path(a.kind, ns, a.name), body=options,
+                  query=_dry(dry_run))
+        return None
+
+    return Plan(a.kind, ns, a.name, before, send, deleting=True, verb="deleted")
+
+
+def _unschedulable(k: Kube, ctx: str, name: str, value: bool, verb: str) -> Plan:
+    def change(o: Obj) -> Obj:
+        if value:
+            o.setdefault("spec", {})["unschedulable"] = True
+        else:
+            o.setdefault("spec", {}).pop("unschedulable", None)
+        return o
+
+    return _put_plan(k, ctx, "node", "", name, change, verb)
+
+
+def cordon(k: Kube, a: C.CordonArgs) -> Plan:
+    return _unschedulable(k, a.cluster, a.name, True, "cordoned")
+
+
+def uncordon(k: Kube, a: C.UncordonArgs) -> Plan:
+    return _unschedulable(k, a.cluster, a.name, False, "uncordoned")
+
+
+def _drainable(a: C.DrainArgs, pods: list[Obj]) -> list[Obj]:
+    out = []
+    for p in pods:
+        refs = p["metadata"].get("ownerReferences") or []
+        if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        if any(r.get("kind") == "DaemonSet" for r in refs):
+            if a.ignore_daemonsets:
+                continue
+            raise KubeError("Invalid", f"pod {p['metadata']['name']} is managed by a DaemonSet "
+                            "(set ignore_daemonsets)", 422)
+        if not a.delete_emptydir_data and any(
+                "emptyDir" in v for v in (p.get("spec") or {}).get("volumes") or []):
+            raise KubeError("Invalid", f"pod {p['metadata']['name']} uses emptyDir data that "
+                            "would be lost (set delete_emptydir_data)", 422)
+        if not refs:
+            raise KubeError("Invalid", f"pod {p['metadata']['name']} has no controller and "
+                            "would not come back; delete it explicitly first", 422)
+        out.append(p)
+    return out
+
+
+def _evict(k: Kube, ctx: str, pod: Obj, dry_run: bool, grace: int | None) -> None:
+    meta = pod["metadata"]
+    body: Obj = {"apiVersion": "policy/v1", "kind": "Eviction",
+                 "metadata": {"name": meta["name"], "namespace": meta["namespace"]}}
+    if grace is not None or dry_run:
+        body["deleteOptions"] = {**({"gracePeriodSeconds": grace} if grace is not None else {}),
+                                 **({"dryRun": ["All"]} if dry_run else {})}
+    k.request(ctx, "POST", path("pod", meta["namespace"], meta["name"], "eviction"), body=body,
+              query={"dryRun": "All" if dry_run else None})
+
+
+def drain(k: Kube, a: C.DrainArgs) -> Plan:
+    cordon_plan = _unschedulable(k, a.cluster, a.name, True, "drained")
+    pods = _drainable(a, R.pods_of(k, a.cluster, "node", cordon_plan.before or {}))
+    blocked: list[str] = []
+
+    def send(dry_run: bool, rv: str) -> Obj | None:
+        node = cordon_plan.send(dry_run, rv)
+        deadline = time.monotonic() + a.timeout_seconds
+        pending = list(pods)
+        blocked.clear()
+        while pending:
+            retry = []
+            for p in pending:
+                try:
+                    _evict(k, a.cluster, p, dry_run, a.grace_period_seconds)
+                except KubeError as exc:
+                    if exc.status == 404:
+                        continue  # gone already
+                    if exc.status != 429:
+                        raise
+                    retry.append(p)
+            if not retry or dry_run:
+                blocked[:] = [f"{p['metadata']['namespace']}/{p['metadata']['name']}"
+                              for p in retry]
+                break
+            if time.monotonic() >= deadline:
+                names = ", ".join(p["metadata"]["name"] for p in retry)
+                raise KubeError("TooManyRequests", f"drain of node/{a.name} stopped after "
+                                f"{a.timeout_seconds}s: evicting {names} would violate a "
+                                "PodDisruptionBudget; the node stays cordoned and "
+                                f"{len(pods) - len(retry)} of {len(pods)} pods were evicted", 429)
+            pending = retry
+            time.sleep(1.0)  # kubectl retries blocked evictions every few seconds
+        return node
+
+    plan = Plan("node", "", a.name, cordon_plan.before, send, verb="drained")
+    plan.drain_pods = pods  # type: ignore[attr-defined]
+    plan.drain_blocked = blocked  # type: ignore[attr-defined]
+    return plan
+
+
+def _meta_plan(k: Kube, a: C.LabelArgs | C.AnnotateArgs, field: str,
+               values: dict[str, str | None]) -> Plan:
+    def change(o: Obj) -> Obj:
+        current = o["metadata"].setdefault(field, {})
+        for key, value in values.items():
+            if value is None:
+                current.pop(key, None)
+            elif key in current and current[key] != value and not a.overwrite:
+                raise KubeError("Invalid", f"'{key}' already has a value ({current[key]}), and "
+                                "overwrite is false", 422)
+            else:
+                current[key] = value
+        return o
+
+    return _put_plan(k, a.cluster, a.kind, a.namespace, a.name, change,
+                     "labeled" if field == "labels" else "annotated")
+
+
+def label(k: Kube, a: C.LabelArgs) -> Plan:
+    return _meta_plan(k, a, "labels", dict(a.labels))
+
+
+def annotate(k: Kube, a: C.AnnotateArgs) -> Plan:
+    return _meta_plan(k, a, "annotations", dict(a.annotations))
+
+
+PLANNERS: dict[type[C.Args], Callable[[Kube, Any], Plan]] = {
+    C.ScaleArgs: scale, C.RolloutRestartArgs: rollout_restart, C.RolloutUndoArgs: rollout_undo,
+    C.SetImageArgs: set_image, C.SetResourcesArgs: set_resources, C.SetEnvArgs: set_env,
+    C.PatchArgs: patch, C.ApplyArgs: apply, C.CreateArgs: create, C.DeleteArgs: delete,
+    C.CordonArgs: cordon, C.UncordonArgs: uncordon, C.DrainArgs: drain, C.LabelArgs: label,
+    C.AnnotateArgs: annotate,
+}
+
+
+def plan_for(k: Kube, args: C.Args) -> Plan:
+    planner = PLANNERS.get(type(args))
+    if planner is None:
+        raise KubeError("NotSupported", f"no writer for {type(args).__name__}")
+    return planner(k, args)
+
+
+# -- preview, execution, verification ----------------------------------------------------------
+
+
+def _changes(plan: Plan, after: Obj | None) -> tuple[FieldChange, ...]:
+    if plan.deleting:
+        return (FieldChange(path=plan.ref, before="exists", after="deleted"),)
+    changes = diff(plan.before, after)
+    for pod in getattr(plan, "drain_pods", []):
+        meta = pod["metadata"]
+        changes += (FieldChange(path=f"pod/{meta['namespace']}/{meta['name']}",
+                                before=(pod.get("status") or {}).get("phase", "Running"),
+                                after="evicted"),)
+    return changes
+
+
+def _replicas(obj: Obj | None) -> int | None:
+    value = ((obj or {}).get("spec") or {}).get("replicas")
+    return int(value) if isinstance(value, int) else None
+
+
+def blast_radius(k: Kube, ctx: str, plan: Plan, after: Obj | None) -> BlastRadius:
+    before = plan.before
+    pods = [p["metadata"]["name"] for p in R.pods_of(k, ctx, plan.kind, before)] \
+        if before is not None and plan.kind in (*WORKLOADS, "pod", "job", "cronjob",
+                                                 "namespace", "node") else []
+    rb, ra = _replicas(before), _replicas(after)
+    production = bool(_PROD.search(plan.namespace)) or bool(_PROD.search(
+        (after or before or {}).get("metadata", {}).get("namespace", "") or ""))
+    affected: tuple[str, ...] = ()
+    if plan.deleting:
+        affected = tuple(pods)
+        summary = (f"{plan.ref} will be deleted" +
+                   (f" with {len(pods)} pods" if pods else ""))
+    elif hasattr(plan, "drain_pods"):
+        drained = plan.drain_pods
+        affected = tuple(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in drained)
+        summary = f"node {plan.name} will be cordoned and {len(drained)} pods evicted"
+        if plan.drain_blocked:  # type: ignore[attr-defined]
+            summary += (f"; {len(plan.drain_blocked)} evictions are blocked now by a "  # type: ignore[attr-defined]
+                        f"PodDisruptionBudget: {', '.join(plan.drain_blocked)}")  # type: ignore[attr-defined]
+    elif before is not None and after is not None and plan.kind in (*WORKLOADS, "job",
+                                                                     "cronjob") and \
+            value_at(before, "spec.template") != value_at(after, "spec.template"):
+        affected = tuple(pods)
+        summary = f"{len(pods)} pods will be replaced by a rolling update"
+        if ra is not None and rb is not None and ra != rb:
+            summary += f"; replicas {rb} → {ra}"
+    elif rb is not None and ra is not None and ra < rb:
+        affected = tuple(pods)
+        summary = f"{rb - ra} of {len(pods)} pods will be removed"
+    elif rb is not None and ra is not None and ra > rb:
+        summary = f"{ra - rb} pods will be added"
+    elif before is None:
+        summary = f"{plan.ref} will be created"
+    elif plan.kind == "node":
+        summary = (f"no new pods will be scheduled on {plan.name}" if plan.verb == "cordoned"
+                   else f"{plan.name} will accept new pods")
+    else:
+        summary = "no pods restart" if pods or plan.kind in WORKLOADS else "no pods affected"
+    return BlastRadius(replicas_before=rb, replicas_after=ra, pods_affected=affected,
+                       production_like=production, summary=summary[:2000])
+
+
+def preview(k: Kube, args: C.Args) -> Preview:
+    plan = plan_for(k, args)
+    after = plan.send(True, plan.rv)
+    return Preview(_changes(plan, after), blast_radius(k, args.cluster, plan, after), plan.rv)
+
+
+def execute(k: Kube, args: C.Args, resource_version: str) -> tuple[Outcome, Plan, Obj | None]:
+    plan = plan_for(k, args)
+    if resource_version and plan.rv != resource_version:
+        # Fail before sending; the server would refuse it too (the precondition rides along).
+        raise conflict(plan, resource_version, plan.rv)
+    if not resource_version and plan.before is not None and isinstance(args, C.ApplyArgs):
+        raise conflict(plan, "(absent)", plan.rv)  # previewed as a creation
+    try:
+        after = plan.send(False, resource_version)
+    except KubeError as exc:
+        if exc.status == 409:
+            current = k.read_or_none(args.cluster, plan.kind, plan.namespace, plan.name)
+            now = (current or {}).get("metadata", {}).get("resourceVersion", "(deleted)")
+            raise conflict(plan, resource_version, now) from exc
+        raise
+    changes = _changes(plan, after)
+    text = f"{plan.ref} {plan.verb}" + (f" in {plan.namespace}" if plan.namespace else "")
+    if changes:
+        text += ":\n" + "\n".join(f"  {c.describe()}" for c in changes[:50])
+    out = Outcome(text=text, data={"changes": [{"path": c.path, "before": c.before,
+                                                "after": c.after} for c in changes]},
+                  before={c.path: c.before for c in changes},
+                  after={c.path: c.after for c in changes})
+    return out, plan, after
+
+
+def conflict(plan: Plan, previewed: str, now: str) -> KubeError:
+    return KubeError("Conflict", f"{plan.ref} changed since it was previewed (resourceVersion "
+                     f"{previewed}, now {now or '(absent)'}); nothing was changed — review the "
+                     "new state and propose the call again", 409)
+
+
+@dataclass
+class Verification:
+    outcome: str  # verified | failed | timed_out | skipped
+    check: str
+    detail: str
+    observed: Any = None
+
+
+def verify(k: Kube, args: C.Args, plan: Plan, after: Obj | None,
+           timeout_s: float) -> Verification:
+    """Checks that a write took hold: rollouts complete, deletions finish, fields stick."""
+    ctx = args.cluster
+    if plan.deleting:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            current = k.read_or_none(ctx, plan.kind, plan.namespace, plan.name)
+            if current is None:
+                return Verification("verified", f"{plan.ref} is gone", f"{plan.ref} no longer "
+                                    "exists")
+            if time.monotonic() >= deadline:
+                return Verification("timed_out", f"{plan.ref} is gone",
+                                    f"{plan.ref} still exists after {timeout_s:g}s")
+            time.sleep(0.25)
+    if hasattr(plan, "drain_pods"):
+        left = [p["metadata"]["name"] for p in _drainable(
+            args, R.pods_of(k, ctx, "node", plan.before or {}))]  # type: ignore[arg-type]
+        return Verification("verified" if not left else "failed",
+                            f"no evictable pods left on node/{plan.name}",
+                            "node drained" if not left else f"pods remain: {', '.join(left)}",
+                            {"remaining": left})
+    rollout_kind = plan.kind if plan.kind in ("deployment", "statefulset", "daemonset") else ""
+    if rollout_kind and after is not None and (
+            value_at(plan.before, "spec.template") != value_at(after, "spec.template")
+            or _replicas(plan.before) != _replicas(after)):
+        done, message, obj = R.wait_rollout(k, ctx, rollout_kind, plan.namespace, plan.name,
+                                            timeout_s)
+        failed = "exceeded its progress deadline" in message
+        st = obj.get("status") or {}
+        return Verification("verified" if done else "failed" if failed else "timed_out",
+                            f"rollout status of {plan.ref}", message,
+                            {"replicas": st.get("replicas"), "ready": st.get("readyReplicas"),
+                             "updated": st.get("updatedReplicas")})
+    current = k.read_or_none(ctx, plan.kind, plan.namespace, plan.name)
+    if current is None:
+        return Verification("failed", f"{plan.ref} exists", f"{plan.ref} is not there")
+    wrong = [c.path for c in diff(plan.before, after)
+             if not c.path.endswith("last-applied-configuration")
+             and value_at(current, c.path) != value_at(after, c.path)]
+    return Verification("failed" if wrong else "verified", f"the changed fields of {plan.ref} hold",
+                        f"changed again since: {', '.join(wrong)}" if wrong else
+                        "every changed field reads back as written",
+                        redact({"resourceVersion": current["metadata"].get("resourceVersion")}))
+
+
+def observe(k: Kube, args: C.Args) -> Any:
+    """The target's current state, for an outcome we could not record: the human verifies."""
+    target = args.target()
+    kind = target.kind if target.kind in KINDS else ""
+    if not kind or not target.name:
+        return None
+    current = k.read_or_none(args.cluster, kind, _ns(kind, target.namespace), target.name)
+    if current is None:
+        return {"exists": False}
+    meta = current["metadata"]
+    return redact({"exists": True, "resourceVersion": meta.get("resourceVersion"),
+                   "generation": meta.get("generation"),
+                   "replicas": (current.get("spec") or {}).get("replicas"),
+                   "unschedulable": (current.get("spec") or {}).get("unschedulable")})
