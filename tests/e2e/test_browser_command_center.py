@@ -60,6 +60,14 @@ async def browser() -> AsyncIterator[Any]:
         await pw.stop()
 
 
+def _replicas(stack: Stack, name: str = "web", ns: str = "shop") -> int:
+    from kubernetes import client, config
+
+    assert stack.kubeconfig is not None
+    apps = client.AppsV1Api(config.new_client_from_config(config_file=str(stack.kubeconfig)))
+    return int(apps.read_namespaced_deployment(name, ns).spec.replicas)
+
+
 def _token(stack: Stack, who: str) -> str:
     return str(stack.tokens[who]["token"])
 
@@ -114,7 +122,9 @@ async def test_approve_a_scale_from_the_command_center(cc_stack: Stack, browser:
     await card.locator(".card-status", has_text="Approved").wait_for()
     await _count(page, "tool.result", 1)
     result = page.locator("#timeline li[data-type='tool.result']").first
-    assert "scaled from 3 to 4" in await result.inner_text()
+    assert await result.get_attribute("class") == "tool-result ok"
+    assert "3 → 4" in await result.inner_text()
+    assert _replicas(cc_stack) == 4
 
     timeline = await _timeline(page)
     types = [t for _, t in timeline]

@@ -315,7 +315,8 @@ async function refreshApprovals() {
   const box = $("#approvals");
   for (const card of [...box.children]) {
     const id = card.dataset.approvalId;
-    if (!pending.has(id) && !state.inflight.has(id)) card.remove();
+    // Cards this page decided stay, showing what happened; others go once decided elsewhere.
+    if (!pending.has(id) && !state.inflight.has(id) && !state.submitted.has(id)) card.remove();
   }
   for (const a of list) {
     const existing = box.querySelector(`[data-approval-id="${CSS.escape(a.approval_id)}"]`);
