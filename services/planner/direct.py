@@ -1,26 +1,42 @@
 """Direct mode: kubectl-style commands parsed into catalogue calls, with no model involved.
 
-It refuses anything it cannot parse exactly (pipes, shell, unknown verbs or flags); it never
-guesses. The result goes through the very same gate as a model's proposal.
+It refuses anything it cannot parse exactly (pipes, shell, unknown verbs or flags, several
+objects at once); it never guesses. Every call it returns converts to its tool's argument type,
+and goes through the very same gate as a model's proposal.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-KINDS = {
-    "po": "pod", "pod": "pod", "pods": "pod",
-    "deploy": "deployment", "deployment": "deployment", "deployments": "deployment",
-    "rs": "replicaset", "replicaset": "replicaset", "replicasets": "replicaset",
-    "sts": "statefulset", "statefulset": "statefulset", "statefulsets": "statefulset",
-    "svc": "service", "service": "service", "services": "service",
-    "ns": "namespace", "namespace": "namespace", "namespaces": "namespace",
-    "no": "node", "node": "node", "nodes": "node",
-    "ev": "event", "event": "event", "events": "event",
+import msgspec
+import yaml
+
+from schemas import catalogue
+
+_PLURALS = {
+    "pod": ("po", "pods"), "deployment": ("deploy", "deployments"),
+    "replicaset": ("rs", "replicasets"), "statefulset": ("sts", "statefulsets"),
+    "daemonset": ("ds", "daemonsets"), "job": ("jobs",), "cronjob": ("cj", "cronjobs"),
+    "service": ("svc", "services"), "endpoints": ("ep",), "configmap": ("cm", "configmaps"),
+    "secret": ("secrets",), "serviceaccount": ("sa", "serviceaccounts"),
+    "persistentvolumeclaim": ("pvc", "persistentvolumeclaims"),
+    "persistentvolume": ("pv", "persistentvolumes"),
+    "horizontalpodautoscaler": ("hpa", "horizontalpodautoscalers"),
+    "poddisruptionbudget": ("pdb", "poddisruptionbudgets"),
+    "namespace": ("ns", "namespaces"), "node": ("no", "nodes"), "event": ("ev", "events"),
+    "role": ("roles",), "rolebinding": ("rolebindings",), "clusterrole": ("clusterroles",),
+    "clusterrolebinding": ("clusterrolebindings",),
 }
-_SHELL = set("|;&><`$()\n")
+KINDS: dict[str, str] = {a: k for k, alts in _PLURALS.items() for a in (k, *alts)}
+_GROUPS = {"apps", "batch", "autoscaling", "policy", "rbac.authorization.k8s.io", "v1", ""}
+_SHELL = set("|;&><`$()\n\\")
+_APPLY_HEAD = re.compile(r"^/?kubectl\s+(apply|create)\s+(.*?)\s*(<<-?\s*['\"]?(\w+)['\"]?)?$")
 
 
 @dataclass(frozen=True)
@@ -36,127 +52,626 @@ class Refusal:
 
 def is_command(text: str) -> bool:
     t = text.strip()
-    return t.startswith(("kubectl ", "/kubectl ")) or t in ("kubectl", "/kubectl")
+    return t.startswith(("kubectl ", "/kubectl ", "kubectl\n", "/kubectl\n")) or \
+        t in ("kubectl", "/kubectl")
 
 
 def parse(text: str) -> Call | Refusal:
-    t = text.strip()
-    if t.startswith("/"):
-        t = t[1:]
-    if any(ch in _SHELL for ch in t):
-        return Refusal("shell syntax (pipes, redirects, substitutions) is not supported")
+    out = _parse(text)
+    if isinstance(out, Refusal):
+        return out
+    tool = catalogue.lookup(out.tool)
+    assert tool is not None, out.tool
     try:
-        words = shlex.split(t)
-    except ValueError as exc:
-        return Refusal(f"cannot parse the command: {exc}")
-    if not words or words[0] != "kubectl":
-        return Refusal("not a kubectl command")
-    try:
-        pos, flags = _split(words[1:])
-    except ValueError as exc:
-        return Refusal(str(exc))
-    if not pos:
-        return Refusal("missing verb")
-    verb, rest = pos[0], pos[1:]
-    if verb == "get":
-        return _get(rest, flags)
-    if verb == "scale":
-        return _scale(rest, flags)
-    return Refusal(f"unsupported verb {verb!r}")
+        tool.parse_args(out.args)
+    except (msgspec.ValidationError, ValueError, TypeError) as exc:
+        return Refusal(f"invalid arguments for {out.tool}: {exc}")
+    return out
 
 
-_VALUE_FLAGS = {"-n": "namespace", "--namespace": "namespace", "-l": "selector",
-                "--selector": "selector", "--replicas": "replicas", "--context": "context"}
-_BOOL_FLAGS = {"-A": "all_namespaces", "--all-namespaces": "all_namespaces"}
+# -- words and flags ---------------------------------------------------------------------------
+
+_VALUE = {
+    "-n": "namespace", "--namespace": "namespace", "--context": "context",
+    "-l": "selector", "--selector": "selector", "--replicas": "replicas",
+    "-c": "container", "--container": "container", "--tail": "tail",
+    "--to-revision": "to_revision", "--revision": "revision", "--limits": "limits",
+    "--requests": "requests", "--grace-period": "grace_period", "--cascade": "cascade",
+    "--timeout": "timeout", "-o": "output", "--output": "output", "-f": "filename",
+    "--filename": "filename", "--patch": "patch", "--type": "patch_type", "--for": "for",
+    "--types": "types", "--dry-run": "dry_run", "--subresource": "subresource",
+}
+_BOOL = {
+    "-A": "all_namespaces", "--all-namespaces": "all_namespaces", "--previous": "previous",
+    "--overwrite": "overwrite", "--ignore-daemonsets": "ignore_daemonsets",
+    "--delete-emptydir-data": "delete_emptydir_data", "--containers": "containers",
+    "--watch": "watch", "-w": "watch", "--all": "all", "--force": "force",
+}
+_COMMON = {"namespace", "context"}
 
 
-def _split(words: list[str]) -> tuple[list[str], dict[str, str]]:
+def _split(words: list[str], short_p: str = "") -> tuple[list[str], dict[str, str]]:
+    """Positional words and flags. `short_p` says what `-p` means for this verb."""
     pos: list[str] = []
     flags: dict[str, str] = {}
+    values = dict(_VALUE, **({"-p": short_p} if short_p == "patch" else {}))
+    bools = dict(_BOOL, **({"-p": short_p} if short_p == "previous" else {}))
     i = 0
     while i < len(words):
         w = words[i]
-        if w.startswith("-"):
+        if w == "--":
+            raise ValueError("`--` (a command for a container) is not supported")
+        if w.startswith("-") and w != "-":
             name, eq, value = w.partition("=")
-            if name in _BOOL_FLAGS and not eq:
-                flags[_BOOL_FLAGS[name]] = "true"
-            elif name in _VALUE_FLAGS:
+            if name in bools:
+                if eq and value not in ("true", "false"):
+                    raise ValueError(f"flag {name} takes true or false, not {value!r}")
+                key, value = bools[name], value or "true"
+            elif name in values:
                 if not eq:
                     i += 1
                     if i >= len(words):
                         raise ValueError(f"flag {name} needs a value")
                     value = words[i]
-                key = _VALUE_FLAGS[name]
-                if key in flags:
-                    raise ValueError(f"flag {name} given twice")
-                flags[key] = value
+                key = values[name]
             else:
                 raise ValueError(f"unsupported flag {name!r}")
+            if key in flags:
+                raise ValueError(f"flag {name} given twice")
+            flags[key] = value
         else:
             pos.append(w)
         i += 1
     return pos, flags
 
 
-def _common(flags: dict[str, str]) -> dict[str, Any]:
+def _allow(flags: dict[str, str], verb: str, *allowed: str) -> Refusal | None:
+    if "dry_run" in flags:
+        return Refusal("--dry-run is not needed: every write is previewed with a server-side dry "
+                       "run and held for approval")
+    extra = sorted(set(flags) - _COMMON - set(allowed))
+    if extra:
+        names = {v: k for k, v in {**_VALUE, **_BOOL}.items() if k.startswith("--")}
+        return Refusal(f"{verb} does not support {', '.join(names.get(e, e) for e in extra)}")
+    return None
+
+
+def _true(flags: dict[str, str], key: str) -> bool:
+    return flags.get(key) == "true"
+
+
+def _common(flags: dict[str, str], namespaced: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if "namespace" in flags:
+    if "namespace" in flags and namespaced:
         out["namespace"] = flags["namespace"]
     if "context" in flags:
         out["cluster"] = flags["context"]
     return out
 
 
-def _kind_name(rest: list[str]) -> tuple[str, str | None] | Refusal:
+def _kind(word: str) -> str | Refusal:
+    k, _, group = word.lower().partition(".")
+    kind = KINDS.get(k)
+    if kind is None or group not in _GROUPS:
+        return Refusal(f"unsupported resource kind {word!r}")
+    return kind
+
+
+def _kind_name(rest: list[str], need_name: bool = True) -> tuple[str, str | None] | Refusal:
+    """`kind/name` or `kind name`: exactly one object (or, if allowed, a kind alone)."""
     if not rest:
         return Refusal("missing resource kind")
     first = rest[0]
     if "/" in first:
         k, _, name = first.partition("/")
         if len(rest) > 1:
-            return Refusal("too many arguments")
-        kind = KINDS.get(k.lower())
-        return (kind, name) if kind else Refusal(f"unsupported resource kind {k!r}")
-    kind = KINDS.get(first.lower())
-    if not kind:
-        return Refusal(f"unsupported resource kind {first!r}")
+            return Refusal("only one object at a time")
+        if not name:
+            return Refusal(f"missing object name in {first!r}")
+        kind = _kind(k)
+        return kind if isinstance(kind, Refusal) else (kind, name)
+    kind = _kind(first)
+    if isinstance(kind, Refusal):
+        return kind
     if len(rest) > 2:
-        return Refusal("only one object name is supported")
-    return kind, rest[1] if len(rest) == 2 else None
+        return Refusal("only one object at a time")
+    name = rest[1] if len(rest) == 2 else None
+    if need_name and name is None:
+        return Refusal("missing object name, e.g. deploy/web")
+    return kind, name
 
 
-def _get(rest: list[str], flags: dict[str, str]) -> Call | Refusal:
-    if "replicas" in flags:
-        return Refusal("--replicas is not a flag of get")
-    kn = _kind_name(rest)
+def _int(flags: dict[str, str], key: str, flag: str) -> int | Refusal:
+    try:
+        return int(flags[key])
+    except ValueError:
+        return Refusal(f"{flag} must be a whole number, not {flags[key]!r}")
+
+
+def _seconds(value: str, flag: str) -> int | Refusal:
+    m = re.fullmatch(r"(\d+)(s|m|h)?", value)
+    if not m:
+        return Refusal(f"{flag} must be a duration like 90s or 5m, not {value!r}")
+    return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+def _parse(text: str) -> Call | Refusal:
+    t = text.strip()
+    head = t.split("\n", 1)[0]
+    if "\n" in t and _APPLY_HEAD.match(head.strip()):
+        return _manifest_command(t)
+    if t.startswith("/"):
+        t = t[1:]
+    if any(ch in _SHELL for ch in t):
+        return Refusal("shell syntax (pipes, redirects, substitutions, several commands) is not "
+                       "supported; send one kubectl command")
+    try:
+        words = shlex.split(t)
+    except ValueError as exc:
+        return Refusal(f"cannot parse the command: {exc}")
+    if not words or words[0] != "kubectl":
+        return Refusal("not a kubectl command")
+    # Global flags may come before the verb: `kubectl -n shop get pods`.
+    i = 1
+    while i < len(words) and words[i].startswith("-"):
+        i += 1 if "=" in words[i] or words[i] not in ("-n", "--namespace", "--context") else 2
+    if i >= len(words):
+        return Refusal("missing verb")
+    verb = words[i]
+    rest = words[1:i] + words[i + 1:]
+    handler = _VERBS.get(verb)
+    if handler is None:
+        why = _NEVER.get(verb)
+        if why:
+            return Refusal(f"{verb} is not supported: {why}")
+        return Refusal(f"unsupported verb {verb!r}")
+    short_p = {"logs": "previous", "patch": "patch"}.get(verb, "")
+    try:
+        pos, flags = _split(rest, short_p)
+    except ValueError as exc:
+        return Refusal(str(exc))
+    return handler(pos, flags)
+
+
+_NEVER = {
+    "exec": "running commands in containers is outside what Interlock may do",
+    "attach": "attaching to containers is outside what Interlock may do",
+    "port-forward": "port forwarding is outside what Interlock may do",
+    "proxy": "proxying the API server is outside what Interlock may do",
+    "cp": "copying files from or to containers is outside what Interlock may do",
+    "edit": "interactive editing cannot be approved; use set, patch or apply -f - instead",
+    "replace": "use apply -f - with the whole manifest instead",
+    "run": "use apply -f - with a manifest instead",
+    "expose": "use apply -f - with a Service manifest instead",
+    "autoscale": "use apply -f - with a HorizontalPodAutoscaler manifest instead",
+    "debug": "ephemeral debug containers are outside what Interlock may do",
+    "config": "the kubeconfig is not changed from a chat",
+    "certificate": "certificate approval is outside what Interlock may do",
+    "taint": "taints are not in the tool catalogue",
+    "wait": "use rollout status with --timeout instead",
+    "diff": "every write is previewed with its exact diff before approval anyway",
+}
+
+
+def _get(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
+    if r := _allow(flags, "get", "selector", "all_namespaces", "output"):
+        return r
+    kn = _kind_name(pos, need_name=False)
     if isinstance(kn, Refusal):
         return kn
     kind, name = kn
-    args = {"kind": kind, **_common(flags)}
+    args = {"kind": kind, **_common(flags, kind not in catalogue.CLUSTER_SCOPED)}
     if name:
         if "selector" in flags or "all_namespaces" in flags:
             return Refusal("a name cannot be combined with -l or -A")
         return Call("get", {**args, "name": name})
     if "selector" in flags:
         args["label_selector"] = flags["selector"]
-    if "all_namespaces" in flags:
+    if _true(flags, "all_namespaces"):
         args["all_namespaces"] = True
     return Call("list", args)
 
 
-def _scale(rest: list[str], flags: dict[str, str]) -> Call | Refusal:
-    if "selector" in flags or "all_namespaces" in flags:
+def _describe(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
+    if r := _allow(flags, "describe"):
+        return r
+    kn = _kind_name(pos)
+    if isinstance(kn, Refusal):
+        return kn
+    kind, name = kn
+    return Call("describe", {"kind": kind, "name": name,
+                             **_common(flags, kind not in catalogue.CLUSTER_SCOPED)})
+
+
+def _logs(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
+    if r := _allow(flags, "logs", "container", "tail", "previous"):
+        return r
+    if len(pos) != 1:
+        return Refusal("logs takes exactly one pod, e.g. logs web-7d4b9 -n shop")
+    target = pos[0]
+    if "/" in target:
+        k, _, target = target.partition("/")
+        if _kind(k) != "pod":
+            return Refusal("logs reads one pod; name the pod (get pods -l … finds it), Interlock "
+                           "does not pick one for you")
+    args: dict[str, Any] = {"name": target, **_common(flags)}
+    if "container" in flags:
+        args["container"] = flags["container"]
+    if "tail" in flags:
+        n = _int(flags, "tail", "--tail")
+        if isinstance(n, Refusal):
+            return n
+        args["tail_lines"] = n
+    if _true(flags, "previous"):
+        args["previous"] = True
+    return Call("logs", args)
+
+
+def _events(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
+    if r := _allow(flags, "events", "all_namespaces", "for", "types", "output"):
+        return r
+    if pos:
+        return Refusal("events takes no arguments; use --for kind/name")
+    args: dict[str, Any] = _common(flags)
+    if _true(flags, "all_namespaces"):
+        args["all_namespaces"] = True
+    if "for" in flags:
+        kn = _kind_name([flags["for"]])
+        if isinstance(kn, Refusal):
+            return kn
+        args["kind"], args["name"] = kn
+    if "types" in flags:
+        if flags["types"] != "Warning":
+            return Refusal("--types supports only Warning")
+        args["warnings_only"] = True
+    return Call("events", args)
+
+
+def _top(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
+    if not pos or pos[0] not in ("pod", "pods", "po", "node", "nodes", "no") or len(pos) > 1:
+        return Refusal("top takes pods or nodes (one object by name is not supported)")
+    if pos[0].startswith("no"):
+        if r := _allow(flags, "top nodes", "selector"):
+            return r
+        args: dict[str, Any] = _common(flags, namespaced=False)
+        if "selector" in flags:
+            args["label_selector"] = flags["selector"]
+        return Call("top_nodes", args)
+    if r := _allow(flags, "top pods", "selector", "all_namespaces", "containers"):
+        return r
+    args = _common(flags)
+    if "selector" in flags:
+        args["label_selector"] = flags["selector"]
+    if _true(flags, "all_namespaces"):
+        args["all_namespaces"] = True
+    if _true(flags, "containers"):
+        args["containers"] = True
+    return Call("top_pods", args)
+
+
+def _scale(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
+    if "selector" in flags or "all_namespaces" in flags or "all" in flags:
         return Refusal("scale takes exactly one named object")
+    if r := _allow(flags, "scale", "replicas"):
+        return r
+    kn = _kind_name(pos)
+    if isinstance(kn, Refusal):
+        return kn
+    kind, name = kn
+    if "replicas" not in flags:
+        return Refusal("scale needs --replicas=N")
+    n = _int(flags, "replicas", "--replicas")
+    if isinstance(n, Refusal):
+        return n
+    return Call("scale", {"kind": kind, "name": name, "replicas": n, **_common(flags)})
+
+
+def _rollout(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
+    if not pos:
+        return Refusal("rollout needs a subcommand: restart, undo, status or history")
+    sub, rest = pos[0], pos[1:]
+    allowed = {"restart": (), "undo": ("to_revision",), "status": ("timeout", "watch"),
+               "history": ("revision",)}
+    if sub not in allowed:
+        return Refusal(f"unsupported rollout subcommand {sub!r} (pause and resume are not "
+                       "supported)")
+    if r := _allow(flags, f"rollout {sub}", *allowed[sub]):
+        return r
     kn = _kind_name(rest)
     if isinstance(kn, Refusal):
         return kn
     kind, name = kn
-    if not name:
-        return Refusal("scale needs an object name, e.g. deploy/web")
-    if "replicas" not in flags:
-        return Refusal("scale needs --replicas=N")
+    args: dict[str, Any] = {"kind": kind, "name": name, **_common(flags)}
+    if sub == "undo" and "to_revision" in flags:
+        n = _int(flags, "to_revision", "--to-revision")
+        if isinstance(n, Refusal):
+            return n
+        args["to_revision"] = n
+    if sub == "history" and "revision" in flags:
+        n = _int(flags, "revision", "--revision")
+        if isinstance(n, Refusal):
+            return n
+        args["revision"] = n
+    if sub == "status" and "timeout" in flags:
+        s = _seconds(flags["timeout"], "--timeout")
+        if isinstance(s, Refusal):
+            return s
+        args["wait_seconds"] = s
+    tool = {"restart": "rollout_restart", "undo": "rollout_undo", "status": "rollout_status",
+            "history": "rollout_history"}[sub]
+    return Call(tool, args)
+
+
+def _quantities(text: str, flag: str) -> dict[str, str] | Refusal:
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        key, eq, value = part.partition("=")
+        if not eq or key not in ("cpu", "memory") or key in out or not value:
+            return Refusal(f"{flag} takes cpu=…,memory=…, not {text!r}")
+        out[key] = value
+    return out
+
+
+def _set(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
+    if not pos or pos[0] not in ("image", "resources", "env"):
+        return Refusal("set needs image, resources or env")
+    sub, rest = pos[0], pos[1:]
+    if not rest:
+        return Refusal(f"set {sub} needs an object, e.g. deploy/web")
+    kn = _kind_name(rest[:1])
+    if isinstance(kn, Refusal):
+        return kn
+    kind, name = kn
+    args: dict[str, Any] = {"kind": kind, "name": name, **_common(flags)}
+    pairs = rest[1:]
+    if sub == "image":
+        if r := _allow(flags, "set image"):
+            return r
+        if len(pairs) != 1 or "=" not in pairs[0]:
+            return Refusal("set image takes exactly one CONTAINER=IMAGE (one container at a time)")
+        args["container"], _, args["image"] = pairs[0].partition("=")
+        return Call("set_image", args)
+    if sub == "resources":
+        if r := _allow(flags, "set resources", "container", "limits", "requests"):
+            return r
+        if pairs:
+            return Refusal("set resources takes one object and --limits/--requests")
+        if "container" in flags:
+            args["container"] = flags["container"]
+        for key in ("limits", "requests"):
+            if key in flags:
+                q = _quantities(flags[key], f"--{key}")
+                if isinstance(q, Refusal):
+                    return q
+                args[key] = q
+        if "limits" not in args and "requests" not in args:
+            return Refusal("set resources needs --limits and/or --requests")
+        return Call("set_resources", args)
+    if r := _allow(flags, "set env", "container"):
+        return r
+    if "container" in flags:
+        args["container"] = flags["container"]
+    env: dict[str, str] = {}
+    remove: list[str] = []
+    for p in pairs:
+        if "=" in p:
+            k, _, v = p.partition("=")
+            env[k] = v
+        elif p.endswith("-"):
+            remove.append(p[:-1])
+        else:
+            return Refusal(f"set env takes NAME=value or NAME-, not {p!r}")
+    if not env and not remove:
+        return Refusal("set env needs NAME=value or NAME- (to remove)")
+    if env:
+        args["env"] = env
+    if remove:
+        args["remove"] = remove
+    return Call("set_env", args)
+
+
+def _delete(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
+    if "all" in flags or "selector" in flags or "all_namespaces" in flags:
+        return Refusal("delete takes exactly one named object (no --all, -l or -A)")
+    if "force" in flags:
+        return Refusal("--force is not supported: deletions are graceful and approved")
+    if "filename" in flags:
+        return Refusal("delete -f is not supported; name the object")
+    if r := _allow(flags, "delete", "grace_period", "cascade"):
+        return r
+    kn = _kind_name(pos)
+    if isinstance(kn, Refusal):
+        return kn
+    kind, name = kn
+    args: dict[str, Any] = {"kind": kind, "name": name,
+                            **_common(flags, kind not in catalogue.CLUSTER_SCOPED)}
+    if "grace_period" in flags:
+        n = _int(flags, "grace_period", "--grace-period")
+        if isinstance(n, Refusal):
+            return n
+        args["grace_period_seconds"] = n
+    if "cascade" in flags:
+        if flags["cascade"] not in ("background", "foreground", "orphan"):
+            return Refusal("--cascade takes background, foreground or orphan")
+        args["propagation"] = flags["cascade"]
+    return Call("delete", args)
+
+
+def _node(tool: str, *allowed: str) -> Callable[[list[str], dict[str, str]], Call | Refusal]:
+    def parse_node(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
+        if "namespace" in flags:
+            return Refusal(f"{tool} acts on a node, which has no namespace")
+        if r := _allow(flags, tool, *allowed):
+            return r
+        if len(pos) != 1:
+            return Refusal(f"{tool} takes exactly one node")
+        name = pos[0].removeprefix("node/").removeprefix("nodes/")
+        args: dict[str, Any] = {"name": name, **_common(flags, namespaced=False)}
+        for key in ("ignore_daemonsets", "delete_emptydir_data"):
+            if key in flags:
+                args[key] = _true(flags, key)
+        if "grace_period" in flags:
+            n = _int(flags, "grace_period", "--grace-period")
+            if isinstance(n, Refusal):
+                return n
+            args["grace_period_seconds"] = n
+        if "timeout" in flags:
+            s = _seconds(flags["timeout"], "--timeout")
+            if isinstance(s, Refusal):
+                return s
+            args["timeout_seconds"] = s
+        return Call(tool, args)
+
+    return parse_node
+
+
+def _meta(tool: str, field: str) -> Callable[[list[str], dict[str, str]], Call | Refusal]:
+    def parse_meta(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
+        if "all" in flags or "selector" in flags or "all_namespaces" in flags:
+            return Refusal(f"{tool} takes exactly one named object (no --all, -l or -A)")
+        if r := _allow(flags, tool, "overwrite"):
+            return r
+        objs = [p for p in pos if "=" not in p and not p.endswith("-")]
+        pairs = [p for p in pos if p not in objs]
+        kn = _kind_name(objs)
+        if isinstance(kn, Refusal):
+            return kn
+        kind, name = kn
+        values: dict[str, str | None] = {}
+        for p in pairs:
+            if "=" in p:
+                k, _, v = p.partition("=")
+                values[k] = v
+            else:
+                values[p[:-1]] = None
+        if not values:
+            return Refusal(f"{tool} needs KEY=value or KEY- (to remove)")
+        args: dict[str, Any] = {"kind": kind, "name": name, field: values,
+                                **_common(flags, kind not in catalogue.CLUSTER_SCOPED)}
+        if _true(flags, "overwrite"):
+            args["overwrite"] = True
+        return Call(tool, args)
+
+    return parse_meta
+
+
+def _patch(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
+    if r := _allow(flags, "patch", "patch", "patch_type"):
+        return r
+    kn = _kind_name(pos)
+    if isinstance(kn, Refusal):
+        return kn
+    kind, name = kn
+    if "patch" not in flags:
+        return Refusal("patch needs -p '<JSON>'")
+    ptype = flags.get("patch_type", "strategic")
+    if ptype not in ("strategic", "merge"):
+        return Refusal("--type supports strategic and merge (json patches are not supported)")
     try:
-        replicas = int(flags["replicas"])
+        body = json.loads(flags["patch"])
     except ValueError:
-        return Refusal(f"--replicas must be a whole number, not {flags['replicas']!r}")
-    return Call("scale", {"kind": kind, "name": name, "replicas": replicas, **_common(flags)})
+        return Refusal("the patch must be JSON")
+    if not isinstance(body, dict):
+        return Refusal("the patch must be a JSON object")
+    return Call("patch", {"kind": kind, "name": name, "patch_type": ptype, "body": body,
+                          **_common(flags)})
+
+
+def _manifest_command(text: str) -> Call | Refusal:
+    """`kubectl apply -f -` (or create), then the manifest on the following lines, optionally
+    as a here-document: `kubectl apply -f - <<EOF` … `EOF`."""
+    head, _, body = text.partition("\n")
+    m = _APPLY_HEAD.match(head.strip())
+    assert m is not None
+    verb, flagtext, marker = m.group(1), m.group(2), m.group(4)
+    if any(ch in _SHELL for ch in flagtext):
+        return Refusal("shell syntax is not supported")
+    try:
+        _, flags = _split(shlex.split(flagtext))
+    except ValueError as exc:
+        return Refusal(str(exc))
+    if r := _allow(flags, verb, "filename"):
+        return r
+    if flags.get("filename") != "-":
+        return Refusal(f"{verb} reads a manifest only inline: {verb} -f - and the manifest on the "
+                       "next lines")
+    lines = body.rstrip().split("\n")
+    if marker:
+        if not lines or lines[-1].strip() != marker:
+            return Refusal(f"the here-document is not closed with {marker}")
+        lines = lines[:-1]
+    try:
+        docs = [d for d in yaml.safe_load_all("\n".join(lines)) if d is not None]
+    except yaml.YAMLError as exc:
+        return Refusal(f"the manifest is not valid YAML: {str(exc)[:300]}")
+    if len(docs) != 1:
+        return Refusal(f"{verb} -f - takes exactly one object, not {len(docs)}")
+    manifest = docs[0]
+    if not isinstance(manifest, dict):
+        return Refusal("the manifest must be a mapping")
+    try:
+        manifest = json.loads(json.dumps(manifest))
+    except TypeError:
+        return Refusal("the manifest holds values that are not JSON (quote dates and times)")
+    return Call(verb, {"manifest": manifest, **_common(flags)})
+
+
+def _manifest_inline(pos: list[str], flags: dict[str, str]) -> Refusal:
+    if "filename" in flags and flags["filename"] != "-":
+        return Refusal("apply reads no files; use apply -f - with the manifest on the next lines")
+    return Refusal("apply -f - needs the manifest on the lines after the command")
+
+
+def _cluster_info(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
+    if pos:
+        return Refusal("cluster-info takes no arguments (dump is not supported)")
+    if r := _allow(flags, "cluster-info"):
+        return r
+    return Call("cluster_info", _common(flags, namespaced=False))
+
+
+def _auth(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
+    if r := _allow(flags, "auth can-i"):
+        return r
+    if len(pos) not in (3, 4) or pos[0] != "can-i":
+        return Refusal("auth supports only: auth can-i VERB RESOURCE [NAME]")
+    verb, resource = pos[1], pos[2]
+    name = pos[3] if len(pos) == 4 else None
+    if "/" in resource and name is None and not resource.endswith(("/log", "/scale", "/status")):
+        resource, _, name = resource.partition("/")
+    group = ""
+    if "." in resource:
+        resource, _, group = resource.partition(".")
+    args: dict[str, Any] = {"verb": verb, "resource": resource, **_common(flags)}
+    if group:
+        args["group"] = group
+    if name:
+        args["name"] = name
+    return Call("can_i", args)
+
+
+_VERBS: dict[str, Callable[[list[str], dict[str, str]], Call | Refusal]] = {
+    "get": _get,
+    "describe": _describe,
+    "logs": _logs,
+    "events": _events,
+    "top": _top,
+    "scale": _scale,
+    "rollout": _rollout,
+    "set": _set,
+    "delete": _delete,
+    "cordon": _node("cordon"),
+    "uncordon": _node("uncordon"),
+    "drain": _node("drain", "ignore_daemonsets", "delete_emptydir_data", "grace_period",
+                   "timeout"),
+    "label": _meta("label", "labels"),
+    "annotate": _meta("annotate", "annotations"),
+    "patch": _patch,
+    "apply": _manifest_inline,
+    "create": _manifest_inline,
+    "cluster-info": _cluster_info,
+    "auth": _auth,
+}

@@ -1,0 +1,245 @@
+"""Direct mode parses what it can exactly and refuses everything else; every call it makes
+converts to its catalogue tool's argument type (the gate would refuse it otherwise)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from schemas import catalogue
+from services.planner import direct
+
+MANIFEST = """apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: app-config
+data:
+  LOG_LEVEL: debug"""
+
+# Every verb of issue 6, with the exact call it becomes.
+VERBS: list[tuple[str, str, dict[str, Any]]] = [
+    ("kubectl get pods -n shop", "list", {"kind": "pod", "namespace": "shop"}),
+    ("/kubectl get po -n shop", "list", {"kind": "pod", "namespace": "shop"}),
+    ("kubectl get deploy -A", "list", {"kind": "deployment", "all_namespaces": True}),
+    ("kubectl get pods -l app=web --namespace=shop", "list",
+     {"kind": "pod", "namespace": "shop", "label_selector": "app=web"}),
+    ("kubectl get deploy/web -n shop", "get",
+     {"kind": "deployment", "name": "web", "namespace": "shop"}),
+    ("kubectl -n shop get deployment web -o yaml", "get",
+     {"kind": "deployment", "name": "web", "namespace": "shop"}),
+    ("kubectl get nodes", "list", {"kind": "node"}),
+    ("kubectl describe deploy/payment-service -n production", "describe",
+     {"kind": "deployment", "name": "payment-service", "namespace": "production"}),
+    ("kubectl describe node node-1", "describe", {"kind": "node", "name": "node-1"}),
+    ("kubectl logs payment-service-7c9f -n production", "logs",
+     {"name": "payment-service-7c9f", "namespace": "production"}),
+    ("kubectl logs pod/web-1 -c web --tail=50 -p -n shop", "logs",
+     {"name": "web-1", "container": "web", "tail_lines": 50, "previous": True,
+      "namespace": "shop"}),
+    ("kubectl events -n production --for deploy/payment-service --types=Warning", "events",
+     {"namespace": "production", "kind": "deployment", "name": "payment-service",
+      "warnings_only": True}),
+    ("kubectl events -A", "events", {"all_namespaces": True}),
+    ("kubectl top pods -n production --containers", "top_pods",
+     {"namespace": "production", "containers": True}),
+    ("kubectl top nodes", "top_nodes", {}),
+    ("kubectl scale deploy/web --replicas=5 -n shop", "scale",
+     {"kind": "deployment", "name": "web", "namespace": "shop", "replicas": 5}),
+    ("kubectl scale deployment web --replicas 0 -n shop", "scale",
+     {"kind": "deployment", "name": "web", "namespace": "shop", "replicas": 0}),
+    ("kubectl rollout restart deploy/auth-service -n staging", "rollout_restart",
+     {"kind": "deployment", "name": "auth-service", "namespace": "staging"}),
+    ("kubectl rollout undo deploy/web --to-revision=2 -n shop", "rollout_undo",
+     {"kind": "deployment", "name": "web", "namespace": "shop", "to_revision": 2}),
+    ("kubectl rollout status deploy/web -n shop --timeout=1m", "rollout_status",
+     {"kind": "deployment", "name": "web", "namespace": "shop", "wait_seconds": 60}),
+    ("kubectl rollout history deploy/web -n shop --revision 3", "rollout_history",
+     {"kind": "deployment", "name": "web", "namespace": "shop", "revision": 3}),
+    ("kubectl set image deploy/web web=nginx:1.27 -n shop", "set_image",
+     {"kind": "deployment", "name": "web", "namespace": "shop", "container": "web",
+      "image": "nginx:1.27"}),
+    ("kubectl set resources deploy/payment-service -c payment-service "
+     "--limits=memory=512Mi,cpu=1 --requests=memory=256Mi -n production", "set_resources",
+     {"kind": "deployment", "name": "payment-service", "namespace": "production",
+      "container": "payment-service", "limits": {"memory": "512Mi", "cpu": "1"},
+      "requests": {"memory": "256Mi"}}),
+    ("kubectl set env deploy/web LOG_LEVEL=debug OLD_FLAG- -n shop", "set_env",
+     {"kind": "deployment", "name": "web", "namespace": "shop", "env": {"LOG_LEVEL": "debug"},
+      "remove": ["OLD_FLAG"]}),
+    ("kubectl delete pod web-1 -n shop --grace-period=30", "delete",
+     {"kind": "pod", "name": "web-1", "namespace": "shop", "grace_period_seconds": 30}),
+    ("kubectl delete pvc/data-db-0 -n staging --cascade=foreground", "delete",
+     {"kind": "persistentvolumeclaim", "name": "data-db-0", "namespace": "staging",
+      "propagation": "foreground"}),
+    ("kubectl cordon node-1", "cordon", {"name": "node-1"}),
+    ("kubectl uncordon node/node-1", "uncordon", {"name": "node-1"}),
+    ("kubectl drain node-1 --ignore-daemonsets --delete-emptydir-data --timeout=5m", "drain",
+     {"name": "node-1", "ignore_daemonsets": True, "delete_emptydir_data": True,
+      "timeout_seconds": 300}),
+    ("kubectl label deploy web -n shop tier=frontend stale- --overwrite", "label",
+     {"kind": "deployment", "name": "web", "namespace": "shop",
+      "labels": {"tier": "frontend", "stale": None}, "overwrite": True}),
+    ("kubectl annotate deploy/web -n shop owner='team payments'", "annotate",
+     {"kind": "deployment", "name": "web", "namespace": "shop",
+      "annotations": {"owner": "team payments"}}),
+    ("kubectl patch deploy/web -n shop -p '{\"spec\": {\"replicas\": 2}}' --type merge", "patch",
+     {"kind": "deployment", "name": "web", "namespace": "shop", "patch_type": "merge",
+      "body": {"spec": {"replicas": 2}}}),
+    (f"kubectl apply -f - -n shop <<EOF\n{MANIFEST}\nEOF", "apply",
+     {"namespace": "shop", "manifest": {"apiVersion": "v1", "kind": "ConfigMap",
+                                        "metadata": {"name": "app-config"},
+                                        "data": {"LOG_LEVEL": "debug"}}}),
+    (f"/kubectl apply -f -\n{MANIFEST}", "apply",
+     {"manifest": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app-config"},
+                   "data": {"LOG_LEVEL": "debug"}}}),
+    (f"kubectl create -f - -n shop\n{MANIFEST}", "create",
+     {"namespace": "shop", "manifest": {"apiVersion": "v1", "kind": "ConfigMap",
+                                        "metadata": {"name": "app-config"},
+                                        "data": {"LOG_LEVEL": "debug"}}}),
+    ("kubectl cluster-info", "cluster_info", {}),
+    ("kubectl auth can-i delete deployments.apps -n shop", "can_i",
+     {"verb": "delete", "resource": "deployments", "group": "apps", "namespace": "shop"}),
+]
+
+
+@pytest.mark.parametrize(("text", "tool", "args"), VERBS)
+def test_every_verb_parses_into_a_call_the_catalogue_accepts(
+    text: str, tool: str, args: dict[str, Any]
+) -> None:
+    got = direct.parse(text)
+    assert got == direct.Call(tool, args)
+    catalogue.TOOLS[tool].parse_args(args)  # raises if the gate would refuse it
+
+
+def test_every_verb_of_the_issue_is_covered() -> None:
+    tools = {tool for _, tool, _ in VERBS}
+    wanted = {"get", "list", "describe", "logs", "events", "rollout_status", "rollout_history",
+              "top_pods", "top_nodes", "scale", "rollout_restart", "rollout_undo", "set_image",
+              "set_resources", "set_env", "apply", "create", "delete", "cordon", "uncordon",
+              "drain", "label", "annotate", "patch"}
+    assert wanted <= tools
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("kubectl get pods -n shop | grep web", "shell syntax"),
+        ("kubectl delete ns production; echo", "shell syntax"),
+        ("kubectl get pods > out.txt", "shell syntax"),
+        ("kubectl get pods -n $(whoami)", "shell syntax"),
+        ("kubectl exec -it web -- sh", "exec is not supported"),
+        ("kubectl port-forward svc/web 8080", "port-forward is not supported"),
+        ("kubectl edit deploy/web", "edit is not supported"),
+        ("kubectl scale deploy/web -n shop", "--replicas"),
+        ("kubectl scale deploy/web --replicas=five", "whole number"),
+        ("kubectl scale deploy --replicas=3", "missing object name"),
+        ("kubectl scale deploy/web --replicas=3 --dry-run=client", "--dry-run is not needed"),
+        ("kubectl get pods --dry-run=client", "--dry-run is not needed"),
+        ("kubectl get widgets", "unsupported resource kind"),
+        ("kubectl", "missing verb"),
+        ("kubectl get pods -n", "needs a value"),
+        ("kubectl get pods 'unterminated", "cannot parse"),
+        ("kubectl delete pods --all -n shop", "exactly one named object"),
+        ("kubectl delete pod web-1 --force --grace-period=0", "--force"),
+        ("kubectl delete deploy web api -n shop", "only one object"),
+        ("kubectl logs deploy/web -n shop", "does not pick one"),
+        ("kubectl set image deploy/web a=x:1 b=y:2", "one container at a time"),
+        ("kubectl set resources deploy/web --limits=disk=1Gi", "cpu=…,memory=…"),
+        ("kubectl patch deploy/web -p '[{\"op\": \"remove\"}]' --type json", "--type supports"),
+        ("kubectl apply -f deploy.yaml", "apply reads no files"),
+        ("kubectl apply -f -\napiVersion: v1\nkind: A\nmetadata: {name: a}\n---\n"
+         "apiVersion: v1\nkind: B\nmetadata: {name: b}", "exactly one object, not 2"),
+        ("kubectl apply -f - <<EOF\napiVersion: v1\nkind: A\nmetadata: {name: a}", "not closed"),
+        ("kubectl apply -f -\nkind: [unclosed", "not valid YAML"),
+        ("kubectl rollout pause deploy/web", "unsupported rollout subcommand"),
+        ("kubectl scale deploy/web --replicas=3 --wat", "unsupported flag '--wat'"),
+        ("kubectl frobnicate pods", "unsupported verb 'frobnicate'"),
+        ("kubectl scale deploy/Web_Bad --replicas=1", "invalid arguments for scale"),
+        ("kubectl scale deploy/web --replicas=-1", "invalid arguments for scale"),
+        ("kubectl cordon node-1 -n shop", "no namespace"),
+    ],
+)
+def test_refuses_with_a_clear_reason(text: str, why: str) -> None:
+    got = direct.parse(text)
+    assert isinstance(got, direct.Refusal), got
+    assert why in got.reason
+
+
+def _outcome(text: str) -> str:
+    got = direct.parse(text)
+    if isinstance(got, direct.Refusal):
+        return "refused"
+    return catalogue.TOOLS[got.tool].access
+
+
+# At least 40 commands as people type them, and what Interlock does with each: a read runs at
+# once, a write is held for approval, anything else is refused. The access comes from the
+# catalogue (the same table the gate classifies with), not from the parser.
+TABLE: list[tuple[str, str]] = [
+    ("kubectl get pods", "read"),
+    ("kubectl get pods -n production -o wide", "read"),
+    ("kubectl get deploy payment-service -n production -o yaml", "read"),
+    ("kubectl get svc -A", "read"),
+    ("kubectl get events -n production", "read"),
+    ("kubectl get secret payment-db-credentials -n production", "read"),
+    ("kubectl describe pod payment-service-7c9f -n production", "read"),
+    ("kubectl logs payment-service-7c9f -n production --previous", "read"),
+    ("kubectl events -n staging", "read"),
+    ("kubectl top pods -A", "read"),
+    ("kubectl top nodes", "read"),
+    ("kubectl rollout status deploy/web -n shop", "read"),
+    ("kubectl rollout history deployment/web -n shop", "read"),
+    ("kubectl cluster-info", "read"),
+    ("kubectl auth can-i create deployments -n shop", "read"),
+    ("/kubectl get hpa -n shop", "read"),
+    ("kubectl scale deploy/web --replicas=3 -n shop", "write"),
+    ("kubectl scale sts/db --replicas=0 -n staging", "write"),
+    ("kubectl rollout restart deployment/auth-service -n production", "write"),
+    ("kubectl rollout undo deploy/web -n shop", "write"),
+    ("kubectl set image deploy/web web=nginx:1.27.1 -n shop", "write"),
+    ("kubectl set resources deploy/payment-service --limits=memory=512Mi -n production", "write"),
+    ("kubectl set env deploy/web FEATURE_X=on -n shop", "write"),
+    ("kubectl delete pod web-1 -n shop", "write"),
+    ("kubectl delete namespace staging", "write"),
+    ("kubectl cordon node-2", "write"),
+    ("kubectl uncordon node-2", "write"),
+    ("kubectl drain node-2 --ignore-daemonsets", "write"),
+    ("kubectl label node node-2 disk=ssd", "write"),
+    ("kubectl annotate deploy/web -n shop kubernetes.io/change-cause='hotfix'", "write"),
+    ("kubectl patch deploy/web -n shop -p '{\"spec\": {\"paused\": true}}'", "write"),
+    (f"kubectl apply -f -\n{MANIFEST}", "write"),
+    ("kubectl get pods | grep payment", "refused"),
+    ("kubectl get pods && kubectl delete ns production", "refused"),
+    ("kubectl logs web-1 > /tmp/x", "refused"),
+    ("kubectl apply -f deploy.yaml --dry-run=server", "refused"),
+    ("kubectl scale deploy/web --replicas=3 --dry-run=client", "refused"),
+    ("kubectl delete pod web-1 --dry-run=server", "refused"),
+    ("kubectl exec -it payment-service-7c9f -- cat /etc/secrets", "refused"),
+    ("kubectl exec payment-service-7c9f env", "refused"),
+    ("kubectl port-forward svc/payment-service 8080:80", "refused"),
+    ("kubectl edit deploy/web -n shop", "refused"),
+    ("kubectl attach web-1", "refused"),
+    ("kubectl cp web-1:/etc/passwd ./passwd", "refused"),
+    ("kubectl proxy", "refused"),
+    ("kubectl run debug --image=busybox", "refused"),
+    ("kubectl taint nodes node-1 key=value:NoSchedule", "refused"),
+    ("kubectl delete pods --all -n production", "refused"),
+    ("kubectl delete pods -l app=web -n shop", "refused"),
+    ("kubectl delete pod web-1 --force --grace-period=0", "refused"),
+    ("kubectl yeet pods", "refused"),
+    ("kubectl get widgets", "refused"),
+    ("kubectl config use-context prod", "refused"),
+    ("kubectl get pods -n $(cat ns)", "refused"),
+    ("kubectl scale deploy/web --replicas=many", "refused"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), TABLE)
+def test_table_of_commands(text: str, expected: str) -> None:
+    assert _outcome(text) == expected
+
+
+def test_the_table_is_big_enough() -> None:
+    assert len(TABLE) >= 40
+    assert {e for _, e in TABLE} == {"read", "write", "refused"}
