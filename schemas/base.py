@@ -31,6 +31,10 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     actor: str = ""
     causation_id: str = ""
     correlation_id: str = ""
+    # Tamper evidence: the stream sequence and sha256 of the session's previous stored event,
+    # as the appender saw it (schemas/chain.py verifies the chain).
+    prev_seq: int = 0
+    prev_hash: str = ""
 
     @property
     def type(self) -> str:

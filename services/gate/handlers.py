@@ -214,7 +214,6 @@ class Gate:
     async def on_decided(self, d: ApprovalDecided) -> None:
         for _ in range(OCC_ATTEMPTS):
             stored = await self.bus.session(d.session_id)
-            last_seq = stored[-1].seq if stored else 0
             views = domain.fold_approvals([s.event for s in stored])
             view = views.get(d.approval_id)
             if view is None:
@@ -232,7 +231,7 @@ class Gate:
             if not outputs:
                 return  # a valid approval that still waits for another approver
             try:
-                await self.bus.append(outputs[0], expect_session_seq=last_seq)
+                await self.bus.append(outputs[0], after=stored[-1])
             except ConcurrencyConflict:
                 continue  # someone appended to the session meanwhile: fold again
             for out in outputs[1:]:
@@ -368,7 +367,7 @@ class Gate:
                                       causation_id=req.event_id,
                                       correlation_id=req.correlation_id)
                 try:
-                    await self.bus.append(out, expect_session_seq=stored[-1].seq)
+                    await self.bus.append(out, after=stored[-1])
                 except ConcurrencyConflict:
                     continue
                 expired += 1

@@ -19,6 +19,7 @@ from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import APIError
 
+from schemas import chain
 from schemas import events as E
 from schemas import subjects as S
 from schemas.base import Event
@@ -70,7 +71,7 @@ class Bus:
             log.warning("nats error: %s", exc, extra={"error": type(exc).__name__})
 
         nc = await nats.connect(
-            settings.url,
+            [u.strip() for u in settings.url.split(",") if u.strip()],  # a cluster: every URL
             user=settings.user,
             password=settings.password,
             name=f"interlock-{service}",
@@ -99,27 +100,54 @@ class Bus:
         once_per_key: bool = False,
         expect_subject_seq: int | None = None,
         expect_session_seq: int | None = None,
+        after: Stored | None = None,
         timeout: float = 5.0,
         attempts: int = 5,
     ) -> int:
-        """Appends an event to the log and returns its stream sequence.
+        """Appends an event to the log, chained to the session's previous event, and returns
+        its stream sequence.
 
         once_per_key: the event's subject must be empty (e.g. one claim per call).
         expect_subject_seq: the event's own subject must end at this sequence (0: empty).
-        expect_session_seq: the session's last sequence must still be this (one next step).
-        Raises ConcurrencyConflict when a precondition fails. Retries timeouts with the same
-        Nats-Msg-Id, so a retry after a lost ack is deduplicated by the server.
+        expect_session_seq / after: the session's last event must still be this one (one next
+        step); raises ConcurrencyConflict otherwise. Without any of these, the append is still
+        linearised: it chains to the session's last event and retries if another append won.
+        Timeouts are retried with the same Nats-Msg-Id, so the server deduplicates a retry
+        after a lost ack.
         """
         subject = S.event_subject(event)
-        headers = {"Nats-Msg-Id": event.event_id}
-        if once_per_key:
-            headers[EXPECTED_SEQ] = "0"
-        elif expect_subject_seq is not None:
-            headers[EXPECTED_SEQ] = str(expect_subject_seq)
-        elif expect_session_seq is not None:
-            headers[EXPECTED_SEQ] = str(expect_session_seq)
-            headers[EXPECTED_SEQ_SUBJECT] = S.session_filter(event.session_id)
-        data = E.encode(event)
+        own_subject_check = once_per_key or expect_subject_seq is not None
+        caller_occ = after is not None or expect_session_seq is not None
+        for _ in range(50):
+            if after is not None:
+                prev: tuple[int, bytes] | None = (after.seq, after.raw)
+            elif expect_session_seq is not None:
+                prev = await self._at(expect_session_seq) if expect_session_seq else None
+            else:
+                prev = await self._last_in_session(event.session_id)
+            chained = msgspec.structs.replace(
+                event, prev_seq=prev[0] if prev else 0,
+                prev_hash=chain.event_hash(prev[1]) if prev else "",
+            )
+            headers = {"Nats-Msg-Id": event.event_id}
+            if once_per_key:
+                headers[EXPECTED_SEQ] = "0"
+            elif expect_subject_seq is not None:
+                headers[EXPECTED_SEQ] = str(expect_subject_seq)
+            else:
+                headers[EXPECTED_SEQ] = str(prev[0] if prev else 0)
+                headers[EXPECTED_SEQ_SUBJECT] = S.session_filter(event.session_id)
+            try:
+                return await self._publish(subject, E.encode(chained), headers, timeout, attempts)
+            except ConcurrencyConflict:
+                if own_subject_check or caller_occ:
+                    raise
+                # Another append to the session won the race: chain to it and try again.
+        raise ConcurrencyConflict(f"{event.type}: the session is too busy to append to")
+
+    async def _publish(
+        self, subject: str, data: bytes, headers: dict[str, str], timeout: float, attempts: int
+    ) -> int:
         last_exc: Exception | None = None
         for attempt in range(attempts):
             try:
@@ -127,12 +155,28 @@ class Bus:
                 return int(ack.seq)
             except APIError as exc:
                 if exc.err_code == WRONG_LAST_SEQUENCE:
-                    raise ConcurrencyConflict(f"{event.type} on {subject}: {exc.description}")
+                    raise ConcurrencyConflict(f"{subject}: {exc.description}") from exc
                 raise
             except (NatsTimeoutError, asyncio.TimeoutError, NoRespondersError) as exc:
                 last_exc = exc
                 await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
-        raise RetryableError(f"append {event.type} failed: {last_exc}")
+        raise RetryableError(f"append to {subject} failed: {last_exc}")
+
+    async def _direct(self, request: dict[str, Any]) -> tuple[int, bytes] | None:
+        msg = await self.nc.request(f"$JS.API.DIRECT.GET.{S.EVENTS_STREAM}",
+                                    json.dumps(request).encode(), timeout=5.0)
+        hdrs = msg.headers or {}
+        if hdrs.get("Status") == "404":
+            return None
+        if hdrs.get("Status"):
+            raise RetryableError(f"direct get failed: {hdrs.get('Status')}")
+        return int(hdrs["Nats-Sequence"]), msg.data
+
+    async def _last_in_session(self, session_id: str) -> tuple[int, bytes] | None:
+        return await self._direct({"last_by_subj": S.session_filter(session_id)})
+
+    async def _at(self, seq: int) -> tuple[int, bytes] | None:
+        return await self._direct({"seq": seq})
 
     async def publish_command(
         self, subject: str, data: bytes, msg_id: str, timeout: float = 5.0
