@@ -65,8 +65,8 @@ def _sensitive(kind: str, path: str) -> bool:
     if path.endswith("last-applied-configuration"):
         return True
     if ".env[name=" in path:
-        name = path.split(".env[name=", 1)[1].split("]", 1)[0]
-        return bool(SENSITIVE.search(name))
+        name, _, rest = path.split(".env[name=", 1)[1].partition("]")
+        return rest == ".value" and bool(SENSITIVE.search(name))
     return bool(SENSITIVE.search(path.rsplit(".", 1)[-1]))
 
 
