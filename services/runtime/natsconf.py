@@ -83,7 +83,13 @@ def render(
     server_name: str = "interlock",
     http_port: int | None = None,
     cluster: dict[str, Any] | None = None,
+    host: str = "127.0.0.1",
 ) -> str:
+    """The server's configuration (JSON, which nats-server reads as its own syntax).
+
+    `host` is where it listens (loopback for `interlock up`; 0.0.0.0 in a container); `cluster`
+    is a `cluster_block` for one node of a JetStream cluster, whose `server_name` must be unique.
+    """
     users: list[dict[str, Any]] = [{"user": ADMIN_USER, "password": credentials[ADMIN_USER]}]
     for service in RUNTIME_USERS:
         users.append(
@@ -95,7 +101,7 @@ def render(
         )
     conf: dict[str, Any] = {
         "server_name": server_name,
-        "listen": f"127.0.0.1:{port}",
+        "listen": f"{host}:{port}",
         "max_payload": 1048576,
         # The audit log is fsynced on every write: an acknowledged event survives a power cut.
         "jetstream": {"store_dir": str(store_dir), "sync_interval": "always"},
@@ -106,8 +112,32 @@ def render(
         "system_account": "SYS",
     }
     if http_port is not None:
-        conf["http"] = f"127.0.0.1:{http_port}"
+        conf["http"] = f"{host}:{http_port}"
     if cluster:
         conf["cluster"] = cluster
     # JSON is valid nats-server configuration syntax.
     return json.dumps(conf, indent=2)
+
+
+def cluster_block(
+    *, port: int, route_ports: list[int], name: str = "interlock", host: str = "127.0.0.1"
+) -> dict[str, Any]:
+    """The `cluster` section of one node: where it listens for routes, and every node's route
+    (its own included; the server ignores a route to itself). Routes carry no client traffic
+    permissions: they are server-to-server only."""
+    return {
+        "name": name,
+        "listen": f"{host}:{port}",
+        "routes": [f"nats://{host}:{p}" for p in route_ports],
+    }
+
+
+def cluster_block_for_hosts(
+    *, port: int, hosts: list[str], name: str = "interlock"
+) -> dict[str, Any]:
+    """The `cluster` section for nodes on different hosts that share one port (a StatefulSet)."""
+    return {
+        "name": name,
+        "listen": f"0.0.0.0:{port}",
+        "routes": [f"nats://{h}:{port}" for h in hosts],
+    }

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import sys
+
 import nats
 from nats.js.api import (
     AckPolicy,
@@ -13,9 +18,13 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from schemas import subjects as S
+
+log = logging.getLogger(__name__)
 
 ACK_WAIT_S = 30.0
 MAX_DELIVER = 5
@@ -70,9 +79,34 @@ def consumer_config(durable: str, filters: tuple[str, ...]) -> ConsumerConfig:
     return cfg
 
 
-async def provision(url: str, admin_user: str, admin_password: str, replicas: int = 1) -> None:
-    """Idempotent: creates what is missing, updates what drifted (never loosens deny flags)."""
-    nc = await nats.connect(url, user=admin_user, password=admin_password, connect_timeout=5)
+def _servers(url: str) -> list[str]:
+    """INTERLOCK_NATS_URL may list several servers, comma-separated (a cluster)."""
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
+async def provision(url: str, admin_user: str, admin_password: str, replicas: int = 1,
+                    timeout: float = 60.0) -> None:
+    """Idempotent: creates what is missing, updates what drifted (never loosens deny flags).
+
+    Waits (up to `timeout`) for JetStream to answer: a fresh cluster has no meta leader for a
+    few seconds, and a container may start before its server."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            await _provision_once(url, admin_user, admin_password, replicas)
+            return
+        except (OSError, NoRespondersError, NatsTimeoutError, asyncio.TimeoutError,
+                ServiceUnavailableError, nats.errors.NoServersError) as exc:
+            if loop.time() > deadline:
+                raise
+            log.info("JetStream not ready yet (%s); retrying", type(exc).__name__)
+            await asyncio.sleep(0.5)
+
+
+async def _provision_once(url: str, admin_user: str, admin_password: str, replicas: int) -> None:
+    nc = await nats.connect(_servers(url), user=admin_user, password=admin_password,
+                            connect_timeout=5, allow_reconnect=False)
     try:
         js = nc.jetstream()
         for cfg in (events_stream(replicas), exec_stream(replicas)):
@@ -85,3 +119,28 @@ async def provision(url: str, admin_user: str, admin_password: str, replicas: in
             await js.add_consumer(stream, consumer_config(durable, filters))
     finally:
         await nc.close()
+
+
+def main() -> int:
+    """`python -m services.runtime.provision`: the one-shot provisioning job of a deployment
+    (compose, Kubernetes), run with the admin identity before any service starts."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    env = os.environ
+    password = env.get("INTERLOCK_NATS_PASSWORD", "")
+    if not password:
+        log.error("INTERLOCK_NATS_PASSWORD (the admin password) is required")
+        return 2
+    try:
+        replicas = int(env.get("INTERLOCK_STREAM_REPLICAS", "1"))
+        timeout = float(env.get("INTERLOCK_PROVISION_TIMEOUT", "120"))
+    except ValueError as exc:
+        log.error("invalid setting: %s", exc)
+        return 2
+    asyncio.run(provision(env.get("INTERLOCK_NATS_URL", "nats://127.0.0.1:4222"),
+                          env.get("INTERLOCK_NATS_USER", "admin"), password, replicas, timeout))
+    log.info("streams and consumers provisioned (replicas=%d)", replicas)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
