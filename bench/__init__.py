@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): they start the real stack and print figures. See BENCHMARKS.md."""
