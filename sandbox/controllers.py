@@ -40,6 +40,7 @@ PVCS = by_plural("", "persistentvolumeclaims")
 DEPLOYMENTS = by_plural("apps", "deployments")
 REPLICASETS = by_plural("apps", "replicasets")
 STATEFULSETS = by_plural("apps", "statefulsets")
+DAEMONSETS = by_plural("apps", "daemonsets")
 JOBS = by_plural("batch", "jobs")
 CRONJOBS = by_plural("batch", "cronjobs")
 HPAS = by_plural("autoscaling", "horizontalpodautoscalers")
@@ -520,7 +521,8 @@ class Controllers:
         self._started[uid] = started
         host_ip = next((a["address"] for a in node["status"].get("addresses") or []
                         if a["type"] == "InternalIP"), "10.0.0.1")
-        pod_ip = status.get("podIP") or self._pod_ip(node)
+        pod_ip = status.get("podIP") or (
+            host_ip if pod["spec"].get("hostNetwork") else self._pod_ip(node))
         owner = controller_of(pod) or {}
         b = kubelet.behaviour(pod, self.time_scale, is_job=owner.get("kind") == "Job")
         new_status, wake = kubelet.pod_status(pod, b, started, started, now(), pod_ip, host_ip)

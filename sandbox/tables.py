@@ -148,6 +148,17 @@ def _pv_row(p: Obj) -> list[Any]:
             spec.get("storageClassName", ""), "<unset>", "", _age(p)]
 
 
+def _ds_row(d: Obj) -> list[Any]:
+    spec, st = d.get("spec") or {}, d.get("status") or {}
+    names, images = _containers(spec)
+    selector = ",".join(f"{k}={v}" for k, v in (
+        (spec.get("template") or {}).get("spec", {}).get("nodeSelector") or {}).items())
+    return [_name(d), st.get("desiredNumberScheduled", 0), st.get("currentNumberScheduled", 0),
+            st.get("numberReady", 0), st.get("updatedNumberScheduled", 0),
+            st.get("numberAvailable", 0), selector or "<none>", _age(d), names, images,
+            selector_string(spec.get("selector"))]
+
+
 def _job_row(j: Obj) -> list[Any]:
     spec, st = j.get("spec") or {}, j.get("status") or {}
     conds = {c["type"]: c["status"] for c in st.get("conditions") or []}
@@ -221,6 +232,12 @@ TABLES: dict[str, tuple[list[Column], Row]] = {
                    _rs_row),
     "StatefulSet": ([("Name", S, 0), ("Ready", S, 0), ("Age", S, 0), ("Containers", S, 1),
                      ("Images", S, 1)], _sts_row),
+    "DaemonSet": ([("Name", S, 0), ("Desired", I, 0), ("Current", I, 0), ("Ready", I, 0),
+                   ("Up-to-date", I, 0), ("Available", I, 0), ("Node Selector", S, 0),
+                   ("Age", S, 0), ("Containers", S, 1), ("Images", S, 1), ("Selector", S, 1)],
+                  _ds_row),
+    "Lease": ([("Name", S, 0), ("Holder", S, 0), ("Age", S, 0)],
+              lambda x: [_name(x), (x.get("spec") or {}).get("holderIdentity", ""), _age(x)]),
     "Service": ([("Name", S, 0), ("Type", S, 0), ("Cluster-IP", S, 0), ("External-IP", S, 0),
                  ("Port(s)", S, 0), ("Age", S, 0), ("Selector", S, 1)], _svc_row),
     "Node": ([("Name", S, 0), ("Status", S, 0), ("Roles", S, 0), ("Age", S, 0),

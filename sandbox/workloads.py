@@ -10,9 +10,11 @@ from datetime import datetime
 
 from sandbox.controllers import (
     CRONJOBS,
+    DAEMONSETS,
     DEPLOYMENTS,
     HPAS,
     JOBS,
+    NODES,
     PODS,
     PVCS,
     STATEFULSETS,
@@ -48,6 +50,7 @@ class Workloads:
             "Job": self._job,
             "CronJob": self._cronjob,
             "HorizontalPodAutoscaler": self._hpa,
+            "DaemonSet": self._daemonset,
         })
         ctl.extra.append(self._related)
 
@@ -56,6 +59,9 @@ class Workloads:
         kind, meta = change.rt.kind, change.obj["metadata"]
         ns = meta.get("namespace", "")
         keys: list[Key] = []
+        if kind == "Node":
+            keys.extend(("DaemonSet", d["metadata"]["namespace"], d["metadata"]["name"])
+                        for d in self.store.iter_raw(DAEMONSETS))
         if kind in ("Pod", "Deployment", "StatefulSet", "ReplicaSet"):
             keys.extend(("HorizontalPodAutoscaler", ns, h["metadata"]["name"])
                         for h in self.store.iter_raw(HPAS) if h["metadata"]["namespace"] == ns)
@@ -160,6 +166,41 @@ class Workloads:
         }
         apply_defaults(PVCS, pvc)
         self.store.create(PVCS, pvc)
+
+    # ---- daemonsets ----------------------------------------------------------------------
+    def _daemonset(self, ns: str, name: str) -> None:
+        ds = self.store.get(DAEMONSETS, ns, name)
+        if ds is None:
+            return
+        template = ds["spec"]["template"]
+        pod_spec = template.get("spec") or {}
+        revision = template_hash(template)
+        tolerations = pod_spec.get("tolerations") or []
+        selector = pod_spec.get("nodeSelector") or {}
+        nodes = [n for n in self.store.list(NODES)
+                 if all((n["metadata"].get("labels") or {}).get(k) == v
+                        for k, v in selector.items())
+                 and all(_tolerated(t, tolerations) for t in n["spec"].get("taints") or [])]
+        wanted = {n["metadata"]["name"] for n in nodes}
+        pods = self.ctl._owned(PODS, ds)
+        placed = {p["spec"].get("nodeName") for p in pods}
+        for pod in pods:
+            stale = pod["metadata"]["labels"].get("controller-revision-hash") != revision
+            if pod["spec"].get("nodeName") not in wanted or stale:
+                self.store.delete(PODS, ns, pod["metadata"]["name"])
+                placed.discard(pod["spec"].get("nodeName"))
+        for node in sorted(wanted - placed):
+            bound = copy.deepcopy(template)
+            bound.setdefault("spec", {})["nodeName"] = node
+            self.ctl.new_pod(ds, bound, self.ctl.pod_name(name),
+                             {"controller-revision-hash": revision})
+        pods = self.ctl._owned(PODS, ds)
+        ready = sum(1 for p in pods if _is_ready(p))
+        self.ctl._set_status(DAEMONSETS, ds, {
+            "currentNumberScheduled": len(pods), "desiredNumberScheduled": len(wanted),
+            "numberMisscheduled": 0, "numberReady": ready, "numberAvailable": ready,
+            "updatedNumberScheduled": len(pods),
+            "observedGeneration": ds["metadata"].get("generation", 1)})
 
     # ---- jobs ----------------------------------------------------------------------------
     def _job(self, ns: str, name: str) -> None:
@@ -394,6 +435,15 @@ class Workloads:
             requested += quantity(req)
             used += self.metrics.container_usage(pod, c["name"])[0]
         return 100 * used / requested if requested else None
+
+
+def _tolerated(taint: Obj, tolerations: list[Obj]) -> bool:
+    if taint.get("effect") not in ("NoSchedule", "NoExecute"):
+        return True
+    return any(t.get("operator") == "Exists" and not t.get("key") or
+               t.get("key") == taint.get("key") and (
+                   t.get("operator") == "Exists" or t.get("value") == taint.get("value"))
+               for t in tolerations)
 
 
 def _ordinal(pod_name: str, set_name: str) -> int:
