@@ -21,14 +21,13 @@ import pytest
 from kubernetes import client, config
 
 from clients.stack import Stack
-from schemas import catalogue, events
+from schemas import events
 from schemas import subjects as S
 from schemas.approval import ApprovalDecided, Grant
 from schemas.commands import ExecCommand, command_encoder
 from schemas.ids import new_call_id
 from schemas.planning import ToolProposed
 from services.runtime import signing
-from services.runtime.bus import Bus
 from tests.e2e.conftest import bus_as, start_stack, token
 from tests.support import Client
 
@@ -308,10 +307,3 @@ async def test_expired_approval_cannot_be_approved(
     finally:
         await short.stop()
 
-
-def test_call_hash_is_what_the_executor_checks() -> None:
-    args = catalogue.canonical_args(catalogue.TOOLS["scale"].parse_args(
-        {"name": "web", "namespace": "shop", "replicas": 8}))
-    assert catalogue.call_hash("scale", args) != catalogue.call_hash("scale", {**args,
-                                                                                "replicas": 50})
-    assert isinstance(Bus, type)

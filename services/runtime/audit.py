@@ -1,0 +1,306 @@
+"""The audit read model: a session as a readable timeline, its writes as records, and an
+integrity verdict (hash chain, gate signatures, call hashes). Pure functions over stored events,
+shared by the gateway's audit endpoints and the CLI's export/verify, so a live log, a stream copy
+and an exported file are judged by the same code."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from schemas import catalogue, chain
+from schemas import events as E
+from schemas.approval import (
+    ApprovalDecided,
+    ApprovalDenied,
+    ApprovalExpired,
+    ApprovalGranted,
+    ApprovalRequested,
+    DecisionRejected,
+    ToolAmended,
+    ToolClassified,
+    ToolRefused,
+)
+from schemas.base import Event
+from schemas.execution import CommandRefused, PreviewRecorded, ToolResult, ToolStarted
+from schemas.planning import CommandRejected, ToolProposed
+from schemas.session import (
+    AssistantMessage,
+    SessionCancelled,
+    SessionStarted,
+    TurnCompleted,
+    UserMessage,
+)
+from services.runtime import signing
+
+
+def _short(text: str, n: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _args(args: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(args.items()) if v not in ("", None, False))
+
+
+def describe(ev: Event) -> str:
+    """One line saying who did what, for the timeline."""
+    match ev:
+        case SessionStarted():
+            return f"{ev.actor} opened the session"
+        case UserMessage():
+            return f"{ev.actor} asked: {_short(ev.text)}"
+        case AssistantMessage():
+            return f"planner said: {_short(ev.text)}"
+        case CommandRejected():
+            return f"planner refused the command: {ev.reason}"
+        case ToolProposed():
+            ev_txt = f"; evidence: {_short(' | '.join(ev.evidence), 200)}" if ev.evidence else ""
+            why = f"; why: {_short(ev.rationale)}" if ev.rationale else ""
+            return f"planner proposed {ev.tool}({_args(ev.args)}){why}{ev_txt}"
+        case ToolClassified():
+            return f"gate classified {ev.call_id} as {ev.access} ({ev.rule})"
+        case ToolRefused():
+            return f"gate refused {ev.tool} {ev.call_id}: {ev.reason}"
+        case PreviewRecorded():
+            diff = "; ".join(c.describe() for c in ev.diff) or "no field changes"
+            return f"executor dry run of {ev.call_id}: {diff}" + (
+                f" (error: {ev.error})" if ev.error else "")
+        case ApprovalRequested():
+            parts = []
+            for c in ev.calls:
+                diff = "; ".join(d.describe() for d in c.diff) or "no field changes"
+                parts.append(f"{c.tool} {c.target.describe()}: {diff}")
+            flags = f"; risks: {'; '.join(ev.risk_flags)}" if ev.risk_flags else ""
+            return (f"gate asked for approval {ev.approval_id} (requested by {ev.requested_by}): "
+                    f"{' | '.join(parts)}{flags}; expires {ev.expires_at:%H:%M:%S}")
+        case ApprovalDecided():
+            what = "approved with changed args" if ev.args is not None else (
+                "approved" if ev.decision == "approve" else "denied")
+            why = f" — {ev.reason}" if ev.reason else ""
+            return f"{ev.approver} {what} {ev.approval_id}{why}"
+        case DecisionRejected():
+            return f"gate rejected a decision by {ev.approver or '?'} on {ev.approval_id}: " \
+                   f"{ev.reason}"
+        case ApprovalGranted():
+            return f"gate granted {ev.approval_id} (approved by {ev.approver}) and released " \
+                   f"{len(ev.grants)} signed call(s)"
+        case ApprovalDenied():
+            return f"gate recorded the denial of {ev.approval_id} by {ev.approver}: {ev.reason}"
+        case ApprovalExpired():
+            return f"gate expired {ev.approval_id}: nobody decided in time"
+        case ToolAmended():
+            return f"gate made {ev.call_id} from {ev.replaces} with args changed by " \
+                   f"{ev.amended_by}: {ev.tool}({_args(ev.args)})"
+        case ToolStarted():
+            return f"executor claimed {ev.call_id} and called the cluster"
+        case ToolResult():
+            first = _short(ev.output.splitlines()[0] if ev.output else "", 200)
+            return f"executor result of {ev.call_id} ({ev.tool}): {ev.status} — {first}"
+        case CommandRefused():
+            return f"executor refused a command for {ev.call_id}: {ev.reason}"
+        case TurnCompleted():
+            return f"planner finished the turn ({ev.reason})" if ev.reason else \
+                "planner finished the turn"
+        case SessionCancelled():
+            return f"{ev.actor} cancelled the run"
+    return f"{ev.emitter}: {ev.type}"
+
+
+@dataclass
+class Entry:
+    seq: int
+    at: datetime
+    actor: str
+    type: str
+    text: str
+
+
+@dataclass
+class WriteRecord:
+    """One write, from proposal to result: who asked, who approved, what changed."""
+
+    session_id: str
+    call_id: str
+    tool: str
+    target: dict[str, str]
+    args: dict[str, Any]
+    requested_by: str = ""
+    requested_at: str = ""
+    evidence: list[str] = field(default_factory=list)
+    diff: list[str] = field(default_factory=list)
+    approval_id: str = ""
+    decision: str = "pending"
+    approvers: list[str] = field(default_factory=list)
+    decided_at: str = ""
+    reason: str = ""
+    result: str = ""
+    output: str = ""
+
+
+@dataclass
+class AuditReport:
+    session_id: str
+    entries: list[Entry] = field(default_factory=list)
+    writes: list[WriteRecord] = field(default_factory=list)
+    chain: chain.ChainReport = field(default_factory=chain.ChainReport)
+    problems: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.chain.ok and not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "integrity": {"ok": self.ok, "chain": self.chain.to_json(),
+                          "problems": self.problems},
+            "timeline": [{"seq": e.seq, "at": e.at.isoformat(), "actor": e.actor,
+                          "type": e.type, "text": e.text} for e in self.entries],
+            "writes": [msgspec.to_builtins(w.__dict__) for w in self.writes],
+        }
+
+    def render(self) -> str:
+        lines = [f"Session {self.session_id}"]
+        for e in self.entries:
+            lines.append(f"{e.at:%Y-%m-%d %H:%M:%S} #{e.seq:<6} {e.text}")
+        verdict = "intact" if self.ok else "BROKEN"
+        lines.append(f"Integrity: {verdict} ({self.chain.checked} events, head "
+                     f"#{self.chain.head_seq} {self.chain.head_hash[:16]})")
+        for b in self.chain.breaks:
+            lines.append(f"  chain break at #{b['seq']}: {b['problem']}")
+        for p in self.problems:
+            lines.append(f"  signature problem at #{p['seq']}: {p['problem']}")
+        return "\n".join(lines)
+
+
+def _check_signatures(seq: int, ev: Event, requests: dict[str, ApprovalRequested],
+                      key: Ed25519PublicKey | None) -> list[dict[str, object]]:
+    problems: list[dict[str, object]] = []
+    if isinstance(ev, ApprovalRequested):
+        for c in ev.calls:
+            if catalogue.call_hash(c.tool, c.args) != c.call_hash:
+                problems.append({"seq": seq, "problem": f"call {c.call_id}: args do not match "
+                                 "the recorded call hash"})
+    if isinstance(ev, ApprovalGranted):
+        req = requests.get(ev.approval_id)
+        hashes = {c.call_id: c.call_hash for c in req.calls} if req else {}
+        for g in ev.grants:
+            if key is not None and not signing.verify(g, key):
+                problems.append({"seq": seq, "problem": f"grant for {g.call_id}: invalid gate "
+                                 "signature"})
+            if req is not None and hashes.get(g.call_id) != g.call_hash:
+                problems.append({"seq": seq, "problem": f"grant for {g.call_id} is not for the "
+                                 "call that was requested"})
+    return problems
+
+
+def audit(session_id: str, links: list[chain.Link],
+          gate_key: Ed25519PublicKey | None = None) -> AuditReport:
+    report = AuditReport(session_id)
+    report.chain = chain.verify_chain(links)
+    requests: dict[str, ApprovalRequested] = {}
+    writes: dict[str, WriteRecord] = {}
+    proposals: dict[str, ToolProposed | ToolAmended] = {}
+    for link in sorted(links, key=lambda x: x.seq):
+        try:
+            ev = E.decode(link.raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        report.entries.append(Entry(link.seq, ev.occurred_at, ev.actor or ev.emitter, ev.type,
+                                    describe(ev)))
+        report.problems += _check_signatures(link.seq, ev, requests, gate_key)
+        match ev:
+            case ToolProposed() | ToolAmended():
+                proposals[ev.call_id] = ev
+            case ApprovalRequested():
+                requests[ev.approval_id] = ev
+                for c in ev.calls:
+                    p = proposals.get(c.call_id)
+                    writes[c.call_id] = WriteRecord(
+                        session_id=ev.session_id, call_id=c.call_id, tool=c.tool,
+                        target=msgspec.to_builtins(c.target), args=c.args,
+                        requested_by=ev.requested_by, requested_at=ev.occurred_at.isoformat(),
+                        evidence=list(p.evidence) if p else [],
+                        diff=[d.describe() for d in c.diff], approval_id=ev.approval_id)
+            case ApprovalGranted() | ApprovalDenied() | ApprovalExpired():
+                req = requests.get(ev.approval_id)
+                for cid in (req.call_ids if req else ()):
+                    w = writes.get(cid)
+                    if w is None:
+                        continue
+                    w.decided_at = ev.occurred_at.isoformat()
+                    if isinstance(ev, ApprovalGranted):
+                        w.decision, w.approvers = "approved", ev.approver.split("+")
+                    elif isinstance(ev, ApprovalDenied):
+                        w.decision, w.approvers, w.reason = "denied", [ev.approver], ev.reason
+                    else:
+                        w.decision = "expired"
+            case ToolResult() if ev.call_id in writes:
+                writes[ev.call_id].result = ev.status
+                writes[ev.call_id].output = _short(ev.output, 500)
+    report.writes = list(writes.values())
+    return report
+
+
+def load_public_key(raw: bytes) -> Ed25519PublicKey:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_public_key(raw)
+    assert isinstance(key, Ed25519PublicKey)
+    return key
+
+
+def export_lines(links: list[chain.Link]) -> str:
+    """JSON lines for SIEM export: `event` to read, `raw` the exact stored text that the chain
+    hashes. `verify` checks both, so editing either copy is caught."""
+    out = []
+    for link in links:
+        text = link.raw.decode()
+        out.append(json.dumps({"seq": link.seq, "subject": link.subject,
+                               "event": json.loads(text), "raw": text}, ensure_ascii=False))
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def import_lines(text: str) -> tuple[list[chain.Link], list[dict[str, object]]]:
+    """(links, problems) from an exported file."""
+    links: list[chain.Link] = []
+    problems: list[dict[str, object]] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            link = chain.Link(int(d["seq"]), str(d["subject"]), str(d["raw"]).encode())
+            readable = d["event"]
+        except (ValueError, KeyError, TypeError) as exc:
+            problems.append({"seq": 0, "problem": f"line {n} is not an exported event: {exc}"})
+            continue
+        if json.loads(link.raw) != readable:
+            problems.append({"seq": link.seq, "problem": "the readable copy of this event "
+                             "differs from the stored bytes (edited)"})
+        links.append(link)
+    return links, problems
+
+
+def audit_file(text: str, gate_key: Ed25519PublicKey | None = None) -> list[AuditReport]:
+    """Audits every session in an exported file."""
+    links, problems = import_lines(text)
+    by_session: dict[str, list[chain.Link]] = {}
+    for link in links:
+        by_session.setdefault(link.subject.split(".")[1], []).append(link)
+    reports = [audit(sid, ls, gate_key) for sid, ls in by_session.items()]
+    for p in problems:
+        for r in reports:
+            if any(link.seq == p["seq"] for link in by_session[r.session_id]):
+                r.problems.append(p)
+    if problems and not reports:
+        bad = AuditReport("?")
+        bad.problems = problems
+        reports.append(bad)
+    return reports
