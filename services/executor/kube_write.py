@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from schemas import catalogue as C
 from schemas.approval import BlastRadius, FieldChange
+from services.executor import facts
 from services.executor import kube_read as R
 from services.executor.diff import diff, value_at
 from services.executor.kube import KINDS, Kube, KubeError, Outcome, Preview, kind_of_manifest, path
@@ -475,7 +478,12 @@ def blast_radius(k: Kube, ctx: str, plan: Plan, after: Obj | None) -> BlastRadiu
 def preview(k: Kube, args: C.Args) -> Preview:
     plan = plan_for(k, args)
     after = plan.send(True, plan.rv)
-    return Preview(_changes(plan, after), blast_radius(k, args.cluster, plan, after), plan.rv)
+    radius = blast_radius(k, args.cluster, plan, after)
+    context = facts.gather(k, args.cluster, plan.kind, plan.namespace, plan.name, plan.before,
+                           plan.deleting)
+    if context:
+        radius = msgspec.structs.replace(radius, **context)
+    return Preview(_changes(plan, after), radius, plan.rv)
 
 
 def execute(k: Kube, args: C.Args, resource_version: str) -> tuple[Outcome, Plan, Obj | None]:
