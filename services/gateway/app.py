@@ -64,7 +64,7 @@ async def body_of(request: web.Request, kind: type[T], *, required: bool = False
         return msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as exc:
         raise HttpError(400, "invalid_body", str(exc)) from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise HttpError(400, "malformed_json", f"malformed JSON: {exc}") from exc
 
 

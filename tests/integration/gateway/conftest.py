@@ -18,6 +18,7 @@ from services.gateway.ratelimit import RateLimiter
 from services.gateway.sse import Connection
 from services.runtime.bus import Bus
 from services.runtime.embedded import free_port
+from services.runtime.settings import NatsSettings
 from tests.conftest import NatsEnv
 from tests.support import Client
 
@@ -40,6 +41,10 @@ class Gateway:
     bus: Bus
     http: aiohttp.ClientSession
     gate_bus: Bus
+    env: NatsEnv
+
+    def bus_settings(self, user: str) -> NatsSettings:
+        return self.env.settings(user)
 
     def client(self, role: str) -> Client:
         return Client(self.http, self.url, token_of(role))
@@ -108,7 +113,7 @@ async def gateway_factory(nats_env: NatsEnv) -> AsyncIterator[GatewayFactory]:
             await gate_bus.close()
 
         cleanups.append(stop)
-        return Gateway(f"http://127.0.0.1:{port}", api, bus, http, gate_bus)
+        return Gateway(f"http://127.0.0.1:{port}", api, bus, http, gate_bus, nats_env)
 
     try:
         yield start
