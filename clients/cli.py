@@ -27,6 +27,8 @@ async def _up(args: argparse.Namespace) -> int:
         kube_context=args.context or "",
         admin_token=os.environ.get("INTERLOCK_ADMIN_TOKEN", ""),
         scenarios=tuple(args.scenario or ()),
+        replicas=args.replicas,
+        nats_cluster=args.nats_cluster,
     )
     stack = Stack(cfg)
     stop = asyncio.Event()
@@ -41,7 +43,14 @@ async def _up(args: argparse.Namespace) -> int:
         return 1
     _out(f"Interlock is up: {stack.url}")
     _out(f"  Command Center  {stack.url}/")
-    _out(f"  NATS            nats://127.0.0.1:{cfg.nats_port} (data in {stack.data})")
+    if stack.cluster is not None:
+        _out(f"  NATS            {stack.nats_url} ({cfg.nats_cluster}-node JetStream cluster, "
+             f"data in {stack.data})")
+    else:
+        _out(f"  NATS            nats://127.0.0.1:{cfg.nats_port} (data in {stack.data})")
+    if cfg.replicas > 1:
+        _out(f"  Instances       {cfg.replicas} of each service; gateways at "
+             + " ".join(stack.gateway_urls))
     cluster = stack.sandbox_url and f"sandbox cluster at {stack.sandbox_url}"
     _out(f"  Kubernetes      {cluster or stack.kubeconfig}  (kubeconfig {stack.kubeconfig})")
     _out("  Tokens (Authorization: Bearer …):")
@@ -69,6 +78,20 @@ async def _watch_children(stack: Stack, stop: asyncio.Event) -> None:
                 stack.start_service(name)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 16:
+        raise argparse.ArgumentTypeError("must be between 1 and 16")
+    return value
+
+
+def _cluster_size(text: str) -> int:
+    value = int(text)
+    if value != 1 and (value < 3 or value % 2 == 0 or value > 7):
+        raise argparse.ArgumentTypeError("1, or an odd number of nodes from 3 to 7")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="interlock", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--kubeconfig", help="use this cluster instead of the sandbox")
     up.add_argument("--context", help="kubeconfig context to allow (default: current)")
     up.add_argument("--scenario", action="append", help="sandbox scenario (default: all)")
+    up.add_argument("--replicas", type=_positive, default=1,
+                    help="instances of each service (default 1); extra gateways get their own "
+                         "ports")
+    up.add_argument("--nats-cluster", type=_cluster_size, default=1, metavar="N",
+                    help="run N nats-server nodes as a JetStream cluster (3 or 5; streams get N "
+                         "replicas); default 1")
     sb = sub.add_parser("sandbox", help="run the sandbox cluster alone", add_help=False)
     sb.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)

@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 
 from services.runtime import natsconf, provision, signing
-from services.runtime.embedded import NatsServerProcess, free_port
+from services.runtime.embedded import NatsCluster, NatsServerProcess, free_port
 from services.runtime.errors import ConfigError
 
 SERVICES = ("executor", "gate", "planner", "gateway")
@@ -36,6 +36,26 @@ class StackConfig:
     scenarios: tuple[str, ...] = ()
     sse_heartbeat_s: float = 15.0
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Instances per service. They share the durable consumers; the first gateway serves
+    # http_port, every other gateway a port of its own (gateways are stateless).
+    replicas: int = 1
+    # nats-server nodes: 1, or an odd number ≥ 3 for a JetStream cluster on loopback whose
+    # streams have that many replicas.
+    nats_cluster: int = 1
+    # The sandbox's pretend kubelet delays are multiplied by this (tests use a small value).
+    sandbox_time_scale: float = 1.0
+    # How long a consumer's unacknowledged message waits before redelivery (fault tests
+    # shorten it so a killed instance's work comes back quickly).
+    ack_wait_s: float = provision.ACK_WAIT_S
+
+
+def instance_name(service: str, index: int) -> str:
+    """`gate` for the first instance, `gate-2`, `gate-3`… for the others."""
+    return service if index == 0 else f"{service}-{index + 1}"
+
+
+def service_of(name: str) -> str:
+    return name.split("-", 1)[0]
 
 
 def _load_or_create_json(path: Path, make: dict[str, object]) -> dict[str, object]:
@@ -52,7 +72,9 @@ class Stack:
         self.cfg = cfg
         self.data = cfg.data_dir.resolve()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.nats: NatsServerProcess | None = None
+        self.nats: NatsServerProcess | None = None  # the only node, or the cluster's first
+        self.cluster: NatsCluster | None = None
+        self.gateway_ports: dict[str, int] = {}
         self.sandbox: subprocess.Popen[bytes] | None = None
         self.sandbox_url = ""
         self.kubeconfig: Path | None = cfg.kubeconfig
@@ -62,6 +84,22 @@ class Stack:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.cfg.http_port}"
+
+    @property
+    def gateway_urls(self) -> list[str]:
+        """Every gateway instance's base URL, the first one first."""
+        return [self.url] + [f"http://127.0.0.1:{p}" for n, p in self.gateway_ports.items()
+                             if n != "gateway"]
+
+    @property
+    def nats_url(self) -> str:
+        """What clients connect to: every node's URL, comma-separated, for a cluster."""
+        if self.cluster is not None:
+            return self.cluster.url
+        return f"nats://127.0.0.1:{self.cfg.nats_port}"
+
+    def instances(self, service: str) -> list[str]:
+        return [instance_name(service, i) for i in range(max(1, self.cfg.replicas))]
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -90,20 +128,33 @@ class Stack:
             )
 
     async def start_nats(self) -> None:
-        port = self.cfg.nats_port or free_port()
-        self.cfg.nats_port = port
-        text = natsconf.render(port=port, store_dir=self.data / "jetstream",
-                               credentials=self.credentials)
-        self.nats = NatsServerProcess(text, self.data / "nats", port)
-        await self.nats.start()
-        await provision.provision(self.nats.url, natsconf.ADMIN_USER,
-                                  self.credentials[natsconf.ADMIN_USER])
+        size = self.cfg.nats_cluster
+        if size != 1 and (size < 3 or size % 2 == 0):
+            raise ConfigError("a NATS cluster needs an odd number of nodes, at least 3")
+        if size > 1:
+            self.cluster = NatsCluster.create(self.data / "nats", self.data / "jetstream",
+                                              self.credentials, size, self.cfg.nats_port)
+            self.nats = self.cluster.nodes[0]
+            self.cfg.nats_port = self.nats.port
+            await self.cluster.start()
+        else:
+            port = self.cfg.nats_port or free_port()
+            self.cfg.nats_port = port
+            text = natsconf.render(port=port, store_dir=self.data / "jetstream",
+                                   credentials=self.credentials)
+            self.nats = NatsServerProcess(text, self.data / "nats", port)
+            await self.nats.start()
+        await provision.provision(self.nats_url, natsconf.ADMIN_USER,
+                                  self.credentials[natsconf.ADMIN_USER], replicas=size,
+                                  ack_wait=self.cfg.ack_wait_s)
 
     async def start_sandbox(self) -> None:
         kubeconfig = self.data / "kubeconfig"
         cmd = [sys.executable, "-m", "sandbox", "--port", "0", "--kubeconfig", str(kubeconfig)]
         for s in self.cfg.scenarios:
             cmd += ["--scenario", s]
+        if self.cfg.sandbox_time_scale != 1.0:
+            cmd += ["--time-scale", str(self.cfg.sandbox_time_scale)]
         with open(self.data / "logs" / "sandbox.log", "ab") as log:
             self.sandbox = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log,
                                             start_new_session=True)
@@ -117,10 +168,12 @@ class Stack:
         self.sandbox_url = text.rsplit(" ", 1)[-1]
         self.kubeconfig = kubeconfig
 
-    def env_for(self, service: str) -> dict[str, str]:
+    def env_for(self, name: str) -> dict[str, str]:
+        """The environment of a service instance (`gate`, or `gate-2` for a second one)."""
+        service = service_of(name)
         env = {k: v for k, v in os.environ.items() if not k.startswith("INTERLOCK_")}
         env.update({
-            "INTERLOCK_NATS_URL": f"nats://127.0.0.1:{self.cfg.nats_port}",
+            "INTERLOCK_NATS_URL": self.nats_url,
             "INTERLOCK_NATS_USER": service,
             "INTERLOCK_NATS_PASSWORD": self.credentials[service],
             "PYTHONUNBUFFERED": "1",
@@ -135,37 +188,45 @@ class Stack:
             if self.cfg.kube_context:
                 env["INTERLOCK_KUBE_CONTEXTS"] = self.cfg.kube_context
         if service == "gateway":
-            env["INTERLOCK_HTTP_PORT"] = str(self.cfg.http_port)
+            port = self.cfg.http_port if name == service else \
+                self.gateway_ports.setdefault(name, free_port())
+            self.gateway_ports.setdefault(name, port)
+            env["INTERLOCK_HTTP_PORT"] = str(port)
             env["INTERLOCK_TOKENS_FILE"] = str(self.data / "tokens.json")
             env["INTERLOCK_ADMIN_TOKEN"] = self.cfg.admin_token
             env["INTERLOCK_SSE_HEARTBEAT"] = str(self.cfg.sse_heartbeat_s)
         env.update(self.cfg.extra_env)
         return env
 
-    def start_service(self, service: str) -> subprocess.Popen[bytes]:
-        log = open(self.data / "logs" / f"{service}.log", "ab")  # noqa: SIM115
+    def start_service(self, name: str) -> subprocess.Popen[bytes]:
+        """Starts one instance: `name` is a service (`gate`) or an instance of it (`gate-2`)."""
+        service = service_of(name)
+        if service not in SERVICES:
+            raise ConfigError(f"unknown service {name!r}")
+        log = open(self.data / "logs" / f"{name}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", f"services.{service}"], env=self.env_for(service),
+            [sys.executable, "-m", f"services.{service}"], env=self.env_for(name),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
-        self.procs[service] = proc
+        self.procs[name] = proc
         return proc
 
-    async def wait_gateway(self, timeout: float = 30.0) -> None:
+    async def wait_gateway(self, timeout: float = 30.0, name: str = "gateway") -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        port = self.cfg.http_port if name == "gateway" else self.gateway_ports[name]
         async with aiohttp.ClientSession() as http:
             while loop.time() < deadline:
-                gw = self.procs.get("gateway")
+                gw = self.procs.get(name)
                 if gw is not None and gw.poll() is not None:
-                    raise ConfigError(f"the gateway exited: {self.log_tail('gateway')}")
+                    raise ConfigError(f"the gateway exited: {self.log_tail(name)}")
                 with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"{self.url}/readyz") as r:
+                    async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
                         if r.status == 200:
                             return
                 await asyncio.sleep(0.05)
-        raise ConfigError(f"the gateway was not ready in {timeout}s: {self.log_tail('gateway')}")
+        raise ConfigError(f"the gateway was not ready in {timeout}s: {self.log_tail(name)}")
 
     def log_tail(self, service: str, size: int = 3000) -> str:
         path = self.data / "logs" / f"{service}.log"
@@ -177,8 +238,9 @@ class Stack:
         if self.kubeconfig is None:
             await self.start_sandbox()
         for s in SERVICES:
-            self.start_service(s)
-        await self.wait_gateway()
+            for name in self.instances(s):
+                self.start_service(name)
+        await asyncio.gather(*(self.wait_gateway(name=n) for n in self.instances("gateway")))
 
     # -- tear-down ---------------------------------------------------------------------------
 
@@ -196,14 +258,17 @@ class Stack:
         return proc.returncode
 
     async def stop(self) -> dict[str, int | None]:
-        results = await asyncio.gather(*(self.stop_service(s) for s in SERVICES))
-        codes = dict(zip(SERVICES, results, strict=True))
+        names = list(self.procs)
+        results = await asyncio.gather(*(self.stop_service(s) for s in names))
+        codes = dict(zip(names, results, strict=True))
         if self.sandbox and self.sandbox.poll() is None:
             self.sandbox.terminate()
             try:
                 await asyncio.wait_for(asyncio.to_thread(self.sandbox.wait), 10)
             except TimeoutError:
                 self.sandbox.kill()
-        if self.nats:
+        if self.cluster:
+            await self.cluster.stop()
+        elif self.nats:
             await self.nats.stop()
         return codes

@@ -63,12 +63,13 @@ def exec_stream(replicas: int = 1) -> StreamConfig:
     )
 
 
-def consumer_config(durable: str, filters: tuple[str, ...]) -> ConsumerConfig:
+def consumer_config(durable: str, filters: tuple[str, ...],
+                    ack_wait: float = ACK_WAIT_S) -> ConsumerConfig:
     cfg = ConsumerConfig(
         durable_name=durable,
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=ACK_WAIT_S,
+        ack_wait=ack_wait,
         max_deliver=MAX_DELIVER,
         max_ack_pending=1000,
     )
@@ -85,7 +86,7 @@ def _servers(url: str) -> list[str]:
 
 
 async def provision(url: str, admin_user: str, admin_password: str, replicas: int = 1,
-                    timeout: float = 60.0) -> None:
+                    timeout: float = 60.0, ack_wait: float = ACK_WAIT_S) -> None:
     """Idempotent: creates what is missing, updates what drifted (never loosens deny flags).
 
     Waits (up to `timeout`) for JetStream to answer: a fresh cluster has no meta leader for a
@@ -94,7 +95,7 @@ async def provision(url: str, admin_user: str, admin_password: str, replicas: in
     deadline = loop.time() + timeout
     while True:
         try:
-            await _provision_once(url, admin_user, admin_password, replicas)
+            await _provision_once(url, admin_user, admin_password, replicas, ack_wait)
             return
         except (OSError, NoRespondersError, NatsTimeoutError, asyncio.TimeoutError,
                 ServiceUnavailableError, nats.errors.NoServersError) as exc:
@@ -104,7 +105,8 @@ async def provision(url: str, admin_user: str, admin_password: str, replicas: in
             await asyncio.sleep(0.5)
 
 
-async def _provision_once(url: str, admin_user: str, admin_password: str, replicas: int) -> None:
+async def _provision_once(url: str, admin_user: str, admin_password: str, replicas: int,
+                          ack_wait: float) -> None:
     nc = await nats.connect(_servers(url), user=admin_user, password=admin_password,
                             connect_timeout=5, allow_reconnect=False)
     try:
@@ -116,7 +118,7 @@ async def _provision_once(url: str, admin_user: str, admin_password: str, replic
             except NotFoundError:
                 await js.add_stream(cfg)
         for durable, (stream, filters) in S.CONSUMER_FILTERS.items():
-            await js.add_consumer(stream, consumer_config(durable, filters))
+            await js.add_consumer(stream, consumer_config(durable, filters, ack_wait))
     finally:
         await nc.close()
 

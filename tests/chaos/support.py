@@ -1,0 +1,461 @@
+"""What every fault test shares: a stack whose cluster is an in-process sandbox (so the test sees
+every write that reached it), a workload driven over HTTP through any living gateway, a witness
+of every acknowledged event, and one audit that states the promises.
+
+The promises (DESIGN.md §4), checked after every fault:
+- every acknowledged event is still in the log, unchanged (the witness records what the server
+  acknowledged: the gateway's 201/202 answers with their sequence, and every event the server
+  republished after storing it);
+- no write ran twice: per call, at most one `tool.started`, exactly one `tool.result`, and the
+  cluster received the call's write once if it succeeded, never if it failed, at most once if the
+  outcome is unknown;
+- no approval was lost: every accepted decision is in the log once, and led to exactly one grant;
+- pending work resumes: every session of the workload reaches its result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nats
+from aiohttp import web
+
+from clients.stack import Stack, StackConfig
+from sandbox.kubeconfig import write_kubeconfig
+from sandbox.resources import by_plural
+from sandbox.server import Sandbox
+from schemas import subjects as S
+from services.runtime.bus import Bus, Stored
+from services.runtime.embedded import free_port
+from services.runtime.settings import NatsSettings
+from tests.support import Client, SseEvent
+
+NAMESPACE = "chaos"
+DEPLOYMENTS = by_plural("apps", "deployments")
+MUTATING = ("POST", "PUT", "PATCH", "DELETE")
+# Fault tests use short redelivery so a killed consumer's messages come back quickly.
+ACK_WAIT_S = 4.0
+
+
+# -- the cluster, watched ------------------------------------------------------------------------
+
+
+@dataclass
+class Write:
+    method: str
+    path: str
+    body: Any
+
+
+class WatchedSandbox:
+    """The sandbox in this process, with a record of every stored (non-dry-run) write."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.writes: list[Write] = []
+        original = sandbox.api.handle
+
+        async def counted(request: web.Request) -> web.StreamResponse:
+            body = await request.read() if request.method in MUTATING else b""
+            response = await original(request)
+            if (request.method in MUTATING and 200 <= response.status < 300
+                    and "All" not in request.query.getall("dryRun", [])):
+                try:
+                    parsed = json.loads(body) if body.strip() else None
+                except ValueError:
+                    parsed = body.decode(errors="replace")
+                self.writes.append(Write(request.method, request.path, parsed))
+            return response
+
+        sandbox.api.handle = counted  # type: ignore[method-assign]
+
+    def scales(self, name: str) -> Counter[int]:
+        """How many times each replica count was written to deployment `name`'s scale."""
+        path = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{name}/scale"
+        return Counter(int(w.body["spec"]["replicas"]) for w in self.writes
+                       if w.path == path and isinstance(w.body, dict))
+
+    def replicas(self, name: str) -> int:
+        obj = self.sandbox.store.must_get(DEPLOYMENTS, NAMESPACE, name)
+        return int(obj["spec"]["replicas"])
+
+    def settled(self, name: str) -> bool:
+        obj = self.sandbox.store.get(DEPLOYMENTS, NAMESPACE, name)
+        if obj is None:
+            return False
+        st = obj.get("status") or {}
+        return (st.get("observedGeneration") == obj["metadata"].get("generation")
+                and st.get("updatedReplicas", 0) == obj["spec"]["replicas"]
+                and st.get("readyReplicas", 0) == obj["spec"]["replicas"]
+                and st.get("replicas", 0) == obj["spec"]["replicas"])
+
+
+async def create_targets(url: str, names: list[str], annotations: dict[str, str] | None = None,
+                         ) -> None:
+    """A namespace and one small deployment per name, through the real API."""
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{url}/api/v1/namespaces",
+                             json={"apiVersion": "v1", "kind": "Namespace",
+                                   "metadata": {"name": NAMESPACE}}) as r:
+            assert r.status in (201, 409), await r.text()
+        for name in names:
+            body = {
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app": name},
+                             "annotations": annotations or {}},
+                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                         "template": {"metadata": {"labels": {"app": name}},
+                                      "spec": {"containers": [{"name": "app",
+                                                               "image": "nginx:1.27"}]}}},
+            }
+            async with http.post(f"{url}/apis/apps/v1/namespaces/{NAMESPACE}/deployments",
+                                 json=body) as r:
+                assert r.status == 201, await r.text()
+
+
+# -- the stack -----------------------------------------------------------------------------------
+
+
+async def start_stack(data: Path, sandbox: Sandbox, **cfg: Any) -> Stack:
+    kubeconfig = write_kubeconfig(data / "sandbox-kubeconfig", sandbox.url)
+    extra = {"INTERLOCK_PROGRESS_INTERVAL": "0.5", **cfg.pop("extra_env", {})}
+    stack = Stack(StackConfig(data_dir=data / "stack", http_port=free_port(),
+                              admin_token="t" * 32, kubeconfig=kubeconfig, extra_env=extra,
+                              ack_wait_s=ACK_WAIT_S, **cfg))
+    await stack.start()
+    return stack
+
+
+async def admin_bus(stack: Stack) -> Bus:
+    settings = NatsSettings(url=stack.nats_url, user="admin",
+                            password=stack.credentials["admin"])
+    return await Bus.connect(settings, "admin")
+
+
+def token(stack: Stack, who: str) -> str:
+    return str(stack.tokens[who]["token"])
+
+
+# -- the witness of acknowledged events ----------------------------------------------------------
+
+
+@dataclass
+class Witness:
+    """Every event the server said it stored: (sequence → event id)."""
+
+    acked: dict[int, str] = field(default_factory=dict)
+    sub: Any = None
+    nc: Any = None
+
+    def record(self, seq: int, event_id: str) -> None:
+        prior = self.acked.setdefault(seq, event_id)
+        assert prior == event_id, f"sequence {seq} acknowledged for {prior} and {event_id}"
+
+    async def follow(self, stack: Stack) -> None:
+        """Subscribes (as admin) to the stream's republish: a message there was stored."""
+
+        async def on_live(msg: Any) -> None:
+            seq = int((msg.headers or {}).get("Nats-Sequence", "0") or 0)
+            with contextlib.suppress(ValueError, KeyError):
+                self.record(seq, json.loads(msg.data)["event_id"])
+
+        self.nc = await nats.connect(
+            stack.nats_url.split(","), user="admin", password=stack.credentials["admin"],
+            max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        self.sub = await self.nc.subscribe(f"{S.LIVE_PREFIX}.>", cb=on_live)
+
+    async def close(self) -> None:
+        if self.nc is not None:
+            await self.nc.close()
+
+
+# -- the workload --------------------------------------------------------------------------------
+
+
+class Driver:
+    """Drives sessions over HTTP through whichever gateway answers; records what was acked."""
+
+    def __init__(self, http: aiohttp.ClientSession, stack: Stack, witness: Witness,
+                 timeout: float = 120.0) -> None:
+        self.http = http
+        self.stack = stack
+        self.witness = witness
+        self.timeout = timeout
+        self.decided: dict[str, str] = {}  # approval id → decision we were told was recorded
+        self.sessions: list[str] = []
+        self.approvals_by_session: dict[str, str] = {}
+        self.turn = 0
+
+    def client(self, who: str) -> Client:
+        urls = self.stack.gateway_urls
+        self.turn += 1
+        return Client(self.http, urls[self.turn % len(urls)], token(self.stack, who))
+
+    async def call(self, who: str, method: str, path: str, body: Any = None,
+                   ok: tuple[int, ...] = (200, 201, 202)) -> Any:
+        """One request, retried on another gateway while gateways die or NATS is away.
+
+        A retry after a lost answer could repeat a request, so only idempotent requests and
+        requests whose repetition the log refuses (decisions) are retried on any failure; a
+        new session or message is retried only if the connection failed before it was sent.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        last: Any = None
+        while loop.time() < deadline:
+            api = self.client(who)
+            try:
+                status, answer = await api.call(method, path, body)
+            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError,
+                    aiohttp.ClientOSError) as exc:
+                last = exc
+                if isinstance(exc, aiohttp.ClientConnectorError):
+                    await asyncio.sleep(0.05)  # that gateway is down: next one
+                    continue
+                raise AssertionError(f"{method} {path}: connection lost mid-request: {exc}") \
+                    from exc
+            if status in ok:
+                return answer
+            last = (status, answer)
+            if status in (500, 502, 503, 504):  # NATS unavailable for a moment: try again
+                await asyncio.sleep(0.1)
+                continue
+            raise AssertionError(f"{method} {path} → {status}: {answer}")
+        raise AssertionError(f"{method} {path}: no gateway answered in {self.timeout}s: {last}")
+
+    async def wait_for(self, sid: str, predicate: Callable[[SseEvent], bool], after: int = 0,
+                       ) -> list[SseEvent]:
+        """The session's events until predicate holds, resuming the SSE stream on any gateway
+        after a disconnect (Last-Event-ID), so no event is missed or seen twice."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        seen: list[SseEvent] = []
+        last = after
+        while loop.time() < deadline:
+            api = self.client("operator")
+            try:
+                async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                    got = await _read_until(api, sid, last, predicate, seen)
+                if got:
+                    return seen
+            except (aiohttp.ClientError, ConnectionError, AssertionError):
+                pass
+            except TimeoutError:
+                break
+            last = seen[-1].id if seen and seen[-1].id else last
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"session {sid}: timed out; saw {[e.event for e in seen]}")
+
+    # -- a session ----------------------------------------------------------------------------
+
+    async def start_session(self, text: str) -> str:
+        created = await self.call("operator", "POST", "/v1/sessions", {})
+        sid = str(created["session_id"])
+        self.sessions.append(sid)
+        posted = await self.call("operator", "POST", f"/v1/sessions/{sid}/messages",
+                                 {"text": text})
+        self.witness.record(int(posted["seq"]), str(posted["event_id"]))
+        return sid
+
+    async def read(self) -> str:
+        sid = await self.start_session(f"kubectl get deploy -n {NAMESPACE}")
+        events = await self.wait_for(sid, lambda e: e.event == "tool.result")
+        assert events[-1].data["status"] == "ok", events[-1].data
+        return sid
+
+    async def write(self, name: str, replicas: int, decision: str = "approve") -> tuple[str, Any]:
+        """Scale a deployment through an approval; returns the session and its tool.result
+        (or its denial)."""
+        sid = await self.start_session(
+            f"kubectl scale deploy/{name} --replicas={replicas} -n {NAMESPACE}")
+        events = await self.wait_for(sid, lambda e: e.event in ("approval.requested",
+                                                                "tool.refused"))
+        assert events[-1].event == "approval.requested", [e.data for e in events[-3:]]
+        approval = events[-1].data["approval_id"]
+        self.approvals_by_session[sid] = approval
+        body: dict[str, Any] = {"decision": decision}
+        if decision == "deny":
+            body["reason"] = "chaos says no"
+        answer = await self.decide(approval, body)
+        self.decided[approval] = decision
+        if answer is not None and "seq" in answer:
+            self.witness.record(int(answer["seq"]), str(answer.get("event_id", "")) or "?")
+        final = "tool.result" if decision == "approve" else "approval.denied"
+        events = await self.wait_for(sid, lambda e: e.event == final, after=events[-1].id or 0)
+        return sid, events[-1].data
+
+    async def decide(self, approval: str, body: dict[str, Any]) -> Any:
+        """A decision may be retried: the log accepts one per approval, so a 409 after a lost
+        answer means ours was recorded (the audit checks it is there exactly once)."""
+        try:
+            return await self.call("approver", "POST", f"/v1/approvals/{approval}/decision",
+                                   body, ok=(202,))
+        except AssertionError as exc:
+            if "already_decided" in str(exc):
+                return None
+            raise
+
+
+async def _read_until(api: Client, sid: str, after: int,
+                      predicate: Callable[[SseEvent], bool], seen: list[SseEvent]) -> bool:
+    from tests.support import sse_events
+
+    async with api.http.get(
+        f"{api.base}/v1/sessions/{sid}/events",
+        headers={**api.headers, "Last-Event-ID": str(after)},
+        timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
+    ) as r:
+        if r.status != 200:
+            return False
+        async for ev in sse_events(r):
+            if ev.id is None:
+                continue
+            assert not seen or seen[-1].id is None or ev.id > seen[-1].id, "SSE went backwards"
+            seen.append(ev)
+            if predicate(ev):
+                return True
+    return False
+
+
+# -- the audit -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    acked_events: int = 0
+    lost_events: int = 0
+    sessions: int = 0
+    writes: int = 0
+    double_executions: int = 0
+    lost_results: int = 0
+    lost_approvals: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def line(self, name: str, **extra: Any) -> str:
+        more = " ".join(f"{k}={v}" for k, v in extra.items())
+        return (f"[chaos] {name}: {more} sessions={self.sessions} writes={self.writes} "
+                f"acked_events={self.acked_events} lost_acked_events={self.lost_events} "
+                f"double_executions={self.double_executions} lost_results={self.lost_results} "
+                f"lost_approvals={self.lost_approvals}")
+
+    def assert_clean(self) -> None:
+        assert not self.problems, "\n".join(self.problems[:40])
+        assert self.lost_events == 0
+        assert self.double_executions == 0
+        assert self.lost_results == 0
+        assert self.lost_approvals == 0
+
+
+async def read_log(bus: Bus) -> list[Stored]:
+    return [s async for s in bus.read(f"{S.EVENTS_PREFIX}.>")]
+
+
+async def audit(stack: Stack, driver: Driver, cluster: WatchedSandbox,
+                expected_writes: dict[str, tuple[str, int]]) -> Report:
+    """expected_writes: approval id → (deployment, replicas) of every approved call."""
+    bus = await admin_bus(stack)
+    try:
+        log = await read_log(bus)
+    finally:
+        await bus.close()
+    rep = Report(sessions=len(driver.sessions), writes=len(expected_writes))
+    by_seq = {s.seq: s for s in log}
+
+    # 1. every acknowledged event is there, unchanged
+    rep.acked_events = len(driver.witness.acked)
+    for seq, event_id in driver.witness.acked.items():
+        stored = by_seq.get(seq)
+        if stored is None or (event_id != "?" and stored.event.event_id != event_id):
+            rep.lost_events += 1
+            rep.problems.append(f"acknowledged event {event_id} at {seq} is not in the log")
+
+    # 2. per call and per approval
+    started: Counter[str] = Counter()
+    results: dict[str, list[Any]] = defaultdict(list)
+    decided: Counter[str] = Counter()
+    granted: dict[str, list[Any]] = defaultdict(list)
+    denied: Counter[str] = Counter()
+    for s in log:
+        ev: Any = s.event
+        if ev.type == "tool.started":
+            started[ev.call_id] += 1
+        elif ev.type == "tool.result":
+            results[ev.call_id].append(ev)
+        elif ev.type == "approval.decided":
+            decided[ev.approval_id] += 1
+        elif ev.type == "approval.granted":
+            granted[ev.approval_id].append(ev)
+        elif ev.type == "approval.denied":
+            denied[ev.approval_id] += 1
+    for call_id, n in started.items():
+        if n > 1:
+            rep.double_executions += 1
+            rep.problems.append(f"call {call_id} started {n} times")
+    for call_id, rs in results.items():
+        if len(rs) > 1:
+            rep.double_executions += 1
+            rep.problems.append(f"call {call_id} has {len(rs)} results")
+
+    for approval, decision in driver.decided.items():
+        if decided[approval] != 1:
+            rep.lost_approvals += 1
+            rep.problems.append(f"approval {approval}: {decided[approval]} decisions in the log")
+        outcomes = len(granted[approval]) + denied[approval]
+        if outcomes != 1:
+            rep.lost_approvals += 1
+            rep.problems.append(f"approval {approval}: {outcomes} outcomes (granted/denied)")
+
+    # 3. the cluster: each approved write reached it once if it succeeded
+    per_target: dict[str, Counter[int]] = {}
+    for approval, (name, replicas) in expected_writes.items():
+        if driver.decided.get(approval) != "approve":
+            continue
+        grants = granted.get(approval) or []
+        call_ids = [gr.call_id for g in grants for gr in g.grants]
+        rs = [r for c in call_ids for r in results.get(c, [])]
+        if len(rs) != 1:
+            rep.lost_results += 1
+            rep.problems.append(f"approval {approval}: {len(rs)} results for calls {call_ids}")
+            continue
+        status = rs[0].status
+        counts = per_target.setdefault(name, cluster.scales(name))
+        n = counts[replicas]
+        if (status == "ok" and n != 1) or (status == "error" and n != 0) or n > 1:
+            rep.double_executions += n > 1
+            rep.problems.append(f"{name} → {replicas}: result {status} but the cluster got "
+                                f"{n} writes")
+    return rep
+
+
+# -- faults --------------------------------------------------------------------------------------
+
+
+def kill(stack: Stack, name: str) -> None:
+    proc = stack.procs[name]
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+async def wait_until(check: Callable[[], Awaitable[bool] | bool], timeout: float,
+                     what: str, interval: float = 0.05) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        got = check()
+        if asyncio.iscoroutine(got):
+            got = await got
+        if got:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
