@@ -77,6 +77,12 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
         "description": "An approval.requested event with its current state.",
         "allOf": [_ref("ApprovalRequested"), _ref("ApprovalStatus")],
     }
+    # What the handler checks beyond the types: a denial needs a reason, args only approve.
+    components["Decision"]["allOf"] = [
+        {"if": {"properties": {"decision": {"const": "deny"}}},
+         "then": {"required": ["reason"],
+                  "properties": {"reason": {"pattern": "\\S"}, "args": {"type": "null"}}}},
+    ]
     components["ApprovalList"]["properties"]["approvals"]["items"] = _ref("ApprovalOut")
     components["SessionViewOut"]["properties"]["pending_approvals"]["items"] = _ref("ApprovalOut")
     # NewMessage requires a body; the others may be empty (an empty body means `{}`).
