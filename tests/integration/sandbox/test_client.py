@@ -160,9 +160,14 @@ async def test_client_create_read_patch_replace_delete(
     assert got.metadata.uid == created.metadata.uid
     patched = await call(patch, "probe", "shop", {"metadata": {"labels": {"patched": "1"}}})
     assert patched.metadata.labels == {"probe": "yes", "patched": "1"}
-    latest = await call(read, "probe", "shop")
-    latest.metadata.labels["replaced"] = "1"
-    replaced = await call(replace, "probe", "shop", latest)
+    for _ in range(10):  # controllers may write status in between: retry on 409, as clients do
+        latest = await call(read, "probe", "shop")
+        latest.metadata.labels["replaced"] = "1"
+        try:
+            replaced = await call(replace, "probe", "shop", latest)
+            break
+        except k8s.ApiException as exc:
+            assert exc.status == 409
     assert replaced.metadata.labels["replaced"] == "1"
     assert int(replaced.metadata.resource_version) > int(patched.metadata.resource_version)
     await call(delete, "probe", "shop")
