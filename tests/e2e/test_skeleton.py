@@ -110,6 +110,9 @@ async def test_a_denied_write_changes_nothing(stack: Stack, http: aiohttp.Client
     assert "tool.result" not in types
     denied = next(e for e in events if e.event == "approval.denied").data
     assert denied["reason"] == "not during the sale" and denied["approver"] == "approver"
+    # The planner receives the denial, with its reason, as the call's outcome.
+    said = [e.data["text"] for e in events if e.event == "assistant.message"]
+    assert any("not during the sale" in t for t in said), said
     assert _replicas(stack) == before
 
 
