@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from clients import commands
 from clients.stack import Stack, StackConfig
 from services.runtime.errors import ConfigError
 
@@ -110,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
                          "replicas); default 1")
     sb = sub.add_parser("sandbox", help="run the sandbox cluster alone", add_help=False)
     sb.add_argument("rest", nargs=argparse.REMAINDER)
+    commands.add_parsers(sub)
     args = parser.parse_args(argv)
+    if args.command in commands.COMMANDS:
+        return commands.run(args)
     if args.command == "up":
         return asyncio.run(_up(args))
     if args.command == "sandbox":

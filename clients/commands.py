@@ -1,0 +1,335 @@
+"""The client commands of `interlock`: chat, approvals, approve, deny, watch, audit, sessions.
+
+They talk to a gateway over HTTP and SSE only (INTERLOCK_URL, INTERLOCK_TOKEN), so they work
+against any Interlock, local or remote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TextIO
+
+import aiohttp
+
+from clients import render
+from clients.http import ApiError, Event, Gateway
+
+
+class Out:
+    def __init__(self, stream: TextIO | None = None, as_json: bool = False) -> None:
+        self.stream = stream or sys.stdout
+        self.as_json = as_json
+
+    def line(self, text: str = "") -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def prompt(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+    def data(self, obj: Any) -> None:
+        self.line(json.dumps(obj, ensure_ascii=False))
+
+    def event(self, ev: Event) -> None:
+        if self.as_json:
+            self.data({"id": ev.id, "type": ev.type, "data": ev.data})
+            return
+        text = render.event(ev.id, ev.type, ev.data)
+        if text is not None:
+            self.line(text)
+
+
+def _stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[str | None]:
+    """Lines typed by the person, read in a daemon thread (None at end of input)."""
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def read() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(queue.put_nowait, line.rstrip("\n"))
+        loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    threading.Thread(target=read, name="stdin", daemon=True).start()
+    return queue
+
+
+class Chat:
+    """An interactive session: what you type is sent; the session's events are printed as they
+    happen; an approval is asked for inline when you hold the approver role."""
+
+    def __init__(self, gw: Gateway, out: Out, me: dict[str, Any]) -> None:
+        self.gw = gw
+        self.out = out
+        self.me = me
+        self.to_ask: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.asked: set[str] = set()
+
+    async def watch(self, session_id: str) -> None:
+        async for ev in self.gw.events(session_id):
+            self.out.event(ev)
+            if ev.type == "approval.requested":
+                if self.me.get("can_decide"):
+                    await self.to_ask.put(ev.data)
+                else:
+                    self.out.line("  (an approver must decide; you may not)")
+
+    async def run(self, session_id: str, lines: asyncio.Queue[str | None]) -> int:
+        watcher = asyncio.create_task(self.watch(session_id))
+        asking: dict[str, Any] | None = None
+        want_reason = False
+        line_task: asyncio.Task[str | None] | None = None
+        ask_task: asyncio.Task[dict[str, Any]] | None = None
+        self.out.prompt("> ")
+        try:
+            while True:
+                if line_task is None:
+                    line_task = asyncio.create_task(lines.get())
+                waits: set[asyncio.Task[Any]] = {line_task, watcher}
+                if asking is None:
+                    if ask_task is None:
+                        ask_task = asyncio.create_task(self.to_ask.get())
+                    waits.add(ask_task)
+                done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if watcher in done:
+                    watcher.result()  # raises the stream's error (e.g. 404)
+                    return 0
+                if ask_task is not None and ask_task in done:
+                    asking, ask_task = ask_task.result(), None
+                    if asking["approval_id"] in self.asked:
+                        asking = None
+                        continue
+                    self.asked.add(asking["approval_id"])
+                    self.out.line("")
+                    self.out.line(render.approval(asking))
+                    self.out.prompt("Approve? [y]es / [n]o / [s]kip: ")
+                    continue
+                if line_task not in done:
+                    continue
+                text, line_task = line_task.result(), None
+                if text is None:
+                    return 0
+                text = text.strip()
+                if asking is not None:
+                    asking, want_reason = await self.answer(asking, text, want_reason)
+                    if asking is None:
+                        self.out.prompt("> ")
+                    continue
+                if text in ("/quit", "/exit"):
+                    return 0
+                if text == "/approvals":
+                    for a in await self.gw.approvals():
+                        self.out.line(render.approval(a))
+                elif text:
+                    try:
+                        await self.gw.say(session_id, text)
+                    except ApiError as exc:
+                        self.out.line(f"not sent: {exc}")
+                self.out.prompt("> ")
+        finally:
+            for task in (watcher, line_task, ask_task):
+                if task is not None:
+                    task.cancel()
+
+    async def answer(self, a: dict[str, Any], text: str,
+                     want_reason: bool) -> tuple[dict[str, Any] | None, bool]:
+        """Handles one typed line while an approval is being asked; returns what is still
+        being asked (None when settled) and whether a reason is awaited."""
+        aid = a["approval_id"]
+        if want_reason:
+            if not text:
+                self.out.prompt("A denial needs a reason: ")
+                return a, True
+            await self.decide(aid, "deny", text)
+            return None, False
+        choice = text.lower()[:1]
+        if choice == "y":
+            await self.decide(aid, "approve", "")
+            return None, False
+        if choice == "n":
+            self.out.prompt("Reason for denying: ")
+            return a, True
+        if choice == "s":
+            self.out.line(f"skipped; decide later with: interlock approve {aid}")
+            return None, False
+        self.out.prompt("Please answer y, n or s: ")
+        return a, False
+
+    async def decide(self, approval_id: str, decision: str, reason: str) -> None:
+        try:
+            res = await self.gw.decide(approval_id, decision, reason)
+        except ApiError as exc:
+            self.out.line(f"decision not recorded: {exc}")
+            return
+        self.out.line(f"recorded: {decision} {approval_id} "
+                      f"({res.get('approvals', 0)} of {res.get('required_approvals', 1)})")
+
+
+# -- the commands ------------------------------------------------------------------------------
+
+
+async def cmd_chat(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
+    me = await gw.me()
+    if not me["can_chat"]:
+        out.line(f"{me['name']} may not chat (roles: {', '.join(me['roles'])})")
+        return 2
+    sid = args.session or await gw.new_session(args.title or "")
+    out.line(f"Session {sid} as {me['name']}"
+             f"{' (approver)' if me['can_decide'] else ''}. "
+             "Type a question or a kubectl command; /approvals, /quit.")
+    lines = _stdin_lines(asyncio.get_running_loop())
+    return await Chat(gw, out, me).run(sid, lines)
+
+
+async def cmd_approvals(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
+    items = await gw.approvals(args.state)
+    if out.as_json:
+        out.data({"approvals": items})
+        return 0
+    if not items:
+        out.line(f"no {args.state} approvals")
+    for a in items:
+        out.line(render.approval(a) + (f"\n  state:   {a['state']}" if args.state != "pending"
+                                       else ""))
+        out.line("")
+    return 0
+
+
+async def cmd_decide(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
+    decision = "approve" if args.command == "approve" else "deny"
+    modified = json.loads(args.args) if getattr(args, "args", None) else None
+    res = await gw.decide(args.approval_id, decision, args.reason or "", modified)
+    if out.as_json:
+        out.data(res)
+    else:
+        what = "approved" if decision == "approve" else "denied"
+        out.line(f"{what} {args.approval_id} ({res.get('approvals', 0)} of "
+                 f"{res.get('required_approvals', 1)} approvals; event {res['event_id']})")
+    return 0
+
+
+async def cmd_watch(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
+    async for ev in gw.events(args.session, after=args.after):
+        out.event(ev)
+        if args.until and ev.type in args.until:
+            return 0
+    return 0
+
+
+async def cmd_audit(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
+    try:
+        audit = await gw.call("GET", f"/v1/sessions/{args.session}/audit")
+    except ApiError as exc:
+        if exc.code not in ("no_route", "method_not_allowed"):
+            raise
+        audit = None
+    if audit is not None:
+        if out.as_json:
+            out.data(audit)
+            return 0
+        for item in audit.get("events", []):
+            data = item.get("data", item.get("event", item))
+            out.line(_audit_line(int(item.get("seq", item.get("id", 0))),
+                                 str(data.get("type", item.get("type", "?"))), data))
+        for key in ("verdict", "integrity", "ok"):
+            if key in audit:
+                out.line(f"integrity: {audit[key]}")
+        return 0
+    # No audit endpoint on this gateway: the session's events, in order, are the audit.
+    view = await gw.call("GET", f"/v1/sessions/{args.session}")
+    events = [ev async for ev in gw.events(args.session, stop_at=view["last_seq"])]
+    if out.as_json:
+        out.data({"session_id": args.session,
+                  "events": [{"seq": e.id, "type": e.type, "data": e.data} for e in events]})
+        return 0
+    out.line(f"Session {args.session} — {len(events)} events, started by {view['started_by']}")
+    for e in events:
+        out.line(_audit_line(e.id, e.type, e.data))
+    return 0
+
+
+def _audit_line(seq: int, kind: str, d: dict[str, Any]) -> str:
+    try:
+        at = datetime.fromisoformat(str(d.get("occurred_at", "")).replace("Z", "+00:00"))
+        when = f"{at:%Y-%m-%d %H:%M:%S}"
+    except ValueError:
+        when = "?"
+    text = render.event(seq, kind, d) or f"[{seq}] {kind}"
+    head, _, rest = text.partition("] ")
+    return f"{head}] {when}  {d.get('actor') or '-':<10} {kind:<20} {rest}"
+
+
+async def cmd_sessions(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
+    data = await gw.call("GET", f"/v1/sessions?limit={args.limit}")
+    if out.as_json:
+        out.data(data)
+        return 0
+    for s in data["sessions"]:
+        out.line(f"{s['session_id']}  {s['started_at'][:19].replace('T', ' ')}  "
+                 f"{s['started_by']:<10} {s['title']}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Gateway, argparse.Namespace, Out], Any]] = {
+    "chat": cmd_chat,
+    "approvals": cmd_approvals,
+    "approve": cmd_decide,
+    "deny": cmd_decide,
+    "watch": cmd_watch,
+    "audit": cmd_audit,
+    "sessions": cmd_sessions,
+}
+
+
+def add_parsers(sub: Any) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help="gateway URL (default: $INTERLOCK_URL or "
+                                      "http://127.0.0.1:8080)")
+    common.add_argument("--token", help="bearer token (default: $INTERLOCK_TOKEN)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("chat", parents=[common], help="talk to Interlock; approve inline")
+    p.add_argument("--session", help="continue this session instead of starting one")
+    p.add_argument("--title", help="title of a new session")
+    p = sub.add_parser("approvals", parents=[common], help="list approvals")
+    p.add_argument("--state", default="pending",
+                   choices=("pending", "granted", "denied", "expired", "decided", "all"))
+    p = sub.add_parser("approve", parents=[common], help="approve a pending approval")
+    p.add_argument("approval_id")
+    p.add_argument("--reason", default="")
+    p.add_argument("--args", help="approve these modified args instead (JSON object)")
+    p = sub.add_parser("deny", parents=[common], help="deny a pending approval")
+    p.add_argument("approval_id")
+    p.add_argument("--reason", required=True)
+    p = sub.add_parser("watch", parents=[common], help="follow a session's events")
+    p.add_argument("session")
+    p.add_argument("--after", type=int, default=0, help="start after this event id")
+    p.add_argument("--until", action="append", help="stop after an event of this type")
+    p = sub.add_parser("audit", parents=[common], help="a session's events as a timeline")
+    p.add_argument("session")
+    p = sub.add_parser("sessions", parents=[common], help="list sessions")
+    p.add_argument("--limit", type=int, default=50)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Out(as_json=args.json)
+
+    async def main() -> int:
+        async with aiohttp.ClientSession() as http:
+            gw = Gateway.from_env(http, args.url, args.token)
+            return int(await COMMANDS[args.command](gw, args, out))
+
+    try:
+        return asyncio.run(main())
+    except ApiError as exc:
+        sys.stderr.write(f"interlock {args.command}: {exc}\n")
+        return 1
+    except json.JSONDecodeError as exc:
+        sys.stderr.write(f"interlock {args.command}: --args is not JSON: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,151 @@
+"""A small async client of the gateway's HTTP API and its SSE streams, for the CLI.
+
+Reads INTERLOCK_URL and INTERLOCK_TOKEN. Streams resume from the last id they saw when the
+connection drops, so a watcher never misses or repeats an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{message} ({status} {code})")
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass
+class Event:
+    id: int
+    type: str
+    data: dict[str, Any]
+
+
+class Gateway:
+    def __init__(self, http: aiohttp.ClientSession, url: str, token: str) -> None:
+        self.http = http
+        self.url = url.rstrip("/")
+        self.token = token
+
+    @classmethod
+    def from_env(cls, http: aiohttp.ClientSession, url: str | None = None,
+                 token: str | None = None) -> Gateway:
+        token = token or os.environ.get("INTERLOCK_TOKEN", "")
+        if not token:
+            raise ApiError(0, "no_token", "set INTERLOCK_TOKEN (or pass --token)")
+        return cls(http, url or os.environ.get("INTERLOCK_URL", DEFAULT_URL), token)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            async with self.http.request(method, self.url + path, json=body,
+                                         headers=self.headers,
+                                         timeout=aiohttp.ClientTimeout(total=30)) as r:
+                text = await r.text()
+                try:
+                    data = json.loads(text) if text else None
+                except ValueError:
+                    data = None
+                if r.status >= 400:
+                    err = (data or {}).get("error", {}) if isinstance(data, dict) else {}
+                    raise ApiError(r.status, err.get("code", f"http_{r.status}"),
+                                   err.get("message", text[:200] or r.reason or ""))
+                return data
+        except aiohttp.ClientError as exc:
+            raise ApiError(0, "unreachable", f"cannot reach {self.url}: {exc}") from exc
+
+    async def me(self) -> dict[str, Any]:
+        data: dict[str, Any] = await self.call("GET", "/v1/me")
+        return data
+
+    async def new_session(self, title: str = "") -> str:
+        return str((await self.call("POST", "/v1/sessions", {"title": title}))["session_id"])
+
+    async def say(self, session_id: str, text: str) -> None:
+        await self.call("POST", f"/v1/sessions/{session_id}/messages", {"text": text})
+
+    async def approvals(self, state: str = "pending") -> list[dict[str, Any]]:
+        data = await self.call("GET", f"/v1/approvals?state={state}")
+        return list(data["approvals"])
+
+    async def decide(self, approval_id: str, decision: str, reason: str = "",
+                     args: dict[str, Any] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"decision": decision, "reason": reason}
+        if args is not None:
+            body["args"] = args
+        data: dict[str, Any] = await self.call(
+            "POST", f"/v1/approvals/{approval_id}/decision", body)
+        return data
+
+    async def events(self, session_id: str, after: int = 0,
+                     stop_at: int | None = None) -> AsyncIterator[Event]:
+        """The session's events from `after`, following live; reconnects by itself.
+        With stop_at, ends once the event with that id (or a later one) was yielded."""
+        last = after
+        backoff = 0.5
+        while True:
+            try:
+                async with self.http.get(
+                    f"{self.url}/v1/sessions/{session_id}/events",
+                    headers={**self.headers, "Last-Event-ID": str(last)},
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
+                ) as r:
+                    if r.status >= 400:
+                        body = await r.text()
+                        try:
+                            err = json.loads(body)["error"]
+                        except (ValueError, KeyError, TypeError):
+                            err = {"code": f"http_{r.status}", "message": body[:200]}
+                        raise ApiError(r.status, err["code"], err["message"])
+                    backoff = 0.5
+                    async for ev in parse_sse(r):
+                        if ev.type == "reset":
+                            last = 0
+                            continue
+                        if ev.id <= last:
+                            continue
+                        last = ev.id
+                        yield ev
+                        if stop_at is not None and last >= stop_at:
+                            return
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                await asyncio.sleep(backoff)  # the gateway restarts: resume from `last`
+                backoff = min(backoff * 2, 5.0)
+
+
+async def parse_sse(resp: aiohttp.ClientResponse) -> AsyncIterator[Event]:
+    ev_id, ev_type, data = 0, "message", []
+    async for raw in resp.content:
+        line = raw.decode(errors="replace").rstrip("\r\n")
+        if line == "":
+            if data:
+                try:
+                    payload = json.loads("\n".join(data))
+                except ValueError:
+                    payload = {"raw": "\n".join(data)}
+                yield Event(ev_id, ev_type, payload if isinstance(payload, dict) else {})
+            ev_id, ev_type, data = 0, "message", []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "id" and value.isdigit():
+            ev_id = int(value)
+        elif field == "event":
+            ev_type = value
+        elif field == "data":
+            data.append(value)

@@ -1,0 +1,110 @@
+"""Readable text for events and approvals in a terminal."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+
+def target(t: dict[str, Any] | None) -> str:
+    if not t:
+        return ""
+    obj = f"{t.get('kind') or 'object'}/{t['name']}" if t.get("name") else (t.get("kind") or "")
+    where = f" in {t['namespace']}" if t.get("namespace") else ""
+    ctx = f" on {t['cluster']}" if t.get("cluster") else ""
+    return f"{obj}{where}{ctx}"
+
+
+def value(v: Any) -> str:
+    return "∅" if v is None else str(v)
+
+
+def expires_in(iso: str, now: datetime | None = None) -> str:
+    try:
+        when = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return iso
+    left = int((when - (now or datetime.now(UTC))).total_seconds())
+    if left <= 0:
+        return "expired"
+    return f"in {left // 60}m{left % 60:02d}s ({when:%H:%M:%S} UTC)"
+
+
+def approval(a: dict[str, Any]) -> str:
+    """An approval card: what, where, why, expected outcome, diff, blast radius, flags, expiry."""
+    lines = [f"APPROVAL {a['approval_id']}  (session {a['session_id']})"]
+    for c in a.get("calls", []):
+        t = c.get("target") or {}
+        br = c.get("blast_radius") or {}
+        lines.append(f"  what:    {c['tool']} {target(t)}")
+        lines.append(f"  where:   namespace {t.get('namespace') or '(cluster-wide)'}"
+                     + (f" on {t['cluster']}" if t.get("cluster") else "")
+                     + ("  [PRODUCTION]" if br.get("production_like") else ""))
+        for f in c.get("diff", []):
+            lines.append(f"  change:  {f['path']}: {value(f.get('before'))} → {value(f.get('after'))}")
+        if c.get("preview_error"):
+            lines.append(f"  preview: {c['preview_error']}")
+        radius = [br["summary"]] if br.get("summary") else []
+        if br.get("replicas_before") is not None:
+            radius.append(f"replicas {br['replicas_before']} → {br.get('replicas_after')}")
+        if br.get("pods_affected"):
+            radius.append(f"{len(br['pods_affected'])} pod(s) affected")
+        lines.append(f"  blast:   {'; '.join(radius) or 'this object only'}")
+    if a.get("rationale"):
+        lines.append(f"  why:     {a['rationale']}")
+    for e in a.get("evidence", []):
+        lines.append(f"           - {e}")
+    if a.get("expected_outcome"):
+        lines.append(f"  expect:  {a['expected_outcome']}")
+    if a.get("risk_flags"):
+        lines.append(f"  risks:   {', '.join(a['risk_flags'])}")
+    required = a.get("required_approvals", 1)
+    if required and required > 1:
+        lines.append(f"  needs:   {required} approvers ({len(a.get('approvals', []))} so far)")
+    lines.append(f"  expires: {expires_in(a.get('expires_at', ''))}")
+    return "\n".join(lines)
+
+
+def event(ev_id: int, kind: str, d: dict[str, Any]) -> str | None:
+    """One line (or a few) for an event; None for events that say nothing to a person."""
+    match kind:
+        case "session.started":
+            return f"[{ev_id}] session started by {d.get('actor')}"
+        case "user.message":
+            return f"[{ev_id}] {d.get('actor')}: {d.get('text')}"
+        case "assistant.message":
+            return f"[{ev_id}] interlock: {d.get('text')}"
+        case "tool.proposed":
+            return f"[{ev_id}] → {d.get('tool')} {target(d.get('target'))} {d.get('args')}"
+        case "tool.classified":
+            return f"[{ev_id}]   {d.get('access')} ({d.get('rule')})"
+        case "tool.refused" | "command.rejected" | "command.refused":
+            return f"[{ev_id}] ✗ refused: {d.get('reason')}"
+        case "approval.requested":
+            return f"[{ev_id}] ⏸ waiting for approval {d.get('approval_id')}"
+        case "approval.decided":
+            how = d.get("decision")
+            extra = f": {d['reason']}" if d.get("reason") else (" (modified)" if d.get("args")
+                                                                else "")
+            return f"[{ev_id}]   {d.get('approver')} decided {how}{extra}"
+        case "approval.granted":
+            return f"[{ev_id}] ✓ granted by {d.get('approver')}"
+        case "approval.denied":
+            return f"[{ev_id}] ✗ denied by {d.get('approver')}: {d.get('reason')}"
+        case "approval.expired":
+            return f"[{ev_id}] ✗ approval {d.get('approval_id')} expired"
+        case "tool.started":
+            return f"[{ev_id}]   running…"
+        case "tool.result":
+            mark = {"ok": "✓", "error": "✗"}.get(str(d.get("status")), "?")
+            out = str(d.get("output") or "").rstrip()
+            body = "\n".join("      " + line for line in out.splitlines()[:40])
+            return f"[{ev_id}] {mark} result ({d.get('status')})" + (f"\n{body}" if body else "")
+        case "turn.completed":
+            return f"[{ev_id}] — done"
+        case "session.cancelled":
+            return f"[{ev_id}] session cancelled {d.get('reason') or ''}".rstrip()
+        case "preview.recorded" | "step.planned" | "model.retried":
+            return None
+        case _:
+            return f"[{ev_id}] {kind}"
