@@ -1,0 +1,73 @@
+"""Policy only tightens: a forbidden tool is refused, a namespace can require two approvers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from kubernetes import client, config
+
+from clients.stack import Stack
+from tests.e2e.conftest import bus_as, start_stack, token
+from tests.support import Client
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def strict(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    policy = tmp_path_factory.mktemp("policy") / "policy.yaml"
+    policy.write_text("forbid_tools: [delete]\n"
+                      "two_approvers: {namespaces: [shop]}\n"
+                      "protected_namespaces: [production, shop]\n")
+    s = await start_stack(tmp_path_factory, extra_env={"INTERLOCK_POLICY_FILE": str(policy)})
+    try:
+        yield s
+    finally:
+        await s.stop()
+
+
+async def test_forbidden_tool_is_refused(strict: Stack, http: aiohttp.ClientSession) -> None:
+    api = Client(http, strict.url, token(strict, "operator"))
+    sid = await api.new_session()
+    await api.say(sid, "kubectl delete deploy/web -n shop")
+    got = await api.wait_for(sid, lambda e: e.event in ("tool.refused", "command.rejected"))
+    assert got[-1].event == "tool.refused", [e.event for e in got]
+    assert "policy forbids" in got[-1].data["reason"]
+
+
+async def test_two_approvers_and_separation_of_duties(strict: Stack,
+                                                     http: aiohttp.ClientSession) -> None:
+    operator = Client(http, strict.url, token(strict, "operator"))
+    approver = Client(http, strict.url, token(strict, "approver"))
+    admin = Client(http, strict.url, token(strict, "admin"))
+    sid = await operator.new_session()
+    await operator.say(sid, "kubectl scale deploy/web --replicas=5 -n shop")
+    got = await operator.wait_for(sid, lambda e: e.event == "approval.requested")
+    req = got[-1].data
+    assert req["required_approvals"] == 2 and req["forbidden_approvers"] == ["operator"]
+    path = f"/v1/approvals/{req['approval_id']}/decision"
+    status, body = await approver.call("POST", path, {"decision": "approve"})
+    assert status == 202 and body["approvals"] == 1 and body["required_approvals"] == 2, body
+    status, body = await approver.call("POST", path, {"decision": "approve"})
+    assert status == 409, body  # the same person twice is not two approvers
+    status, body = await operator.call("POST", path, {"decision": "approve"})
+    assert status == 403, body
+    assert strict.kubeconfig is not None
+    apps = client.AppsV1Api(config.new_client_from_config(config_file=str(strict.kubeconfig)))
+    assert apps.read_namespaced_deployment("web", "shop").spec.replicas == 3
+    status, body = await admin.call("POST", path, {"decision": "approve"})
+    assert status == 202 and body["approvals"] == 2, body
+    done = await operator.wait_for(sid, lambda e: e.event == "tool.result", after=got[-1].id)
+    assert done[-1].data["status"] == "ok"
+    granted = next(e.data for e in done if e.event == "approval.granted")
+    assert granted["approver"] == "approver+admin"
+    assert apps.read_namespaced_deployment("web", "shop").spec.replicas == 5
+    bus = await bus_as(strict, "admin")
+    try:
+        evs = [s.event.type for s in await bus.session(sid)]
+    finally:
+        await bus.close()
+    assert evs.count("approval.granted") == 1 and evs.count("tool.started") == 1
