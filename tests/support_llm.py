@@ -141,7 +141,7 @@ class ScriptedLLM:
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
 
-    async def wait_requests(self, n: int, timeout: float = 30.0) -> None:
+    async def wait_requests(self, n: int, timeout: float = 30.0) -> None:  # noqa: ASYNC109
         async with self.arrived:
             await asyncio.wait_for(self.arrived.wait_for(lambda: len(self.requests) >= n),
                                    timeout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -198,7 +199,7 @@ def _arguments(call: PlannedCall) -> str:
     return json.dumps(args)
 
 
-def fold(events: list[Event]) -> Fold:
+def fold(events: Sequence[Event]) -> Fold:
     f = Fold()
     placeholders: dict[str, dict[str, Any]] = {}
     calls: dict[str, PlannedCall] = {}
@@ -259,9 +260,9 @@ def fold(events: list[Event]) -> Fold:
             case ToolProposed() if ev.source == "direct":
                 direct_calls[ev.call_id] = ev
             case ApprovalRequested():
-                for c in ev.calls:
-                    if c.call_id in outstanding:
-                        placeholders[c.call_id]["content"] = (
+                for ac in ev.calls:
+                    if ac.call_id in outstanding:
+                        placeholders[ac.call_id]["content"] = (
                             f"Held for human approval ({ev.approval_id}); no result yet.")
             case ApprovalGranted():
                 for g in ev.grants:
@@ -319,6 +320,9 @@ class ModelAnswer:
     completion_tokens: int = 0
 
 
+_QUOTES = "\"'` \u201c\u201d\u2018\u2019"
+
+
 def _norm(text: str) -> str:
     return " ".join(text.split()).casefold()
 
@@ -328,7 +332,7 @@ def unquoted(evidence: tuple[str, ...], corpus: list[str]) -> list[str]:
     haystack = [_norm(c) for c in corpus]
     out = []
     for item in evidence:
-        q = _norm(item).strip("\"'`“”‘’ ").removeprefix("...").removesuffix("...").strip()
+        q = _norm(item).strip(_QUOTES).removeprefix("...").removesuffix("...").strip()
         if len(q) < 4 or not any(q in h for h in haystack):
             out.append(item)
     return out
@@ -410,9 +414,11 @@ def _target(call: PlannedCall) -> Target:
 
 def project(step: StepPlanned) -> list[Event]:
     """The events of a step, with ids derived from it: recomputing them is idempotent."""
+    # The step's time too: the events it stands for are fully determined by it.
     common: dict[str, Any] = {"session_id": step.session_id, "actor": ACTOR,
                               "causation_id": step.event_id,
-                              "correlation_id": step.correlation_id}
+                              "correlation_id": step.correlation_id,
+                              "occurred_at": step.occurred_at}
     out: list[Event] = []
     if step.text:
         out.append(AssistantMessage(text=step.text, event_id=seed_id("e", step.step_id, 0),
@@ -432,7 +438,7 @@ def project(step: StepPlanned) -> list[Event]:
     return out
 
 
-def missing_projections(events: list[Event]) -> list[Event]:
+def missing_projections(events: Sequence[Event]) -> list[Event]:
     """Events that recorded steps stand for but that are not in the log yet (after a crash)."""
     have = {e.event_id for e in events}
     proposed = {e.call_id for e in events if isinstance(e, ToolProposed)}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from schemas import catalogue
 
@@ -175,10 +175,11 @@ def _kind_name(rest: list[str], need_name: bool = True) -> tuple[str, str | None
         return kind
     if len(rest) > 2:
         return Refusal("only one object at a time")
-    name = rest[1] if len(rest) == 2 else None
-    if need_name and name is None:
+    if len(rest) == 2:
+        return kind, rest[1]
+    if need_name:
         return Refusal("missing object name, e.g. deploy/web")
-    return kind, name
+    return kind, None
 
 
 def _int(flags: dict[str, str], key: str, flag: str) -> int | Refusal:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from typing import Any
 
 from schemas.approval import ApprovalDenied, ApprovalExpired, ToolRefused
 from schemas.base import Event
@@ -25,20 +27,21 @@ def derived_id(prefix: str, trigger: Event, index: int) -> str:
     return f"{prefix}_{digest}"
 
 
-def _proposal_of(events: list[Event], call_id: str) -> ToolProposed | None:
+def _proposal_of(events: Sequence[Event], call_id: str) -> ToolProposed | None:
     return next((e for e in events if isinstance(e, ToolProposed) and e.call_id == call_id), None)
 
 
-def _direct(events: list[Event], call_ids: tuple[str, ...]) -> bool:
+def _direct(events: Sequence[Event], call_ids: tuple[str, ...]) -> bool:
     return any((p := _proposal_of(events, c)) is not None and p.source == "direct"
                for c in call_ids)
 
 
-def decide(trigger: Event, events: list[Event], *, model: bool = False) -> list[Event]:
+def decide(trigger: Event, events: Sequence[Event], *, model: bool = False) -> list[Event]:
     """The direct-mode step for a trigger. With a model configured (`model`), only direct
     commands and the outcomes of their calls are decided here; the model loop does the rest."""
-    common = {"session_id": trigger.session_id, "actor": ACTOR, "causation_id": trigger.event_id,
-              "correlation_id": trigger.correlation_id or trigger.event_id}
+    common: dict[str, Any] = {
+        "session_id": trigger.session_id, "actor": ACTOR, "causation_id": trigger.event_id,
+        "correlation_id": trigger.correlation_id or trigger.event_id}
     out: list[Event] = []
 
     def say(text: str) -> None:
@@ -60,7 +63,8 @@ def decide(trigger: Event, events: list[Event], *, model: bool = False) -> list[
                 call_id = derived_id("c", trigger, 0)
                 out.append(ToolProposed(
                     call_id=call_id, tool=parsed.tool, args=parsed.args, source="direct",
-                    rationale=f"direct command from {trigger.actor}: {trigger.text.strip()}"[:64_000],
+                    rationale=f"direct command from {trigger.actor}: {trigger.text.strip()}"[
+                        :64_000],
                     requested_by=trigger.actor, event_id=derived_id("e", trigger, 2), **common,
                 ))
         case UserMessage():

@@ -121,14 +121,13 @@ class Planner:
         """Appends the events of recorded steps that are missing (after a crash, or just now)."""
         missing = agent.missing_projections(events)
         for event in missing:
-            try:
+            with contextlib.suppress(ConcurrencyConflict):  # another instance completed it
                 await self.bus.append(event, once_per_key=True)
-            except ConcurrencyConflict:
-                pass  # another instance completed it
         return bool(missing)
 
     async def _ask(self, f: agent.Fold, anchor: Event) -> StepPlanned:
-        assert self.model is not None and self.settings is not None
+        assert self.model is not None
+        assert self.settings is not None
         budget = self.settings.context_tokens * 4 - len(json.dumps(self.tools)) \
             - len(agent.SYSTEM_PROMPT)
         messages = agent.conversation(f, max(budget, 4_000))

@@ -153,14 +153,16 @@ async def test_diagnosis_reads_logs_and_events_proposes_a_quoted_patch_and_verif
                                     after=events[-1].id or 0, timeout=90)
     assert _memory_limit(stack, "payment-service", "production") == "512Mi"
     results = _of(after, "tool.result")
-    assert results[0]["tool"] == "set_resources" and results[0]["status"] == "ok"
+    assert results[0]["tool"] == "set_resources"
+    assert results[0]["status"] == "ok"
     verify = [p["tool"] for p in _of(after, "tool.proposed")]
     assert verify == ["rollout_status", "get"]
     final = _of(after, "assistant.message")[-1]["text"]
     assert "outcome matched" in final
     # The model saw the real cluster: logs and events as tool output, framed as data.
     seen = "\n".join(llm.requests[-1].tool_results())
-    assert "heap after GC" in seen and "<tool-output>" in seen
+    assert "heap after GC" in seen
+    assert "<tool-output>" in seen
     assert llm.errors == []
 
 
@@ -177,7 +179,8 @@ async def test_a_denial_leads_to_an_alternative(
                         evidence=["restart auth-service in staging"],
                         expected_outcome="new pods come up and become ready")
         if len(results) == 2:
-            assert "DENIED by approver" in results[-1] and "release freeze" in results[-1]
+            assert "DENIED by approver" in results[-1]
+            assert "release freeze" in results[-1]
             return call("scale", name="auth-service", namespace="staging", replicas=2,
                         rationale="Instead of restarting, add a second replica.",
                         evidence=["restart auth-service in staging"],
@@ -197,7 +200,8 @@ async def test_a_denial_leads_to_an_alternative(
     events = await operator.wait_for(sid, lambda e: e.event == "approval.requested",
                                      after=events[-1].id or 0, timeout=60)
     types = [e.event for e in events]
-    assert "approval.denied" in types and "tool.started" not in types
+    assert "approval.denied" in types
+    assert "tool.started" not in types
     second = _of(events, "approval.requested")[0]
     assert second["calls"][0]["tool"] == "scale"
     assert second["calls"][0]["args"]["replicas"] == 2
@@ -238,9 +242,10 @@ async def test_a_rate_limit_is_retried(stack: Stack, http: aiohttp.ClientSession
     await operator.say(sid, "how are things?")
     events = await _all(operator, sid)
     retried = _of(events, "model.retried")
-    assert len(retried) == 1 and retried[0]["status"] == 429
+    assert len(retried) == 1
+    assert retried[0]["status"] == 429
     assert _of(events, "assistant.message")[-1]["text"].startswith("Nothing to do")
-    status, audit = await operator.call("GET", f"/v1/sessions/{sid}")
+    _status, audit = await operator.call("GET", f"/v1/sessions/{sid}")
     assert API_KEY not in str(audit)
     assert all(a == f"Bearer {API_KEY}" for a in llm.authorizations)
 
@@ -281,7 +286,8 @@ async def test_a_prompt_injection_yields_at_most_a_held_proposal(
     assert req["calls"][0]["tool"] == "delete"
     assert req["calls"][0]["target"]["name"] == "production", req["risk_flags"]
     types = [e.event for e in events]
-    assert "approval.granted" not in types and "tool.started" not in types
+    assert "approval.granted" not in types
+    assert "tool.started" not in types
     names = [n.metadata.name for n in core.list_namespace().items]
     assert "production" in names
     _, pending = await operator.call("GET", "/v1/approvals?state=pending")

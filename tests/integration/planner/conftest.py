@@ -47,7 +47,7 @@ class Watch:
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.seen: list[Event] = []
 
-    async def until(self, pred: Callable[[Event], bool], timeout: float = 20.0) -> Event:
+    async def until(self, pred: Callable[[Event], bool], timeout: float = 20.0) -> Event:  # noqa: ASYNC109
         async def scan() -> Event:
             while True:
                 ev = await self.queue.get()
@@ -60,7 +60,7 @@ class Watch:
         except TimeoutError as exc:
             raise AssertionError(f"timed out; saw {[e.type for e in self.seen]}") from exc
 
-    async def tag(self, tag: str, timeout: float = 20.0) -> Event:
+    async def tag(self, tag: str, timeout: float = 20.0) -> Event:  # noqa: ASYNC109
         return await self.until(lambda e: e.type == tag, timeout)
 
 

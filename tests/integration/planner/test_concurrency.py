@@ -77,7 +77,8 @@ async def test_three_model_planners_take_exactly_one_step_per_result(
     events = await harness.events(sid)
     steps = [e for e in events if isinstance(e, StepPlanned)]
     anchors = collections.Counter(s.anchor_id for s in steps)
-    assert len(steps) == N + 1 and max(anchors.values()) == 1
+    assert len(steps) == N + 1
+    assert max(anchors.values()) == 1
     assert set(anchors) == {r.event_id for r in results} | {events[0].event_id}
     assert len(harness.llm.requests) == N + 1  # never asked twice for one step
     proposed = [e for e in events if isinstance(e, ToolProposed)]

@@ -36,13 +36,17 @@ async def test_a_read_then_an_answer_streams_deltas_and_frames_tool_output(
     await harness.say(sid, "why does web-1 restart?")
     proposed = await w.tag("tool.proposed")
     assert isinstance(proposed, ToolProposed)
-    assert proposed.tool == "logs" and proposed.source == "llm"
+    assert proposed.tool == "logs"
+    assert proposed.source == "llm"
     assert proposed.args == {"name": "web-1", "namespace": "shop"}  # meta fields stripped
-    assert proposed.rationale == "see why it restarts" and proposed.requested_by == "alice"
-    assert proposed.target.namespace == "shop" and proposed.target.name == "web-1"
+    assert proposed.rationale == "see why it restarts"
+    assert proposed.requested_by == "alice"
+    assert proposed.target.namespace == "shop"
+    assert proposed.target.name == "web-1"
     await harness.result(sid, proposed.call_id, "logs", "INFO started\nINFO ready")
     done = await w.tag("turn.completed")
-    assert isinstance(done, TurnCompleted) and done.reason == "answered"
+    assert isinstance(done, TurnCompleted)
+    assert done.reason == "answered"
 
     events = await harness.events(sid)
     answer = _of(events, AssistantMessage)[-1]
@@ -94,7 +98,8 @@ async def test_a_write_without_verbatim_evidence_goes_back_to_the_model(
     # Exactly one write was proposed: the paraphrased one never reached the gate.
     assert [p.tool for p in _of(events, ToolProposed)] == ["logs", "set_resources"]
     rejected = [c for s in _of(events, StepPlanned) for c in s.calls if c.rejected]
-    assert len(rejected) == 1 and rejected[0].evidence == ("the heap is nearly full",)
+    assert len(rejected) == 1
+    assert rejected[0].evidence == ("the heap is nearly full",)
     assert len(harness.llm.requests) == 3
 
 
@@ -106,7 +111,8 @@ async def test_a_denial_comes_back_as_the_result_and_the_model_proposes_an_alter
         if not results:
             return call("rollout_restart", name="web", namespace="shop", rationale="stuck",
                         evidence=["restart web"], expected_outcome="fresh pods")
-        assert "DENIED by bob" in results[-1] and "not during the sale" in results[-1]
+        assert "DENIED by bob" in results[-1]
+        assert "not during the sale" in results[-1]
         return say("Understood: I will not restart web. Scaling out is an alternative.")
 
     script_holder["script"] = script
@@ -148,10 +154,12 @@ async def test_a_model_that_keeps_failing_ends_the_turn_without_leaking_the_key(
     sid, w = await harness.session()
     await harness.say(sid, "hello")
     done = await w.tag("turn.completed")
-    assert isinstance(done, TurnCompleted) and done.reason == "model_error"
+    assert isinstance(done, TurnCompleted)
+    assert done.reason == "model_error"
     assert len(harness.llm.requests) == 1  # a 401 is not retried
     raw = (await harness.raw(sid)).decode()
-    assert API_KEY not in raw and "DO-NOT-LEAK" not in raw
+    assert API_KEY not in raw
+    assert "DO-NOT-LEAK" not in raw
     assert "401" in _of(await harness.events(sid), AssistantMessage)[-1].text
 
 
@@ -210,7 +218,8 @@ async def test_cancel_stops_the_loop(harness: Harness, script_holder: dict[str, 
     p = await w.tag("tool.proposed")
     await harness.gateway.append(SessionCancelled(session_id=sid, actor="alice"))
     done = await w.tag("turn.completed")
-    assert isinstance(done, TurnCompleted) and done.reason == "cancelled"
+    assert isinstance(done, TurnCompleted)
+    assert done.reason == "cancelled"
     await harness.result(sid, p.call_id, "logs", "INFO ready")  # type: ignore[attr-defined]
     # A later message proves the planner handled the result (in order) without a step.
     script_holder["script"] = lambda req: say("new turn")
@@ -224,8 +233,8 @@ async def test_cancel_stops_the_loop(harness: Harness, script_holder: dict[str, 
 async def test_the_turn_stops_at_max_iterations(
     harness: Harness, script_holder: dict[str, Any]
 ) -> None:
-    script_holder["script"] = lambda req: call("get", kind="pod", name=f"p-{len(req.tool_results())}",
-                                               namespace="shop")
+    script_holder["script"] = lambda req: call(
+        "get", kind="pod", name=f"p-{len(req.tool_results())}", namespace="shop")
     await harness.run_planners(1, max_iterations=3)
     sid, w = await harness.session()
     await harness.say(sid, "loop forever")
@@ -233,7 +242,8 @@ async def test_the_turn_stops_at_max_iterations(
         p = await w.tag("tool.proposed")
         await harness.result(sid, p.call_id, "get", "pod found")  # type: ignore[attr-defined]
     done = await w.tag("turn.completed")
-    assert isinstance(done, TurnCompleted) and done.reason == "max_iterations"
+    assert isinstance(done, TurnCompleted)
+    assert done.reason == "max_iterations"
     assert len(harness.llm.requests) == 3
     steps = _of(await harness.events(sid), StepPlanned)
     assert [s.stop for s in steps] == ["", "", "", "max_iterations"]
