@@ -78,6 +78,12 @@ class WatchedSandbox:
 
         sandbox.api.handle = counted  # type: ignore[method-assign]
 
+    def scale_writes(self, name: str) -> list[int]:
+        """The replica counts written to deployment `name`'s scale, in order."""
+        path = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{name}/scale"
+        return [int(w.body["spec"]["replicas"]) for w in self.writes
+                if w.path == path and isinstance(w.body, dict)]
+
     def scales(self, name: str) -> Counter[int]:
         """How many times each replica count was written to deployment `name`'s scale."""
         path = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{name}/scale"
@@ -181,6 +187,10 @@ class Witness:
 # -- the workload --------------------------------------------------------------------------------
 
 
+class LostAnswer(Exception):
+    """The request was sent and no answer came: it may or may not have been recorded."""
+
+
 class Driver:
     """Drives sessions over HTTP through whichever gateway answers; records what was acked."""
 
@@ -202,11 +212,11 @@ class Driver:
 
     async def call(self, who: str, method: str, path: str, body: Any = None,
                    ok: tuple[int, ...] = (200, 201, 202)) -> Any:
-        """One request, retried on another gateway while gateways die or NATS is away.
+        """One request, retried on another gateway while no gateway can be reached.
 
-        A retry after a lost answer could repeat a request, so only idempotent requests and
-        requests whose repetition the log refuses (decisions) are retried on any failure; a
-        new session or message is retried only if the connection failed before it was sent.
+        A request that was sent and got no answer (the gateway died, or answered 5xx because
+        NATS was away) raises LostAnswer: repeating it blindly could repeat a message, so the
+        caller first looks in the log for what it sent.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
@@ -221,14 +231,11 @@ class Driver:
                 if isinstance(exc, aiohttp.ClientConnectorError):
                     await asyncio.sleep(0.05)  # that gateway is down: next one
                     continue
-                raise AssertionError(f"{method} {path}: connection lost mid-request: {exc}") \
-                    from exc
+                raise LostAnswer(f"{method} {path}: {exc}") from exc
             if status in ok:
                 return answer
-            last = (status, answer)
-            if status in (500, 502, 503, 504):  # NATS unavailable for a moment: try again
-                await asyncio.sleep(0.1)
-                continue
+            if status in (500, 502, 503, 504):
+                raise LostAnswer(f"{method} {path} → {status}: {answer}")
             raise AssertionError(f"{method} {path} → {status}: {answer}")
         raise AssertionError(f"{method} {path}: no gateway answered in {self.timeout}s: {last}")
 
@@ -258,13 +265,41 @@ class Driver:
     # -- a session ----------------------------------------------------------------------------
 
     async def start_session(self, text: str) -> str:
-        created = await self.call("operator", "POST", "/v1/sessions", {})
+        while True:
+            try:
+                created = await self.call("operator", "POST", "/v1/sessions", {})
+                break
+            except LostAnswer:
+                continue  # at worst an empty session was left behind; start another
         sid = str(created["session_id"])
         self.sessions.append(sid)
-        posted = await self.call("operator", "POST", f"/v1/sessions/{sid}/messages",
-                                 {"text": text})
-        self.witness.record(int(posted["seq"]), str(posted["event_id"]))
-        return sid
+        while True:
+            try:
+                posted = await self.call("operator", "POST", f"/v1/sessions/{sid}/messages",
+                                         {"text": text})
+                self.witness.record(int(posted["seq"]), str(posted["event_id"]))
+                return sid
+            except LostAnswer:
+                if await self._message_stored(sid, text):
+                    return sid
+
+    async def _message_stored(self, sid: str, text: str) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while True:
+            bus = None
+            try:
+                bus = await admin_bus(self.stack)
+                stored = await bus.session(sid)
+                return any(s.event.type == "user.message" and s.event.text == text  # type: ignore[union-attr]
+                           for s in stored)
+            except Exception:  # noqa: BLE001 - NATS may be away: ask again
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+            finally:
+                if bus is not None:
+                    await bus.close()
 
     async def read(self) -> str:
         sid = await self.start_session(f"kubectl get deploy -n {NAMESPACE}")
@@ -296,13 +331,16 @@ class Driver:
     async def decide(self, approval: str, body: dict[str, Any]) -> Any:
         """A decision may be retried: the log accepts one per approval, so a 409 after a lost
         answer means ours was recorded (the audit checks it is there exactly once)."""
-        try:
-            return await self.call("approver", "POST", f"/v1/approvals/{approval}/decision",
-                                   body, ok=(202,))
-        except AssertionError as exc:
-            if "already_decided" in str(exc):
-                return None
-            raise
+        while True:
+            try:
+                return await self.call("approver", "POST", f"/v1/approvals/{approval}/decision",
+                                       body, ok=(202,))
+            except LostAnswer:
+                continue
+            except AssertionError as exc:
+                if "already_decided" in str(exc):
+                    return None
+                raise
 
 
 async def _read_until(api: Client, sid: str, after: int,
@@ -362,6 +400,8 @@ async def read_log(bus: Bus) -> list[Stored]:
 async def audit(stack: Stack, driver: Driver, cluster: WatchedSandbox,
                 expected_writes: dict[str, tuple[str, int]]) -> Report:
     """expected_writes: approval id → (deployment, replicas) of every approved call."""
+    # Events acknowledged up to now; stragglers stored while the log is read are not counted.
+    acked = dict(driver.witness.acked)
     bus = await admin_bus(stack)
     try:
         log = await read_log(bus)
@@ -371,12 +411,14 @@ async def audit(stack: Stack, driver: Driver, cluster: WatchedSandbox,
     by_seq = {s.seq: s for s in log}
 
     # 1. every acknowledged event is there, unchanged
-    rep.acked_events = len(driver.witness.acked)
-    for seq, event_id in driver.witness.acked.items():
+    rep.acked_events = len(acked)
+    for seq, event_id in acked.items():
         stored = by_seq.get(seq)
         if stored is None or (event_id != "?" and stored.event.event_id != event_id):
             rep.lost_events += 1
-            rep.problems.append(f"acknowledged event {event_id} at {seq} is not in the log")
+            raw = await _raw(stack, seq)
+            rep.problems.append(f"acknowledged event {event_id} at {seq} is not in the log "
+                                f"as read (last read {log[-1].seq if log else 0}); stored: {raw}")
 
     # 2. per call and per approval
     started: Counter[str] = Counter()
@@ -414,26 +456,51 @@ async def audit(stack: Stack, driver: Driver, cluster: WatchedSandbox,
             rep.lost_approvals += 1
             rep.problems.append(f"approval {approval}: {outcomes} outcomes (granted/denied)")
 
-    # 3. the cluster: each approved write reached it once if it succeeded
-    per_target: dict[str, Counter[int]] = {}
+    # 3. the cluster: the writes each target received, in order, are exactly those of its
+    #    calls that succeeded (a call whose outcome is unknown may or may not be among them)
+    calls: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for approval, (name, replicas) in expected_writes.items():
         if driver.decided.get(approval) != "approve":
             continue
-        grants = granted.get(approval) or []
-        call_ids = [gr.call_id for g in grants for gr in g.grants]
+        call_ids = [gr.call_id for g in granted.get(approval, []) for gr in g.grants]
         rs = [r for c in call_ids for r in results.get(c, [])]
         if len(rs) != 1:
             rep.lost_results += 1
             rep.problems.append(f"approval {approval}: {len(rs)} results for calls {call_ids}")
             continue
-        status = rs[0].status
-        counts = per_target.setdefault(name, cluster.scales(name))
-        n = counts[replicas]
-        if (status == "ok" and n != 1) or (status == "error" and n != 0) or n > 1:
-            rep.double_executions += n > 1
-            rep.problems.append(f"{name} → {replicas}: result {status} but the cluster got "
-                                f"{n} writes")
+        calls[name].append((replicas, rs[0].status))
+    for name, expected in calls.items():
+        writes = cluster.scale_writes(name)
+        if not _explains(expected, writes):
+            rep.double_executions += max(0, len(writes) - sum(st == "ok" for _, st in expected))
+            rep.problems.append(f"{name}: calls {expected} do not explain the writes {writes}")
     return rep
+
+
+async def _raw(stack: Stack, seq: int) -> str:
+    bus = await admin_bus(stack)
+    try:
+        msg = await bus.js.get_msg("EVENTS", seq)
+        return f"{msg.subject} {msg.data[:300]!r}"
+    except Exception as exc:  # noqa: BLE001 - a diagnosis only
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        await bus.close()
+
+
+def _explains(calls: list[tuple[int, str]], writes: list[int]) -> bool:
+    """Whether the ordered calls account for exactly the ordered writes: ok → one write of its
+    value, error → none, unknown → none or one."""
+    positions = {0}
+    for replicas, status in calls:
+        nxt: set[int] = set()
+        for j in positions:
+            if status != "ok":
+                nxt.add(j)
+            if status in ("ok", "unknown") and j < len(writes) and writes[j] == replicas:
+                nxt.add(j + 1)
+        positions = nxt
+    return len(writes) in positions
 
 
 # -- faults --------------------------------------------------------------------------------------
