@@ -1,0 +1,110 @@
+"""Who proposed, who approved, what ran — provable from the log (issue 8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from clients.stack import Stack
+from schemas import chain
+from schemas.ids import new_call_id
+from schemas.planning import ToolProposed
+from services.runtime import audit
+from tests.e2e.conftest import bus_as, token
+from tests.support import Client
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+
+async def _links(stack: Stack, sid: str) -> list[chain.Link]:
+    bus = await bus_as(stack, "admin")
+    try:
+        return [chain.Link(s.seq, s.subject, s.raw) for s in await bus.session(sid)]
+    finally:
+        await bus.close()
+
+
+async def _write(stack: Stack, api: Client, decider: Client, sid: str, tool: str,
+                 args: dict[str, Any], decision: dict[str, Any], after: int) -> int:
+    bus = await bus_as(stack, "planner")
+    try:
+        await bus.append(ToolProposed(
+            session_id=sid, call_id=new_call_id(), tool=tool, args=args, source="llm",
+            requested_by="operator", evidence=(f"evidence for {tool}",),
+            rationale=f"why {tool}"))
+    finally:
+        await bus.close()
+    got = await api.wait_for(sid, lambda e: e.event == "approval.requested", after=after)
+    req = got[-1].data
+    status, body = await decider.call("POST", f"/v1/approvals/{req['approval_id']}/decision",
+                                      decision)
+    assert status == 202, body
+    want = "tool.result" if decision["decision"] == "approve" else "approval.denied"
+    got = await api.wait_for(sid, lambda e: e.event == want, after=got[-1].id)
+    return int(got[-1].id or 0)
+
+
+async def test_seed_scenarios_audit_names_requester_approver_diff_and_result(
+    stack: Stack, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    operator = Client(http, stack.url, token(stack, "operator"))
+    approver = Client(http, stack.url, token(stack, "approver"))
+    sid = await operator.new_session()
+    await operator.say(sid, "kubectl get pods -n production")
+    got = await operator.wait_for(sid, lambda e: e.event == "turn.completed")
+    seq = got[-1].id or 0
+    seq = await _write(stack, operator, approver, sid, "set_resources",
+                       {"name": "payment-service", "namespace": "production",
+                        "limits": {"memory": "512Mi"}}, {"decision": "approve"}, seq)
+    seq = await _write(stack, operator, approver, sid, "rollout_restart",
+                       {"name": "auth-service", "namespace": "staging"},
+                       {"decision": "approve"}, seq)
+    seq = await _write(stack, operator, approver, sid, "delete",
+                       {"kind": "persistentvolumeclaim", "name": "data-orders-db-0",
+                        "namespace": "staging"},
+                       {"decision": "deny", "reason": "orders-db still needs it"}, seq)
+    seq = await _write(stack, operator, approver, sid, "scale",
+                       {"name": "order-service", "namespace": "production", "replicas": 4},
+                       {"decision": "approve"}, seq)
+
+    import services.runtime.signing as signing
+
+    links = await _links(stack, sid)
+    report = audit.audit(sid, links, signing.load_public(stack.data / "gate.pub"))
+    assert report.ok, (report.chain.breaks, report.problems)
+    text = report.render()
+    assert "operator asked: kubectl get pods -n production" in text
+    writes = {w.tool: w for w in report.writes}
+    assert set(writes) == {"set_resources", "rollout_restart", "delete", "scale"}
+    for w in report.writes:
+        assert w.requested_by == "operator"
+        assert w.approvers == ["approver"]
+        assert w.evidence == [f"evidence for {w.tool}"]
+        assert w.diff
+    assert any("resources.limits.memory: '256Mi' → '512Mi'" in d
+               for d in writes["set_resources"].diff)
+    assert writes["scale"].diff == ["spec.replicas: 6 → 4"]
+    assert writes["delete"].decision == "denied"
+    assert writes["delete"].reason == "orders-db still needs it" and writes["delete"].result == ""
+    for tool in ("set_resources", "rollout_restart", "scale"):
+        assert writes[tool].decision == "approved" and writes[tool].result == "ok", writes[tool]
+    assert "approver approved" in text and "approver denied" in text
+
+    # Export, verify clean; alter one event in the file, verify points at it.
+    exported = tmp_path / "audit.jsonl"
+    exported.write_text(audit.export_lines(links))
+    [clean] = audit.audit_file(exported.read_text())
+    assert clean.ok
+    lines = exported.read_text().splitlines()
+    victim = next(i for i, line in enumerate(lines) if '"approval.decided"' in line)
+    lines[victim] = lines[victim].replace('\\"approver\\":\\"approver\\"',
+                                          '\\"approver\\":\\"mallory\\"')
+    assert "mallory" in lines[victim]
+    [bad] = audit.audit_file("\n".join(lines) + "\n")
+    assert not bad.ok
+    victim_seq = links[victim].seq
+    assert [b["seq"] for b in bad.chain.breaks] == [victim_seq]
+    assert any(p["seq"] == victim_seq for p in bad.problems)  # readable copy differs too
