@@ -21,6 +21,11 @@ from services.runtime import natsconf, provision, signing
 from services.runtime.embedded import NatsCluster, NatsServerProcess, free_port
 from services.runtime.errors import ConfigError
 
+# Passed from the caller's environment to the planner (other INTERLOCK_* are the stack's own).
+PLANNER_MODEL_ENV = ("INTERLOCK_MODEL", "INTERLOCK_TEMPERATURE", "INTERLOCK_MAX_ITERATIONS",
+                     "INTERLOCK_MODEL_RETRIES", "INTERLOCK_MODEL_RETRY_BASE",
+                     "INTERLOCK_MODEL_TIMEOUT", "INTERLOCK_CONTEXT_TOKENS")
+
 SERVICES = ("executor", "gate", "planner", "gateway")
 
 
@@ -187,6 +192,9 @@ class Stack:
                 env["KUBECONFIG"] = str(self.kubeconfig)
             if self.cfg.kube_context:
                 env["INTERLOCK_KUBE_CONTEXTS"] = self.cfg.kube_context
+        if service == "planner":
+            # The model a person exports for `interlock up` (README, "Models").
+            env.update({k: v for k, v in os.environ.items() if k in PLANNER_MODEL_ENV})
         if service == "gateway":
             port = self.cfg.http_port if name == service else \
                 self.gateway_ports.setdefault(name, free_port())
