@@ -503,6 +503,9 @@ def execute(k: Kube, args: C.Args, resource_version: str) -> tuple[Outcome, Plan
         raise
     changes = _changes(plan, after)
     text = f"{plan.ref} {plan.verb}" + (f" in {plan.namespace}" if plan.namespace else "")
+    if isinstance(args, C.ScaleArgs):  # the wording users (and the README) know from kubectl
+        text = (f"{args.kind}.apps/{args.name} scaled from {_replicas(plan.before)} to "
+                f"{_replicas(after)} replicas in {args.namespace}")
     if changes:
         text += ":\n" + "\n".join(f"  {c.describe()}" for c in changes[:50])
     out = Outcome(text=text, data={"changes": [{"path": c.path, "before": c.before,
