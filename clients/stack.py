@@ -26,7 +26,11 @@ PLANNER_MODEL_ENV = ("INTERLOCK_MODEL", "INTERLOCK_TEMPERATURE", "INTERLOCK_MAX_
                      "INTERLOCK_MODEL_RETRIES", "INTERLOCK_MODEL_RETRY_BASE",
                      "INTERLOCK_MODEL_TIMEOUT", "INTERLOCK_CONTEXT_TOKENS")
 
-SERVICES = ("executor", "gate", "planner", "gateway")
+SERVICES = ("executor", "gate", "planner", "gateway", "notifier")
+# Passed through to the notifier from the environment of `interlock up`.
+NOTIFIER_ENV = ("INTERLOCK_WEBHOOKS", "INTERLOCK_WEBHOOK_SECRET", "INTERLOCK_PUBLIC_URL",
+                "INTERLOCK_WEBHOOK_ATTEMPTS", "INTERLOCK_WEBHOOK_TIMEOUT",
+                "INTERLOCK_WEBHOOK_BACKOFF", "INTERLOCK_NOTIFY_MAX_AGE")
 
 
 @dataclass
@@ -114,6 +118,12 @@ class Stack:
         creds = _load_or_create_json(self.data / "nats-credentials.json",
                                      dict(natsconf.new_credentials()))
         self.credentials = {k: str(v) for k, v in creds.items()}
+        missing = {u: p for u, p in natsconf.new_credentials().items()
+                   if u not in self.credentials}
+        if missing:  # a data dir from before a service was added
+            self.credentials.update(missing)
+            (self.data / "nats-credentials.json").write_text(json.dumps(self.credentials,
+                                                                        indent=2))
         if not (self.data / "gate.key").exists():
             signing.generate_keypair(self.data / "gate.key", self.data / "gate.pub")
         people = {
@@ -203,6 +213,9 @@ class Stack:
             env["INTERLOCK_TOKENS_FILE"] = str(self.data / "tokens.json")
             env["INTERLOCK_ADMIN_TOKEN"] = self.cfg.admin_token
             env["INTERLOCK_SSE_HEARTBEAT"] = str(self.cfg.sse_heartbeat_s)
+        if service == "notifier":
+            env.update({k: os.environ[k] for k in NOTIFIER_ENV if k in os.environ})
+            env.setdefault("INTERLOCK_PUBLIC_URL", self.url)
         env.update(self.cfg.extra_env)
         return env
 

@@ -21,6 +21,8 @@ EXEC_PREFIX = "exec"
 # Only complete messages are events; a client that misses deltas loses nothing.
 DELTA_PREFIX = "delta"
 SERVICES: tuple[Emitter, ...] = ("gateway", "planner", "gate", "executor")
+# Services that read the log but emit no events (their NATS users may publish none).
+OBSERVERS: tuple[str, ...] = ("notifier",)
 
 ExecKind = Literal["read", "write", "preview"]
 
@@ -99,4 +101,14 @@ CONSUMER_FILTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         ),
     ),
     "executor": (EXEC_STREAM, (f"{EXEC_PREFIX}.>",)),
+    # Webhooks for approvals; shared by every notifier instance, so each is sent once.
+    "notifier": (
+        EVENTS_STREAM,
+        (
+            tag_filter("gate", "approval.requested"),
+            tag_filter("gate", "approval.granted"),
+            tag_filter("gate", "approval.denied"),
+            tag_filter("gate", "approval.expired"),
+        ),
+    ),
 }

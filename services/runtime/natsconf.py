@@ -15,7 +15,7 @@ from typing import Any
 
 from schemas import subjects as S
 
-RUNTIME_USERS: tuple[str, ...] = S.SERVICES
+RUNTIME_USERS: tuple[str, ...] = (*S.SERVICES, *S.OBSERVERS)
 ADMIN_USER = "admin"
 
 # Denied to every runtime user whatever its allow list says (deny wins in NATS).
@@ -52,7 +52,9 @@ def _consumer(stream: str, durable: str) -> list[str]:
 
 def permissions(service: str) -> dict[str, Any]:
     """The publish/subscribe permissions of one runtime user."""
-    publish = [S.emitter_publish_allow(service), *_event_reader()]  # type: ignore[arg-type]
+    publish = [*_event_reader()]
+    if service in S.SERVICES:  # an observer (the notifier) may publish no event at all
+        publish.insert(0, S.emitter_publish_allow(service))  # type: ignore[arg-type]
     subscribe = [f"_INBOX_{service}.>"]
     deny = list(_ADMIN_API_DENY)
     if service == "gate":

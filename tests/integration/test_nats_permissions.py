@@ -14,7 +14,7 @@ from schemas import subjects as S
 from schemas.session import UserMessage
 from tests.conftest import NatsEnv
 
-NON_GATE = ("planner", "executor", "gateway")
+NON_GATE = ("planner", "executor", "gateway", "notifier")
 
 
 async def _connect(env: NatsEnv, user: str) -> tuple[nats.NATS, list[Exception]]:
@@ -65,7 +65,7 @@ async def test_the_gate_may_publish_write_commands(nats_env: NatsEnv) -> None:
     assert await _exec_count(nats_env) == 1
 
 
-@pytest.mark.parametrize("user", ("planner", "executor", "gateway", "gate"))
+@pytest.mark.parametrize("user", ("planner", "executor", "gateway", "gate", "notifier"))
 async def test_runtime_users_cannot_create_streams_or_consumers(
     nats_env: NatsEnv, user: str
 ) -> None:
@@ -118,3 +118,16 @@ async def test_events_stream_refuses_deletion_even_by_admin(nats_env: NatsEnv) -
         assert info.config.deny_delete and info.config.deny_purge
     finally:
         await admin.close()
+
+
+@pytest.mark.parametrize("subject", ["evt.s_x.notifier.approval.granted.a_1",
+                                     "evt.s_x.gate.approval.granted.a_1",
+                                     "evt.s_x.gateway.approval.decided.a_1"])
+async def test_the_notifier_may_publish_no_event(nats_env: NatsEnv, subject: str) -> None:
+    """The notifier only reads approvals: it can forge no decision, grant or event of its own."""
+    nc, _ = await _connect(nats_env, "notifier")
+    try:
+        with pytest.raises(nats.errors.TimeoutError):
+            await nc.jetstream().publish(subject, b"{}", timeout=1.0)
+    finally:
+        await nc.close()

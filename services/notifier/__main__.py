@@ -1,0 +1,3 @@
+from services.notifier.service import main
+
+main()

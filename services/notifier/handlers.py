@@ -1,0 +1,69 @@
+"""The notifier's handler: approval events in, signed webhook posts out. It publishes nothing
+on the bus, and the gate never waits for it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import msgspec
+from nats.aio.msg import Msg
+
+from schemas import subjects as S
+from schemas.approval import ApprovalDenied, ApprovalExpired, ApprovalGranted, ApprovalRequested
+from services.notifier import webhooks
+from services.notifier.settings import NotifierSettings
+from services.runtime.bus import Bus, decode_stored
+
+log = logging.getLogger(__name__)
+
+
+class Notifier:
+    def __init__(self, bus: Bus, http: aiohttp.ClientSession,
+                 settings: NotifierSettings) -> None:
+        self.bus = bus
+        self.http = http
+        self.settings = settings
+
+    async def handle(self, msg: Msg) -> None:
+        event = decode_stored(msg.subject, msg.data)
+        if not isinstance(event, ApprovalRequested | ApprovalGranted | ApprovalDenied
+                          | ApprovalExpired):
+            return
+        now = datetime.now(UTC)
+        # A notifier added to an existing log, or back after a long outage, stays quiet about
+        # history: nobody can act on it any more.
+        if (now - event.occurred_at).total_seconds() > self.settings.max_age_s:
+            return
+        if isinstance(event, ApprovalRequested) and event.expires_at <= now:
+            return
+        if not self.settings.webhooks:
+            return
+        request = event if isinstance(event, ApprovalRequested) else await self.request_of(event)
+        data: dict[str, Any] = msgspec.to_builtins(event)
+        req_data = msgspec.to_builtins(request) if request is not None else None
+        p = webhooks.payload(event.type, data, req_data, self.settings.public_url)
+
+        async def keepalive() -> None:
+            await msg.in_progress()  # retries may outlast ack_wait: keep the message
+
+        s = self.settings
+        results = await asyncio.gather(*(
+            webhooks.deliver(self.http, hook, p, s.secret, attempts=s.attempts,
+                             timeout_s=s.timeout_s, backoff_s=s.backoff_s, keepalive=keepalive)
+            for hook in s.webhooks
+        ))
+        log.info("notified %d of %d webhooks", sum(results), len(results),
+                 extra={"approval_id": event.approval_id, "session_id": event.session_id,
+                        "tag": event.type})
+
+    async def request_of(self, event: ApprovalGranted | ApprovalDenied | ApprovalExpired
+                         ) -> ApprovalRequested | None:
+        stored = await self.bus.first(S.tag_filter("gate", "approval.requested",
+                                                   event.session_id, event.approval_id))
+        if stored is not None and isinstance(stored.event, ApprovalRequested):
+            return stored.event
+        return None
