@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-fast test-e2e install clean
+.PHONY: up test test-fast test-e2e install clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,13 +18,18 @@ install: $(STAMP)
 up: $(STAMP)
 	$(BIN)/interlock up $(ARGS)
 
-test: $(STAMP)
+# The browser tests drive Debian's chromium (never `playwright install`); as root, install it.
+chromium:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		apt-get update && apt-get install -y chromium; fi
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest $(ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not e2e and not chaos and not browser" $(ARGS)
 
-test-e2e: $(STAMP)
+test-e2e: $(STAMP) chromium
 	$(BIN)/python -m pytest -m "e2e or chaos or browser" $(ARGS)
 
 clean:
