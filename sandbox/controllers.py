@@ -205,9 +205,10 @@ class Controllers:
 
     # ---- helpers -------------------------------------------------------------------------
     def _owned(self, rt: ResourceType, owner: Obj) -> list[Obj]:
-        uid = owner["metadata"]["uid"]
-        return [o for o in self.store.list(rt, owner["metadata"]["namespace"])
-                if (controller_of(o) or {}).get("uid") == uid]
+        uid, ns = owner["metadata"]["uid"], owner["metadata"]["namespace"]
+        owned = [o for o in self.store.iter_raw(rt) if o["metadata"].get("namespace") == ns
+                 and (controller_of(o) or {}).get("uid") == uid]
+        return [copy.deepcopy(o) for o in sorted(owned, key=lambda o: o["metadata"]["name"])]
 
     def _birth(self, owner: Obj) -> str:
         """New children of a backdated scenario object are as old as it is while settling."""

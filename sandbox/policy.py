@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from sandbox import protowire
 from sandbox.errors import ApiError, bad_request
 from sandbox.resources import by_plural
 from sandbox.selectors import labels_match, selector_from_spec
@@ -106,7 +107,10 @@ async def access_review(request: web.Request) -> web.Response:
         raise ApiError(405, "MethodNotAllowed", "only create is supported")
     raw = await request.read()
     try:
-        review = json.loads(raw)
+        if raw.startswith(protowire.MAGIC):  # kubectl sends this typed request as protobuf
+            review = protowire.self_subject_access_review(protowire.unwrap(raw)[2])
+        else:
+            review = json.loads(raw)
         attrs = review["spec"]["resourceAttributes"]
     except (ValueError, KeyError, TypeError) as exc:
         raise bad_request("spec.resourceAttributes is required") from exc

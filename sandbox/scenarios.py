@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,14 +42,23 @@ def available() -> list[str]:
     return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml") if p.stem != CLUSTER)
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed(path: Path, mtime: float) -> dict[str, Any]:
+    doc = yaml.load(path.read_text(), Loader=_LOADER)  # noqa: S506 - a safe loader
+    if not isinstance(doc, dict):
+        raise ScenarioError(f"scenario {path.stem!r} is not a mapping")
+    return doc
+
+
 def read(name: str) -> dict[str, Any]:
+    """A scenario document (a private copy: callers may mutate it)."""
     path = SCENARIO_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ScenarioError(f"unknown scenario {name!r}; available: {', '.join(available())}")
-    doc = yaml.safe_load(path.read_text())
-    if not isinstance(doc, dict):
-        raise ScenarioError(f"scenario {name!r} is not a mapping")
-    return doc
+    return copy.deepcopy(_parsed(path, path.stat().st_mtime))
 
 
 class Loader:
@@ -96,7 +107,7 @@ class Loader:
         if rt is None:
             raise ScenarioError(f"{scenario}: unknown kind {obj.get('apiVersion')}/"
                                 f"{obj.get('kind')}")
-        obj = yaml.safe_load(yaml.safe_dump(obj))  # a private copy
+        obj = copy.deepcopy(obj)
         meta = obj.setdefault("metadata", {})
         annotations = meta.get("annotations") or {}
         age = parse_duration(annotations.pop(AGE_ANNOTATION, default_age))

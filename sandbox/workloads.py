@@ -27,6 +27,7 @@ from sandbox.controllers import (
 )
 from sandbox.cron import Schedule
 from sandbox.defaults import apply_defaults
+from sandbox.policy import PDBS, budget_status
 from sandbox.selectors import labels_match, selector_from_spec
 from sandbox.store import Change, Obj
 from sandbox.telemetry import Metrics, quantity
@@ -51,6 +52,7 @@ class Workloads:
             "CronJob": self._cronjob,
             "HorizontalPodAutoscaler": self._hpa,
             "DaemonSet": self._daemonset,
+            "PodDisruptionBudget": self._pdb,
         })
         ctl.extra.append(self._related)
 
@@ -62,6 +64,9 @@ class Workloads:
         if kind == "Node":
             keys.extend(("DaemonSet", d["metadata"]["namespace"], d["metadata"]["name"])
                         for d in self.store.iter_raw(DAEMONSETS))
+        if kind == "Pod":
+            keys.extend(("PodDisruptionBudget", ns, p["metadata"]["name"])
+                        for p in self.store.iter_raw(PDBS) if p["metadata"]["namespace"] == ns)
         if kind in ("Pod", "Deployment", "StatefulSet", "ReplicaSet"):
             keys.extend(("HorizontalPodAutoscaler", ns, h["metadata"]["name"])
                         for h in self.store.iter_raw(HPAS) if h["metadata"]["namespace"] == ns)
@@ -201,6 +206,24 @@ class Workloads:
             "numberMisscheduled": 0, "numberReady": ready, "numberAvailable": ready,
             "updatedNumberScheduled": len(pods),
             "observedGeneration": ds["metadata"].get("generation", 1)})
+
+    # ---- pod disruption budgets ----------------------------------------------------------
+    def _pdb(self, ns: str, name: str) -> None:
+        pdb = self.store.get(PDBS, ns, name)
+        if pdb is None:
+            return
+        status: Obj = dict(budget_status(self.store, pdb))
+        allowed = status["disruptionsAllowed"] > 0
+        old = {c["type"]: c for c in (pdb.get("status") or {}).get("conditions") or []}
+        reason = "SufficientPods" if allowed else "InsufficientPods"
+        prev = old.get("DisruptionAllowed")
+        when = prev["lastTransitionTime"] if prev and prev.get("reason") == reason else iso(now())
+        status["observedGeneration"] = pdb["metadata"].get("generation", 1)
+        status["conditions"] = [{"type": "DisruptionAllowed",
+                                 "status": "True" if allowed else "False", "reason": reason,
+                                 "message": "", "lastTransitionTime": when,
+                                 "observedGeneration": status["observedGeneration"]}]
+        self.ctl._set_status(PDBS, pdb, status)
 
     # ---- jobs ----------------------------------------------------------------------------
     def _job(self, ns: str, name: str) -> None:

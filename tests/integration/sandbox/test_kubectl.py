@@ -227,3 +227,9 @@ async def test_get_watch_streams_table_rows(sandbox: Sandbox, kubectl: Kubectl) 
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_auth_can_i_reads_the_protobuf_review(sandbox: Sandbox, kubectl: Kubectl) -> None:
+    assert (await kubectl.ok("auth", "can-i", "delete", "pods", "-n", "shop")).strip() == "yes"
+    code, out, _ = await kubectl("auth", "can-i", "get", "secrets", "-n", "shop")
+    assert (code, out.strip()) == (1, "no - sandbox policy: get on secrets is not granted")

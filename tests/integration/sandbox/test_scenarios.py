@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -13,6 +14,8 @@ from sandbox.server import Sandbox
 from tests.integration.sandbox.conftest import Call, Kubectl
 
 PODS = by_plural("", "pods")
+SECRETS = by_plural("", "secrets")
+EVENTS = by_plural("", "events")
 PVCS = by_plural("", "persistentvolumeclaims")
 NAMESPACES = by_plural("", "namespaces")
 
@@ -123,3 +126,22 @@ async def test_client_sees_the_payment_last_state(full_sandbox: Sandbox,
         assert cs.restart_count == 3
         assert cs.last_state.terminated.reason == "OOMKilled"
         assert cs.last_state.terminated.exit_code == 137
+
+
+async def test_payment_budget_is_listed_with_its_allowance(full_sandbox: Sandbox,
+                                                           full_kubectl: Kubectl) -> None:
+    out = await full_kubectl.ok("get", "pdb", "-n", "production")
+    assert out.splitlines()[0].split() == ["NAME", "MIN", "AVAILABLE", "MAX", "UNAVAILABLE",
+                                           "ALLOWED", "DISRUPTIONS", "AGE"]
+    assert out.splitlines()[1].split()[:4] == ["payment-service", "1", "N/A", "1"]
+
+
+async def test_no_event_carries_a_secret_value(full_sandbox: Sandbox) -> None:
+    import base64
+    # Short values ("payments", a username) also occur in image names; look for the real ones.
+    secrets = [base64.b64decode(v).decode() for s in full_sandbox.store.list(SECRETS)
+               for v in (s.get("data") or {}).values() if len(v) > 16]
+    assert "s3cr3t-payments-db-password" in secrets
+    for event in full_sandbox.store.list(EVENTS):
+        text = json.dumps(event)
+        assert not any(secret in text for secret in secrets), event["metadata"]["name"]
