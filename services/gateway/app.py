@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -18,7 +19,7 @@ from schemas import subjects as S
 from schemas.approval import ApprovalDecided, decision_state
 from schemas.ids import InvalidId, check_token, new_session_id
 from schemas.session import SessionCancelled, SessionStarted, UserMessage
-from services.gateway import openapi, sse, views
+from services.gateway import audit, openapi, sse, views
 from services.gateway.api import (
     STATE_FILTERS,
     Cancel,
@@ -380,4 +381,6 @@ def make_app(api: Api, limiter: RateLimiter | None = None) -> web.Application:
     r.add_get("/v1/approvals", api.approvals)
     r.add_post("/v1/approvals/{approval_id}/decision", api.decide)
     r.add_get("/v1/tools", api.tools)
+    r.add_get("/v1/sessions/{session_id}/audit", functools.partial(audit.session_audit, api))
+    r.add_get("/v1/audit", functools.partial(audit.search, api))
     return app

@@ -171,6 +171,36 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
                      "requestBody": {"required": True, "content": {
                          "application/json": {"schema": _ref("Decision")}}}},
         },
+        "/v1/sessions/{session_id}/audit": {
+            "get": _op("The session as an audit timeline with an integrity verdict", "viewer",
+                       ("200", {"description": "json: timeline, writes and integrity; text: "
+                                "a readable timeline; jsonl: the stored events, for export",
+                                "content": {
+                                    "application/json": {"schema": {"type": "object"}},
+                                    "text/plain": {"schema": {"type": "string"}},
+                                    "application/x-ndjson": {"schema": {"type": "string"}}}}),
+                       tag="audit", params=[sid, {
+                           "name": "format", "in": "query", "required": False,
+                           "schema": {"type": "string", "enum": ["json", "text", "jsonl"]}}],
+                       errors=(not_found,)),
+        },
+        "/v1/audit": {
+            "get": _op("Writes across sessions: requester, approvers, diff, result", "viewer",
+                       ("200", {"description": "json or JSON lines (format=jsonl)", "content": {
+                           "application/json": {"schema": {"type": "object"}},
+                           "application/x-ndjson": {"schema": {"type": "string"}}}}),
+                       tag="audit", params=[
+                           {"name": "since", "in": "query", "required": False,
+                            "schema": {"type": "string", "format": "date-time"}},
+                           {"name": "until", "in": "query", "required": False,
+                            "schema": {"type": "string", "format": "date-time"}},
+                           {"name": "namespace", "in": "query", "required": False,
+                            "schema": {"type": "string", "maxLength": 63}},
+                           {"name": "approver", "in": "query", "required": False,
+                            "schema": {"type": "string", "maxLength": 200}},
+                           {"name": "format", "in": "query", "required": False,
+                            "schema": {"type": "string", "enum": ["json", "jsonl"]}}]),
+        },
         "/v1/tools": {
             "get": _op("The tool catalogue", "viewer",
                        ("200", _json(_ref("ToolList"), "tools")), tag="ops"),

@@ -108,3 +108,33 @@ async def test_seed_scenarios_audit_names_requester_approver_diff_and_result(
     victim_seq = links[victim].seq
     assert [b["seq"] for b in bad.chain.breaks] == [victim_seq]
     assert any(p["seq"] == victim_seq for p in bad.problems)  # readable copy differs too
+
+
+async def test_audit_endpoints(stack: Stack, http: aiohttp.ClientSession) -> None:
+    operator = Client(http, stack.url, token(stack, "operator"))
+    approver = Client(http, stack.url, token(stack, "approver"))
+    sid = await operator.new_session()
+    await _write(stack, operator, approver, sid, "scale",
+                 {"name": "web", "namespace": "shop", "replicas": 2}, {"decision": "approve"}, 0)
+    status, body = await operator.call("GET", f"/v1/sessions/{sid}/audit")
+    assert status == 200, body
+    assert body["integrity"]["ok"] is True
+    assert body["integrity"]["chain"]["checked"] == len(body["timeline"])
+    [w] = body["writes"]
+    assert (w["requested_by"], w["approvers"], w["diff"], w["result"]) == (
+        "operator", ["approver"], ["spec.replicas: 3 → 2"], "ok")
+    async with http.get(f"{stack.url}/v1/sessions/{sid}/audit?format=text",
+                        headers=operator.headers) as r:
+        text = await r.text()
+    assert r.status == 200 and "approver approved" in text and "Integrity: intact" in text
+    async with http.get(f"{stack.url}/v1/sessions/{sid}/audit?format=jsonl",
+                        headers=operator.headers) as r:
+        [report] = audit.audit_file(await r.text())
+    assert report.ok and report.writes[0].result == "ok"
+    status, body = await operator.call("GET", "/v1/audit?namespace=shop&approver=approver")
+    assert status == 200
+    assert any(x["session_id"] == sid for x in body["writes"])
+    status, body = await operator.call("GET", "/v1/audit?namespace=nowhere")
+    assert status == 200 and body["writes"] == []
+    status, body = await operator.call("GET", "/v1/audit?since=yesterday")
+    assert status == 400 and body["error"]["code"] == "invalid_time"

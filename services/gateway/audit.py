@@ -1,0 +1,114 @@
+"""The audit endpoints: one session as a timeline with an integrity verdict, and the writes of
+many sessions filtered by time, namespace and approver (for a SIEM, as JSON lines)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from schemas import chain
+from schemas import subjects as S
+from schemas.approval import ApprovalRequested
+from schemas.ids import InvalidId, check_token
+from services.gateway.errors import HttpError
+from services.runtime import audit, signing
+
+if TYPE_CHECKING:
+    from services.gateway.app import Api
+
+FORMATS = ("json", "text", "jsonl")
+
+
+@functools.cache
+def gate_key() -> Ed25519PublicKey | None:
+    """The gate's public key, to verify grants on replay (INTERLOCK_GATE_PUBKEY_FILE)."""
+    path = os.environ.get("INTERLOCK_GATE_PUBKEY_FILE")
+    return signing.load_public(Path(path)) if path else None
+
+
+def _format(request: web.Request) -> str:
+    fmt = request.query.get("format", "json")
+    if fmt not in FORMATS:
+        raise HttpError(400, "invalid_format", f"format must be one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def _time(request: web.Request, name: str) -> datetime | None:
+    raw = request.query.get(name)
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise HttpError(400, "invalid_time", f"{name} must be an ISO 8601 time") from exc
+    if value.tzinfo is None:
+        raise HttpError(400, "invalid_time", f"{name} needs a timezone (e.g. Z)")
+    return value
+
+
+async def session_audit(api: Api, request: web.Request) -> web.Response:
+    api.principal(request, "viewer")
+    try:
+        sid = check_token(request.match_info["session_id"], "session id")
+    except InvalidId as exc:
+        raise HttpError(400, "invalid_id", str(exc)) from exc
+    fmt = _format(request)
+    stored = await api.bus.session(sid)
+    if not stored:
+        raise HttpError(404, "not_found", f"no session {sid}")
+    links = [chain.Link(s.seq, s.subject, s.raw) for s in stored]
+    if fmt == "jsonl":
+        return web.Response(text=audit.export_lines(links), content_type="application/x-ndjson")
+    report = audit.audit(sid, links, gate_key())
+    if fmt == "text":
+        return web.Response(text=report.render() + "\n", content_type="text/plain")
+    return web.json_response(report.to_json())
+
+
+async def search(api: Api, request: web.Request) -> web.Response:
+    """Writes across sessions: who asked, who decided, what changed, what ran."""
+    api.principal(request, "viewer")
+    fmt = _format(request)
+    if fmt == "text":
+        raise HttpError(400, "invalid_format", "format must be json or jsonl here")
+    since, until = _time(request, "since"), _time(request, "until")
+    namespace = request.query.get("namespace", "")
+    approver = request.query.get("approver", "")
+    sessions: list[str] = []
+    async for s in api.bus.read(S.tag_filter("gate", "approval.requested")):
+        ev = s.event
+        assert isinstance(ev, ApprovalRequested)
+        if (since and ev.occurred_at < since) or (until and ev.occurred_at > until):
+            continue
+        if namespace and all(c.target.namespace != namespace for c in ev.calls):
+            continue
+        if ev.session_id not in sessions:
+            sessions.append(ev.session_id)
+    writes: list[dict[str, object]] = []
+    integrity: dict[str, bool] = {}
+    for sid in sessions[:500]:
+        stored = await api.bus.session(sid)
+        report = audit.audit(sid, [chain.Link(s.seq, s.subject, s.raw) for s in stored],
+                             gate_key())
+        integrity[sid] = report.ok
+        for w in report.writes:
+            at = datetime.fromisoformat(w.requested_at)
+            if (since and at < since) or (until and at > until):
+                continue
+            if namespace and w.target.get("namespace") != namespace:
+                continue
+            if approver and approver not in w.approvers:
+                continue
+            writes.append(dict(w.__dict__))
+    if fmt == "jsonl":
+        body = "".join(json.dumps(w) + "\n" for w in writes)
+        return web.Response(text=body, content_type="application/x-ndjson")
+    return web.json_response({"writes": writes, "integrity": integrity,
+                              "truncated": len(sessions) > 500})
