@@ -78,12 +78,14 @@ class Planner:
         """Takes every step the session needs now (usually one)."""
         assert self.settings is not None
         sid = trigger.session_id
-        conflicts = 0
-        calls = 0
+        conflicts = calls = completions = 0
         while True:
             stored = await self.bus.session(sid)
             events: list[Event] = [s.event for s in stored]
             if await self._complete(events):
+                completions += 1
+                if completions > 3:  # e.g. a stored event nobody can decode any more
+                    raise RetryableError(f"session {sid}: derived events keep missing")
                 continue  # fold what is now in the log
             f = agent.fold(events)
             if f.need is None:
