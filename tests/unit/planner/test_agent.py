@@ -8,7 +8,7 @@ import json
 import pytest
 
 from schemas import catalogue
-from schemas.approval import ApprovalDenied
+from schemas.approval import ApprovalDenied, ApprovalExpired
 from schemas.execution import ToolResult
 from schemas.planning import StepPlanned, ToolProposed
 from schemas.session import SessionCancelled, TurnCompleted, UserMessage
@@ -118,6 +118,11 @@ def test_denials_resolve_their_calls_and_cancel_stops_everything() -> None:
     f = agent.fold([user, step, denied])
     assert f.need is denied
     assert "DENIED by bob" in f.messages[-1]["content"]
+    expired = ApprovalExpired(session_id=SID, approval_id="a_1",
+                              call_ids=(step.calls[0].call_id,))
+    f = agent.fold([user, step, expired])
+    assert f.need is expired
+    assert f.messages[-1]["content"].startswith("EXPIRED: nobody decided in time")
     cancel = SessionCancelled(session_id=SID)
     f = agent.fold([user, step, cancel, denied])
     assert f.need is None
