@@ -17,7 +17,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NoStreamResponseError
 
 from schemas import chain
 from schemas import events as E
@@ -157,7 +157,9 @@ class Bus:
                 if exc.err_code == WRONG_LAST_SEQUENCE:
                     raise ConcurrencyConflict(f"{subject}: {exc.description}") from exc
                 raise
-            except (NatsTimeoutError, asyncio.TimeoutError, NoRespondersError) as exc:
+            # A stream without a leader (an election) answers 503: NoStreamResponseError.
+            except (NatsTimeoutError, asyncio.TimeoutError, NoRespondersError,
+                    NoStreamResponseError) as exc:
                 last_exc = exc
                 await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
         raise RetryableError(f"append to {subject} failed: {last_exc}")
