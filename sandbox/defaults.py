@@ -191,6 +191,13 @@ def apply_defaults(rt: ResourceType, obj: Obj, cluster_ip: str = "") -> None:
         for k, v in string_data.items():
             assert data is not None
             data[k] = base64.b64encode(str(v).encode()).decode()
+    elif kind == "StorageClass":
+        obj.setdefault("reclaimPolicy", "Delete")
+        obj.setdefault("volumeBindingMode", "Immediate")
+    elif kind == "PriorityClass":
+        obj.setdefault("preemptionPolicy", "PreemptLowerPriority")
+    elif kind == "NetworkPolicy" and spec is not None:
+        spec.setdefault("policyTypes", ["Ingress"] + (["Egress"] if "egress" in spec else []))
     elif kind == "HorizontalPodAutoscaler" and spec is not None:
         spec.setdefault("minReplicas", 1)
 

@@ -120,6 +120,13 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding",
                  False),
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True),
+    ResourceType("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True,
+                 ("netpol",)),
+    ResourceType("networking.k8s.io", "v1", "ingresses", "Ingress", True, ("ing",),
+                 subresources=(_status("Ingress", "networking.k8s.io"),)),
+    ResourceType("networking.k8s.io", "v1", "ingressclasses", "IngressClass", False),
+    ResourceType("storage.k8s.io", "v1", "storageclasses", "StorageClass", False, ("sc",)),
+    ResourceType("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False, ("pc",)),
     ResourceType("metrics.k8s.io", "v1beta1", "pods", "PodMetrics", True, verbs=READ_VERBS[:2]),
     ResourceType("metrics.k8s.io", "v1beta1", "nodes", "NodeMetrics", False, verbs=READ_VERBS[:2]),
 )

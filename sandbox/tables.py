@@ -159,6 +159,15 @@ def _ds_row(d: Obj) -> list[Any]:
             selector_string(spec.get("selector"))]
 
 
+def _ingress_row(i: Obj) -> list[Any]:
+    spec, st = i.get("spec") or {}, i.get("status") or {}
+    hosts = ",".join(r.get("host", "*") for r in spec.get("rules") or []) or "*"
+    lb = (st.get("loadBalancer") or {}).get("ingress") or []
+    address = ",".join(x.get("ip") or x.get("hostname", "") for x in lb)
+    ports = "80, 443" if spec.get("tls") else "80"
+    return [_name(i), spec.get("ingressClassName") or "<none>", hosts, address, ports, _age(i)]
+
+
 def _job_row(j: Obj) -> list[Any]:
     spec, st = j.get("spec") or {}, j.get("status") or {}
     conds = {c["type"]: c["status"] for c in st.get("conditions") or []}
@@ -243,6 +252,29 @@ TABLES: dict[str, tuple[list[Column], Row]] = {
                                        str((p.get("spec") or {}).get("maxUnavailable", "N/A")),
                                        (p.get("status") or {}).get("disruptionsAllowed", 0),
                                        _age(p)]),
+    "NetworkPolicy": ([("Name", S, 0), ("Pod-Selector", S, 0), ("Age", S, 0)],
+                      lambda n: [_name(n), selector_string((n.get("spec") or {}).get(
+                          "podSelector")) or "<none>", _age(n)]),
+    "Ingress": ([("Name", S, 0), ("Class", S, 0), ("Hosts", S, 0), ("Address", S, 0),
+                 ("Ports", S, 0), ("Age", S, 0)], _ingress_row),
+    "IngressClass": ([("Name", S, 0), ("Controller", S, 0), ("Parameters", S, 0),
+                      ("Age", S, 0)],
+                     lambda c: [_name(c), (c.get("spec") or {}).get("controller", ""),
+                                "<none>", _age(c)]),
+    "StorageClass": ([("Name", S, 0), ("Provisioner", S, 0), ("ReclaimPolicy", S, 0),
+                      ("VolumeBindingMode", S, 0), ("AllowVolumeExpansion", S, 0),
+                      ("Age", S, 0)],
+                     lambda c: [_name(c) + (" (default)" if (c["metadata"].get(
+                         "annotations") or {}).get(
+                         "storageclass.kubernetes.io/is-default-class") == "true" else ""),
+                         c.get("provisioner", ""), c.get("reclaimPolicy", "Delete"),
+                         c.get("volumeBindingMode", "Immediate"),
+                         str(c.get("allowVolumeExpansion", False)).lower(), _age(c)]),
+    "PriorityClass": ([("Name", S, 0), ("Value", I, 0), ("Global-Default", S, 0),
+                       ("Age", S, 0), ("PreemptionPolicy", S, 0)],
+                      lambda c: [_name(c), c.get("value", 0),
+                                 str(c.get("globalDefault", False)).lower(), _age(c),
+                                 c.get("preemptionPolicy", "PreemptLowerPriority")]),
     "Lease": ([("Name", S, 0), ("Holder", S, 0), ("Age", S, 0)],
               lambda x: [_name(x), (x.get("spec") or {}).get("holderIdentity", ""), _age(x)]),
     "Service": ([("Name", S, 0), ("Type", S, 0), ("Cluster-IP", S, 0), ("External-IP", S, 0),

@@ -48,7 +48,13 @@ def _list_calls(api: k8s.ApiClient) -> dict[str, Callable[[], Any]]:
     rbac = k8s.RbacAuthorizationV1Api(api)
     policy = k8s.PolicyV1Api(api)
     leases = k8s.CoordinationV1Api(api)
+    net, storage = k8s.NetworkingV1Api(api), k8s.StorageV1Api(api)
     return {
+        "NetworkPolicy": net.list_network_policy_for_all_namespaces,
+        "Ingress": net.list_ingress_for_all_namespaces,
+        "IngressClass": net.list_ingress_class,
+        "StorageClass": storage.list_storage_class,
+        "PriorityClass": k8s.SchedulingV1Api(api).list_priority_class,
         "Lease": leases.list_lease_for_all_namespaces,
         "Namespace": core.list_namespace,
         "Node": core.list_node,
@@ -130,6 +136,9 @@ def _crud_cases() -> list[tuple[str, str, dict[str, Any]]]:
         ("hpa", "horizontal_pod_autoscaler", {"metadata": meta, "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
             "minReplicas": 2, "maxReplicas": 5}}),
+        ("networking", "network_policy", {"metadata": meta, "spec": {"podSelector": {}}}),
+        ("networking", "ingress", {"metadata": meta, "spec": {"defaultBackend": {
+            "service": {"name": "web", "port": {"number": 80}}}}}),
         ("coordination", "lease", {"metadata": meta, "spec": {"holderIdentity": "me"}}),
         ("rbac", "role", {"metadata": meta, "rules": [{"apiGroups": [""],
                                                         "resources": ["pods"],
@@ -147,7 +156,8 @@ async def test_client_create_read_patch_replace_delete(
         group: str, kind: str, body: dict[str, Any]) -> None:
     api = {"core": k8s.CoreV1Api, "apps": k8s.AppsV1Api, "batch": k8s.BatchV1Api,
            "hpa": k8s.AutoscalingV2Api, "rbac": k8s.RbacAuthorizationV1Api,
-           "coordination": k8s.CoordinationV1Api}[group](api_client)
+           "coordination": k8s.CoordinationV1Api,
+           "networking": k8s.NetworkingV1Api}[group](api_client)
     create = getattr(api, f"create_namespaced_{kind}")
     read = getattr(api, f"read_namespaced_{kind}")
     patch = getattr(api, f"patch_namespaced_{kind}")
@@ -269,3 +279,23 @@ async def test_aio_client_lists_and_scales(sandbox: Sandbox, kubeconfig: Path) -
                                                              {"spec": {"replicas": 4}})
         assert scale.spec.replicas == 4
     await sandbox.wait_for(lambda: len(sandbox.store.list(by_plural("", "pods"), "shop")) == 4)
+
+
+async def test_dynamic_client_over_legacy_discovery(sandbox: Sandbox, api_client: k8s.ApiClient,
+                                                    call: Call, tmp_path: Path) -> None:
+    from kubernetes.dynamic import DynamicClient
+
+    def run() -> tuple[int, str, int]:
+        dyn = DynamicClient(api_client, cache_file=str(tmp_path / "discovery.json"))
+        deployments = dyn.resources.get(api_version="apps/v1", kind="Deployment")
+        web = deployments.get(name="web", namespace="shop")
+        pods = dyn.resources.get(api_version="v1", kind="Pod").get(namespace="shop")
+        scale = dyn.resources.get(api_version="apps/v1", kind="Deployment").subresources[
+            "scale"]
+        scaled = scale.patch(name="web", namespace="shop", body={"spec": {"replicas": 2}},
+                             content_type="application/merge-patch+json")
+        return web.spec.replicas, scaled.kind, len(pods.items)
+
+    replicas, kind, pods = await call(run)
+    assert (replicas, kind, pods) == (3, "Scale", 3)
+    await sandbox.wait_for(lambda: len(sandbox.store.list(by_plural("", "pods"), "shop")) == 2)
