@@ -34,3 +34,12 @@ test-e2e: $(STAMP) chromium
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Benchmarks of issue 10 (not tests): ours and the anchors side by side; see BENCHMARKS.md.
+.PHONY: bench bench-setup
+bench-setup:
+	bench/setup_anchors.sh
+
+bench: $(STAMP)
+	test -x bench/.anchor-venv/bin/python || bench/setup_anchors.sh
+	$(BIN)/python -m bench.run_all $(ARGS)

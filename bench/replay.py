@@ -1,0 +1,91 @@
+"""Replay: one session's audit timeline of N stored events read back in order and decoded with
+the bus's batched Direct Get reader (`Bus.read`, what the services and the gateway use), against
+the ordered-consumer floor (anchors/replay_floor.py) on the same nats-server.
+
+The events are `assistant.message`s of 200 characters (the floor stores 200-character events),
+appended by the planner's identity, pipelined 2,000 at a time like the floor.
+If the gateway serves GET /v1/sessions/{id}/audit, that endpoint is timed too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import time
+from typing import Any
+
+import aiohttp
+
+from bench.common import ANCHOR_PY, ANCHORS, BenchStack, admin_url, bus_as, start_stack, token
+from schemas import events as E
+from schemas import subjects as S
+from schemas.ids import new_session_id
+from schemas.session import AssistantMessage
+
+
+async def store(stack: BenchStack, n: int) -> tuple[str, float]:
+    sid = new_session_id()
+    bus = await bus_as(stack, "planner")
+    t = time.perf_counter()
+    try:
+        for i in range(0, n, 2000):
+            evs = [AssistantMessage(session_id=sid, text="x" * 200) for _ in range(min(2000, n - i))]
+            await asyncio.gather(*[
+                bus.js.publish(S.event_subject(e), E.encode(e), headers={"Nats-Msg-Id": e.event_id})
+                for e in evs])
+    finally:
+        await bus.close()
+    return sid, time.perf_counter() - t
+
+
+async def ours(stack: BenchStack, sid: str, n: int, user: str = "gateway") -> dict[str, Any]:
+    bus = await bus_as(stack, user)
+    try:
+        t = time.perf_counter()
+        count = 0
+        async for _ in bus.read(S.session_filter(sid)):
+            count += 1
+        dt = time.perf_counter() - t
+    finally:
+        await bus.close()
+    assert count == n, (count, n)
+    out: dict[str, Any] = {"events": count, "seconds": dt, "events_per_s": count / dt}
+    async with aiohttp.ClientSession() as http:
+        t = time.perf_counter()
+        async with http.get(f"{stack.url}/v1/sessions/{sid}/audit",
+                            headers={"Authorization": f"Bearer {token(stack, 'admin')}"},
+                            timeout=aiohttp.ClientTimeout(total=600)) as r:
+            body = await r.read()
+            if r.status == 200:
+                dt = time.perf_counter() - t
+                out["http_audit"] = {"seconds": dt, "events_per_s": n / dt, "bytes": len(body)}
+            else:
+                out["http_audit"] = {"status": r.status}
+    return out
+
+
+def floor(stack: BenchStack, n: int) -> dict[str, Any]:
+    p = subprocess.run([str(ANCHOR_PY), str(ANCHORS / "replay_floor.py"), admin_url(stack), str(n)],
+                       capture_output=True, text=True, timeout=900)
+    m = re.search(r"replay\+decode: (\d+) events/s \(([\d.]+)s\)", p.stdout)
+    if not m:
+        return {"error": (p.stdout + p.stderr)[-1000:]}
+    return {"events_per_s": float(m.group(1)), "seconds": float(m.group(2))}
+
+
+async def main(n: int) -> None:
+    stack = await start_stack()
+    try:
+        sid, stored_s = await store(stack, n)
+        print("stored", n, f"in {stored_s:.1f}s")
+        print("ours ", json.dumps(await ours(stack, sid, n)))
+        print("floor", json.dumps(await asyncio.to_thread(floor, stack, n)))
+    finally:
+        await stack.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000))
