@@ -121,13 +121,14 @@ class Gateway:
                         yield ev
                         if stop_at is not None and last >= stop_at:
                             return
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 await asyncio.sleep(backoff)  # the gateway restarts: resume from `last`
                 backoff = min(backoff * 2, 5.0)
 
 
 async def parse_sse(resp: aiohttp.ClientResponse) -> AsyncIterator[Event]:
-    ev_id, ev_type, data = 0, "message", []
+    ev_id, ev_type = 0, "message"
+    data: list[str] = []
     async for raw in resp.content:
         line = raw.decode(errors="replace").rstrip("\r\n")
         if line == "":

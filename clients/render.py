@@ -41,7 +41,8 @@ def approval(a: dict[str, Any]) -> str:
                      + (f" on {t['cluster']}" if t.get("cluster") else "")
                      + ("  [PRODUCTION]" if br.get("production_like") else ""))
         for f in c.get("diff", []):
-            lines.append(f"  change:  {f['path']}: {value(f.get('before'))} → {value(f.get('after'))}")
+            before, after = value(f.get("before")), value(f.get("after"))
+            lines.append(f"  change:  {f['path']}: {before} → {after}")
         if c.get("preview_error"):
             lines.append(f"  preview: {c['preview_error']}")
         radius = [br["summary"]] if br.get("summary") else []

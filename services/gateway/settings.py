@@ -37,7 +37,8 @@ class GatewaySettings:
         except ValueError as exc:
             raise ConfigError(f"gateway: {exc}") from exc
         if rate <= 0 or burst < 1:
-            raise ConfigError("gateway: INTERLOCK_RATE_LIMIT must be > 0 and INTERLOCK_RATE_BURST >= 1")
+            raise ConfigError(
+                "gateway: INTERLOCK_RATE_LIMIT must be > 0 and INTERLOCK_RATE_BURST >= 1")
         return cls(
             nats=NatsSettings.from_env("gateway", env),
             host=env.get("INTERLOCK_HTTP_HOST", "127.0.0.1"),

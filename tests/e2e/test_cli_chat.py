@@ -73,7 +73,7 @@ class Terminal:
             return
         self._data.put_nowait(data.decode(errors="replace").replace("\r\n", "\n"))
 
-    async def expect(self, pattern: str, timeout: float = 45.0) -> re.Match[str]:
+    async def expect(self, pattern: str, within: float = 45.0) -> re.Match[str]:
         rx = re.compile(pattern)
 
         async def wait() -> re.Match[str]:
@@ -89,15 +89,15 @@ class Terminal:
                 self.seen += chunk
 
         try:
-            return await asyncio.wait_for(wait(), timeout)
+            return await asyncio.wait_for(wait(), within)
         except TimeoutError as exc:
             raise AssertionError(f"no {pattern!r} in:\n{self.seen[-3000:]}") from exc
 
     def send(self, line: str) -> None:
         os.write(self.master, (line + "\n").encode())
 
-    async def exit_code(self, timeout: float = 20.0) -> int:
-        return await asyncio.wait_for(asyncio.to_thread(self.proc.wait), timeout)
+    async def exit_code(self, within: float = 20.0) -> int:
+        return await asyncio.wait_for(asyncio.to_thread(self.proc.wait), within)
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -128,7 +128,8 @@ async def test_chat_through_an_approval_in_a_terminal(cli_stack: Stack) -> None:
         text = card.group(0)
         assert "what:    scale deployment/web in shop" in text
         assert "change:  spec.replicas: 3 → 2" in text
-        assert "blast:" in text and "expires: in " in text
+        assert "blast:" in text
+        assert "expires: in " in text
         assert _replicas(cli_stack) == 3  # held until the answer
         term.send("y")
         await term.expect(rf"recorded: approve {card.group(1)} \(1 of 1\)")
@@ -161,10 +162,10 @@ async def test_operator_chat_waits_and_approver_denies_from_the_cli(cli_stack: S
 
         code, out = await _run(cli_stack, "operator", "deny", pending["approval_id"],
                                "--reason", "x")
-        assert code == 1 and "403" in out, out
+        assert (code, "403" in out) == (1, True), out
         code, out = await _run(cli_stack, "approver", "deny", pending["approval_id"],
                                "--reason", "not now")
-        assert code == 0 and f"denied {pending['approval_id']}" in out, out
+        assert (code, f"denied {pending['approval_id']}" in out) == (0, True), out
         await term.expect(r"✗ denied by approver: not now")
         term.send("/quit")
         assert await term.exit_code() == 0
@@ -176,13 +177,16 @@ async def test_operator_chat_waits_and_approver_denies_from_the_cli(cli_stack: S
                            "--json")
     assert code == 0, out
     types = [json.loads(line)["type"] for line in out.splitlines()]
-    assert types[0] == "session.started" and types[-1] == "approval.denied"
+    assert types[0] == "session.started"
+    assert types[-1] == "approval.denied"
     assert "approval.decided" in types
 
     code, out = await _run(cli_stack, "viewer", "audit", sid)
     assert code == 0, out
     assert f"Session {sid}" in out or "integrity" in out
-    assert "approval.denied" in out and "approver" in out
+    assert "approval.denied" in out
+    assert "approver" in out
 
     code, out = await _run(cli_stack, "viewer", "chat")
-    assert code == 2 and "may not chat" in out
+    assert code == 2
+    assert "may not chat" in out

@@ -42,7 +42,7 @@ async def test_operator_can_chat_but_cannot_decide(gateway: Gateway) -> None:
     req = await gateway.request_approval(sid)
     status, answer = await operator.call("POST", f"/v1/approvals/{req.approval_id}/decision",
                                          {"decision": "approve"})
-    assert status == 403 and answer["error"]["code"] == "forbidden", answer
+    assert (status, answer["error"]["code"]) == (403, "forbidden"), answer
     status, pending = await operator.call("GET", "/v1/approvals?state=pending")
     assert [a["state"] for a in pending["approvals"]] == ["pending"]
 
@@ -53,11 +53,13 @@ async def test_approver_can_decide_and_is_recorded_as_the_approver(gateway: Gate
     status, answer = await gateway.client("approver").call(
         "POST", f"/v1/approvals/{req.approval_id}/decision", {"decision": "approve"})
     assert status == 202, answer
-    assert answer["decision"] == "approve" and answer["modified"] is False
+    assert answer["decision"] == "approve"
+    assert answer["modified"] is False
     decided = await gateway.bus.first(
         S.tag_filter("gateway", "approval.decided", sid, req.approval_id))
     assert decided is not None
-    assert decided.event.approver == "alice" and decided.event.actor == "alice"
+    assert decided.event.approver == "alice"
+    assert decided.event.actor == "alice"
     assert decided.event.args is None
     metrics = await gateway.client("viewer").call("GET", "/metrics")
     assert 'interlock_approval_decisions_total{decision="approve"} 1' in metrics[1]
@@ -71,13 +73,13 @@ async def test_modified_args_are_merged_validated_and_recorded(gateway: Gateway)
     path = f"/v1/approvals/{req.approval_id}/decision"
     status, answer = await approver.call("POST", path, {"decision": "approve",
                                                         "args": {"replicas": -1}})
-    assert status == 400 and answer["error"]["code"] == "invalid_args", answer
+    assert (status, answer["error"]["code"]) == (400, "invalid_args"), answer
     status, answer = await approver.call("POST", path, {"decision": "deny", "reason": "x",
                                                         "args": {"replicas": 2}})
     assert status == 400, answer
     status, answer = await approver.call("POST", path, {"decision": "approve",
                                                         "args": {"replicas": 2}})
-    assert status == 202 and answer["modified"] is True, answer
+    assert (status, answer["modified"]) == (202, True), answer
     decided = await gateway.bus.first(
         S.tag_filter("gateway", "approval.decided", sid, req.approval_id))
     assert decided is not None
@@ -91,7 +93,7 @@ async def test_first_decision_wins(gateway: Gateway) -> None:
     path = f"/v1/approvals/{req.approval_id}/decision"
     assert (await approver.call("POST", path, {"decision": "deny", "reason": "no"}))[0] == 202
     status, answer = await admin.call("POST", path, {"decision": "approve"})
-    assert status == 409 and answer["error"]["code"] == "already_decided", answer
+    assert (status, answer["error"]["code"]) == (409, "already_decided"), answer
 
 
 async def test_an_expired_approval_is_410(gateway: Gateway) -> None:
@@ -99,7 +101,8 @@ async def test_an_expired_approval_is_410(gateway: Gateway) -> None:
     req = await gateway.request_approval(sid, ttl_s=-1)
     status, answer = await gateway.client("approver").call(
         "POST", f"/v1/approvals/{req.approval_id}/decision", {"decision": "approve"})
-    assert status == 410 and answer["error"]["code"] == "expired"
+    assert status == 410
+    assert answer["error"]["code"] == "expired"
 
 
 async def test_no_endpoint_of_the_api_without_a_token(gateway: Gateway) -> None:
@@ -223,13 +226,14 @@ async def test_me_says_what_the_token_may_do(gateway: Gateway) -> None:
 
 async def test_the_command_center_is_served(gateway: Gateway) -> None:
     async with gateway.http.get(gateway.url + "/") as r:
-        assert r.status == 200 and r.content_type == "text/html"
+        assert r.status == 200
+        assert r.content_type == "text/html"
         html = await r.text()
         assert "/static/app.js" in html
         assert "script-src 'self'" in r.headers["Content-Security-Policy"]
     for asset, kind in (("app.js", "javascript"), ("app.css", "text/css")):
         async with gateway.http.get(f"{gateway.url}/static/{asset}") as r:
-            assert r.status == 200 and kind in r.content_type, asset
+            assert (r.status, kind in r.content_type) == (200, True), asset
 
 
 async def test_metrics_count_requests_by_route_and_status(gateway: Gateway) -> None:

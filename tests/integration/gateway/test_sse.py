@@ -38,7 +38,7 @@ async def _seed(gw: Gateway, n: int) -> tuple[str, list[int]]:
 
 
 async def _read(gw: Gateway, sid: str, count: int, headers: dict[str, str] | None = None,
-                query: str = "", timeout: float = 10.0) -> list[SseEvent]:
+                query: str = "", within: float = 10.0) -> list[SseEvent]:
     got: list[SseEvent] = []
 
     async def go() -> None:
@@ -55,7 +55,7 @@ async def _read(gw: Gateway, sid: str, count: int, headers: dict[str, str] | Non
                 if len(got) >= count:
                     return  # leaving the block closes the connection: a disconnect
 
-    await asyncio.wait_for(go(), timeout)
+    await asyncio.wait_for(go(), within)
     return got
 
 
@@ -103,7 +103,7 @@ async def test_event_fields_and_retry_once(gateway: Gateway) -> None:
 async def test_many_clients_each_get_every_event_once(gateway: Gateway) -> None:
     sid, seqs = await _seed(gateway, 4)
     total = len(seqs) + 5
-    readers = [asyncio.create_task(_read(gateway, sid, total, timeout=20)) for _ in range(25)]
+    readers = [asyncio.create_task(_read(gateway, sid, total, within=20)) for _ in range(25)]
     # Wait until every client is streaming (they have all received the stored events).
     for _ in range(2000):
         if gateway.api.metrics.sse_clients == 25:
@@ -114,14 +114,16 @@ async def test_many_clients_each_get_every_event_once(gateway: Gateway) -> None:
         await gateway.bus.append(UserMessage(session_id=sid, text=f"m{i}", actor="otto"))
     results = await asyncio.gather(*readers)
     expected = [e.id for e in results[0]]
-    assert len(expected) == total and expected == sorted(set(expected))
+    assert len(expected) == total
+    assert expected == sorted(set(expected))
     assert all([e.id for e in r] == expected for r in results)
 
 
 async def test_an_id_from_another_log_gets_a_reset(gateway: Gateway) -> None:
     sid, seqs = await _seed(gateway, 3)
     got = await _read(gateway, sid, 4, headers={"Last-Event-ID": "999999"})
-    assert got[0].event == "reset" and got[0].id is None
+    assert got[0].event == "reset"
+    assert got[0].id is None
     assert got[0].data["last_event_id"] == 999999
     assert [e.id for e in got[1:]] == seqs  # then the whole session again
 
@@ -183,15 +185,15 @@ async def test_the_live_tail_catches_up_after_a_nats_reconnect(
 ) -> None:
     """Events stored while the gateway's NATS connection was down are not lost: the stream
     re-reads the log from its last id (the republish is core NATS and is not replayed)."""
-    sid, seqs = await _seed(gateway, 2)
-    reader = asyncio.create_task(_read(gateway, sid, 5, timeout=30))
+    sid, _seqs = await _seed(gateway, 2)
+    reader = asyncio.create_task(_read(gateway, sid, 5, within=30))
     for _ in range(2000):
         if gateway.api.metrics.sse_clients == 1:
             break
         await asyncio.sleep(0.01)
     # Force the gateway's connection to reconnect; meanwhile another writer appends.
     gen = gateway.api.connection.generation
-    await gateway.bus.nc._process_op_err(ConnectionResetError("test"))  # noqa: SLF001
+    await gateway.bus.nc._process_op_err(ConnectionResetError("test"))
     writer = await Bus.connect(nats_env.settings("gateway"), "gateway")
     try:
         for i in range(3):

@@ -44,8 +44,8 @@ class Receiver:
     fail_first: dict[str, int] = field(default_factory=dict)  # path -> 500s to answer first
     attempts: dict[str, int] = field(default_factory=dict)
 
-    async def next(self, timeout: float = 20.0) -> Received:
-        return await asyncio.wait_for(self.got.get(), timeout)
+    async def next(self, within: float = 20.0) -> Received:
+        return await asyncio.wait_for(self.got.get(), within)
 
 
 @pytest.fixture
@@ -117,7 +117,8 @@ async def test_an_approval_is_notified_signed_and_its_outcome_too(
             assert r.headers["X-Interlock-Delivery"] == req.event_id
         body = got["/json"].json
         assert body["type"] == "approval.requested"
-        assert body["approval_id"] == req.approval_id and body["session_id"] == sid
+        assert body["approval_id"] == req.approval_id
+        assert body["session_id"] == sid
         assert body["link"] == (f"https://interlock.example/#session={sid}"
                                 f"&approval={req.approval_id}")
         assert "scale deployment/web in shop, spec.replicas: 3 → 4" in body["summary"]
@@ -127,7 +128,8 @@ async def test_an_approval_is_notified_signed_and_its_outcome_too(
         assert receiver.attempts["/json"] == 3
         slack = got["/slack"].json
         assert set(slack) == {"text", "blocks"}
-        assert body["summary"] in slack["text"] and body["link"] in slack["text"]
+        assert body["summary"] in slack["text"]
+        assert body["link"] in slack["text"]
 
         denied = ApprovalDenied(session_id=sid, approval_id=req.approval_id,
                                 call_ids=req.call_ids, approver="alice",
@@ -136,8 +138,10 @@ async def test_an_approval_is_notified_signed_and_its_outcome_too(
         got = {r.path: r for r in (await receiver.next(), await receiver.next())}
         out = got["/json"].json
         verify(got["/json"])
-        assert out["type"] == "approval.denied" and out["event"]["approver"] == "alice"
-        assert "Denied by alice" in out["summary"] and "not during the sale" in out["summary"]
+        assert out["type"] == "approval.denied"
+        assert out["event"]["approver"] == "alice"
+        assert "Denied by alice" in out["summary"]
+        assert "not during the sale" in out["summary"]
         assert out["approval"]["approval_id"] == req.approval_id  # with the request's context
     # Two notifier instances, one delivery each: nothing else arrived.
     assert receiver.got.empty()
