@@ -67,6 +67,22 @@ class Gateway:
         except aiohttp.ClientError as exc:
             raise ApiError(0, "unreachable", f"cannot reach {self.url}: {exc}") from exc
 
+    async def text(self, path: str) -> str:
+        """A GET whose answer is text (e.g. the audit timeline); errors as in `call`."""
+        try:
+            async with self.http.get(self.url + path, headers=self.headers,
+                                     timeout=aiohttp.ClientTimeout(total=60)) as r:
+                body = await r.text()
+                if r.status >= 400:
+                    try:
+                        err = json.loads(body)["error"]
+                    except (ValueError, KeyError, TypeError):
+                        err = {"code": f"http_{r.status}", "message": body[:200]}
+                    raise ApiError(r.status, err["code"], err["message"])
+                return body
+        except aiohttp.ClientError as exc:
+            raise ApiError(0, "unreachable", f"cannot reach {self.url}: {exc}") from exc
+
     async def me(self) -> dict[str, Any]:
         data: dict[str, Any] = await self.call("GET", "/v1/me")
         return data
