@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
+from typing import Any
 
 from aiohttp import web
 from nats.aio.msg import Msg
@@ -54,6 +56,78 @@ class Connection:
         self.generation += 1
 
 
+class LiveHub:
+    """One NATS subscription per followed session, shared by all of its SSE clients.
+
+    With a subscription per client, every live event crossed the NATS connection and was
+    parsed once per client (1,000 clients: 1,000 copies); the hub receives it once and hands the
+    same message to each client's queue. Ordering, dedupe and gap repair stay per client."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self._entries: dict[str, _Followers] = {}
+
+    async def join(self, session_id: str) -> asyncio.Queue[Msg]:
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        entry = self._entries.get(session_id)
+        if entry is not None:
+            entry.queues.add(queue)
+            await entry.ready.wait()
+            if entry.sub is None:  # its subscribe failed: try again on a fresh entry
+                entry.queues.discard(queue)
+                return await self.join(session_id)
+            return queue
+        entry = _Followers()
+        entry.queues.add(queue)
+        self._entries[session_id] = entry
+        try:
+            entry.sub = await self.bus.nc.subscribe(
+                S.live_filter(session_id), cb=entry.deliver, pending_msgs_limit=1_000_000
+            )
+        except BaseException:
+            if self._entries.get(session_id) is entry:
+                del self._entries[session_id]
+            raise
+        finally:
+            entry.ready.set()
+        return queue
+
+    async def leave(self, session_id: str, queue: asyncio.Queue[Msg]) -> None:
+        entry = self._entries.get(session_id)
+        if entry is None:
+            return
+        entry.queues.discard(queue)
+        if not entry.queues:
+            del self._entries[session_id]
+            await entry.ready.wait()
+            if entry.sub is not None:
+                await entry.sub.unsubscribe()
+
+    def followed(self) -> int:
+        return len(self._entries)
+
+
+class _Followers:
+    def __init__(self) -> None:
+        self.queues: set[asyncio.Queue[Msg]] = set()
+        self.sub: Any = None
+        self.ready = asyncio.Event()
+
+    async def deliver(self, msg: Msg) -> None:
+        for queue in self.queues:
+            queue.put_nowait(msg)
+
+
+_hubs: weakref.WeakKeyDictionary[Bus, LiveHub] = weakref.WeakKeyDictionary()
+
+
+def hub_for(bus: Bus) -> LiveHub:
+    hub = _hubs.get(bus)
+    if hub is None:
+        hub = _hubs[bus] = LiveHub(bus)
+    return hub
+
+
 async def stream_session(
     request: web.Request, bus: Bus, session_id: str, after: int, heartbeat_s: float,
     metrics: Metrics, connection: Connection | None = None,
@@ -65,10 +139,8 @@ async def stream_session(
             "X-Accel-Buffering": "no",
         }
     )
-    queue: asyncio.Queue[Msg] = asyncio.Queue()
-    sub = await bus.nc.subscribe(
-        S.live_filter(session_id), cb=queue.put, pending_msgs_limit=1_000_000
-    )
+    hub = hub_for(bus)
+    queue = await hub.join(session_id)
     metrics.sse_clients += 1
     metrics.sse_connections += 1
     last = after
@@ -117,5 +189,5 @@ async def stream_session(
     finally:
         metrics.sse_clients -= 1
         with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+            await hub.leave(session_id, queue)
     return resp

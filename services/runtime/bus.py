@@ -208,8 +208,17 @@ class Bus:
         self, subject_filter: str, seq: int, batch: int, timeout: float
     ) -> tuple[list[Stored], int | None, bool]:
         inbox = self.nc.new_inbox()
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
-        sub = await self.nc.subscribe(inbox, cb=queue.put)
+        # Replies are collected by the callback and handed over in chunks: one wakeup per
+        # chunk instead of an asyncio.wait_for per message (the largest cost of a replay after
+        # nats-py's header parsing). `timeout` still bounds the wait for the next reply.
+        received: list[Msg] = []
+        arrived = asyncio.Event()
+
+        async def collect(msg: Msg) -> None:
+            received.append(msg)
+            arrived.set()
+
+        sub = await self.nc.subscribe(inbox, cb=collect)
         try:
             req = {"seq": seq, "next_by_subj": subject_filter, "batch": batch}
             await self.nc.publish(
@@ -218,31 +227,45 @@ class Bus:
             out: list[Stored] = []
             last_seen: int | None = None
             while True:
-                msg = await asyncio.wait_for(queue.get(), timeout)
-                hdrs = msg.headers or {}
-                status = hdrs.get("Status")
-                if status == "404":
-                    return out, last_seen, False
-                if status == "204":  # end of batch
-                    pending = int(hdrs.get("Nats-Num-Pending", "0") or 0)
-                    return out, last_seen, pending > 0
-                if status:
-                    raise RetryableError(f"direct get failed: {status} {hdrs.get('Description')}")
-                stored_seq = int(hdrs["Nats-Sequence"])
-                subject = hdrs["Nats-Subject"]
-                last_seen = stored_seq
-                try:
-                    event = decode_stored(subject, msg.data)
-                except PoisonMessage as exc:
-                    log.warning(
-                        "skipping undecodable stored event: %s",
-                        exc,
-                        extra={"subject": subject, "seq": stored_seq},
-                    )
-                    continue
-                out.append(Stored(stored_seq, subject, event, msg.data))
+                if not received:
+                    arrived.clear()
+                    await asyncio.wait_for(arrived.wait(), timeout)
+                chunk = received[:]
+                received.clear()
+                for msg in chunk:
+                    done, last_seen = self._direct_reply(msg, out, last_seen)
+                    if done is not None:
+                        return out, last_seen, done
         finally:
             await sub.unsubscribe()
+
+    @staticmethod
+    def _direct_reply(
+        msg: Msg, out: list[Stored], last_seen: int | None
+    ) -> tuple[bool | None, int | None]:
+        """One Direct Get reply: (None, last) to go on; (more to read?, last) at the end."""
+        hdrs = msg.headers or {}
+        status = hdrs.get("Status")
+        if status == "404":
+            return False, last_seen
+        if status == "204":  # end of batch
+            pending = int(hdrs.get("Nats-Num-Pending", "0") or 0)
+            return pending > 0, last_seen
+        if status:
+            raise RetryableError(f"direct get failed: {status} {hdrs.get('Description')}")
+        stored_seq = int(hdrs["Nats-Sequence"])
+        subject = hdrs["Nats-Subject"]
+        try:
+            event = decode_stored(subject, msg.data)
+        except PoisonMessage as exc:
+            log.warning(
+                "skipping undecodable stored event: %s",
+                exc,
+                extra={"subject": subject, "seq": stored_seq},
+            )
+            return None, stored_seq
+        out.append(Stored(stored_seq, subject, event, msg.data))
+        return None, stored_seq
 
     async def session(self, session_id: str, start_seq: int = 1) -> list[Stored]:
         return [s async for s in self.read(S.session_filter(session_id), start_seq)]
