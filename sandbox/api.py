@@ -12,6 +12,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import yaml
@@ -30,7 +31,7 @@ from sandbox.errors import (
 from sandbox.resources import RESOURCES, VIRTUAL_GROUPS, ResourceType, by_plural, lookup
 from sandbox.selectors import labels_match, parse_fields, parse_labels, selector_string
 from sandbox.store import Change, Obj, Store
-from sandbox.timeutil import now_iso
+from sandbox.timeutil import now, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ DELETE_RETURNS_OBJECT = {"Pod", "Service", "ServiceAccount", "PersistentVolumeCl
 
 
 class LogSource(Protocol):
-    def logs(self, pod: Obj, container: str, *, previous: bool) -> list[str]: ...
+    def logs(self, pod: Obj, container: str, *,
+             previous: bool) -> list[tuple[datetime, str]]: ...
 
 
 class MetricsSource(Protocol):
@@ -453,10 +455,17 @@ class ResourceApi:
             raise bad_request(f"container {name} is not valid for pod {t.name}")
         previous = request.query.get("previous") in ("true", "1")
         lines = self.logs.logs(pod, name, previous=previous)
+        since = request.query.get("sinceSeconds")
+        if since:
+            cutoff = now() - timedelta(seconds=int(since))
+            lines = [(ts, line) for ts, line in lines if ts >= cutoff]
         tail = request.query.get("tailLines")
         if tail is not None and int(tail) >= 0:
             lines = lines[len(lines) - int(tail):] if int(tail) else []
-        text = "".join(line + "\n" for line in lines)
+        stamped = request.query.get("timestamps") in ("true", "1")
+        text = "".join(
+            (f"{ts.strftime('%Y-%m-%dT%H:%M:%S.%f')}000Z " if stamped else "") + line + "\n"
+            for ts, line in lines)
         limit = request.query.get("limitBytes")
         if limit:
             text = text[: int(limit)]

@@ -195,6 +195,9 @@ class Controllers:
         for hook in self.extra:
             keys.extend(hook(change))
         if change.type == "DELETED" and kind == "Pod":
+            if self._loop is not None and obj["spec"].get("nodeName"):
+                # Recorded after the delete has finished notifying everyone.
+                self._loop.call_soon(self._killed, obj)
             self._started.pop(meta.get("uid", ""), None)
             timer = self._timers.pop(("Pod", ns, meta["name"]), None)
             if timer is not None:
@@ -581,6 +584,12 @@ class Controllers:
                     f"{pod['metadata']['name']}_{pod['metadata']['namespace']}"
                     f"({pod['metadata']['uid']})",
                     component="kubelet", host=host, field_path=field)
+
+    def _killed(self, pod: Obj) -> None:
+        for c in pod["spec"].get("containers") or []:
+            self.recorder.record(pod, "Normal", "Killing", f"Stopping container {c['name']}",
+                                 component="kubelet", host=pod["spec"].get("nodeName", ""),
+                                 field_path=f"spec.containers{{{c['name']}}}")
 
     # ---- endpoints -----------------------------------------------------------------------
     def _endpoints(self, ns: str, name: str) -> None:

@@ -8,7 +8,7 @@ import ipaddress
 import re
 from typing import Any
 
-from sandbox.errors import invalid
+from sandbox.errors import bad_request, invalid
 from sandbox.resources import ResourceType
 
 Obj = dict[str, Any]
@@ -253,6 +253,14 @@ def validate(rt: ResourceType, obj: Obj) -> None:
                 causes.append((f"{prefix}.containers[{i}].name", "Required value"))
             if not c.get("image"):
                 causes.append((f"{prefix}.containers[{i}].image", "Required value"))
+    if rt.kind == "Secret":
+        for key, value in (obj.get("data") or {}).items():
+            try:
+                base64.b64decode(str(value), validate=True)
+            except ValueError as exc:
+                # apiserver fails to decode []byte fields: a 400, not a 422.
+                raise bad_request(f"Secret in version \"v1\" cannot be handled as a Secret: "
+                                  f"illegal base64 data in data.{key}") from exc
     if rt.kind == "Service":
         ip = spec.get("clusterIP")
         if ip and ip != "None":

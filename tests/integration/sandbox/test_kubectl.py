@@ -115,6 +115,9 @@ async def test_delete_pod_is_replaced_and_delete_deploy_cascades(
     assert out.strip() == f'pod "{victim}" deleted from shop namespace'
     await sandbox.wait_for(lambda: len(sandbox.store.list(PODS, "shop")) == 3)
     assert victim not in {p["metadata"]["name"] for p in sandbox.store.list(PODS, "shop")}
+    await sandbox.wait_for(lambda: any(
+        e["reason"] == "Killing" and e["involvedObject"]["name"] == victim
+        for e in sandbox.store.list(EVENTS, "shop")))
 
     out = await kubectl.ok("delete", "deploy", "web", "-n", "shop")
     assert out.strip() == 'deployment.apps "web" deleted from shop namespace'
@@ -233,3 +236,22 @@ async def test_auth_can_i_reads_the_protobuf_review(sandbox: Sandbox, kubectl: K
     assert (await kubectl.ok("auth", "can-i", "delete", "pods", "-n", "shop")).strip() == "yes"
     code, out, _ = await kubectl("auth", "can-i", "get", "secrets", "-n", "shop")
     assert (code, out.strip()) == (1, "no - sandbox policy: get on secrets is not granted")
+
+
+async def test_logs_with_timestamps_and_since(sandbox: Sandbox, kubectl: Kubectl) -> None:
+    pod = sandbox.store.list(PODS, "shop")[0]["metadata"]["name"]
+    out = await kubectl.ok("logs", pod, "-n", "shop", "--timestamps")
+    lines = out.strip().splitlines()
+    assert len(lines) == 5
+    assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z ", line) for line in lines)
+    assert (await kubectl.ok("logs", pod, "-n", "shop", "--since=1m")) == ""
+
+
+async def test_scale_with_current_replicas_precondition(sandbox: Sandbox,
+                                                        kubectl: Kubectl) -> None:
+    code, _, err = await kubectl("scale", "deploy/web", "--current-replicas=9", "--replicas=4",
+                                 "-n", "shop")
+    assert code == 1
+    assert "Expected replicas to be 9, was 3" in err
+    await kubectl.ok("scale", "deploy/web", "--current-replicas=3", "--replicas=4", "-n", "shop")
+    assert sandbox.store.must_get(DEPLOYMENTS, "shop", "web")["spec"]["replicas"] == 4

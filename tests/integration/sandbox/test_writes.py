@@ -187,6 +187,10 @@ async def test_status_errors(sandbox: Sandbox, http: aiohttp.ClientSession) -> N
     async with http.post("/api/v1/namespaces/shop/configmaps", data=b"{not json") as resp:
         assert resp.status == 400
         assert (await resp.json())["reason"] == "BadRequest"
+    status, body = await send(http, "POST", "/api/v1/namespaces/shop/secrets",
+                              {"metadata": {"name": "s"}, "data": {"k": "not base64!"}})
+    assert (status, body["reason"]) == (400, "BadRequest")
+    assert "illegal base64 data in data.k" in body["message"]
     status, body = await send(http, "GET", "/api/v1/namespaces/shop/pods/x/exec")
     assert status == 404
     status, body = await send(http, "GET", "/apis/apps/v1/namespaces/shop/deployments/web/log")
