@@ -40,13 +40,18 @@ NAMESPACES = by_plural("", "namespaces")
 SCALABLE = {"Deployment", "ReplicaSet", "StatefulSet"}
 # Kinds whose DELETE answers with the object (graceful deletion or finalizers upstream); the
 # client's models expect exactly that. Everything else answers with a Status.
-DELETE_RETURNS_OBJECT = {"Pod", "Service", "ServiceAccount", "PersistentVolumeClaim",
-                         "PersistentVolume", "Namespace"}
+DELETE_RETURNS_OBJECT = {
+    "Pod",
+    "Service",
+    "ServiceAccount",
+    "PersistentVolumeClaim",
+    "PersistentVolume",
+    "Namespace",
+}
 
 
 class LogSource(Protocol):
-    def logs(self, pod: Obj, container: str, *,
-             previous: bool) -> list[tuple[datetime, str]]: ...
+    def logs(self, pod: Obj, container: str, *, previous: bool) -> list[tuple[datetime, str]]: ...
 
 
 class MetricsSource(Protocol):
@@ -73,8 +78,11 @@ def parse_path(path: str) -> Target | None:
     else:
         return None
     namespace = ""
-    if rest[0] == "namespaces" and len(rest) >= 3 and not (
-            len(rest) == 3 and rest[2] in ("status", "finalize")):
+    if (
+        rest[0] == "namespaces"
+        and len(rest) >= 3
+        and not (len(rest) == 3 and rest[2] in ("status", "finalize"))
+    ):
         namespace, rest = rest[1], rest[2:]
     rt = lookup(group, version, rest[0])
     if rt is None or len(rest) > 3:
@@ -87,9 +95,12 @@ def parse_path(path: str) -> Target | None:
 
 
 def _json(body: Any, status: int = 200, content_type: str = JSON_CT) -> web.Response:
-    return web.Response(body=json.dumps(body).encode(), status=status,
-                        content_type=content_type.split(";")[0],
-                        headers={"Content-Type": content_type} if ";" in content_type else None)
+    return web.Response(
+        body=json.dumps(body).encode(),
+        status=status,
+        content_type=content_type.split(";")[0],
+        headers={"Content-Type": content_type} if ";" in content_type else None,
+    )
 
 
 def error_response(err: ApiError) -> web.Response:
@@ -126,8 +137,9 @@ class ResourceApi:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         target = parse_path(request.path)
         if target is None:
-            return error_response(ApiError(404, "NotFound", "the server could not find the "
-                                           "requested resource"))
+            return error_response(
+                ApiError(404, "NotFound", "the server could not find the requested resource")
+            )
         try:
             return await self._dispatch(request, target)
         except ApiError as err:
@@ -156,7 +168,9 @@ class ResourceApi:
                 return await self._delete_collection(request, t)
             raise method_not_allowed(method.lower(), t.rt.plural)
         handlers: dict[str, Callable[[web.Request, Target], Awaitable[web.StreamResponse]]] = {
-            "GET": self._get, "PUT": self._replace, "PATCH": self._patch,
+            "GET": self._get,
+            "PUT": self._replace,
+            "PATCH": self._patch,
             "DELETE": self._delete,
         }
         if method not in handlers:
@@ -172,9 +186,12 @@ class ResourceApi:
         if "protobuf" in ct or "cbor" in ct:
             # kubectl's typed generators (create job/deployment, run, expose) send protobuf,
             # which needs the Go schemas to decode; manifests (-f) and patches are JSON.
-            raise ApiError(415, "UnsupportedMediaType",
-                           f"the sandbox accepts JSON and YAML bodies only, not {ct}; write a "
-                           "manifest and use `kubectl create -f` or `kubectl apply -f`")
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"the sandbox accepts JSON and YAML bodies only, not {ct}; write a "
+                "manifest and use `kubectl create -f` or `kubectl apply -f`",
+            )
         try:
             if "yaml" in ct:
                 return yaml.safe_load(raw)
@@ -204,8 +221,9 @@ class ResourceApi:
         if rt.namespaced:
             ns = current["metadata"]["namespace"]
             if meta.get("namespace", ns) != ns:
-                raise bad_request("the namespace of the object does not match the namespace "
-                                  "on the URL")
+                raise bad_request(
+                    "the namespace of the object does not match the namespace on the URL"
+                )
             meta["namespace"] = ns
         has_status = any(s.name == "status" for s in rt.subresources)
         if sub == "status":
@@ -219,7 +237,8 @@ class ResourceApi:
         defaults.validate(rt, new)
         if rt.has_generation:
             meta["generation"] = current["metadata"].get("generation", 1) + (
-                1 if new.get("spec") != current.get("spec") else 0)
+                1 if new.get("spec") != current.get("spec") else 0
+            )
         return new
 
     def _commit(self, request: web.Request, rt: ResourceType, current: Obj, new: Obj) -> Obj:
@@ -236,9 +255,11 @@ class ResourceApi:
     def _select(self, request: web.Request, t: Target) -> list[Obj]:
         label_reqs = parse_labels(request.query.get("labelSelector", ""))
         field_match = parse_fields(request.query.get("fieldSelector", ""))
-        return [o for o in self.store.list(t.rt, t.namespace or None)
-                if labels_match(label_reqs, o["metadata"].get("labels"))
-                and field_match(o)]
+        return [
+            o
+            for o in self.store.list(t.rt, t.namespace or None)
+            if labels_match(label_reqs, o["metadata"].get("labels")) and field_match(o)
+        ]
 
     def _list(self, request: web.Request, t: Target) -> web.Response:
         items = self._select(request, t)
@@ -246,24 +267,37 @@ class ResourceApi:
         cont = request.query.get("continue", "")
         start = int(base64.b64decode(cont).decode()) if cont else 0
         limit = int(request.query.get("limit", "0") or 0)
-        page = items[start:start + limit] if limit else items[start:]
+        page = items[start : start + limit] if limit else items[start:]
         meta: dict[str, Any] = {"resourceVersion": rv}
         if limit and start + limit < len(items):
             meta["continue"] = base64.b64encode(str(start + limit).encode()).decode()
             meta["remainingItemCount"] = len(items) - start - limit
         if _wants_table(request):
-            body = tables.table(t.rt, page, rv,
-                                include=request.query.get("includeObject", "Metadata"))
+            body = tables.table(
+                t.rt, page, rv, include=request.query.get("includeObject", "Metadata")
+            )
             body["metadata"] = meta
             return _json(body)
-        return _json({"kind": f"{t.rt.kind}List", "apiVersion": t.rt.api_version,
-                      "metadata": meta, "items": page})
+        return _json(
+            {
+                "kind": f"{t.rt.kind}List",
+                "apiVersion": t.rt.api_version,
+                "metadata": meta,
+                "items": page,
+            }
+        )
 
     async def _get(self, request: web.Request, t: Target) -> web.Response:
         obj = self.store.must_get(t.rt, t.namespace, t.name)
         if _wants_table(request):
-            return _json(tables.table(t.rt, [obj], self.store.resource_version,
-                                      include=request.query.get("includeObject", "Metadata")))
+            return _json(
+                tables.table(
+                    t.rt,
+                    [obj],
+                    self.store.resource_version,
+                    include=request.query.get("includeObject", "Metadata"),
+                )
+            )
         return _json(obj)
 
     async def _create(self, request: web.Request, t: Target) -> web.Response:
@@ -274,8 +308,10 @@ class ResourceApi:
         meta = obj.setdefault("metadata", {})
         if t.rt.namespaced:
             if meta.get("namespace") and meta["namespace"] != t.namespace:
-                raise bad_request("the namespace of the provided object does not match the "
-                                  "namespace sent on the request")
+                raise bad_request(
+                    "the namespace of the provided object does not match the "
+                    "namespace sent on the request"
+                )
             meta["namespace"] = t.namespace
             self._require_namespace(t.namespace)
         if not meta.get("name") and meta.get("generateName"):
@@ -288,10 +324,12 @@ class ResourceApi:
     def _check_kind(self, rt: ResourceType, obj: Obj) -> None:
         kind, api_version = obj.get("kind"), obj.get("apiVersion")
         if (kind and kind != rt.kind) or (api_version and api_version != rt.api_version):
-            raise bad_request(f"the API version in the data ({api_version}) does not match the "
-                              f"expected API version ({rt.api_version})"
-                              if api_version != rt.api_version else
-                              f"the kind in the data ({kind}) does not match {rt.kind}")
+            raise bad_request(
+                f"the API version in the data ({api_version}) does not match the "
+                f"expected API version ({rt.api_version})"
+                if api_version != rt.api_version
+                else f"the kind in the data ({kind}) does not match {rt.kind}"
+            )
 
     async def _replace(self, request: web.Request, t: Target) -> web.Response:
         new = await self._body(request)
@@ -330,22 +368,36 @@ class ResourceApi:
             options = json.loads(raw) if raw.strip() else {}
         current = self.store.must_get(t.rt, t.namespace, t.name)
         pre = options.get("preconditions") or {}
-        if pre.get("resourceVersion") and pre["resourceVersion"] != current["metadata"][
-                "resourceVersion"] or pre.get("uid") and pre["uid"] != current["metadata"]["uid"]:
+        meta = current["metadata"]
+        if (pre.get("resourceVersion") and pre["resourceVersion"] != meta["resourceVersion"]) or (
+            pre.get("uid") and pre["uid"] != meta["uid"]
+        ):
             raise conflict(t.rt.plural, t.rt.group, t.name)
         if _dry_run(request) or "All" in (options.get("dryRun") or []):
-            return _json(current if t.rt.kind in DELETE_RETURNS_OBJECT
-                         else self._success(t.rt, current))
+            return _json(
+                current if t.rt.kind in DELETE_RETURNS_OBJECT else self._success(t.rt, current)
+            )
         policy = options.get("propagationPolicy") or (
-            "Orphan" if options.get("orphanDependents") else "Background")
+            "Orphan" if options.get("orphanDependents") else "Background"
+        )
         deleted = self.delete_object(t.rt, current, policy)
-        return _json(deleted if t.rt.kind in DELETE_RETURNS_OBJECT
-                     else self._success(t.rt, deleted))
+        return _json(
+            deleted if t.rt.kind in DELETE_RETURNS_OBJECT else self._success(t.rt, deleted)
+        )
 
     def _success(self, rt: ResourceType, obj: Obj) -> Obj:
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                "details": {"name": obj["metadata"]["name"], "group": rt.group,
-                            "kind": rt.plural, "uid": obj["metadata"]["uid"]}}
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {
+                "name": obj["metadata"]["name"],
+                "group": rt.group,
+                "kind": rt.plural,
+                "uid": obj["metadata"]["uid"],
+            },
+        }
 
     def delete_object(self, rt: ResourceType, obj: Obj, policy: str = "Background") -> Obj:
         """Delete with garbage collection: dependents found through ownerReferences are
@@ -360,7 +412,7 @@ class ResourceApi:
         deleted["metadata"]["deletionTimestamp"] = now_iso()
         uid = meta["uid"]
         for other in RESOURCES:
-            if other.group in VIRTUAL_GROUPS or not other.namespaced and rt.namespaced:
+            if other.group in VIRTUAL_GROUPS or (not other.namespaced and rt.namespaced):
                 continue
             for child in self.store.list(other, meta.get("namespace") or None):
                 refs = child["metadata"].get("ownerReferences") or []
@@ -369,8 +421,12 @@ class ResourceApi:
                 if policy == "Orphan":
                     child["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
                     self.store.update(other, child, check_rv=False)
-                elif self.store.get(other, child["metadata"].get("namespace", ""),
-                                    child["metadata"]["name"]) is not None:
+                elif (
+                    self.store.get(
+                        other, child["metadata"].get("namespace", ""), child["metadata"]["name"]
+                    )
+                    is not None
+                ):
                     self.delete_object(other, child, policy)
         return deleted
 
@@ -378,12 +434,21 @@ class ResourceApi:
         items = self._select(request, t)
         if not _dry_run(request):
             for obj in items:
-                if self.store.get(t.rt, obj["metadata"].get("namespace", ""),
-                                  obj["metadata"]["name"]) is not None:
+                if (
+                    self.store.get(
+                        t.rt, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
+                    )
+                    is not None
+                ):
                     self.delete_object(t.rt, obj)
-        return _json({"kind": f"{t.rt.kind}List", "apiVersion": t.rt.api_version,
-                      "metadata": {"resourceVersion": self.store.resource_version},
-                      "items": items})
+        return _json(
+            {
+                "kind": f"{t.rt.kind}List",
+                "apiVersion": t.rt.api_version,
+                "metadata": {"resourceVersion": self.store.resource_version},
+                "items": items,
+            }
+        )
 
     # ---- subresources --------------------------------------------------------------------
     async def _subresource(self, request: web.Request, t: Target) -> web.StreamResponse:
@@ -410,12 +475,18 @@ class ResourceApi:
     def _to_scale(self, obj: Obj) -> Obj:
         meta = obj["metadata"]
         return {
-            "kind": "Scale", "apiVersion": "autoscaling/v1",
-            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
-                                              "creationTimestamp") if k in meta},
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                k: meta[k]
+                for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                if k in meta
+            },
             "spec": {"replicas": obj["spec"].get("replicas", 0)},
-            "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
-                       "selector": selector_string(obj["spec"].get("selector"))},
+            "status": {
+                "replicas": (obj.get("status") or {}).get("replicas", 0),
+                "selector": selector_string(obj["spec"].get("selector")),
+            },
         }
 
     async def _scale(self, request: web.Request, t: Target) -> web.Response:
@@ -432,9 +503,17 @@ class ResourceApi:
             raise method_not_allowed(request.method.lower(), f"{t.rt.plural}/scale")
         replicas = (new_scale.get("spec") or {}).get("replicas")
         if not isinstance(replicas, int) or replicas < 0:
-            raise invalid("Scale", "autoscaling", t.name,
-                          [("spec.replicas", f"Invalid value: {replicas}: must be greater than "
-                            "or equal to 0")])
+            raise invalid(
+                "Scale",
+                "autoscaling",
+                t.name,
+                [
+                    (
+                        "spec.replicas",
+                        f"Invalid value: {replicas}: must be greater than or equal to 0",
+                    )
+                ],
+            )
         new = copy.deepcopy(current)
         new["spec"]["replicas"] = replicas
         want_rv = (new_scale.get("metadata") or {}).get("resourceVersion")
@@ -448,8 +527,10 @@ class ResourceApi:
         name = request.query.get("container", "")
         if not name:
             if len(containers) != 1:
-                raise bad_request(f"a container name must be specified for pod {t.name}, "
-                                  f"choose one of: [{' '.join(containers)}]")
+                raise bad_request(
+                    f"a container name must be specified for pod {t.name}, "
+                    f"choose one of: [{' '.join(containers)}]"
+                )
             name = containers[0]
         if name not in containers:
             raise bad_request(f"container {name} is not valid for pod {t.name}")
@@ -461,11 +542,12 @@ class ResourceApi:
             lines = [(ts, line) for ts, line in lines if ts >= cutoff]
         tail = request.query.get("tailLines")
         if tail is not None and int(tail) >= 0:
-            lines = lines[len(lines) - int(tail):] if int(tail) else []
+            lines = lines[len(lines) - int(tail) :] if int(tail) else []
         stamped = request.query.get("timestamps") in ("true", "1")
         text = "".join(
             (f"{ts.strftime('%Y-%m-%dT%H:%M:%S.%f')}000Z " if stamped else "") + line + "\n"
-            for ts, line in lines)
+            for ts, line in lines
+        )
         limit = request.query.get("limitBytes")
         if limit:
             text = text[: int(limit)]
@@ -483,8 +565,14 @@ class ResourceApi:
             raise not_found(t.rt.plural, t.rt.group, t.name)
         label_reqs = parse_labels(request.query.get("labelSelector", ""))
         items = [i for i in items if labels_match(label_reqs, i["metadata"].get("labels"))]
-        return _json({"kind": f"{t.rt.kind}List", "apiVersion": t.rt.api_version,
-                      "metadata": {}, "items": items})
+        return _json(
+            {
+                "kind": f"{t.rt.kind}List",
+                "apiVersion": t.rt.api_version,
+                "metadata": {},
+                "items": items,
+            }
+        )
 
     # ---- watch ---------------------------------------------------------------------------
     async def _watch(self, request: web.Request, t: Target) -> web.StreamResponse:
@@ -506,13 +594,17 @@ class ResourceApi:
 
         def frame(kind: str, obj: Obj) -> bytes:
             if as_table and kind != "BOOKMARK":
-                obj = tables.table(t.rt, [obj], obj["metadata"].get("resourceVersion", ""),
-                                   include=include, with_columns=first_table[0])
+                obj = tables.table(
+                    t.rt,
+                    [obj],
+                    obj["metadata"].get("resourceVersion", ""),
+                    include=include,
+                    with_columns=first_table[0],
+                )
                 first_table[0] = False
             return json.dumps({"type": kind, "object": obj}).encode() + b"\n"
 
-        resp = web.StreamResponse(headers={"Content-Type": JSON_CT,
-                                           "Cache-Control": "no-cache"})
+        resp = web.StreamResponse(headers={"Content-Type": JSON_CT, "Cache-Control": "no-cache"})
         resp.enable_chunked_encoding()
         try:
             rv_param = request.query.get("resourceVersion", "")
@@ -527,10 +619,19 @@ class ResourceApi:
                     if matches(change):
                         replay.append(frame(change.type, change.obj))
             if initial:
-                replay.append(frame("BOOKMARK", {
-                    "kind": t.rt.kind, "apiVersion": t.rt.api_version,
-                    "metadata": {"resourceVersion": sent_upto,
-                                 "annotations": {"k8s.io/initial-events-end": "true"}}}))
+                replay.append(
+                    frame(
+                        "BOOKMARK",
+                        {
+                            "kind": t.rt.kind,
+                            "apiVersion": t.rt.api_version,
+                            "metadata": {
+                                "resourceVersion": sent_upto,
+                                "annotations": {"k8s.io/initial-events-end": "true"},
+                            },
+                        },
+                    )
+                )
             await resp.prepare(request)
             self.open_watches += 1
             for chunk in replay:
@@ -541,22 +642,20 @@ class ResourceApi:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     while not self._stopping.is_set():
-                        change = await queue.get()
-                        if change is None:
+                        item = await queue.get()
+                        if item is None:
                             break
-                        if change.rv <= int(sent_upto) or not matches(change):
+                        if item.rv <= int(sent_upto) or not matches(item):
                             continue
-                        await resp.write(frame(change.type, change.obj))
+                        await resp.write(frame(item.type, item.obj))
         except ConnectionError:
             log.debug("watch client went away")
         except ApiError as err:
             if not resp.prepared:
                 return error_response(err)
-            await resp.write(json.dumps({"type": "ERROR", "object": err.status()}).encode()
-                             + b"\n")
+            await resp.write(json.dumps({"type": "ERROR", "object": err.status()}).encode() + b"\n")
         finally:
             if resp.prepared:
                 self.open_watches -= 1
             self.store.unsubscribe(queue)
         return resp
-

@@ -19,17 +19,27 @@ READY_PREFIX = "sandbox ready at "
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="interlock sandbox",
-                                description="Run a practice Kubernetes cluster.")
+    p = argparse.ArgumentParser(
+        prog="interlock sandbox", description="Run a practice Kubernetes cluster."
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    p.add_argument("--kubeconfig", type=Path,
-                   default=Path.home() / ".kube" / "interlock-sandbox.yaml",
-                   help="where to write a kubeconfig for kubectl and the executor")
-    p.add_argument("--scenario", action="append", dest="scenarios", metavar="NAME",
-                   help=f"repeatable; all by default ({', '.join(available())})")
-    p.add_argument("--time-scale", type=float, default=1.0,
-                   help="multiplies pod start and readiness delays")
+    p.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=Path.home() / ".kube" / "interlock-sandbox.yaml",
+        help="where to write a kubeconfig for kubectl and the executor",
+    )
+    p.add_argument(
+        "--scenario",
+        action="append",
+        dest="scenarios",
+        metavar="NAME",
+        help=f"repeatable; all by default ({', '.join(available())})",
+    )
+    p.add_argument(
+        "--time-scale", type=float, default=1.0, help="multiplies pod start and readiness delays"
+    )
     return p.parse_args(argv)
 
 
@@ -50,8 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for name in args.scenarios or []:
             if name not in available():
-                raise ScenarioError(f"unknown scenario {name!r}; available: "
-                                    f"{', '.join(available())}")
+                raise ScenarioError(
+                    f"unknown scenario {name!r}; available: {', '.join(available())}"
+                )
     except ScenarioError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 2

@@ -23,7 +23,7 @@ from sandbox import kubelet
 from sandbox.defaults import apply_defaults
 from sandbox.events import Recorder
 from sandbox.resources import ResourceType, by_plural
-from sandbox.selectors import labels_match
+from sandbox.selectors import Requirement, labels_match
 from sandbox.store import Change, Obj, Store
 from sandbox.timeutil import iso, now, parse_iso
 
@@ -64,9 +64,14 @@ def template_hash(template: Obj) -> str:
 
 
 def owner_ref(obj: Obj) -> Obj:
-    return {"apiVersion": obj["apiVersion"], "kind": obj["kind"],
-            "name": obj["metadata"]["name"], "uid": obj["metadata"]["uid"],
-            "controller": True, "blockOwnerDeletion": True}
+    return {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "name": obj["metadata"]["name"],
+        "uid": obj["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def controller_of(obj: Obj) -> Obj | None:
@@ -84,19 +89,25 @@ def _resolve(value: Any, total: int, round_up: bool) -> int:
     return int(value or 0)
 
 
-def _cond(old: list[Obj], type_: str, status: str, reason: str, message: str,
-          when: str) -> Obj:
+def _cond(old: list[Obj], type_: str, status: str, reason: str, message: str, when: str) -> Obj:
     """A condition that keeps its transition time while its status and reason hold."""
     prev = next((c for c in old if c.get("type") == type_), None)
     if prev and prev.get("status") == status and prev.get("reason") == reason:
         return {**prev, "message": message}
-    return {"type": type_, "status": status, "lastUpdateTime": when,
-            "lastTransitionTime": when, "reason": reason, "message": message}
+    return {
+        "type": type_,
+        "status": status,
+        "lastUpdateTime": when,
+        "lastTransitionTime": when,
+        "reason": reason,
+        "message": message,
+    }
 
 
 class Controllers:
-    def __init__(self, store: Store, recorder: Recorder, *, time_scale: float = 1.0,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, store: Store, recorder: Recorder, *, time_scale: float = 1.0, seed: int = 0
+    ) -> None:
         self.store = store
         self.recorder = recorder
         self.time_scale = time_scale
@@ -190,8 +201,11 @@ class Controllers:
                 if svc["metadata"].get("namespace") == ns:
                     keys.append(("Service", ns, svc["metadata"]["name"]))
         if kind == "Node":
-            keys.extend(("Pod", p["metadata"]["namespace"], p["metadata"]["name"])
-                        for p in self.store.iter_raw(PODS) if not p["spec"].get("nodeName"))
+            keys.extend(
+                ("Pod", p["metadata"]["namespace"], p["metadata"]["name"])
+                for p in self.store.iter_raw(PODS)
+                if not p["spec"].get("nodeName")
+            )
         for hook in self.extra:
             keys.extend(hook(change))
         if change.type == "DELETED" and kind == "Pod":
@@ -209,8 +223,11 @@ class Controllers:
     # ---- helpers -------------------------------------------------------------------------
     def _owned(self, rt: ResourceType, owner: Obj) -> list[Obj]:
         uid, ns = owner["metadata"]["uid"], owner["metadata"]["namespace"]
-        owned = [o for o in self.store.iter_raw(rt) if o["metadata"].get("namespace") == ns
-                 and (controller_of(o) or {}).get("uid") == uid]
+        owned = [
+            o
+            for o in self.store.iter_raw(rt)
+            if o["metadata"].get("namespace") == ns and (controller_of(o) or {}).get("uid") == uid
+        ]
         return [copy.deepcopy(o) for o in sorted(owned, key=lambda o: o["metadata"]["name"])]
 
     def _birth(self, owner: Obj) -> str:
@@ -229,10 +246,12 @@ class Controllers:
             obj["status"] = status
             self._write(rt, obj)
 
-    def new_pod(self, owner: Obj, template: Obj, name: str, extra_labels: dict[str, str],
-                hostname: str = "") -> Obj:
-        pod = {
-            "apiVersion": "v1", "kind": "Pod",
+    def new_pod(
+        self, owner: Obj, template: Obj, name: str, extra_labels: dict[str, str], hostname: str = ""
+    ) -> Obj:
+        pod: Obj = {
+            "apiVersion": "v1",
+            "kind": "Pod",
             "metadata": {
                 "name": name,
                 "namespace": owner["metadata"]["namespace"],
@@ -262,10 +281,16 @@ class Controllers:
         if self.store.get(SAS, name, "default") is None:
             self.store.create(SAS, {"metadata": {"name": "default", "namespace": name}})
         if self.store.get(CONFIGMAPS, name, "kube-root-ca.crt") is None:
-            self.store.create(CONFIGMAPS, {
-                "metadata": {"name": "kube-root-ca.crt", "namespace": name},
-                "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\nsandbox\n"
-                                   "-----END CERTIFICATE-----\n"}})
+            self.store.create(
+                CONFIGMAPS,
+                {
+                    "metadata": {"name": "kube-root-ca.crt", "namespace": name},
+                    "data": {
+                        "ca.crt": "-----BEGIN CERTIFICATE-----\nsandbox\n"
+                        "-----END CERTIFICATE-----\n"
+                    },
+                },
+            )
 
     # ---- deployments ---------------------------------------------------------------------
     def _deployment(self, ns: str, name: str) -> None:
@@ -277,11 +302,13 @@ class Controllers:
         template = spec["template"]
         thash = template_hash(template)
         rss = self._owned(REPLICASETS, d)
-        new = next((rs for rs in rss
-                    if rs["metadata"].get("labels", {}).get(HASH_LABEL) == thash), None)
+        new = next(
+            (rs for rs in rss if rs["metadata"].get("labels", {}).get(HASH_LABEL) == thash), None
+        )
         olds = [rs for rs in rss if rs is not new]
-        max_rev = max((int(rs["metadata"].get("annotations", {}).get(REVISION, "0"))
-                       for rs in rss), default=0)
+        max_rev = max(
+            (int(rs["metadata"].get("annotations", {}).get(REVISION, "0")) for rs in rss), default=0
+        )
         strategy = spec.get("strategy") or {}
         ru = strategy.get("rollingUpdate") or {}
         surge = _resolve(ru.get("maxSurge", "25%"), desired, True)
@@ -295,10 +322,14 @@ class Controllers:
                 total = sum(rs["spec"].get("replicas", 0) for rs in olds)
                 start = max(0, min(desired, desired + surge - total))
             new = self._create_rs(d, thash, start, max_rev + 1, surge)
-            self.recorder.record(d, "Normal", "ScalingReplicaSet",
-                                 f"Scaled up replica set {new['metadata']['name']} from 0 to "
-                                 f"{start}", component="deployment-controller",
-                                 last=self._when(d))
+            self.recorder.record(
+                d,
+                "Normal",
+                "ScalingReplicaSet",
+                f"Scaled up replica set {new['metadata']['name']} from 0 to {start}",
+                component="deployment-controller",
+                last=self._when(d),
+            )
         elif int(new["metadata"].get("annotations", {}).get(REVISION, "0")) < max_rev:
             new["metadata"].setdefault("annotations", {})[REVISION] = str(max_rev + 1)
             new = self._write(REPLICASETS, new)
@@ -317,19 +348,26 @@ class Controllers:
         selector.setdefault("matchLabels", {})[HASH_LABEL] = thash
         desired = d["spec"].get("replicas", 1)
         rs = {
-            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
             "metadata": {
                 "name": f"{d['metadata']['name']}-{thash}",
                 "namespace": d["metadata"]["namespace"],
                 "labels": dict(template["metadata"]["labels"]),
-                "annotations": {"deployment.kubernetes.io/desired-replicas": str(desired),
-                                "deployment.kubernetes.io/max-replicas": str(desired + surge),
-                                REVISION: str(revision)},
+                "annotations": {
+                    "deployment.kubernetes.io/desired-replicas": str(desired),
+                    "deployment.kubernetes.io/max-replicas": str(desired + surge),
+                    REVISION: str(revision),
+                },
                 "ownerReferences": [owner_ref(d)],
                 "creationTimestamp": self._birth(d),
             },
-            "spec": {"replicas": replicas, "minReadySeconds": d["spec"].get("minReadySeconds", 0),
-                     "selector": selector, "template": template},
+            "spec": {
+                "replicas": replicas,
+                "minReadySeconds": d["spec"].get("minReadySeconds", 0),
+                "selector": selector,
+                "template": template,
+            },
         }
         apply_defaults(REPLICASETS, rs)
         return self.store.create(REPLICASETS, rs)
@@ -341,13 +379,18 @@ class Controllers:
         rs["spec"]["replicas"] = replicas
         rs["metadata"]["generation"] = rs["metadata"].get("generation", 1) + 1
         rs["metadata"].setdefault("annotations", {})[
-            "deployment.kubernetes.io/desired-replicas"] = str(d["spec"].get("replicas", 1))
+            "deployment.kubernetes.io/desired-replicas"
+        ] = str(d["spec"].get("replicas", 1))
         rs = self._write(REPLICASETS, rs)
         verb = "up" if replicas > before else "down"
-        self.recorder.record(d, "Normal", "ScalingReplicaSet",
-                             f"Scaled {verb} replica set {rs['metadata']['name']} from {before} "
-                             f"to {replicas}", component="deployment-controller",
-                             last=self._when(d))
+        self.recorder.record(
+            d,
+            "Normal",
+            "ScalingReplicaSet",
+            f"Scaled {verb} replica set {rs['metadata']['name']} from {before} to {replicas}",
+            component="deployment-controller",
+            last=self._when(d),
+        )
         return rs
 
     def _recreate(self, d: Obj, new: Obj, olds: list[Obj], desired: int) -> None:
@@ -356,8 +399,9 @@ class Controllers:
         if all((rs.get("status") or {}).get("replicas", 0) == 0 for rs in olds):
             self._scale_rs(d, new, desired)
 
-    def _rolling(self, d: Obj, new: Obj, olds: list[Obj], desired: int, surge: int,
-                 unavailable: int) -> None:
+    def _rolling(
+        self, d: Obj, new: Obj, olds: list[Obj], desired: int, surge: int, unavailable: int
+    ) -> None:
         olds = [rs for rs in olds if rs["spec"].get("replicas", 0) > 0]
         if not olds:
             self._scale_rs(d, new, desired)
@@ -369,8 +413,7 @@ class Controllers:
                 new = self._scale_rs(d, new, min(desired, new["spec"].get("replicas", 0) + room))
         elif new["spec"].get("replicas", 0) > desired:
             new = self._scale_rs(d, new, desired)
-        available = sum((rs.get("status") or {}).get("availableReplicas", 0)
-                        for rs in [new, *olds])
+        available = sum((rs.get("status") or {}).get("availableReplicas", 0) for rs in [new, *olds])
         can_remove = available - (desired - unavailable)
         for rs in sorted(olds, key=lambda r: r["metadata"]["creationTimestamp"]):
             replicas = rs["spec"]["replicas"]
@@ -382,14 +425,19 @@ class Controllers:
 
     def _cleanup_history(self, d: Obj, olds: list[Obj]) -> None:
         limit = d["spec"].get("revisionHistoryLimit", 10)
-        idle = [rs for rs in olds if rs["spec"].get("replicas", 0) == 0
-                and (rs.get("status") or {}).get("replicas", 0) == 0]
+        idle = [
+            rs
+            for rs in olds
+            if rs["spec"].get("replicas", 0) == 0
+            and (rs.get("status") or {}).get("replicas", 0) == 0
+        ]
         idle.sort(key=lambda r: int(r["metadata"].get("annotations", {}).get(REVISION, "0")))
         for rs in idle[: max(0, len(idle) - limit)]:
             self.store.delete(REPLICASETS, rs["metadata"]["namespace"], rs["metadata"]["name"])
 
-    def _deployment_status(self, d: Obj, new: Obj, rss: list[Obj], desired: int,
-                           unavailable: int) -> None:
+    def _deployment_status(
+        self, d: Obj, new: Obj, rss: list[Obj], desired: int, unavailable: int
+    ) -> None:
         def total(field: str, sets: list[Obj]) -> int:
             return sum((rs.get("status") or {}).get(field, 0) for rs in sets)
 
@@ -408,14 +456,26 @@ class Controllers:
             "readyReplicas": total("readyReplicas", rss),
             "availableReplicas": available,
             "conditions": [
-                _cond(old_conditions, "Available", "True" if min_ok else "False",
-                      "MinimumReplicasAvailable" if min_ok else "MinimumReplicasUnavailable",
-                      "Deployment has minimum availability." if min_ok else
-                      "Deployment does not have minimum availability.", when),
-                _cond(old_conditions, "Progressing", "True",
-                      "NewReplicaSetAvailable" if complete else "ReplicaSetUpdated",
-                      f'ReplicaSet "{rs_name}" has successfully progressed.' if complete else
-                      f'ReplicaSet "{rs_name}" is progressing.', when),
+                _cond(
+                    old_conditions,
+                    "Available",
+                    "True" if min_ok else "False",
+                    "MinimumReplicasAvailable" if min_ok else "MinimumReplicasUnavailable",
+                    "Deployment has minimum availability."
+                    if min_ok
+                    else "Deployment does not have minimum availability.",
+                    when,
+                ),
+                _cond(
+                    old_conditions,
+                    "Progressing",
+                    "True",
+                    "NewReplicaSetAvailable" if complete else "ReplicaSetUpdated",
+                    f'ReplicaSet "{rs_name}" has successfully progressed.'
+                    if complete
+                    else f'ReplicaSet "{rs_name}" is progressing.',
+                    when,
+                ),
             ],
         }
         if replicas - available > 0:
@@ -436,46 +496,72 @@ class Controllers:
         if rs is None:
             return
         desired = rs["spec"].get("replicas", 1)
-        pods = [p for p in self._owned(PODS, rs) if not p["metadata"].get("deletionTimestamp")
-                and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+        pods = [
+            p
+            for p in self._owned(PODS, rs)
+            if not p["metadata"].get("deletionTimestamp")
+            and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+        ]
         if len(pods) < desired:
             for _ in range(desired - len(pods)):
                 pod = self.new_pod(rs, rs["spec"]["template"], self.pod_name(name), {})
-                self.recorder.record(rs, "Normal", "SuccessfulCreate",
-                                     f"Created pod: {pod['metadata']['name']}",
-                                     component="replicaset-controller",
-                                     last=parse_iso(pod["metadata"]["creationTimestamp"]))
+                self.recorder.record(
+                    rs,
+                    "Normal",
+                    "SuccessfulCreate",
+                    f"Created pod: {pod['metadata']['name']}",
+                    component="replicaset-controller",
+                    last=parse_iso(pod["metadata"]["creationTimestamp"]),
+                )
         elif len(pods) > desired:
+
             def rank(p: Obj) -> tuple[int, int, str]:
                 st = p.get("status") or {}
-                ready = any(c["type"] == "Ready" and c["status"] == "True"
-                            for c in st.get("conditions") or [])
-                return (1 if p["spec"].get("nodeName") else 0, 1 if ready else 0,
-                        _negate(p["metadata"]["creationTimestamp"]))
+                ready = any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in st.get("conditions") or []
+                )
+                return (
+                    1 if p["spec"].get("nodeName") else 0,
+                    1 if ready else 0,
+                    _negate(p["metadata"]["creationTimestamp"]),
+                )
 
             for pod in sorted(pods, key=rank)[: len(pods) - desired]:
                 self.store.delete(PODS, ns, pod["metadata"]["name"])
-                self.recorder.record(rs, "Normal", "SuccessfulDelete",
-                                     f"Deleted pod: {pod['metadata']['name']}",
-                                     component="replicaset-controller")
-        pods = [p for p in self._owned(PODS, rs)
-                if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+                self.recorder.record(
+                    rs,
+                    "Normal",
+                    "SuccessfulDelete",
+                    f"Deleted pod: {pod['metadata']['name']}",
+                    component="replicaset-controller",
+                )
+        pods = [
+            p
+            for p in self._owned(PODS, rs)
+            if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+        ]
         ready = sum(1 for p in pods if _is_ready(p))
-        status: Obj = {"replicas": len(pods), "fullyLabeledReplicas": len(pods),
-                       "readyReplicas": ready, "availableReplicas": ready,
-                       "observedGeneration": rs["metadata"].get("generation", 1)}
+        status: Obj = {
+            "replicas": len(pods),
+            "fullyLabeledReplicas": len(pods),
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "observedGeneration": rs["metadata"].get("generation", 1),
+        }
         status = {k: v for k, v in status.items() if v or k == "replicas"}
         self._set_status(REPLICASETS, rs, status)
 
     # ---- pods (scheduler + kubelet) ------------------------------------------------------
     def _schedule(self, pod: Obj) -> Obj | None:
         selector = pod["spec"].get("nodeSelector") or {}
-        nodes = [n for n in self.store.list(NODES)
-                 if not n["spec"].get("unschedulable")
-                 and all((n["metadata"].get("labels") or {}).get(k) == v
-                         for k, v in selector.items())
-                 and not any(t.get("effect") == "NoSchedule" for t in n["spec"].get("taints")
-                             or [])]
+        nodes = [
+            n
+            for n in self.store.list(NODES)
+            if not n["spec"].get("unschedulable")
+            and all((n["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())
+            and not any(t.get("effect") == "NoSchedule" for t in n["spec"].get("taints") or [])
+        ]
         if not nodes:
             return None
         load = {n["metadata"]["name"]: 0 for n in nodes}
@@ -500,12 +586,24 @@ class Controllers:
         if not pod["spec"].get("nodeName"):
             node = self._schedule(pod)
             if node is None:
-                self._set_status(PODS, pod, {
-                    "phase": "Pending", "qosClass": pod["status"].get("qosClass", "BestEffort"),
-                    "conditions": [{"type": "PodScheduled", "status": "False",
-                                    "reason": "Unschedulable", "lastProbeTime": None,
-                                    "lastTransitionTime": iso(now()),
-                                    "message": "0/0 nodes are available"}]})
+                self._set_status(
+                    PODS,
+                    pod,
+                    {
+                        "phase": "Pending",
+                        "qosClass": pod["status"].get("qosClass", "BestEffort"),
+                        "conditions": [
+                            {
+                                "type": "PodScheduled",
+                                "status": "False",
+                                "reason": "Unschedulable",
+                                "lastProbeTime": None,
+                                "lastTransitionTime": iso(now()),
+                                "message": "0/0 nodes are available",
+                            }
+                        ],
+                    },
+                )
                 return
             pod["spec"]["nodeName"] = node["metadata"]["name"]
             born = parse_iso(pod["metadata"]["creationTimestamp"])
@@ -513,20 +611,34 @@ class Controllers:
             self._started[uid] = started
             pod["status"]["startTime"] = iso(started)
             pod = self._write(PODS, pod)
-            self.recorder.record(pod, "Normal", "Scheduled",
-                                 f"Successfully assigned {ns}/{name} to {node['metadata']['name']}",
-                                 component="default-scheduler", first=started, last=started)
+            self.recorder.record(
+                pod,
+                "Normal",
+                "Scheduled",
+                f"Successfully assigned {ns}/{name} to {node['metadata']['name']}",
+                component="default-scheduler",
+                first=started,
+                last=started,
+            )
         node = self.store.get(NODES, "", pod["spec"]["nodeName"])
         if node is None:
             return
         status = pod.get("status") or {}
         started = self._started.get(uid) or parse_iso(
-            status.get("startTime") or pod["metadata"]["creationTimestamp"])
+            status.get("startTime") or pod["metadata"]["creationTimestamp"]
+        )
         self._started[uid] = started
-        host_ip = next((a["address"] for a in node["status"].get("addresses") or []
-                        if a["type"] == "InternalIP"), "10.0.0.1")
+        host_ip = next(
+            (
+                a["address"]
+                for a in node["status"].get("addresses") or []
+                if a["type"] == "InternalIP"
+            ),
+            "10.0.0.1",
+        )
         pod_ip = status.get("podIP") or (
-            host_ip if pod["spec"].get("hostNetwork") else self._pod_ip(node))
+            host_ip if pod["spec"].get("hostNetwork") else self._pod_ip(node)
+        )
         owner = controller_of(pod) or {}
         b = kubelet.behaviour(pod, self.time_scale, is_job=owner.get("kind") == "Job")
         new_status, wake = kubelet.pod_status(pod, b, started, started, now(), pod_ip, host_ip)
@@ -545,51 +657,96 @@ class Controllers:
             name, field = cs["name"], f"spec.containers{{{cs['name']}}}"
             was_running = "running" in (prev.get("state") or {})
             starts = cs["restartCount"] - prev.get("restartCount", 0)
-            first_start = "running" in cs["state"] and not prev.get("started") and \
-                not prev.get("restartCount") and not was_running
+            first_start = (
+                "running" in cs["state"]
+                and not prev.get("started")
+                and not prev.get("restartCount")
+                and not was_running
+            )
             n = starts + (1 if first_start else 0)
             if n > 0:
                 first = started
-                last = parse_iso(cs["state"]["running"]["startedAt"]) if "running" in cs[
-                    "state"] else now()
+                last = (
+                    parse_iso(cs["state"]["running"]["startedAt"])
+                    if "running" in cs["state"]
+                    else now()
+                )
                 for reason, msg in (
-                        ("Pulled", f'Container image "{cs["image"]}" already present on machine'),
-                        ("Created", f"Created container: {name}"),
-                        ("Started", f"Started container {name}")):
-                    self.recorder.record(pod, "Normal", reason, msg, component="kubelet",
-                                         host=host, field_path=field, count=n, first=first,
-                                         last=last)
+                    ("Pulled", f'Container image "{cs["image"]}" already present on machine'),
+                    ("Created", f"Created container: {name}"),
+                    ("Started", f"Started container {name}"),
+                ):
+                    self.recorder.record(
+                        pod,
+                        "Normal",
+                        reason,
+                        msg,
+                        component="kubelet",
+                        host=host,
+                        field_path=field,
+                        count=n,
+                        first=first,
+                        last=last,
+                    )
             term = (cs.get("lastState") or {}).get("terminated") or {}
             if starts > 0 and term.get("reason") in ("OOMKilled", "Error"):
                 self.recorder.record(
-                    pod, "Warning", "BackOff",
+                    pod,
+                    "Warning",
+                    "BackOff",
                     f"Back-off restarting failed container {name} in pod "
                     f"{pod['metadata']['name']}_{pod['metadata']['namespace']}"
                     f"({pod['metadata']['uid']})",
-                    component="kubelet", host=host, field_path=field, count=starts,
-                    first=started, last=parse_iso(term["finishedAt"]))
+                    component="kubelet",
+                    host=host,
+                    field_path=field,
+                    count=starts,
+                    first=started,
+                    last=parse_iso(term["finishedAt"]),
+                )
             if starts > 0 and term.get("reason") == "OOMKilled":
                 self.recorder.record(
-                    node, "Warning", "OOMKilling",
+                    node,
+                    "Warning",
+                    "OOMKilling",
                     f"Memory cgroup out of memory: Killed process {1000 + len(name) * 37} "
                     f"({name}) in pod {pod['metadata']['namespace']}/{pod['metadata']['name']}",
-                    component="kernel-monitor", host=host, count=starts, first=started,
-                    last=parse_iso(term["finishedAt"]))
+                    component="kernel-monitor",
+                    host=host,
+                    count=starts,
+                    first=started,
+                    last=parse_iso(term["finishedAt"]),
+                )
             waiting = (cs.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") == "CrashLoopBackOff" and starts == 0 and \
-                    (prev.get("state") or {}).get("waiting", {}).get("reason") != "CrashLoopBackOff":
+            was_waiting = (prev.get("state") or {}).get("waiting", {}).get("reason")
+            if (
+                waiting.get("reason") == "CrashLoopBackOff"
+                and starts == 0
+                and was_waiting != "CrashLoopBackOff"
+            ):
                 self.recorder.record(
-                    pod, "Warning", "BackOff",
+                    pod,
+                    "Warning",
+                    "BackOff",
                     f"Back-off restarting failed container {name} in pod "
                     f"{pod['metadata']['name']}_{pod['metadata']['namespace']}"
                     f"({pod['metadata']['uid']})",
-                    component="kubelet", host=host, field_path=field)
+                    component="kubelet",
+                    host=host,
+                    field_path=field,
+                )
 
     def _killed(self, pod: Obj) -> None:
         for c in pod["spec"].get("containers") or []:
-            self.recorder.record(pod, "Normal", "Killing", f"Stopping container {c['name']}",
-                                 component="kubelet", host=pod["spec"].get("nodeName", ""),
-                                 field_path=f"spec.containers{{{c['name']}}}")
+            self.recorder.record(
+                pod,
+                "Normal",
+                "Killing",
+                f"Stopping container {c['name']}",
+                component="kubelet",
+                host=pod["spec"].get("nodeName", ""),
+                field_path=f"spec.containers{{{c['name']}}}",
+            )
 
     # ---- endpoints -----------------------------------------------------------------------
     def _endpoints(self, ns: str, name: str) -> None:
@@ -601,24 +758,41 @@ class Controllers:
         selector = (svc.get("spec") or {}).get("selector")
         if not selector:
             return
-        reqs = [(k, "=", (v,)) for k, v in selector.items()]
-        ready, not_ready = [], []
-        pods = [p for p in self.store.list(PODS, ns)
-                if labels_match(reqs, p["metadata"].get("labels"))
-                and (p.get("status") or {}).get("podIP")]
+        reqs: list[Requirement] = [(k, "=", (str(v),)) for k, v in selector.items()]
+        ready: list[Obj] = []
+        not_ready: list[Obj] = []
+        pods = [
+            p
+            for p in self.store.list(PODS, ns)
+            if labels_match(reqs, p["metadata"].get("labels"))
+            and (p.get("status") or {}).get("podIP")
+        ]
         for p in pods:
-            addr = {"ip": p["status"]["podIP"], "nodeName": p["spec"].get("nodeName"),
-                    "targetRef": {"kind": "Pod", "namespace": ns, "name": p["metadata"]["name"],
-                                  "uid": p["metadata"]["uid"]}}
+            addr = {
+                "ip": p["status"]["podIP"],
+                "nodeName": p["spec"].get("nodeName"),
+                "targetRef": {
+                    "kind": "Pod",
+                    "namespace": ns,
+                    "name": p["metadata"]["name"],
+                    "uid": p["metadata"]["uid"],
+                },
+            }
             (ready if _is_ready(p) else not_ready).append(addr)
         ports = []
         for port in svc["spec"].get("ports") or []:
             target = port.get("targetPort", port.get("port"))
             if isinstance(target, str):
-                target = next((cp["containerPort"] for p in pods
-                               for c in p["spec"].get("containers") or []
-                               for cp in c.get("ports") or [] if cp.get("name") == target),
-                              port.get("port"))
+                target = next(
+                    (
+                        cp["containerPort"]
+                        for p in pods
+                        for c in p["spec"].get("containers") or []
+                        for cp in c.get("ports") or []
+                        if cp.get("name") == target
+                    ),
+                    port.get("port"),
+                )
             entry = {"port": target, "protocol": port.get("protocol", "TCP")}
             if port.get("name"):
                 entry["name"] = port["name"]
@@ -633,22 +807,30 @@ class Controllers:
         ep = self.store.get(ENDPOINTS, ns, name)
         subsets = [subset] if subset else []
         if ep is None:
-            self.store.create(ENDPOINTS, {
-                "metadata": {"name": name, "namespace": ns,
-                             "labels": dict(svc["metadata"].get("labels") or {}),
-                             "creationTimestamp": svc["metadata"]["creationTimestamp"]},
-                "subsets": subsets})
+            self.store.create(
+                ENDPOINTS,
+                {
+                    "metadata": {
+                        "name": name,
+                        "namespace": ns,
+                        "labels": dict(svc["metadata"].get("labels") or {}),
+                        "creationTimestamp": svc["metadata"]["creationTimestamp"],
+                    },
+                    "subsets": subsets,
+                },
+            )
         elif ep.get("subsets", []) != subsets:
             ep["subsets"] = subsets
             self._write(ENDPOINTS, ep)
 
 
 def _is_ready(pod: Obj) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
 
 
 def _negate(ts: str) -> str:
     """Sort key that orders newer timestamps first."""
     return "".join(chr(0x10FFFF - ord(ch)) for ch in ts)
-

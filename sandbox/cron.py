@@ -6,9 +6,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-_MACROS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
-           "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
-           "@hourly": "0 * * * *"}
+_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
 _RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
 SEARCH_LIMIT = timedelta(days=8)  # previous()/next() look no further; enough for demo data
 
@@ -39,7 +45,8 @@ class Schedule:
         if len(fields) != 5:
             raise ValueError(f"a cron schedule has 5 fields: {expr!r}")
         self.minute, self.hour, self.dom, self.month, self.dow = (
-            _field(f, lo, hi) for f, (lo, hi) in zip(fields, _RANGES, strict=True))
+            _field(f, lo, hi) for f, (lo, hi) in zip(fields, _RANGES, strict=True)
+        )
         self._dom_any = fields[2] in ("*", "?")
         self._dow_any = fields[4] in ("*", "?")
         self.tz = ZoneInfo(tz) if tz else UTC

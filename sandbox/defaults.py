@@ -28,8 +28,12 @@ def _container(c: Obj) -> None:
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         p = c.get(probe)
         if isinstance(p, dict):
-            for k, v in (("timeoutSeconds", 1), ("periodSeconds", 10), ("successThreshold", 1),
-                         ("failureThreshold", 3)):
+            for k, v in (
+                ("timeoutSeconds", 1),
+                ("periodSeconds", 10),
+                ("successThreshold", 1),
+                ("failureThreshold", 3),
+            ):
                 p.setdefault(k, v)
             if "httpGet" in p:
                 p["httpGet"].setdefault("path", "/")
@@ -91,8 +95,11 @@ def _quantities_as_strings(node: Any, parent: str = "") -> None:
     and the client's models accept nothing else."""
     if isinstance(node, dict):
         for key, value in node.items():
-            if parent in _QUANTITY_MAPS and isinstance(value, int | float) and not isinstance(
-                    value, bool):
+            if (
+                parent in _QUANTITY_MAPS
+                and isinstance(value, int | float)
+                and not isinstance(value, bool)
+            ):
                 node[key] = str(value)
             else:
                 _quantities_as_strings(value, key)
@@ -116,9 +123,18 @@ def apply_defaults(rt: ResourceType, obj: Obj, cluster_ip: str = "") -> None:
         obj["spec"].setdefault("enableServiceLinks", True)
         obj["spec"].setdefault("priority", 0)
         obj["spec"].setdefault("preemptionPolicy", "PreemptLowerPriority")
-        obj["spec"].setdefault("tolerations", [
-            {"key": f"node.kubernetes.io/{t}", "operator": "Exists", "effect": "NoExecute",
-             "tolerationSeconds": 300} for t in ("not-ready", "unreachable")])
+        obj["spec"].setdefault(
+            "tolerations",
+            [
+                {
+                    "key": f"node.kubernetes.io/{t}",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 300,
+                }
+                for t in ("not-ready", "unreachable")
+            ],
+        )
         obj.setdefault("status", {}).setdefault("phase", "Pending")
         obj["status"].setdefault("qosClass", _qos(obj["spec"]))
     elif kind == "Deployment" and spec is not None:
@@ -136,8 +152,10 @@ def apply_defaults(rt: ResourceType, obj: Obj, cluster_ip: str = "") -> None:
         spec.setdefault("replicas", 1)
         spec.setdefault("podManagementPolicy", "OrderedReady")
         spec.setdefault("revisionHistoryLimit", 10)
-        spec.setdefault("persistentVolumeClaimRetentionPolicy",
-                        {"whenDeleted": "Retain", "whenScaled": "Retain"})
+        spec.setdefault(
+            "persistentVolumeClaimRetentionPolicy",
+            {"whenDeleted": "Retain", "whenScaled": "Retain"},
+        )
         _percent_strategy(spec, "updateStrategy", "type")
         _template(spec)
         for pvc in spec.get("volumeClaimTemplates") or []:
@@ -160,7 +178,8 @@ def apply_defaults(rt: ResourceType, obj: Obj, cluster_ip: str = "") -> None:
         job.setdefault("metadata", {})
         job_spec = job.setdefault("spec", {})
         job_spec.setdefault("template", {}).setdefault("spec", {}).setdefault(
-            "restartPolicy", "OnFailure")
+            "restartPolicy", "OnFailure"
+        )
         _template(job_spec)
         job_spec.setdefault("backoffLimit", 6)
         job_spec.setdefault("completionMode", "NonIndexed")
@@ -213,10 +232,12 @@ def _qos(spec: Obj) -> str:
     if not any(r.get("requests") or r.get("limits") for r in reqs):
         return "BestEffort"
     guaranteed = all(
-        (r.get("limits") or {}).get(res) and
-        (r.get("requests") or {}).get(res, (r.get("limits") or {}).get(res))
+        (r.get("limits") or {}).get(res)
+        and (r.get("requests") or {}).get(res, (r.get("limits") or {}).get(res))
         == (r.get("limits") or {}).get(res)
-        for r in reqs for res in ("cpu", "memory"))
+        for r in reqs
+        for res in ("cpu", "memory")
+    )
     return "Guaranteed" if guaranteed else "Burstable"
 
 
@@ -228,20 +249,31 @@ def validate(rt: ResourceType, obj: Obj) -> None:
     if not name:
         causes.append(("metadata.name", "Required value: name or generateName is required"))
     elif len(name) > 253 or not _NAME_RE.match(name):
-        causes.append(("metadata.name", f'Invalid value: "{name}": a lowercase RFC 1123 '
-                       "subdomain must consist of lower case alphanumeric characters, '-' or "
-                       "'.', and must start and end with an alphanumeric character"))
+        causes.append(
+            (
+                "metadata.name",
+                f'Invalid value: "{name}": a lowercase RFC 1123 '
+                "subdomain must consist of lower case alphanumeric characters, '-' or "
+                "'.', and must start and end with an alphanumeric character",
+            )
+        )
     spec = obj.get("spec") or {}
     if rt.kind in ("Deployment", "ReplicaSet", "StatefulSet"):
         replicas = spec.get("replicas")
         if not isinstance(replicas, int) or replicas < 0:
-            causes.append(("spec.replicas", f"Invalid value: {replicas}: must be greater than "
-                           "or equal to 0"))
+            causes.append(
+                ("spec.replicas", f"Invalid value: {replicas}: must be greater than or equal to 0")
+            )
         selector_labels = (spec.get("selector") or {}).get("matchLabels") or {}
         template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
         if any(template_labels.get(k) != v for k, v in selector_labels.items()):
-            causes.append(("spec.template.metadata.labels", "Invalid value: "
-                           f"{template_labels}: `selector` does not match template `labels`"))
+            causes.append(
+                (
+                    "spec.template.metadata.labels",
+                    "Invalid value: "
+                    f"{template_labels}: `selector` does not match template `labels`",
+                )
+            )
     pod = spec if rt.kind == "Pod" else (spec.get("template") or {}).get("spec")
     if rt.kind in ("Pod", "Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job"):
         prefix = "spec" if rt.kind == "Pod" else "spec.template.spec"
@@ -259,8 +291,10 @@ def validate(rt: ResourceType, obj: Obj) -> None:
                 base64.b64decode(str(value), validate=True)
             except ValueError as exc:
                 # apiserver fails to decode []byte fields: a 400, not a 422.
-                raise bad_request(f"Secret in version \"v1\" cannot be handled as a Secret: "
-                                  f"illegal base64 data in data.{key}") from exc
+                raise bad_request(
+                    f'Secret in version "v1" cannot be handled as a Secret: '
+                    f"illegal base64 data in data.{key}"
+                ) from exc
     if rt.kind == "Service":
         ip = spec.get("clusterIP")
         if ip and ip != "None":

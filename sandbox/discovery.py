@@ -38,9 +38,13 @@ def _in(group: str, version: str) -> list[ResourceType]:
 
 # ---- legacy -------------------------------------------------------------------------------
 def api_versions(server_address: str) -> dict[str, Any]:
-    return {"kind": "APIVersions", "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0",
-                                            "serverAddress": server_address}]}
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [
+            {"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}
+        ],
+    }
 
 
 def api_group_list() -> dict[str, Any]:
@@ -57,8 +61,13 @@ def api_group(group: str) -> dict[str, Any] | None:
     if not group or not versions:
         return None
     gvs = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
-    return {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": gvs,
-            "preferredVersion": gvs[0]}
+    return {
+        "kind": "APIGroup",
+        "apiVersion": "v1",
+        "name": group,
+        "versions": gvs,
+        "preferredVersion": gvs[0],
+    }
 
 
 def resource_list(group: str, version: str) -> dict[str, Any] | None:
@@ -67,24 +76,36 @@ def resource_list(group: str, version: str) -> dict[str, Any] | None:
         return None
     resources: list[dict[str, Any]] = []
     for r in types:
-        entry: dict[str, Any] = {"name": r.plural, "singularName": r.singular,
-                                 "namespaced": r.namespaced, "kind": r.kind,
-                                 "verbs": list(r.verbs)}
+        entry: dict[str, Any] = {
+            "name": r.plural,
+            "singularName": r.singular,
+            "namespaced": r.namespaced,
+            "kind": r.kind,
+            "verbs": list(r.verbs),
+        }
         if r.short_names:
             entry["shortNames"] = list(r.short_names)
         if r.categories:
             entry["categories"] = list(r.categories)
         resources.append(entry)
         for sub in r.subresources:
-            s: dict[str, Any] = {"name": f"{r.plural}/{sub.name}", "singularName": "",
-                                 "namespaced": r.namespaced, "kind": sub.kind,
-                                 "verbs": list(sub.verbs)}
+            s: dict[str, Any] = {
+                "name": f"{r.plural}/{sub.name}",
+                "singularName": "",
+                "namespaced": r.namespaced,
+                "kind": sub.kind,
+                "verbs": list(sub.verbs),
+            }
             if sub.group != r.group or sub.version != r.version:
                 s["group"], s["version"] = sub.group, sub.version
             resources.append(s)
     gv = f"{group}/{version}" if group else version
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
-            "resources": resources}
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": gv,
+        "resources": resources,
+    }
 
 
 # ---- aggregated ---------------------------------------------------------------------------
@@ -102,9 +123,11 @@ def _aggregated_resource(r: ResourceType) -> dict[str, Any]:
         entry["categories"] = list(r.categories)
     if r.subresources:
         entry["subresources"] = [
-            {"subresource": s.name,
-             "responseKind": {"group": s.group, "version": s.version, "kind": s.kind},
-             "verbs": list(s.verbs)}
+            {
+                "subresource": s.name,
+                "responseKind": {"group": s.group, "version": s.version, "kind": s.kind},
+                "verbs": list(s.verbs),
+            }
             for s in r.subresources
         ]
     return entry
@@ -115,14 +138,25 @@ def aggregated(core: bool) -> dict[str, Any]:
     for group, versions in group_versions().items():
         if bool(group) == core:
             continue
-        items.append({
-            "metadata": {"name": group, "creationTimestamp": None},
-            "versions": [{"version": v, "freshness": "Current",
-                          "resources": [_aggregated_resource(r) for r in _in(group, v)]}
-                         for v in versions],
-        })
-    return {"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2",
-            "metadata": {}, "items": items}
+        items.append(
+            {
+                "metadata": {"name": group, "creationTimestamp": None},
+                "versions": [
+                    {
+                        "version": v,
+                        "freshness": "Current",
+                        "resources": [_aggregated_resource(r) for r in _in(group, v)],
+                    }
+                    for v in versions
+                ],
+            }
+        )
+    return {
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {},
+        "items": items,
+    }
 
 
 # ---- OpenAPI v3 stub ----------------------------------------------------------------------
@@ -148,11 +182,20 @@ def openapi_gv(group: str, version: str) -> dict[str, Any]:
         base = "/" + _gv_path(group, version)
         scope = "/namespaces/{namespace}" if r.namespaced else ""
         gvk = {"group": r.group, "version": r.version, "kind": r.kind}
-        params = [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
-                  {"name": "dryRun", "in": "query", "schema": {"type": "string"}}]
-        op = {"x-kubernetes-group-version-kind": gvk, "parameters": params,
-              "responses": {"200": {"description": "OK"}}}
+        params = [
+            {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+            {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
+        ]
+        op = {
+            "x-kubernetes-group-version-kind": gvk,
+            "parameters": params,
+            "responses": {"200": {"description": "OK"}},
+        }
         paths[f"{base}{scope}/{r.plural}/{{name}}"] = {"patch": op, "put": op}
         paths[f"{base}{scope}/{r.plural}"] = {"post": op}
-    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.37.1"},
-            "paths": paths, "components": {"schemas": {}}}
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.37.1"},
+        "paths": paths,
+        "components": {"schemas": {}},
+    }

@@ -53,21 +53,36 @@ def _resource(plural: str, group: str) -> str:
 
 
 def not_found(plural: str, group: str, name: str) -> ApiError:
-    return ApiError(404, "NotFound", f'{_resource(plural, group)} "{name}" not found',
-                    name=name, group=group, kind=plural)
+    return ApiError(
+        404,
+        "NotFound",
+        f'{_resource(plural, group)} "{name}" not found',
+        name=name,
+        group=group,
+        kind=plural,
+    )
 
 
 def already_exists(plural: str, group: str, name: str) -> ApiError:
-    return ApiError(409, "AlreadyExists", f'{_resource(plural, group)} "{name}" already exists',
-                    name=name, group=group, kind=plural)
+    return ApiError(
+        409,
+        "AlreadyExists",
+        f'{_resource(plural, group)} "{name}" already exists',
+        name=name,
+        group=group,
+        kind=plural,
+    )
 
 
 def conflict(plural: str, group: str, name: str) -> ApiError:
     return ApiError(
-        409, "Conflict",
+        409,
+        "Conflict",
         f'Operation cannot be fulfilled on {_resource(plural, group)} "{name}": the object has '
         "been modified; please apply your changes to the latest version and try again",
-        name=name, group=group, kind=plural,
+        name=name,
+        group=group,
+        kind=plural,
     )
 
 
@@ -76,8 +91,12 @@ def invalid(kind: str, group: str, name: str, causes: list[tuple[str, str]]) -> 
     text = ", ".join(f"{f}: {m}" for f, m in causes)
     qualified = f"{kind}.{group}" if group else kind
     return ApiError(
-        422, "Invalid", f'{qualified} "{name}" is invalid: {text}',
-        name=name, group=group, kind=kind,
+        422,
+        "Invalid",
+        f'{qualified} "{name}" is invalid: {text}',
+        name=name,
+        group=group,
+        kind=kind,
         causes=[{"reason": "FieldValueInvalid", "message": m, "field": f} for f, m in causes],
     )
 
@@ -87,10 +106,13 @@ def bad_request(message: str) -> ApiError:
 
 
 def unsupported_media(content_type: str) -> ApiError:
-    return ApiError(415, "UnsupportedMediaType",
-                    f"the body of the request was in an unknown format - accepted media types "
-                    f"include: application/json-patch+json, application/merge-patch+json, "
-                    f"application/strategic-merge-patch+json (got {content_type})")
+    return ApiError(
+        415,
+        "UnsupportedMediaType",
+        f"the body of the request was in an unknown format - accepted media types "
+        f"include: application/json-patch+json, application/merge-patch+json, "
+        f"application/strategic-merge-patch+json (got {content_type})",
+    )
 
 
 def expired(rv: str) -> ApiError:
@@ -98,5 +120,8 @@ def expired(rv: str) -> ApiError:
 
 
 def method_not_allowed(verb: str, plural: str) -> ApiError:
-    return ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the "
-                    f"requested resource ({verb} {plural})")
+    return ApiError(
+        405,
+        "MethodNotAllowed",
+        f"the server does not allow this method on the requested resource ({verb} {plural})",
+    )

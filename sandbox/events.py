@@ -62,8 +62,11 @@ class Recorder:
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": name, "namespace": namespace,
-                         "creationTimestamp": iso(first or last or now())},
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "creationTimestamp": iso(first or last or now()),
+            },
             "involvedObject": involved,
             "reason": reason,
             "message": message,

@@ -8,8 +8,12 @@ from pathlib import Path
 import yaml
 
 
-def write_kubeconfig(path: str | os.PathLike[str], server_url: str, context: str = "sandbox",
-                     token: str = "sandbox-token") -> Path:
+def write_kubeconfig(
+    path: str | os.PathLike[str],
+    server_url: str,
+    context: str = "sandbox",
+    token: str = "sandbox-token",
+) -> Path:
     """Write (overwrite) a kubeconfig with one cluster, one bearer-token user and one context,
     set as current. The file is private to the user: it holds a token."""
     target = Path(path)
@@ -19,9 +23,12 @@ def write_kubeconfig(path: str | os.PathLike[str], server_url: str, context: str
         "kind": "Config",
         "clusters": [{"name": context, "cluster": {"server": server_url}}],
         "users": [{"name": f"{context}-user", "user": {"token": token}}],
-        "contexts": [{"name": context,
-                      "context": {"cluster": context, "user": f"{context}-user",
-                                  "namespace": "default"}}],
+        "contexts": [
+            {
+                "name": context,
+                "context": {"cluster": context, "user": f"{context}-user", "namespace": "default"},
+            }
+        ],
         "current-context": context,
         "preferences": {},
     }

@@ -80,24 +80,42 @@ class ContainerTimeline:
 
 
 def _terminated(reason: str, code: int, started: datetime, finished: datetime, cid: str) -> Obj:
-    return {"terminated": {"exitCode": code, "reason": reason, "startedAt": iso(started),
-                           "finishedAt": iso(finished), "containerID": cid}}
+    return {
+        "terminated": {
+            "exitCode": code,
+            "reason": reason,
+            "startedAt": iso(started),
+            "finishedAt": iso(finished),
+            "containerID": cid,
+        }
+    }
 
 
-def timeline(b: Behaviour, started: datetime, at: datetime, restart_policy: str,
-             cid: str) -> ContainerTimeline:
+def timeline(
+    b: Behaviour, started: datetime, at: datetime, restart_policy: str, cid: str
+) -> ContainerTimeline:
     """Replays the container's life from `started` (scheduling) up to `at`."""
     run_start = started + timedelta(seconds=b.start_delay)
     if at < run_start:
-        return ContainerTimeline(0, {"waiting": {"reason": "ContainerCreating"}}, {}, False,
-                                 None, (run_start - at).total_seconds())
-    restarts, last_state = 0, {}
+        return ContainerTimeline(
+            0,
+            {"waiting": {"reason": "ContainerCreating"}},
+            {},
+            False,
+            None,
+            (run_start - at).total_seconds(),
+        )
+    restarts = 0
+    last_state: Obj = {}
     backoff = b.crash_backoff
     while True:
         # The next exit of the current run, if any.
         exit_after, reason, code = None, "", 0
-        candidates = [(b.oom_every, "OOMKilled", 137), (b.crash_after, "Error", 1),
-                      (b.run_for, "Completed", 0)]
+        candidates = [
+            (b.oom_every, "OOMKilled", 137),
+            (b.crash_after, "Error", 1),
+            (b.run_for, "Completed", 0),
+        ]
         for after, r, c in candidates:
             if after is not None and (exit_after is None or after < exit_after):
                 exit_after, reason, code = after, r, c
@@ -107,23 +125,30 @@ def timeline(b: Behaviour, started: datetime, at: datetime, restart_policy: str,
             ready = at >= ready_at
             changes = [t for t in (ready_at, exit_at) if t is not None and t > at]
             nxt = (min(changes) - at).total_seconds() if changes else None
-            return ContainerTimeline(restarts, {"running": {"startedAt": iso(run_start)}},
-                                     last_state, ready, ready_at if ready else None, nxt)
+            return ContainerTimeline(
+                restarts,
+                {"running": {"startedAt": iso(run_start)}},
+                last_state,
+                ready,
+                ready_at if ready else None,
+                nxt,
+            )
         term = _terminated(reason, code, run_start, exit_at, f"{cid}-{restarts}")
         if restart_policy == "Never" or (restart_policy == "OnFailure" and code == 0):
             return ContainerTimeline(restarts, term, last_state, False, None, None)
         # Restart: OOM kills come back after the start delay, crashes back off exponentially.
         if reason == "Error":
             restart_at = exit_at + timedelta(seconds=backoff)
-            wait_msg = (f"back-off {int(backoff)}s restarting failed container")
+            wait_msg = f"back-off {int(backoff)}s restarting failed container"
             backoff = min(backoff * 2, MAX_BACKOFF)
         else:
             restart_at = exit_at + timedelta(seconds=b.start_delay)
             wait_msg = ""
         if at < restart_at:
             waiting = {"waiting": {"reason": "CrashLoopBackOff", "message": wait_msg}}
-            return ContainerTimeline(restarts, waiting, term, False, None,
-                                     (restart_at - at).total_seconds())
+            return ContainerTimeline(
+                restarts, waiting, term, False, None, (restart_at - at).total_seconds()
+            )
         restarts += 1
         last_state = term
         run_start = restart_at
@@ -140,8 +165,15 @@ def image_id(image: str) -> str:
     return f"{repo}@sha256:{_digest(image)}"
 
 
-def pod_status(pod: Obj, b: Behaviour, started: datetime, scheduled: datetime, at: datetime,
-               pod_ip: str, host_ip: str) -> tuple[Obj, float | None]:
+def pod_status(
+    pod: Obj,
+    b: Behaviour,
+    started: datetime,
+    scheduled: datetime,
+    at: datetime,
+    pod_ip: str,
+    host_ip: str,
+) -> tuple[Obj, float | None]:
     """The whole `status` of a scheduled pod at time `at`, and seconds until it next changes."""
     spec = pod["spec"]
     policy = spec.get("restartPolicy", "Always")
@@ -154,9 +186,14 @@ def pod_status(pod: Obj, b: Behaviour, started: datetime, scheduled: datetime, a
         if tl.ready_since is not None:
             ready_since.append(tl.ready_since)
         cs: Obj = {
-            "name": c["name"], "image": c.get("image", ""), "imageID": image_id(c.get("image", "")),
-            "ready": tl.ready, "restartCount": tl.restarts, "started": "running" in tl.state,
-            "state": tl.state, "lastState": tl.last_state,
+            "name": c["name"],
+            "image": c.get("image", ""),
+            "imageID": image_id(c.get("image", "")),
+            "ready": tl.ready,
+            "restartCount": tl.restarts,
+            "started": "running" in tl.state,
+            "state": tl.state,
+            "lastState": tl.last_state,
         }
         if "waiting" not in tl.state or tl.restarts:
             cs["containerID"] = f"{container_id(pod, c['name'])}"
@@ -174,8 +211,12 @@ def pod_status(pod: Obj, b: Behaviour, started: datetime, scheduled: datetime, a
     t_sched, t_start = iso(scheduled), iso(started + timedelta(seconds=b.start_delay))
 
     def cond(type_: str, ok: bool, when: str, reason: str = "") -> Obj:
-        c: Obj = {"type": type_, "status": "True" if ok else "False", "lastProbeTime": None,
-                  "lastTransitionTime": when}
+        c: Obj = {
+            "type": type_,
+            "status": "True" if ok else "False",
+            "lastProbeTime": None,
+            "lastTransitionTime": when,
+        }
         if reason and not ok:
             c["reason"] = reason
         return c

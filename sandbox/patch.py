@@ -76,8 +76,9 @@ def _parent(doc: Any, path: str) -> tuple[Any, str]:
 
 
 def _unprocessable(message: str) -> ApiError:
-    return ApiError(422, "Invalid", f"the server rejected our request due to an error in our "
-                    f"request: {message}")
+    return ApiError(
+        422, "Invalid", f"the server rejected our request due to an error in our request: {message}"
+    )
 
 
 def _get(doc: Any, path: str) -> Any:
@@ -136,7 +137,8 @@ def json_patch(doc: Any, ops: Any) -> Any:
             else:
                 parent, tok = _parent(doc, path)
                 parent[int(tok) if isinstance(parent, list) else tok] = copy.deepcopy(
-                    op.get("value"))
+                    op.get("value")
+                )
         elif kind == "move":
             value = _remove(doc, op["from"])
             doc = _add(doc, path, value)
@@ -193,16 +195,16 @@ def _merge_list(field: str, original: Any, patch: list[Any]) -> list[Any]:
     key = _merge_key(field, original + patch)
     if key is None or not all(isinstance(i, dict) for i in patch):
         # Lists without a merge key are replaced whole, with directive items dropped.
-        return [copy.deepcopy(i) for i in patch
-                if not (isinstance(i, dict) and "$patch" in i)]
+        return [copy.deepcopy(i) for i in patch if not (isinstance(i, dict) and "$patch" in i)]
     if any(isinstance(i, dict) and i.get("$patch") == "replace" for i in patch):
         return [copy.deepcopy(i) for i in patch if i.get("$patch") != "replace"]
     out = [copy.deepcopy(i) for i in original]
     for item in patch:
         if key not in item:
             continue
-        idx = next((n for n, o in enumerate(out)
-                    if isinstance(o, dict) and o.get(key) == item[key]), None)
+        idx = next(
+            (n for n, o in enumerate(out) if isinstance(o, dict) and o.get(key) == item[key]), None
+        )
         if item.get("$patch") == "delete":
             if idx is not None:
                 out.pop(idx)

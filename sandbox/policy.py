@@ -120,7 +120,7 @@ async def access_review(request: web.Request) -> web.Response:
     group, verb = attrs.get("group", ""), attrs.get("verb", "")
     denied = any(_matches(g, group) and _matches(r, resource) and _matches(v, verb)
                  for g, r, v in _DENIED)
-    status = {"allowed": not denied}
+    status: dict[str, Any] = {"allowed": not denied}
     if denied:
         status["denied"] = True
         status["reason"] = f"sandbox policy: {verb} on {resource or '*'} is not granted"

@@ -36,11 +36,11 @@ def fields(data: bytes) -> Fields:
             value, pos = _varint(data, pos)
         elif wire == 2:
             length, pos = _varint(data, pos)
-            value, pos = data[pos:pos + length], pos + length
+            value, pos = data[pos : pos + length], pos + length
         elif wire == 1:
-            value, pos = data[pos:pos + 8], pos + 8
+            value, pos = data[pos : pos + 8], pos + 8
         elif wire == 5:
-            value, pos = data[pos:pos + 4], pos + 4
+            value, pos = data[pos : pos + 4], pos + 4
         else:
             raise ValueError(f"unsupported wire type {wire}")
         out.setdefault(number, []).append(value)
@@ -55,7 +55,7 @@ def unwrap(body: bytes) -> tuple[str, str, bytes]:
     """(apiVersion, kind, raw object bytes) of a Kubernetes protobuf envelope."""
     if not body.startswith(MAGIC):
         raise ValueError("not a Kubernetes protobuf body")
-    unknown = fields(body[len(MAGIC):])
+    unknown = fields(body[len(MAGIC) :])
     type_meta = fields(unknown.get(1, [b""])[0])
     return _str(type_meta, 1), _str(type_meta, 2), unknown.get(2, [b""])[0]
 
@@ -66,10 +66,15 @@ def self_subject_access_review(raw: bytes) -> dict[str, Any]:
     if 1 in spec:
         attrs = fields(spec[1][0])
         names = ("namespace", "verb", "group", "version", "resource", "subresource", "name")
-        out["resourceAttributes"] = {k: _str(attrs, i) for i, k in enumerate(names, 1)
-                                     if i in attrs}
+        out["resourceAttributes"] = {
+            k: _str(attrs, i) for i, k in enumerate(names, 1) if i in attrs
+        }
     if 2 in spec:
         attrs = fields(spec[2][0])
         out["nonResourceAttributes"] = {"path": _str(attrs, 1), "verb": _str(attrs, 2)}
-    return {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-            "metadata": {}, "spec": out}
+    return {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "metadata": {},
+        "spec": out,
+    }

@@ -47,7 +47,7 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 @functools.lru_cache(maxsize=32)
 def _parsed(path: Path, mtime: float) -> dict[str, Any]:
-    doc = yaml.load(path.read_text(), Loader=_LOADER)  # noqa: S506 - a safe loader
+    doc = yaml.load(path.read_text(), Loader=_LOADER)
     if not isinstance(doc, dict):
         raise ScenarioError(f"scenario {path.stem!r} is not a mapping")
     return doc
@@ -62,8 +62,9 @@ def read(name: str) -> dict[str, Any]:
 
 
 class Loader:
-    def __init__(self, store: Store, logbook: LogBook, recorder: Recorder,
-                 allocate_ip: Callable[[], str]) -> None:
+    def __init__(
+        self, store: Store, logbook: LogBook, recorder: Recorder, allocate_ip: Callable[[], str]
+    ) -> None:
         self.store = store
         self.logbook = logbook
         self.recorder = recorder
@@ -75,13 +76,15 @@ class Loader:
         for obj in doc.get("objects") or []:
             self._object(name, obj, default_age)
         for spec in doc.get("logs") or []:
-            self.logbook.add(LogSpec(
-                namespace=spec["namespace"],
-                selector=selector_from_spec({"matchLabels": spec.get("selector") or {}}),
-                container=spec.get("container"),
-                lines=[str(x) for x in spec.get("lines") or []],
-                previous=[str(x) for x in spec.get("previous") or []],
-            ))
+            self.logbook.add(
+                LogSpec(
+                    namespace=spec["namespace"],
+                    selector=selector_from_spec({"matchLabels": spec.get("selector") or {}}),
+                    container=spec.get("container"),
+                    lines=[str(x) for x in spec.get("lines") or []],
+                    previous=[str(x) for x in spec.get("previous") or []],
+                )
+            )
 
     def load_events(self, name: str) -> None:
         """Events refer to objects by kind and name, so they load after everything else."""
@@ -90,23 +93,31 @@ class Loader:
             rt = by_kind(inv.get("apiVersion", _guess_api_version(inv["kind"])), inv["kind"])
             if rt is None:
                 raise ScenarioError(f"{name}: unknown kind {inv['kind']!r} in events")
-            target = self.store.get(rt, ev.get("namespace", "") if rt.namespaced else "",
-                                    inv["name"])
+            target = self.store.get(
+                rt, ev.get("namespace", "") if rt.namespaced else "", inv["name"]
+            )
             if target is None:
-                raise ScenarioError(f"{name}: event refers to missing {inv['kind']} "
-                                    f"{inv['name']!r}")
+                raise ScenarioError(
+                    f"{name}: event refers to missing {inv['kind']} {inv['name']!r}"
+                )
             count = int(ev.get("count", 1))
             self.recorder.record(
-                target, ev.get("type", "Normal"), ev["reason"], ev["message"],
-                component=ev.get("source", "sandbox"), count=count,
+                target,
+                ev.get("type", "Normal"),
+                ev["reason"],
+                ev["message"],
+                component=ev.get("source", "sandbox"),
+                count=count,
                 first=ago(parse_duration(ev.get("firstSeen", ev.get("lastSeen", "1m")))),
-                last=ago(parse_duration(ev.get("lastSeen", "1m"))))
+                last=ago(parse_duration(ev.get("lastSeen", "1m"))),
+            )
 
     def _object(self, scenario: str, obj: Obj, default_age: float) -> None:
         rt = by_kind(obj.get("apiVersion", ""), obj.get("kind", ""))
         if rt is None:
-            raise ScenarioError(f"{scenario}: unknown kind {obj.get('apiVersion')}/"
-                                f"{obj.get('kind')}")
+            raise ScenarioError(
+                f"{scenario}: unknown kind {obj.get('apiVersion')}/{obj.get('kind')}"
+            )
         obj = copy.deepcopy(obj)
         meta = obj.setdefault("metadata", {})
         annotations = meta.get("annotations") or {}
@@ -120,15 +131,17 @@ class Loader:
         if self.store.get(rt, namespace, meta.get("name", "")) is not None:
             if rt.kind == "Namespace":
                 return  # scenarios that share a namespace each declare it
-            raise ScenarioError(f"{scenario}: {rt.kind} {namespace}/{meta.get('name')} is "
-                                "defined twice")
+            raise ScenarioError(
+                f"{scenario}: {rt.kind} {namespace}/{meta.get('name')} is defined twice"
+            )
         for ref in meta.get("ownerReferences") or []:
-            owner_rt = by_kind(ref.get("apiVersion", _guess_api_version(ref["kind"])),
-                               ref["kind"])
+            owner_rt = by_kind(ref.get("apiVersion", _guess_api_version(ref["kind"])), ref["kind"])
             owner = self.store.get(owner_rt, namespace, ref["name"]) if owner_rt else None
             if owner is None:
-                raise ScenarioError(f"{scenario}: owner {ref['kind']} {ref['name']!r} must be "
-                                    "listed before its dependents")
+                raise ScenarioError(
+                    f"{scenario}: owner {ref['kind']} {ref['name']!r} must be "
+                    "listed before its dependents"
+                )
             ref.setdefault("apiVersion", owner["apiVersion"])
             ref.setdefault("uid", owner["metadata"]["uid"])
             ref.setdefault("controller", True)
@@ -141,9 +154,15 @@ class Loader:
         self.store.create(rt, obj)
 
 
-_GUESS = {"Deployment": "apps/v1", "ReplicaSet": "apps/v1", "StatefulSet": "apps/v1",
-          "DaemonSet": "apps/v1", "Job": "batch/v1", "CronJob": "batch/v1",
-          "HorizontalPodAutoscaler": "autoscaling/v2"}
+_GUESS = {
+    "Deployment": "apps/v1",
+    "ReplicaSet": "apps/v1",
+    "StatefulSet": "apps/v1",
+    "DaemonSet": "apps/v1",
+    "Job": "batch/v1",
+    "CronJob": "batch/v1",
+    "HorizontalPodAutoscaler": "autoscaling/v2",
+}
 
 
 def _guess_api_version(kind: str) -> str:

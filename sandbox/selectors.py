@@ -16,7 +16,9 @@ _SET_RE = re.compile(r"^\s*(!?)([A-Za-z0-9_./-]+)\s*(?:(in|notin)\s*\(([^)]*)\))
 
 def _split_top(text: str) -> list[str]:
     """Split on commas that are not inside `in (...)` parentheses."""
-    parts, depth, cur = [], 0, []
+    parts: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for ch in text:
         if ch == "(":
             depth += 1
@@ -68,8 +70,9 @@ def _requirement_ok(op: str, present: bool, value: str | None, values: tuple[str
 
 def labels_match(reqs: list[Requirement], labels: Mapping[str, str] | None) -> bool:
     labels = labels or {}
-    return all(_requirement_ok(op, key in labels, labels.get(key), values)
-               for key, op, values in reqs)
+    return all(
+        _requirement_ok(op, key in labels, labels.get(key), values) for key, op, values in reqs
+    )
 
 
 def selector_from_spec(selector: Mapping[str, Any] | None) -> list[Requirement]:

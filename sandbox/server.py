@@ -34,8 +34,9 @@ class Sandbox:
     `time_scale` multiplies the pretend kubelet's start and readiness delays (tests use a
     small value); timelines written in scenario annotations (OOM every 7m) are not scaled."""
 
-    def __init__(self, scenarios: list[str] | None = None, *, time_scale: float = 1.0,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, scenarios: list[str] | None = None, *, time_scale: float = 1.0, seed: int = 0
+    ) -> None:
         self.scenarios = available() if scenarios is None else list(dict.fromkeys(scenarios))
         for name in self.scenarios:
             read(name)  # fail fast on unknown names
@@ -44,8 +45,7 @@ class Sandbox:
         self.logbook = LogBook(self.store)
         self.metrics = Metrics(self.store)
         self.api = ResourceApi(self.store, self.logbook, self.metrics)
-        self.controllers = Controllers(self.store, self.recorder, time_scale=time_scale,
-                                       seed=seed)
+        self.controllers = Controllers(self.store, self.recorder, time_scale=time_scale, seed=seed)
         self.workloads = Workloads(self.controllers, self.metrics)
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -61,8 +61,13 @@ class Sandbox:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # handler_cancellation: a watch whose client hung up is cancelled at once instead of
         # lingering until its next write.
-        self._runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None,
-                                     handle_signals=False, handler_cancellation=True)
+        self._runner = web.AppRunner(
+            app,
+            shutdown_timeout=0.5,
+            access_log=None,
+            handle_signals=False,
+            handler_cancellation=True,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -73,8 +78,9 @@ class Sandbox:
         for rt in RESOURCES:
             if rt.kind == "Pod" and rt.group not in VIRTUAL_GROUPS:
                 for pod in self.store.list(rt):
-                    self.controllers.enqueue(("Pod", pod["metadata"]["namespace"],
-                                              pod["metadata"]["name"]))
+                    self.controllers.enqueue(
+                        ("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"])
+                    )
         return self.url
 
     async def stop(self) -> None:
@@ -84,7 +90,7 @@ class Sandbox:
             await self._runner.cleanup()
             self._runner = None
 
-    async def wait_for(self, predicate: Callable[[], object], timeout: float = 10.0) -> None:
+    async def wait_for(self, predicate: Callable[[], object], timeout: float = 10.0) -> None:  # noqa: ASYNC109 - callers pass it
         """Waits until `predicate()` is truthy, re-checking after every stored change (no
         polling); TimeoutError names nothing, so callers assert on the state afterwards."""
         queue = self.store.subscribe()
@@ -156,6 +162,7 @@ class Sandbox:
     @staticmethod
     def _or_404(body: object | None) -> web.Response:
         if body is None or (isinstance(body, dict) and body.get("paths") == {}):
-            return error_response(ApiError(404, "NotFound", "the server could not find the "
-                                           "requested resource"))
+            return error_response(
+                ApiError(404, "NotFound", "the server could not find the requested resource")
+            )
         return _json(body)

@@ -5,6 +5,7 @@ controllers. Every mutation happens on the server's event loop, so no locking is
 from __future__ import annotations
 
 import asyncio
+import builtins
 import copy
 import uuid
 from collections import deque
@@ -145,7 +146,7 @@ class Store:
         for listener in self._listeners:
             listener(change)
 
-    def history_since(self, rv: int) -> list[Change]:
+    def history_since(self, rv: int) -> builtins.list[Change]:
         """Changes after `rv`; 410 Expired when the history no longer reaches back that far."""
         if rv < self._rv and self._history and self._history[0].rv > rv + 1:
             raise expired(str(rv))

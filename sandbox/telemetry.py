@@ -37,8 +37,10 @@ def _stamp(lines: list[str], start: str | None) -> list[tuple[datetime, str]]:
     base = parse_iso(start) if start else now()
     elapsed = max((now() - base).total_seconds(), 0.0)
     step = timedelta(seconds=min(7.0, elapsed / max(len(lines), 1)))
-    return [(base + step * i, line.replace("{ts}", iso(base + step * i)))
-            for i, line in enumerate(lines)]
+    return [
+        (base + step * i, line.replace("{ts}", iso(base + step * i)))
+        for i, line in enumerate(lines)
+    ]
 
 
 def _default_lines(pod: Obj, container: str, image: str) -> list[str]:
@@ -47,14 +49,16 @@ def _default_lines(pod: Obj, container: str, image: str) -> list[str]:
             "/docker-entrypoint.sh: /docker-entrypoint.d/ is not empty, will attempt to perform "
             "configuration",
             "/docker-entrypoint.sh: Configuration complete; ready for start up",
-            "{ts} [notice] 1#1: using the \"epoll\" event method",
+            '{ts} [notice] 1#1: using the "epoll" event method',
             "{ts} [notice] 1#1: nginx/" + image.rsplit(":", 1)[-1],
             "{ts} [notice] 1#1: start worker processes",
             '10.244.0.1 - - "GET /healthz HTTP/1.1" 200 2 "-" "kube-probe/1.37"',
         ]
-    return [f"{{ts}} INFO starting {container} ({image})",
-            f"{{ts}} INFO {container} listening on :8080",
-            "{ts} INFO ready"]
+    return [
+        f"{{ts}} INFO starting {container} ({image})",
+        f"{{ts}} INFO {container} listening on :8080",
+        "{ts} INFO ready",
+    ]
 
 
 class LogBook:
@@ -67,25 +71,50 @@ class LogBook:
 
     def logs(self, pod: Obj, container: str, *, previous: bool) -> list[tuple[datetime, str]]:
         meta = pod["metadata"]
-        cs = next((c for c in (pod.get("status") or {}).get("containerStatuses") or []
-                   if c["name"] == container), {})
-        image = next((c.get("image", "") for c in pod["spec"].get("containers") or []
-                      if c["name"] == container), "")
-        spec = next((s for s in self.specs if s.namespace == meta.get("namespace")
-                     and (s.container in (None, container))
-                     and labels_match(s.selector, meta.get("labels"))), None)
+        cs: Obj = next(
+            (
+                c
+                for c in (pod.get("status") or {}).get("containerStatuses") or []
+                if c["name"] == container
+            ),
+            {},
+        )
+        image = next(
+            (
+                c.get("image", "")
+                for c in pod["spec"].get("containers") or []
+                if c["name"] == container
+            ),
+            "",
+        )
+        spec = next(
+            (
+                s
+                for s in self.specs
+                if s.namespace == meta.get("namespace")
+                and (s.container in (None, container))
+                and labels_match(s.selector, meta.get("labels"))
+            ),
+            None,
+        )
         if previous:
             term = (cs.get("lastState") or {}).get("terminated")
             if not term:
-                raise bad_request(f'previous terminated container "{container}" in pod '
-                                  f'"{meta["name"]}" not found')
-            lines = spec.previous if spec and spec.previous else (
-                spec.lines if spec else _default_lines(pod, container, image))
+                raise bad_request(
+                    f'previous terminated container "{container}" in pod "{meta["name"]}" not found'
+                )
+            lines = (
+                spec.previous
+                if spec and spec.previous
+                else (spec.lines if spec else _default_lines(pod, container, image))
+            )
             return _stamp(lines, term.get("startedAt"))
         state = cs.get("state") or {}
         if "waiting" in state and not cs.get("lastState"):
-            raise bad_request(f'container "{container}" in pod "{meta["name"]}" is waiting to '
-                              f'start: {state["waiting"].get("reason", "ContainerCreating")}')
+            raise bad_request(
+                f'container "{container}" in pod "{meta["name"]}" is waiting to '
+                f"start: {state['waiting'].get('reason', 'ContainerCreating')}"
+            )
         start = (state.get("running") or state.get("terminated") or {}).get("startedAt")
         lines = spec.lines if spec else _default_lines(pod, container, image)
         return _stamp(lines, start)
@@ -93,8 +122,17 @@ class LogBook:
 
 # ---- metrics ------------------------------------------------------------------------------
 _QTY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
-_SUFFIX = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "Ki": 1024, "Mi": 1024**2,
-           "Gi": 1024**3, "Ti": 1024**4}
+_SUFFIX = {
+    "": 1,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "Ki": 1024,
+    "Mi": 1024**2,
+    "Gi": 1024**3,
+    "Ti": 1024**4,
+}
 
 
 def quantity(text: str | int | float) -> float:
@@ -122,8 +160,11 @@ class Metrics:
         return cores, mem_bytes
 
     def _running(self, namespace: str | None) -> list[Obj]:
-        return [p for p in self.store.list(PODS, namespace)
-                if (p.get("status") or {}).get("phase") == "Running"]
+        return [
+            p
+            for p in self.store.list(PODS, namespace)
+            if (p.get("status") or {}).get("phase") == "Running"
+        ]
 
     def pod_metrics(self, namespace: str | None) -> list[Obj]:
         stamp = iso(now())
@@ -134,15 +175,31 @@ class Metrics:
                 if "running" not in (cs.get("state") or {}):
                     continue
                 cores, mem = self.container_usage(pod, cs["name"])
-                containers.append({"name": cs["name"],
-                                   "usage": {"cpu": f"{round(cores * 1e9)}n",
-                                             "memory": f"{round(mem / 1024)}Ki"}})
+                containers.append(
+                    {
+                        "name": cs["name"],
+                        "usage": {
+                            "cpu": f"{round(cores * 1e9)}n",
+                            "memory": f"{round(mem / 1024)}Ki",
+                        },
+                    }
+                )
             meta = pod["metadata"]
-            out.append({"kind": "PodMetrics", "apiVersion": "metrics.k8s.io/v1beta1",
-                        "metadata": {"name": meta["name"], "namespace": meta["namespace"],
-                                     "labels": meta.get("labels") or {},
-                                     "creationTimestamp": stamp},
-                        "timestamp": stamp, "window": "30s", "containers": containers})
+            out.append(
+                {
+                    "kind": "PodMetrics",
+                    "apiVersion": "metrics.k8s.io/v1beta1",
+                    "metadata": {
+                        "name": meta["name"],
+                        "namespace": meta["namespace"],
+                        "labels": meta.get("labels") or {},
+                        "creationTimestamp": stamp,
+                    },
+                    "timestamp": stamp,
+                    "window": "30s",
+                    "containers": containers,
+                }
+            )
         return out
 
     def node_metrics(self) -> list[Obj]:
@@ -159,11 +216,18 @@ class Metrics:
         for node in self.store.list(NODES):
             name = node["metadata"]["name"]
             cores, mem = usage.get(name, [0.15, 900 * 1024**2])
-            out.append({"kind": "NodeMetrics", "apiVersion": "metrics.k8s.io/v1beta1",
-                        "metadata": {"name": name, "labels": node["metadata"].get("labels") or {},
-                                     "creationTimestamp": stamp},
-                        "timestamp": stamp, "window": "20s",
-                        "usage": {"cpu": f"{round(cores * 1e9)}n",
-                                  "memory": f"{round(mem / 1024)}Ki"}})
+            out.append(
+                {
+                    "kind": "NodeMetrics",
+                    "apiVersion": "metrics.k8s.io/v1beta1",
+                    "metadata": {
+                        "name": name,
+                        "labels": node["metadata"].get("labels") or {},
+                        "creationTimestamp": stamp,
+                    },
+                    "timestamp": stamp,
+                    "window": "20s",
+                    "usage": {"cpu": f"{round(cores * 1e9)}n", "memory": f"{round(mem / 1024)}Ki"},
+                }
+            )
         return out
-

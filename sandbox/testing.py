@@ -23,8 +23,13 @@ class Running:
 
 
 @contextmanager
-def running_sandbox(kubeconfig: Path, scenarios: list[str] | None = None, *,
-                    time_scale: float = 0.02, start_timeout: float = 30.0) -> Iterator[Running]:
+def running_sandbox(
+    kubeconfig: Path,
+    scenarios: list[str] | None = None,
+    *,
+    time_scale: float = 0.02,
+    start_timeout: float = 30.0,
+) -> Iterator[Running]:
     """Starts a sandbox on its own thread and loop, writes `kubeconfig`, and stops it on exit.
     Read `running.sandbox.store` only; mutate the cluster through the API."""
     loop = asyncio.new_event_loop()

@@ -46,14 +46,16 @@ class Workloads:
         self.ctl = ctl
         self.store = ctl.store
         self.metrics = metrics
-        ctl._reconcilers.update({
-            "StatefulSet": self._statefulset,
-            "Job": self._job,
-            "CronJob": self._cronjob,
-            "HorizontalPodAutoscaler": self._hpa,
-            "DaemonSet": self._daemonset,
-            "PodDisruptionBudget": self._pdb,
-        })
+        ctl._reconcilers.update(
+            {
+                "StatefulSet": self._statefulset,
+                "Job": self._job,
+                "CronJob": self._cronjob,
+                "HorizontalPodAutoscaler": self._hpa,
+                "DaemonSet": self._daemonset,
+                "PodDisruptionBudget": self._pdb,
+            }
+        )
         ctl.extra.append(self._related)
 
     def _related(self, change: Change) -> list[Key]:
@@ -62,14 +64,22 @@ class Workloads:
         ns = meta.get("namespace", "")
         keys: list[Key] = []
         if kind == "Node":
-            keys.extend(("DaemonSet", d["metadata"]["namespace"], d["metadata"]["name"])
-                        for d in self.store.iter_raw(DAEMONSETS))
+            keys.extend(
+                ("DaemonSet", d["metadata"]["namespace"], d["metadata"]["name"])
+                for d in self.store.iter_raw(DAEMONSETS)
+            )
         if kind == "Pod":
-            keys.extend(("PodDisruptionBudget", ns, p["metadata"]["name"])
-                        for p in self.store.iter_raw(PDBS) if p["metadata"]["namespace"] == ns)
+            keys.extend(
+                ("PodDisruptionBudget", ns, p["metadata"]["name"])
+                for p in self.store.iter_raw(PDBS)
+                if p["metadata"]["namespace"] == ns
+            )
         if kind in ("Pod", "Deployment", "StatefulSet", "ReplicaSet"):
-            keys.extend(("HorizontalPodAutoscaler", ns, h["metadata"]["name"])
-                        for h in self.store.iter_raw(HPAS) if h["metadata"]["namespace"] == ns)
+            keys.extend(
+                ("HorizontalPodAutoscaler", ns, h["metadata"]["name"])
+                for h in self.store.iter_raw(HPAS)
+                if h["metadata"]["namespace"] == ns
+            )
         return keys
 
     # ---- statefulsets --------------------------------------------------------------------
@@ -93,25 +103,40 @@ class Workloads:
                     break
             elif ordered and not _is_ready(pod):
                 break
-        extras = sorted((p for n, p in pods.items() if _ordinal(n, name) >= desired),
-                        key=lambda p: -_ordinal(p["metadata"]["name"], name))
+        extras = sorted(
+            (p for n, p in pods.items() if _ordinal(n, name) >= desired),
+            key=lambda p: -_ordinal(p["metadata"]["name"], name),
+        )
         for pod in extras[: 1 if ordered else None]:
             self.store.delete(PODS, ns, pod["metadata"]["name"])
-            self.ctl.recorder.record(s, "Normal", "SuccessfulDelete",
-                                     f"delete Pod {pod['metadata']['name']} in StatefulSet "
-                                     f"{name} successful", component="statefulset-controller")
-        members = [p for n, p in pods.items() if _ordinal(n, name) < desired
-                   and self.store.get(PODS, ns, n) is not None]
+            self.ctl.recorder.record(
+                s,
+                "Normal",
+                "SuccessfulDelete",
+                f"delete Pod {pod['metadata']['name']} in StatefulSet {name} successful",
+                component="statefulset-controller",
+            )
+        members = [
+            p
+            for n, p in pods.items()
+            if _ordinal(n, name) < desired and self.store.get(PODS, ns, n) is not None
+        ]
         if len(members) == desired and all(_is_ready(p) for p in members):
-            stale = [p for p in members
-                     if p["metadata"]["labels"].get("controller-revision-hash") != revision]
+            stale = [
+                p
+                for p in members
+                if p["metadata"]["labels"].get("controller-revision-hash") != revision
+            ]
             if stale:
                 victim = max(stale, key=lambda p: _ordinal(p["metadata"]["name"], name))
                 self.store.delete(PODS, ns, victim["metadata"]["name"])
         members = [p for p in self.ctl._owned(PODS, s)]
         ready = sum(1 for p in members if _is_ready(p))
-        updated = sum(1 for p in members
-                      if p["metadata"]["labels"].get("controller-revision-hash") == revision)
+        updated = sum(
+            1
+            for p in members
+            if p["metadata"]["labels"].get("controller-revision-hash") == revision
+        )
         status: Obj = {
             "observedGeneration": s["metadata"].get("generation", 1),
             "replicas": len(members),
@@ -133,19 +158,31 @@ class Workloads:
         volumes = pod_spec.setdefault("volumes", [])
         for tmpl in s["spec"].get("volumeClaimTemplates") or []:
             claim = f"{tmpl['metadata']['name']}-{name}-{i}"
-            volumes.append({"name": tmpl["metadata"]["name"],
-                            "persistentVolumeClaim": {"claimName": claim}})
+            volumes.append(
+                {"name": tmpl["metadata"]["name"], "persistentVolumeClaim": {"claimName": claim}}
+            )
         if not volumes:
             del pod_spec["volumes"]
         pod_name = f"{name}-{i}"
-        self.ctl.new_pod(s, template, pod_name, {
-            "controller-revision-hash": revision,
-            "statefulset.kubernetes.io/pod-name": pod_name,
-            "apps.kubernetes.io/pod-index": str(i),
-        }, hostname=pod_name)
-        self.ctl.recorder.record(s, "Normal", "SuccessfulCreate",
-                                 f"create Pod {pod_name} in StatefulSet {name} successful",
-                                 component="statefulset-controller", last=self.ctl._when(s))
+        self.ctl.new_pod(
+            s,
+            template,
+            pod_name,
+            {
+                "controller-revision-hash": revision,
+                "statefulset.kubernetes.io/pod-name": pod_name,
+                "apps.kubernetes.io/pod-index": str(i),
+            },
+            hostname=pod_name,
+        )
+        self.ctl.recorder.record(
+            s,
+            "Normal",
+            "SuccessfulCreate",
+            f"create Pod {pod_name} in StatefulSet {name} successful",
+            component="statefulset-controller",
+            last=self.ctl._when(s),
+        )
 
     def _ensure_claim(self, s: Obj, tmpl: Obj, i: int) -> None:
         ns, name = s["metadata"]["namespace"], s["metadata"]["name"]
@@ -157,17 +194,25 @@ class Workloads:
         spec.setdefault("storageClassName", "standard")
         spec["volumeName"] = f"pvc-{uuid.UUID(int=self.ctl.rng.getrandbits(128))}"
         pvc = {
-            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": {"name": claim, "namespace": ns,
-                         "labels": dict(s["spec"].get("selector", {}).get("matchLabels") or {}),
-                         "annotations": {"pv.kubernetes.io/bind-completed": "yes",
-                                         "volume.kubernetes.io/storage-provisioner":
-                                             "rancher.io/local-path"},
-                         "finalizers": ["kubernetes.io/pvc-protection"],
-                         "creationTimestamp": self.ctl._birth(s)},
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {
+                "name": claim,
+                "namespace": ns,
+                "labels": dict(s["spec"].get("selector", {}).get("matchLabels") or {}),
+                "annotations": {
+                    "pv.kubernetes.io/bind-completed": "yes",
+                    "volume.kubernetes.io/storage-provisioner": "rancher.io/local-path",
+                },
+                "finalizers": ["kubernetes.io/pvc-protection"],
+                "creationTimestamp": self.ctl._birth(s),
+            },
             "spec": spec,
-            "status": {"phase": "Bound", "accessModes": spec.get("accessModes") or
-                       ["ReadWriteOnce"], "capacity": {"storage": storage}},
+            "status": {
+                "phase": "Bound",
+                "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+                "capacity": {"storage": storage},
+            },
         }
         apply_defaults(PVCS, pvc)
         self.store.create(PVCS, pvc)
@@ -182,10 +227,12 @@ class Workloads:
         revision = template_hash(template)
         tolerations = pod_spec.get("tolerations") or []
         selector = pod_spec.get("nodeSelector") or {}
-        nodes = [n for n in self.store.list(NODES)
-                 if all((n["metadata"].get("labels") or {}).get(k) == v
-                        for k, v in selector.items())
-                 and all(_tolerated(t, tolerations) for t in n["spec"].get("taints") or [])]
+        nodes = [
+            n
+            for n in self.store.list(NODES)
+            if all((n["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())
+            and all(_tolerated(t, tolerations) for t in n["spec"].get("taints") or [])
+        ]
         wanted = {n["metadata"]["name"] for n in nodes}
         pods = self.ctl._owned(PODS, ds)
         placed = {p["spec"].get("nodeName") for p in pods}
@@ -197,15 +244,24 @@ class Workloads:
         for node in sorted(wanted - placed):
             bound = copy.deepcopy(template)
             bound.setdefault("spec", {})["nodeName"] = node
-            self.ctl.new_pod(ds, bound, self.ctl.pod_name(name),
-                             {"controller-revision-hash": revision})
+            self.ctl.new_pod(
+                ds, bound, self.ctl.pod_name(name), {"controller-revision-hash": revision}
+            )
         pods = self.ctl._owned(PODS, ds)
         ready = sum(1 for p in pods if _is_ready(p))
-        self.ctl._set_status(DAEMONSETS, ds, {
-            "currentNumberScheduled": len(pods), "desiredNumberScheduled": len(wanted),
-            "numberMisscheduled": 0, "numberReady": ready, "numberAvailable": ready,
-            "updatedNumberScheduled": len(pods),
-            "observedGeneration": ds["metadata"].get("generation", 1)})
+        self.ctl._set_status(
+            DAEMONSETS,
+            ds,
+            {
+                "currentNumberScheduled": len(pods),
+                "desiredNumberScheduled": len(wanted),
+                "numberMisscheduled": 0,
+                "numberReady": ready,
+                "numberAvailable": ready,
+                "updatedNumberScheduled": len(pods),
+                "observedGeneration": ds["metadata"].get("generation", 1),
+            },
+        )
 
     # ---- pod disruption budgets ----------------------------------------------------------
     def _pdb(self, ns: str, name: str) -> None:
@@ -219,10 +275,16 @@ class Workloads:
         prev = old.get("DisruptionAllowed")
         when = prev["lastTransitionTime"] if prev and prev.get("reason") == reason else iso(now())
         status["observedGeneration"] = pdb["metadata"].get("generation", 1)
-        status["conditions"] = [{"type": "DisruptionAllowed",
-                                 "status": "True" if allowed else "False", "reason": reason,
-                                 "message": "", "lastTransitionTime": when,
-                                 "observedGeneration": status["observedGeneration"]}]
+        status["conditions"] = [
+            {
+                "type": "DisruptionAllowed",
+                "status": "True" if allowed else "False",
+                "reason": reason,
+                "message": "",
+                "lastTransitionTime": when,
+                "observedGeneration": status["observedGeneration"],
+            }
+        ]
         self.ctl._set_status(PDBS, pdb, status)
 
     # ---- jobs ----------------------------------------------------------------------------
@@ -241,8 +303,9 @@ class Workloads:
             return
         status = copy.deepcopy(j.get("status") or {})
         conditions = status.get("conditions") or []
-        finished = any(c["type"] in ("Complete", "Failed") and c["status"] == "True"
-                       for c in conditions)
+        finished = any(
+            c["type"] in ("Complete", "Failed") and c["status"] == "True" for c in conditions
+        )
         pods = self.ctl._owned(PODS, j)
         succeeded = sum(1 for p in pods if p["status"].get("phase") == "Succeeded")
         failed = sum(1 for p in pods if p["status"].get("phase") == "Failed")
@@ -251,26 +314,52 @@ class Workloads:
         born = j["metadata"]["creationTimestamp"]
         if not finished and not spec.get("suspend"):
             if succeeded >= completions:
-                ends = [c["state"]["terminated"]["finishedAt"] for p in pods
-                        for c in p["status"].get("containerStatuses") or []
-                        if "terminated" in c.get("state", {})]
+                ends = [
+                    c["state"]["terminated"]["finishedAt"]
+                    for p in pods
+                    for c in p["status"].get("containerStatuses") or []
+                    if "terminated" in c.get("state", {})
+                ]
                 when = max(ends) if ends else iso(now())
                 status["completionTime"] = when
                 conditions = [
-                    {"type": "SuccessCriteriaMet", "status": "True", "reason":
-                     "CompletionsReached", "message": "Reached expected number of succeeded "
-                     "pods", "lastProbeTime": when, "lastTransitionTime": when},
-                    {"type": "Complete", "status": "True", "reason": "CompletionsReached",
-                     "message": "Reached expected number of succeeded pods",
-                     "lastProbeTime": when, "lastTransitionTime": when}]
-                self.ctl.recorder.record(j, "Normal", "Completed", "Job completed",
-                                         component="job-controller", last=parse_iso(when))
+                    {
+                        "type": "SuccessCriteriaMet",
+                        "status": "True",
+                        "reason": "CompletionsReached",
+                        "message": "Reached expected number of succeeded pods",
+                        "lastProbeTime": when,
+                        "lastTransitionTime": when,
+                    },
+                    {
+                        "type": "Complete",
+                        "status": "True",
+                        "reason": "CompletionsReached",
+                        "message": "Reached expected number of succeeded pods",
+                        "lastProbeTime": when,
+                        "lastTransitionTime": when,
+                    },
+                ]
+                self.ctl.recorder.record(
+                    j,
+                    "Normal",
+                    "Completed",
+                    "Job completed",
+                    component="job-controller",
+                    last=parse_iso(when),
+                )
             elif failed > spec.get("backoffLimit", 6):
                 when = iso(now())
-                conditions = [{"type": "Failed", "status": "True",
-                               "reason": "BackoffLimitExceeded",
-                               "message": "Job has reached the specified backoff limit",
-                               "lastProbeTime": when, "lastTransitionTime": when}]
+                conditions = [
+                    {
+                        "type": "Failed",
+                        "status": "True",
+                        "reason": "BackoffLimitExceeded",
+                        "message": "Job has reached the specified backoff limit",
+                        "lastProbeTime": when,
+                        "lastTransitionTime": when,
+                    }
+                ]
                 for p in active:
                     self.store.delete(PODS, ns, p["metadata"]["name"])
                 active = []
@@ -279,14 +368,25 @@ class Workloads:
                 for _ in range(max(0, want)):
                     pod = self.ctl.new_pod(j, spec["template"], self.ctl.pod_name(name), {})
                     active.append(pod)
-                    self.ctl.recorder.record(j, "Normal", "SuccessfulCreate",
-                                             f"Created pod: {pod['metadata']['name']}",
-                                             component="job-controller",
-                                             last=self.ctl._when(j))
-        status.update({"startTime": status.get("startTime") or born,
-                       "active": len(active), "succeeded": succeeded, "failed": failed,
-                       "ready": sum(1 for p in active if _is_ready(p)),
-                       "terminating": 0, "uncountedTerminatedPods": {}})
+                    self.ctl.recorder.record(
+                        j,
+                        "Normal",
+                        "SuccessfulCreate",
+                        f"Created pod: {pod['metadata']['name']}",
+                        component="job-controller",
+                        last=self.ctl._when(j),
+                    )
+        status.update(
+            {
+                "startTime": status.get("startTime") or born,
+                "active": len(active),
+                "succeeded": succeeded,
+                "failed": failed,
+                "ready": sum(1 for p in active if _is_ready(p)),
+                "terminating": 0,
+                "uncountedTerminatedPods": {},
+            }
+        )
         if conditions:
             status["conditions"] = conditions
         status = {k: v for k, v in status.items() if v not in (0, None) or k == "ready"}
@@ -306,8 +406,9 @@ class Workloads:
         at = now()
         jobs = self.ctl._owned(JOBS, cj)
         have = {j["metadata"]["name"] for j in jobs}
-        due = schedule.previous(at, limit=spec.get("successfulJobsHistoryLimit", 3)
-                                if self.ctl.settling else 1)
+        due = schedule.previous(
+            at, limit=spec.get("successfulJobsHistoryLimit", 3) if self.ctl.settling else 1
+        )
         if not spec.get("suspend"):
             for t in sorted(d for d in due if d >= born):
                 job_name = f"{name}-{int(t.timestamp() // 60)}"
@@ -321,15 +422,21 @@ class Workloads:
         active = [j for j in jobs if not _job_done(j)]
         status: Obj = {}
         if active:
-            status["active"] = [{"kind": "Job", "namespace": ns, "name": j["metadata"]["name"],
-                                 "uid": j["metadata"]["uid"], "apiVersion": "batch/v1",
-                                 "resourceVersion": j["metadata"]["resourceVersion"]}
-                                for j in active]
+            status["active"] = [
+                {
+                    "kind": "Job",
+                    "namespace": ns,
+                    "name": j["metadata"]["name"],
+                    "uid": j["metadata"]["uid"],
+                    "apiVersion": "batch/v1",
+                    "resourceVersion": j["metadata"]["resourceVersion"],
+                }
+                for j in active
+            ]
         if jobs:
             status["lastScheduleTime"] = max(j["metadata"]["creationTimestamp"] for j in jobs)
         if done:
-            status["lastSuccessfulTime"] = max(j["status"].get("completionTime", "")
-                                               for j in done)
+            status["lastSuccessfulTime"] = max(j["status"].get("completionTime", "") for j in done)
         self.ctl._set_status(CRONJOBS, cj, status)
         upcoming = schedule.next(at)
         if upcoming is not None:
@@ -338,26 +445,42 @@ class Workloads:
     def _create_job(self, cj: Obj, job_name: str, t: datetime) -> None:
         template = copy.deepcopy(cj["spec"].get("jobTemplate") or {})
         job = {
-            "apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": job_name, "namespace": cj["metadata"]["namespace"],
-                         "labels": dict((template.get("metadata") or {}).get("labels") or {}),
-                         "annotations": {"batch.kubernetes.io/cronjob-scheduled-timestamp":
-                                         t.strftime("%Y-%m-%dT%H:%M:%SZ")},
-                         "ownerReferences": [owner_ref(cj)],
-                         "creationTimestamp": iso(t) if self.ctl.settling else iso(now())},
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": job_name,
+                "namespace": cj["metadata"]["namespace"],
+                "labels": dict((template.get("metadata") or {}).get("labels") or {}),
+                "annotations": {
+                    "batch.kubernetes.io/cronjob-scheduled-timestamp": t.strftime(
+                        "%Y-%m-%dT%H:%M:%SZ"
+                    )
+                },
+                "ownerReferences": [owner_ref(cj)],
+                "creationTimestamp": iso(t) if self.ctl.settling else iso(now()),
+            },
             "spec": template.get("spec") or {},
         }
         apply_defaults(JOBS, job)
         self.store.create(JOBS, job)
-        self.ctl.recorder.record(cj, "Normal", "SuccessfulCreate", f"Created job {job_name}",
-                                 component="cronjob-controller",
-                                 last=t if self.ctl.settling else None)
+        self.ctl.recorder.record(
+            cj,
+            "Normal",
+            "SuccessfulCreate",
+            f"Created job {job_name}",
+            component="cronjob-controller",
+            last=t if self.ctl.settling else None,
+        )
 
     def _trim_history(self, cj: Obj, jobs: list[Obj]) -> None:
-        for state, limit in (("Complete", cj["spec"].get("successfulJobsHistoryLimit", 3)),
-                             ("Failed", cj["spec"].get("failedJobsHistoryLimit", 1))):
-            finished = sorted((j for j in jobs if _job_done(j) == state),
-                              key=lambda j: j["metadata"]["creationTimestamp"])
+        for state, limit in (
+            ("Complete", cj["spec"].get("successfulJobsHistoryLimit", 3)),
+            ("Failed", cj["spec"].get("failedJobsHistoryLimit", 1)),
+        ):
+            finished = sorted(
+                (j for j in jobs if _job_done(j) == state),
+                key=lambda j: j["metadata"]["creationTimestamp"],
+            )
             for j in finished[: max(0, len(finished) - limit)]:
                 ns = j["metadata"]["namespace"]
                 self.store.delete(JOBS, ns, j["metadata"]["name"])
@@ -377,34 +500,70 @@ class Workloads:
         old = hpa.get("status") or {}
         when = iso(now())
         if target is None:
-            self.ctl._set_status(HPAS, hpa, {
-                "currentReplicas": old.get("currentReplicas", 0), "desiredReplicas": 0,
-                "conditions": [{"type": "AbleToScale", "status": "False",
-                                "reason": "FailedGetScale", "lastTransitionTime": when,
-                                "message": f'the HPA controller was unable to get the target\'s '
-                                           f'current scale: {ref.get("kind", "").lower()}s.apps '
-                                           f'"{ref.get("name")}" not found'}]})
+            self.ctl._set_status(
+                HPAS,
+                hpa,
+                {
+                    "currentReplicas": old.get("currentReplicas", 0),
+                    "desiredReplicas": 0,
+                    "conditions": [
+                        {
+                            "type": "AbleToScale",
+                            "status": "False",
+                            "reason": "FailedGetScale",
+                            "lastTransitionTime": when,
+                            "message": f"the HPA controller was unable to get the target's "
+                            f"current scale: {ref.get('kind', '').lower()}s.apps "
+                            f'"{ref.get("name")}" not found',
+                        }
+                    ],
+                },
+            )
             return
         reqs = selector_from_spec(target["spec"].get("selector"))
-        pods = [p for p in self.store.list(PODS, ns)
-                if labels_match(reqs, p["metadata"].get("labels"))
-                and p["status"].get("phase") == "Running"]
+        pods = [
+            p
+            for p in self.store.list(PODS, ns)
+            if labels_match(reqs, p["metadata"].get("labels"))
+            and p["status"].get("phase") == "Running"
+        ]
         current = (target.get("status") or {}).get("replicas", target["spec"].get("replicas", 1))
-        cpu_target = next((m["resource"]["target"].get("averageUtilization")
-                           for m in spec.get("metrics") or [{"type": "Resource", "resource": {
-                               "name": "cpu", "target": {"averageUtilization": 80}}}]
-                           if m.get("type") == "Resource"
-                           and m["resource"].get("name") == "cpu"), 80)
+        cpu_target = next(
+            (
+                m["resource"]["target"].get("averageUtilization")
+                for m in spec.get("metrics")
+                or [
+                    {
+                        "type": "Resource",
+                        "resource": {"name": "cpu", "target": {"averageUtilization": 80}},
+                    }
+                ]
+                if m.get("type") == "Resource" and m["resource"].get("name") == "cpu"
+            ),
+            80,
+        )
         utils = [u for u in (self._cpu_utilization(p) for p in pods) if u is not None]
         min_r, max_r = spec.get("minReplicas", 1), spec["maxReplicas"]
         status: Obj = {"currentReplicas": current}
         if utils and cpu_target:
             util = round(sum(utils) / len(utils))
-            avg_cores = sum(self.metrics.container_usage(p, c["name"])[0]
-                            for p in pods for c in p["spec"]["containers"]) / len(pods)
-            status["currentMetrics"] = [{"type": "Resource", "resource": {
-                "name": "cpu", "current": {"averageUtilization": util,
-                                           "averageValue": f"{round(avg_cores * 1000)}m"}}}]
+            avg_cores = sum(
+                self.metrics.container_usage(p, c["name"])[0]
+                for p in pods
+                for c in p["spec"]["containers"]
+            ) / len(pods)
+            status["currentMetrics"] = [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "current": {
+                            "averageUtilization": util,
+                            "averageValue": f"{round(avg_cores * 1000)}m",
+                        },
+                    },
+                }
+            ]
             ratio = util / cpu_target
             raw = current if abs(ratio - 1) <= 0.1 else math.ceil(current * ratio)
         else:
@@ -417,23 +576,42 @@ class Workloads:
         def cond(type_: str, ok: bool, reason: str, message: str) -> Obj:
             prev = old_conds.get(type_)
             t = prev["lastTransitionTime"] if prev and prev.get("reason") == reason else when
-            return {"type": type_, "status": "True" if ok else "False", "reason": reason,
-                    "message": message, "lastTransitionTime": t}
+            return {
+                "type": type_,
+                "status": "True" if ok else "False",
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": t,
+            }
 
         status["conditions"] = [
-            cond("AbleToScale", True, "ReadyForNewScale",
-                 "recommended size matches current size" if desired == current else
-                 "the last scale time was sufficiently old as to warrant a new scale"),
-            cond("ScalingActive", util is not None,
-                 "ValidMetricFound" if util is not None else "FailedGetResourceMetric",
-                 "the HPA was able to successfully calculate a replica count from cpu resource "
-                 "utilization (percentage of request)" if util is not None else
-                 "the HPA was unable to compute the replica count: no metrics returned"),
-            cond("ScalingLimited", limited,
-                 ("TooManyReplicas" if raw > max_r else "TooFewReplicas") if limited else
-                 "DesiredWithinRange",
-                 "the desired replica count is more than the maximum replica count"
-                 if raw > max_r else "the desired count is within the acceptable range"),
+            cond(
+                "AbleToScale",
+                True,
+                "ReadyForNewScale",
+                "recommended size matches current size"
+                if desired == current
+                else "the last scale time was sufficiently old as to warrant a new scale",
+            ),
+            cond(
+                "ScalingActive",
+                util is not None,
+                "ValidMetricFound" if util is not None else "FailedGetResourceMetric",
+                "the HPA was able to successfully calculate a replica count from cpu resource "
+                "utilization (percentage of request)"
+                if util is not None
+                else "the HPA was unable to compute the replica count: no metrics returned",
+            ),
+            cond(
+                "ScalingLimited",
+                limited,
+                ("TooManyReplicas" if raw > max_r else "TooFewReplicas")
+                if limited
+                else "DesiredWithinRange",
+                "the desired replica count is more than the maximum replica count"
+                if raw > max_r
+                else "the desired count is within the acceptable range",
+            ),
         ]
         if old.get("lastScaleTime"):
             status["lastScaleTime"] = old["lastScaleTime"]
@@ -444,9 +622,13 @@ class Workloads:
             status["lastScaleTime"] = when
             direction = "above" if desired > current else "below"
             self.ctl.recorder.record(
-                hpa, "Normal", "SuccessfulRescale",
+                hpa,
+                "Normal",
+                "SuccessfulRescale",
                 f"New size: {desired}; reason: cpu resource utilization (percentage of "
-                f"request) {direction} target", component="horizontal-pod-autoscaler")
+                f"request) {direction} target",
+                component="horizontal-pod-autoscaler",
+            )
         self.ctl._set_status(HPAS, hpa, status)
 
     def _cpu_utilization(self, pod: Obj) -> float | None:
@@ -463,14 +645,18 @@ class Workloads:
 def _tolerated(taint: Obj, tolerations: list[Obj]) -> bool:
     if taint.get("effect") not in ("NoSchedule", "NoExecute"):
         return True
-    return any(t.get("operator") == "Exists" and not t.get("key") or
-               t.get("key") == taint.get("key") and (
-                   t.get("operator") == "Exists" or t.get("value") == taint.get("value"))
-               for t in tolerations)
+    return any(
+        (t.get("operator") == "Exists" and not t.get("key"))
+        or (
+            t.get("key") == taint.get("key")
+            and (t.get("operator") == "Exists" or t.get("value") == taint.get("value"))
+        )
+        for t in tolerations
+    )
 
 
 def _ordinal(pod_name: str, set_name: str) -> int:
-    suffix = pod_name[len(set_name) + 1:]
+    suffix = pod_name[len(set_name) + 1 :]
     return int(suffix) if suffix.isdigit() else -1
 
 
@@ -479,4 +665,3 @@ def _job_done(job: Obj) -> str:
         if c["type"] in ("Complete", "Failed") and c["status"] == "True":
             return str(c["type"])
     return ""
-

@@ -27,28 +27,46 @@ class Kubectl:
     kubeconfig: Path
     cache_dir: Path
 
-    async def __call__(self, *args: str, stdin: str | None = None,
-                       timeout: float = 30) -> tuple[int, str, str]:
+    async def __call__(
+        self, *args: str, stdin: str | None = None, limit: float = 30
+    ) -> tuple[int, str, str]:
         env = self.env()
         proc = await asyncio.create_subprocess_exec(
-            str(KUBECTL), "--cache-dir", str(self.cache_dir), *args,
+            str(KUBECTL),
+            "--cache-dir",
+            str(self.cache_dir),
+            *args,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
         out, err = await asyncio.wait_for(
-            proc.communicate(stdin.encode() if stdin is not None else None), timeout)
+            proc.communicate(stdin.encode() if stdin is not None else None), limit
+        )
         assert proc.returncode is not None
         return proc.returncode, out.decode(), err.decode()
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "KUBECONFIG": str(self.kubeconfig),
-                "KUBECACHEDIR": str(self.cache_dir), "HOME": str(self.cache_dir.parent)}
+        return {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "KUBECACHEDIR": str(self.cache_dir),
+            "HOME": str(self.cache_dir.parent),
+        }
 
     async def spawn(self, *args: str) -> asyncio.subprocess.Process:
         """A long-running kubectl (watch, rollout status) the test reads line by line."""
         return await asyncio.create_subprocess_exec(
-            str(KUBECTL), "--cache-dir", str(self.cache_dir), *args,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=self.env())
+            str(KUBECTL),
+            "--cache-dir",
+            str(self.cache_dir),
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self.env(),
+        )
 
     async def ok(self, *args: str, stdin: str | None = None) -> str:
         code, out, err = await self(*args, stdin=stdin)
@@ -94,8 +112,10 @@ def kubectl(kubeconfig: Path, tmp_path: Path) -> Kubectl:
 
 @pytest.fixture
 def full_kubectl(full_sandbox: Sandbox, tmp_path: Path) -> Kubectl:
-    return Kubectl(write_kubeconfig(tmp_path / "kubeconfig-full", full_sandbox.url),
-                   tmp_path / "kube-cache-full")
+    return Kubectl(
+        write_kubeconfig(tmp_path / "kubeconfig-full", full_sandbox.url),
+        tmp_path / "kube-cache-full",
+    )
 
 
 def api_client_for(kubeconfig: Path) -> k8s.ApiClient:
@@ -127,11 +147,10 @@ def call() -> Call:
     return run
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 10.0,
-                     interval: float = 0.02) -> Any:
+async def eventually(check: Callable[[], Any], within: float = 10.0, interval: float = 0.02) -> Any:
     """Polls `check` until it returns a truthy value; the last failure explains a timeout."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     last: Any = None
     while True:
         try:
@@ -143,5 +162,5 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0,
         except AssertionError as exc:
             last = exc
         if loop.time() > deadline:
-            raise AssertionError(f"condition not met in {timeout}s; last: {last!r}")
+            raise AssertionError(f"condition not met in {within}s; last: {last!r}")
         await asyncio.sleep(interval)

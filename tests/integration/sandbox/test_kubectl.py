@@ -39,7 +39,7 @@ spec:
 
 
 def test_the_venv_kubectl_is_used() -> None:
-    assert KUBECTL == Path(KUBECTL).resolve().parent / "kubectl"
+    assert Path(KUBECTL).resolve().parent / "kubectl" == KUBECTL
     assert KUBECTL.is_file()
 
 
@@ -47,8 +47,16 @@ async def test_get_deploy_wide_has_priority_columns(sandbox: Sandbox, kubectl: K
     narrow = (await kubectl.ok("get", "deploy", "-n", "shop")).splitlines()
     wide = (await kubectl.ok("get", "deploy", "-n", "shop", "-o", "wide")).splitlines()
     assert narrow[0].split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
-    assert wide[0].split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS",
-                               "IMAGES", "SELECTOR"]
+    assert wide[0].split() == [
+        "NAME",
+        "READY",
+        "UP-TO-DATE",
+        "AVAILABLE",
+        "AGE",
+        "CONTAINERS",
+        "IMAGES",
+        "SELECTOR",
+    ]
     assert wide[1].split() == ["web", "3/3", "3", "3", "3d", "web", "nginx:1.27", "app=web"]
 
 
@@ -63,8 +71,12 @@ async def test_get_pods_wide_shows_ip_and_node(sandbox: Sandbox, kubectl: Kubect
 
 async def test_describe_deploy(sandbox: Sandbox, kubectl: Kubectl) -> None:
     out = await kubectl.ok("describe", "deploy", "web", "-n", "shop")
-    assert re.search(r"^Replicas:\s+3 desired \| 3 updated \| 3 total \| 3 available \| "
-                     r"0 unavailable$", out, re.M)
+    assert re.search(
+        r"^Replicas:\s+3 desired \| 3 updated \| 3 total \| 3 available \| "
+        r"0 unavailable$",
+        out,
+        re.M,
+    )
     assert re.search(r"^StrategyType:\s+RollingUpdate$", out, re.M)
     assert re.search(r"^RollingUpdateStrategy:\s+25% max unavailable, 25% max surge$", out, re.M)
     assert re.search(r"^\s+Port:\s+80/TCP", out, re.M)
@@ -86,14 +98,17 @@ async def test_rollout_restart_then_status_completes(sandbox: Sandbox, kubectl: 
     pods = sandbox.store.list(PODS, "shop")
     assert len(pods) == 3
     assert {p["metadata"]["labels"]["pod-template-hash"] for p in pods} == {
-        rss[new_name]["metadata"]["labels"]["pod-template-hash"]}
+        rss[new_name]["metadata"]["labels"]["pod-template-hash"]
+    }
     deploy = sandbox.store.must_get(DEPLOYMENTS, "shop", "web")
     assert deploy["metadata"]["generation"] == 2
     assert deploy["status"]["observedGeneration"] == 2
-    assert "kubectl.kubernetes.io/restartedAt" in deploy["spec"]["template"]["metadata"][
-        "annotations"]
+    assert (
+        "kubectl.kubernetes.io/restartedAt" in deploy["spec"]["template"]["metadata"]["annotations"]
+    )
     history = await kubectl.ok("rollout", "history", "deploy/web", "-n", "shop")
-    assert re.search(r"^1\s", history, re.M) and re.search(r"^2\s", history, re.M)
+    assert re.search(r"^1\s", history, re.M)
+    assert re.search(r"^2\s", history, re.M)
 
 
 async def test_logs(sandbox: Sandbox, kubectl: Kubectl) -> None:
@@ -109,15 +124,19 @@ async def test_logs(sandbox: Sandbox, kubectl: Kubectl) -> None:
 
 
 async def test_delete_pod_is_replaced_and_delete_deploy_cascades(
-        sandbox: Sandbox, kubectl: Kubectl) -> None:
+    sandbox: Sandbox, kubectl: Kubectl
+) -> None:
     victim = sandbox.store.list(PODS, "shop")[0]["metadata"]["name"]
     out = await kubectl.ok("delete", "pod", victim, "-n", "shop")
     assert out.strip() == f'pod "{victim}" deleted from shop namespace'
     await sandbox.wait_for(lambda: len(sandbox.store.list(PODS, "shop")) == 3)
     assert victim not in {p["metadata"]["name"] for p in sandbox.store.list(PODS, "shop")}
-    await sandbox.wait_for(lambda: any(
-        e["reason"] == "Killing" and e["involvedObject"]["name"] == victim
-        for e in sandbox.store.list(EVENTS, "shop")))
+    await sandbox.wait_for(
+        lambda: any(
+            e["reason"] == "Killing" and e["involvedObject"]["name"] == victim
+            for e in sandbox.store.list(EVENTS, "shop")
+        )
+    )
 
     out = await kubectl.ok("delete", "deploy", "web", "-n", "shop")
     assert out.strip() == 'deployment.apps "web" deleted from shop namespace'
@@ -129,8 +148,9 @@ async def test_delete_pod_is_replaced_and_delete_deploy_cascades(
     assert 'deployments.apps "web" not found' in err
 
 
-async def test_apply_dry_run_server_changes_nothing(sandbox: Sandbox, kubectl: Kubectl,
-                                                    tmp_path: Path) -> None:
+async def test_apply_dry_run_server_changes_nothing(
+    sandbox: Sandbox, kubectl: Kubectl, tmp_path: Path
+) -> None:
     manifest = tmp_path / "web.yaml"
     manifest.write_text(WEB_MANIFEST)
     before = sandbox.store.must_get(DEPLOYMENTS, "shop", "web")
@@ -145,23 +165,36 @@ async def test_apply_dry_run_server_changes_nothing(sandbox: Sandbox, kubectl: K
     assert sandbox.store.get(DEPLOYMENTS, "shop", "web2") is None
 
 
-async def test_apply_creates_then_updates(sandbox: Sandbox, kubectl: Kubectl,
-                                          tmp_path: Path) -> None:
+async def test_apply_creates_then_updates(
+    sandbox: Sandbox, kubectl: Kubectl, tmp_path: Path
+) -> None:
     manifest = tmp_path / "api.yaml"
-    manifest.write_text(WEB_MANIFEST.replace("name: web\n  namespace", "name: api\n  namespace")
-                        .replace("app: web", "app: api").replace("replicas: 4", "replicas: 2"))
+    manifest.write_text(
+        WEB_MANIFEST.replace("name: web\n  namespace", "name: api\n  namespace")
+        .replace("app: web", "app: api")
+        .replace("replicas: 4", "replicas: 2")
+    )
     out = await kubectl.ok("apply", "-f", str(manifest))
     assert out.strip() == "deployment.apps/api created"
-    await sandbox.wait_for(lambda: len([p for p in sandbox.store.list(PODS, "shop")
-                                        if p["metadata"]["labels"]["app"] == "api"]) == 2)
+    await sandbox.wait_for(
+        lambda: (
+            len(
+                [
+                    p
+                    for p in sandbox.store.list(PODS, "shop")
+                    if p["metadata"]["labels"]["app"] == "api"
+                ]
+            )
+            == 2
+        )
+    )
     manifest.write_text(manifest.read_text().replace("replicas: 2", "replicas: 1"))
     out = await kubectl.ok("apply", "-f", str(manifest))
     assert out.strip() == "deployment.apps/api configured"
     assert sandbox.store.must_get(DEPLOYMENTS, "shop", "api")["spec"]["replicas"] == 1
 
 
-async def test_diff_exits_1_with_a_diff(sandbox: Sandbox, kubectl: Kubectl,
-                                        tmp_path: Path) -> None:
+async def test_diff_exits_1_with_a_diff(sandbox: Sandbox, kubectl: Kubectl, tmp_path: Path) -> None:
     manifest = tmp_path / "web.yaml"
     manifest.write_text(WEB_MANIFEST)
     before = sandbox.store.must_get(DEPLOYMENTS, "shop", "web")
@@ -180,11 +213,11 @@ async def test_get_events(sandbox: Sandbox, kubectl: Kubectl) -> None:
     out = await kubectl.ok("get", "events", "-n", "shop")
     header = out.splitlines()[0].split()
     assert header == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
-    assert re.search(r"Normal\s+ScalingReplicaSet\s+deployment/web\s+Scaled up replica set",
-                     out)
+    assert re.search(r"Normal\s+ScalingReplicaSet\s+deployment/web\s+Scaled up replica set", out)
     assert re.search(r"Normal\s+Scheduled\s+pod/web-\S+\s+Successfully assigned shop/web-", out)
-    filtered = await kubectl.ok("get", "events", "-n", "shop",
-                                "--field-selector", "involvedObject.kind=Deployment")
+    filtered = await kubectl.ok(
+        "get", "events", "-n", "shop", "--field-selector", "involvedObject.kind=Deployment"
+    )
     assert len(filtered.strip().splitlines()) == 2  # header + the one scaling event
 
 
@@ -193,7 +226,8 @@ async def test_get_all_and_short_names(sandbox: Sandbox, kubectl: Kubectl) -> No
     for kind in ("pod/web-", "service/web", "deployment.apps/web", "replicaset.apps/web-"):
         assert kind in out
     out = await kubectl.ok("get", "po,svc,cm,sa,secret,role,rolebinding", "-n", "shop")
-    assert "configmap/web-config" in out and "secret/web-tls" in out
+    assert "configmap/web-config" in out
+    assert "secret/web-tls" in out
     assert "role.rbac.authorization.k8s.io/web-config-reader" in out
 
 
@@ -247,10 +281,10 @@ async def test_logs_with_timestamps_and_since(sandbox: Sandbox, kubectl: Kubectl
     assert (await kubectl.ok("logs", pod, "-n", "shop", "--since=1m")) == ""
 
 
-async def test_scale_with_current_replicas_precondition(sandbox: Sandbox,
-                                                        kubectl: Kubectl) -> None:
-    code, _, err = await kubectl("scale", "deploy/web", "--current-replicas=9", "--replicas=4",
-                                 "-n", "shop")
+async def test_scale_with_current_replicas_precondition(sandbox: Sandbox, kubectl: Kubectl) -> None:
+    code, _, err = await kubectl(
+        "scale", "deploy/web", "--current-replicas=9", "--replicas=4", "-n", "shop"
+    )
     assert code == 1
     assert "Expected replicas to be 9, was 3" in err
     await kubectl.ok("scale", "deploy/web", "--current-replicas=3", "--replicas=4", "-n", "shop")

@@ -14,16 +14,24 @@ DEPLOYMENTS = by_plural("apps", "deployments")
 
 
 def _web_pods(sandbox: Sandbox, ready_only: bool = False) -> list[dict]:
-    pods = [p for p in sandbox.store.list(PODS, "shop")
-            if p["metadata"]["labels"].get("app") == "web"]
+    pods = [
+        p for p in sandbox.store.list(PODS, "shop") if p["metadata"]["labels"].get("app") == "web"
+    ]
     if ready_only:
-        pods = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
-                                       for c in p["status"].get("conditions", []))]
+        pods = [
+            p
+            for p in pods
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in p["status"].get("conditions", [])
+            )
+        ]
     return pods
 
 
-async def test_client_lists_the_baseline_pods(sandbox: Sandbox, api_client: k8s.ApiClient,
-                                              call: Call) -> None:
+async def test_client_lists_the_baseline_pods(
+    sandbox: Sandbox, api_client: k8s.ApiClient, call: Call
+) -> None:
     pods = await call(k8s.CoreV1Api(api_client).list_namespaced_pod, "shop")
     assert len(pods.items) == 3
     for pod in pods.items:
@@ -38,29 +46,41 @@ async def test_client_lists_the_baseline_pods(sandbox: Sandbox, api_client: k8s.
 
 
 async def test_client_scales_and_the_controller_follows(
-        sandbox: Sandbox, api_client: k8s.ApiClient, call: Call) -> None:
+    sandbox: Sandbox, api_client: k8s.ApiClient, call: Call
+) -> None:
     apps = k8s.AppsV1Api(api_client)
-    scale = await call(apps.patch_namespaced_deployment_scale, "web", "shop",
-                       {"spec": {"replicas": 5}})
+    scale = await call(
+        apps.patch_namespaced_deployment_scale, "web", "shop", {"spec": {"replicas": 5}}
+    )
     assert scale.spec.replicas == 5
     await sandbox.wait_for(lambda: len(_web_pods(sandbox, ready_only=True)) == 5)
-    await sandbox.wait_for(lambda: (sandbox.store.must_get(DEPLOYMENTS, "shop", "web")
-                                    ["status"].get("readyReplicas") == 5))
+    await sandbox.wait_for(
+        lambda: (
+            sandbox.store.must_get(DEPLOYMENTS, "shop", "web")["status"].get("readyReplicas") == 5
+        )
+    )
     read = await call(apps.read_namespaced_deployment_scale, "web", "shop")
     assert (read.spec.replicas, read.status.replicas, read.status.selector) == (5, 5, "app=web")
 
     await call(apps.patch_namespaced_deployment_scale, "web", "shop", {"spec": {"replicas": 2}})
     await sandbox.wait_for(lambda: len(_web_pods(sandbox)) == 2)
-    await sandbox.wait_for(lambda: (sandbox.store.must_get(DEPLOYMENTS, "shop", "web")
-                                    ["status"].get("replicas") == 2))
+    await sandbox.wait_for(
+        lambda: sandbox.store.must_get(DEPLOYMENTS, "shop", "web")["status"].get("replicas") == 2
+    )
 
 
-async def test_dry_run_scale_changes_nothing(sandbox: Sandbox, api_client: k8s.ApiClient,
-                                             call: Call) -> None:
+async def test_dry_run_scale_changes_nothing(
+    sandbox: Sandbox, api_client: k8s.ApiClient, call: Call
+) -> None:
     before = sandbox.store.must_get(DEPLOYMENTS, "shop", "web")
     rv_before = sandbox.store.resource_version
-    scale = await call(k8s.AppsV1Api(api_client).patch_namespaced_deployment_scale, "web",
-                       "shop", {"spec": {"replicas": 5}}, dry_run="All")
+    scale = await call(
+        k8s.AppsV1Api(api_client).patch_namespaced_deployment_scale,
+        "web",
+        "shop",
+        {"spec": {"replicas": 5}},
+        dry_run="All",
+    )
     assert scale.spec.replicas == 5  # the would-be result is returned...
     assert sandbox.store.must_get(DEPLOYMENTS, "shop", "web") == before  # ...not stored
     assert sandbox.store.resource_version == rv_before
@@ -82,7 +102,11 @@ async def test_kubectl_scale(sandbox: Sandbox, kubectl: Kubectl) -> None:
     out = await kubectl.ok("scale", "deploy/web", "--replicas=5", "-n", "shop")
     assert out.strip() == "deployment.apps/web scaled"
     await sandbox.wait_for(lambda: len(_web_pods(sandbox, ready_only=True)) == 5)
-    await sandbox.wait_for(lambda: (sandbox.store.must_get(DEPLOYMENTS, "shop", "web")
-                                    ["status"].get("availableReplicas") == 5))
+    await sandbox.wait_for(
+        lambda: (
+            sandbox.store.must_get(DEPLOYMENTS, "shop", "web")["status"].get("availableReplicas")
+            == 5
+        )
+    )
     out = await kubectl.ok("get", "deploy", "web", "-n", "shop")
     assert out.splitlines()[1].split()[:4] == ["web", "5/5", "5", "5"]

@@ -30,18 +30,24 @@ async def read_events(resp: aiohttp.ClientResponse, n: int) -> list[dict[str, An
 
 
 async def test_watch_list_sends_initial_events_then_the_bookmark(sandbox: Sandbox) -> None:
-    query = ("watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan"
-             "&allowWatchBookmarks=true&labelSelector=app%3Dweb")
-    async with aiohttp.ClientSession() as http, http.get(
-            f"{sandbox.url}/api/v1/namespaces/shop/pods?{query}") as resp:
+    query = (
+        "watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan"
+        "&allowWatchBookmarks=true&labelSelector=app%3Dweb"
+    )
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{sandbox.url}/api/v1/namespaces/shop/pods?{query}") as resp,
+    ):
         assert resp.status == 200
         events = await read_events(resp, 4)
         assert [e["type"] for e in events] == ["ADDED", "ADDED", "ADDED", "BOOKMARK"]
         bookmark = events[3]["object"]
-        assert bookmark["kind"] == "Pod" and bookmark["apiVersion"] == "v1"
+        assert bookmark["kind"] == "Pod"
+        assert bookmark["apiVersion"] == "v1"
         assert bookmark["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
         assert int(bookmark["metadata"]["resourceVersion"]) >= max(
-            int(e["object"]["metadata"]["resourceVersion"]) for e in events[:3])
+            int(e["object"]["metadata"]["resourceVersion"]) for e in events[:3]
+        )
         # Live events follow: deleting a pod yields DELETED for it.
         victim = events[0]["object"]["metadata"]["name"]
         sandbox.api.delete_object(PODS, sandbox.store.must_get(PODS, "shop", victim))
@@ -53,24 +59,34 @@ async def test_watch_resumes_from_a_resource_version(sandbox: Sandbox) -> None:
     rv = sandbox.store.resource_version
     sandbox.store.create(CONFIGMAPS, {"metadata": {"name": "a", "namespace": "shop"}})
     sandbox.store.create(CONFIGMAPS, {"metadata": {"name": "b", "namespace": "shop"}})
-    async with aiohttp.ClientSession() as http, http.get(
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
             f"{sandbox.url}/api/v1/namespaces/shop/configmaps?watch=1&resourceVersion={rv}"
-    ) as resp:
+        ) as resp,
+    ):
         events = await read_events(resp, 2)
         assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
-            ("ADDED", "a"), ("ADDED", "b")]
+            ("ADDED", "a"),
+            ("ADDED", "b"),
+        ]
 
 
 async def test_watch_with_field_selector_on_name(sandbox: Sandbox) -> None:
-    async with aiohttp.ClientSession() as http, http.get(
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
             f"{sandbox.url}/apis/apps/v1/namespaces/shop/deployments"
-            "?watch=true&fieldSelector=metadata.name%3Dweb&timeoutSeconds=5") as resp:
+            "?watch=true&fieldSelector=metadata.name%3Dweb&timeoutSeconds=5"
+        ) as resp,
+    ):
         (added,) = await read_events(resp, 1)
         assert added["object"]["metadata"]["name"] == "web"
 
 
-async def test_client_watch_helper_sees_scale_up(sandbox: Sandbox, api_client: k8s.ApiClient,
-                                                 call: Call) -> None:
+async def test_client_watch_helper_sees_scale_up(
+    sandbox: Sandbox, api_client: k8s.ApiClient, call: Call
+) -> None:
     core = k8s.CoreV1Api(api_client)
 
     def collect() -> set[str]:
@@ -86,15 +102,20 @@ async def test_client_watch_helper_sees_scale_up(sandbox: Sandbox, api_client: k
 
     collector = asyncio.create_task(call(collect))
     await eventually(lambda: sandbox.api.open_watches > 0)
-    await call(k8s.AppsV1Api(api_client).patch_namespaced_deployment_scale, "web", "shop",
-               {"spec": {"replicas": 5}})
+    await call(
+        k8s.AppsV1Api(api_client).patch_namespaced_deployment_scale,
+        "web",
+        "shop",
+        {"spec": {"replicas": 5}},
+    )
     names = await collector
     assert names == {p["metadata"]["name"] for p in sandbox.store.list(PODS, "shop")}
 
 
 async def test_kubectl_wait_uses_watchlist(sandbox: Sandbox, kubectl: Kubectl) -> None:
-    out = await kubectl.ok("wait", "--for=condition=Available", "deploy/web", "-n", "shop",
-                           "--timeout=20s")
+    out = await kubectl.ok(
+        "wait", "--for=condition=Available", "deploy/web", "-n", "shop", "--timeout=20s"
+    )
     assert out.strip() == "deployment.apps/web condition met"
 
 

@@ -26,8 +26,13 @@ async def http(sandbox: Sandbox) -> Any:
         yield session
 
 
-async def send(http: aiohttp.ClientSession, method: str, path: str, body: Any = None,
-               content_type: str | None = "application/json") -> tuple[int, Any]:
+async def send(
+    http: aiohttp.ClientSession,
+    method: str,
+    path: str,
+    body: Any = None,
+    content_type: str | None = "application/json",
+) -> tuple[int, Any]:
     headers = {"Content-Type": content_type} if content_type and body is not None else {}
     data = json.dumps(body).encode() if body is not None else None
     async with http.request(method, path, data=data, headers=headers) as resp:
@@ -37,18 +42,29 @@ async def send(http: aiohttp.ClientSession, method: str, path: str, body: Any = 
 
 def snapshot(sandbox: Sandbox) -> tuple[str, list[Any]]:
     from sandbox.resources import RESOURCES, VIRTUAL_GROUPS
-    return sandbox.store.resource_version, [sandbox.store.list(rt) for rt in RESOURCES
-                                            if rt.group not in VIRTUAL_GROUPS]
+
+    return sandbox.store.resource_version, [
+        sandbox.store.list(rt) for rt in RESOURCES if rt.group not in VIRTUAL_GROUPS
+    ]
 
 
 DRY_WRITES: list[tuple[str, str, Any, str | None]] = [
     ("POST", "/api/v1/namespaces/shop/configmaps", {"metadata": {"name": "x"}}, None),
-    ("POST", "/apis/apps/v1/namespaces/shop/deployments",
-     {"metadata": {"name": "api"}, "spec": {"selector": {"matchLabels": {"a": "b"}},
-                                            "template": {"metadata": {"labels": {"a": "b"}},
-                                                         "spec": {"containers": [
-                                                             {"name": "c", "image": "i"}]}}}},
-     "application/json"),
+    (
+        "POST",
+        "/apis/apps/v1/namespaces/shop/deployments",
+        {
+            "metadata": {"name": "api"},
+            "spec": {
+                "selector": {"matchLabels": {"a": "b"}},
+                "template": {
+                    "metadata": {"labels": {"a": "b"}},
+                    "spec": {"containers": [{"name": "c", "image": "i"}]},
+                },
+            },
+        },
+        "application/json",
+    ),
     ("PUT", WEB, "CURRENT", "application/json"),
     ("PATCH", WEB, {"spec": {"replicas": 7}}, SMP),
     ("PATCH", WEB, {"spec": {"replicas": 7}}, MERGE),
@@ -62,12 +78,14 @@ DRY_WRITES: list[tuple[str, str, Any, str | None]] = [
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "body", "ct"), DRY_WRITES,
-                         ids=[f"{m} {p.rsplit('/', 2)[-2]}/{p.rsplit('/', 1)[-1]} {c}"
-                              for m, p, _, c in DRY_WRITES])
-async def test_dry_run_all_changes_nothing(sandbox: Sandbox, http: aiohttp.ClientSession,
-                                           method: str, path: str, body: Any,
-                                           ct: str | None) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "body", "ct"),
+    DRY_WRITES,
+    ids=[f"{m} {p.rsplit('/', 2)[-2]}/{p.rsplit('/', 1)[-1]} {c}" for m, p, _, c in DRY_WRITES],
+)
+async def test_dry_run_all_changes_nothing(
+    sandbox: Sandbox, http: aiohttp.ClientSession, method: str, path: str, body: Any, ct: str | None
+) -> None:
     if body == "CURRENT":
         body = sandbox.store.must_get(DEPLOYMENTS, "shop", "web")
         body["spec"]["replicas"] = 7
@@ -82,15 +100,17 @@ async def test_dry_run_all_changes_nothing(sandbox: Sandbox, http: aiohttp.Clien
 
 
 async def test_dry_run_still_validates(sandbox: Sandbox, http: aiohttp.ClientSession) -> None:
-    status, answer = await send(http, "PATCH", WEB + "?dryRun=All", {"spec": {"replicas": -1}},
-                                MERGE)
+    status, answer = await send(
+        http, "PATCH", WEB + "?dryRun=All", {"spec": {"replicas": -1}}, MERGE
+    )
     assert status == 422
     assert answer["reason"] == "Invalid"
     assert answer["details"]["causes"][0]["field"] == "spec.replicas"
 
 
-async def test_stale_resource_version_conflicts(sandbox: Sandbox,
-                                                http: aiohttp.ClientSession) -> None:
+async def test_stale_resource_version_conflicts(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
     current = sandbox.store.must_get(DEPLOYMENTS, "shop", "web")
     stale = str(int(current["metadata"]["resourceVersion"]) - 1)
     stale_obj = {**current, "metadata": {**current["metadata"], "resourceVersion": stale}}
@@ -98,10 +118,18 @@ async def test_stale_resource_version_conflicts(sandbox: Sandbox,
         ("PUT", WEB, stale_obj, "application/json"),
         ("PATCH", WEB, {"metadata": {"resourceVersion": stale}, "spec": {"replicas": 1}}, SMP),
         ("PATCH", WEB, {"metadata": {"resourceVersion": stale}, "spec": {"replicas": 1}}, MERGE),
-        ("PATCH", WEB + "/scale", {"metadata": {"resourceVersion": stale},
-                                   "spec": {"replicas": 1}}, MERGE),
-        ("PUT", WEB + "/scale", {"metadata": {"resourceVersion": stale, "name": "web"},
-                                 "spec": {"replicas": 1}}, None),
+        (
+            "PATCH",
+            WEB + "/scale",
+            {"metadata": {"resourceVersion": stale}, "spec": {"replicas": 1}},
+            MERGE,
+        ),
+        (
+            "PUT",
+            WEB + "/scale",
+            {"metadata": {"resourceVersion": stale, "name": "web"}, "spec": {"replicas": 1}},
+            None,
+        ),
         ("DELETE", WEB, {"preconditions": {"resourceVersion": stale}}, "application/json"),
     ]
     for method, path, body, ct in attempts:
@@ -110,41 +138,89 @@ async def test_stale_resource_version_conflicts(sandbox: Sandbox,
             assert (status, answer["reason"]) == (409, "Conflict"), (method, path, dry)
             assert answer["message"] == (
                 'Operation cannot be fulfilled on deployments.apps "web": the object has been '
-                "modified; please apply your changes to the latest version and try again")
+                "modified; please apply your changes to the latest version and try again"
+            )
     assert sandbox.store.must_get(DEPLOYMENTS, "shop", "web") == current
 
     fresh = current["metadata"]["resourceVersion"]
-    status, answer = await send(http, "PATCH", WEB + "/scale",
-                                {"metadata": {"resourceVersion": fresh},
-                                 "spec": {"replicas": 2}}, MERGE)
+    status, answer = await send(
+        http,
+        "PATCH",
+        WEB + "/scale",
+        {"metadata": {"resourceVersion": fresh}, "spec": {"replicas": 2}},
+        MERGE,
+    )
     assert (status, answer["spec"]["replicas"]) == (200, 2)
 
 
 async def test_patch_types(sandbox: Sandbox, http: aiohttp.ClientSession) -> None:
     # Strategic merge: containers merge by name, env by name, null deletes.
-    status, d = await send(http, "PATCH", WEB, {"spec": {"template": {"spec": {"containers": [
-        {"name": "web", "env": [{"name": "A", "value": "1"}]}]}}}}, SMP)
+    status, d = await send(
+        http,
+        "PATCH",
+        WEB,
+        {
+            "spec": {
+                "template": {
+                    "spec": {"containers": [{"name": "web", "env": [{"name": "A", "value": "1"}]}]}
+                }
+            }
+        },
+        SMP,
+    )
     assert status == 200
     (c,) = d["spec"]["template"]["spec"]["containers"]
     assert (c["image"], c["env"]) == ("nginx:1.27", [{"name": "A", "value": "1"}])
-    status, d = await send(http, "PATCH", WEB, {"spec": {"template": {"spec": {
-        "$setElementOrder/containers": [{"name": "web"}],
-        "containers": [{"name": "web", "env": [{"name": "B", "value": "2"}]}]}}}}, SMP)
-    assert [e["name"] for e in d["spec"]["template"]["spec"]["containers"][0]["env"]] == [
-        "A", "B"]
+    status, d = await send(
+        http,
+        "PATCH",
+        WEB,
+        {
+            "spec": {
+                "template": {
+                    "spec": {
+                        "$setElementOrder/containers": [{"name": "web"}],
+                        "containers": [{"name": "web", "env": [{"name": "B", "value": "2"}]}],
+                    }
+                }
+            }
+        },
+        SMP,
+    )
+    assert [e["name"] for e in d["spec"]["template"]["spec"]["containers"][0]["env"]] == ["A", "B"]
     # Merge patch: lists are replaced whole.
-    status, d = await send(http, "PATCH", WEB, {"spec": {"template": {"spec": {"containers": [
-        {"name": "web", "image": "nginx:1.28"}]}}}}, MERGE)
+    status, d = await send(
+        http,
+        "PATCH",
+        WEB,
+        {"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:1.28"}]}}}},
+        MERGE,
+    )
     (c,) = d["spec"]["template"]["spec"]["containers"]
-    assert "env" not in c and c["image"] == "nginx:1.28"
+    assert "env" not in c
+    assert c["image"] == "nginx:1.28"
     # JSON patch, including a failing test op (422) that changes nothing.
-    status, d = await send(http, "PATCH", WEB, [
-        {"op": "add", "path": "/metadata/labels/tier", "value": "front"},
-        {"op": "replace", "path": "/spec/replicas", "value": 2}], JSONPATCH)
+    status, d = await send(
+        http,
+        "PATCH",
+        WEB,
+        [
+            {"op": "add", "path": "/metadata/labels/tier", "value": "front"},
+            {"op": "replace", "path": "/spec/replicas", "value": 2},
+        ],
+        JSONPATCH,
+    )
     assert (status, d["metadata"]["labels"]["tier"], d["spec"]["replicas"]) == (200, "front", 2)
-    status, d = await send(http, "PATCH", WEB, [
-        {"op": "test", "path": "/spec/replicas", "value": 99},
-        {"op": "replace", "path": "/spec/replicas", "value": 5}], JSONPATCH)
+    status, d = await send(
+        http,
+        "PATCH",
+        WEB,
+        [
+            {"op": "test", "path": "/spec/replicas", "value": 99},
+            {"op": "replace", "path": "/spec/replicas", "value": 5},
+        ],
+        JSONPATCH,
+    )
     assert status == 422
     assert sandbox.store.must_get(DEPLOYMENTS, "shop", "web")["spec"]["replicas"] == 2
     # Server-side apply is not supported: 415, as the notes prescribe.
@@ -152,43 +228,67 @@ async def test_patch_types(sandbox: Sandbox, http: aiohttp.ClientSession) -> Non
     assert (status, d["reason"]) == (415, "UnsupportedMediaType")
 
 
-async def test_generation_tracks_spec_changes_only(sandbox: Sandbox,
-                                                   http: aiohttp.ClientSession) -> None:
+async def test_generation_tracks_spec_changes_only(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
     _, d = await send(http, "PATCH", WEB, {"metadata": {"labels": {"x": "y"}}}, MERGE)
     assert d["metadata"]["generation"] == 1
     _, d = await send(http, "PATCH", WEB, {"spec": {"replicas": 4}}, MERGE)
     assert d["metadata"]["generation"] == 2
-    await sandbox.wait_for(lambda: sandbox.store.must_get(DEPLOYMENTS, "shop", "web")[
-        "status"].get("observedGeneration") == 2)
+    await sandbox.wait_for(
+        lambda: (
+            sandbox.store.must_get(DEPLOYMENTS, "shop", "web")["status"].get("observedGeneration")
+            == 2
+        )
+    )
 
 
 async def test_status_errors(sandbox: Sandbox, http: aiohttp.ClientSession) -> None:
     status, body = await send(http, "GET", "/apis/apps/v1/namespaces/shop/deployments/nope")
     assert status == 404
-    assert body == {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                    "message": 'deployments.apps "nope" not found', "reason": "NotFound",
-                    "code": 404, "details": {"name": "nope", "group": "apps",
-                                             "kind": "deployments"}}
-    status, body = await send(http, "POST", "/api/v1/namespaces/nowhere/configmaps",
-                              {"metadata": {"name": "x"}})
+    assert body == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": 'deployments.apps "nope" not found',
+        "reason": "NotFound",
+        "code": 404,
+        "details": {"name": "nope", "group": "apps", "kind": "deployments"},
+    }
+    status, body = await send(
+        http, "POST", "/api/v1/namespaces/nowhere/configmaps", {"metadata": {"name": "x"}}
+    )
     assert (status, body["message"]) == (404, 'namespaces "nowhere" not found')
-    status, body = await send(http, "POST", "/api/v1/namespaces/shop/configmaps",
-                              {"metadata": {"name": "web-config"}})
+    status, body = await send(
+        http, "POST", "/api/v1/namespaces/shop/configmaps", {"metadata": {"name": "web-config"}}
+    )
     assert (status, body["reason"], body["message"]) == (
-        409, "AlreadyExists", 'configmaps "web-config" already exists')
-    status, body = await send(http, "POST", "/api/v1/namespaces/shop/configmaps",
-                              {"metadata": {"name": "Bad_Name"}})
+        409,
+        "AlreadyExists",
+        'configmaps "web-config" already exists',
+    )
+    status, body = await send(
+        http, "POST", "/api/v1/namespaces/shop/configmaps", {"metadata": {"name": "Bad_Name"}}
+    )
     assert (status, body["reason"]) == (422, "Invalid")
     assert body["message"].startswith('ConfigMap "Bad_Name" is invalid: metadata.name: ')
-    status, body = await send(http, "POST", "/api/v1/namespaces/shop/configmaps",
-                              {"kind": "Secret", "apiVersion": "v1",
-                               "metadata": {"name": "x"}})
+    status, body = await send(
+        http,
+        "POST",
+        "/api/v1/namespaces/shop/configmaps",
+        {"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "x"}},
+    )
     assert (status, body["reason"]) == (400, "BadRequest")
     async with http.post("/api/v1/namespaces/shop/configmaps", data=b"{not json") as resp:
         assert resp.status == 400
         assert (await resp.json())["reason"] == "BadRequest"
-    status, body = await send(http, "POST", "/api/v1/namespaces/shop/secrets",
-                              {"metadata": {"name": "s"}, "data": {"k": "not base64!"}})
+    status, body = await send(
+        http,
+        "POST",
+        "/api/v1/namespaces/shop/secrets",
+        {"metadata": {"name": "s"}, "data": {"k": "not base64!"}},
+    )
     assert (status, body["reason"]) == (400, "BadRequest")
     assert "illegal base64 data in data.k" in body["message"]
     status, body = await send(http, "GET", "/api/v1/namespaces/shop/pods/x/exec")
@@ -198,36 +298,69 @@ async def test_status_errors(sandbox: Sandbox, http: aiohttp.ClientSession) -> N
 
 
 async def test_post_without_content_type_and_generate_name(
-        sandbox: Sandbox, http: aiohttp.ClientSession) -> None:
-    status, body = await send(http, "POST", "/api/v1/namespaces/shop/configmaps",
-                              {"metadata": {"generateName": "cfg-"}}, content_type=None)
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    status, body = await send(
+        http,
+        "POST",
+        "/api/v1/namespaces/shop/configmaps",
+        {"metadata": {"generateName": "cfg-"}},
+        content_type=None,
+    )
     assert status == 201
-    assert body["kind"] == "ConfigMap" and body["apiVersion"] == "v1"
-    assert body["metadata"]["name"].startswith("cfg-") and len(body["metadata"]["name"]) == 9
+    assert body["kind"] == "ConfigMap"
+    assert body["apiVersion"] == "v1"
+    assert body["metadata"]["name"].startswith("cfg-")
+    assert len(body["metadata"]["name"]) == 9
 
 
 async def test_defaults_are_applied(sandbox: Sandbox, http: aiohttp.ClientSession) -> None:
-    status, d = await send(http, "POST", "/apis/apps/v1/namespaces/shop/deployments", {
-        "metadata": {"name": "api"},
-        "spec": {"selector": {"matchLabels": {"app": "api"}},
-                 "template": {"metadata": {"labels": {"app": "api"}},
-                              "spec": {"containers": [{"name": "api", "image": "api",
-                                                       "ports": [{"containerPort": 80}]}]}}}})
+    status, d = await send(
+        http,
+        "POST",
+        "/apis/apps/v1/namespaces/shop/deployments",
+        {
+            "metadata": {"name": "api"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "api"}},
+                "template": {
+                    "metadata": {"labels": {"app": "api"}},
+                    "spec": {
+                        "containers": [
+                            {"name": "api", "image": "api", "ports": [{"containerPort": 80}]}
+                        ]
+                    },
+                },
+            },
+        },
+    )
     assert status == 201
     spec = d["spec"]
     assert spec["replicas"] == 1
     assert spec["revisionHistoryLimit"] == 10
     assert spec["progressDeadlineSeconds"] == 600
-    assert spec["strategy"] == {"type": "RollingUpdate",
-                                "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"},
+    }
     pod = spec["template"]["spec"]
     assert (pod["restartPolicy"], pod["dnsPolicy"], pod["terminationGracePeriodSeconds"]) == (
-        "Always", "ClusterFirst", 30)
+        "Always",
+        "ClusterFirst",
+        30,
+    )
     c = pod["containers"][0]
     assert c["imagePullPolicy"] == "Always"  # no tag means :latest
     assert c["ports"] == [{"containerPort": 80, "protocol": "TCP"}]
-    status, s = await send(http, "POST", "/api/v1/namespaces/shop/services", {
-        "metadata": {"name": "api"}, "spec": {"selector": {"app": "api"},
-                                              "ports": [{"port": 8080}]}})
+    status, s = await send(
+        http,
+        "POST",
+        "/api/v1/namespaces/shop/services",
+        {
+            "metadata": {"name": "api"},
+            "spec": {"selector": {"app": "api"}, "ports": [{"port": 8080}]},
+        },
+    )
     assert s["spec"]["ports"] == [{"port": 8080, "protocol": "TCP", "targetPort": 8080}]
-    assert s["spec"]["type"] == "ClusterIP" and s["spec"]["clusterIP"].startswith("10.96.")
+    assert s["spec"]["type"] == "ClusterIP"
+    assert s["spec"]["clusterIP"].startswith("10.96.")
