@@ -31,6 +31,8 @@ from services.runtime.settings import NatsSettings
 log = logging.getLogger(__name__)
 
 WRONG_LAST_SEQUENCE = 10071
+# The bus is away for a moment (reconnecting, or a stream electing a leader): retry with backoff.
+TRANSIENT = (NatsTimeoutError, asyncio.TimeoutError, NoRespondersError, NoStreamResponseError)
 EXPECTED_SEQ = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 
@@ -346,7 +348,7 @@ async def handle_with_policy(
                 log.exception("recording a poison message failed", extra=extra)
         await msg.term()
         return
-    except RetryableError as exc:
+    except (RetryableError, *TRANSIENT) as exc:
         delay = min(0.5 * 2 ** (meta.num_delivered - 1), 10.0)
         log.warning("retrying in %.1fs: %s", delay, exc, extra=extra)
         await msg.nak(delay=delay)
