@@ -17,8 +17,9 @@ from typing import Any, Protocol
 
 import yaml
 from aiohttp import web
+from multidict import CIMultiDict
 
-from sandbox import defaults, patch, policy, tables
+from sandbox import defaults, patch, policy, schema, tables
 from sandbox.errors import (
     ApiError,
     bad_request,
@@ -94,12 +95,20 @@ def parse_path(path: str) -> Target | None:
     return Target(rt, namespace, name, sub)
 
 
-def _json(body: Any, status: int = 200, content_type: str = JSON_CT) -> web.Response:
+def _json(
+    body: Any, status: int = 200, content_type: str = JSON_CT, warnings: list[str] | None = None
+) -> web.Response:
+    headers: CIMultiDict[str] = CIMultiDict()
+    if ";" in content_type:
+        headers["Content-Type"] = content_type
+    for text in warnings or []:
+        # RFC 7234 warn-code 299, as apiserver sends them; kubectl prints "Warning: <text>".
+        headers.add("Warning", f"299 - {json.dumps(text)}")
     return web.Response(
         body=json.dumps(body).encode(),
         status=status,
-        content_type=content_type.split(";")[0],
-        headers={"Content-Type": content_type} if ";" in content_type else None,
+        content_type=None if ";" in content_type else content_type,
+        headers=headers,
     )
 
 
@@ -317,9 +326,14 @@ class ResourceApi:
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + _random_suffix()
         obj = self._prepare(t.rt, obj)
+        warnings = self._schema(request, t.rt, obj)
         if _dry_run(request):
-            return _json(self.store.prepare_new(t.rt, obj), 201)
-        return _json(self.store.create(t.rt, obj), 201)
+            return _json(self.store.prepare_new(t.rt, obj), 201, warnings=warnings)
+        return _json(self.store.create(t.rt, obj), 201, warnings=warnings)
+
+    @staticmethod
+    def _schema(request: web.Request, rt: ResourceType, obj: Obj) -> list[str]:
+        return schema.check(rt, obj, request.query.get("fieldValidation", "Warn"))
 
     def _check_kind(self, rt: ResourceType, obj: Obj) -> None:
         kind, api_version = obj.get("kind"), obj.get("apiVersion")
@@ -338,7 +352,8 @@ class ResourceApi:
         self._check_kind(t.rt, new)
         current = self.store.must_get(t.rt, t.namespace, t.name)
         new = self._finish_write(t.rt, current, new)
-        return _json(self._commit(request, t.rt, current, new))
+        warnings = self._schema(request, t.rt, new)
+        return _json(self._commit(request, t.rt, current, new), warnings=warnings)
 
     def _apply_patch(self, request: web.Request, doc: Obj, body: Any) -> Obj:
         ct = request.headers.get("Content-Type", "").split(";")[0].strip()
@@ -359,7 +374,8 @@ class ResourceApi:
         current = self.store.must_get(t.rt, t.namespace, t.name)
         new = self._apply_patch(request, current, body)
         new = self._finish_write(t.rt, current, new)
-        return _json(self._commit(request, t.rt, current, new))
+        warnings = self._schema(request, t.rt, new)
+        return _json(self._commit(request, t.rt, current, new), warnings=warnings)
 
     async def _delete(self, request: web.Request, t: Target) -> web.Response:
         options: Mapping[str, Any] = {}

@@ -260,7 +260,7 @@ def validate(rt: ResourceType, obj: Obj) -> None:
     spec = obj.get("spec") or {}
     if rt.kind in ("Deployment", "ReplicaSet", "StatefulSet"):
         replicas = spec.get("replicas")
-        if not isinstance(replicas, int) or replicas < 0:
+        if isinstance(replicas, int) and replicas < 0:  # a non-int is a 400 from schema
             causes.append(
                 ("spec.replicas", f"Invalid value: {replicas}: must be greater than or equal to 0")
             )

@@ -21,7 +21,9 @@ from typing import Any
 
 import yaml
 
+from sandbox import schema
 from sandbox.defaults import apply_defaults, validate
+from sandbox.errors import ApiError
 from sandbox.events import Recorder
 from sandbox.resources import by_kind
 from sandbox.selectors import selector_from_spec
@@ -151,6 +153,10 @@ class Loader:
         validate(rt, obj)
         if given_status is not None:
             obj["status"] = given_status
+        try:
+            schema.check(rt, obj, "Strict")  # a typo in a scenario file fails loudly
+        except ApiError as exc:
+            raise ScenarioError(f"{scenario}: {exc.message}") from exc
         self.store.create(rt, obj)
 
 

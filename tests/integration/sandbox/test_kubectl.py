@@ -289,3 +289,14 @@ async def test_scale_with_current_replicas_precondition(sandbox: Sandbox, kubect
     assert "Expected replicas to be 9, was 3" in err
     await kubectl.ok("scale", "deploy/web", "--current-replicas=3", "--replicas=4", "-n", "shop")
     assert sandbox.store.must_get(DEPLOYMENTS, "shop", "web")["spec"]["replicas"] == 4
+
+
+async def test_apply_rejects_unknown_fields_strictly(
+    sandbox: Sandbox, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "typo.yaml"
+    manifest.write_text(WEB_MANIFEST.replace("  replicas: 4", "  replcas: 4"))
+    code, _, err = await kubectl("apply", "-f", str(manifest))
+    assert code == 1
+    assert 'strict decoding error: unknown field "spec.replcas"' in err
+    assert sandbox.store.must_get(DEPLOYMENTS, "shop", "web")["spec"]["replicas"] == 3

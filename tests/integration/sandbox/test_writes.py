@@ -364,3 +364,42 @@ async def test_defaults_are_applied(sandbox: Sandbox, http: aiohttp.ClientSessio
     assert s["spec"]["ports"] == [{"port": 8080, "protocol": "TCP", "targetPort": 8080}]
     assert s["spec"]["type"] == "ClusterIP"
     assert s["spec"]["clusterIP"].startswith("10.96.")
+
+
+async def test_unknown_fields_are_dropped_and_reported(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    body = {"metadata": {"name": "typo"}, "data": {"a": "1"}, "dta": {"b": "2"}}
+    async with http.post("/api/v1/namespaces/shop/configmaps", json=body) as resp:
+        assert resp.status == 201
+        assert resp.headers.getall("Warning") == ['299 - "unknown field \\"dta\\""']
+        assert "dta" not in await resp.json()
+    stored = sandbox.store.must_get(by_plural("", "configmaps"), "shop", "typo")
+    assert "dta" not in stored  # the client's models refuse extra keys: never store them
+    status, answer = await send(
+        http,
+        "POST",
+        "/api/v1/namespaces/shop/configmaps?fieldValidation=Strict",
+        {"metadata": {"name": "typo2"}, "dta": {}},
+    )
+    assert (status, answer["reason"]) == (400, "BadRequest")
+    assert answer["message"] == (
+        'ConfigMap in version "v1" cannot be handled as a ConfigMap: '
+        'strict decoding error: unknown field "dta"'
+    )
+
+
+async def test_wrong_types_and_missing_fields(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    status, answer = await send(http, "PATCH", WEB, {"spec": {"replicas": "three"}}, MERGE)
+    assert (status, answer["reason"]) == (400, "BadRequest")
+    assert "spec.replicas" in answer["message"]
+    status, answer = await send(
+        http,
+        "POST",
+        "/api/v1/namespaces/shop/services",
+        {"metadata": {"name": "noport"}, "spec": {"ports": [{"name": "http"}]}},
+    )
+    assert (status, answer["reason"]) == (422, "Invalid")
+    assert answer["details"]["causes"][0]["field"] == "spec.ports[0].port"
