@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import logging
@@ -111,8 +112,15 @@ class Api:
         return who
 
     async def require_session(self, session_id: str) -> None:
-        if await self.bus.first(S.session_filter(session_id)) is None:
-            raise HttpError(404, "not_found", f"no session {session_id}")
+        # Direct Get may be answered by a stream replica that has not yet applied a write the
+        # leader acknowledged (a session another gateway just created): look again briefly
+        # before saying it does not exist.
+        for attempt in range(3):
+            if await self.bus.first(S.session_filter(session_id)) is not None:
+                return
+            if attempt < 2:
+                await asyncio.sleep(0.1 * (attempt + 1))
+        raise HttpError(404, "not_found", f"no session {session_id}")
 
     async def refresh_approvals(self) -> dict[str, views.ApprovalEntry]:
         async for s in self.bus.read(f"{S.EVENTS_PREFIX}.*.*.approval.*.*",
