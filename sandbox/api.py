@@ -112,6 +112,13 @@ def _json(
     )
 
 
+def _container_status(pod: Obj, name: str) -> Obj:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        if cs.get("name") == name:
+            return cs  # type: ignore[no-any-return]
+    return {}
+
+
 def error_response(err: ApiError) -> web.Response:
     return _json(err.status(), err.code)
 
@@ -483,7 +490,7 @@ class ResourceApi:
         if t.sub == "scale" and t.rt.kind in SCALABLE:
             return await self._scale(request, t)
         if t.sub == "log" and t.rt.kind == "Pod" and request.method == "GET":
-            return self._log(request, t)
+            return await self._log(request, t)
         if t.sub == "eviction" and t.rt.kind == "Pod" and request.method == "POST":
             return await policy.evict(self, request, t, _dry_run(request))
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -537,7 +544,7 @@ class ResourceApi:
         new = self._finish_write(t.rt, current, new)
         return _json(self._to_scale(self._commit(request, t.rt, current, new)))
 
-    def _log(self, request: web.Request, t: Target) -> web.Response:
+    async def _log(self, request: web.Request, t: Target) -> web.StreamResponse:
         pod = self.store.must_get(t.rt, t.namespace, t.name)
         containers = [c["name"] for c in pod["spec"].get("containers") or []]
         name = request.query.get("container", "")
@@ -567,7 +574,41 @@ class ResourceApi:
         limit = request.query.get("limitBytes")
         if limit:
             text = text[: int(limit)]
-        return web.Response(text=text, content_type="text/plain")
+        if request.query.get("follow") not in ("true", "1") or previous:
+            return web.Response(text=text, content_type="text/plain")
+        return await self._follow(request, t, pod, name, text)
+
+    async def _follow(
+        self, request: web.Request, t: Target, pod: Obj, container: str, text: str
+    ) -> web.StreamResponse:
+        """`logs -f`: what there is, then the stream stays open, as kubelet's does, until the
+        container stops running (restart, deletion) or the client hangs up."""
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(text.encode())
+        uid = pod["metadata"]["uid"]
+
+        def same_run(current: Obj | None) -> bool:
+            if current is None or current["metadata"]["uid"] != uid:
+                return False
+            before = _container_status(pod, container)
+            now_cs = _container_status(current, container)
+            return before.get("restartCount") == now_cs.get("restartCount") and (
+                "running" in (now_cs.get("state") or {}) or "waiting" in (before.get("state") or {})
+            )
+
+        queue = self.store.subscribe()
+        try:
+            while not self._stopping.is_set():
+                if not same_run(self.store.get(t.rt, t.namespace, t.name)):
+                    break
+                if await queue.get() is None:
+                    break
+        finally:
+            self.store.unsubscribe(queue)
+        await resp.write_eof()
+        return resp
 
     def _metrics(self, request: web.Request, t: Target) -> web.Response:
         if t.rt.plural == "pods":

@@ -152,6 +152,11 @@ class Store:
             raise expired(str(rv))
         return [c for c in self._history if c.rv > rv]
 
+    @property
+    def subscribers(self) -> int:
+        """Open change feeds (watches, followed logs, waiters): tests wait for a client."""
+        return len(self._watchers)
+
     def subscribe(self) -> asyncio.Queue[Change | None]:
         q: asyncio.Queue[Change | None] = asyncio.Queue()
         self._watchers.add(q)

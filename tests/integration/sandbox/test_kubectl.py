@@ -300,3 +300,22 @@ async def test_apply_rejects_unknown_fields_strictly(
     assert code == 1
     assert 'strict decoding error: unknown field "spec.replcas"' in err
     assert sandbox.store.must_get(DEPLOYMENTS, "shop", "web")["spec"]["replicas"] == 3
+
+
+async def test_logs_follow_stays_open_until_the_pod_goes(
+    sandbox: Sandbox, kubectl: Kubectl
+) -> None:
+    pod = sandbox.store.list(PODS, "shop")[0]
+    proc = await kubectl.spawn("logs", "-f", pod["metadata"]["name"], "-n", "shop")
+    try:
+        assert proc.stdout is not None
+        first = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        assert "Configuration complete" in first
+        await eventually(lambda: sandbox.store.subscribers > 0)
+        assert proc.returncode is None  # still following
+        sandbox.api.delete_object(PODS, pod)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
