@@ -91,6 +91,10 @@ class Planner:
             if f.need is None:
                 return
             anchor = f.need
+            if anchor.event_id != trigger.event_id and _delivered(anchor):
+                # That event's own delivery takes the step; taking it here too would only ask
+                # the model twice (one of the answers would lose the race anyway).
+                return
             if f.iteration >= self.settings.max_iterations:
                 step = agent.stop_step(anchor, f, "max_iterations", (
                     f"I stopped after {f.iteration} steps without finishing. Tell me how to go "
@@ -168,6 +172,16 @@ class Planner:
                 log.info("model call retried in %.1fs", delay,
                          extra={"session_id": anchor.session_id, "error": exc.status})
                 await self.sleep(delay)
+
+
+_CONSUMED = frozenset(
+    (f.split(".")[2], ".".join(f.split(".")[3:5])) for f in S.CONSUMER_FILTERS["planner"][1]
+)
+
+
+def _delivered(event: Event) -> bool:
+    """Whether the planner's consumer delivers this event (so some instance handles it)."""
+    return (event.emitter, event.type) in _CONSUMED
 
 
 @contextlib.asynccontextmanager
