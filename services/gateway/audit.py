@@ -41,9 +41,9 @@ def _format(request: web.Request) -> str:
 
 
 def _time(request: web.Request, name: str) -> datetime | None:
-    raw = request.query.get(name)
-    if not raw:
+    if name not in request.query:
         return None
+    raw = request.query[name]
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError as exc:
@@ -81,6 +81,8 @@ async def search(api: Api, request: web.Request) -> web.Response:
     since, until = _time(request, "since"), _time(request, "until")
     namespace = request.query.get("namespace", "")
     approver = request.query.get("approver", "")
+    if len(namespace) > 63 or len(approver) > 200:
+        raise HttpError(400, "invalid_filter", "namespace (63) or approver (200) too long")
     sessions: list[str] = []
     async for s in api.bus.read(S.tag_filter("gate", "approval.requested")):
         ev = s.event
