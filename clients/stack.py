@@ -206,6 +206,8 @@ class Stack:
             # The model a person exports for `interlock up` (README, "Models").
             env.update({k: v for k, v in os.environ.items() if k in PLANNER_MODEL_ENV})
         if service == "gateway":
+            # To verify the gate's signatures when it replays a session for an audit.
+            env["INTERLOCK_GATE_PUBKEY_FILE"] = str(self.data / "gate.pub")
             port = self.cfg.http_port if name == service else \
                 self.gateway_ports.setdefault(name, free_port())
             self.gateway_ports.setdefault(name, port)
