@@ -138,3 +138,36 @@ async def test_audit_endpoints(stack: Stack, http: aiohttp.ClientSession) -> Non
     assert status == 200 and body["writes"] == []
     status, body = await operator.call("GET", "/v1/audit?since=yesterday")
     assert status == 400 and body["error"]["code"] == "invalid_time"
+
+
+async def test_audit_flags_a_grant_the_gate_did_not_sign(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    """Someone holding the gate's NATS identity but not its key writes a grant: the audit says so."""
+    from datetime import UTC, datetime, timedelta
+
+    from schemas.approval import ApprovalGranted, Grant
+    from services.runtime import signing
+
+    operator = Client(http, stack.url, token(stack, "operator"))
+    sid = await operator.new_session()
+    await operator.say(sid, "kubectl scale deploy/web --replicas=7 -n shop")
+    got = await operator.wait_for(sid, lambda e: e.event == "approval.requested")
+    req = got[-1].data
+    call = req["calls"][0]
+    forged = signing.sign(Grant(call_id=call["call_id"], call_hash=call["call_hash"],
+                                approval_id=req["approval_id"], approver="approver",
+                                not_after=datetime.now(UTC) + timedelta(minutes=5)),
+                          signing.Ed25519PrivateKey.generate())
+    bus = await bus_as(stack, "gate")
+    try:
+        await bus.append(ApprovalGranted(session_id=sid, approval_id=req["approval_id"],
+                                         approver="approver", grants=(forged,)))
+    finally:
+        await bus.close()
+    status, body = await operator.call("GET", f"/v1/sessions/{sid}/audit")
+    assert status == 200
+    assert body["integrity"]["ok"] is False
+    assert body["integrity"]["chain"]["ok"] is True
+    [problem] = body["integrity"]["problems"]
+    assert "invalid gate signature" in problem["problem"]
