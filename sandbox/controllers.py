@@ -46,6 +46,7 @@ CRONJOBS = by_plural("batch", "cronjobs")
 HPAS = by_plural("autoscaling", "horizontalpodautoscalers")
 
 REVISION = "deployment.kubernetes.io/revision"
+CHANGE_CAUSE = "kubernetes.io/change-cause"  # copied to ReplicaSets for `rollout history`
 HASH_LABEL = "pod-template-hash"
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"
 
@@ -358,6 +359,11 @@ class Controllers:
                     "deployment.kubernetes.io/desired-replicas": str(desired),
                     "deployment.kubernetes.io/max-replicas": str(desired + surge),
                     REVISION: str(revision),
+                    **{
+                        k: v
+                        for k, v in (d["metadata"].get("annotations") or {}).items()
+                        if k == CHANGE_CAUSE
+                    },
                 },
                 "ownerReferences": [owner_ref(d)],
                 "creationTimestamp": self._birth(d),

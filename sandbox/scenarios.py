@@ -6,9 +6,12 @@
     age: 2h                      # default age of the objects (creationTimestamp backdated)
     objects: [ ...manifests... ] # annotation sandbox.interlock.dev/age overrides per object;
                                  # ownerReferences may give kind+name only
-    logs:   [ {namespace, selector: {labels}, container?, lines: [...], previous: [...]} ]
+    logs:   [ {namespace, selector: {labels}, container?, image?, lines: [...],
+               previous: [...]} ]  # the first entry that matches a container wins
     events: [ {namespace, involvedObject: {kind, name}, type, reason, message,
                count?, firstSeen?, lastSeen?} ]   # ages like 20m
+    history: [ {namespace, deployment, age, change-cause?, patch: {template changes}} ]
+                                 # earlier rollouts, oldest first (revisions 1..n)
 """
 
 from __future__ import annotations
@@ -22,9 +25,19 @@ from typing import Any
 import yaml
 
 from sandbox import schema
+from sandbox.controllers import (
+    CHANGE_CAUSE,
+    DEPLOYMENTS,
+    HASH_LABEL,
+    REPLICASETS,
+    REVISION,
+    owner_ref,
+    template_hash,
+)
 from sandbox.defaults import apply_defaults, validate
 from sandbox.errors import ApiError
 from sandbox.events import Recorder
+from sandbox.patch import strategic_merge
 from sandbox.resources import by_kind
 from sandbox.selectors import selector_from_spec
 from sandbox.store import Obj, Store
@@ -77,12 +90,15 @@ class Loader:
         default_age = parse_duration(doc.get("age", "2h"))
         for obj in doc.get("objects") or []:
             self._object(name, obj, default_age)
+        for revision, entry in enumerate(doc.get("history") or [], start=1):
+            self._revision(name, revision, entry)
         for spec in doc.get("logs") or []:
             self.logbook.add(
                 LogSpec(
                     namespace=spec["namespace"],
                     selector=selector_from_spec({"matchLabels": spec.get("selector") or {}}),
                     container=spec.get("container"),
+                    image=spec.get("image"),
                     lines=[str(x) for x in spec.get("lines") or []],
                     previous=[str(x) for x in spec.get("previous") or []],
                 )
@@ -113,6 +129,44 @@ class Loader:
                 first=ago(parse_duration(ev.get("firstSeen", ev.get("lastSeen", "1m")))),
                 last=ago(parse_duration(ev.get("lastSeen", "1m"))),
             )
+
+    def _revision(self, scenario: str, revision: int, entry: dict[str, Any]) -> None:
+        """An earlier rollout of a Deployment: a ReplicaSet scaled to zero whose template is
+        the current one with `patch` (strategic merge) applied, so `rollout history` lists it
+        and `rollout undo` returns to it."""
+        d = self.store.get(DEPLOYMENTS, entry["namespace"], entry["deployment"])
+        if d is None:
+            raise ScenarioError(
+                f"{scenario}: history names a missing Deployment "
+                f"{entry['namespace']}/{entry['deployment']}"
+            )
+        template = strategic_merge(copy.deepcopy(d["spec"]["template"]), entry.get("patch") or {})
+        thash = template_hash(template)
+        template["metadata"].setdefault("labels", {})[HASH_LABEL] = thash
+        selector = copy.deepcopy(d["spec"]["selector"])
+        selector.setdefault("matchLabels", {})[HASH_LABEL] = thash
+        annotations = {
+            REVISION: str(revision),
+            "deployment.kubernetes.io/desired-replicas": str(d["spec"].get("replicas", 1)),
+        }
+        if entry.get("change-cause"):
+            annotations[CHANGE_CAUSE] = entry["change-cause"]
+        rs = {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {
+                "name": f"{entry['deployment']}-{thash}",
+                "namespace": entry["namespace"],
+                "labels": dict(template["metadata"]["labels"]),
+                "annotations": annotations,
+                "ownerReferences": [owner_ref(d)],
+                "creationTimestamp": iso(ago(parse_duration(entry.get("age", "30d")))),
+            },
+            "spec": {"replicas": 0, "selector": selector, "template": template},
+            "status": {"replicas": 0, "observedGeneration": 1},
+        }
+        apply_defaults(REPLICASETS, rs)
+        self.store.create(REPLICASETS, rs)
 
     def _object(self, scenario: str, obj: Obj, default_age: float) -> None:
         rt = by_kind(obj.get("apiVersion", ""), obj.get("kind", ""))

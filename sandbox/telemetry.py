@@ -27,6 +27,7 @@ class LogSpec:
     namespace: str
     selector: list[Requirement]
     container: str | None = None
+    image: str | None = None  # only containers running exactly this image
     lines: list[str] = field(default_factory=list)
     previous: list[str] = field(default_factory=list)
 
@@ -93,6 +94,7 @@ class LogBook:
                 for s in self.specs
                 if s.namespace == meta.get("namespace")
                 and (s.container in (None, container))
+                and (s.image in (None, image))
                 and labels_match(s.selector, meta.get("labels"))
             ),
             None,

@@ -198,3 +198,25 @@ async def test_no_event_carries_a_secret_value(full_sandbox: Sandbox) -> None:
     for event in full_sandbox.store.list(EVENTS):
         text = json.dumps(event)
         assert not any(secret in text for secret in secrets), event["metadata"]["name"]
+
+
+async def test_payment_rollback_to_the_previous_release_ends_the_ooms(
+    full_sandbox: Sandbox, full_kubectl: Kubectl
+) -> None:
+    ns = ("-n", "production")
+    history = await full_kubectl.ok("rollout", "history", "deploy/payment-service", *ns)
+    assert re.search(r"^1\s+release 4\.11\.2$", history, re.M)
+    assert re.search(r"^2\s+release 4\.12\.0: settlement batch size 5000$", history, re.M)
+    await full_kubectl.ok("rollout", "undo", "deploy/payment-service", *ns)
+    await full_kubectl.ok("rollout", "status", "deploy/payment-service", *ns, "--timeout=30s")
+    pods = [
+        p
+        for p in full_sandbox.store.list(PODS, "production")
+        if p["metadata"]["labels"]["app"] == "payment-service"
+    ]
+    assert len(pods) == 2
+    for pod in pods:
+        assert pod["spec"]["containers"][0]["image"].endswith(":4.11.2")
+        assert "sandbox.interlock.dev/oom-every" not in pod["metadata"].get("annotations", {})
+    logs = await full_kubectl.ok("logs", pods[0]["metadata"]["name"], *ns)
+    assert "v4.11.2" in logs and "batchSize=500;" in logs
