@@ -219,4 +219,5 @@ async def test_payment_rollback_to_the_previous_release_ends_the_ooms(
         assert pod["spec"]["containers"][0]["image"].endswith(":4.11.2")
         assert "sandbox.interlock.dev/oom-every" not in pod["metadata"].get("annotations", {})
     logs = await full_kubectl.ok("logs", pods[0]["metadata"]["name"], *ns)
-    assert "v4.11.2" in logs and "batchSize=500;" in logs
+    assert "v4.11.2" in logs
+    assert "batchSize=500;" in logs
