@@ -128,6 +128,7 @@ class Controllers:
             "Service": self._endpoints,
         }
         self.extra: list[Callable[[Change], list[Key]]] = []
+        self.errors: list[str] = []  # reconciles that raised
         store.add_listener(self._on_change)
 
     # ---- queue ---------------------------------------------------------------------------
@@ -163,8 +164,10 @@ class Controllers:
             kind, ns, name = key
             try:
                 self._reconcilers[kind](ns, name)
-            except Exception:
+            except Exception as exc:
+                # One broken object must not stop the loops; tests assert `errors` is empty.
                 log.exception("reconcile %s %s/%s failed", kind, ns, name)
+                self.errors.append(f"{kind} {ns}/{name}: {exc!r}")
             done += 1
         return done
 

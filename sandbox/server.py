@@ -121,6 +121,10 @@ class Sandbox:
             if path == policy.SSAR_PATH:
                 return await policy.access_review(request)
             answer = await self.api.handle(request)
+            if request.method != "GET":
+                # What changed the cluster, for whoever watches the sandbox's log in a demo.
+                dry = " (dry run)" if "All" in request.query.getall("dryRun", []) else ""
+                log.info("%s %s -> %s%s", request.method, request.path, answer.status, dry)
             await policy.delay_write(self.store, request, answer)
             return answer
         except ApiError as err:

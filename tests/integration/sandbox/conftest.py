@@ -88,6 +88,7 @@ async def sandbox() -> AsyncIterator[Sandbox]:
         yield sb
     finally:
         await sb.stop()
+    assert sb.controllers.errors == []
 
 
 @pytest.fixture
@@ -98,6 +99,7 @@ async def full_sandbox() -> AsyncIterator[Sandbox]:
         yield sb
     finally:
         await sb.stop()
+    assert sb.controllers.errors == []
 
 
 @pytest.fixture
