@@ -171,6 +171,9 @@ class ApprovalDenied(Event, frozen=True, kw_only=True, tag="approval.denied"):
     call_ids: tuple[str, ...]
     approver: ShortText
     reason: LongText = ""
+    # Set when the approver approved changed args instead: the call that replaces this one
+    # (a `tool.amended` follows). The original is settled; the work goes on under the new call.
+    superseded_by: str = ""
 
     def key(self) -> str:
         return self.approval_id

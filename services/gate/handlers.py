@@ -273,7 +273,7 @@ class Gate:
                                approver=decider.approver,
                                reason=f"modified by {decider.approver}: replaced by call {new_id}"
                                       + (f" — {decider.reason}" if decider.reason else ""),
-                               **common),
+                               superseded_by=new_id, **common),
                 ToolAmended(call_id=new_id, replaces=original.call_id, tool=original.tool,
                             args=decider.args, target=original.target,
                             amended_by=decider.approver, requested_by=req.requested_by,

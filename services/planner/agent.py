@@ -281,6 +281,17 @@ def fold(events: Sequence[Event]) -> Fold:
                 resolve(ev.call_id, f"Refused by the gate, nothing ran: {ev.reason}", ev)
             case CommandRefused() if ev.call_id in placeholders:
                 resolve(ev.call_id, f"Refused by the executor, nothing ran: {ev.reason}", ev)
+            case ApprovalDenied() if ev.superseded_by:
+                # An approver changed the args: the call lives on as the new one, still held.
+                for cid in ev.call_ids:
+                    if cid in placeholders:
+                        new = ev.superseded_by
+                        placeholders[cid]["content"] = (
+                            f"{ev.approver} changed the arguments; the call continues as {new}, "
+                            "held for approval, no result yet.")
+                        placeholders[new], calls[new] = placeholders[cid], calls[cid]
+                        if cid in outstanding:
+                            outstanding[new] = outstanding.pop(cid)
             case ApprovalDenied():
                 why = f" Reason: {ev.reason}" if ev.reason else " No reason given."
                 for cid in ev.call_ids:

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from schemas.approval import ApprovalDenied, ApprovalExpired, ToolRefused
+from schemas.approval import ApprovalDenied, ApprovalExpired, ToolAmended, ToolRefused
 from schemas.base import Event
 from schemas.execution import ToolResult
 from schemas.planning import CommandRejected, ToolProposed
@@ -28,6 +28,12 @@ def derived_id(prefix: str, trigger: Event, index: int) -> str:
 
 
 def _proposal_of(events: Sequence[Event], call_id: str) -> ToolProposed | None:
+    """The planner's proposal behind a call, following approvers' amendments back to it."""
+    amended = {e.call_id: e.replaces for e in events if isinstance(e, ToolAmended)}
+    seen: set[str] = set()
+    while call_id in amended and call_id not in seen:
+        seen.add(call_id)
+        call_id = amended[call_id]
     return next((e for e in events if isinstance(e, ToolProposed) and e.call_id == call_id), None)
 
 
@@ -86,6 +92,9 @@ def decide(trigger: Event, events: Sequence[Event], *, model: bool = False) -> l
         case ToolRefused():
             say(f"The gate refused {trigger.tool}: {trigger.reason}")
             done("refused")
+        case ApprovalDenied() if trigger.superseded_by:
+            say(f"{trigger.approver} changed the arguments: call {trigger.superseded_by} replaces "
+                "it and waits for its own approval. Nothing has run yet.")
         case ApprovalDenied():
             why = f": {trigger.reason}" if trigger.reason else ""
             say(f"{trigger.approver} denied the change{why}. Nothing was executed.")

@@ -52,6 +52,12 @@ async def test_modified_args_are_a_new_proposal(stack: Stack,
                                    and e.data["call_id"] == call["call_id"], after=got[-1].id)
     assert done[-1].data["status"] == "ok"
     assert _apps(stack).read_namespaced_deployment("web", "shop").spec.replicas == 4
+    # The planner told the person what happened, and finished the turn on the new call's result.
+    said = [e.data["text"] for e in got if e.event == "assistant.message"]
+    assert any("changed the arguments" in t for t in said), said
+    assert "turn.completed" not in [e.event for e in got]
+    end = await operator.wait_for(sid, lambda e: e.event == "turn.completed", after=done[-1].id)
+    assert any(e.event == "assistant.message" and "Done." in e.data["text"] for e in end)
     bus = await bus_as(stack, "admin")
     try:
         evs = [s.event for s in await bus.session(sid)]

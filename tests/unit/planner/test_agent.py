@@ -199,3 +199,22 @@ def test_invalid_settings_fail_fast_with_every_problem() -> None:
                                 "INTERLOCK_MAX_ITERATIONS": "0"})
     assert "INTERLOCK_TEMPERATURE must be a number" in str(err.value)
     assert "INTERLOCK_MAX_ITERATIONS must be between 1 and 100" in str(err.value)
+
+
+def test_an_amended_call_stays_outstanding_until_its_own_result() -> None:
+    user = _user("web is slow: 3 of 3 pods at 100% cpu")
+    args = {"name": "web", "namespace": "shop", "replicas": 9, "rationale": "r",
+            "evidence": ["3 of 3 pods at 100% cpu"], "expected_outcome": "less cpu"}
+    step = _step(user, [user], ("scale", json.dumps(args)))
+    original = step.calls[0].call_id
+    superseded = ApprovalDenied(session_id=SID, approval_id="a_1", call_ids=(original,),
+                                approver="bob", reason="modified by bob: replaced by call c_new",
+                                superseded_by="c_new")
+    f = agent.fold([user, step, superseded])
+    assert f.need is None  # nothing to answer yet: the work goes on as c_new
+    assert "continues as c_new" in f.messages[-1]["content"]
+    done = ToolResult(session_id=SID, call_id="c_new", tool="scale", status="ok",
+                      output="scaled from 3 to 4")
+    f = agent.fold([user, step, superseded, done])
+    assert f.need is done
+    assert "scaled from 3 to 4" in f.messages[-1]["content"]
