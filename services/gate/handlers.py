@@ -118,7 +118,7 @@ class Gate:
                 )
             )
             return
-        kind = "read" if c.access == "read" else "preview"
+        kind: S.ExecKind = "read" if c.access == "read" else "preview"
         cmd = ExecCommand(
             kind=kind, session_id=p.session_id, call_id=p.call_id, tool=p.tool, args=c.args,
             target=c.target or p.target, causation_id=p.event_id,
