@@ -638,13 +638,26 @@ class ResourceApi:
         as_table = _wants_table(request)
         include = request.query.get("includeObject", "Metadata")
 
-        def matches(change: Change) -> bool:
-            obj = change.obj
-            if change.rt.key != t.rt.key:
-                return False
+        def passes(obj: Obj) -> bool:
             if t.namespace and obj["metadata"].get("namespace") != t.namespace:
                 return False
             return labels_match(label_reqs, obj["metadata"].get("labels")) and field_match(obj)
+
+        def translate(change: Change) -> tuple[str, Obj] | None:
+            """Upstream's cacheWatcher: an object that starts or stops matching the selectors
+            arrives as ADDED or DELETED (the last matching state, at the new version)."""
+            if change.rt.key != t.rt.key:
+                return None
+            if change.type != "MODIFIED" or change.old is None:
+                return (change.type, change.obj) if passes(change.obj) else None
+            now_in, was_in = passes(change.obj), passes(change.old)
+            if now_in:
+                return ("MODIFIED" if was_in else "ADDED", change.obj)
+            if was_in:
+                gone = copy.deepcopy(change.old)
+                gone["metadata"]["resourceVersion"] = str(change.rv)
+                return ("DELETED", gone)
+            return None
 
         queue = self.store.subscribe()
         first_table = [True]
@@ -673,8 +686,9 @@ class ResourceApi:
                     replay.append(frame("ADDED", obj))
             else:
                 for change in self.store.history_since(int(rv_param)):
-                    if matches(change):
-                        replay.append(frame(change.type, change.obj))
+                    event = translate(change)
+                    if event is not None:
+                        replay.append(frame(*event))
             if initial:
                 replay.append(
                     frame(
@@ -702,9 +716,9 @@ class ResourceApi:
                         item = await queue.get()
                         if item is None:
                             break
-                        if item.rv <= int(sent_upto) or not matches(item):
-                            continue
-                        await resp.write(frame(item.type, item.obj))
+                        event = translate(item) if item.rv > int(sent_upto) else None
+                        if event is not None:
+                            await resp.write(frame(*event))
         except ConnectionError:
             log.debug("watch client went away")
         except ApiError as err:

@@ -29,6 +29,7 @@ class Change:
     rt: ResourceType
     obj: Obj
     rv: int
+    old: Obj | None = None  # the object before a MODIFIED, for watches that filter
 
 
 Listener = Callable[[Change], None]
@@ -122,7 +123,8 @@ class Store:
         rv = self._bump()
         obj["metadata"]["resourceVersion"] = str(rv)
         self._objects[rt.key][key] = obj
-        self._emit(Change("MODIFIED", rt, copy.deepcopy(obj), rv))
+        # `current` was replaced, not mutated: nothing else holds it now.
+        self._emit(Change("MODIFIED", rt, copy.deepcopy(obj), rv, old=current))
         return copy.deepcopy(obj)
 
     def delete(self, rt: ResourceType, namespace: str, name: str) -> Obj:

@@ -141,3 +141,26 @@ async def test_a_client_that_hangs_up_does_not_break_the_server(sandbox: Sandbox
     await eventually(lambda: sandbox.api.open_watches == 0)
     async with aiohttp.ClientSession() as http, http.get(f"{sandbox.url}/api/v1/pods") as r:
         assert r.status == 200
+
+
+async def test_objects_leaving_a_label_selector_arrive_as_deleted(sandbox: Sandbox) -> None:
+    sandbox.store.create(
+        CONFIGMAPS, {"metadata": {"name": "x", "namespace": "shop", "labels": {"tier": "a"}}}
+    )
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{sandbox.url}/api/v1/namespaces/shop/configmaps?watch=true&labelSelector=tier%3Da"
+        ) as resp,
+    ):
+        (added,) = await read_events(resp, 1)
+        assert added["type"] == "ADDED"
+        cm = sandbox.store.must_get(CONFIGMAPS, "shop", "x")
+        cm["metadata"]["labels"]["tier"] = "b"
+        moved = sandbox.store.update(CONFIGMAPS, cm)
+        cm["metadata"]["labels"]["tier"] = "a"
+        sandbox.store.update(CONFIGMAPS, cm, check_rv=False)
+        left, back = await read_events(resp, 2)
+        assert (left["type"], left["object"]["metadata"]["labels"]) == ("DELETED", {"tier": "a"})
+        assert left["object"]["metadata"]["resourceVersion"] == moved["metadata"]["resourceVersion"]
+        assert back["type"] == "ADDED"
