@@ -168,7 +168,9 @@ async def stream_session(
         await catch_up()
         while True:
             try:
-                msg = await asyncio.wait_for(queue.get(), heartbeat_s)
+                # asyncio.timeout, not wait_for: no task per event per client (fan-out cost).
+                async with asyncio.timeout(heartbeat_s):
+                    msg = await queue.get()
             except TimeoutError:
                 await resp.write(b": ping\n\n")
                 await catch_up()
