@@ -249,8 +249,10 @@ class ResourceApi:
             return kept
         if has_status and "status" in current:
             new["status"] = current["status"]
+        defaults.carry_allocated(rt, current, new)
         defaults.apply_defaults(rt, new)
         defaults.validate(rt, new)
+        defaults.validate_update(rt, current, new)
         if rt.has_generation:
             meta["generation"] = current["metadata"].get("generation", 1) + (
                 1 if new.get("spec") != current.get("spec") else 0

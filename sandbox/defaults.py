@@ -304,3 +304,114 @@ def validate(rt: ResourceType, obj: Obj) -> None:
                 causes.append(("spec.clusterIP", f'Invalid value: "{ip}": must be a valid IP'))
     if causes:
         raise invalid(rt.kind, rt.group, name, causes)
+
+
+# (kind, dotted path) pairs apiserver refuses to change once set.
+_IMMUTABLE: tuple[tuple[str, str], ...] = (
+    ("Deployment", "spec.selector"),
+    ("ReplicaSet", "spec.selector"),
+    ("DaemonSet", "spec.selector"),
+    ("StatefulSet", "spec.selector"),
+    ("StatefulSet", "spec.serviceName"),
+    ("StatefulSet", "spec.volumeClaimTemplates"),
+    ("StatefulSet", "spec.podManagementPolicy"),
+    ("Job", "spec.selector"),
+    ("Job", "spec.template"),
+    ("Job", "spec.completions"),
+    ("Service", "spec.clusterIP"),
+    ("PersistentVolumeClaim", "spec.accessModes"),
+    ("PersistentVolumeClaim", "spec.storageClassName"),
+    ("PersistentVolumeClaim", "spec.volumeName"),
+    ("RoleBinding", "roleRef"),
+    ("ClusterRoleBinding", "roleRef"),
+)
+# What may change in a running pod's spec (everything else is fixed at creation).
+_POD_MUTABLE = ("image", "activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds")
+
+
+def _at(obj: Obj, path: str) -> Any:
+    cur: Any = obj
+    for part in path.split("."):
+        cur = cur.get(part) if isinstance(cur, dict) else None
+    return cur
+
+
+def _pod_spec_masked(spec: Obj) -> Obj:
+    masked = {k: v for k, v in spec.items() if k not in _POD_MUTABLE}
+    for key in ("containers", "initContainers"):
+        masked[key] = [{k: v for k, v in c.items() if k != "image"} for c in spec.get(key) or []]
+    return masked
+
+
+def carry_allocated(rt: ResourceType, old: Obj, new: Obj) -> None:
+    """Values the server allocated survive an update that leaves them out (`kubectl replace`
+    of a manifest without clusterIP), as upstream's patchAllocatedValues does."""
+    if rt.kind != "Service":
+        return
+    before, after = old.get("spec") or {}, new.setdefault("spec", {})
+    for field in ("clusterIP", "clusterIPs"):
+        if not after.get(field) and before.get(field):
+            after[field] = before[field]
+    old_ports = {(p.get("port"), p.get("protocol", "TCP")): p for p in before.get("ports") or []}
+    for port in after.get("ports") or []:
+        prev = old_ports.get((port.get("port"), port.get("protocol", "TCP")))
+        if prev and prev.get("nodePort") and not port.get("nodePort"):
+            port["nodePort"] = prev["nodePort"]
+
+
+def validate_update(rt: ResourceType, old: Obj, new: Obj) -> None:
+    """Update rules on top of `validate`: immutable fields and what a pod may change."""
+    name = old["metadata"]["name"]
+    causes: list[tuple[str, str]] = []
+    for kind, path in _IMMUTABLE:
+        if kind == rt.kind and _at(old, path) is not None and _at(old, path) != _at(new, path):
+            causes.append((path, "Invalid value: field is immutable"))
+    if rt.kind in ("ConfigMap", "Secret") and old.get("immutable"):
+        for field in ("data", "binaryData", "immutable"):
+            if old.get(field) != new.get(field):
+                causes.append((field, "Forbidden: field is immutable when `immutable` is set"))
+    if rt.kind == "Pod" and _pod_spec_masked(old.get("spec") or {}) != _pod_spec_masked(
+        new.get("spec") or {}
+    ):
+        causes.append(
+            (
+                "spec",
+                "Forbidden: pod updates may not change fields other than "
+                "`spec.containers[*].image`,"
+                "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` "
+                "(only additions to existing tolerations),`spec.terminationGracePeriodSeconds` "
+                "(allow it to be set to 1 if it was previously negative)",
+            )
+        )
+    if rt.kind == "PersistentVolumeClaim":
+        before = _at(old, "spec.resources.requests.storage")
+        after = _at(new, "spec.resources.requests.storage")
+        if before != after and _bytes(after) < _bytes(before):
+            causes.append(
+                (
+                    "spec.resources.requests.storage",
+                    "Forbidden: field can not be less than previous value",
+                )
+            )
+    if causes:
+        raise invalid(rt.kind, rt.group, name, causes)
+
+
+_UNITS = {
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
+
+
+def _bytes(quantity: Any) -> float:
+    match = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(quantity or "0"))
+    if not match or match.group(2) not in _UNITS:
+        return 0.0
+    return float(match.group(1)) * _UNITS[match.group(2)]

@@ -319,3 +319,16 @@ async def test_logs_follow_stays_open_until_the_pod_goes(
         if proc.returncode is None:
             proc.terminate()
             await proc.wait()
+
+
+async def test_replace_keeps_the_allocated_cluster_ip(sandbox: Sandbox, kubectl: Kubectl) -> None:
+    svc = sandbox.store.must_get(by_plural("", "services"), "shop", "web")
+    manifest = (
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n"
+        "spec:\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n"
+    )
+    out = await kubectl.ok("replace", "-f", "-", stdin=manifest)
+    assert out.strip() == "service/web replaced"
+    after = sandbox.store.must_get(by_plural("", "services"), "shop", "web")
+    assert after["spec"]["clusterIP"] == svc["spec"]["clusterIP"]
+    assert after["spec"]["ports"][0]["targetPort"] == 8080

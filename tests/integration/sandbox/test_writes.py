@@ -403,3 +403,40 @@ async def test_wrong_types_and_missing_fields(
     )
     assert (status, answer["reason"]) == (422, "Invalid")
     assert answer["details"]["causes"][0]["field"] == "spec.ports[0].port"
+
+
+async def test_update_rules(sandbox: Sandbox, http: aiohttp.ClientSession) -> None:
+    status, answer = await send(
+        http,
+        "PATCH",
+        WEB,
+        {
+            "spec": {
+                "selector": {"matchLabels": {"app": "web", "x": "y"}},
+                "template": {"metadata": {"labels": {"x": "y"}}},
+            }
+        },
+        SMP,
+    )
+    assert (status, answer["reason"]) == (422, "Invalid")
+    assert answer["details"]["causes"][0] == {
+        "reason": "FieldValueInvalid",
+        "field": "spec.selector",
+        "message": "Invalid value: field is immutable",
+    }
+    pod = sandbox.store.list(PODS, "shop")[0]["metadata"]["name"]
+    path = f"/api/v1/namespaces/shop/pods/{pod}"
+    status, answer = await send(
+        http,
+        "PATCH",
+        path,
+        {"spec": {"containers": [{"name": "web", "env": [{"name": "A", "value": "1"}]}]}},
+        SMP,
+    )
+    assert (status, answer["reason"]) == (422, "Invalid")
+    assert "pod updates may not change fields other than" in answer["message"]
+    status, answer = await send(
+        http, "PATCH", path, {"spec": {"containers": [{"name": "web", "image": "nginx:1.28"}]}}, SMP
+    )
+    assert status == 200
+    assert answer["spec"]["containers"][0]["image"] == "nginx:1.28"
