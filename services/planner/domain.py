@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+from schemas import catalogue
 from schemas.approval import ApprovalDenied, ApprovalExpired, ToolAmended, ToolRefused
 from schemas.base import Event
 from schemas.execution import ToolResult
@@ -83,7 +84,11 @@ def decide(trigger: Event, events: Sequence[Event], *, model: bool = False) -> l
                 return []
             head = {"ok": "Done.", "error": "The call failed.",
                     "unknown": "The outcome is unknown — verify."}[trigger.status]
-            say(f"{head}\n{trigger.output}")
+            tool = catalogue.lookup(trigger.tool)
+            if trigger.status == "ok" and tool is not None and tool.access == "read":
+                say(head)  # the result itself is the answer; don't repeat it
+            else:
+                say(f"{head}\n{trigger.output[:4000]}")
             done(trigger.status)
         case ToolRefused() | ApprovalDenied() | ApprovalExpired() if not _direct(
             events, (trigger.call_id,) if isinstance(trigger, ToolRefused) else trigger.call_ids
