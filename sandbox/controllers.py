@@ -22,7 +22,7 @@ from typing import Any
 from sandbox import kubelet
 from sandbox.defaults import apply_defaults
 from sandbox.events import Recorder
-from sandbox.resources import ResourceType, by_plural
+from sandbox.resources import RESOURCES, VIRTUAL_GROUPS, ResourceType, by_plural
 from sandbox.selectors import Requirement, labels_match
 from sandbox.store import Change, Obj, Store
 from sandbox.timeutil import iso, now, parse_iso
@@ -141,6 +141,16 @@ class Controllers:
             handle.cancel()
         self._timers.clear()
         self._loop = None
+
+    def resync(self) -> None:
+        """Reconcile everything once: objects settled before the loop ran still owe their
+        timers (pod readiness and OOM kills, the next CronJob run)."""
+        for rt in RESOURCES:
+            if rt.kind in self._reconcilers and rt.group not in VIRTUAL_GROUPS:
+                for obj in self.store.iter_raw(rt):
+                    meta = obj["metadata"]
+                    self._queue[(rt.kind, meta.get("namespace", ""), meta["name"])] = None
+        self._kick()
 
     def enqueue(self, key: Key) -> None:
         self._queue[key] = None

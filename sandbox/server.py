@@ -14,7 +14,6 @@ from sandbox.api import ResourceApi, error_response
 from sandbox.controllers import Controllers
 from sandbox.errors import ApiError
 from sandbox.events import Recorder
-from sandbox.resources import RESOURCES, VIRTUAL_GROUPS
 from sandbox.scenarios import CLUSTER, Loader, available, read
 from sandbox.store import Store
 from sandbox.telemetry import LogBook, Metrics
@@ -74,13 +73,7 @@ class Sandbox:
         bound = self._runner.addresses[0][1]
         self.url = f"http://{host}:{bound}"
         self.controllers.start(asyncio.get_running_loop())
-        # Pods loaded before the loop ran still owe their timers (readiness, OOM kills).
-        for rt in RESOURCES:
-            if rt.kind == "Pod" and rt.group not in VIRTUAL_GROUPS:
-                for pod in self.store.list(rt):
-                    self.controllers.enqueue(
-                        ("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"])
-                    )
+        self.controllers.resync()
         return self.url
 
     async def stop(self) -> None:

@@ -4,10 +4,14 @@ jobs, statefulsets, endpoints, autoscaling and garbage collection."""
 from __future__ import annotations
 
 import copy
+from datetime import timedelta
 from typing import Any
+
+import pytest
 
 from sandbox.resources import by_plural
 from sandbox.server import Sandbox
+from sandbox.timeutil import now
 from tests.integration.sandbox.conftest import Kubectl
 
 PODS = by_plural("", "pods")
@@ -370,3 +374,24 @@ async def test_orphan_delete_keeps_dependents(sandbox: Sandbox, kubectl: Kubectl
     (rs,) = sandbox.store.list(REPLICASETS, "shop")
     assert rs["metadata"].get("ownerReferences") == []
     assert len(pods_of(sandbox, "web")) == 3
+
+
+async def test_cronjob_runs_when_its_schedule_comes_due(
+    full_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert ("CronJob", "staging", "cache-warmer") in full_sandbox.controllers._timers
+    before = {j["metadata"]["name"] for j in full_sandbox.store.list(JOBS, "staging")}
+    later = now() + timedelta(minutes=31)  # */30: at least one run falls due
+    monkeypatch.setattr("sandbox.workloads.now", lambda: later)
+    full_sandbox.controllers.enqueue(("CronJob", "staging", "cache-warmer"))
+    await full_sandbox.wait_for(
+        lambda: {j["metadata"]["name"] for j in full_sandbox.store.list(JOBS, "staging")} - before
+    )
+    (new,) = {j["metadata"]["name"] for j in full_sandbox.store.list(JOBS, "staging")} - before
+    assert new.startswith("cache-warmer-")
+    warmers = [
+        j
+        for j in full_sandbox.store.list(JOBS, "staging")
+        if j["metadata"]["name"].startswith("cache-warmer-")
+    ]
+    assert len(warmers) <= 3  # history limit 2 plus the running one
