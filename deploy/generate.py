@@ -1,0 +1,81 @@
+"""Secrets and configuration for running Interlock outside `interlock up`.
+
+    python deploy/generate.py compose [DIR]   # default deploy/secrets/ (what compose.yaml mounts)
+
+writes, once (existing files are kept, so re-running never rotates a live secret):
+  nats.conf           the generated accounts config: one user per service, least privilege
+                      (services/runtime/natsconf.py), listening on 0.0.0.0:4222, JetStream in
+                      /data/jetstream with sync_interval: always
+  <user>.env          INTERLOCK_NATS_PASSWORD for each NATS user (admin: the provisioning job)
+  gate.key, gate.pub  the gate's Ed25519 signing key and the executor's copy of its public half
+  tokens.json         bearer tokens for the gateway (operator, approver, viewer)
+You provide DIR/kubeconfig: the cluster the executor works on (see deploy/k8s/ for in-cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from services.runtime import natsconf, signing  # noqa: E402
+
+NATS_PORT = 4222
+NATS_MONITOR_PORT = 8222
+STORE_DIR = Path("/data/jetstream")
+PEOPLE = {"operator": ["operator"], "approver": ["operator", "approver"], "viewer": ["viewer"]}
+
+
+def _write(path: Path, text: str) -> None:
+    if path.exists():
+        return
+    path.write_text(text)
+    os.chmod(path, 0o600)
+
+
+def credentials(out: Path) -> dict[str, str]:
+    """The NATS passwords, kept in <user>.env (created once)."""
+    creds: dict[str, str] = {}
+    fresh = natsconf.new_credentials()
+    for user in (*natsconf.RUNTIME_USERS, natsconf.ADMIN_USER, "sys"):
+        env = out / f"{user}.env"
+        if env.exists():
+            line = next(x for x in env.read_text().splitlines()
+                        if x.startswith("INTERLOCK_NATS_PASSWORD="))
+            creds[user] = line.split("=", 1)[1]
+        else:
+            creds[user] = fresh[user]
+            _write(env, f"INTERLOCK_NATS_PASSWORD={creds[user]}\n")
+    return creds
+
+
+def compose(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    creds = credentials(out)
+    _write(out / "nats.conf", natsconf.render(
+        port=NATS_PORT, store_dir=STORE_DIR, credentials=creds, server_name="interlock",
+        http_port=NATS_MONITOR_PORT, host="0.0.0.0") + "\n")
+    if not (out / "gate.key").exists():
+        signing.generate_keypair(out / "gate.key", out / "gate.pub")
+    _write(out / "tokens.json", json.dumps({"tokens": [
+        {"principal": name, "roles": roles, "token": f"il_{name}_{secrets.token_urlsafe(18)}"}
+        for name, roles in PEOPLE.items()]}, indent=2) + "\n")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[1] not in ("compose",):
+        sys.stderr.write(__doc__ or "")
+        return 2
+    out = Path(argv[2]) if len(argv) > 2 else ROOT / "deploy" / "secrets"
+    compose(out)
+    sys.stdout.write(f"wrote {out}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
