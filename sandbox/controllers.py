@@ -34,6 +34,8 @@ NODES = by_plural("", "nodes")
 PODS = by_plural("", "pods")
 SERVICES = by_plural("", "services")
 ENDPOINTS = by_plural("", "endpoints")
+SLICES = by_plural("discovery.k8s.io", "endpointslices")
+SLICE_MANAGER = "endpointslice-controller.k8s.io"
 SAS = by_plural("", "serviceaccounts")
 CONFIGMAPS = by_plural("", "configmaps")
 PVCS = by_plural("", "persistentvolumeclaims")
@@ -770,9 +772,12 @@ class Controllers:
     # ---- endpoints -----------------------------------------------------------------------
     def _endpoints(self, ns: str, name: str) -> None:
         svc = self.store.get(SERVICES, ns, name)
+        slice_name = f"{name}-{template_hash({'service': f'{ns}/{name}'})[:5]}"
         if svc is None:
             if self.store.get(ENDPOINTS, ns, name) is not None:
                 self.store.delete(ENDPOINTS, ns, name)
+            if self.store.get(SLICES, ns, slice_name) is not None:
+                self.store.delete(SLICES, ns, slice_name)
             return
         selector = (svc.get("spec") or {}).get("selector")
         if not selector:
@@ -841,6 +846,54 @@ class Controllers:
         elif ep.get("subsets", []) != subsets:
             ep["subsets"] = subsets
             self._write(ENDPOINTS, ep)
+        self._endpoint_slice(svc, slice_name, ready, not_ready, ports)
+
+    def _endpoint_slice(
+        self, svc: Obj, slice_name: str, ready: list[Obj], not_ready: list[Obj], ports: list[Obj]
+    ) -> None:
+        """The discovery.k8s.io/v1 view of the same endpoints: describe svc/ingress read it."""
+        ns = svc["metadata"]["namespace"]
+
+        def endpoint(addr: Obj, ok: bool) -> Obj:
+            node = self.store.get(NODES, "", addr.get("nodeName") or "")
+            zone = ((node or {}).get("metadata", {}).get("labels") or {}).get(
+                "topology.kubernetes.io/zone"
+            )
+            out: Obj = {
+                "addresses": [addr["ip"]],
+                "conditions": {"ready": ok, "serving": ok, "terminating": False},
+                "nodeName": addr.get("nodeName"),
+                "targetRef": addr["targetRef"],
+            }
+            if zone:
+                out["zone"] = zone
+            return out
+
+        endpoints = [endpoint(a, True) for a in ready] + [endpoint(a, False) for a in not_ready]
+        current = self.store.get(SLICES, ns, slice_name)
+        if current is None:
+            self.store.create(
+                SLICES,
+                {
+                    "metadata": {
+                        "name": slice_name,
+                        "namespace": ns,
+                        "generateName": f"{svc['metadata']['name']}-",
+                        "labels": {
+                            "kubernetes.io/service-name": svc["metadata"]["name"],
+                            "endpointslice.kubernetes.io/managed-by": SLICE_MANAGER,
+                        },
+                        "ownerReferences": [owner_ref(svc)],
+                        "creationTimestamp": svc["metadata"]["creationTimestamp"],
+                    },
+                    "addressType": "IPv4",
+                    "endpoints": endpoints,
+                    "ports": ports,
+                },
+            )
+        elif (current.get("endpoints"), current.get("ports")) != (endpoints, ports):
+            current["endpoints"], current["ports"] = endpoints, ports
+            self._write(SLICES, current)
 
 
 def _is_ready(pod: Obj) -> bool:

@@ -504,6 +504,23 @@ TABLES: dict[str, tuple[list[Column], Row]] = {
             c.get("preemptionPolicy", "PreemptLowerPriority"),
         ],
     ),
+    "EndpointSlice": (
+        [
+            ("Name", S, 0),
+            ("AddressType", S, 0),
+            ("Ports", S, 0),
+            ("Endpoints", S, 0),
+            ("Age", S, 0),
+        ],
+        lambda e: [
+            _name(e),
+            e.get("addressType", ""),
+            ",".join(str(p.get("port")) for p in e.get("ports") or []) or "<unset>",
+            ",".join(a for x in e.get("endpoints") or [] for a in x.get("addresses", []))
+            or "<unset>",
+            _age(e),
+        ],
+    ),
     "Lease": (
         [("Name", S, 0), ("Holder", S, 0), ("Age", S, 0)],
         lambda x: [_name(x), (x.get("spec") or {}).get("holderIdentity", ""), _age(x)],

@@ -51,6 +51,7 @@ def _list_calls(api: k8s.ApiClient) -> dict[str, Callable[[], Any]]:
     leases = k8s.CoordinationV1Api(api)
     net, storage = k8s.NetworkingV1Api(api), k8s.StorageV1Api(api)
     return {
+        "EndpointSlice": k8s.DiscoveryV1Api(api).list_endpoint_slice_for_all_namespaces,
         "NetworkPolicy": net.list_network_policy_for_all_namespaces,
         "Ingress": net.list_ingress_for_all_namespaces,
         "IngressClass": net.list_ingress_class,

@@ -332,3 +332,14 @@ async def test_replace_keeps_the_allocated_cluster_ip(sandbox: Sandbox, kubectl:
     after = sandbox.store.must_get(by_plural("", "services"), "shop", "web")
     assert after["spec"]["clusterIP"] == svc["spec"]["clusterIP"]
     assert after["spec"]["ports"][0]["targetPort"] == 8080
+
+
+async def test_describe_service_and_ingress_show_endpoints(
+    sandbox: Sandbox, kubectl: Kubectl
+) -> None:
+    ips = sorted(p["status"]["podIP"] for p in sandbox.store.list(PODS, "shop"))
+    out = await kubectl.ok("describe", "svc", "web", "-n", "shop")
+    (line,) = [x for x in out.splitlines() if x.startswith("Endpoints:")]
+    assert sorted(a.split(":")[0] for a in line.split()[1].split(",")) == ips
+    out = await kubectl.ok("describe", "ingress", "web", "-n", "shop")
+    assert re.search(r"/\s+web:http \(10\.244\.", out)
