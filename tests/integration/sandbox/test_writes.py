@@ -440,3 +440,39 @@ async def test_update_rules(sandbox: Sandbox, http: aiohttp.ClientSession) -> No
     )
     assert status == 200
     assert answer["spec"]["containers"][0]["image"] == "nginx:1.28"
+
+
+async def test_logs_of_a_multi_container_pod_need_a_container(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    status, _ = await send(
+        http,
+        "POST",
+        "/api/v1/namespaces/shop/pods",
+        {
+            "metadata": {"name": "duo"},
+            "spec": {
+                "containers": [
+                    {"name": "app", "image": "app:1"},
+                    {"name": "proxy", "image": "envoy:1"},
+                ]
+            },
+        },
+    )
+    assert status == 201
+    await sandbox.wait_for(
+        lambda: all(
+            "running" in cs["state"]
+            for cs in sandbox.store.must_get(PODS, "shop", "duo")["status"].get(
+                "containerStatuses", [{"state": {}}]
+            )
+        )
+    )
+    status, answer = await send(http, "GET", "/api/v1/namespaces/shop/pods/duo/log")
+    assert (status, answer["message"]) == (
+        400,
+        "a container name must be specified for pod duo, choose one of: [app proxy]",
+    )
+    status, text = await send(http, "GET", "/api/v1/namespaces/shop/pods/duo/log?container=proxy")
+    assert status == 200
+    assert "INFO starting proxy (envoy:1)" in text
