@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -125,7 +126,10 @@ class BenchStack(Stack):
                 await asyncio.wait_for(asyncio.to_thread(proc.wait), 15)
             except TimeoutError:
                 proc.kill()
-        return await super().stop()
+        codes = await super().stop()
+        if self.data.name.startswith("interlock-bench-"):
+            shutil.rmtree(self.data, ignore_errors=True)
+        return codes
 
 
 async def start_stack(*, noop_cluster: bool = False, scenarios: tuple[str, ...] = (),

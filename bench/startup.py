@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -60,6 +61,7 @@ async def startup(runs: int = 3) -> dict[str, Any]:
         data = Path(tempfile.mkdtemp(prefix="interlock-up-"))
         cold.append(await once(data))
         warm.append(await once(data))
+        shutil.rmtree(data, ignore_errors=True)
     return {"cold_s": statistics.median(cold), "warm_s": statistics.median(warm),
             "cold_all": cold, "warm_all": warm}
 
