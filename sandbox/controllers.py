@@ -487,16 +487,7 @@ class Controllers:
                     else "Deployment does not have minimum availability.",
                     when,
                 ),
-                _cond(
-                    old_conditions,
-                    "Progressing",
-                    "True",
-                    "NewReplicaSetAvailable" if complete else "ReplicaSetUpdated",
-                    f'ReplicaSet "{rs_name}" has successfully progressed.'
-                    if complete
-                    else f'ReplicaSet "{rs_name}" is progressing.',
-                    when,
-                ),
+                self._progressing(d, rs_name, complete, (updated, available, replicas), when),
             ],
         }
         if replicas - available > 0:
@@ -510,6 +501,64 @@ class Controllers:
         if d.get("status") != status or changed:
             d["status"] = status
             self._write(DEPLOYMENTS, d)
+
+    def _progressing(
+        self, d: Obj, rs_name: str, complete: bool, counts: tuple[int, int, int], when: str
+    ) -> Obj:
+        """The Progressing condition: its lastUpdateTime moves whenever the rollout makes
+        progress; a rollout that makes none for progressDeadlineSeconds (x time_scale) is
+        marked ProgressDeadlineExceeded, which ends `kubectl rollout status` with an error."""
+        old_status = d.get("status") or {}
+        prev = next(
+            (c for c in old_status.get("conditions") or [] if c.get("type") == "Progressing"), None
+        )
+        if complete:
+            return _cond(
+                old_status.get("conditions") or [],
+                "Progressing",
+                "True",
+                "NewReplicaSetAvailable",
+                f'ReplicaSet "{rs_name}" has successfully progressed.',
+                when,
+            )
+        before = (
+            old_status.get("updatedReplicas", 0),
+            old_status.get("availableReplicas", 0),
+            old_status.get("replicas", 0),
+        )
+        stalled_since = prev.get("lastUpdateTime", when) if prev else when
+        if prev is None or before != counts or prev.get("reason") == "NewReplicaSetAvailable":
+            stalled_since = when  # progress (or a new rollout) just happened
+        deadline = d["spec"].get("progressDeadlineSeconds", 600) * self.time_scale
+        waited = (now() - parse_iso(stalled_since)).total_seconds()
+        if not self.settling and waited >= deadline:
+            cond = {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": f'ReplicaSet "{rs_name}" has timed out progressing.',
+                "lastUpdateTime": stalled_since,
+                "lastTransitionTime": stalled_since,
+            }
+            if prev and prev.get("reason") == "ProgressDeadlineExceeded":
+                cond["lastTransitionTime"] = prev.get("lastTransitionTime", stalled_since)
+            return cond
+        if not self.settling:
+            self.after(
+                deadline - waited + 1.0,
+                ("Deployment", d["metadata"]["namespace"], d["metadata"]["name"]),
+            )
+        transition = (
+            prev.get("lastTransitionTime", when) if prev and prev.get("status") == "True" else when
+        )
+        return {
+            "type": "Progressing",
+            "status": "True",
+            "reason": "ReplicaSetUpdated",
+            "message": f'ReplicaSet "{rs_name}" is progressing.',
+            "lastUpdateTime": stalled_since,
+            "lastTransitionTime": transition,
+        }
 
     # ---- replicasets ---------------------------------------------------------------------
     def _replicaset(self, ns: str, name: str) -> None:

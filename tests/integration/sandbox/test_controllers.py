@@ -395,3 +395,28 @@ async def test_cronjob_runs_when_its_schedule_comes_due(
         if j["metadata"]["name"].startswith("cache-warmer-")
     ]
     assert len(warmers) <= 3  # history limit 2 plus the running one
+
+
+async def test_a_stalled_rollout_exceeds_its_progress_deadline(
+    sandbox: Sandbox, kubectl: Kubectl
+) -> None:
+    # 60s x time_scale 0.02: the deadline passes after about a second without progress.
+    await kubectl.ok(
+        "patch",
+        "deploy/web",
+        "-n",
+        "shop",
+        "-p",
+        '{"spec":{"progressDeadlineSeconds":60,"template":{"metadata":'
+        '{"annotations":{"sandbox.interlock.dev/crash-after":"10ms"}}}}}',
+    )
+
+    def progressing() -> dict[str, Any]:
+        conds = sandbox.store.must_get(DEPLOYMENTS, "shop", "web")["status"]["conditions"]
+        return next(c for c in conds if c["type"] == "Progressing")
+
+    await sandbox.wait_for(lambda: progressing()["reason"] == "ProgressDeadlineExceeded")
+    assert progressing()["status"] == "False"
+    code, _, err = await kubectl("rollout", "status", "deploy/web", "-n", "shop")
+    assert code == 1
+    assert 'deployment "web" exceeded its progress deadline' in err
