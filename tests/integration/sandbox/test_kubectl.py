@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import sys
 from pathlib import Path
 
 from sandbox.resources import by_plural
@@ -38,9 +40,10 @@ spec:
 """
 
 
-def test_the_venv_kubectl_is_used() -> None:
-    assert Path(KUBECTL).resolve().parent / "kubectl" == KUBECTL
-    assert KUBECTL.is_file()
+async def test_the_venv_kubectl_1_37_is_used(kubectl: Kubectl) -> None:
+    assert Path(sys.prefix, "bin", "kubectl") == KUBECTL
+    version = json.loads(await kubectl.ok("version", "--client", "-o", "json"))
+    assert (version["clientVersion"]["major"], version["clientVersion"]["minor"]) == ("1", "37")
 
 
 async def test_get_deploy_wide_has_priority_columns(sandbox: Sandbox, kubectl: Kubectl) -> None:
