@@ -7,7 +7,7 @@ import asyncio
 from services.executor.handlers import Executor
 from services.executor.kube import Kube
 from services.executor.settings import ExecutorSettings
-from services.runtime.bus import Bus
+from services.runtime.bus import SESSIONS_AT_ONCE, Bus
 
 
 async def run(settings: ExecutorSettings, stop: asyncio.Event) -> None:
@@ -15,7 +15,7 @@ async def run(settings: ExecutorSettings, stop: asyncio.Event) -> None:
     executor = Executor(bus, settings, Kube(settings.kubeconfig, settings.allowed_contexts,
                                            settings.call_timeout_s))
     try:
-        await bus.consume("executor", executor.handle, stop)
+        await bus.consume("executor", executor.handle, stop, sessions_at_once=SESSIONS_AT_ONCE)
     finally:
         await bus.close()
 

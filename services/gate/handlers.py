@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from datetime import UTC, datetime, timedelta
@@ -57,6 +58,8 @@ class Gate:
         self._expiry_cursor = 1
         self._watch: dict[str, ApprovalRequested] = {}
         self._history_cursor = 1
+        # Previews of different sessions may be handled at once: one reader of the history.
+        self._history_lock = asyncio.Lock()
         self._requests: dict[str, ApprovalRequested] = {}
         self._changes: list[risk.Change] = []
 
@@ -323,6 +326,10 @@ class Gate:
     # -- the gate's memory of released changes (rebuilt from the log) ------------------------
 
     async def refresh_history(self) -> None:
+        async with self._history_lock:
+            await self._refresh_history()
+
+    async def _refresh_history(self) -> None:
         async for s in self.bus.read(f"{S.EVENTS_PREFIX}.*.gate.approval.*.*",
                                      self._history_cursor):
             self._history_cursor = s.seq + 1

@@ -8,7 +8,7 @@ import logging
 
 from services.gate.handlers import Gate
 from services.gate.settings import GateSettings
-from services.runtime.bus import Bus
+from services.runtime.bus import SESSIONS_AT_ONCE, Bus
 
 log = logging.getLogger(__name__)
 EXPIRY_SWEEP_S = 1.0
@@ -19,7 +19,8 @@ async def run(settings: GateSettings, stop: asyncio.Event) -> None:
     gate = Gate(bus, settings)
     sweeper = asyncio.create_task(_sweep(gate, stop))
     try:
-        await bus.consume("gate", gate.handle, stop, on_poison=gate.on_poison)
+        await bus.consume("gate", gate.handle, stop, on_poison=gate.on_poison,
+                           sessions_at_once=SESSIONS_AT_ONCE)
     finally:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):

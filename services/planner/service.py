@@ -8,7 +8,7 @@ import logging
 from services.planner.handlers import Planner
 from services.planner.llm import OpenAIChat
 from services.planner.settings import PlannerSettings
-from services.runtime.bus import Bus
+from services.runtime.bus import SESSIONS_AT_ONCE, Bus
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,8 @@ async def run(settings: PlannerSettings, stop: asyncio.Event) -> None:
                  settings.model.base_url or "the OpenAI API")
     bus = await Bus.connect(settings.nats, "planner")
     try:
-        await bus.consume("planner", Planner(bus, model, settings.model).handle, stop)
+        await bus.consume("planner", Planner(bus, model, settings.model).handle, stop,
+                          sessions_at_once=SESSIONS_AT_ONCE)
     finally:
         await bus.close()
         if model is not None:
