@@ -4,9 +4,9 @@ that lets `kubectl apply` use server-side field validation instead of downloadin
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
+from sandbox import openapi
 from sandbox.resources import RESOURCES, ResourceType, group_versions
 
 AGGREGATED_CT = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
@@ -169,14 +169,16 @@ def openapi_root() -> dict[str, Any]:
     for group, versions in group_versions().items():
         for v in versions:
             path = _gv_path(group, v)
-            digest = hashlib.sha256(json.dumps(openapi_gv(group, v)).encode()).hexdigest()[:16]
+            # Content-addressed upstream; here the served document only changes with the code.
+            digest = hashlib.sha256(f"{VERSION['gitVersion']}/{path}".encode()).hexdigest()[:16]
             paths[path] = {"serverRelativeURL": f"/openapi/v3/{path}?hash={digest.upper()}"}
     return {"paths": paths}
 
 
 def openapi_gv(group: str, version: str) -> dict[str, Any]:
-    """Per resource, just the PATCH operation with its GVK and `fieldValidation` parameter:
-    what cli-runtime's supportsQueryParamV3 inspects before trusting the server to validate."""
+    """Per resource, the PATCH operation with its GVK and `fieldValidation` parameter (what
+    cli-runtime's supportsQueryParamV3 inspects before trusting the server to validate), and
+    the kinds' schemas for `kubectl explain`."""
     paths: dict[str, Any] = {}
     for r in _in(group, version):
         base = "/" + _gv_path(group, version)
@@ -197,5 +199,5 @@ def openapi_gv(group: str, version: str) -> dict[str, Any]:
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": "v1.37.1"},
         "paths": paths,
-        "components": {"schemas": {}},
+        "components": {"schemas": openapi.components(tuple(_in(group, version)))},
     }

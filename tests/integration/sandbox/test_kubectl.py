@@ -346,3 +346,11 @@ async def test_describe_service_and_ingress_show_endpoints(
     assert sorted(a.split(":")[0] for a in line.split()[1].split(",")) == ips
     out = await kubectl.ok("describe", "ingress", "web", "-n", "shop")
     assert re.search(r"/\s+web:http \(10\.244\.", out)
+
+
+async def test_explain_reads_schemas_from_openapi_v3(sandbox: Sandbox, kubectl: Kubectl) -> None:
+    out = await kubectl.ok("explain", "deployment.spec.strategy")
+    assert re.search(r"^FIELD: strategy <DeploymentStrategy>$", out, re.M)
+    assert re.search(r"^  type\t<string>\n    Type of deployment\.", out, re.M)
+    out = await kubectl.ok("explain", "pods.spec.containers.ports")
+    assert "containerPort\t<integer> -required-" in out
