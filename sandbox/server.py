@@ -30,8 +30,9 @@ class Sandbox:
     """A practice Kubernetes cluster. Scenarios load (and controllers converge) in the
     constructor, so `store` is inspectable before `start()`.
 
-    `time_scale` multiplies the pretend kubelet's start and readiness delays (tests use a
-    small value); timelines written in scenario annotations (OOM every 7m) are not scaled."""
+    `time_scale` multiplies the pretend kubelet's start and readiness delays and Deployments'
+    progress deadlines (tests use a small value); timelines written in scenario annotations
+    (OOM every 6m30s) are not scaled."""
 
     def __init__(
         self, scenarios: list[str] | None = None, *, time_scale: float = 1.0, seed: int = 0
