@@ -40,7 +40,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"repeatable; all by default ({', '.join(available())})",
     )
     p.add_argument(
-        "--time-scale", type=float, default=1.0, help="multiplies pod start and readiness delays"
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="multiplies pod start/readiness delays and progress deadlines",
     )
     return p.parse_args(argv)
 
