@@ -72,6 +72,7 @@ async def write_cycle(stack: BenchStack, obs: Observer, n: int, warmup: int = 5)
     both: list[float] = []
     preview: list[float] = []
     post: list[float] = []
+    stages: dict[str, list[float]] = {}
     headers = {"Authorization": f"Bearer {token(stack, 'approver')}"}
     try:
         async with aiohttp.ClientSession() as http:
@@ -94,6 +95,9 @@ async def write_cycle(stack: BenchStack, obs: Observer, n: int, warmup: int = 5)
                     assert r.status == 202, (r.status, body)
                 t_posted = time.perf_counter()
                 t3 = await obs.wait("tool.result", p.call_id)
+                td = await obs.wait("approval.decided", aid)
+                tg = await obs.wait("approval.granted", aid)
+                ts = await obs.wait("tool.started", p.call_id)
                 # The executor verifies the write (e.g. rollout) after recording the result, on
                 # the same consumer: wait for it so the next cycle does not queue behind it.
                 await obs.wait("tool.verified", p.call_id, timeout=60)
@@ -103,11 +107,20 @@ async def write_cycle(stack: BenchStack, obs: Observer, n: int, warmup: int = 5)
                     both.append((t1 - t0 + t3 - t2) * 1000)
                     preview.append((tp - tc) * 1000)
                     post.append((t_posted - t2) * 1000)
+                    for name, a, b in (("proposed→classified", t0, tc),
+                                       ("classified→preview.recorded", tc, tp),
+                                       ("preview.recorded→approval.requested", tp, t1),
+                                       ("POST→decided recorded", t2, td),
+                                       ("decided→granted", td, tg),
+                                       ("granted→started (claim)", tg, ts),
+                                       ("started→result", ts, t3)):
+                        stages.setdefault(name, []).append((b - a) * 1000)
     finally:
         await bus.close()
     return {"proposed_to_requested": summary(half1), "decided_to_result": summary(half2),
             "both": summary(both), "classified_to_preview_recorded": summary(preview),
-            "decision_http_post": summary(post)}
+            "decision_http_post": summary(post),
+            "stages_p50_ms": {k: summary(v)["p50"] for k, v in stages.items()}}
 
 
 def cluster_cost(stack: BenchStack, n: int) -> dict[str, Any]:

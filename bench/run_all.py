@@ -98,7 +98,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         note("read cycle")
         res["read"] = await cycles.read_cycle(stack, obs, 50 if q else 500)
         note("write cycle")
-        res["write"] = await cycles.write_cycle(stack, obs, 10 if q else 100)
+        res["write"] = await cycles.write_cycle(stack, obs, 10 if q else 60)
         note("cluster cost (executor adapter → sandbox, no bus)")
         res["cluster"] = await asyncio.to_thread(cycles.cluster_cost, stack, 20 if q else 100)
         note("throughput, 1 instance per service")
@@ -243,8 +243,10 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     path = out / f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(res, indent=1, default=str))
+    text = table(res)
+    path.with_suffix(".txt").write_text(text + "\n")
     print()
-    print(table(res))
+    print(text)
     print(f"\nraw figures: {path}")
 
 
