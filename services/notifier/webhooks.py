@@ -116,7 +116,7 @@ async def deliver(http: aiohttp.ClientSession, hook: Webhook, p: dict[str, Any],
                                 r.status, extra=extra)
                     return False
                 why = f"HTTP {r.status}"
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             why = type(exc).__name__
         if attempt + 1 < attempts:
             delay = min(backoff_s * 2**attempt, 30.0)
