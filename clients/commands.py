@@ -13,12 +13,15 @@ import sys
 import threading
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlencode
 
 import aiohttp
 
 from clients import render
 from clients.http import ApiError, Event, Gateway
+from services.runtime import audit, signing
 
 
 class Out:
@@ -222,7 +225,14 @@ async def cmd_watch(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
 
 
 async def cmd_audit(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
+    if not args.session:
+        return await _audit_search(gw, args, out)
     path = f"/v1/sessions/{args.session}/audit"
+    if args.export:
+        body = await gw.text(path + "?format=jsonl")
+        await asyncio.to_thread(Path(args.export).write_text, body)
+        out.line(f"exported session {args.session} to {args.export}")
+        return 0
     try:
         if out.as_json:
             out.data(await gw.call("GET", path))
@@ -243,6 +253,44 @@ async def cmd_audit(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
     for e in events:
         out.line(_audit_line(e.id, e.type, e.data))
     return 0
+
+
+async def _audit_search(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
+    """Writes across sessions, filtered (GET /v1/audit)."""
+    query = {k: v for k, v in (("since", args.since), ("until", args.until),
+                               ("namespace", args.namespace), ("approver", args.approver)) if v}
+    data = await gw.call("GET", "/v1/audit?" + urlencode(query))
+    if out.as_json:
+        out.data(data)
+        return 0
+    for w in data["writes"]:
+        t = w["target"]
+        where = f"{t.get('kind')}/{t.get('name')} in {t.get('namespace') or '-'}"
+        who = ", ".join(w["approvers"]) or "-"
+        out.line(f"{w['requested_at'][:19].replace('T', ' ')}  {w['tool']:<16} {where}")
+        out.line(f"    asked by {w['requested_by'] or '-'}; {w['decision']} by {who}; "
+                 f"result {w['result'] or '-'}; {'; '.join(w['diff']) or 'no field changes'}")
+    broken = [sid for sid, ok in data["integrity"].items() if not ok]
+    out.line(f"{len(data['writes'])} write(s); integrity broken in: {', '.join(broken)}"
+             if broken else f"{len(data['writes'])} write(s); every session's log is intact")
+    return 1 if broken else 0
+
+
+def verify_export(path: Path, gate_key: Path | None, out: Out) -> int:
+    """Verifies an exported file offline: chain, call hashes, gate signatures, both copies."""
+    key = signing.load_public(gate_key) if gate_key else None
+    reports = audit.audit_file(path.read_text(), key)
+    if out.as_json:
+        out.data([r.to_json()["integrity"] | {"session_id": r.session_id} for r in reports])
+    else:
+        for r in reports:
+            verdict = "intact" if r.ok else "BROKEN"
+            out.line(f"{r.session_id}: {verdict} ({r.chain.checked} events)")
+            for b in r.chain.breaks:
+                out.line(f"  #{b['seq']}: {b['problem']}")
+            for p in r.problems:
+                out.line(f"  #{p['seq']}: {p['problem']}")
+    return 0 if reports and all(r.ok for r in reports) else 1
 
 
 def _audit_line(seq: int, kind: str, d: dict[str, Any]) -> str:
@@ -301,14 +349,26 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("session")
     p.add_argument("--after", type=int, default=0, help="start after this event id")
     p.add_argument("--until", action="append", help="stop after an event of this type")
-    p = sub.add_parser("audit", parents=[common], help="a session's events as a timeline")
-    p.add_argument("session")
+    p = sub.add_parser("audit", parents=[common],
+                       help="a session's timeline, writes across sessions, export and verify")
+    p.add_argument("session", nargs="?", help="a session (omit to search writes)")
+    p.add_argument("--export", metavar="FILE", help="write the session's events as JSON lines")
+    p.add_argument("--verify", metavar="FILE", help="verify an exported file offline")
+    p.add_argument("--gate-key", metavar="PEM", help="the gate's public key, for --verify")
+    p.add_argument("--since", help="ISO time, e.g. 2026-11-25T00:00:00Z")
+    p.add_argument("--until", help="ISO time")
+    p.add_argument("--namespace")
+    p.add_argument("--approver")
     p = sub.add_parser("sessions", parents=[common], help="list sessions")
     p.add_argument("--limit", type=int, default=50)
 
 
 def run(args: argparse.Namespace) -> int:
     out = Out(as_json=args.json)
+    if args.command == "audit" and args.verify:
+        # Offline: an exported file needs no gateway (nor a token) to be verified.
+        return verify_export(Path(args.verify), Path(args.gate_key) if args.gate_key else None,
+                             out)
 
     async def main() -> int:
         async with aiohttp.ClientSession() as http:

@@ -171,3 +171,38 @@ async def test_audit_flags_a_grant_the_gate_did_not_sign(
     assert body["integrity"]["chain"]["ok"] is True
     [problem] = body["integrity"]["problems"]
     assert "invalid gate signature" in problem["problem"]
+
+
+async def test_cli_audit_export_verify_and_search(stack: Stack, http: aiohttp.ClientSession,
+                                                  tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    operator = Client(http, stack.url, token(stack, "operator"))
+    approver = Client(http, stack.url, token(stack, "approver"))
+    sid = await operator.new_session()
+    await _write(stack, operator, approver, sid, "scale",
+                 {"name": "web", "namespace": "shop", "replicas": 3}, {"decision": "approve"}, 0)
+    exe = str(Path(sys.prefix, "bin", "interlock"))
+    env = {**os.environ, "INTERLOCK_URL": stack.url, "INTERLOCK_TOKEN": token(stack, "viewer")}
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([exe, "audit", *argv], env=env, capture_output=True, text=True,
+                              timeout=60)
+
+    shown = cli(sid)
+    assert shown.returncode == 0, shown.stderr
+    assert "approver approved" in shown.stdout and "Integrity: intact" in shown.stdout
+    exported = tmp_path / "s.jsonl"
+    assert cli(sid, "--export", str(exported)).returncode == 0
+    ok = cli("--verify", str(exported), "--gate-key", str(stack.data / "gate.pub"))
+    assert ok.returncode == 0 and f"{sid}: intact" in ok.stdout, ok.stdout + ok.stderr
+    lines = exported.read_text().splitlines()
+    lines[1] = lines[1].replace("operator", "mallory")  # both copies edited consistently
+    exported.write_text("\n".join(lines) + "\n")
+    bad = cli("--verify", str(exported))
+    assert bad.returncode == 1 and "BROKEN" in bad.stdout and "altered" in bad.stdout, bad.stdout
+    found = cli("--namespace", "shop", "--approver", "approver")
+    assert found.returncode == 0, found.stderr
+    assert "scale" in found.stdout and "asked by operator; approved by approver" in found.stdout
