@@ -179,6 +179,9 @@ async def test_cli_audit_export_verify_and_search(stack: Stack, http: aiohttp.Cl
     import subprocess
     import sys
 
+    from datetime import UTC, datetime
+
+    began = datetime.now(UTC).isoformat()
     operator = Client(http, stack.url, token(stack, "operator"))
     approver = Client(http, stack.url, token(stack, "approver"))
     sid = await operator.new_session()
@@ -203,6 +206,6 @@ async def test_cli_audit_export_verify_and_search(stack: Stack, http: aiohttp.Cl
     exported.write_text("\n".join(lines) + "\n")
     bad = cli("--verify", str(exported))
     assert bad.returncode == 1 and "BROKEN" in bad.stdout and "altered" in bad.stdout, bad.stdout
-    found = cli("--namespace", "shop", "--approver", "approver")
-    assert found.returncode == 0, found.stderr
+    found = cli("--namespace", "shop", "--approver", "approver", "--since", began)
+    assert found.returncode == 0, found.stdout + found.stderr
     assert "scale" in found.stdout and "asked by operator; approved by approver" in found.stdout
