@@ -32,8 +32,8 @@ from services.gateway.auth import Principal, Role, TokenStore
 from services.gateway.errors import HttpError
 from services.gateway.metrics import Metrics
 from services.gateway.ratelimit import RateLimiter
-from services.runtime.bus import Bus
-from services.runtime.errors import ConcurrencyConflict
+from services.runtime.bus import TRANSIENT, Bus
+from services.runtime.errors import ConcurrencyConflict, RetryableError
 
 # Re-exported for callers that imported the request types from here.
 __all__ = ["Api", "Cancel", "Decision", "HttpError", "NewMessage", "NewSession", "make_app"]
@@ -115,12 +115,25 @@ class Api:
         # Direct Get may be answered by a stream replica that has not yet applied a write the
         # leader acknowledged (a session another gateway just created): look again briefly
         # before saying it does not exist.
-        for attempt in range(3):
+        attempts = 3 if await self.bus.may_lag() else 1
+        for attempt in range(attempts):
             if await self.bus.first(S.session_filter(session_id)) is not None:
                 return
-            if attempt < 2:
+            if attempt < attempts - 1:
                 await asyncio.sleep(0.1 * (attempt + 1))
         raise HttpError(404, "not_found", f"no session {session_id}")
+
+    async def approval(self, approval_id: str) -> views.ApprovalEntry:
+        """An approval by id. A client may have seen it (over SSE, from the stream leader)
+        before the replica answering our reads applied it: look again briefly before a 404."""
+        attempts = 4 if await self.bus.may_lag() else 1
+        for attempt in range(attempts):
+            entry = (await self.refresh_approvals()).get(approval_id)
+            if entry is not None:
+                return entry
+            if attempt < attempts - 1:
+                await asyncio.sleep(0.1 * (attempt + 1))
+        raise HttpError(404, "not_found", f"no approval {approval_id}")
 
     async def refresh_approvals(self) -> dict[str, views.ApprovalEntry]:
         async for s in self.bus.read(f"{S.EVENTS_PREFIX}.*.*.approval.*.*",
@@ -235,9 +248,7 @@ class Api:
             raise HttpError(400, "reason_required", "a denial needs a reason")
         if body.args is not None and body.decision != "approve":
             raise HttpError(400, "invalid_body", "modified args go with decision=approve")
-        entry = (await self.refresh_approvals()).get(approval_id)
-        if entry is None:
-            raise HttpError(404, "not_found", f"no approval {approval_id}")
+        entry = await self.approval(approval_id)
         req = entry.request
         args = self.modified_args(entry, body.args)
         now = datetime.now(UTC)
@@ -342,6 +353,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status >= 400:
             return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
         raise
+    except (RetryableError, *TRANSIENT) as exc:
+        # The bus is away for a moment (reconnecting, a stream electing a leader): say so.
+        log.warning("bus unavailable: %s", exc, extra={"subject": request.path})
+        return error(503, "unavailable", "the event log is unavailable for a moment; retry",
+                     {"Retry-After": "1"})
     except Exception:
         log.exception("unhandled error", extra={"subject": request.path})
         return error(503, "unavailable", "the request could not be completed; retry")

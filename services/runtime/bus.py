@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,7 +26,7 @@ from schemas import subjects as S
 from schemas.base import Event
 from schemas.events import AnyEvent
 from services.runtime.errors import ConcurrencyConflict, PoisonMessage, RetryableError
-from services.runtime.provision import MAX_DELIVER
+from services.runtime.provision import MAX_DELIVER, UNEXPECTED_ATTEMPTS
 from services.runtime.settings import NatsSettings
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,11 @@ WRONG_LAST_SEQUENCE = 10071
 TRANSIENT = (NatsTimeoutError, asyncio.TimeoutError, NoRespondersError, NoStreamResponseError)
 EXPECTED_SEQ = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
+# The event being handled (its session and stream sequence), so that reads of that session wait
+# until they include it: a stream follower answering Direct Get may lag behind the leader.
+_TRIGGER: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
+    "interlock_trigger", default=None)
+STALE_READ_WAIT_S = 3.0
 # How many sessions a service handles at once from one fetched batch (see handle_by_session).
 SESSIONS_AT_ONCE = 16
 
@@ -67,6 +73,7 @@ class Bus:
         self.nc = nc
         self.js = nc.jetstream()
         self.service = service
+        self._replicas: int | None = None
 
     @classmethod
     async def connect(cls, settings: NatsSettings, service: str, **kwargs: Any) -> Bus:
@@ -271,8 +278,32 @@ class Bus:
         out.append(Stored(stored_seq, subject, event, msg.data))
         return None, stored_seq
 
-    async def session(self, session_id: str, start_seq: int = 1) -> list[Stored]:
-        return [s async for s in self.read(S.session_filter(session_id), start_seq)]
+    async def session(self, session_id: str, start_seq: int = 1, *,
+                      at_least: int = 0) -> list[Stored]:
+        """The session's stored events from start_seq. A read made while handling an event of
+        this session includes that event (and so everything before it): a replica that has
+        not applied it yet is asked again, briefly, before giving up with a RetryableError."""
+        trigger = _TRIGGER.get()
+        if trigger is not None and trigger[0] == session_id:
+            at_least = max(at_least, trigger[1])
+        delay = 0.01
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STALE_READ_WAIT_S
+        while True:
+            got = [s async for s in self.read(S.session_filter(session_id), start_seq)]
+            if not at_least or (got and got[-1].seq >= at_least) or start_seq > at_least:
+                return got
+            if loop.time() >= deadline:
+                raise RetryableError(f"the log for {session_id} is behind seq {at_least}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    async def may_lag(self) -> bool:
+        """Whether reads may come from a replica that lags the leader (a replicated log)."""
+        if self._replicas is None:
+            info = await self.js.stream_info(S.EVENTS_STREAM)
+            self._replicas = int(info.config.num_replicas or 1)
+        return self._replicas > 1
 
     async def last_sequence(self) -> int:
         info = await self.js.stream_info(S.EVENTS_STREAM)
@@ -385,6 +416,8 @@ async def handle_with_policy(
     """
     meta = msg.metadata
     extra = {"subject": msg.subject, "seq": meta.sequence.stream}
+    if msg.subject.startswith(S.EVENTS_PREFIX + "."):
+        _TRIGGER.set((msg.subject.split(".")[1], int(meta.sequence.stream)))
     try:
         await handler(msg)
     except PoisonMessage as exc:
@@ -397,24 +430,40 @@ async def handle_with_policy(
         await msg.term()
         return
     except (RetryableError, *TRANSIENT) as exc:
-        delay = min(0.5 * 2 ** (meta.num_delivered - 1), 10.0)
+        if meta.num_delivered >= MAX_DELIVER:
+            await _give_up(msg, on_poison, f"still failing after {meta.num_delivered} "
+                           f"deliveries: {type(exc).__name__}: {exc}", extra)
+            return
+        # Patient: a bus or cluster outage of minutes must not use up the deliveries.
+        delay = min(0.5 * 2 ** (meta.num_delivered - 1), 30.0)
         log.warning("retrying in %.1fs: %s", delay, exc, extra=extra)
         await msg.nak(delay=delay)
         return
     except Exception as exc:  # noqa: BLE001 - unexpected: retry a bounded number of times
-        if meta.num_delivered >= MAX_DELIVER:
+        if meta.num_delivered >= UNEXPECTED_ATTEMPTS:
             # The last attempt: terminate and record it, so the session learns of the failure
             # instead of waiting forever for an answer that will never come.
-            log.exception("handler failed on the last delivery; terminating", extra=extra)
-            if on_poison is not None:
-                try:
-                    await on_poison(msg, PoisonMessage(f"failed {meta.num_delivered} times: "
-                                                       f"{type(exc).__name__}: {exc}"))
-                except Exception:  # noqa: BLE001
-                    log.exception("recording a failed message failed", extra=extra)
-            await msg.term()
+            log.exception("handler failed on its last attempt", extra=extra)
+            await _give_up(msg, on_poison, f"failed {meta.num_delivered} times: "
+                           f"{type(exc).__name__}: {exc}", extra)
             return
         log.exception("handler failed", extra=extra)
         await msg.nak(delay=1.0)
         return
     await msg.ack_sync()
+
+
+async def _give_up(
+    msg: Msg,
+    on_poison: Callable[[Msg, PoisonMessage], Awaitable[None]] | None,
+    reason: str,
+    extra: dict[str, Any],
+) -> None:
+    """Terminates a message that will never succeed, recording why where a session exists."""
+    log.error("giving up: %s", reason, extra=extra)
+    if on_poison is not None:
+        try:
+            await on_poison(msg, PoisonMessage(reason))
+        except Exception:  # noqa: BLE001 - recording must not block termination
+            log.exception("recording a failed message failed", extra=extra)
+    await msg.term()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -27,7 +28,10 @@ from schemas import subjects as S
 log = logging.getLogger(__name__)
 
 ACK_WAIT_S = 30.0
-MAX_DELIVER = 5
+# Deliveries of one message: enough for a retryable failure (the bus or the cluster away) to be
+# retried with backoff for minutes; an unexpected failure gives up (recorded) much sooner.
+MAX_DELIVER = 20
+UNEXPECTED_ATTEMPTS = 5
 
 
 def events_stream(replicas: int = 1) -> StreamConfig:
@@ -86,8 +90,13 @@ def _servers(url: str) -> list[str]:
 
 
 async def provision(url: str, admin_user: str, admin_password: str, replicas: int = 1,
-                    timeout: float = 60.0, ack_wait: float = ACK_WAIT_S) -> None:
+                    timeout: float = 60.0, ack_wait: float = ACK_WAIT_S,
+                    executor_layout: str = "single") -> None:
     """Idempotent: creates what is missing, updates what drifted (never loosens deny flags).
+
+    `executor_layout` (S.EXECUTOR_LAYOUTS) says which executor consumers exist; the other
+    layout's consumers are deleted first (their filters would overlap on the work queue; pending
+    commands stay in the stream and go to the new consumers).
 
     Waits (up to `timeout`) for JetStream to answer: a fresh cluster has no meta leader for a
     few seconds, and a container may start before its server."""
@@ -95,7 +104,8 @@ async def provision(url: str, admin_user: str, admin_password: str, replicas: in
     deadline = loop.time() + timeout
     while True:
         try:
-            await _provision_once(url, admin_user, admin_password, replicas, ack_wait)
+            await _provision_once(url, admin_user, admin_password, replicas, ack_wait,
+                                  executor_layout)
             return
         except (OSError, NoRespondersError, NatsTimeoutError, asyncio.TimeoutError,
                 ServiceUnavailableError, nats.errors.NoServersError) as exc:
@@ -105,8 +115,19 @@ async def provision(url: str, admin_user: str, admin_password: str, replicas: in
             await asyncio.sleep(0.5)
 
 
+def consumers(executor_layout: str = "single") -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The durable consumers to provision: every service's, and one layout of the executor's."""
+    if executor_layout not in S.EXECUTOR_LAYOUTS:
+        raise ValueError(f"executor layout {executor_layout!r}: expected one of "
+                         f"{', '.join(S.EXECUTOR_LAYOUTS)}")
+    wanted = S.EXECUTOR_LAYOUTS[executor_layout]
+    return {d: f for d, f in S.CONSUMER_FILTERS.items()
+            if d not in S.EXECUTOR_CONSUMERS or d in wanted}
+
+
 async def _provision_once(url: str, admin_user: str, admin_password: str, replicas: int,
-                          ack_wait: float) -> None:
+                          ack_wait: float, executor_layout: str = "single") -> None:
+    wanted = consumers(executor_layout)
     nc = await nats.connect(_servers(url), user=admin_user, password=admin_password,
                             connect_timeout=5, allow_reconnect=False)
     try:
@@ -117,7 +138,11 @@ async def _provision_once(url: str, admin_user: str, admin_password: str, replic
                 await js.update_stream(cfg)
             except NotFoundError:
                 await js.add_stream(cfg)
-        for durable, (stream, filters) in S.CONSUMER_FILTERS.items():
+        for durable in S.EXECUTOR_CONSUMERS:
+            if durable not in wanted:
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_consumer(S.EXEC_STREAM, durable)
+        for durable, (stream, filters) in wanted.items():
             await js.add_consumer(stream, consumer_config(durable, filters, ack_wait))
     finally:
         await nc.close()
@@ -135,12 +160,16 @@ def main() -> int:
     try:
         replicas = int(env.get("INTERLOCK_STREAM_REPLICAS", "1"))
         timeout = float(env.get("INTERLOCK_PROVISION_TIMEOUT", "120"))
+        layout = env.get("INTERLOCK_EXECUTOR_CONSUMERS", "single")
+        consumers(layout)
     except ValueError as exc:
         log.error("invalid setting: %s", exc)
         return 2
     asyncio.run(provision(env.get("INTERLOCK_NATS_URL", "nats://127.0.0.1:4222"),
-                          env.get("INTERLOCK_NATS_USER", "admin"), password, replicas, timeout))
-    log.info("streams and consumers provisioned (replicas=%d)", replicas)
+                          env.get("INTERLOCK_NATS_USER", "admin"), password, replicas, timeout,
+                          executor_layout=layout))
+    log.info("streams and consumers provisioned (replicas=%d, executor consumers: %s)",
+             replicas, layout)
     return 0
 
 
