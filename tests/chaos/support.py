@@ -147,6 +147,12 @@ async def admin_bus(stack: Stack) -> Bus:
     return await Bus.connect(settings, "admin")
 
 
+async def bus_as(stack: Stack, user: str) -> Bus:
+    """A bus connection with one of the stack's NATS identities (a service's, or admin)."""
+    settings = NatsSettings(url=stack.nats_url, user=user, password=stack.credentials[user])
+    return await Bus.connect(settings, user)
+
+
 def token(stack: Stack, who: str) -> str:
     return str(stack.tokens[who]["token"])
 
