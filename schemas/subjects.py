@@ -100,7 +100,12 @@ CONSUMER_FILTERS: dict[str, tuple[str, tuple[str, ...]]] = {
             tag_filter("gateway", "approval.decided"),
         ),
     ),
+    # One executor consumer for every command (`interlock up`, compose) ...
     "executor": (EXEC_STREAM, (f"{EXEC_PREFIX}.>",)),
+    # ... or two, so that reads and writes can run under different Kubernetes identities
+    # (deploy/k8s: a read-only and a write ServiceAccount). See EXECUTOR_LAYOUTS.
+    "executor-read": (EXEC_STREAM, (f"{EXEC_PREFIX}.read.>",)),
+    "executor-write": (EXEC_STREAM, (f"{EXEC_PREFIX}.preview.>", f"{EXEC_PREFIX}.write.>")),
     # Webhooks for approvals; shared by every notifier instance, so each is sent once.
     "notifier": (
         EVENTS_STREAM,
@@ -112,3 +117,20 @@ CONSUMER_FILTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         ),
     ),
 }
+
+# EXEC is a work queue, whose consumers' filters may not overlap: a deployment provisions one
+# layout of executor consumers. "single": `executor` takes every command. "split":
+# `executor-read` takes reads only and `executor-write` previews (a server-side dry run needs
+# write permissions) and writes.
+EXECUTOR_LAYOUTS: dict[str, tuple[str, ...]] = {
+    "single": ("executor",),
+    "split": ("executor-read", "executor-write"),
+}
+# An executor's role (INTERLOCK_EXECUTOR_ROLE) -> the consumer it binds and the commands it gets.
+EXECUTOR_ROLES: dict[str, tuple[str, tuple[ExecKind, ...]]] = {
+    "all": ("executor", ("read", "preview", "write")),
+    "read": ("executor-read", ("read",)),
+    "write": ("executor-write", ("preview", "write")),
+}
+EXECUTOR_CONSUMERS: tuple[str, ...] = tuple(
+    c for layout in EXECUTOR_LAYOUTS.values() for c in layout)

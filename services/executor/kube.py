@@ -9,6 +9,7 @@ thread. The tools themselves live in kube_read.py and kube_write.py; diffs in di
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,11 +167,20 @@ class Kube:
         self._clients: dict[str, client.ApiClient] = {}
         self._lock = threading.Lock()
 
+    def in_cluster(self) -> bool:
+        """No kubeconfig anywhere, and the pod's service account is mounted."""
+        return (self.kubeconfig is None and not os.environ.get("KUBECONFIG")
+                and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+                and Path(config.incluster_config.SERVICE_TOKEN_FILENAME).exists())
+
     def check_context(self, context: str) -> None:
         """Refuses a context outside the allow-list (or, without one, other than current)."""
         if context and self.allowed and context not in self.allowed:
             raise ContextRefused("Forbidden", f"cluster context {context!r} is not allowed")
         if context and not self.allowed:
+            if self.in_cluster():
+                raise ContextRefused("Forbidden", f"cluster context {context!r}: in-cluster, "
+                                     "there is only the cluster the executor runs in")
             try:
                 _, current = config.list_kube_config_contexts(
                     config_file=str(self.kubeconfig) if self.kubeconfig else None
@@ -183,6 +193,13 @@ class Kube:
     def api(self, context: str) -> client.ApiClient:
         self.check_context(context)
         with self._lock:
+            if not context and context not in self._clients and self.in_cluster():
+                # In a pod with no kubeconfig: its ServiceAccount (token refreshed as kubelet
+                # rotates it), as client-go does. deploy/k8s runs reads and writes this way
+                # under two different ServiceAccounts.
+                cfg = client.Configuration()
+                config.load_incluster_config(client_configuration=cfg)
+                self._clients[context] = client.ApiClient(cfg)
             if context not in self._clients:
                 try:
                     self._clients[context] = config.new_client_from_config(

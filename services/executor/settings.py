@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.runtime.settings import NatsSettings, require
+from schemas import subjects as S
+from services.runtime.settings import ConfigError, NatsSettings, require
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,13 @@ class ExecutorSettings:
     call_timeout_s: float = 30.0  # per Kubernetes request
     verify_timeout_s: float = 120.0  # how long a write's verification (rollout) may wait
     progress_interval_s: float = 5.0  # in_progress() to JetStream while a call runs
+    # all: one consumer for every command; read: reads only; write: previews and writes (each
+    # under its own Kubernetes identity, deploy/k8s). The provisioned layout must match.
+    role: str = "all"
+
+    @property
+    def consumer(self) -> str:
+        return S.EXECUTOR_ROLES[self.role][0]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ExecutorSettings:
@@ -26,6 +34,10 @@ class ExecutorSettings:
         require(env, "INTERLOCK_NATS_PASSWORD", "INTERLOCK_GATE_PUBKEY_FILE", service="executor")
         contexts = tuple(c for c in env.get("INTERLOCK_KUBE_CONTEXTS", "").split(",") if c)
         kubeconfig = env.get("KUBECONFIG")
+        role = env.get("INTERLOCK_EXECUTOR_ROLE", "all")
+        if role not in S.EXECUTOR_ROLES:
+            raise ConfigError(f"executor: INTERLOCK_EXECUTOR_ROLE={role!r}: expected one of "
+                             f"{', '.join(S.EXECUTOR_ROLES)}")
         return cls(
             nats=NatsSettings.from_env("executor", env),
             gate_public_key=Path(env["INTERLOCK_GATE_PUBKEY_FILE"]),
@@ -34,4 +46,5 @@ class ExecutorSettings:
             call_timeout_s=float(env.get("INTERLOCK_CALL_TIMEOUT", "30")),
             verify_timeout_s=float(env.get("INTERLOCK_VERIFY_TIMEOUT", "120")),
             progress_interval_s=float(env.get("INTERLOCK_PROGRESS_INTERVAL", "5")),
+            role=role,
         )

@@ -61,9 +61,13 @@ def permissions(service: str) -> dict[str, Any]:
         publish.append(f"{S.EXEC_PREFIX}.>")
     else:
         deny.append(f"{S.EXEC_PREFIX}.>")
-    if service in S.CONSUMER_FILTERS:
-        stream, _ = S.CONSUMER_FILTERS[service]
-        publish += _consumer(stream, service)
+    # The executor may bind each of its consumers (one layout is provisioned: see
+    # S.EXECUTOR_LAYOUTS); which one a process binds is its role.
+    durables = S.EXECUTOR_CONSUMERS if service == "executor" else (service,)
+    for durable in durables:
+        if durable in S.CONSUMER_FILTERS:
+            stream, _ = S.CONSUMER_FILTERS[durable]
+            publish += _consumer(stream, durable)
     if service == "gateway":
         subscribe.append(f"{S.LIVE_PREFIX}.>")
         subscribe.append(f"{S.DELTA_PREFIX}.*")  # the planner's token deltas (core NATS)
