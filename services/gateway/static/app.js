@@ -235,6 +235,21 @@ function fmtValue(v) {
   return typeof v === "string" ? v : JSON.stringify(v);
 }
 
+function fmtArgs(args) {
+  // The args that matter, readable: "replicas=3, limits.memory=512Mi" (target fields aside).
+  const skip = new Set(["cluster", "kind", "name", "namespace"]);
+  const out = [];
+  const walk = (prefix, v) => {
+    if (v && typeof v === "object" && !Array.isArray(v)) {
+      for (const [k, x] of Object.entries(v)) walk(prefix ? `${prefix}.${k}` : k, x);
+    } else if (v !== null && v !== undefined && v !== "" && v !== false) {
+      out.push(`${prefix}=${typeof v === "string" ? v : JSON.stringify(v)}`);
+    }
+  };
+  for (const [k, v] of Object.entries(args || {})) if (!skip.has(k)) walk(k, v);
+  return out.join(", ");
+}
+
 function summary(type, d) {
   switch (type) {
     case "session.started": return [`Session started by ${d.actor}`, d.title || ""];
@@ -253,6 +268,14 @@ function summary(type, d) {
     case "approval.granted": return [`Granted by ${d.approver}`, ""];
     case "approval.denied": return [`Denied by ${d.approver}`, d.reason ? `: ${d.reason}` : ""];
     case "approval.expired": return ["Approval expired", ""];
+    case "preview.recorded":
+      return [d.ok ? "Dry run: " : "Dry run failed: ",
+        d.ok ? ((d.diff || []).map((f) => `${f.path}: ${fmtValue(f.before)} → ${fmtValue(f.after)}`).join(", ") || "no field changes")
+               + (d.blast_radius && d.blast_radius.summary ? ` — ${d.blast_radius.summary}` : "")
+             : d.error];
+    case "tool.amended": return [`${d.amended_by} changed the args: `, `${d.tool} ${fmtArgs(d.args)}`];
+    case "decision.rejected": return ["Decision rejected: ", d.reason];
+    case "tool.verified": return [`Verification (${d.outcome}): `, `${d.check || ""}${d.detail ? " — " + d.detail : ""}`];
     case "tool.started": return ["Running…", ""];
     case "tool.result": return [`Result (${d.status})`, ""];
     case "command.rejected": return ["Could not run: ", d.reason];
@@ -368,7 +391,7 @@ function renderCard(a) {
     const t = c.target || {};
     const prod = c.blast_radius && c.blast_radius.production_like;
     const dl = el("dl", {},
-      el("dt", { text: "What" }), el("dd", { text: `${c.tool} ${JSON.stringify(c.args)}` }),
+      el("dt", { text: "What" }), el("dd", { text: `${c.tool} ${describeTarget(t)}${fmtArgs(c.args) ? " — " + fmtArgs(c.args) : ""}` }),
       el("dt", { text: "Where" }), el("dd", {},
         `${t.namespace || "(cluster-wide)"}${t.cluster ? " on " + t.cluster : ""} `,
         prod ? el("span", { class: "flag prod", text: "production" }) : null),
@@ -389,6 +412,11 @@ function renderCard(a) {
     el("dt", { text: "Expires" }), el("dd", {}, el("span", { class: "expiry", dataset: { approvalId: a.approval_id } })),
     el("dt", { text: "Approvals" }), el("dd", { class: "count", text: `${(a.approvals || []).length} of ${a.required_approvals || 1}` }));
   card.append(info);
+  if (a.policy && a.policy.length)
+    card.append(el("p", { class: "muted policy", text: "Policy: " + a.policy.join("; ") }));
+  if (a.history && a.history.length)
+    card.append(el("div", { class: "history" }, el("strong", { text: "Recent changes to this target" }),
+      el("ul", {}, ...a.history.map((h) => el("li", { text: h })))));
   if (a.risk_flags && a.risk_flags.length)
     card.append(el("div", { class: "flags" }, ...a.risk_flags.map((f) => el("span", { class: "flag", text: f }))));
 
