@@ -9,6 +9,8 @@ import os
 import sys
 
 import nats
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
@@ -19,8 +21,6 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from schemas import subjects as S

@@ -52,7 +52,7 @@ def test_roles_and_layouts_cover_exec_without_overlap() -> None:
         filters = [f for d in durables for f in S.CONSUMER_FILTERS[d][1]]
         if layout == "split":
             assert sorted(filters) == ["exec.preview.>", "exec.read.>", "exec.write.>"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="executor layout"):
         provision.consumers("both")
     assert set(provision.consumers("split")) & set(S.EXECUTOR_CONSUMERS) == \
         {"executor-read", "executor-write"}
@@ -103,11 +103,13 @@ async def test_a_read_executor_never_receives_previews_or_writes(
         stops.append(asyncio.Event())
         tasks.append(asyncio.create_task(service.run(settings("read"), stops[-1])))
         result = await log.until(lambda e: e.type == "tool.result" and e.call_id == "c_read")
-        assert result.status == "ok" and "web" in result.output
+        assert result.status == "ok"
+        assert "web" in result.output
         info = await _consumers(nats_env)
         read, write = info["executor-read"], info["executor-write"]
         assert read.delivered.consumer_seq == 1  # type: ignore[attr-defined]
-        assert write.num_pending == 2 and write.delivered.consumer_seq == 0  # type: ignore[attr-defined]
+        assert write.num_pending == 2  # type: ignore[attr-defined]
+        assert write.delivered.consumer_seq == 0  # type: ignore[attr-defined]
         assert not [e for e in log.events if e.call_id in ("c_preview", "c_write")]
 
         # The write role takes them: a preview is recorded, an unsigned write refused.
