@@ -1,6 +1,8 @@
 """Secrets and configuration for running Interlock outside `interlock up`.
 
     python deploy/generate.py compose [DIR]   # default deploy/secrets/ (what compose.yaml mounts)
+    python deploy/generate.py k8s [DIR]       # default deploy/k8s/secrets/ (what
+                                              # deploy/k8s/kustomization.yaml turns into Secrets)
 
 writes, once (existing files are kept, so re-running never rotates a live secret):
   nats.conf           the generated accounts config: one user per service, least privilege
@@ -9,7 +11,8 @@ writes, once (existing files are kept, so re-running never rotates a live secret
   <user>.env          INTERLOCK_NATS_PASSWORD for each NATS user (admin: the provisioning job)
   gate.key, gate.pub  the gate's Ed25519 signing key and the executor's copy of its public half
   tokens.json         bearer tokens for the gateway (operator, approver, viewer)
-You provide DIR/kubeconfig: the cluster the executor works on (see deploy/k8s/ for in-cluster).
+For compose you provide DIR/kubeconfig: the cluster the executor works on. In Kubernetes the
+executor needs none: it runs as its pod's ServiceAccount (deploy/k8s/README.md).
 """
 
 from __future__ import annotations
@@ -67,12 +70,15 @@ def compose(out: Path) -> None:
         for name, roles in PEOPLE.items()]}, indent=2) + "\n")
 
 
+DEFAULT_DIRS = {"compose": ROOT / "deploy" / "secrets", "k8s": ROOT / "deploy" / "k8s" / "secrets"}
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[1] not in ("compose",):
+    if len(argv) < 2 or argv[1] not in DEFAULT_DIRS:
         sys.stderr.write(__doc__ or "")
         return 2
-    out = Path(argv[2]) if len(argv) > 2 else ROOT / "deploy" / "secrets"
-    compose(out)
+    out = Path(argv[2]) if len(argv) > 2 else DEFAULT_DIRS[argv[1]]
+    compose(out)  # the same files serve both: Kubernetes reads them through kustomize
     sys.stdout.write(f"wrote {out}\n")
     return 0
 

@@ -30,9 +30,12 @@ async def consumer(service: str) -> int:
                             allow_reconnect=False)
     try:
         filters = getattr(S, "CONSUMER_FILTERS", {})
-        if service in filters:
-            stream, _ = filters[service]
-            await nc.jetstream().consumer_info(stream, service, timeout=3)
+        durable = service
+        if service == "executor":  # its role's consumer (deploy/k8s runs read and write roles)
+            durable = S.EXECUTOR_ROLES[os.environ.get("INTERLOCK_EXECUTOR_ROLE", "all")][0]
+        if durable in filters:
+            stream, _ = filters[durable]
+            await nc.jetstream().consumer_info(stream, durable, timeout=3)
         else:
             await nc.flush(timeout=3)
         return 0

@@ -210,6 +210,11 @@ def apply_defaults(rt: ResourceType, obj: Obj, cluster_ip: str = "") -> None:
         for k, v in string_data.items():
             assert data is not None
             data[k] = base64.b64encode(str(v).encode()).decode()
+        for k, v in (obj.get("data") or {}).items():
+            if isinstance(v, str) and ("\n" in v or "\r" in v):
+                # Go's base64 decoder skips line breaks (kustomize wraps long values); the
+                # apiserver stores the bytes, so reads return the value unwrapped.
+                obj["data"][k] = v.replace("\r", "").replace("\n", "")
     elif kind == "StorageClass":
         obj.setdefault("reclaimPolicy", "Delete")
         obj.setdefault("volumeBindingMode", "Immediate")
