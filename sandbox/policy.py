@@ -101,8 +101,76 @@ def _matches(pattern: str, value: str) -> bool:
     return pattern in ("*", value)
 
 
-async def access_review(request: web.Request) -> web.Response:
-    """POST selfsubjectaccessreviews: answers for the sandbox's single (powerful) user."""
+ROLES = by_plural("rbac.authorization.k8s.io", "roles")
+ROLE_BINDINGS = by_plural("rbac.authorization.k8s.io", "rolebindings")
+CLUSTER_ROLES = by_plural("rbac.authorization.k8s.io", "clusterroles")
+CLUSTER_ROLE_BINDINGS = by_plural("rbac.authorization.k8s.io", "clusterrolebindings")
+
+
+def _subject_matches(subject: dict[str, Any], user: str, groups: list[str]) -> bool:
+    kind, name = subject.get("kind"), subject.get("name")
+    if kind == "User":
+        return bool(name == user)
+    if kind == "Group":
+        return name in groups
+    if kind == "ServiceAccount":
+        return user == f"system:serviceaccount:{subject.get('namespace', '')}:{name}"
+    return False
+
+
+def _rule_allows(rule: dict[str, Any], group: str, resource: str, verb: str,
+                 name: str) -> bool:
+    resources = rule.get("resources") or []
+    sub = resource.partition("/")[2]
+    return (
+        any(_matches(v, verb) for v in rule.get("verbs") or [])
+        and any(_matches(g, group) for g in rule.get("apiGroups") or [])
+        and any(r in ("*", resource) or (sub and r == f"*/{sub}")
+                for r in resources)
+        and (not rule.get("resourceNames") or name in rule["resourceNames"])
+    )
+
+
+def rbac_decision(store: Store, user: str, groups: list[str], attrs: dict[str, Any]
+                  ) -> tuple[bool, str]:
+    """What the stored Roles, ClusterRoles and their bindings grant `user` (RBAC semantics:
+    additive, no deny). Used for impersonated access reviews (`kubectl auth can-i --as=...`)."""
+    resource = attrs.get("resource", "")
+    if attrs.get("subresource"):
+        resource = f"{resource}/{attrs['subresource']}"
+    group, verb, name = attrs.get("group", ""), attrs.get("verb", ""), attrs.get("name", "")
+    namespace = attrs.get("namespace", "")
+    bindings = [(b, "") for b in store.list(CLUSTER_ROLE_BINDINGS)]
+    if namespace:
+        bindings += [(b, namespace) for b in store.list(ROLE_BINDINGS, namespace)]
+    for binding, ns in bindings:
+        if not any(_subject_matches(s, user, groups) for s in binding.get("subjects") or []):
+            continue
+        ref = binding.get("roleRef") or {}
+        role = (store.get(CLUSTER_ROLES, "", ref.get("name", "")) if ref.get("kind") ==
+                "ClusterRole" else store.get(ROLES, ns, ref.get("name", "")) if ns else None)
+        for rule in (role or {}).get("rules") or []:
+            if _rule_allows(rule, group, resource, verb, name):
+                kind = "RoleBinding" if ns else "ClusterRoleBinding"
+                return True, (f'RBAC: allowed by {kind} "{binding["metadata"]["name"]}" of '
+                              f'{ref.get("kind")} "{ref.get("name")}"')
+    return False, ""
+
+
+def _impersonated(request: web.Request) -> tuple[str, list[str]] | None:
+    user = request.headers.get("Impersonate-User")
+    if not user:
+        return None
+    groups = request.headers.getall("Impersonate-Group", [])
+    if user.startswith("system:serviceaccount:"):
+        ns = user.split(":")[2]
+        groups += ["system:serviceaccounts", f"system:serviceaccounts:{ns}"]
+    return user, [*groups, "system:authenticated"]
+
+
+async def access_review(request: web.Request, store: Store | None = None) -> web.Response:
+    """POST selfsubjectaccessreviews: answers for the sandbox's single (powerful) user, or —
+    impersonated (`kubectl auth can-i --as=USER [--as-group=G]`) — from the stored RBAC."""
     if request.method != "POST":
         raise ApiError(405, "MethodNotAllowed", "only create is supported")
     raw = await request.read()
@@ -118,6 +186,13 @@ async def access_review(request: web.Request) -> web.Response:
     if attrs.get("subresource"):
         resource = f"{resource}/{attrs['subresource']}"
     group, verb = attrs.get("group", ""), attrs.get("verb", "")
+    who = _impersonated(request)
+    if who is not None and store is not None:
+        allowed, why = rbac_decision(store, who[0], who[1], attrs)
+        return web.json_response({**review, "apiVersion": "authorization.k8s.io/v1",
+                                  "kind": "SelfSubjectAccessReview",
+                                  "status": {"allowed": allowed, **({"reason": why} if why
+                                                                    else {})}}, status=201)
     denied = any(_matches(g, group) and _matches(r, resource) and _matches(v, verb)
                  for g, r, v in _DENIED)
     status: dict[str, Any] = {"allowed": not denied}

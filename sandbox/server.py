@@ -113,7 +113,7 @@ class Sandbox:
                 if response is not None:
                     return response
             if path == policy.SSAR_PATH:
-                return await policy.access_review(request)
+                return await policy.access_review(request, self.store)
             answer = await self.api.handle(request)
             if request.method != "GET":
                 # What changed the cluster, for whoever watches the sandbox's log in a demo.
