@@ -26,9 +26,12 @@ from tests.chaos.support import (
 
 pytestmark = [
     pytest.mark.chaos, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(600),
-    # NOT YET PASSING: after the first stream-leader kill (or the first whole-server restart)
-    # the workload stops making progress and the test times out; the cause is not yet found
-    # (see the issue 9 report). Opt in to run them: INTERLOCK_CHAOS_NATS=1.
+    # NOT YET PASSING. Cause 1 (found, reproduced by test_consume_survives_bus_loss.py): an ack
+    # that times out while NATS is away escapes Bus._fetch_loop and ends the service process
+    # (executor, gate, notifier died at the first fault). With that fixed in bus.py the
+    # whole-server restart passes (~10 s); the leader kills still stall: the stuck driver waits
+    # on an SSE stream that logged "bus unavailable" after its 200 was sent (see the issue 9
+    # report). Opt in to run them: INTERLOCK_CHAOS_NATS=1.
     pytest.mark.skipif(not os.environ.get("INTERLOCK_CHAOS_NATS"),
                        reason="stalls after a NATS fault; under investigation (issue 9)"),
 ]
