@@ -41,7 +41,7 @@ EXPECTED_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 _TRIGGER: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
     "interlock_trigger", default=None)
 STALE_READ_WAIT_S = 3.0
-# How many sessions a service handles at once from one fetched batch (see handle_by_session).
+# How many sessions a service handles at once from one fetched batch (see handle_batch).
 SESSIONS_AT_ONCE = 16
 
 
@@ -74,6 +74,7 @@ class Bus:
         self.js = nc.jetstream()
         self.service = service
         self._replicas: int | None = None
+        self._ack_wait = 30.0
 
     @classmethod
     async def connect(cls, settings: NatsSettings, service: str, **kwargs: Any) -> Bus:
@@ -329,11 +330,16 @@ class Bus:
         """Fetches from an admin-provisioned durable pull consumer until `stop` is set.
 
         sessions_at_once > 1: the messages of one fetched batch are handled per session — in
-        order within a session, up to that many sessions at a time (see handle_by_session)."""
+        order within a session, up to that many sessions at a time (see handle_batch)."""
         stream, _ = S.CONSUMER_FILTERS[durable]
         psub = await self.js.pull_subscribe_bind(
             durable, stream=stream, inbox_prefix=f"_INBOX_{self.service}.".encode()
         )
+        try:
+            info = await psub.consumer_info()
+            self._ack_wait = float(info.config.ack_wait or self._ack_wait)
+        except Exception as exc:  # noqa: BLE001 - the default keeps messages alive too
+            log.warning("consumer info unavailable: %s", exc)
         try:
             await self._fetch_loop(psub, handler, stop, batch, on_poison, sessions_at_once)
         finally:
@@ -361,11 +367,12 @@ class Bus:
                 log.warning("fetch failed: %s", exc, extra={"error": type(exc).__name__})
                 await asyncio.sleep(0.5)
                 continue
-            if sessions_at_once > 1 and len(msgs) > 1:
-                await handle_by_session(msgs, handler, on_poison, sessions_at_once)
-                continue
-            for msg in msgs:
-                await handle_with_policy(msg, handler, on_poison)
+            try:
+                await handle_batch(msgs, handler, on_poison, sessions_at_once, self._ack_wait)
+            except ConnectionClosedError:
+                return
+            except Exception:  # noqa: BLE001 - a bad batch must never end the service
+                log.exception("handling a batch failed; its messages will be redelivered")
 
 
 def session_of(subject: str) -> str:
@@ -379,31 +386,70 @@ def session_of(subject: str) -> str:
     return subject
 
 
-async def handle_by_session(
+async def handle_batch(
     msgs: list[Msg],
     handler: Callable[[Msg], Awaitable[None]],
     on_poison: Callable[[Msg, PoisonMessage], Awaitable[None]] | None,
-    limit: int,
+    sessions_at_once: int,
+    ack_wait: float,
 ) -> None:
-    """Handles a fetched batch with the one ack policy, one session's messages strictly in
-    order, different sessions concurrently (at most `limit` at a time). A service waits on the
-    log (fsynced appends, acks) far more than it computes, so handling sessions one after
-    another left it idle while work queued up. Within a session nothing changes; across
-    sessions there was never an order to keep (N instances already handle them in parallel)."""
+    """Handles a fetched batch with the one ack policy: one session's messages strictly in
+    order, different sessions concurrently (at most `sessions_at_once` at a time). A service
+    waits on the log (fsynced appends, acks) far more than it computes, so handling sessions one
+    after another left it idle while work queued up; across sessions there was never an order
+    to keep (N instances already handle them in parallel).
+
+    Messages still waiting behind a slow one are kept alive with in-progress heartbeats, so
+    JetStream does not hand them to another instance while this one holds them.
+    """
+    waiting: dict[int, Msg] = {id(m): m for m in msgs}
     groups: dict[str, list[Msg]] = {}
     for msg in msgs:
-        groups.setdefault(session_of(msg.subject), []).append(msg)
-    gate = asyncio.Semaphore(limit)
+        key = session_of(msg.subject) if sessions_at_once > 1 else ""
+        groups.setdefault(key, []).append(msg)
+    gate = asyncio.Semaphore(max(1, sessions_at_once))
 
     async def run(group: list[Msg]) -> None:
         async with gate:
             for msg in group:
-                await handle_with_policy(msg, handler, on_poison)
+                try:
+                    await handle_with_policy(msg, handler, on_poison)
+                finally:
+                    waiting.pop(id(msg), None)
 
-    results = await asyncio.gather(*(run(g) for g in groups.values()), return_exceptions=True)
+    async def heartbeat() -> None:
+        while True:
+            await asyncio.sleep(max(ack_wait / 3, 0.2))
+            for msg in list(waiting.values()):
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+
+    beat = asyncio.create_task(heartbeat())
+    try:
+        results = await asyncio.gather(*(run(g) for g in groups.values()),
+                                       return_exceptions=True)
+    finally:
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat
     for r in results:
         if isinstance(r, BaseException):
             raise r
+
+
+async def _settle(msg: Msg, action: str, **kwargs: Any) -> None:
+    """Acks, naks or terminates; while the bus is away that can fail, and then the message
+    simply comes back after ack_wait to an idempotent handler — never a reason to stop."""
+    try:
+        if action == "ack":
+            await msg.ack_sync()
+        elif action == "nak":
+            await msg.nak(**kwargs)
+        else:
+            await msg.term()
+    except (*TRANSIENT, ConnectionClosedError) as exc:
+        log.warning("%s not confirmed (the message will come back): %s", action, exc,
+                    extra={"subject": msg.subject})
 
 
 async def handle_with_policy(
@@ -427,7 +473,7 @@ async def handle_with_policy(
                 await on_poison(msg, exc)
             except Exception:  # noqa: BLE001 - recording must not block termination
                 log.exception("recording a poison message failed", extra=extra)
-        await msg.term()
+        await _settle(msg, "term")
         return
     except (RetryableError, *TRANSIENT) as exc:
         if meta.num_delivered >= MAX_DELIVER:
@@ -437,7 +483,7 @@ async def handle_with_policy(
         # Patient: a bus or cluster outage of minutes must not use up the deliveries.
         delay = min(0.5 * 2 ** (meta.num_delivered - 1), 30.0)
         log.warning("retrying in %.1fs: %s", delay, exc, extra=extra)
-        await msg.nak(delay=delay)
+        await _settle(msg, "nak", delay=delay)
         return
     except Exception as exc:  # noqa: BLE001 - unexpected: retry a bounded number of times
         if meta.num_delivered >= UNEXPECTED_ATTEMPTS:
@@ -448,9 +494,9 @@ async def handle_with_policy(
                            f"{type(exc).__name__}: {exc}", extra)
             return
         log.exception("handler failed", extra=extra)
-        await msg.nak(delay=1.0)
+        await _settle(msg, "nak", delay=1.0)
         return
-    await msg.ack_sync()
+    await _settle(msg, "ack")
 
 
 async def _give_up(
@@ -466,4 +512,4 @@ async def _give_up(
             await on_poison(msg, PoisonMessage(reason))
         except Exception:  # noqa: BLE001 - recording must not block termination
             log.exception("recording a failed message failed", extra=extra)
-    await msg.term()
+    await _settle(msg, "term")

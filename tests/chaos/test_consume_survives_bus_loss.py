@@ -1,11 +1,10 @@
 """The cause of the NATS-fault stalls (issue 9), reduced to one consume loop and one server.
 
-A handler finishes its work while the server is away; the ack that follows (`msg.ack_sync()`,
-the last line of bus.handle_with_policy) is a request, so it raises nats' TimeoutError. Nothing
-catches it: `_fetch_loop` calls handle_with_policy outside its try, so the exception ends
-`Bus.consume`, the service's `run` returns through its finally, and the process exits. In the
-whole-stack tests the executor, the gate and the notifier died this way at the first NATS
-restart or stream-leader kill, and the workload stalled (nobody restarts them there).
+A handler finishes its work while the server is away; the ack that follows is a request, so it
+raised nats' TimeoutError. Nothing caught it, so the exception ended `Bus.consume`, the
+service's `run` returned through its finally, and the process exited. In the whole-stack tests
+the executor, the gate and the notifier died this way at the first NATS restart or stream-leader
+kill, and the workload stalled. Fixed in bus.py (`_settle`, and `_fetch_loop` survives any batch).
 
 Expected: the loop survives (an unconfirmed ack is harmless: the message comes back after
 ack_wait and idempotent handlers find their work done) and later messages are handled."""
@@ -30,9 +29,6 @@ from services.runtime.settings import NatsSettings
 
 pytestmark = [
     pytest.mark.chaos, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120),
-    pytest.mark.xfail(strict=True, reason=(
-        "bus.py: an ack that times out while NATS is away escapes _fetch_loop and ends "
-        "consume() (see the module docstring); remove this mark once fixed")),
 ]
 
 
