@@ -170,9 +170,9 @@ class Stack:
             cmd += ["--scenario", s]
         if self.cfg.sandbox_time_scale != 1.0:
             cmd += ["--time-scale", str(self.cfg.sandbox_time_scale)]
-        with open(self.data / "logs" / "sandbox.log", "ab") as log:
-            self.sandbox = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log,
-                                            start_new_session=True)
+        with open(self.data / "logs" / "sandbox.log", "ab") as log:  # noqa: ASYNC230
+            self.sandbox = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block
+                cmd, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
         assert self.sandbox.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(self.sandbox.stdout.readline), 30)
         # Nothing more is read from it; the sandbox logs to stderr.

@@ -84,7 +84,7 @@ class Sandbox:
             await self._runner.cleanup()
             self._runner = None
 
-    async def wait_for(self, predicate: Callable[[], object], timeout: float = 10.0) -> None:  # noqa: ASYNC109 - callers pass it
+    async def wait_for(self, predicate: Callable[[], object], timeout: float = 10.0) -> None:
         """Waits until `predicate()` is truthy, re-checking after every stored change (no
         polling); TimeoutError names nothing, so callers assert on the state afterwards."""
         queue = self.store.subscribe()

@@ -191,7 +191,8 @@ class ApprovalExpired(Event, frozen=True, kw_only=True, tag="approval.expired"):
 
 
 class DecisionRejected(Event, frozen=True, kw_only=True, tag="decision.rejected"):
-    """Emitted by the gate when a recorded decision cannot take effect (late, unknown, not allowed)."""
+    """Emitted by the gate when a recorded decision cannot take effect (late, unknown, or not
+    allowed)."""
 
     emitter: ClassVar[Emitter] = "gate"
     approval_id: str

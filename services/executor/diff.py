@@ -32,14 +32,15 @@ def _keyed(items: list[Any]) -> dict[str, Any] | None:
 def _walk(path: str, a: Any, b: Any, out: list[FieldChange]) -> None:
     if path in _IGNORED or a == b:
         return
-    if isinstance(a, dict) or isinstance(b, dict):
-        if (a is _MISSING or isinstance(a, dict)) and (b is _MISSING or isinstance(b, dict)):
-            da = a if isinstance(a, dict) else {}
-            db = b if isinstance(b, dict) else {}
-            for k in sorted(set(da) | set(db)):
-                sub = f"{path}.{k}" if path else k
-                _walk(sub, da.get(k, _MISSING), db.get(k, _MISSING), out)
-            return
+    if (isinstance(a, dict) or isinstance(b, dict)) and (
+        (a is _MISSING or isinstance(a, dict)) and (b is _MISSING or isinstance(b, dict))
+    ):
+        da = a if isinstance(a, dict) else {}
+        db = b if isinstance(b, dict) else {}
+        for k in sorted(set(da) | set(db)):
+            sub = f"{path}.{k}" if path else k
+            _walk(sub, da.get(k, _MISSING), db.get(k, _MISSING), out)
+        return
     if isinstance(a, list) or isinstance(b, list):
         la = a if isinstance(a, list) else []
         lb = b if isinstance(b, list) else []

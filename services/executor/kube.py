@@ -208,7 +208,8 @@ class Kube:
                         persist_config=False,
                     )
                 except config.ConfigException as exc:
-                    raise ContextRefused("Forbidden", f"cluster context {context!r}: {exc}") from exc
+                    raise ContextRefused("Forbidden",
+                                         f"cluster context {context!r}: {exc}") from exc
             return self._clients[context]
 
     def host(self, context: str) -> str:

@@ -403,7 +403,8 @@ def top_pods(k: Kube, a: C.TopPodsArgs) -> Outcome:
         containers = m.get("containers") or []
         entries = ([(c["name"], c["usage"]) for c in containers] if a.containers else
                    [("", {"cpu": f"{sum(_cpu_m(c['usage']['cpu']) for c in containers)}m",
-                          "memory": f"{sum(_mem_mi(c['usage']['memory']) for c in containers)}Mi"})])
+                          "memory":
+                              f"{sum(_mem_mi(c['usage']['memory']) for c in containers)}Mi"})])
         for cname, usage in entries:
             cpu, mem = _cpu_m(usage["cpu"]), _mem_mi(usage["memory"])
             row = [m["metadata"]["name"], *([cname] if a.containers else []), f"{cpu}m", f"{mem}Mi"]

@@ -187,7 +187,8 @@ def set_resources(k: Kube, a: C.SetResourcesArgs) -> Plan:
                         res.setdefault(section, {})[key] = getattr(values, key)
         return o
 
-    return _put_plan(k, a.cluster, a.kind, a.namespace, a.name, change, "resource requirements updated")
+    return _put_plan(k, a.cluster, a.kind, a.namespace, a.name, change,
+                     "resource requirements updated")
 
 
 def set_env(k: Kube, a: C.SetEnvArgs) -> Plan:

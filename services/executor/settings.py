@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas import subjects as S
-from services.runtime.settings import ConfigError, NatsSettings, require
+from services.runtime.errors import ConfigError
+from services.runtime.settings import NatsSettings, require
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ async def _sweep(gate: Gate, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
             await gate.expire_due()
-        except Exception:  # noqa: BLE001 - the sweep retries on the next tick
+        except Exception:  # the sweep retries on the next tick
             log.exception("expiry sweep failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), EXPIRY_SWEEP_S)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.gate.policy import Policy, load
@@ -17,7 +17,7 @@ class GateSettings:
     nats: NatsSettings
     key_file: Path
     approval_ttl_s: float = 900.0
-    policy: Policy = Policy()
+    policy: Policy = field(default_factory=Policy)
     history_window_s: float = 3600.0
 
     @classmethod

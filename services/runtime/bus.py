@@ -170,7 +170,7 @@ class Bus:
                     raise ConcurrencyConflict(f"{subject}: {exc.description}") from exc
                 raise
             # A stream without a leader (an election) answers 503: NoStreamResponseError.
-            except (NatsTimeoutError, asyncio.TimeoutError, NoRespondersError,
+            except (TimeoutError, NatsTimeoutError, NoRespondersError,
                     NoStreamResponseError) as exc:
                 last_exc = exc
                 await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
@@ -359,7 +359,7 @@ class Bus:
         while not stop.is_set():
             try:
                 msgs = await psub.fetch(batch, timeout=1.0)
-            except (NatsTimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, NatsTimeoutError):
                 continue
             except ConnectionClosedError:
                 return
@@ -371,7 +371,7 @@ class Bus:
                 await handle_batch(msgs, handler, on_poison, sessions_at_once, self._ack_wait)
             except ConnectionClosedError:
                 return
-            except Exception:  # noqa: BLE001 - a bad batch must never end the service
+            except Exception:  # a bad batch must never end the service
                 log.exception("handling a batch failed; its messages will be redelivered")
 
 
@@ -471,7 +471,7 @@ async def handle_with_policy(
         if on_poison is not None:
             try:
                 await on_poison(msg, exc)
-            except Exception:  # noqa: BLE001 - recording must not block termination
+            except Exception:  # recording must not block termination
                 log.exception("recording a poison message failed", extra=extra)
         await _settle(msg, "term")
         return
@@ -485,7 +485,7 @@ async def handle_with_policy(
         log.warning("retrying in %.1fs: %s", delay, exc, extra=extra)
         await _settle(msg, "nak", delay=delay)
         return
-    except Exception as exc:  # noqa: BLE001 - unexpected: retry a bounded number of times
+    except Exception as exc:  # unexpected: retry a bounded number of times
         if meta.num_delivered >= UNEXPECTED_ATTEMPTS:
             # The last attempt: terminate and record it, so the session learns of the failure
             # instead of waiting forever for an answer that will never come.
@@ -510,6 +510,6 @@ async def _give_up(
     if on_poison is not None:
         try:
             await on_poison(msg, PoisonMessage(reason))
-        except Exception:  # noqa: BLE001 - recording must not block termination
+        except Exception:
             log.exception("recording a failed message failed", extra=extra)
     await _settle(msg, "term")

@@ -51,8 +51,8 @@ class NatsServerProcess:
         self.config_path.write_text(self.config_text)
         os.chmod(self.config_path, 0o600)
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
-        self.proc = subprocess.Popen(
+        log = open(self.log_path, "ab")  # noqa: SIM115, ASYNC230 - handed to the child at once
+        self.proc = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block
             [nats_server_binary(), "-c", str(self.config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -54,7 +54,7 @@ def permissions(service: str) -> dict[str, Any]:
     """The publish/subscribe permissions of one runtime user."""
     publish = [*_event_reader()]
     if service in S.SERVICES:  # an observer (the notifier) may publish no event at all
-        publish.insert(0, S.emitter_publish_allow(service))  # type: ignore[arg-type]
+        publish.insert(0, S.emitter_publish_allow(service))
     subscribe = [f"_INBOX_{service}.>"]
     deny = list(_ADMIN_API_DENY)
     if service == "gate":

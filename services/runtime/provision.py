@@ -107,7 +107,7 @@ async def provision(url: str, admin_user: str, admin_password: str, replicas: in
             await _provision_once(url, admin_user, admin_password, replicas, ack_wait,
                                   executor_layout)
             return
-        except (OSError, NoRespondersError, NatsTimeoutError, asyncio.TimeoutError,
+        except (TimeoutError, OSError, NoRespondersError, NatsTimeoutError,
                 ServiceUnavailableError, nats.errors.NoServersError) as exc:
             if loop.time() > deadline:
                 raise
