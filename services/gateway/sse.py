@@ -56,19 +56,23 @@ class Connection:
         self.generation += 1
 
 
+Live = tuple[int, bytes]  # (stream sequence, the SSE frame)
+
+
 class LiveHub:
     """One NATS subscription per followed session, shared by all of its SSE clients.
 
     With a subscription per client, every live event crossed the NATS connection and was
     parsed once per client (1,000 clients: 1,000 copies); the hub receives it once and hands the
-    same message to each client's queue. Ordering, dedupe and gap repair stay per client."""
+    same message to each client's queue, framed once. Ordering, dedupe and gap repair stay per
+    client."""
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self._entries: dict[str, _Followers] = {}
 
-    async def join(self, session_id: str) -> asyncio.Queue[Msg]:
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
+    async def join(self, session_id: str) -> asyncio.Queue[Live]:
+        queue: asyncio.Queue[Live] = asyncio.Queue()
         entry = self._entries.get(session_id)
         if entry is not None:
             entry.queues.add(queue)
@@ -92,7 +96,7 @@ class LiveHub:
             entry.ready.set()
         return queue
 
-    async def leave(self, session_id: str, queue: asyncio.Queue[Msg]) -> None:
+    async def leave(self, session_id: str, queue: asyncio.Queue[Live]) -> None:
         entry = self._entries.get(session_id)
         if entry is None:
             return
@@ -109,13 +113,20 @@ class LiveHub:
 
 class _Followers:
     def __init__(self) -> None:
-        self.queues: set[asyncio.Queue[Msg]] = set()
+        self.queues: set[asyncio.Queue[Live]] = set()
         self.sub: Any = None
         self.ready = asyncio.Event()
 
     async def deliver(self, msg: Msg) -> None:
+        try:
+            seq = int((msg.headers or {}).get("Nats-Sequence", "0"))
+            _, _, tag, _ = S.parse_event_subject(msg.subject)
+        except (ValueError, S.SubjectMismatch) as exc:
+            log.warning("skipping a live message: %s", exc, extra={"subject": msg.subject})
+            return
+        item = (seq, frame(seq, tag, msg.data))
         for queue in self.queues:
-            queue.put_nowait(msg)
+            queue.put_nowait(item)
 
 
 _hubs: weakref.WeakKeyDictionary[Bus, LiveHub] = weakref.WeakKeyDictionary()
@@ -167,22 +178,23 @@ async def stream_session(
         generation = connection.generation if connection else 0
         await catch_up()
         while True:
-            try:
-                # asyncio.timeout, not wait_for: no task per event per client (fan-out cost).
-                async with asyncio.timeout(heartbeat_s):
-                    msg = await queue.get()
-            except TimeoutError:
-                await resp.write(b": ping\n\n")
-                await catch_up()
-                continue
+            if queue.empty():
+                try:
+                    # asyncio.timeout, not wait_for: no task per event per client.
+                    async with asyncio.timeout(heartbeat_s):
+                        seq, data = await queue.get()
+                except TimeoutError:
+                    await resp.write(b": ping\n\n")
+                    await catch_up()
+                    continue
+            else:
+                seq, data = queue.get_nowait()
             if connection is not None and connection.generation != generation:
                 generation = connection.generation
                 await catch_up()
-            seq = int((msg.headers or {}).get("Nats-Sequence", "0"))
             if seq <= last:
                 continue
-            _, _, tag, _ = S.parse_event_subject(msg.subject)
-            await resp.write(frame(seq, tag, msg.data))
+            await resp.write(data)
             metrics.sse_events_sent += 1
             last = seq
     except ConnectionResetError:
