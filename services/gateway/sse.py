@@ -24,7 +24,8 @@ from nats.aio.msg import Msg
 from schemas import subjects as S
 from services.gateway.errors import HttpError
 from services.gateway.metrics import Metrics
-from services.runtime.bus import Bus
+from services.runtime.bus import TRANSIENT, Bus
+from services.runtime.errors import RetryableError
 
 log = logging.getLogger(__name__)
 RETRY_MS = 2000
@@ -156,10 +157,11 @@ async def stream_session(
     metrics.sse_connections += 1
     last = after
     try:
-        await resp.prepare(request)
-        await resp.write(b"retry: %d\n\n" % RETRY_MS)
+        # Before the 200 goes out: a bus failure here is still a clean 503 for the client.
         info = await bus.js.stream_info(S.EVENTS_STREAM)
         first_seq, last_seq = int(info.state.first_seq), int(info.state.last_seq)
+        await resp.prepare(request)
+        await resp.write(b"retry: %d\n\n" % RETRY_MS)
         if after > last_seq or (0 < after < first_seq - 1):
             # The id is from another log (restored or replaced) or older than what is kept:
             # say so, then start over from the beginning of what the log holds.
@@ -167,13 +169,29 @@ async def stream_session(
                              b'"last_event_id": %d}\n\n' % after)
             last = 0
 
-        async def catch_up() -> None:
+        async def read_gap() -> None:
             nonlocal last
             async for stored in bus.read(S.session_filter(session_id), last + 1):
                 if stored.seq > last:
                     await resp.write(frame(stored.seq, stored.event.type, stored.raw))
                     metrics.sse_events_sent += 1
                     last = stored.seq
+
+        async def catch_up() -> None:
+            # Once the stream has started, a bus outage (a reconnect, a stream electing a
+            # leader) must not leave the client on a silent open connection: keep the stream
+            # alive and read the gap again until the log answers.
+            delay = 0.2
+            while True:
+                try:
+                    await read_gap()
+                    return
+                except (RetryableError, *TRANSIENT) as exc:
+                    log.warning("sse catch-up failed, retrying: %s", exc,
+                                extra={"session_id": session_id, "seq": last})
+                    await resp.write(b": the log is unavailable for a moment\n\n")
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
 
         generation = connection.generation if connection else 0
         await catch_up()
