@@ -19,7 +19,16 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import ANCHOR_PY, ANCHORS, BenchStack, admin_url, bus_as, start_stack, token
+from bench.common import (
+    ANCHOR_PY,
+    ANCHORS,
+    BenchStack,
+    admin_url,
+    bus_as,
+    pct,
+    start_stack,
+    token,
+)
 from schemas import events as E
 from schemas import subjects as S
 from schemas.ids import new_session_id
@@ -65,6 +74,33 @@ async def ours(stack: BenchStack, sid: str, n: int, user: str = "gateway") -> di
             else:
                 out["http_audit"] = {"status": r.status}
     return out
+
+
+async def small_session_read(stack: BenchStack, sid: str, n: int = 30) -> float:
+    """p50 ms of Bus.session() for a 3-event session (what every handler does per message)."""
+    bus = await bus_as(stack, "gateway")
+    lat: list[float] = []
+    try:
+        for _ in range(n):
+            t = time.perf_counter()
+            await bus.session(sid)
+            lat.append((time.perf_counter() - t) * 1000)
+    finally:
+        await bus.close()
+    return pct(lat, 50)
+
+
+async def batch_size_effect(stack: BenchStack, sid: str, batch: int) -> float:
+    """Events/s of Bus.read with another Direct Get batch size (diagnostic)."""
+    bus = await bus_as(stack, "gateway")
+    try:
+        t = time.perf_counter()
+        count = 0
+        async for _ in bus.read(S.session_filter(sid), batch=batch):
+            count += 1
+        return count / (time.perf_counter() - t)
+    finally:
+        await bus.close()
 
 
 def floor(stack: BenchStack, n: int) -> dict[str, Any]:

@@ -148,9 +148,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     note(f"replay of {n} events")
     stack = await start_stack()
     try:
+        small, _ = await replay.store(stack, 3)
+        small_empty = await replay.small_session_read(stack, small)
         sid, stored_s = await replay.store(stack, n)
         res["replay"] = {"stored_s": stored_s, "ours": await replay.ours(stack, sid, n),
-                         "floor": await asyncio.to_thread(replay.floor, stack, n)}
+                         "floor": await asyncio.to_thread(replay.floor, stack, n),
+                         "batch_5000_ev_s": await replay.batch_size_effect(stack, sid, 5000),
+                         "small_session_read_ms": {
+                             "log_empty": small_empty,
+                             "after_big_session": await replay.small_session_read(stack, small)}}
     finally:
         await stack.stop()
     note("done")
@@ -216,6 +222,12 @@ def table(r: dict[str, Any]) -> str:
                  f"{rp['ours']['events_per_s']:.0f} ev/s",
                  f"{rp['floor'].get('events_per_s', 0):.0f} ev/s",
                  f"{100 * rp['ours']['events_per_s'] / max(1, rp['floor'].get('events_per_s', 0)):.0f}% (≥50%)"))
+    if "batch_5000_ev_s" in rp:
+        rows.append(("  diagnostic: Bus.read with batch 5000", f"{rp['batch_5000_ev_s']:.0f} ev/s",
+                     "", ""))
+        sm = rp["small_session_read_ms"]
+        rows.append(("  diagnostic: read a 3-event session, log empty / after",
+                     f"{sm['log_empty']:.2f} / {sm['after_big_session']:.2f} ms", "", ""))
     if "seconds" in rp["ours"].get("http_audit", {}):
         rows.append(("  GET /audit over HTTP", f"{rp['ours']['http_audit']['events_per_s']:.0f} ev/s",
                      "", ""))
