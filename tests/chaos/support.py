@@ -242,6 +242,11 @@ class Driver:
                 raise LostAnswer(f"{method} {path}: {exc}") from exc
             if status in ok:
                 return answer
+            if status == 429:
+                # Rate limited (retrying after faults is bursty): nothing was written; wait
+                # as the gateway asks and send it again.
+                await asyncio.sleep(1.0)
+                continue
             if status in (500, 502, 503, 504):
                 raise LostAnswer(f"{method} {path} → {status}: {answer}")
             raise AssertionError(f"{method} {path} → {status}: {answer}")

@@ -6,7 +6,6 @@ for a few seconds until a new leader is elected from the replicas)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 import aiohttp
@@ -26,15 +25,11 @@ from tests.chaos.support import (
 
 pytestmark = [
     pytest.mark.chaos, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(600),
-    # NOT YET PASSING. Cause 1 (found, reproduced by test_consume_survives_bus_loss.py): an ack
-    # that times out while NATS is away escapes Bus._fetch_loop and ends the service process
-    # (executor, gate, notifier died at the first fault). With that fixed in bus.py the
-    # whole-server restart passes (~10 s); the leader kills still stall: the stuck driver waits
-    # on an SSE stream that logged "bus unavailable" after its 200 was sent (see the issue 9
-    # report). Opt in to run them: INTERLOCK_CHAOS_NATS=1.
-    pytest.mark.skipif(not os.environ.get("INTERLOCK_CHAOS_NATS"),
-                       reason="stalls after a NATS fault; under investigation (issue 9)"),
 ]
+# These stalled until two causes were fixed: an ack that timed out while NATS was away ended
+# the consume loop (test_consume_survives_bus_loss.py), and an SSE stream whose catch-up met a
+# bus outage after its 200 went silent instead of retrying.
+
 
 WORKERS = 3
 
