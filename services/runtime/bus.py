@@ -8,6 +8,7 @@ import contextlib
 import contextvars
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ EXPECTED_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 _TRIGGER: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
     "interlock_trigger", default=None)
 STALE_READ_WAIT_S = 3.0
+SESSION_STARTS_KEPT = 50_000
 # How many sessions a service handles at once from one fetched batch (see handle_batch).
 SESSIONS_AT_ONCE = 16
 
@@ -75,6 +77,7 @@ class Bus:
         self.service = service
         self._replicas: int | None = None
         self._ack_wait = 30.0
+        self._session_starts: OrderedDict[str, int] = OrderedDict()
 
     @classmethod
     async def connect(cls, settings: NatsSettings, service: str, **kwargs: Any) -> Bus:
@@ -287,17 +290,31 @@ class Bus:
         trigger = _TRIGGER.get()
         if trigger is not None and trigger[0] == session_id:
             at_least = max(at_least, trigger[1])
+        # A session's first event never moves: start the server's scan there, not at seq 1
+        # (a wildcard Direct Get walks the log from where it is asked to start).
+        whole = start_seq <= 1
+        if whole:
+            start_seq = self._session_starts.get(session_id, 1)
         delay = 0.01
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STALE_READ_WAIT_S
         while True:
             got = [s async for s in self.read(S.session_filter(session_id), start_seq)]
+            if whole and got:
+                self._remember_start(session_id, got[0].seq)
             if not at_least or (got and got[-1].seq >= at_least) or start_seq > at_least:
                 return got
             if loop.time() >= deadline:
                 raise RetryableError(f"the log for {session_id} is behind seq {at_least}")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)
+
+    def _remember_start(self, session_id: str, seq: int) -> None:
+        starts = self._session_starts
+        starts[session_id] = seq
+        starts.move_to_end(session_id)
+        while len(starts) > SESSION_STARTS_KEPT:
+            starts.popitem(last=False)
 
     async def may_lag(self) -> bool:
         """Whether reads may come from a replica that lags the leader (a replicated log)."""
