@@ -375,7 +375,7 @@ class Bus:
     ) -> None:
         while not stop.is_set():
             try:
-                msgs = await psub.fetch(batch, timeout=1.0)
+                msgs = await _next_batch(psub, batch)
             except (TimeoutError, NatsTimeoutError):
                 continue
             except ConnectionClosedError:
@@ -390,6 +390,22 @@ class Bus:
                 return
             except Exception:  # a bad batch must never end the service
                 log.exception("handling a batch failed; its messages will be redelivered")
+
+
+async def _next_batch(psub: Any, batch: int) -> list[Msg]:
+    """Waits for the next message, then takes what is already pending behind it.
+
+    Not `fetch(batch, timeout)`: nats-py holds a message that arrives during its long poll until
+    the batch is full or the timeout ends, which delayed an idle service's next step by up to
+    the whole timeout (the ~0.5 s tail the benchmarks saw)."""
+    msgs: list[Msg] = await psub.fetch(1, timeout=1.0)
+    pending = int(msgs[-1].metadata.num_pending or 0) if msgs else 0
+    if batch > 1 and pending:
+        # Those messages are there now, so the no-wait probe answers at once; the short timeout
+        # bounds the rare case where another instance took them first.
+        with contextlib.suppress(NatsTimeoutError, asyncio.TimeoutError):
+            msgs += await psub.fetch(min(batch - 1, pending), timeout=0.05)
+    return msgs
 
 
 def session_of(subject: str) -> str:
