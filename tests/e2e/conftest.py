@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 import pytest_asyncio
+from kubernetes import client, config
 
 from clients.stack import Stack, StackConfig
 from services.runtime.bus import Bus
@@ -50,3 +51,14 @@ def token(stack: Stack, who: str) -> str:
     if who == "admin":
         return stack.cfg.admin_token
     return str(stack.tokens[who]["token"])
+
+
+def kube(stack: Stack) -> client.ApiClient:
+    """The official client on the stack's cluster (the sandbox unless a kubeconfig was given)."""
+    assert stack.kubeconfig is not None
+    return config.new_client_from_config(config_file=str(stack.kubeconfig))
+
+
+def replicas(stack: Stack, name: str = "web", ns: str = "shop") -> int:
+    """What the cluster says, not what Interlock says: the deployment's spec.replicas."""
+    return int(client.AppsV1Api(kube(stack)).read_namespaced_deployment(name, ns).spec.replicas)

@@ -18,7 +18,7 @@ import aiohttp
 import msgspec
 import nats
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
 from clients.stack import Stack
 from schemas import events
@@ -28,16 +28,10 @@ from schemas.commands import ExecCommand, command_encoder
 from schemas.ids import new_call_id
 from schemas.planning import ToolProposed
 from services.runtime import signing
-from tests.e2e.conftest import bus_as, start_stack, token
+from tests.e2e.conftest import bus_as, kube, replicas, start_stack, token
 from tests.support import Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
-
-
-def _replicas(stack: Stack, name: str, ns: str) -> int:
-    assert stack.kubeconfig is not None
-    apps = client.AppsV1Api(config.new_client_from_config(config_file=str(stack.kubeconfig)))
-    return int(apps.read_namespaced_deployment(name, ns).spec.replicas)
 
 
 async def _types(stack: Stack, sid: str) -> list[Any]:
@@ -114,7 +108,7 @@ async def test_non_gate_user_cannot_publish_a_write(stack: Stack, clients: Any) 
     operator, _, _ = clients
     sid = await operator.new_session()
     req = await _pending_scale(operator, sid, "web", "shop", 9)
-    before = _replicas(stack, "web", "shop")
+    before = replicas(stack, "web", "shop")
     cmd = _write_command(req, _grant(stack, req))  # even with a valid signature
     for user in ("planner", "executor", "gateway"):
         bus = await bus_as(stack, user)
@@ -126,7 +120,7 @@ async def test_non_gate_user_cannot_publish_a_write(stack: Stack, clients: Any) 
             await bus.close()
     await _barrier(operator, sid)
     assert _executions(await _types(stack, sid), cmd.call_id) == 0
-    assert _replicas(stack, "web", "shop") == before
+    assert replicas(stack, "web", "shop") == before
 
 
 @pytest.mark.parametrize("attack", ["unsigned", "forged", "expired", "changed_args"])
@@ -134,7 +128,7 @@ async def test_bad_write_commands_are_refused(stack: Stack, clients: Any, attack
     operator, _, _ = clients
     sid = await operator.new_session()
     req = await _pending_scale(operator, sid, "web", "shop", 8)
-    before = _replicas(stack, "web", "shop")
+    before = replicas(stack, "web", "shop")
     if attack == "unsigned":
         cmd = _write_command(req, msgspec.structs.replace(_grant(stack, req), signature=""))
         expected = "unsigned"
@@ -157,7 +151,7 @@ async def test_bad_write_commands_are_refused(stack: Stack, clients: Any, attack
     assert expected in evs[-1].data["reason"]
     await _barrier(operator, sid)
     assert _executions(await _types(stack, sid), cmd.call_id) == 0
-    assert _replicas(stack, "web", "shop") == before
+    assert replicas(stack, "web", "shop") == before
 
 
 async def test_replayed_approved_command_runs_once(stack: Stack, clients: Any) -> None:
@@ -167,10 +161,9 @@ async def test_replayed_approved_command_runs_once(stack: Stack, clients: Any) -
     evs = await _types(stack, sid)
     granted = next(e for e in evs if e.type == "approval.granted")
     cmd = _write_command(req, granted.grants[0])
-    assert _replicas(stack, "web", "shop") == 4
+    assert replicas(stack, "web", "shop") == 4
     # Someone scales it by hand; a replay would undo that.
-    assert stack.kubeconfig is not None
-    apps = client.AppsV1Api(config.new_client_from_config(config_file=str(stack.kubeconfig)))
+    apps = client.AppsV1Api(kube(stack))
     apps.patch_namespaced_deployment_scale("web", "shop", {"spec": {"replicas": 3}})
     await _publish_as_gate(stack, cmd)
     got = await operator.wait_for(sid, lambda e: e.event == "command.refused", after=0)
@@ -178,7 +171,7 @@ async def test_replayed_approved_command_runs_once(stack: Stack, clients: Any) -
     evs = await _types(stack, sid)
     assert sum(1 for e in evs if e.type == "tool.started") == 1
     assert sum(1 for e in evs if e.type == "tool.result" and e.call_id == cmd.call_id) == 1
-    assert _replicas(stack, "web", "shop") == 3
+    assert replicas(stack, "web", "shop") == 3
 
 
 async def test_non_approver_decision_is_refused(stack: Stack, clients: Any,
@@ -209,7 +202,7 @@ async def test_non_approver_decision_is_refused(stack: Stack, clients: Any,
 async def test_self_approval_in_production_is_refused(stack: Stack, clients: Any) -> None:
     _, approver, admin = clients
     sid = await approver.new_session()
-    before = _replicas(stack, "payment-service", "production")
+    before = replicas(stack, "payment-service", "production")
     req = await _pending_scale(approver, sid, "payment-service", "production", before + 1)
     assert req["forbidden_approvers"] == ["approver"]
     status, body = await approver.call("POST", f"/v1/approvals/{req['approval_id']}/decision",
@@ -229,7 +222,7 @@ async def test_self_approval_in_production_is_refused(stack: Stack, clients: Any
     await _barrier(approver, sid)
     call_id = req["calls"][0]["call_id"]
     assert _executions(await _types(stack, sid), call_id) == 0
-    assert _replicas(stack, "payment-service", "production") == before
+    assert replicas(stack, "payment-service", "production") == before
     # Someone else may approve it.
     status, body = await admin.call("POST", f"/v1/approvals/{req['approval_id']}/decision",
                                     {"decision": "approve"})
@@ -238,7 +231,7 @@ async def test_self_approval_in_production_is_refused(stack: Stack, clients: Any
         sid, lambda e: e.event == "tool.result" and e.data["call_id"] == call_id,
         after=int(req["seq"]))
     assert got[-1].data["status"] == "ok", got[-1].data
-    assert _replicas(stack, "payment-service", "production") == before + 1
+    assert replicas(stack, "payment-service", "production") == before + 1
 
 
 async def test_concurrent_approvals_exactly_one_wins(stack: Stack, clients: Any) -> None:
@@ -300,7 +293,7 @@ async def test_expired_approval_cannot_be_approved(
         assert status == 410, body
         evs = await _types(short, sid)
         assert _executions(evs, req["calls"][0]["call_id"]) == 0
-        assert _replicas(short, "web", "shop") == 3
+        assert replicas(short, "web", "shop") == 3
         done = await api.wait_for(sid, lambda e: e.event == "turn.completed", after=0)
         assert "expired" in [e.event for e in done][-1:] or any(
             "expired" in str(e.data) for e in done if e.event == "assistant.message")

@@ -5,20 +5,14 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
-from kubernetes import client, config
 
 from clients.stack import Stack
 from schemas.ids import new_call_id, new_id
 from schemas.planning import ToolProposed
-from tests.e2e.conftest import bus_as, token
+from tests.e2e.conftest import bus_as, replicas, token
 from tests.support import Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
-
-
-def _apps(stack: Stack) -> client.AppsV1Api:
-    assert stack.kubeconfig is not None
-    return client.AppsV1Api(config.new_client_from_config(config_file=str(stack.kubeconfig)))
 
 
 async def test_modified_args_are_a_new_proposal(stack: Stack,
@@ -44,14 +38,14 @@ async def test_modified_args_are_a_new_proposal(stack: Stack,
     assert call["call_id"] == amended["call_id"]
     assert call["call_hash"] != first["calls"][0]["call_hash"]
     assert call["diff"] == [{"path": "spec.replicas", "before": 3, "after": 4}]
-    assert _apps(stack).read_namespaced_deployment("web", "shop").spec.replicas == 3
+    assert replicas(stack) == 3
     status, body = await approver.call("POST", f"/v1/approvals/{second['approval_id']}/decision",
                                        {"decision": "approve"})
     assert status == 202, body
     done = await operator.wait_for(sid, lambda e: e.event == "tool.result"
                                    and e.data["call_id"] == call["call_id"], after=got[-1].id)
     assert done[-1].data["status"] == "ok"
-    assert _apps(stack).read_namespaced_deployment("web", "shop").spec.replicas == 4
+    assert replicas(stack) == 4
     # The planner told the person what happened, and finished the turn on the new call's result.
     said = [e.data["text"] for e in got if e.event == "assistant.message"]
     assert any("changed the arguments" in t for t in said), said
@@ -103,6 +97,5 @@ async def test_a_batch_is_decided_once_and_each_call_runs_once(
 
     await operator.wait_for(sid, all_done, after=got[-1].id)
     assert results == {i: "ok" for i in ids}
-    apps = _apps(stack)
-    assert apps.read_namespaced_deployment("web", "shop").spec.replicas == 2
-    assert apps.read_namespaced_deployment("coredns", "kube-system").spec.replicas == 3
+    assert replicas(stack) == 2
+    assert replicas(stack, "coredns", "kube-system") == 3

@@ -7,10 +7,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 import pytest_asyncio
-from kubernetes import client, config
 
 from clients.stack import Stack
-from tests.e2e.conftest import bus_as, start_stack, token
+from tests.e2e.conftest import bus_as, replicas, start_stack, token
 from tests.support import Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -55,16 +54,14 @@ async def test_two_approvers_and_separation_of_duties(strict: Stack,
     assert status == 409, body  # the same person twice is not two approvers
     status, body = await operator.call("POST", path, {"decision": "approve"})
     assert status == 403, body
-    assert strict.kubeconfig is not None
-    apps = client.AppsV1Api(config.new_client_from_config(config_file=str(strict.kubeconfig)))
-    assert apps.read_namespaced_deployment("web", "shop").spec.replicas == 3
+    assert replicas(strict) == 3
     status, body = await admin.call("POST", path, {"decision": "approve"})
     assert status == 202 and body["approvals"] == 2, body
     done = await operator.wait_for(sid, lambda e: e.event == "tool.result", after=got[-1].id)
     assert done[-1].data["status"] == "ok"
     granted = next(e.data for e in done if e.event == "approval.granted")
     assert granted["approver"] == "approver+admin"
-    assert apps.read_namespaced_deployment("web", "shop").spec.replicas == 5
+    assert replicas(strict) == 5
     bus = await bus_as(strict, "admin")
     try:
         evs = [s.event.type for s in await bus.session(sid)]

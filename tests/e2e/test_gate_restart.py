@@ -7,19 +7,12 @@ import signal
 
 import aiohttp
 import pytest
-from kubernetes import client, config
 
 from clients.stack import Stack
-from tests.e2e.conftest import bus_as, token
+from tests.e2e.conftest import bus_as, replicas, token
 from tests.support import Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.asyncio(loop_scope="module")]
-
-
-def _replicas(stack: Stack) -> int:
-    assert stack.kubeconfig is not None
-    apps = client.AppsV1Api(config.new_client_from_config(config_file=str(stack.kubeconfig)))
-    return int(apps.read_namespaced_deployment("web", "shop").spec.replicas)
 
 
 async def test_pending_approvals_survive_a_gate_kill(stack: Stack,
@@ -45,7 +38,7 @@ async def test_pending_approvals_survive_a_gate_kill(stack: Stack,
     assert status == 202, body
     stack.start_service("gate")
     await operator.wait_for(sid0, lambda e: e.event == "tool.result", after=seq0)
-    assert _replicas(stack) == 4
+    assert replicas(stack) == 4
 
     # The other one is still pending and decidable after the restart.
     sid1, a1, seq1 = ids[1]
@@ -63,4 +56,4 @@ async def test_pending_approvals_survive_a_gate_kill(stack: Stack,
             assert evs.count("tool.started") == (1 if sid == sid0 else 0)
     finally:
         await bus.close()
-    assert _replicas(stack) == 4
+    assert replicas(stack) == 4

@@ -7,12 +7,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
 from clients.stack import Stack
 from schemas.ids import new_call_id, new_id
 from schemas.planning import ToolProposed
-from tests.e2e.conftest import bus_as, token
+from tests.e2e.conftest import bus_as, kube, replicas, token
 from tests.support import Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -79,8 +79,7 @@ async def test_restart_auth_service_in_production_while_staging_has_one(
 async def test_staging_cleanup_batch_shows_what_unused_really_means(
     stack: Stack, api: Client
 ) -> None:
-    assert stack.kubeconfig is not None
-    core = client.CoreV1Api(config.new_client_from_config(config_file=str(stack.kubeconfig)))
+    core = client.CoreV1Api(kube(stack))
     worker = next(p.metadata.name for p in core.list_namespaced_pod("staging").items
                   if p.metadata.name.startswith("report-generator-"))
     sid = await api.new_session()
@@ -108,12 +107,10 @@ async def test_third_consecutive_scale_up_of_order_service(stack: Stack, api: Cl
                                                            http: aiohttp.ClientSession) -> None:
     approver = Client(http, stack.url, token(stack, "admin"))
     sid = await api.new_session()
-    assert stack.kubeconfig is not None
-    apps = client.AppsV1Api(config.new_client_from_config(config_file=str(stack.kubeconfig)))
     seen: list[tuple[int, int]] = []
     last = 0
     for step in range(3):
-        current = int(apps.read_namespaced_deployment("order-service", "production").spec.replicas)
+        current = replicas(stack, "order-service", "production")
         req = await _propose(stack, api, sid, ("scale", {
             "name": "order-service", "namespace": "production", "replicas": current * 2}),
             after=last)

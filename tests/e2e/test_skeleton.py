@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
-from kubernetes import client, config
 
 from clients.stack import Stack
+from tests.e2e.conftest import replicas
 from tests.support import Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -15,15 +15,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 def _token(stack: Stack, who: str) -> str:
     return str(stack.tokens[who]["token"])
-
-
-def _apps(stack: Stack) -> client.AppsV1Api:
-    assert stack.kubeconfig is not None
-    return client.AppsV1Api(config.new_client_from_config(config_file=str(stack.kubeconfig)))
-
-
-def _replicas(stack: Stack, name: str = "web", ns: str = "shop") -> int:
-    return int(_apps(stack).read_namespaced_deployment(name, ns).spec.replicas)
 
 
 async def test_a_read_streams_its_result_without_approval(
@@ -52,7 +43,7 @@ async def test_a_write_waits_for_approval_then_runs_once(
 ) -> None:
     operator = Client(http, stack.url, _token(stack, "operator"))
     approver = Client(http, stack.url, _token(stack, "approver"))
-    before = _replicas(stack)
+    before = replicas(stack)
     sid = await operator.new_session()
     await operator.say(sid, "kubectl scale deploy/web --replicas=5 -n shop")
     events = await operator.wait_for(sid, lambda e: e.event == "approval.requested")
@@ -62,12 +53,12 @@ async def test_a_write_waits_for_approval_then_runs_once(
     call = req["calls"][0]
     assert call["diff"] == [{"path": "spec.replicas", "before": before, "after": 5}]
     assert call["target"]["namespace"] == "shop" and call["target"]["name"] == "web"
-    assert _replicas(stack) == before  # held: nothing changed yet
+    assert replicas(stack) == before  # held: nothing changed yet
 
     status, pending = await approver.call("GET", "/v1/approvals?state=pending")
     assert status == 200
     assert req["approval_id"] in [a["approval_id"] for a in pending["approvals"]]
-    assert _replicas(stack) == before
+    assert replicas(stack) == before
 
     status, body = await approver.call(
         "POST", f"/v1/approvals/{req['approval_id']}/decision", {"decision": "approve"}
@@ -82,7 +73,7 @@ async def test_a_write_waits_for_approval_then_runs_once(
     result = next(e for e in events if e.event == "tool.result").data
     assert result["status"] == "ok", result
     assert next(e for e in events if e.event == "approval.granted").data["approver"] == "approver"
-    assert _replicas(stack) == 5
+    assert replicas(stack) == 5
 
     # A second decision on the same approval is refused.
     status, body = await approver.call(
@@ -94,7 +85,7 @@ async def test_a_write_waits_for_approval_then_runs_once(
 async def test_a_denied_write_changes_nothing(stack: Stack, http: aiohttp.ClientSession) -> None:
     operator = Client(http, stack.url, _token(stack, "operator"))
     approver = Client(http, stack.url, _token(stack, "approver"))
-    before = _replicas(stack)
+    before = replicas(stack)
     sid = await operator.new_session()
     await operator.say(sid, f"kubectl scale deploy/web --replicas={before + 4} -n shop")
     events = await operator.wait_for(sid, lambda e: e.event == "approval.requested")
@@ -113,7 +104,7 @@ async def test_a_denied_write_changes_nothing(stack: Stack, http: aiohttp.Client
     # The planner receives the denial, with its reason, as the call's outcome.
     said = [e.data["text"] for e in events if e.event == "assistant.message"]
     assert any("not during the sale" in t for t in said), said
-    assert _replicas(stack) == before
+    assert replicas(stack) == before
 
 
 async def test_operator_cannot_decide(stack: Stack, http: aiohttp.ClientSession) -> None:
