@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 
@@ -21,6 +22,12 @@ def check_token(value: str, what: str = "id") -> str:
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(10)}"
+
+
+def derived_id(prefix: str, *parts: str) -> str:
+    """An id derived from what caused it (`prefix_` + sha256 of the parts joined by ':'), so a
+    redelivered cause yields the same id and the log refuses a second copy."""
+    return f"{prefix}_{hashlib.sha256(':'.join(parts).encode()).hexdigest()[:20]}"
 
 
 def new_session_id() -> str:

@@ -6,7 +6,6 @@ run live, on replay and in tests.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -22,6 +21,7 @@ from schemas.approval import (
     ApprovalRequested,
 )
 from schemas.base import Event, Target
+from schemas.ids import derived_id
 from schemas.planning import ToolProposed
 
 
@@ -53,7 +53,7 @@ def classify_call(name: str, raw_args: dict[str, object]) -> Classification:
 
 def approval_id_for(call_id: str) -> str:
     """Deterministic, so a redelivered preview can never open a second approval."""
-    return "a_" + hashlib.sha256(call_id.encode()).hexdigest()[:20]
+    return derived_id("a", call_id)
 
 
 State = Literal["pending", "granted", "denied", "expired"]

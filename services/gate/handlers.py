@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,6 +29,7 @@ from schemas.approval import (
 from schemas.base import Event
 from schemas.commands import ExecCommand, command_encoder
 from schemas.execution import PreviewRecorded
+from schemas.ids import derived_id
 from schemas.planning import ToolProposed
 from services.gate import domain, risk
 from services.gate.settings import GateSettings
@@ -42,10 +42,6 @@ log = logging.getLogger(__name__)
 ACTOR = "gate"
 OCC_ATTEMPTS = 20
 Proposal = ToolProposed | ToolAmended
-
-
-def derived(prefix: str, *parts: str) -> str:
-    return prefix + "_" + hashlib.sha256(":".join(parts).encode()).hexdigest()[:20]
 
 
 class Gate:
@@ -94,7 +90,7 @@ class Gate:
                     approval_id=getattr(event, "approval_id", "") or domain.approval_id_for(
                         getattr(event, "call_id", "")),
                     reason=reason, actor=ACTOR, causation_id=event.event_id,
-                    event_id=derived("e", event.event_id, "poison")))
+                    event_id=derived_id("e", event.event_id, "poison")))
 
     # -- classification ----------------------------------------------------------------------
 
@@ -270,7 +266,7 @@ class Gate:
         if state.verdict == "modified":
             assert decider.args is not None
             original = req.calls[0]
-            new_id = derived("c", decider.event_id, "amended")
+            new_id = derived_id("c", decider.event_id, "amended")
             return [
                 ApprovalDenied(approval_id=req.approval_id, call_ids=req.call_ids,
                                approver=decider.approver,
@@ -282,7 +278,7 @@ class Gate:
                             amended_by=decider.approver, requested_by=req.requested_by,
                             rationale=req.rationale, evidence=req.evidence,
                             expected_outcome=req.expected_outcome,
-                            event_id=derived("e", decider.event_id, "amended"), **common),
+                            event_id=derived_id("e", decider.event_id, "amended"), **common),
             ]
         approver = "+".join(state.approved_by)
         not_after = min(req.expires_at, now + timedelta(minutes=5))
@@ -302,7 +298,7 @@ class Gate:
         return DecisionRejected(session_id=d.session_id, approval_id=d.approval_id,
                                 approver=d.approver, reason=why[:2000], actor=ACTOR,
                                 causation_id=d.event_id,
-                                event_id=derived("e", d.event_id, "rejected"))
+                                event_id=derived_id("e", d.event_id, "rejected"))
 
     async def _reject(self, d: ApprovalDecided, why: str) -> None:
         log.warning("decision rejected: %s", why, extra={"approval_id": d.approval_id})

@@ -7,7 +7,6 @@ appended with optimistic concurrency on the session); everything else is a funct
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from schemas import catalogue
+from schemas import catalogue, ids
 from schemas.approval import (
     ApprovalDenied,
     ApprovalExpired,
@@ -70,8 +69,7 @@ anything), and what you recommend next.
 
 def seed_id(prefix: str, seed: str, index: int) -> str:
     """Ids derived from a seed, so that recomputing a step's events yields the same ids."""
-    digest = hashlib.sha256(f"{seed}:{index}".encode()).hexdigest()[:20]
-    return f"{prefix}_{digest}"
+    return ids.derived_id(prefix, seed, str(index))
 
 
 def step_id_for(anchor: Event) -> str:

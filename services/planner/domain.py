@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from schemas import catalogue
+from schemas import catalogue, ids
 from schemas.approval import ApprovalDenied, ApprovalExpired, ToolAmended, ToolRefused
 from schemas.base import Event
 from schemas.execution import ToolResult
@@ -24,8 +23,7 @@ NO_MODEL = (
 
 def derived_id(prefix: str, trigger: Event, index: int) -> str:
     """Ids derived from the trigger, so a redelivered trigger yields the same events."""
-    digest = hashlib.sha256(f"{trigger.event_id}:{index}".encode()).hexdigest()[:20]
-    return f"{prefix}_{digest}"
+    return ids.derived_id(prefix, trigger.event_id, str(index))
 
 
 def _proposal_of(events: Sequence[Event], call_id: str) -> ToolProposed | None:
