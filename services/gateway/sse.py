@@ -19,6 +19,7 @@ import weakref
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http import HttpVersion11
 from nats.aio.msg import Msg
 
 from schemas import subjects as S
@@ -58,32 +59,126 @@ class Connection:
 
 
 Live = tuple[int, bytes]  # (stream sequence, the SSE frame)
+MAX_PENDING = 1000  # live frames held for a client that is catching up; past it, the log
+
+
+def chunked(data: bytes) -> bytes:
+    """`data` as one HTTP/1.1 chunk (what aiohttp's writer would add around it)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+class Follower:
+    """One SSE client of a followed session.
+
+    While it owes the client nothing (`direct`), the hub writes each live frame straight to its
+    transport: the same bytes object for every client, no queue, no task wake-up and no timer
+    per event. Anything else — catching up from the log, a full socket buffer, a reconnect of
+    the NATS connection, a gone client — hands the client back to its own task (`wake`), and
+    the hub keeps what arrives meanwhile in `pending` for it."""
+
+    __slots__ = ("chunked", "connection", "direct", "generation", "high_water", "last",
+                 "metrics", "pending", "reread", "sent_at", "transport", "wake")
+
+    def __init__(self, transport: asyncio.Transport, is_chunked: bool, metrics: Metrics,
+                 connection: Connection | None) -> None:
+        self.transport = transport
+        self.chunked = is_chunked
+        self.metrics = metrics
+        self.connection = connection
+        self.generation = connection.generation if connection else 0
+        self.high_water = transport.get_write_buffer_limits()[1]
+        self.last = 0  # the last id written to the client
+        self.direct = False
+        self.pending: list[Live] = []
+        self.reread = False  # the log must be read again from `last` (pending overflowed)
+        self.sent_at = 0.0  # loop time of the last write, for the heartbeat
+        self.wake: asyncio.Future[None] | None = None
+
+    def encode(self, data: bytes) -> bytes:
+        return chunked(data) if self.chunked else data
+
+    def hand_over(self) -> None:
+        self.direct = False
+        if self.wake is not None and not self.wake.done():
+            self.wake.set_result(None)
+
+    def hold(self, batch: list[Live]) -> None:
+        if self.reread:
+            return
+        self.pending.extend(batch)
+        if len(self.pending) > MAX_PENDING:
+            self.pending.clear()
+            self.reread = True
+
+    def offer(self, batch: list[Live], whole: _Batch, now: float) -> None:
+        if not self.direct:
+            self.hold(batch)
+            return
+        last = self.last
+        if batch[-1][0] <= last:
+            return
+        transport = self.transport
+        conn = self.connection
+        if transport.is_closing() or (conn is not None and conn.generation != self.generation):
+            self.hold(batch)
+            self.hand_over()
+            return
+        if batch[0][0] > last:
+            data, sent = whole.encoded(self.chunked), len(batch)
+        else:  # the log read that caught this client up went past part of the batch
+            rest = [f for seq, f in batch if seq > last]
+            data, sent = self.encode(b"".join(rest)), len(rest)
+        transport.write(data)
+        self.last = batch[-1][0]
+        self.sent_at = now
+        self.metrics.sse_events_sent += sent
+        if transport.get_write_buffer_size() > self.high_water:
+            self.hand_over()  # a slow reader: its task waits for the socket to drain
+
+
+class _Batch:
+    """The frames that arrived in one pass of the loop, joined and encoded once for all."""
+
+    __slots__ = ("_chunked", "_raw", "frames")
+
+    def __init__(self, frames: list[Live]) -> None:
+        self.frames = frames
+        self._raw: bytes | None = None
+        self._chunked: bytes | None = None
+
+    def encoded(self, is_chunked: bool) -> bytes:
+        if self._raw is None:
+            self._raw = b"".join(f for _, f in self.frames)
+        if not is_chunked:
+            return self._raw
+        if self._chunked is None:
+            self._chunked = chunked(self._raw)
+        return self._chunked
 
 
 class LiveHub:
     """One NATS subscription per followed session, shared by all of its SSE clients.
 
     With a subscription per client, every live event crossed the NATS connection and was
-    parsed once per client (1,000 clients: 1,000 copies); the hub receives it once and hands the
-    same message to each client's queue, framed once. Ordering, dedupe and gap repair stay per
-    client."""
+    parsed once per client (1,000 clients: 1,000 copies); the hub receives it once, frames it
+    once and writes the same bytes to each client that is caught up. Ordering, dedupe and gap
+    repair stay per client."""
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self._entries: dict[str, _Followers] = {}
 
-    async def join(self, session_id: str) -> asyncio.Queue[Live]:
-        queue: asyncio.Queue[Live] = asyncio.Queue()
+    async def join(self, session_id: str, follower: Follower) -> None:
         entry = self._entries.get(session_id)
         if entry is not None:
-            entry.queues.add(queue)
+            entry.followers.add(follower)
             await entry.ready.wait()
             if entry.sub is None:  # its subscribe failed: try again on a fresh entry
-                entry.queues.discard(queue)
-                return await self.join(session_id)
-            return queue
+                entry.followers.discard(follower)
+                await self.join(session_id, follower)
+            return
         entry = _Followers()
-        entry.queues.add(queue)
+        entry.followers.add(follower)
         self._entries[session_id] = entry
         try:
             entry.sub = await self.bus.nc.subscribe(
@@ -95,14 +190,13 @@ class LiveHub:
             raise
         finally:
             entry.ready.set()
-        return queue
 
-    async def leave(self, session_id: str, queue: asyncio.Queue[Live]) -> None:
+    async def leave(self, session_id: str, follower: Follower) -> None:
         entry = self._entries.get(session_id)
         if entry is None:
             return
-        entry.queues.discard(queue)
-        if not entry.queues:
+        entry.followers.discard(follower)
+        if not entry.followers:
             del self._entries[session_id]
             await entry.ready.wait()
             if entry.sub is not None:
@@ -114,9 +208,10 @@ class LiveHub:
 
 class _Followers:
     def __init__(self) -> None:
-        self.queues: set[asyncio.Queue[Live]] = set()
+        self.followers: set[Follower] = set()
         self.sub: Any = None
         self.ready = asyncio.Event()
+        self._batch: list[Live] = []
 
     async def deliver(self, msg: Msg) -> None:
         try:
@@ -125,9 +220,18 @@ class _Followers:
         except (ValueError, S.SubjectMismatch) as exc:
             log.warning("skipping a live message: %s", exc, extra={"subject": msg.subject})
             return
-        item = (seq, frame(seq, tag, msg.data))
-        for queue in self.queues:
-            queue.put_nowait(item)
+        # Written once the subscription's queue is empty: messages that arrived together go
+        # out together, one write per client instead of one per message.
+        if not self._batch:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._batch.append((seq, frame(seq, tag, msg.data)))
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, []
+        whole = _Batch(batch)
+        now = asyncio.get_running_loop().time()
+        for follower in self.followers:
+            follower.offer(batch, whole, now)
 
 
 _hubs: weakref.WeakKeyDictionary[Bus, LiveHub] = weakref.WeakKeyDictionary()
@@ -151,31 +255,50 @@ async def stream_session(
             "X-Accel-Buffering": "no",
         }
     )
+    # Frames go straight to the transport (see Follower), so the framing is fixed here rather
+    # than left to aiohttp's writer: chunked on HTTP/1.1, bare bytes until close on HTTP/1.0.
+    is_chunked = request.version >= HttpVersion11
+    if is_chunked:
+        resp.enable_chunked_encoding()
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("the client has gone")
+    loop = asyncio.get_running_loop()
+    f = Follower(transport, is_chunked, metrics, connection)
     hub = hub_for(bus)
-    queue = await hub.join(session_id)
+    await hub.join(session_id, f)
     metrics.sse_clients += 1
     metrics.sse_connections += 1
-    last = after
+    f.last = after
     try:
         # Before the 200 goes out: a bus failure here is still a clean 503 for the client.
         info = await bus.js.stream_info(S.EVENTS_STREAM)
         first_seq, last_seq = int(info.state.first_seq), int(info.state.last_seq)
-        await resp.prepare(request)
-        await resp.write(b"retry: %d\n\n" % RETRY_MS)
+        writer = await resp.prepare(request)  # sends the headers
+        assert writer is not None
+
+        async def send(data: bytes) -> None:
+            if transport.is_closing():
+                raise ConnectionResetError("the client has gone")
+            transport.write(f.encode(data))
+            f.sent_at = loop.time()
+            if transport.get_write_buffer_size() > f.high_water:
+                await writer.drain()
+
+        await send(b"retry: %d\n\n" % RETRY_MS)
         if after > last_seq or (0 < after < first_seq - 1):
             # The id is from another log (restored or replaced) or older than what is kept:
             # say so, then start over from the beginning of what the log holds.
-            await resp.write(b'event: reset\ndata: {"reason": "unknown event id", '
-                             b'"last_event_id": %d}\n\n' % after)
-            last = 0
+            await send(b'event: reset\ndata: {"reason": "unknown event id", '
+                       b'"last_event_id": %d}\n\n' % after)
+            f.last = 0
 
         async def read_gap() -> None:
-            nonlocal last
-            async for stored in bus.read(S.session_filter(session_id), last + 1):
-                if stored.seq > last:
-                    await resp.write(frame(stored.seq, stored.event.type, stored.raw))
+            async for stored in bus.read(S.session_filter(session_id), f.last + 1):
+                if stored.seq > f.last:
+                    await send(frame(stored.seq, stored.event.type, stored.raw))
                     metrics.sse_events_sent += 1
-                    last = stored.seq
+                    f.last = stored.seq
 
         async def catch_up() -> None:
             # Once the stream has started, a bus outage (a reconnect, a stream electing a
@@ -188,38 +311,54 @@ async def stream_session(
                     return
                 except (RetryableError, *TRANSIENT) as exc:
                     log.warning("sse catch-up failed, retrying: %s", exc,
-                                extra={"session_id": session_id, "seq": last})
-                    await resp.write(b": the log is unavailable for a moment\n\n")
+                                extra={"session_id": session_id, "seq": f.last})
+                    await send(b": the log is unavailable for a moment\n\n")
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
 
-        generation = connection.generation if connection else 0
-        await catch_up()
+        f.reread = True
         while True:
-            if queue.empty():
-                try:
-                    # asyncio.timeout, not wait_for: no task per event per client.
-                    async with asyncio.timeout(heartbeat_s):
-                        seq, data = await queue.get()
-                except TimeoutError:
-                    await resp.write(b": ping\n\n")
-                    await catch_up()
-                    continue
-            else:
-                seq, data = queue.get_nowait()
-            if connection is not None and connection.generation != generation:
-                generation = connection.generation
+            # The client is ours (not direct): settle what it is owed, in order.
+            if connection is not None and connection.generation != f.generation:
+                f.generation = connection.generation
+                f.reread = True
+            if f.reread:
+                f.reread = False
                 await catch_up()
-            if seq <= last:
                 continue
-            await resp.write(data)
-            metrics.sse_events_sent += 1
-            last = seq
+            if f.pending:
+                items, f.pending = f.pending, []
+                for seq, data in items:
+                    if seq > f.last:
+                        await send(data)
+                        metrics.sse_events_sent += 1
+                        f.last = seq
+                continue
+            if transport.is_closing():
+                raise ConnectionResetError("the client has gone")
+            if transport.get_write_buffer_size() > f.high_water:
+                await writer.drain()
+                if f.pending or f.reread:
+                    continue
+            # Owed nothing: the hub writes to this client until it hands it back. The timer
+            # is re-armed only when it expires, not per event.
+            f.direct = True
+            while f.direct:
+                f.wake = loop.create_future()
+                try:
+                    async with asyncio.timeout_at(f.sent_at + heartbeat_s):
+                        await f.wake
+                except TimeoutError:
+                    if f.direct and loop.time() >= f.sent_at + heartbeat_s:
+                        f.direct = False
+                        await send(b": ping\n\n")
+                        f.reread = True
     except ConnectionResetError:
         # A client going away never stops the run; only this stream ends.
-        log.debug("sse client gone", extra={"session_id": session_id, "seq": last})
+        log.debug("sse client gone", extra={"session_id": session_id, "seq": f.last})
     finally:
+        f.direct = False
         metrics.sse_clients -= 1
         with contextlib.suppress(Exception):
-            await hub.leave(session_id, queue)
+            await hub.leave(session_id, f)
     return resp

@@ -1,0 +1,166 @@
+"""The hub's direct fan-out (services/gateway/sse.py) with fake transports: what is written to a
+caught-up client, and when a client is handed back to its own task instead."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import cast
+
+from nats.aio.msg import Msg
+
+from schemas import subjects as S
+from services.gateway import sse
+from services.gateway.metrics import Metrics
+
+SID = "s_fanout"
+
+
+class FakeTransport:
+    def __init__(self, high: int = 1 << 16, keeps: bool = False) -> None:
+        self.writes: list[bytes] = []
+        self.high = high
+        self.keeps = keeps  # the peer reads nothing: every write stays in the buffer
+        self.buffered = 0
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        if self.keeps:
+            self.buffered += len(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (0, self.high)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+def follower(transport: FakeTransport, metrics: Metrics, last: int = 0,
+             connection: sse.Connection | None = None, direct: bool = True) -> sse.Follower:
+    f = sse.Follower(cast(asyncio.Transport, transport), True, metrics, connection)
+    f.last, f.direct = last, direct
+    f.wake = asyncio.get_running_loop().create_future()
+    return f
+
+
+def msg(seq: int, text: str = "hi") -> Msg:
+    subject = f"{S.LIVE_PREFIX}.{SID}.planner.assistant.message.k{seq}"
+    return Msg(_client=None, subject=subject, headers={"Nats-Sequence": str(seq)},  # type: ignore[arg-type]
+               data=b'{"text": "%s"}' % text.encode())
+
+
+def framed(seq: int, text: str = "hi") -> bytes:
+    return sse.frame(seq, "assistant.message", b'{"text": "%s"}' % text.encode())
+
+
+async def deliver(entry: sse._Followers, *msgs: Msg) -> None:
+    """Delivers msgs as one arrival (one pass of the loop), then lets the flush run."""
+    flushed = asyncio.get_running_loop().create_future()
+    for m in msgs:
+        await entry.deliver(m)
+    asyncio.get_running_loop().call_soon(flushed.set_result, None)  # after the flush
+    await flushed
+
+
+async def test_caught_up_clients_get_the_same_bytes_object_once() -> None:
+    metrics = Metrics()
+    ts = [FakeTransport() for _ in range(3)]
+    entry = sse._Followers()
+    entry.followers.update(follower(t, metrics, last=4) for t in ts)
+    await deliver(entry, msg(5))
+    assert [len(t.writes) for t in ts] == [1, 1, 1]
+    assert ts[0].writes[0] == sse.chunked(framed(5))
+    assert ts[1].writes[0] is ts[0].writes[0]
+    assert ts[2].writes[0] is ts[0].writes[0]
+    assert {f.last for f in entry.followers} == {5}
+    assert metrics.sse_events_sent == 3
+
+
+async def test_messages_arriving_together_are_one_write_per_client() -> None:
+    metrics = Metrics()
+    t = FakeTransport()
+    entry = sse._Followers()
+    entry.followers.add(follower(t, metrics, last=4))
+    await deliver(entry, msg(5, "a"), msg(7, "b"))
+    assert t.writes == [sse.chunked(framed(5, "a") + framed(7, "b"))]
+    assert metrics.sse_events_sent == 2
+
+
+async def test_what_the_log_read_already_sent_is_not_sent_again() -> None:
+    metrics = Metrics()
+    whole, part, ahead = FakeTransport(), FakeTransport(), FakeTransport()
+    entry = sse._Followers()
+    entry.followers.update([follower(whole, metrics, last=4), follower(part, metrics, last=5),
+                            follower(ahead, metrics, last=7)])
+    await deliver(entry, msg(5, "a"), msg(7, "b"))
+    assert whole.writes == [sse.chunked(framed(5, "a") + framed(7, "b"))]
+    assert part.writes == [sse.chunked(framed(7, "b"))]
+    assert ahead.writes == []
+    assert metrics.sse_events_sent == 3
+
+
+async def test_a_client_being_caught_up_gets_nothing_written_but_keeps_it() -> None:
+    t = FakeTransport()
+    f = follower(t, Metrics(), last=4, direct=False)
+    entry = sse._Followers()
+    entry.followers.add(f)
+    await deliver(entry, msg(5))
+    assert t.writes == []
+    assert f.pending == [(5, framed(5))]
+
+
+async def test_a_full_socket_hands_the_client_to_its_task() -> None:
+    t = FakeTransport(high=len(sse.chunked(framed(5))), keeps=True)
+    f = follower(t, Metrics(), last=4)
+    wake = f.wake
+    assert wake is not None
+    entry = sse._Followers()
+    entry.followers.add(f)
+    await deliver(entry, msg(5))
+    assert len(t.writes) == 1
+    assert f.direct
+    assert not wake.done()
+    await deliver(entry, msg(6))
+    assert len(t.writes) == 2
+    assert not f.direct
+    assert wake.done()
+    await deliver(entry, msg(7))  # the task drains the socket, then writes what it holds
+    assert len(t.writes) == 2
+    assert f.pending == [(7, framed(7))]
+
+
+async def test_a_gone_client_or_a_reconnect_is_handed_back_unwritten() -> None:
+    gone, moved = FakeTransport(), FakeTransport()
+    conn = sse.Connection()
+    f_gone = follower(gone, Metrics(), last=4)
+    f_moved = follower(moved, Metrics(), last=4, connection=conn)
+    gone.closing = True
+    await conn.changed()
+    entry = sse._Followers()
+    entry.followers.update([f_gone, f_moved])
+    await deliver(entry, msg(5))
+    assert gone.writes == []
+    assert moved.writes == []
+    for f in (f_gone, f_moved):
+        assert not f.direct
+        assert f.wake is not None
+        assert f.wake.done()
+        assert f.pending == [(5, framed(5))]
+
+
+async def test_too_much_held_for_a_slow_client_is_left_to_the_log(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(sse, "MAX_PENDING", 2)
+    f = follower(FakeTransport(), Metrics(), last=4, direct=False)
+    entry = sse._Followers()
+    entry.followers.add(f)
+    await deliver(entry, msg(5), msg(6))
+    assert len(f.pending) == 2
+    assert not f.reread
+    await deliver(entry, msg(7))
+    assert f.pending == []
+    assert f.reread
+    await deliver(entry, msg(8))
+    assert f.pending == []
