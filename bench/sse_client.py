@@ -29,7 +29,7 @@ def stamp(d: dict) -> float:  # type: ignore[type-arg]
 
 
 async def client(session: aiohttp.ClientSession, url: str, headers: dict[str, str],
-                 lat: list[float], n: int, ready: list[int]) -> None:
+                 lat: list[float], n: int, ready: list[int], stamps: set[float]) -> None:
     async with session.get(url, headers=headers,
                            timeout=aiohttp.ClientTimeout(total=None)) as r:
         assert r.status == 200, r.status
@@ -40,7 +40,9 @@ async def client(session: aiohttp.ClientSession, url: str, headers: dict[str, st
                 d = json.loads(line[6:])
                 if "t" not in d and "occurred_at" not in d:
                     continue
-                lat.append((time.time() - stamp(d)) * 1000)
+                t = stamp(d)
+                lat.append((time.time() - t) * 1000)
+                stamps.add(t)
                 got += 1
                 if got == n:
                     return
@@ -49,10 +51,12 @@ async def client(session: aiohttp.ClientSession, url: str, headers: dict[str, st
 async def main(url: str, c: int, n: int, token: str, fire: str) -> None:
     lat: list[float] = []
     ready: list[int] = []
+    stamps: set[float] = set()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as s:
-        tasks = [asyncio.create_task(client(s, url, headers, lat, n, ready)) for _ in range(c)]
+        tasks = [asyncio.create_task(client(s, url, headers, lat, n, ready, stamps))
+                 for _ in range(c)]
         t0 = time.perf_counter()
         while len(ready) < c:
             await asyncio.sleep(0.1)
@@ -73,6 +77,10 @@ async def main(url: str, c: int, n: int, token: str, fire: str) -> None:
         "clients": c, "events": n, "connect_s": round(connect_s, 2),
         "p50": lat[len(lat) // 2], "p99": lat[int(len(lat) * 0.99) - 1], "max": lat[-1],
         "delivered": len(lat),
+        # first stamp → last stamp: how long the server took to emit the N events (nominally
+        # (N-1) * 50 ms; a server busy writing to its clients emits later, so it loads the
+        # client less)
+        "span_ms": round((max(stamps) - min(stamps)) * 1000, 1),
     }), flush=True)
 
 
