@@ -2,7 +2,7 @@
 whose socket is full is handed back to its own task, the hub holds a few frames for it and,
 past that, leaves it to re-read the log. Here the reader's socket buffers are tiny and it reads
 nothing until the hub has given up holding frames for it: it must then get every event once,
-in order, and the other clients must not have waited for it."""
+in order, and the other clients must not have waited for it. Also: HTTP/1.0 framing."""
 
 from __future__ import annotations
 
@@ -119,3 +119,26 @@ async def test_a_slow_reader_gets_every_event_once_and_holds_up_no_one(
     stored = await gateway.bus.session(sid)
     assert [seq for seq, _ in got] == [s.seq for s in stored]
     assert [text for _, text in got[1:]] == [f"{i}{TEXT}" for i in range(N)]
+
+
+async def test_an_http_10_client_gets_bare_frames_until_close(gateway: Gateway) -> None:
+    """No chunked encoding on HTTP/1.0: the hub writes the frames as they are."""
+    sid = await gateway.client("operator").new_session()
+    parts = urlsplit(gateway.url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        writer.write(f"GET /v1/sessions/{sid}/events HTTP/1.0\r\n"
+                     f"Authorization: Bearer {token_of('viewer')}\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200"), head
+        assert b"transfer-encoding" not in head.lower()
+        assert await asyncio.wait_for(reader.readuntil(b"\n\n"), 10) == b"retry: 2000\n\n"
+        first = await asyncio.wait_for(reader.readuntil(b"\n\n"), 10)  # from the log
+        assert b"event: session.started\n" in first
+        await gateway.bus.append(UserMessage(session_id=sid, text="live", actor="o"))
+        live = await asyncio.wait_for(reader.readuntil(b"\n\n"), 10)  # written by the hub
+        stored = await gateway.bus.session(sid)
+        assert live.startswith(b"id: %d\nevent: user.message\ndata: " % stored[-1].seq)
+        assert json.loads(live.split(b"data: ", 1)[1])["text"] == "live"
+    finally:
+        writer.close()
