@@ -8,7 +8,7 @@ import logging
 
 from services.gate.handlers import Gate
 from services.gate.settings import GateSettings
-from services.runtime.bus import SESSIONS_AT_ONCE, Bus
+from services.runtime.bus import SESSION_CACHE_BYTES, SESSIONS_AT_ONCE, Bus
 
 log = logging.getLogger(__name__)
 EXPIRY_SWEEP_S = 1.0
@@ -16,6 +16,7 @@ EXPIRY_SWEEP_S = 1.0
 
 async def run(settings: GateSettings, stop: asyncio.Event) -> None:
     bus = await Bus.connect(settings.nats, "gate")
+    bus.cache_sessions(SESSION_CACHE_BYTES)
     gate = Gate(bus, settings)
     sweeper = asyncio.create_task(_sweep(gate, stop))
     try:

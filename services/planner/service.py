@@ -8,7 +8,7 @@ import logging
 from services.planner.handlers import Planner
 from services.planner.llm import OpenAIChat
 from services.planner.settings import PlannerSettings
-from services.runtime.bus import SESSIONS_AT_ONCE, Bus
+from services.runtime.bus import SESSION_CACHE_BYTES, SESSIONS_AT_ONCE, Bus
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,7 @@ async def run(settings: PlannerSettings, stop: asyncio.Event) -> None:
         log.info("model %s at %s", settings.model.model,
                  settings.model.base_url or "the OpenAI API")
     bus = await Bus.connect(settings.nats, "planner")
+    bus.cache_sessions(SESSION_CACHE_BYTES)
     try:
         await bus.consume("planner", Planner(bus, model, settings.model).handle, stop,
                           sessions_at_once=SESSIONS_AT_ONCE)

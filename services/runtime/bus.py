@@ -28,6 +28,7 @@ from schemas.base import Event
 from schemas.events import AnyEvent
 from services.runtime.errors import ConcurrencyConflict, PoisonMessage, RetryableError
 from services.runtime.provision import MAX_DELIVER, UNEXPECTED_ATTEMPTS
+from services.runtime.sessions import SessionCache
 from services.runtime.settings import NatsSettings
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,12 @@ _TRIGGER: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVa
     "interlock_trigger", default=None)
 STALE_READ_WAIT_S = 3.0
 SESSION_STARTS_KEPT = 50_000
-# How many sessions a service handles at once from one fetched batch (see handle_batch).
+# What a service that folds sessions keeps of them between events (see cache_sessions).
+SESSION_CACHE_BYTES = 8 << 20
+# How many sessions a service handles at once, and how many messages it may hold per such
+# slot (see Dispatcher).
 SESSIONS_AT_ONCE = 16
+HELD_PER_SESSION = 4
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class Bus:
         self._replicas: int | None = None
         self._ack_wait = 30.0
         self._session_starts: OrderedDict[str, int] = OrderedDict()
+        self._cache: SessionCache[Stored] | None = None
 
     @classmethod
     async def connect(cls, settings: NatsSettings, service: str, **kwargs: Any) -> Bus:
@@ -286,28 +292,43 @@ class Bus:
                       at_least: int = 0) -> list[Stored]:
         """The session's stored events from start_seq. A read made while handling an event of
         this session includes that event (and so everything before it): a replica that has
-        not applied it yet is asked again, briefly, before giving up with a RetryableError."""
+        not applied it yet is asked again, briefly, before giving up with a RetryableError.
+
+        With a session cache (cache_sessions), a whole-session read asks the log only for the
+        events after those already read."""
         trigger = _TRIGGER.get()
         if trigger is not None and trigger[0] == session_id:
             at_least = max(at_least, trigger[1])
-        # A session's first event never moves: start the server's scan there, not at seq 1
-        # (a wildcard Direct Get walks the log from where it is asked to start).
         whole = start_seq <= 1
+        known: list[Stored] = []
         if whole:
-            start_seq = self._session_starts.get(session_id, 1)
+            known = self._cache.prefix(session_id) if self._cache is not None else []
+            # A session's first event never moves: start the server's scan there, not at seq 1
+            # (a wildcard Direct Get walks the log from where it is asked to start).
+            start_seq = known[-1].seq + 1 if known else self._session_starts.get(session_id, 1)
         delay = 0.01
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STALE_READ_WAIT_S
         while True:
             got = [s async for s in self.read(S.session_filter(session_id), start_seq)]
+            if got:
+                known = known + got
+                start_seq = got[-1].seq + 1
             if whole and got:
-                self._remember_start(session_id, got[0].seq)
-            if not at_least or (got and got[-1].seq >= at_least) or start_seq > at_least:
-                return got
+                self._remember_start(session_id, known[0].seq)
+                if self._cache is not None:
+                    self._cache.keep(session_id, known)
+            if not at_least or (known and known[-1].seq >= at_least) or start_seq > at_least:
+                return list(known)
             if loop.time() >= deadline:
                 raise RetryableError(f"the log for {session_id} is behind seq {at_least}")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)
+
+    def cache_sessions(self, max_bytes: int) -> None:
+        """Keeps what was read of each session (up to max_bytes of stored events), for a
+        service that folds the same sessions over and over (see services/runtime/sessions)."""
+        self._cache = SessionCache(max_bytes) if max_bytes > 0 else None
 
     def _remember_start(self, session_id: str, seq: int) -> None:
         starts = self._session_starts
@@ -346,8 +367,8 @@ class Bus:
     ) -> None:
         """Fetches from an admin-provisioned durable pull consumer until `stop` is set.
 
-        sessions_at_once > 1: the messages of one fetched batch are handled per session — in
-        order within a session, up to that many sessions at a time (see handle_batch)."""
+        sessions_at_once > 1: messages are handled per session — in order within a session, up
+        to that many sessions at a time (see Dispatcher)."""
         stream, _ = S.CONSUMER_FILTERS[durable]
         psub = await self.js.pull_subscribe_bind(
             durable, stream=stream, inbox_prefix=f"_INBOX_{self.service}.".encode()
@@ -373,23 +394,28 @@ class Bus:
         on_poison: Callable[[Msg, PoisonMessage], Awaitable[None]] | None,
         sessions_at_once: int = 1,
     ) -> None:
-        while not stop.is_set():
-            try:
-                msgs = await _next_batch(psub, batch)
-            except (TimeoutError, NatsTimeoutError):
-                continue
-            except ConnectionClosedError:
-                return
-            except Exception as exc:  # noqa: BLE001 - the loop must survive bus hiccups
-                log.warning("fetch failed: %s", exc, extra={"error": type(exc).__name__})
-                await asyncio.sleep(0.5)
-                continue
-            try:
-                await handle_batch(msgs, handler, on_poison, sessions_at_once, self._ack_wait)
-            except ConnectionClosedError:
-                return
-            except Exception:  # a bad batch must never end the service
-                log.exception("handling a batch failed; its messages will be redelivered")
+        work = Dispatcher(handler, on_poison, sessions_at_once, self._ack_wait,
+                          max_held=max(batch, HELD_PER_SESSION * sessions_at_once))
+        try:
+            while not stop.is_set() and not work.closed:
+                room = work.room()
+                if room <= 0:
+                    await work.wait_for_room()
+                    continue
+                try:
+                    msgs = await _next_batch(psub, min(batch, room))
+                except (TimeoutError, NatsTimeoutError):
+                    continue
+                except ConnectionClosedError:
+                    return
+                except Exception as exc:  # noqa: BLE001 - the loop must survive bus hiccups
+                    log.warning("fetch failed: %s", exc, extra={"error": type(exc).__name__})
+                    await asyncio.sleep(0.5)
+                    continue
+                for msg in msgs:
+                    work.submit(msg)
+        finally:
+            await work.finish()
 
 
 async def _next_batch(psub: Any, batch: int) -> list[Msg]:
@@ -419,55 +445,87 @@ def session_of(subject: str) -> str:
     return subject
 
 
-async def handle_batch(
-    msgs: list[Msg],
-    handler: Callable[[Msg], Awaitable[None]],
-    on_poison: Callable[[Msg, PoisonMessage], Awaitable[None]] | None,
-    sessions_at_once: int,
-    ack_wait: float,
-) -> None:
-    """Handles a fetched batch with the one ack policy: one session's messages strictly in
-    order, different sessions concurrently (at most `sessions_at_once` at a time). A service
-    waits on the log (fsynced appends, acks) far more than it computes, so handling sessions one
-    after another left it idle while work queued up; across sessions there was never an order
-    to keep (N instances already handle them in parallel).
+class Dispatcher:
+    """Hands fetched messages to the handler as they arrive, with the one ack policy: one
+    session's messages strictly in order, different sessions concurrently (at most
+    `sessions_at_once` handlers at a time). A service waits on the log (fsynced appends, acks)
+    far more than it computes; fetching the next messages while earlier ones are handled keeps
+    it busy, where waiting for a whole batch to finish left it idle behind the slowest message.
+    Across sessions there was never an order to keep (N instances already handle them in
+    parallel).
 
-    Messages still waiting behind a slow one are kept alive with in-progress heartbeats, so
-    JetStream does not hand them to another instance while this one holds them.
+    At most `max_held` messages are held at once; those waiting behind a slow one are kept
+    alive with in-progress heartbeats, so JetStream does not hand them to another instance
+    while this one holds them.
     """
-    waiting: dict[int, Msg] = {id(m): m for m in msgs}
-    groups: dict[str, list[Msg]] = {}
-    for msg in msgs:
-        key = session_of(msg.subject) if sessions_at_once > 1 else ""
-        groups.setdefault(key, []).append(msg)
-    gate = asyncio.Semaphore(max(1, sessions_at_once))
 
-    async def run(group: list[Msg]) -> None:
-        async with gate:
-            for msg in group:
-                try:
-                    await handle_with_policy(msg, handler, on_poison)
-                finally:
-                    waiting.pop(id(msg), None)
+    def __init__(
+        self,
+        handler: Callable[[Msg], Awaitable[None]],
+        on_poison: Callable[[Msg, PoisonMessage], Awaitable[None]] | None,
+        sessions_at_once: int,
+        ack_wait: float,
+        max_held: int,
+    ) -> None:
+        self.handler = handler
+        self.on_poison = on_poison
+        self.ordered_by_session = sessions_at_once > 1
+        self.slots = asyncio.Semaphore(max(1, sessions_at_once))
+        self.ack_wait = ack_wait
+        self.max_held = max_held
+        self.held: dict[int, Msg] = {}
+        self.tails: dict[str, asyncio.Task[None]] = {}
+        self.closed = False  # the connection was closed under a handler
+        self._freed = asyncio.Event()
+        self._beat: asyncio.Task[None] | None = None
 
-    async def heartbeat() -> None:
+    def room(self) -> int:
+        return self.max_held - len(self.held)
+
+    async def wait_for_room(self) -> None:
+        self._freed.clear()
+        if self.room() <= 0:
+            await self._freed.wait()
+
+    def submit(self, msg: Msg) -> None:
+        if self._beat is None:
+            self._beat = asyncio.create_task(self._heartbeat())
+        key = session_of(msg.subject) if self.ordered_by_session else ""
+        self.held[id(msg)] = msg
+        self.tails[key] = asyncio.create_task(self._run(msg, key, self.tails.get(key)))
+
+    async def _run(self, msg: Msg, key: str, before: asyncio.Task[None] | None) -> None:
+        try:
+            if before is not None:
+                await asyncio.wait({before})  # the session's earlier message first
+            async with self.slots:
+                await handle_with_policy(msg, self.handler, self.on_poison)
+        except ConnectionClosedError:
+            self.closed = True
+        except Exception:  # a bad message must never end the service
+            log.exception("handling a message failed; it will be redelivered",
+                          extra={"subject": msg.subject})
+        finally:
+            self.held.pop(id(msg), None)
+            if self.tails.get(key) is asyncio.current_task():
+                del self.tails[key]
+            self._freed.set()
+
+    async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(max(ack_wait / 3, 0.2))
-            for msg in list(waiting.values()):
+            await asyncio.sleep(max(self.ack_wait / 3, 0.2))
+            for msg in list(self.held.values()):
                 with contextlib.suppress(Exception):
                     await msg.in_progress()
 
-    beat = asyncio.create_task(heartbeat())
-    try:
-        results = await asyncio.gather(*(run(g) for g in groups.values()),
-                                       return_exceptions=True)
-    finally:
-        beat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beat
-    for r in results:
-        if isinstance(r, BaseException):
-            raise r
+    async def finish(self) -> None:
+        """Lets every held message finish (a stop is graceful), then stops the heartbeats."""
+        while self.tails:
+            await asyncio.wait(list(self.tails.values()))
+        if self._beat is not None:
+            self._beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat
 
 
 async def _settle(msg: Msg, action: str, **kwargs: Any) -> None:
