@@ -231,7 +231,12 @@ class _Followers:
         whole = _Batch(batch)
         now = asyncio.get_running_loop().time()
         for follower in self.followers:
-            follower.offer(batch, whole, now)
+            try:
+                follower.offer(batch, whole, now)
+            except Exception:  # one broken transport must not cost the others this batch
+                log.exception("sse fan-out to a client failed; its task takes over")
+                follower.hold(batch)
+                follower.hand_over()
 
 
 _hubs: weakref.WeakKeyDictionary[Bus, LiveHub] = weakref.WeakKeyDictionary()

@@ -164,3 +164,21 @@ async def test_too_much_held_for_a_slow_client_is_left_to_the_log(monkeypatch) -
     assert f.reread
     await deliver(entry, msg(8))
     assert f.pending == []
+
+
+class BrokenTransport(FakeTransport):
+    def write(self, data: bytes) -> None:
+        raise RuntimeError("Cannot call write() after write_eof()")
+
+
+async def test_one_broken_transport_costs_the_others_nothing() -> None:
+    metrics = Metrics()
+    ok = [FakeTransport() for _ in range(3)]
+    broken = follower(BrokenTransport(), metrics, last=4)
+    entry = sse._Followers()
+    entry.followers.update([broken, *(follower(t, metrics, last=4) for t in ok)])
+    await deliver(entry, msg(5))
+    assert [t.writes for t in ok] == [[sse.chunked(framed(5))]] * 3
+    assert not broken.direct
+    assert broken.pending == [(5, framed(5))]
+    assert broken.last == 4
