@@ -9,12 +9,11 @@ import contextvars
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError
@@ -26,6 +25,7 @@ from schemas import events as E
 from schemas import subjects as S
 from schemas.base import Event
 from schemas.events import AnyEvent
+from services.runtime import rawsub
 from services.runtime.errors import ConcurrencyConflict, PoisonMessage, RetryableError
 from services.runtime.provision import MAX_DELIVER, UNEXPECTED_ATTEMPTS
 from services.runtime.sessions import SessionCache
@@ -38,6 +38,10 @@ WRONG_LAST_SEQUENCE = 10071
 TRANSIENT = (NatsTimeoutError, asyncio.TimeoutError, NoRespondersError, NoStreamResponseError)
 EXPECTED_SEQ = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
+# Events per Direct Get batch in Bus.read. Each request costs the server a fixed ~10 ms on a
+# long log (it counts what matches after `seq`, for Nats-Num-Pending), so: few, large batches.
+# A batch is yielded as it arrives; what bounds it is the memory of replies not yet consumed.
+READ_BATCH = 20_000
 # The event being handled (its session and stream sequence), so that reads of that session wait
 # until they include it: a stream follower answering Direct Get may lag behind the leader.
 _TRIGGER: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
@@ -75,6 +79,14 @@ def decode_stored(subject: str, data: bytes) -> AnyEvent:
     return event
 
 
+@dataclass
+class _BatchEnd:
+    """Where a Direct Get batch stopped, and whether the log has more after it."""
+
+    last_seen: int | None = None
+    more: bool = False
+
+
 class Bus:
     def __init__(self, nc: NATS, service: str) -> None:
         self.nc = nc
@@ -91,7 +103,9 @@ class Bus:
             # Permission violations reach only this callback (notes/nats.md §2).
             log.warning("nats error: %s", exc, extra={"error": type(exc).__name__})
 
-        nc = await nats.connect(
+        # RawClient: nats-py's client, plus raw delivery for Direct Get replies (see read).
+        nc = rawsub.RawClient()
+        await nc.connect(
             [u.strip() for u in settings.url.split(",") if u.strip()],  # a cluster: every URL
             user=settings.user,
             password=settings.password,
@@ -99,7 +113,8 @@ class Bus:
             inbox_prefix=f"_INBOX_{service}".encode(),
             error_cb=error_cb,
             max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
+            # nats-py annotates an int, but only ever sleeps for it.
+            reconnect_time_wait=0.5,  # type: ignore[arg-type]
             connect_timeout=5,
             **kwargs,
         )
@@ -210,7 +225,8 @@ class Bus:
     # -- reading -----------------------------------------------------------------------------
 
     async def read(
-        self, subject_filter: str, start_seq: int = 1, batch: int = 1000, timeout: float = 5.0
+        self, subject_filter: str, start_seq: int = 1, batch: int = READ_BATCH,
+        timeout: float = 5.0,
     ) -> AsyncIterator[Stored]:
         """Stored events matching a filter, in order, from start_seq to the end of the log.
 
@@ -218,66 +234,71 @@ class Bus:
         """
         seq = max(1, start_seq)
         while True:
-            got, last_seen, more = await self._direct_batch(subject_filter, seq, batch, timeout)
-            for item in got:
-                yield item
-            if not more or last_seen is None:
+            end = _BatchEnd()
+            # Closed at once when the caller stops early (first()), so its inbox is let go.
+            batch_items = self._direct_batch(subject_filter, seq, batch, timeout, end)
+            async with contextlib.aclosing(batch_items) as items:
+                async for item in items:
+                    yield item
+            if not end.more or end.last_seen is None:
                 return
-            seq = last_seen + 1
+            seq = end.last_seen + 1
 
     async def _direct_batch(
-        self, subject_filter: str, seq: int, batch: int, timeout: float
-    ) -> tuple[list[Stored], int | None, bool]:
-        inbox = self.nc.new_inbox()
-        # Replies are collected by the callback and handed over in chunks: one wakeup per
-        # chunk instead of an asyncio.wait_for per message (the largest cost of a replay after
-        # nats-py's header parsing). `timeout` still bounds the wait for the next reply.
-        received: list[Msg] = []
-        arrived = asyncio.Event()
-
-        async def collect(msg: Msg) -> None:
-            received.append(msg)
-            arrived.set()
-
-        sub = await self.nc.subscribe(inbox, cb=collect)
-        try:
+        self, subject_filter: str, seq: int, batch: int, timeout: float, end: _BatchEnd
+    ) -> AsyncGenerator[Stored, None]:
+        """One Direct Get batch, yielded as its replies arrive (a large batch is not held
+        whole); `end` says where it stopped and whether the log has more."""
+        if not isinstance(self.nc, rawsub.RawClient):
+            raise TypeError("Bus.read needs the RawClient that Bus.connect creates")
+        mux = await self.nc.reply_mux()
+        # Replies arrive raw (no Msg, no header dict: see rawsub) on the connection's one reply
+        # inbox, collected by its callback and handed over in chunks: one wakeup per chunk, not
+        # per message. `timeout` still bounds the wait for the next reply.
+        with mux.open() as (inbox, replies):
             req = {"seq": seq, "next_by_subj": subject_filter, "batch": batch}
             await self.nc.publish(
                 f"$JS.API.DIRECT.GET.{S.EVENTS_STREAM}", json.dumps(req).encode(), reply=inbox
             )
             out: list[Stored] = []
-            last_seen: int | None = None
             while True:
-                if not received:
-                    arrived.clear()
-                    await asyncio.wait_for(arrived.wait(), timeout)
-                chunk = received[:]
-                received.clear()
-                for msg in chunk:
-                    done, last_seen = self._direct_reply(msg, out, last_seen)
+                if not replies.items:
+                    replies.arrived.clear()
+                    await asyncio.wait_for(replies.arrived.wait(), timeout)
+                chunk = replies.items[:]
+                replies.items.clear()
+                done: bool | None = None
+                for headers, data in chunk:
+                    done, end.last_seen = self._direct_reply(headers, data, out, end.last_seen)
                     if done is not None:
-                        return out, last_seen, done
-        finally:
-            await sub.unsubscribe()
+                        end.more = done
+                        break
+                for item in out:
+                    yield item
+                out.clear()
+                if done is not None:
+                    return
 
     @staticmethod
     def _direct_reply(
-        msg: Msg, out: list[Stored], last_seen: int | None
+        headers: bytes | None, data: bytes, out: list[Stored], last_seen: int | None
     ) -> tuple[bool | None, int | None]:
-        """One Direct Get reply: (None, last) to go on; (more to read?, last) at the end."""
-        hdrs = msg.headers or {}
-        status = hdrs.get("Status")
+        """One raw Direct Get reply: (None, last) to go on; (more to read?, last) at the end."""
+        status, description = rawsub.status(headers)
         if status == "404":
             return False, last_seen
         if status == "204":  # end of batch
-            pending = int(hdrs.get("Nats-Num-Pending", "0") or 0)
+            pending = int(rawsub.header(headers, b"Nats-Num-Pending") or 0)
             return pending > 0, last_seen
         if status:
-            raise RetryableError(f"direct get failed: {status} {hdrs.get('Description')}")
-        stored_seq = int(hdrs["Nats-Sequence"])
-        subject = hdrs["Nats-Subject"]
+            raise RetryableError(f"direct get failed: {status} {description or None}")
+        seq_text = rawsub.header(headers, b"Nats-Sequence")
+        subject = rawsub.header(headers, b"Nats-Subject")
+        if seq_text is None or subject is None:
+            raise RetryableError("direct get failed: a reply without its sequence or subject")
+        stored_seq = int(seq_text)
         try:
-            event = decode_stored(subject, msg.data)
+            event = decode_stored(subject, data)
         except PoisonMessage as exc:
             log.warning(
                 "skipping undecodable stored event: %s",
@@ -285,7 +306,7 @@ class Bus:
                 extra={"subject": subject, "seq": stored_seq},
             )
             return None, stored_seq
-        out.append(Stored(stored_seq, subject, event, msg.data))
+        out.append(Stored(stored_seq, subject, event, data))
         return None, stored_seq
 
     async def session(self, session_id: str, start_seq: int = 1, *,
