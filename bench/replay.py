@@ -5,6 +5,10 @@ the ordered-consumer floor (anchors/replay_floor.py) on the same nats-server.
 The events are `assistant.message`s of 200 characters (the floor stores 200-character events),
 appended by the planner's identity, pipelined 2,000 at a time like the floor.
 If the gateway serves GET /v1/sessions/{id}/audit, that endpoint is timed too.
+
+Alongside the rate, the CPU seconds of the reader and of nats-server during the read: Direct
+Get of events stored with headers (Nats-Msg-Id) costs the server ~10 us each, so past a point
+the server, not the reader, sets the pace.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from bench.common import (
     BenchStack,
     admin_url,
     bus_as,
+    cpu_seconds,
     pct,
     start_stack,
     token,
@@ -33,6 +38,7 @@ from schemas import events as E
 from schemas import subjects as S
 from schemas.ids import new_session_id
 from schemas.session import AssistantMessage
+from services.runtime.bus import READ_BATCH
 
 
 async def store(stack: BenchStack, n: int) -> tuple[str, float]:
@@ -41,7 +47,8 @@ async def store(stack: BenchStack, n: int) -> tuple[str, float]:
     t = time.perf_counter()
     try:
         for i in range(0, n, 2000):
-            evs = [AssistantMessage(session_id=sid, text="x" * 200) for _ in range(min(2000, n - i))]
+            evs = [AssistantMessage(session_id=sid, text="x" * 200)
+                   for _ in range(min(2000, n - i))]
             await asyncio.gather(*[
                 bus.js.publish(S.event_subject(e), E.encode(e), headers={"Nats-Msg-Id": e.event_id})
                 for e in evs])
@@ -53,15 +60,20 @@ async def store(stack: BenchStack, n: int) -> tuple[str, float]:
 async def ours(stack: BenchStack, sid: str, n: int, user: str = "gateway") -> dict[str, Any]:
     bus = await bus_as(stack, user)
     try:
+        server = stack.pids()["nats-server"]
+        server0, client0 = cpu_seconds(server), time.process_time()
         t = time.perf_counter()
         count = 0
         async for _ in bus.read(S.session_filter(sid)):
             count += 1
         dt = time.perf_counter() - t
+        cpu = {"reader": round(time.process_time() - client0, 2),
+               "nats_server": round(cpu_seconds(server) - server0, 2)}
     finally:
         await bus.close()
     assert count == n, (count, n)
-    out: dict[str, Any] = {"events": count, "seconds": dt, "events_per_s": count / dt}
+    out: dict[str, Any] = {"events": count, "seconds": dt, "events_per_s": count / dt,
+                           "batch": READ_BATCH, "cpu_s": cpu}
     async with aiohttp.ClientSession() as http:
         t = time.perf_counter()
         async with http.get(f"{stack.url}/v1/sessions/{sid}/audit",
