@@ -131,3 +131,23 @@ async def test_other_subscriptions_keep_nats_py_messages(nats_env: NatsEnv) -> N
         assert reply.headers["Nats-Stream"] == S.EVENTS_STREAM
     finally:
         await bus.close()
+
+
+async def test_reads_work_again_after_a_reconnect(nats_env: NatsEnv) -> None:
+    back = asyncio.Event()
+
+    async def reconnected() -> None:
+        back.set()
+
+    bus = await Bus.connect(nats_env.settings("gateway"), "gateway", reconnected_cb=reconnected)
+    try:
+        sid = new_session_id()
+        seqs = await _appended(bus, sid, 3)
+        assert [s.seq for s in await _read(bus, sid)] == seqs  # the reply inbox exists now
+        await nats_env.server.stop()
+        await nats_env.server.start()
+        await asyncio.wait_for(back.wait(), 20)
+        # nats-py resubscribed the raw reply inbox under the same sid: replies reach it again.
+        assert [s.seq for s in await _read(bus, sid, batch=2)] == seqs
+    finally:
+        await bus.close()
