@@ -20,6 +20,11 @@ class ExecCommand(msgspec.Struct, frozen=True, kw_only=True):
     target: Target = msgspec.field(default_factory=Target)
     grant: Grant | None = None
     causation_id: str = ""
+    # The session's event the gate recorded just before publishing this command (its sequence
+    # and hash): what the executor's answer most likely follows (see Bus.append's `after_hint`).
+    # A hint only, checked by the server; never a reason to run anything.
+    after_seq: int = 0
+    after_hash: str = ""
 
 
 command_decoder = msgspec.json.Decoder(ExecCommand)

@@ -27,7 +27,7 @@ from services.executor.kube import Kube, KubeError, Outcome, Preview
 from services.executor.kube_read import READERS
 from services.executor.settings import ExecutorSettings
 from services.runtime import signing
-from services.runtime.bus import Bus
+from services.runtime.bus import Bus, Link
 from services.runtime.errors import ConcurrencyConflict, PoisonMessage
 
 log = logging.getLogger(__name__)
@@ -133,15 +133,15 @@ class Executor:
             result = self._result(cmd, await self._in_thread(msg, call))
         except KubeError as exc:
             result = self._failure(cmd, exc, write)
-        await self._append_result(result)
+        await self._append_result(result, _hint(cmd))
 
-    async def _append_result(self, result: ToolResult) -> bool:
+    async def _append_result(self, result: ToolResult, hint: Link | None = None) -> Link | None:
+        """Records the result once; None if one was already recorded."""
         try:
-            await self.bus.append(result, once_per_key=True)
-            return True
+            return await self.bus.append_link(result, once_per_key=True, after_hint=hint)
         except ConcurrencyConflict:
             log.info("result already recorded", extra={"call_id": result.call_id})
-            return False
+            return None
 
     # -- previews ----------------------------------------------------------------------------
 
@@ -161,7 +161,7 @@ class Executor:
                 causation_id=cmd.causation_id,
             )
         try:
-            await self.bus.append(event, once_per_key=True)
+            await self.bus.append(event, once_per_key=True, after_hint=_hint(cmd))
         except ConcurrencyConflict:
             log.info("preview already recorded", extra={"call_id": cmd.call_id})
 
@@ -189,9 +189,10 @@ class Executor:
     async def run_write(self, cmd: ExecCommand, msg: Msg) -> None:
         _, args = self.verify(cmd)
         assert cmd.grant is not None
-        # Claim the call exactly once, in the log, before touching the cluster.
+        # Claim the call exactly once, in the log, before touching the cluster. The claim is
+        # always checked against its own key on the server (no chain hint).
         try:
-            await self.bus.append(
+            claim = await self.bus.append_link(
                 ToolStarted(session_id=cmd.session_id, call_id=cmd.call_id,
                             approval_id=cmd.grant.approval_id, actor=ACTOR,
                             causation_id=cmd.causation_id),
@@ -205,14 +206,15 @@ class Executor:
             out, plan, after = await self._in_thread(
                 msg, lambda: kube_write.execute(self.kube, args, grant.resource_version))
         except KubeError as exc:
-            await self._append_result(self._failure(cmd, exc, write=True))
+            await self._append_result(self._failure(cmd, exc, write=True), claim)
             return
-        if not await self._append_result(self._result(cmd, out)):
+        recorded = await self._append_result(self._result(cmd, out), claim)
+        if recorded is None:
             return
-        await self._verify_write(cmd, msg, args, plan, after)
+        await self._verify_write(cmd, msg, args, plan, after, recorded)
 
     async def _verify_write(self, cmd: ExecCommand, msg: Msg, args: Any,
-                            plan: kube_write.Plan, after: Any) -> None:
+                            plan: kube_write.Plan, after: Any, result: Link) -> None:
         timeout = self.settings.verify_timeout_s
         try:
             v = await self._in_thread(
@@ -226,7 +228,7 @@ class Executor:
                 session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool,
                 outcome=v.outcome, check=v.check[:2000], detail=v.detail[:MAX_OUTPUT],
                 observed=observed, actor=ACTOR, causation_id=cmd.causation_id,
-            ), once_per_key=True)
+            ), once_per_key=True, after_hint=result)
         except ConcurrencyConflict:
             log.info("verification already recorded", extra={"call_id": cmd.call_id})
 
@@ -249,6 +251,11 @@ class Executor:
                    + json.dumps(observed, sort_keys=True)[:2000],
             data={"observed": observed}, actor=ACTOR, causation_id=cmd.causation_id,
         ))
+
+
+def _hint(cmd: ExecCommand) -> Link | None:
+    """The event the gate recorded just before this command: what its answer follows."""
+    return (cmd.after_seq, cmd.after_hash) if cmd.after_seq and cmd.after_hash else None
 
 
 def bounded_text(text: str) -> tuple[str, bool]:

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 from nats.aio.msg import Msg
 
-from schemas import catalogue
+from schemas import catalogue, chain
 from schemas import subjects as S
 from schemas.approval import (
     ApprovalCall,
@@ -34,7 +34,7 @@ from schemas.planning import ToolProposed
 from services.gate import domain, risk
 from services.gate.settings import GateSettings
 from services.runtime import signing
-from services.runtime.bus import Bus, decode_stored
+from services.runtime.bus import Bus, Link, decode_stored
 from services.runtime.errors import ConcurrencyConflict, PoisonMessage
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,9 @@ class Gate:
         event = decode_stored(msg.subject, msg.data)
         match event:
             case ToolProposed():
-                await self.on_proposed(event)
+                # The proposal is the event its classification follows: chain to it directly.
+                await self.on_proposed(event, hint=(int(msg.metadata.sequence.stream),
+                                                    chain.event_hash(msg.data)))
             case PreviewRecorded():
                 await self.on_preview(event)
             case ApprovalDecided():
@@ -99,13 +101,13 @@ class Gate:
             return domain.Classification("refused", f"policy forbids the tool {p.tool!r}")
         return domain.classify_call(p.tool, p.args)
 
-    async def on_proposed(self, p: Proposal) -> None:
+    async def on_proposed(self, p: Proposal, hint: Link | None = None) -> None:
         c = self.classify(p)
         classified = ToolClassified(
             session_id=p.session_id, call_id=p.call_id, access=c.access, rule=c.rule[:2000],
             actor=ACTOR, causation_id=p.event_id, correlation_id=p.correlation_id,
         )
-        await self._append_once(classified)
+        link = await self._append_once(classified, after_hint=hint)
         log.info("classified %s as %s", p.tool, c.access,
                  extra={"session_id": p.session_id, "call_id": p.call_id})
         if c.access == "refused" or c.args is None:
@@ -121,6 +123,7 @@ class Gate:
         cmd = ExecCommand(
             kind=kind, session_id=p.session_id, call_id=p.call_id, tool=p.tool, args=c.args,
             target=c.target or p.target, causation_id=p.event_id,
+            after_seq=link[0] if link else 0, after_hash=link[1] if link else "",
         )
         # The Msg-Id makes a re-publish after a redelivery a no-op on the server.
         await self.bus.publish_command(
@@ -378,11 +381,13 @@ class Gate:
             self._watch.pop(req.approval_id, None)
         return expired
 
-    async def _append_once(self, event: Event) -> None:
+    async def _append_once(self, event: Event, after_hint: Link | None = None) -> Link | None:
+        """Appends an event once per key; None if it was already recorded."""
         try:
-            await self.bus.append(event, once_per_key=True)
+            return await self.bus.append_link(event, once_per_key=True, after_hint=after_hint)
         except ConcurrencyConflict:
             log.info("already recorded %s", event.type, extra={"session_id": event.session_id})
+            return None
 
 
 def _change_of(c: ApprovalCall) -> tuple[object, object]:

@@ -56,6 +56,9 @@ SESSIONS_AT_ONCE = 16
 HELD_PER_SESSION = 4
 
 
+Link = tuple[int, str]  # a stored event's sequence and hash (see schemas.chain)
+
+
 @dataclass(frozen=True)
 class Stored:
     """An event as stored: its stream sequence and subject."""
@@ -129,7 +132,12 @@ class Bus:
 
     # -- writing -----------------------------------------------------------------------------
 
-    async def append(
+    async def append(self, event: Event, **kwargs: Any) -> int:
+        """Appends an event (see append_link) and returns its stream sequence."""
+        seq, _ = await self.append_link(event, **kwargs)
+        return seq
+
+    async def append_link(
         self,
         event: Event,
         *,
@@ -137,11 +145,12 @@ class Bus:
         expect_subject_seq: int | None = None,
         expect_session_seq: int | None = None,
         after: Stored | None = None,
+        after_hint: Link | None = None,
         timeout: float = 5.0,
         attempts: int = 5,
-    ) -> int:
+    ) -> Link:
         """Appends an event to the log, chained to the session's previous event, and returns
-        its stream sequence.
+        its stream sequence and the hash of the stored bytes (what the next event chains to).
 
         once_per_key: the event's subject must be empty (e.g. one claim per call).
         expect_subject_seq: the event's own subject must end at this sequence (0: empty).
@@ -150,8 +159,26 @@ class Bus:
         linearised: it chains to the session's last event and retries if another append won.
         Timeouts are retried with the same Nats-Msg-Id, so the server deduplicates a retry
         after a lost ack.
+
+        after_hint (with once_per_key): the (seq, hash) of an event that was stored before the
+        cause of this one existed — e.g. the event that triggered it — so no event of this key
+        can precede it. If it is still the session's last event, the append chains to it in one
+        round trip under the session check, and is then necessarily the first of its key;
+        otherwise the usual once-per-key append follows. Saves the read of the session's last
+        event on the hot path.
         """
         subject = S.event_subject(event)
+        if after_hint is not None and once_per_key:
+            chained = msgspec.structs.replace(event, prev_seq=after_hint[0],
+                                              prev_hash=after_hint[1])
+            headers = {"Nats-Msg-Id": event.event_id, EXPECTED_SEQ: str(after_hint[0]),
+                       EXPECTED_SEQ_SUBJECT: S.session_filter(event.session_id)}
+            data = E.encode(chained)
+            try:
+                return await self._publish(subject, data, headers, timeout, attempts), \
+                    chain.event_hash(data)
+            except ConcurrencyConflict:
+                pass  # the session moved on since: check the key the usual way
         own_subject_check = once_per_key or expect_subject_seq is not None
         caller_occ = after is not None or expect_session_seq is not None
         for _ in range(50):
@@ -173,8 +200,10 @@ class Bus:
             else:
                 headers[EXPECTED_SEQ] = str(prev[0] if prev else 0)
                 headers[EXPECTED_SEQ_SUBJECT] = S.session_filter(event.session_id)
+            data = E.encode(chained)
             try:
-                return await self._publish(subject, E.encode(chained), headers, timeout, attempts)
+                return await self._publish(subject, data, headers, timeout, attempts), \
+                    chain.event_hash(data)
             except ConcurrencyConflict:
                 if own_subject_check or caller_occ:
                     raise

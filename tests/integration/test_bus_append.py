@@ -1,0 +1,76 @@
+"""Appending with a chain hint (Bus.append_link's after_hint): one round trip when the hinted
+event is still the session's last, the usual once-per-key checks otherwise — never a second
+event of a key, never a broken chain."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas import chain
+from schemas.execution import ToolResult
+from schemas.ids import new_call_id, new_session_id
+from schemas.session import SessionStarted, UserMessage
+from services.runtime import bus as B
+from services.runtime.errors import ConcurrencyConflict
+from tests.conftest import NatsEnv
+
+
+def _result(sid: str, call_id: str, text: str = "ok") -> ToolResult:
+    return ToolResult(session_id=sid, call_id=call_id, tool="get", status="ok", output=text,
+                      actor="executor")
+
+
+async def _links(bus: B.Bus, sid: str) -> list[chain.Link]:
+    return [chain.Link(s.seq, s.subject, s.raw) for s in await bus.session(sid)]
+
+
+async def test_a_hint_that_is_still_the_last_event_saves_the_read(nats_env: NatsEnv) -> None:
+    gw = await B.Bus.connect(nats_env.settings("gateway"), "gateway")
+    ex = await B.Bus.connect(nats_env.settings("executor"), "executor")
+    reads: list[str] = []
+    last_in_session = ex._last_in_session
+
+    async def counting(session_id: str) -> tuple[int, bytes] | None:
+        reads.append(session_id)
+        return await last_in_session(session_id)
+
+    ex._last_in_session = counting  # type: ignore[method-assign]
+    sid = new_session_id()
+    try:
+        hint = await gw.append_link(SessionStarted(session_id=sid, actor="alice"))
+        seq, digest = await ex.append_link(_result(sid, new_call_id()), once_per_key=True,
+                                           after_hint=hint)
+        assert reads == []  # chained to the hint, no read of the session's last event
+        stored = await gw.session(sid)
+        assert [s.seq for s in stored] == [hint[0], seq]
+        assert stored[-1].event.prev_seq == hint[0]
+        assert digest == chain.event_hash(stored[-1].raw)
+        report = chain.verify_chain(await _links(gw, sid))
+        assert report.ok and not report.forks
+    finally:
+        await gw.close()
+        await ex.close()
+
+
+async def test_a_stale_hint_falls_back_to_the_checked_append(nats_env: NatsEnv) -> None:
+    gw = await B.Bus.connect(nats_env.settings("gateway"), "gateway")
+    ex = await B.Bus.connect(nats_env.settings("executor"), "executor")
+    sid = new_session_id()
+    call = new_call_id()
+    try:
+        hint = await gw.append_link(SessionStarted(session_id=sid, actor="alice"))
+        later = await gw.append(UserMessage(session_id=sid, text="meanwhile", actor="alice"))
+        seq = await ex.append(_result(sid, call), once_per_key=True, after_hint=hint)
+        stored = await gw.session(sid)
+        assert stored[-1].seq == seq and stored[-1].event.prev_seq == later  # the real last
+        # The key is still once: a second result for the call (a redelivered command, whose
+        # hint is the event before the first result) is refused, as without a hint.
+        for h in (hint, None):
+            with pytest.raises(ConcurrencyConflict):
+                await ex.append(_result(sid, call, "again"), once_per_key=True, after_hint=h)
+        assert len(await gw.session(sid)) == 3
+        report = chain.verify_chain(await _links(gw, sid))
+        assert report.ok and not report.forks
+    finally:
+        await gw.close()
+        await ex.close()
