@@ -167,6 +167,33 @@ class LiveHub:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self._entries: dict[str, _Followers] = {}
+        self._bounds: asyncio.Future[tuple[int, int]] | None = None
+        self._fetches: set[asyncio.Task[None]] = set()
+
+    async def bounds(self) -> tuple[int, int]:
+        """(first, last) sequence of the log. The streams that ask before the request goes out
+        share it — a storm of 5,000 (re)connecting clients was 5,000 stream-info requests — and
+        none gets an answer to a request sent before it asked."""
+        fut = self._bounds
+        if fut is None:
+            fut = self._bounds = asyncio.get_running_loop().create_future()
+            task = asyncio.create_task(self._fetch_bounds(fut))
+            self._fetches.add(task)
+            task.add_done_callback(self._fetches.discard)
+        return await asyncio.shield(fut)
+
+    async def _fetch_bounds(self, fut: asyncio.Future[tuple[int, int]]) -> None:
+        self._bounds = None  # whoever asks from now on gets the next request
+        try:
+            info = await self.bus.js.stream_info(S.EVENTS_STREAM)
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - not swallowed: each asker raises it
+            fut.set_exception(exc)
+            fut.exception()  # retrieved here: the askers may all have gone
+        else:
+            fut.set_result((int(info.state.first_seq), int(info.state.last_seq)))
 
     async def join(self, session_id: str, follower: Follower) -> None:
         entry = self._entries.get(session_id)
@@ -277,8 +304,7 @@ async def stream_session(
     f.last = after
     try:
         # Before the 200 goes out: a bus failure here is still a clean 503 for the client.
-        info = await bus.js.stream_info(S.EVENTS_STREAM)
-        first_seq, last_seq = int(info.state.first_seq), int(info.state.last_seq)
+        first_seq, last_seq = await hub.bounds()
         writer = await resp.prepare(request)  # sends the headers
         assert writer is not None
 

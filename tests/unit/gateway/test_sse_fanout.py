@@ -4,13 +4,16 @@ caught-up client, and when a client is handed back to its own task instead."""
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+from types import SimpleNamespace
+from typing import Any, cast
 
 from nats.aio.msg import Msg
 
 from schemas import subjects as S
 from services.gateway import sse
 from services.gateway.metrics import Metrics
+from services.runtime.bus import Bus
+from services.runtime.errors import RetryableError
 
 SID = "s_fanout"
 
@@ -182,3 +185,45 @@ async def test_one_broken_transport_costs_the_others_nothing() -> None:
     assert not broken.direct
     assert broken.pending == [(5, framed(5))]
     assert broken.last == 4
+
+
+class FakeJs:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.last = 10
+        self.fail: Exception | None = None
+        self.asked = asyncio.Event()
+
+    async def stream_info(self, name: str) -> Any:
+        self.calls += 1
+        asked_with = self.last
+        self.asked.set()
+        await asyncio.sleep(0)  # the reply comes later
+        if self.fail is not None:
+            raise self.fail
+        return SimpleNamespace(state=SimpleNamespace(first_seq=1, last_seq=asked_with))
+
+
+def hub_with(js: FakeJs) -> sse.LiveHub:
+    return sse.LiveHub(cast(Bus, SimpleNamespace(js=js)))
+
+
+async def test_streams_that_ask_together_share_one_bounds_request() -> None:
+    js = FakeJs()
+    hub = hub_with(js)
+    first = [asyncio.create_task(hub.bounds()) for _ in range(50)]
+    await asyncio.wait_for(js.asked.wait(), 5)  # the request has gone out
+    js.last = 11  # stored after the first request was sent
+    later = asyncio.create_task(hub.bounds())
+    assert await asyncio.gather(*first) == [(1, 10)] * 50
+    assert await later == (1, 11)  # not the answer to a request sent before it asked
+    assert js.calls == 2
+
+
+async def test_a_failed_bounds_request_fails_each_stream_that_shared_it() -> None:
+    js = FakeJs()
+    js.fail = RetryableError("no responders")
+    hub = hub_with(js)
+    got = await asyncio.gather(*(hub.bounds() for _ in range(3)), return_exceptions=True)
+    assert [type(g) for g in got] == [RetryableError] * 3
+    assert js.calls == 1
