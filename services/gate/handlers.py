@@ -108,8 +108,10 @@ class Gate:
             actor=ACTOR, causation_id=p.event_id, correlation_id=p.correlation_id,
         )
         link = await self._append_once(classified, after_hint=hint)
-        log.info("classified %s as %s", p.tool, c.access,
-                 extra={"session_id": p.session_id, "call_id": p.call_id})
+        # Reads are the bulk of the traffic and their record is the log: debug, not info.
+        log.log(logging.DEBUG if c.access == "read" else logging.INFO,
+                "classified %s as %s", p.tool, c.access,
+                extra={"session_id": p.session_id, "call_id": p.call_id})
         if c.access == "refused" or c.args is None:
             await self._append_once(
                 ToolRefused(

@@ -40,9 +40,12 @@ class SessionCache(Generic[T]):
     def keep(self, session_id: str, events: list[T]) -> None:
         """Remembers `events`, the session from its first event, in order."""
         old = self._sessions.pop(session_id, None)
-        if old is not None:
-            self._bytes -= old[1]
-        size = sum(len(s.raw) for s in events)
+        known, size = old if old is not None else ([], 0)
+        self._bytes -= size
+        # Usually the events known before plus a few new ones: count only what is new.
+        if not (known and len(events) >= len(known) and events[len(known) - 1] is known[-1]):
+            known, size = [], 0
+        size += sum(len(s.raw) for s in events[len(known):])
         if not events or size > self.max_bytes // 4:
             return
         self._sessions[session_id] = (events, size)
