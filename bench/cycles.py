@@ -10,6 +10,8 @@ write: half 1: `tool.proposed` recorded → `approval.requested` recorded (class
 cluster: the same Kubernetes calls made directly with the executor's adapter (no bus), so the
        cluster's own share is reported on its own.
 
+Usage: python -m bench.cycles [N_READ] [N_WRITE] [--noop]   (--noop: the no-op cluster executor)
+
 "Recorded" times are when the server republished the stored event (see common.Observer).
 Proposals are appended as the planner's NATS identity (what the planner does after a model step).
 """
@@ -150,13 +152,13 @@ def cluster_cost(stack: BenchStack, n: int) -> dict[str, Any]:
     return {k: summary(v) for k, v in out.items()}
 
 
-async def main(n_read: int, n_write: int) -> None:
-    stack = await start_stack()
+async def main(n_read: int, n_write: int, noop: bool = False) -> None:
+    stack = await start_stack(noop_cluster=noop)
     obs = await Observer().start(stack)
     try:
         r = await read_cycle(stack, obs, n_read)
         w = await write_cycle(stack, obs, n_write)
-        c = await asyncio.to_thread(cluster_cost, stack, min(n_write, 100))
+        c = {} if noop else await asyncio.to_thread(cluster_cost, stack, min(n_write, 100))
     finally:
         await obs.close()
         await stack.stop()
@@ -165,5 +167,6 @@ async def main(n_read: int, n_write: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 100,
-                     int(sys.argv[2]) if len(sys.argv) > 2 else 30))
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    asyncio.run(main(int(args[0]) if args else 100, int(args[1]) if len(args) > 1 else 30,
+                     noop="--noop" in sys.argv))
