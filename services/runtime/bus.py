@@ -49,7 +49,7 @@ _TRIGGER: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVa
 STALE_READ_WAIT_S = 3.0
 SESSION_STARTS_KEPT = 50_000
 # What a service that folds sessions keeps of them between events (see cache_sessions).
-SESSION_CACHE_BYTES = 8 << 20
+SESSION_CACHE_BYTES = 4 << 20
 # How many sessions a service handles at once, and how many messages it may hold per such
 # slot (see Dispatcher).
 SESSIONS_AT_ONCE = 16
