@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import cycles, replay, sse, startup, throughput
+from bench import budget, cycles, replay, sse, startup, throughput
 from bench.common import ANCHOR_PY, ANCHORS, ROOT, Observer, admin_url, start_stack
 
 PG_DSN = os.environ.get("INTERLOCK_BENCH_PG", "postgresql://postgres:pg@127.0.0.1:5432/lg")
@@ -128,6 +128,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await obs.close()
         await stack.stop()
 
+    note("budget of a gated read: CPU per process, fsyncs per call, the ceilings they set")
+    res["budget"] = await budget.main(4.0 if q else 8.0)
+
     if not args.skip_anchors:
         note("anchors: LangGraph memory/SQLite/Postgres, holdpoint")
         res["anchors"] = await asyncio.to_thread(anchors_cycle, 100 if q else 500)
@@ -212,6 +215,16 @@ def table(r: dict[str, Any]) -> str:
         t = r[key]
         rows.append((label + f" ({t['sessions']} sessions)", f"{t['calls_per_s']:.0f} calls/s",
                      "", "target ≥1000/s (1×)" if key.startswith("tput1") else ""))
+    b = r.get("budget", {})
+    if b:
+        per = ", ".join(f"{k} {v:.2f}" for k, v in b["cpu_ms_per_call"].items())
+        rows.append(("  budget: CPU ms per call, no-op cluster",
+                     f"{b['cpu_ms_per_call_total']:.2f} ms", "",
+                     f"≤ {b['ceiling_by_cpu_calls_per_s']} calls/s on {m['nproc']} CPUs ({per})"))
+        if "fsyncs_per_call_total" in b:
+            rows.append(("  budget: fsyncs per call / server's durable writes",
+                         f"{b['fsyncs_per_call_total']:.2f}", f"{b['durable_writes_per_s']}/s",
+                         f"≤ {b['ceiling_by_durable_writes_calls_per_s']} calls/s"))
     for c, s in r["sse"].items():
         o, f = s["ours"], s["floor"]
         rows.append((f"SSE {c} clients p50 / p99", f"{o['p50']:.1f} / {o['p99']:.1f} ms",
