@@ -27,7 +27,13 @@ from schemas.approval import (
     ToolRefused,
 )
 from schemas.base import Event
-from schemas.execution import CommandRefused, PreviewRecorded, ToolResult, ToolStarted
+from schemas.execution import (
+    CommandRefused,
+    PreviewRecorded,
+    ToolResult,
+    ToolStarted,
+    ToolVerified,
+)
 from schemas.planning import CommandRejected, ToolProposed
 from schemas.session import (
     AssistantMessage,
@@ -37,6 +43,9 @@ from schemas.session import (
     UserMessage,
 )
 from services.runtime import signing
+
+VERIFIED = {"verified": "verified", "failed": "failing", "timed_out": "timed out",
+            "skipped": "nothing to wait for"}
 
 
 def _short(text: str, n: int = 160) -> str:
@@ -104,6 +113,10 @@ def describe(ev: Event) -> str:
             return f"executor result of {ev.call_id} ({ev.tool}): {ev.status} — {first}"
         case CommandRefused():
             return f"executor refused a command for {ev.call_id}: {ev.reason}"
+        case ToolVerified():
+            check = f" ({ev.check})" if ev.check else ""
+            detail = f" — {_short(ev.detail)}" if ev.detail else ""
+            return f"executor checked {ev.call_id}{check}: {VERIFIED[ev.outcome]}{detail}"
         case TurnCompleted():
             return f"planner finished the turn ({ev.reason})" if ev.reason else \
                 "planner finished the turn"
