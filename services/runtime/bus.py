@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 WRONG_LAST_SEQUENCE = 10071
 # The bus is away for a moment (reconnecting, or a stream electing a leader): retry with backoff.
 TRANSIENT = (NatsTimeoutError, asyncio.TimeoutError, NoRespondersError, NoStreamResponseError)
+DIRECT_GET = f"$JS.API.DIRECT.GET.{S.EVENTS_STREAM}"
 EXPECTED_SEQ = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 # Events per Direct Get batch in Bus.read. Each request costs the server a fixed ~10 ms on a
@@ -230,14 +231,27 @@ class Bus:
         raise RetryableError(f"append to {subject} failed: {last_exc}")
 
     async def _direct(self, request: dict[str, Any]) -> tuple[int, bytes] | None:
-        msg = await self.nc.request(f"$JS.API.DIRECT.GET.{S.EVENTS_STREAM}",
-                                    json.dumps(request).encode(), timeout=5.0)
-        hdrs = msg.headers or {}
-        if hdrs.get("Status") == "404":
+        """One stored message by a Direct Get request (`seq` or `last_by_subj`): (seq, data),
+        or None if there is none. Read raw, like Bus.read's batches (see _direct_reply)."""
+        mux = await self._reply_mux()
+        with mux.open() as (inbox, replies):
+            await self.nc.publish(DIRECT_GET, json.dumps(request).encode(), reply=inbox)
+            await asyncio.wait_for(replies.arrived.wait(), 5.0)
+            headers, data = replies.items[0]
+        status, description = rawsub.status(headers)
+        if status == "404":
             return None
-        if hdrs.get("Status"):
-            raise RetryableError(f"direct get failed: {hdrs.get('Status')}")
-        return int(hdrs["Nats-Sequence"]), msg.data
+        if status:
+            raise RetryableError(f"direct get failed: {status} {description or None}")
+        seq = rawsub.header(headers, b"Nats-Sequence")
+        if seq is None:
+            raise RetryableError("direct get failed: a reply without its sequence")
+        return int(seq), data
+
+    async def _reply_mux(self) -> rawsub.ReplyMux:
+        if not isinstance(self.nc, rawsub.RawClient):
+            raise TypeError("Bus reads need the RawClient that Bus.connect creates")
+        return await self.nc.reply_mux()
 
     async def _last_in_session(self, session_id: str) -> tuple[int, bytes] | None:
         return await self._direct({"last_by_subj": S.session_filter(session_id)})
@@ -278,17 +292,13 @@ class Bus:
     ) -> AsyncGenerator[Stored, None]:
         """One Direct Get batch, yielded as its replies arrive (a large batch is not held
         whole); `end` says where it stopped and whether the log has more."""
-        if not isinstance(self.nc, rawsub.RawClient):
-            raise TypeError("Bus.read needs the RawClient that Bus.connect creates")
-        mux = await self.nc.reply_mux()
+        mux = await self._reply_mux()
         # Replies arrive raw (no Msg, no header dict: see rawsub) on the connection's one reply
         # inbox, collected by its callback and handed over in chunks: one wakeup per chunk, not
         # per message. `timeout` still bounds the wait for the next reply.
         with mux.open() as (inbox, replies):
             req = {"seq": seq, "next_by_subj": subject_filter, "batch": batch}
-            await self.nc.publish(
-                f"$JS.API.DIRECT.GET.{S.EVENTS_STREAM}", json.dumps(req).encode(), reply=inbox
-            )
+            await self.nc.publish(DIRECT_GET, json.dumps(req).encode(), reply=inbox)
             out: list[Stored] = []
             while True:
                 if not replies.items:
