@@ -548,3 +548,36 @@ async def wait_until(check: Callable[[], Awaitable[bool] | bool], timeout: float
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+async def log_grows(last_sequence: Callable[[], Awaitable[int]], since: int, by: int, what: str,
+                    timeout: float = 120) -> None:
+    """Waits until the log holds at least `by` events more than it did at `since`."""
+
+    async def grew() -> bool:
+        return await last_sequence() >= since + by
+
+    await wait_until(grew, timeout, what)
+
+
+async def workload(driver: Driver, cluster: WatchedSandbox, names: list[str],
+                   expected: dict[str, tuple[str, int]], done: asyncio.Event,
+                   deny_every: int = 0) -> None:
+    """One worker per target until `done`: every third step a read, otherwise a scale through an
+    approval (denied every `deny_every`-th step), waiting for the cluster to settle; what each
+    approval should have done goes into `expected`."""
+
+    async def worker(i: int) -> None:
+        step = 0
+        while not done.is_set():
+            step += 1
+            if step % 3 == 0:
+                await driver.read()
+                continue
+            replicas = 2 + step % 2
+            decision = "deny" if deny_every and step % deny_every == 0 else "approve"
+            sid, _ = await driver.write(names[i], replicas, decision)
+            expected[driver.approvals_by_session[sid]] = (names[i], replicas)
+            await cluster.sandbox.wait_for(lambda: cluster.settled(names[i]), 60)
+
+    await asyncio.gather(*(worker(i) for i in range(len(names))))

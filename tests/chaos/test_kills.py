@@ -26,8 +26,9 @@ from tests.chaos.support import (
     audit,
     create_targets,
     kill,
+    log_grows,
     start_stack,
-    wait_until,
+    workload,
 )
 
 pytestmark = [pytest.mark.chaos, pytest.mark.asyncio(loop_scope="module"),
@@ -52,19 +53,6 @@ async def test_hundreds_of_service_kills_lose_nothing_and_run_nothing_twice(
     done = asyncio.Event()
     kills: Counter[str] = Counter()
     try:
-        async def worker(i: int) -> None:
-            step = 0
-            while not done.is_set():
-                step += 1
-                if step % 3 == 0:
-                    await driver.read()
-                    continue
-                replicas = 2 + step % 2
-                decision = "deny" if step % 7 == 0 else "approve"
-                sid, _ = await driver.write(names[i], replicas, decision)
-                expected[driver.approvals_by_session[sid]] = (names[i], replicas)
-                await cluster.sandbox.wait_for(lambda: cluster.settled(names[i]), 60)
-
         async def killer() -> None:
             bus = await admin_bus(stack)
             try:
@@ -75,18 +63,14 @@ async def test_hundreds_of_service_kills_lose_nothing_and_run_nothing_twice(
                     kill(stack, name)
                     kills[name] += 1
                     stack.start_service(name)
-
-                    async def grew(before: int = before) -> bool:
-                        return await bus.last_sequence() >= before + PROGRESS
-
-                    await wait_until(grew, 120, f"progress after killing {name} (kill {k + 1})")
+                    await log_grows(bus.last_sequence, before, PROGRESS,
+                                    f"progress after killing {name} (kill {k + 1})")
             finally:
                 await bus.close()
                 done.set()
 
-        workers = [asyncio.create_task(worker(i)) for i in range(WORKERS)]
-        await killer()
-        await asyncio.gather(*workers)
+        await asyncio.gather(killer(), workload(driver, cluster, names, expected, done,
+                                                deny_every=7))
 
         report = await audit(stack, driver, cluster, expected)
         per_service = {s: sum(n for i, n in kills.items() if i.split("-")[0] == s)

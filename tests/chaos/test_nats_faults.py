@@ -6,6 +6,7 @@ for a few seconds until a new leader is elected from the replicas)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 import aiohttp
@@ -19,8 +20,10 @@ from tests.chaos.support import (
     admin_bus,
     audit,
     create_targets,
+    log_grows,
     start_stack,
     wait_until,
+    workload,
 )
 
 pytestmark = [
@@ -32,23 +35,6 @@ pytestmark = [
 
 
 WORKERS = 3
-
-
-async def _workload(driver: Driver, cluster: WatchedSandbox, names: list[str],
-                    expected: dict[str, tuple[str, int]], done: asyncio.Event) -> None:
-    async def worker(i: int) -> None:
-        step = 0
-        while not done.is_set():
-            step += 1
-            if step % 3 == 0:
-                await driver.read()
-                continue
-            replicas = 2 + step % 2
-            sid, _ = await driver.write(names[i], replicas)
-            expected[driver.approvals_by_session[sid]] = (names[i], replicas)
-            await cluster.sandbox.wait_for(lambda: cluster.settled(names[i]), 60)
-
-    await asyncio.gather(*(worker(i) for i in range(len(names))))
 
 
 async def test_three_stream_leader_kills_in_a_three_node_cluster(
@@ -74,23 +60,15 @@ async def test_three_stream_leader_kills_in_a_three_node_cluster(
             try:
                 for _ in range(3):
                     # Let the workload run before each kill: the kill lands mid-session.
-                    start = await bus.last_sequence()
-
-                    async def grew(start: int = start) -> bool:
-                        return await bus.last_sequence() >= start + 15
-
-                    await wait_until(grew, 120, "the workload to progress")
+                    await log_grows(bus.last_sequence, await bus.last_sequence(), 15,
+                                    "the workload to progress")
                     leader = await _leader(bus)
                     assert stack.cluster is not None
                     stack.cluster.kill(leader)
                     killed.append(leader)
                     print(f"[chaos] killed stream leader {leader} at {time.monotonic() - began:.1f}s")
-                    after = await _retrying(bus.last_sequence)
-
-                    async def moved(after: int = after) -> bool:
-                        return await _retrying(bus.last_sequence) >= after + 10
-
-                    await wait_until(moved, 120, f"progress without {leader}")
+                    last = functools.partial(_retrying, bus.last_sequence)
+                    await log_grows(last, await last(), 10, f"progress without {leader}")
                     new_leader = await _leader(bus)
                     assert new_leader != leader
                     await stack.cluster.restart(leader)
@@ -100,7 +78,7 @@ async def test_three_stream_leader_kills_in_a_three_node_cluster(
             finally:
                 done.set()
 
-        await asyncio.gather(killer(), _workload(driver, cluster, names, expected, done))
+        await asyncio.gather(killer(), workload(driver, cluster, names, expected, done))
         await bus.close()
         report = await audit(stack, driver, cluster, expected)
         print(report.line("stream leader kills", killed=killed, stale_404s=driver.stale_reads,
@@ -135,28 +113,20 @@ async def test_the_whole_nats_server_killed_and_restarted(
             try:
                 for _ in range(2):
                     bus = await admin_bus(stack)
-                    start = await bus.last_sequence()
-
-                    async def grew(start: int = start) -> bool:
-                        return await bus.last_sequence() >= start + 15
-
-                    await wait_until(grew, 120, "the workload to progress")
+                    await log_grows(bus.last_sequence, await bus.last_sequence(), 15,
+                                    "the workload to progress")
                     await bus.close()
                     assert stack.nats is not None
                     stack.nats.kill()  # SIGKILL: nothing is flushed on the way out
                     await stack.nats.start()
                 bus = await admin_bus(stack)
-                start = await bus.last_sequence()
-
-                async def resumed(start: int = start) -> bool:
-                    return await bus.last_sequence() >= start + 15
-
-                await wait_until(resumed, 120, "the workload to resume")
+                await log_grows(bus.last_sequence, await bus.last_sequence(), 15,
+                                "the workload to resume")
                 await bus.close()
             finally:
                 done.set()
 
-        await asyncio.gather(outage(), _workload(driver, cluster, names, expected, done))
+        await asyncio.gather(outage(), workload(driver, cluster, names, expected, done))
         # The approval held across both restarts is still pending, and still works.
         await driver.decide(held_approval, {"decision": "approve"})
         driver.decided[held_approval] = "approve"
