@@ -27,8 +27,8 @@ from typing import Any
 
 import nats
 
-from bench.common import Observer, admin_url, cpu_seconds, start_stack
-from bench.throughput import throughput
+from bench.common import Observer, admin_url, start_stack
+from bench.throughput import throughput, with_cpu
 
 SCRATCH = "BUDGET"
 
@@ -77,14 +77,8 @@ async def main(seconds: float) -> dict[str, Any]:
         res["durable_writes_per_s"] = round(await write_capacity(admin_url(stack)))
         pids = stack.pids()
         # CPU first, untraced (strace would inflate the server's share).
-        cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
-        own0 = time.process_time()
-        t = time.perf_counter()
-        load = await throughput(stack, obs, 64, seconds, warmup=0.0)
-        wall = time.perf_counter() - t
+        load, cpu, wall = await with_cpu(stack, obs, seconds)
         calls = load["calls_per_s"] * seconds
-        cpu = {k: (cpu_seconds(p) - cpu0[k]) for k, p in pids.items()}
-        cpu["bench (load)"] = time.process_time() - own0
         res["calls_per_s"] = load["calls_per_s"]
         res["cpu_ms_per_call"] = {k: round(1000 * v / calls, 3) for k, v in cpu.items()
                                   if v > 0.001 * wall}

@@ -11,11 +11,10 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from bench.common import ROOT, Observer, cpu_seconds, start_stack
-from bench.throughput import throughput
+from bench.common import ROOT, Observer, start_stack
+from bench.throughput import with_cpu
 
 PYSPY = ROOT / "bench" / ".anchor-venv" / "bin" / "py-spy"
 
@@ -29,20 +28,13 @@ async def main(seconds: float, noop: bool) -> None:
     try:
         await asyncio.sleep(1)
         pids = stack.pids()
-        cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
         for name in ("gate", "executor", "planner", "gateway"):
             spies.append(subprocess.Popen(
                 [str(PYSPY), "record", "-p", str(pids[name]), "-d", str(int(seconds + 2)),
                  "-r", "200", "-f", "raw", "-o", str(out / f"{name}.txt"), "--nonblocking"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        t = time.perf_counter()
-        own0 = time.process_time()
-        res = await throughput(stack, obs, 64, seconds, warmup=1.0)
-        wall = time.perf_counter() - t
-        cpu = {k: round((cpu_seconds(p) - cpu0[k]) / wall, 2) for k, p in pids.items()}
-        # The load generator (this process: 64 sessions and the observer) competes for the same
-        # two cores.
-        cpu["bench (load)"] = round((time.process_time() - own0) / wall, 2)
+        res, used, wall = await with_cpu(stack, obs, seconds, warmup=1.0)
+        cpu = {k: round(v / wall, 2) for k, v in used.items()}
         per_call = {k: round(1000 * v / max(res["calls_per_s"], 1e-9), 3) for k, v in cpu.items()}
         for s in spies:
             await asyncio.to_thread(s.wait)

@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from bench.common import BenchStack, Observer, bus_as, pct, rss_mb, start_stack
+from bench.common import BenchStack, Observer, bus_as, cpu_seconds, pct, rss_mb, start_stack
 from schemas.ids import new_call_id, new_session_id
 from schemas.planning import ToolProposed
 
@@ -79,6 +79,21 @@ async def throughput(stack: BenchStack, obs: Observer, sessions: int = 64,
         "timeouts": errors,
         "rss_under_load_mb": {k: max(v) for k, v in samples.items()},
     }
+
+
+async def with_cpu(stack: BenchStack, obs: Observer, seconds: float,
+                   warmup: float = 0.0) -> tuple[dict[str, Any], dict[str, float], float]:
+    """The throughput load (64 sessions), and the CPU seconds every process used meanwhile —
+    this one too, the load generator competing for the same cores: (result, cpu, wall s)."""
+    pids = stack.pids()
+    cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+    own0 = time.process_time()
+    t = time.perf_counter()
+    res = await throughput(stack, obs, 64, seconds, warmup=warmup)
+    wall = time.perf_counter() - t
+    cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
+    cpu["bench (load)"] = time.process_time() - own0
+    return res, cpu, wall
 
 
 def rss_now(stack: BenchStack) -> dict[str, float]:
