@@ -94,8 +94,7 @@ def _requests(me: str) -> Iterator[tuple[str, bytes, dict[str, str] | None]]:
     yield f"$JS.API.DIRECT.GET.{S.EVENTS_STREAM}.evt.{SEED_SID}.>", b"", None
     yield (f"$JS.API.STREAM.INFO.{S.EVENTS_STREAM}",
            json.dumps({"subjects_filter": "evt.>"}).encode(), None)
-    durable = _durable(me)
-    if durable is not None:
+    for durable in natsconf.durables_of(me):  # the executor: both layouts' consumers
         stream, _ = S.CONSUMER_FILTERS[durable]
         yield f"$JS.API.CONSUMER.INFO.{stream}.{durable}", b"", None
         yield (f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
