@@ -102,3 +102,19 @@ def test_limits_come_from_the_environment() -> None:
     assert cfg.max_msg_size == natsconf.MAX_PAYLOAD
     assert cfg.discard is not None
     assert cfg.discard.value == "new"
+
+
+async def test_a_limit_below_what_is_stored_evicts_nothing(gateway: Gateway) -> None:
+    """An upgrade may set a limit below an existing log's size: discard NEW keeps every stored
+    event and only refuses new ones."""
+    operator = gateway.client("operator")
+    sid = await operator.new_session()
+    for i in range(20):
+        await operator.say(sid, f"message {i} " + "y" * 200)
+    before = [s.seq for s in await gateway.bus.session(sid)]
+    used, _ = await gateway.bus.log_usage()
+    await _reprovision(gateway, provision.StreamLimits(events_max_bytes=used // 2,
+                                                       exec_max_bytes=LIMIT, max_msg_size=1024))
+    assert [s.seq for s in await gateway.bus.session(sid)] == before
+    with pytest.raises(LogFull):
+        await gateway.bus.append(UserMessage(session_id=sid, text="one more", actor="otto"))
