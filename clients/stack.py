@@ -161,7 +161,8 @@ class Stack:
             await self.nats.start()
         await provision.provision(self.nats_url, natsconf.ADMIN_USER,
                                   self.credentials[natsconf.ADMIN_USER], replicas=size,
-                                  ack_wait=self.cfg.ack_wait_s)
+                                  ack_wait=self.cfg.ack_wait_s,
+                                  limits=provision.StreamLimits.from_env(os.environ))
 
     async def start_sandbox(self) -> None:
         kubeconfig = self.data / "kubeconfig"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import logging
@@ -33,7 +34,7 @@ from services.gateway.errors import HttpError
 from services.gateway.metrics import Metrics
 from services.gateway.ratelimit import RateLimiter
 from services.runtime.bus import TRANSIENT, Bus
-from services.runtime.errors import ConcurrencyConflict, RetryableError
+from services.runtime.errors import ConcurrencyConflict, EventTooLarge, LogFull, RetryableError
 
 # Re-exported for callers that imported the request types from here.
 __all__ = ["Api", "Cancel", "Decision", "HttpError", "NewMessage", "NewSession", "make_app"]
@@ -149,6 +150,29 @@ class Api:
             views.apply_session_started(self._sessions, s.seq, s.event)
         return self._sessions
 
+    async def check_log_usage(self) -> None:
+        """Reads how full the log is into the metrics, and logs once each time it crosses
+        another alert level: long before writes stop, not when they do."""
+        try:
+            used, limit = await self.bus.log_usage()
+        except Exception as exc:  # noqa: BLE001 - the figures keep their last values
+            log.warning("log usage unavailable: %s", exc)
+            return
+        for level in self.metrics.log_usage(used, limit):
+            if level >= 1.0:
+                log.error("the event log is full (%d of %d bytes): every write is refused "
+                          "until its limit is raised (INTERLOCK_EVENTS_MAX_BYTES)", used, limit)
+            else:
+                log.warning("the event log is %.0f%% full (%d of %d bytes); raise "
+                            "INTERLOCK_EVENTS_MAX_BYTES before it is full", 100 * used / limit,
+                            used, limit)
+
+    async def watch_log_usage(self, interval_s: float, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.check_log_usage()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
+
     # -- routes ------------------------------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -169,6 +193,7 @@ class Api:
 
     async def metrics_text(self, request: web.Request) -> web.Response:
         self.principal(request, "viewer")
+        await self.check_log_usage()
         return web.Response(text=self.metrics.render(), content_type="text/plain",
                             charset="utf-8", headers={"Cache-Control": "no-store"})
 
@@ -353,6 +378,13 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status >= 400:
             return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
         raise
+    except LogFull as exc:
+        # Not "retry in a second": no write succeeds until an operator raises the limit.
+        log.error("write refused: %s", exc, extra={"subject": request.path})
+        return error(507, "log_full", "the event log is full: it accepts no new writes until "
+                     "an operator raises its size limit; everything recorded is kept")
+    except EventTooLarge as exc:
+        return error(413, "too_large", str(exc))
     except (RetryableError, *TRANSIENT) as exc:
         # The bus is away for a moment (reconnecting, a stream electing a leader): say so.
         log.warning("bus unavailable: %s", exc, extra={"subject": request.path})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiohttp import web
@@ -15,6 +16,8 @@ from services.gateway.sse import Connection
 from services.runtime.bus import Bus
 
 log = logging.getLogger(__name__)
+# How often the gateway looks at how full the log is (and on every /metrics scrape).
+LOG_CHECK_S = 60.0
 
 
 async def run(settings: GatewaySettings, stop: asyncio.Event,
@@ -31,11 +34,15 @@ async def run(settings: GatewaySettings, stop: asyncio.Event,
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
     log.info("listening on http://%s:%d", settings.host, settings.port)
+    watcher = asyncio.create_task(api.watch_log_usage(LOG_CHECK_S, stop))
     if started is not None:
         started.set()
     try:
         await stop.wait()
     finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
         await runner.cleanup()
         await bus.close()
 

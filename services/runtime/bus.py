@@ -26,7 +26,13 @@ from schemas import subjects as S
 from schemas.base import Event
 from schemas.events import AnyEvent
 from services.runtime import rawsub
-from services.runtime.errors import ConcurrencyConflict, PoisonMessage, RetryableError
+from services.runtime.errors import (
+    ConcurrencyConflict,
+    EventTooLarge,
+    LogFull,
+    PoisonMessage,
+    RetryableError,
+)
 from services.runtime.provision import MAX_DELIVER, UNEXPECTED_ATTEMPTS
 from services.runtime.sessions import SessionCache
 from services.runtime.settings import NatsSettings
@@ -34,6 +40,8 @@ from services.runtime.settings import NatsSettings
 log = logging.getLogger(__name__)
 
 WRONG_LAST_SEQUENCE = 10071
+STREAM_FULL = 10077  # "maximum bytes exceeded": the stream is at max_bytes (discard NEW)
+MESSAGE_TOO_LARGE = 10054  # "message size exceeds maximum allowed": over max_msg_size
 # The bus is away for a moment (reconnecting, or a stream electing a leader): retry with backoff.
 TRANSIENT = (NatsTimeoutError, asyncio.TimeoutError, NoRespondersError, NoStreamResponseError)
 DIRECT_GET = f"$JS.API.DIRECT.GET.{S.EVENTS_STREAM}"
@@ -68,6 +76,17 @@ class Stored:
     subject: str
     event: AnyEvent
     raw: bytes
+
+
+def write_error(subject: str, exc: APIError) -> Exception:
+    """What a refused write means, said plainly: a full log is not "an unexpected error"."""
+    if exc.err_code == STREAM_FULL:
+        stream = S.EXEC_STREAM if subject.startswith(S.EXEC_PREFIX + ".") else S.EVENTS_STREAM
+        return LogFull(f"stream {stream} is full (its max_bytes limit is reached): writes are "
+                       f"refused until an operator raises the limit; nothing stored is lost")
+    if exc.err_code == MESSAGE_TOO_LARGE:
+        return EventTooLarge(f"{subject}: larger than the stream's max_msg_size")
+    return exc
 
 
 def decode_stored(subject: str, data: bytes) -> AnyEvent:
@@ -222,7 +241,7 @@ class Bus:
             except APIError as exc:
                 if exc.err_code == WRONG_LAST_SEQUENCE:
                     raise ConcurrencyConflict(f"{subject}: {exc.description}") from exc
-                raise
+                raise write_error(subject, exc) from exc
             # A stream without a leader (an election) answers 503: NoStreamResponseError.
             except (TimeoutError, NatsTimeoutError, NoRespondersError,
                     NoStreamResponseError) as exc:
@@ -262,8 +281,17 @@ class Bus:
     async def publish_command(
         self, subject: str, data: bytes, msg_id: str, timeout: float = 5.0
     ) -> int:
-        ack = await self.js.publish(subject, data, timeout=timeout, headers={"Nats-Msg-Id": msg_id})
+        try:
+            ack = await self.js.publish(subject, data, timeout=timeout,
+                                        headers={"Nats-Msg-Id": msg_id})
+        except APIError as exc:
+            raise write_error(subject, exc) from exc
         return int(ack.seq)
+
+    async def log_usage(self) -> tuple[int, int]:
+        """The event log's stored bytes and its limit (max_bytes; 0 or less: none)."""
+        info = await self.js.stream_info(S.EVENTS_STREAM)
+        return int(info.state.bytes), int(info.config.max_bytes or 0)
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -7,6 +7,8 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import nats
 from nats.errors import NoRespondersError
@@ -24,6 +26,7 @@ from nats.js.api import (
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from schemas import subjects as S
+from services.runtime.natsconf import MAX_PAYLOAD
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,38 @@ MAX_DELIVER = 20
 UNEXPECTED_ATTEMPTS = 5
 
 
-def events_stream(replicas: int = 1) -> StreamConfig:
+@dataclass(frozen=True)
+class StreamLimits:
+    """The most each stream may hold. A full stream refuses writes (discard NEW) and never
+    evicts history; no identity can grow the log past this, however it tries.
+
+    EVENTS: 4 GiB is some millions of events, yet well within one machine's disk (nats-server
+    reserves a stream's max_bytes against its store when the stream is created). EXEC is a work
+    queue that the executor drains: it holds only commands not yet done."""
+
+    events_max_bytes: int = 4 << 30
+    exec_max_bytes: int = 256 << 20
+    # The largest stored message: no client may publish more than MAX_PAYLOAD anyway, and the
+    # schemas do not bound an event more tightly (an approval may carry several calls, each with
+    # a body of up to 256 KiB), so a smaller limit could refuse a legitimate event.
+    max_msg_size: int = MAX_PAYLOAD
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> StreamLimits:
+        """INTERLOCK_EVENTS_MAX_BYTES / INTERLOCK_EXEC_MAX_BYTES (bytes), or the defaults."""
+        default = cls()
+        limits = cls(
+            events_max_bytes=int(env.get("INTERLOCK_EVENTS_MAX_BYTES")
+                                 or default.events_max_bytes),
+            exec_max_bytes=int(env.get("INTERLOCK_EXEC_MAX_BYTES") or default.exec_max_bytes),
+        )
+        if min(limits.events_max_bytes, limits.exec_max_bytes) < limits.max_msg_size:
+            raise ValueError(f"a stream's max bytes must be at least {limits.max_msg_size}")
+        return limits
+
+
+def events_stream(replicas: int = 1, limits: StreamLimits | None = None) -> StreamConfig:
+    limits = limits or StreamLimits()
     return StreamConfig(
         name=S.EVENTS_STREAM,
         description="Interlock's event log: the system of record",
@@ -43,6 +77,8 @@ def events_stream(replicas: int = 1) -> StreamConfig:
         storage=StorageType.FILE,
         # Never silently evict history: hitting a limit rejects writes instead.
         discard=DiscardPolicy.NEW,
+        max_bytes=limits.events_max_bytes,
+        max_msg_size=limits.max_msg_size,
         deny_delete=True,
         deny_purge=True,
         allow_direct=True,
@@ -54,7 +90,8 @@ def events_stream(replicas: int = 1) -> StreamConfig:
     )
 
 
-def exec_stream(replicas: int = 1) -> StreamConfig:
+def exec_stream(replicas: int = 1, limits: StreamLimits | None = None) -> StreamConfig:
+    limits = limits or StreamLimits()
     return StreamConfig(
         name=S.EXEC_STREAM,
         description="Executor commands (work queue); only the gate publishes here",
@@ -62,6 +99,8 @@ def exec_stream(replicas: int = 1) -> StreamConfig:
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
         discard=DiscardPolicy.NEW,
+        max_bytes=limits.exec_max_bytes,
+        max_msg_size=limits.max_msg_size,
         duplicate_window=120.0,
         num_replicas=replicas,
     )
@@ -91,8 +130,9 @@ def _servers(url: str) -> list[str]:
 
 async def provision(url: str, admin_user: str, admin_password: str, replicas: int = 1,
                     timeout: float = 60.0, ack_wait: float = ACK_WAIT_S,
-                    executor_layout: str = "single") -> None:
+                    executor_layout: str = "single", limits: StreamLimits | None = None) -> None:
     """Idempotent: creates what is missing, updates what drifted (never loosens deny flags).
+    An existing stream takes the new `limits` (StreamLimits) too: raising a limit is a rerun.
 
     `executor_layout` (S.EXECUTOR_LAYOUTS) says which executor consumers exist; the other
     layout's consumers are deleted first (their filters would overlap on the work queue; pending
@@ -105,7 +145,7 @@ async def provision(url: str, admin_user: str, admin_password: str, replicas: in
     while True:
         try:
             await _provision_once(url, admin_user, admin_password, replicas, ack_wait,
-                                  executor_layout)
+                                  executor_layout, limits or StreamLimits())
             return
         except (TimeoutError, OSError, NoRespondersError, NatsTimeoutError,
                 ServiceUnavailableError, nats.errors.NoServersError) as exc:
@@ -126,13 +166,14 @@ def consumers(executor_layout: str = "single") -> dict[str, tuple[str, tuple[str
 
 
 async def _provision_once(url: str, admin_user: str, admin_password: str, replicas: int,
-                          ack_wait: float, executor_layout: str = "single") -> None:
+                          ack_wait: float, executor_layout: str,
+                          limits: StreamLimits) -> None:
     wanted = consumers(executor_layout)
     nc = await nats.connect(_servers(url), user=admin_user, password=admin_password,
                             connect_timeout=5, allow_reconnect=False)
     try:
         js = nc.jetstream()
-        for cfg in (events_stream(replicas), exec_stream(replicas)):
+        for cfg in (events_stream(replicas, limits), exec_stream(replicas, limits)):
             try:
                 await js.stream_info(cfg.name or "")
                 await js.update_stream(cfg)
@@ -162,14 +203,16 @@ def main() -> int:
         timeout = float(env.get("INTERLOCK_PROVISION_TIMEOUT", "120"))
         layout = env.get("INTERLOCK_EXECUTOR_CONSUMERS", "single")
         consumers(layout)
+        limits = StreamLimits.from_env(env)
     except ValueError as exc:
         log.error("invalid setting: %s", exc)
         return 2
     asyncio.run(provision(env.get("INTERLOCK_NATS_URL", "nats://127.0.0.1:4222"),
                           env.get("INTERLOCK_NATS_USER", "admin"), password, replicas, timeout,
-                          executor_layout=layout))
-    log.info("streams and consumers provisioned (replicas=%d, executor consumers: %s)",
-             replicas, layout)
+                          executor_layout=layout, limits=limits))
+    log.info("streams and consumers provisioned (replicas=%d, executor consumers: %s, "
+             "EVENTS max %d bytes, EXEC max %d bytes)", replicas, layout,
+             limits.events_max_bytes, limits.exec_max_bytes)
     return 0
 
 

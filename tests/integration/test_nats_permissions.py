@@ -1,10 +1,16 @@
 """The bus itself enforces who may say what (DESIGN.md §3.1): only the gate may publish to
 exec.write.>, no runtime user may create or change streams or consumers, and each service may
-publish only events that name it as their emitter."""
+publish only events that name it as their emitter.
+
+Two layers (services/runtime/natsconf.py): the streams live in account LOG and each runtime
+identity in an account of its own that imports exactly its own subjects from LOG; each user also
+keeps an allow list, so that a publish outside its imports is a logged permissions error."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 
 import nats
 import pytest
@@ -12,6 +18,9 @@ from nats.js.api import ConsumerConfig, StreamConfig
 
 from schemas import subjects as S
 from schemas.session import UserMessage
+from services.runtime import natsconf
+from services.runtime.embedded import NatsServerProcess, free_port
+from services.runtime.errors import ConfigError
 from tests.conftest import NatsEnv
 
 NON_GATE = ("planner", "executor", "gateway", "notifier")
@@ -131,3 +140,60 @@ async def test_the_notifier_may_publish_no_event(nats_env: NatsEnv, subject: str
             await nc.jetstream().publish(subject, b"{}", timeout=1.0)
     finally:
         await nc.close()
+
+
+def test_each_identity_has_an_account_of_its_own() -> None:
+    conf = json.loads(natsconf.render(port=4222, store_dir=Path("/x"),
+                                      credentials=natsconf.new_credentials()))
+    users = natsconf.users(conf)
+    assert users[natsconf.ADMIN_USER][0] == natsconf.LOG_ACCOUNT
+    accounts = {users[u][0] for u in natsconf.RUNTIME_USERS}
+    assert len(accounts) == len(natsconf.RUNTIME_USERS)  # none shared
+    assert natsconf.LOG_ACCOUNT not in accounts
+    for name, account in conf["accounts"].items():
+        # Only LOG has JetStream: nothing a service does can create a stream or consumer.
+        assert ("jetstream" in account) == (name == natsconf.LOG_ACCOUNT), name
+    log_exports = conf["accounts"][natsconf.LOG_ACCOUNT]["exports"]
+    assert all(e.get("accounts") for e in log_exports)  # every export restricted
+    for user in natsconf.RUNTIME_USERS:
+        name, entry = users[user]
+        imported = [i["service"]["subject"] for i in conf["accounts"][name]["imports"]
+                    if "service" in i]
+        assert set(imported) == {*natsconf.log_imports(user), "$JS.API.INFO"}
+        # Wildcards only: a reply aimed at a literally imported stream subject was stored.
+        for subject in imported:
+            assert subject.startswith("$JS.") or subject.endswith(">"), subject
+        assert entry["permissions"] == natsconf.permissions(user)
+
+
+async def test_an_import_of_another_services_subjects_is_refused(tmp_path: Path) -> None:
+    """The `accounts` restriction on each export: a config in which the planner imports the
+    gateway's event subjects does not start."""
+    conf = json.loads(natsconf.render(port=free_port(), store_dir=tmp_path / "js",
+                                      credentials=natsconf.new_credentials()))
+    conf["accounts"]["PLANNER"]["imports"].append(
+        {"service": {"account": natsconf.LOG_ACCOUNT, "subject": "evt.*.gateway.>"}})
+    port = int(conf["listen"].rsplit(":", 1)[1])
+    server = NatsServerProcess(json.dumps(conf), tmp_path / "nats", port)
+    try:
+        with pytest.raises(ConfigError, match="not authorized"):
+            await server.start(timeout=10)
+    finally:
+        await server.stop()
+
+
+async def test_a_service_cannot_pull_from_another_services_consumer(nats_env: NatsEnv) -> None:
+    admin = await nats.connect(nats_env.url, user="admin", password=nats_env.credentials["admin"])
+    nc, errors = await _connect(nats_env, "planner")
+    try:
+        await admin.jetstream().publish("evt.s_1.planner.tool.proposed.c_1", b"{}")
+        with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+            await nc.request(f"$JS.API.CONSUMER.MSG.NEXT.{S.EVENTS_STREAM}.gate",
+                             b'{"batch": 1, "expires": 500000000}', timeout=1.0)
+        info = await admin.jetstream().consumer_info(S.EVENTS_STREAM, "gate")
+        assert info.num_ack_pending == 0  # nothing was taken
+        assert info.num_pending == 1
+    finally:
+        await nc.close()
+        await admin.close()
+    assert any("permissions violation" in str(e).lower() for e in errors), errors

@@ -29,7 +29,8 @@ SETTINGS = {
 }
 # The provisioning job reads these (services/runtime/provision.py main()).
 PROVISION_KEYS = {"INTERLOCK_NATS_URL", "INTERLOCK_NATS_USER", "INTERLOCK_NATS_PASSWORD",
-                  "INTERLOCK_STREAM_REPLICAS", "INTERLOCK_PROVISION_TIMEOUT"}
+                  "INTERLOCK_STREAM_REPLICAS", "INTERLOCK_PROVISION_TIMEOUT",
+                  "INTERLOCK_EVENTS_MAX_BYTES", "INTERLOCK_EXEC_MAX_BYTES"}
 
 
 # Plausible values for the variables compose passes through from the operator's environment.
@@ -162,8 +163,16 @@ def test_nats_runs_the_generated_accounts_config(compose: dict[str, Any], secret
     assert conf["listen"] == "0.0.0.0:4222"
     assert conf["jetstream"] == {"store_dir": "/data/jetstream", "sync_interval": "always"}
     assert any(v.endswith(":/data") for v in nats["volumes"])  # JetStream on a named volume
-    users = {u["user"]: u for u in conf["accounts"]["APP"]["users"]}
-    assert set(users) == {*natsconf.RUNTIME_USERS, natsconf.ADMIN_USER}
+    placed = natsconf.users(conf)
+    users = {name: entry for name, (_, entry) in placed.items()}
+    assert set(users) == {*natsconf.RUNTIME_USERS, natsconf.ADMIN_USER, "sys"}
+    # The log and its admin in LOG, every service in an account of its own.
+    assert placed[natsconf.ADMIN_USER][0] == natsconf.LOG_ACCOUNT
+    assert {placed[s][0] for s in natsconf.RUNTIME_USERS} == {
+        natsconf.account_of(s) for s in natsconf.RUNTIME_USERS}
+    assert conf["accounts"] == json.loads(natsconf.render(
+        port=4222, store_dir=Path("/data/jetstream"),
+        credentials={u: e["password"] for u, e in users.items()}))["accounts"]
     # Each service's password in its env file is its user's password in the server config,
     # and its permissions are exactly what natsconf generates.
     for service in SERVICES:
@@ -182,7 +191,7 @@ def test_the_provisioning_job_is_the_admin_and_runs_once(compose: dict[str, Any]
     assert set(env) <= PROVISION_KEYS
     assert env["INTERLOCK_NATS_USER"] == natsconf.ADMIN_USER
     conf = json.loads((secrets / "nats.conf").read_text())
-    admin = next(u for u in conf["accounts"]["APP"]["users"] if u["user"] == "admin")
+    _, admin = natsconf.users(conf)[natsconf.ADMIN_USER]
     assert admin["password"] == env["INTERLOCK_NATS_PASSWORD"]
     # No service holds the admin password.
     for service in SERVICES:

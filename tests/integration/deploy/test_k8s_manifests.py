@@ -245,7 +245,7 @@ def test_the_executors_split_reads_from_writes(docs: list[Doc]) -> None:
 
 def test_secrets_match_the_nats_config(docs: list[Doc]) -> None:
     conf = json.loads(_secret_data(one(docs, "Secret", "interlock-nats-config"))["nats.conf"])
-    users = {u["user"]: u for u in conf["accounts"]["APP"]["users"]}
+    users = {name: entry for name, (_, entry) in natsconf.users(conf).items()}
     assert conf["jetstream"] == {"store_dir": "/data/jetstream", "sync_interval": "always"}
     for service in SERVICES:
         password = _secret_data(one(docs, "Secret", f"interlock-{service}"))
