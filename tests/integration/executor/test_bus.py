@@ -24,7 +24,14 @@ from sandbox.server import Sandbox
 from schemas import catalogue
 from schemas import events as E
 from schemas import subjects as S
-from schemas.approval import Grant
+from schemas.approval import (
+    GRANT_VERSION,
+    ApprovalCall,
+    ApprovalDecided,
+    ApprovalGranted,
+    ApprovalRequested,
+    Grant,
+)
 from schemas.commands import ExecCommand, command_encoder
 from schemas.ids import new_event_id
 from services.executor import service
@@ -95,20 +102,50 @@ async def gate(nats_env: NatsEnv) -> AsyncIterator[Bus]:
 
 def scale_command(session: str, call_id: str, replicas: int, key_path: Path | None,
                   rv: str, *, ttl: timedelta = timedelta(minutes=5),
-                  signed_replicas: int | None = None) -> ExecCommand:
+                  signed_replicas: int | None = None, **grant_fields: Any) -> ExecCommand:
     tool = catalogue.TOOLS["scale"]
-    args = catalogue.canonical_args(tool.parse_args(
-        {"name": "web", "namespace": "shop", "replicas": replicas}))
+    parsed = tool.parse_args({"name": "web", "namespace": "shop", "replicas": replicas})
+    args = catalogue.canonical_args(parsed)
     signed_args = catalogue.canonical_args(tool.parse_args(
         {"name": "web", "namespace": "shop",
          "replicas": replicas if signed_replicas is None else signed_replicas}))
     grant = Grant(call_id=call_id, call_hash=catalogue.call_hash("scale", signed_args),
                   approval_id="a_" + call_id, approver="alice",
-                  not_after=datetime.now(UTC) + ttl, resource_version=rv)
+                  not_after=datetime.now(UTC) + ttl, resource_version=rv,
+                  session_id=session, target=parsed.target(), version=GRANT_VERSION)
+    grant = msgspec.structs.replace(grant, **grant_fields)
     if key_path is not None:
         grant = signing.sign(grant, signing.load_private(key_path))
     return ExecCommand(kind="write", session_id=session, call_id=call_id, tool="scale",
-                       args=args, grant=grant if key_path is not None else None)
+                       args=args, target=parsed.target(),
+                       grant=grant if key_path is not None else None)
+
+
+async def record_approval(nats_env: NatsEnv, cmd: ExecCommand, *, decided: bool = True,
+                          granted: bool = True) -> None:
+    """What the gate and the gateway record before a write is released: the request, a human
+    decision (the gateway's), and the grant (the gate's) — each with its own service's user."""
+    assert cmd.grant is not None
+    g = cmd.grant
+    sid = cmd.session_id
+    gate = await Bus.connect(nats_env.settings("gate"), "gate")
+    gateway = await Bus.connect(nats_env.settings("gateway"), "gateway")
+    try:
+        await gate.append(ApprovalRequested(
+            session_id=sid, approval_id=g.approval_id, calls=(ApprovalCall(
+                call_id=cmd.call_id, tool=cmd.tool, args=cmd.args, call_hash=g.call_hash,
+                target=g.target, resource_version=g.resource_version),),
+            requested_by="bob", expires_at=datetime.now(UTC) + timedelta(minutes=15)))
+        if decided:
+            await gateway.append(ApprovalDecided(session_id=sid, approval_id=g.approval_id,
+                                                 decision="approve", approver=g.approver,
+                                                 actor=g.approver))
+        if granted:
+            await gate.append(ApprovalGranted(session_id=sid, approval_id=g.approval_id,
+                                              approver=g.approver, grants=(g,)))
+    finally:
+        await gate.close()
+        await gateway.close()
 
 
 async def publish(gate: Bus, cmd: ExecCommand, msg_id: str | None = None) -> None:
@@ -166,6 +203,7 @@ async def test_bad_write_commands_never_run(
         assert reasons["expired"].startswith("the grant expired at")
         # A valid one runs once; the same command published again is a refused replay.
         good = scale_command(session, "c_good", 4, private, current)
+        await record_approval(nats_env, good)
         await publish(gate, good)
         result = await log.until(lambda e: e.type == "tool.result" and e.call_id == "c_good")
         assert result.status == "ok" and replicas(cluster) == 4
@@ -228,6 +266,7 @@ async def test_sigkill_after_the_cluster_call_is_not_run_again(
     second: subprocess.Popen[bytes] | None = None
     try:
         cmd = scale_command(session, "c_killed", 6, private, rv(cluster))
+        await record_approval(nats_env, cmd)
         await publish(gate, cmd)
         await cluster.wait_for(lambda: replicas(cluster) == 6, timeout=30)
         await log.until(lambda e: e.type == "tool.started" and e.call_id == "c_killed")
