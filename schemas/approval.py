@@ -125,8 +125,18 @@ class ApprovalDecided(Event, frozen=True, kw_only=True, tag="approval.decided"):
         return self.approval_id
 
 
+# The grant version the gate signs and the executor runs (see Grant).
+GRANT_VERSION = 2
+
+
 class Grant(msgspec.Struct, frozen=True, kw_only=True):
-    """What the gate signs for one call. The executor verifies every field."""
+    """What the gate signs for one call. The executor verifies every field.
+
+    Version 2 binds the grant to the session, and to the target, that the human approved: a v1
+    grant (signed bytes without them) copied into another session's command would still verify.
+    Grants of old logs are v1 (the field is absent there); the audit still verifies them, the
+    executor runs only v2.
+    """
 
     call_id: str
     call_hash: str
@@ -135,20 +145,29 @@ class Grant(msgspec.Struct, frozen=True, kw_only=True):
     not_after: UtcTime
     resource_version: str = ""
     signature: str = ""
+    # Defaults keep a v1 grant of an old log decoding exactly as it was signed.
+    session_id: str = ""
+    target: Target = msgspec.field(default_factory=Target)
+    version: int = 1
 
     def signed_bytes(self) -> bytes:
-        body = msgspec.json.encode(
-            {
-                "call_id": self.call_id,
-                "call_hash": self.call_hash,
-                "approval_id": self.approval_id,
-                "approver": self.approver,
-                "not_after": self.not_after.isoformat(),
-                "resource_version": self.resource_version,
-            },
-            order="sorted",
-        )
-        return b"interlock-grant-v1\n" + body
+        fields: dict[str, Any] = {
+            "call_id": self.call_id,
+            "call_hash": self.call_hash,
+            "approval_id": self.approval_id,
+            "approver": self.approver,
+            "not_after": self.not_after.isoformat(),
+            "resource_version": self.resource_version,
+        }
+        if self.version == 1:
+            return b"interlock-grant-v1\n" + msgspec.json.encode(fields, order="sorted")
+        # Any other version signs as v2 under its own domain string, so a grant claiming to be
+        # v3 can never verify against bytes the gate signed for v2 (or the reverse).
+        fields["session_id"] = self.session_id
+        fields["target"] = {"cluster": self.target.cluster, "namespace": self.target.namespace,
+                            "kind": self.target.kind, "name": self.target.name}
+        domain = f"interlock-grant-v{self.version}\n".encode()
+        return domain + msgspec.json.encode(fields, order="sorted")
 
 
 class ApprovalGranted(Event, frozen=True, kw_only=True, tag="approval.granted"):

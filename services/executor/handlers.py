@@ -14,6 +14,8 @@ from nats.aio.msg import Msg
 
 from schemas import catalogue
 from schemas import subjects as S
+from schemas.approval import GRANT_VERSION, Grant
+from schemas.base import Event
 from schemas.commands import ExecCommand, command_decoder
 from schemas.execution import (
     CommandRefused,
@@ -22,13 +24,13 @@ from schemas.execution import (
     ToolStarted,
     ToolVerified,
 )
-from services.executor import kube_write
+from services.executor import domain, kube_write
 from services.executor.kube import Kube, KubeError, Outcome, Preview
 from services.executor.kube_read import READERS
 from services.executor.settings import ExecutorSettings
 from services.runtime import signing
-from services.runtime.bus import Bus, Link
-from services.runtime.errors import ConcurrencyConflict, PoisonMessage
+from services.runtime.bus import STALE_READ_WAIT_S, Bus, Link
+from services.runtime.errors import ConcurrencyConflict, PoisonMessage, RetryableError
 
 log = logging.getLogger(__name__)
 
@@ -173,11 +175,20 @@ class Executor:
             raise Refused("unsigned write command")
         if not signing.verify(grant, self.public_key):
             raise Refused("invalid gate signature")
+        if grant.version != GRANT_VERSION:
+            # A v1 grant names neither session nor target: it could run in any session.
+            raise Refused(f"a v{grant.version} grant is not accepted for execution (only "
+                          f"v{GRANT_VERSION}, bound to its session and target)")
+        if grant.session_id != cmd.session_id:
+            raise Refused(f"the grant is for session {grant.session_id}, not {cmd.session_id}")
         if grant.call_id != cmd.call_id:
             raise Refused("the grant is for another call")
         tool, args = self._tool(cmd, "write")
         if catalogue.call_hash(cmd.tool, catalogue.canonical_args(args)) != grant.call_hash:
             raise Refused("args differ from the approved call (hash mismatch)")
+        if args.target() != grant.target:
+            raise Refused(f"the target differs from the approved one: {args.target().describe()}"
+                          f" is not {grant.target.describe()}")
         if datetime.now(UTC) >= grant.not_after:
             raise Refused(f"the grant expired at {grant.not_after.isoformat()}")
         try:
@@ -186,22 +197,43 @@ class Executor:
             raise Refused(exc.message) from exc
         return tool, args
 
+    async def check_recorded(self, cmd: ExecCommand, grant: Grant) -> None:
+        """Refuses unless the command's session records this grant and a human's approval."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STALE_READ_WAIT_S
+        delay = 0.05
+        while True:
+            events: list[Event] = [s.event for s in await self.bus.session(cmd.session_id)]
+            why = domain.approval_problem(events, cmd.session_id, grant)
+            if why is None:
+                return
+            # The gate records the grant before it publishes the command, but a stream replica
+            # answering our read may not have applied it yet: look again, briefly. Never a
+            # reason to run: only the log read decides.
+            if loop.time() >= deadline or not await self.bus.may_lag():
+                raise Refused(why)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
     async def run_write(self, cmd: ExecCommand, msg: Msg) -> None:
         _, args = self.verify(cmd)
-        assert cmd.grant is not None
-        # Claim the call exactly once, in the log, before touching the cluster. The claim is
-        # always checked against its own key on the server (no chain hint).
+        grant = cmd.grant
+        assert grant is not None
+        await self.check_recorded(cmd, grant)
+        # Claim the call exactly once, in the log, before touching the cluster — once across
+        # ALL sessions: the server refuses the claim if any session's claim subject of this
+        # call id holds anything. Always checked on the server (no chain hint).
+        claims = S.tag_filter("executor", "tool.started", "*", cmd.call_id)
         try:
             claim = await self.bus.append_link(
                 ToolStarted(session_id=cmd.session_id, call_id=cmd.call_id,
-                            approval_id=cmd.grant.approval_id, actor=ACTOR,
+                            approval_id=grant.approval_id, actor=ACTOR,
                             causation_id=cmd.causation_id),
-                once_per_key=True,
+                once_per_key=True, key_filter=claims,
             )
         except ConcurrencyConflict:
-            await self._already_claimed(cmd, args, msg)
+            await self._claimed_before(cmd, args, msg, claims)
             return
-        grant = cmd.grant
         try:
             out, plan, after = await self._in_thread(
                 msg, lambda: kube_write.execute(self.kube, args, grant.resource_version))
@@ -232,12 +264,57 @@ class Executor:
         except ConcurrencyConflict:
             log.info("verification already recorded", extra={"call_id": cmd.call_id})
 
+    async def _stored_last(self, subject_filter: str) -> tuple[int, Event | None] | None:
+        """The last message STORED on a filter — (seq, its event, or None when that message
+        is not a decodable event on its subject) — or None when nothing is stored there.
+
+        Read raw first: a decoding read skips what it cannot decode, and so would report an
+        empty subject where the server sees it taken."""
+        last = await self.bus.last_stored(subject_filter)
+        if last is None:
+            return None
+        seq = last[0]
+        async for stored in self.bus.read(subject_filter, seq, batch=1):
+            return seq, stored.event if stored.seq == seq else None
+        return seq, None
+
+    async def _claimed_before(self, cmd: ExecCommand, args: Any, msg: Msg,
+                              claims: str) -> None:
+        """The server refused the claim: say what really holds the claim subject."""
+        held = await self._stored_last(claims)
+        if held is None:
+            # Refused, yet nothing visible: a replica behind the leader. Look again later.
+            raise RetryableError(f"the claim of {cmd.call_id} was refused but {claims} "
+                                 "shows nothing stored yet")
+        seq, event = held
+        if not (isinstance(event, ToolStarted) and event.call_id == cmd.call_id):
+            # Something other than the executor's claim squats the subject: the call was never
+            # claimed, so it did not run — say exactly that, not "stopped after claiming".
+            await self._append_result(ToolResult(
+                session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="error",
+                output=f"the claim subject {claims} holds something that is not a claim "
+                       f"(seq {seq}); the write was not run",
+                actor=ACTOR, causation_id=cmd.causation_id,
+            ))
+            return
+        if event.session_id != cmd.session_id:
+            raise Refused(f"call {cmd.call_id} was already claimed in session "
+                          f"{event.session_id} (seq {seq}); a call runs at most once across "
+                          "all sessions")
+        await self._already_claimed(cmd, args, msg)
+
     async def _already_claimed(self, cmd: ExecCommand, args: Any, msg: Msg) -> None:
         """A second delivery of a claimed call: never run it again."""
-        result = await self.bus.first(S.tag_filter("executor", "tool.result", cmd.session_id,
-                                                   cmd.call_id))
-        if result is not None:
-            raise Refused("replayed command: this call has already been executed")
+        results = S.tag_filter("executor", "tool.result", cmd.session_id, cmd.call_id)
+        held = await self._stored_last(results)
+        if held is not None:
+            seq, event = held
+            if isinstance(event, ToolResult):
+                raise Refused("replayed command: this call has already been executed")
+            # Not "the claimant died": something else was stored where the result goes, and
+            # no result can be recorded there now.
+            raise Refused(f"the result subject {results} holds something that is not a result "
+                          f"(seq {seq}); this claimed call was not run again")
         # The claimant died between calling the cluster and recording: say so, don't guess —
         # but show what the cluster looks like now, so the human can tell.
         try:

@@ -6,6 +6,7 @@ run live, on replay and in tests.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -19,10 +20,12 @@ from schemas.approval import (
     ApprovalExpired,
     ApprovalGranted,
     ApprovalRequested,
+    ToolAmended,
 )
 from schemas.base import Event, Target
 from schemas.ids import derived_id
 from schemas.planning import ToolProposed
+from schemas.session import SessionStarted, UserMessage
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,54 @@ def classify_call(name: str, raw_args: dict[str, object]) -> Classification:
 def approval_id_for(call_id: str) -> str:
     """Deterministic, so a redelivered preview can never open a second approval."""
     return derived_id("a", call_id)
+
+
+@dataclass(frozen=True)
+class Asker:
+    """Who asked for a proposal, from what the gateway recorded for people — never from the
+    proposal's own `requested_by`, which is the planner's say-so (issue 14: a planner that
+    wrote "" let the requester approve their own production write)."""
+
+    requested_by: str
+    # Everyone the log says may have asked for it or changed it: barred from approving it where
+    # separation of duties applies. Which message a proposal answers is the planner's to say
+    # (its correlation id), so the last person who spoke before it is barred as well.
+    barred: frozenset[str]
+
+
+def asker_of(events: Sequence[Event], proposal: ToolProposed | ToolAmended) -> Asker:
+    """The person behind a proposal: the author of the `user.message` it answers (matched by
+    correlation or causation id), else of the latest `user.message` before it, else whoever
+    started the session. An amendment is followed back to the proposal it replaces; its
+    approver is barred too."""
+    amended_by: set[str] = set()
+    current: ToolProposed | ToolAmended = proposal
+    seen: set[str] = set()
+    while isinstance(current, ToolAmended) and current.call_id not in seen:
+        seen.add(current.call_id)
+        amended_by.add(current.amended_by)
+        replaces = current.replaces
+        original = next((e for e in events if isinstance(e, ToolProposed | ToolAmended)
+                         and e.call_id == replaces), None)
+        if original is None:
+            # Not in this session's log: the gate's own record of the requester is all there is.
+            return Asker(current.requested_by,
+                         frozenset({current.requested_by, *amended_by}) - {""})
+        current = original
+    started = ""
+    messages: dict[str, UserMessage] = {}
+    latest = ""
+    for ev in events:
+        if ev.event_id == current.event_id:
+            break  # a message recorded after the proposal cannot be what it answers
+        if isinstance(ev, SessionStarted) and not started:
+            started = ev.actor
+        elif isinstance(ev, UserMessage):
+            messages[ev.event_id] = ev
+            latest = ev.actor
+    answered = messages.get(current.correlation_id) or messages.get(current.causation_id)
+    requested_by = answered.actor if answered is not None else latest or started
+    return Asker(requested_by, frozenset({requested_by, latest, *amended_by}) - {""})
 
 
 State = Literal["pending", "granted", "denied", "expired"]

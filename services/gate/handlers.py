@@ -13,6 +13,7 @@ from nats.aio.msg import Msg
 from schemas import catalogue, chain
 from schemas import subjects as S
 from schemas.approval import (
+    GRANT_VERSION,
     ApprovalCall,
     ApprovalDecided,
     ApprovalDenied,
@@ -180,15 +181,13 @@ class Gate:
                                             self.settings.history_window_s)
             lines += h_lines
             flags += h_flags
-        requester = proposal.requested_by
+        # Who asked comes from the gateway's records in the log, not the planner's field.
+        requester = domain.asker_of(events, proposal).requested_by
         forbidden: set[str] = set()
         for m, c in writes:
             ns = (c.target or m.target).namespace
             if self.policy.protected(ns):
-                forbidden.add(m.requested_by)
-                if isinstance(m, ToolAmended):
-                    forbidden.add(m.amended_by)
-        forbidden.discard("")
+                forbidden |= domain.asker_of(events, m).barred
         required = max(self.policy.required_approvals(m.tool, (c.target or m.target).namespace)
                        for m, c in writes)
         policy_lines: list[str] = []
@@ -291,7 +290,8 @@ class Gate:
             signing.sign(
                 Grant(call_id=c.call_id, call_hash=c.call_hash, approval_id=req.approval_id,
                       approver=approver, not_after=not_after,
-                      resource_version=c.resource_version),
+                      resource_version=c.resource_version, session_id=req.session_id,
+                      target=c.target, version=GRANT_VERSION),
                 self.key,
             )
             for c in req.calls

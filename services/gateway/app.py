@@ -33,8 +33,14 @@ from services.gateway.auth import Principal, Role, TokenStore
 from services.gateway.errors import HttpError
 from services.gateway.metrics import Metrics
 from services.gateway.ratelimit import RateLimiter
-from services.runtime.bus import TRANSIENT, Bus
-from services.runtime.errors import ConcurrencyConflict, EventTooLarge, LogFull, RetryableError
+from services.runtime.bus import TRANSIENT, Bus, Stored, decode_stored
+from services.runtime.errors import (
+    ConcurrencyConflict,
+    EventTooLarge,
+    LogFull,
+    PoisonMessage,
+    RetryableError,
+)
 
 # Re-exported for callers that imported the request types from here.
 __all__ = ["Api", "Cancel", "Decision", "HttpError", "NewMessage", "NewSession", "make_app"]
@@ -284,6 +290,7 @@ class Api:
             raise HttpError(409, "already_decided", f"approval {approval_id} is {state}")
         subject = S.tag_filter("gateway", "approval.decided", req.session_id, approval_id)
         prior = [s async for s in self.bus.read(subject)]
+        expect = await self._decisions_end(subject, prior)
         folded = decision_state(
             req, [p.event for p in prior if isinstance(p.event, ApprovalDecided)])
         why = folded.check(req, who.name)
@@ -294,7 +301,7 @@ class Api:
                              decision=body.decision, reason=body.reason, approver=who.name,
                              args=args, actor=who.name)
         try:
-            seq = await self.bus.append(ev, expect_subject_seq=prior[-1].seq if prior else 0)
+            seq = await self.bus.append(ev, expect_subject_seq=expect)
         except ConcurrencyConflict as exc:
             raise HttpError(409, "already_decided",
                             f"approval {approval_id} was decided concurrently") from exc
@@ -307,6 +314,30 @@ class Api:
                                   "required_approvals": req.required_approvals,
                                   "modified": args is not None,
                                   "event_id": ev.event_id, "seq": seq}, status=202)
+
+    async def _decisions_end(self, subject: str, prior: list[Stored]) -> int:
+        """The sequence a new decision must follow: the last message STORED on the decision
+        subject, which is what the server checks — not the last decision a decoding read
+        returned. If something that is not a decision is stored there, every append would be
+        refused as concurrent (a 409 loop until the approval expires): say what it is."""
+        last = await self.bus.last_stored(subject)
+        if last is None or (prior and prior[-1].seq == last[0]):
+            return last[0] if last else 0
+        seq, raw = last
+        try:
+            event = decode_stored(subject, raw)
+        except PoisonMessage:
+            event = None
+        if isinstance(event, ApprovalDecided):
+            # A decision stored after our read (or a replica behind the one that answered).
+            raise HttpError(409, "already_decided",
+                            f"a decision was recorded meanwhile (seq {seq}); look again")
+        log.error("decision subject holds something that is not a decision",
+                  extra={"subject": subject, "seq": seq})
+        raise HttpError(409, "decision_subject_taken",
+                        f"the decision subject {subject} holds something that is not a decision "
+                        f"(seq {seq}); no decision can be recorded for this approval — an "
+                        "administrator must look at the log")
 
     @staticmethod
     def modified_args(entry: views.ApprovalEntry,

@@ -166,7 +166,9 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
             "post": {**_op("Approve or deny (the first decision wins)", "approver",
                            ("202", _json(_ref("DecisionAccepted"), "stored")), tag="approvals",
                            params=[aid],
-                           errors=(("404", "no such approval"), ("409", "already decided"),
+                           errors=(("404", "no such approval"),
+                                   ("409", "already decided, or the decision subject holds "
+                                           "something that is not a decision"),
                                    ("410", "expired"))),
                      "requestBody": {"required": True, "content": {
                          "application/json": {"schema": _ref("Decision")}}}},

@@ -202,14 +202,24 @@ def _check_signatures(seq: int, ev: Event, requests: dict[str, ApprovalRequested
                                  "the recorded call hash"})
     if isinstance(ev, ApprovalGranted):
         req = requests.get(ev.approval_id)
-        hashes = {c.call_id: c.call_hash for c in req.calls} if req else {}
+        calls = {c.call_id: c for c in req.calls} if req else {}
         for g in ev.grants:
+            # Verifies v1 grants of old logs as signed then, and v2 with session and target.
             if key is not None and not signing.verify(g, key):
                 problems.append({"seq": seq, "problem": f"grant for {g.call_id}: invalid gate "
                                  "signature"})
-            if req is not None and hashes.get(g.call_id) != g.call_hash:
+            call = calls.get(g.call_id)
+            if req is not None and (call is None or call.call_hash != g.call_hash):
                 problems.append({"seq": seq, "problem": f"grant for {g.call_id} is not for the "
                                  "call that was requested"})
+            if g.version == 1:
+                continue  # a v1 grant names neither session nor target
+            if g.session_id != ev.session_id:
+                problems.append({"seq": seq, "problem": f"grant for {g.call_id} is bound to "
+                                 f"session {g.session_id}, not this one"})
+            if call is not None and call.target != g.target:
+                problems.append({"seq": seq, "problem": f"grant for {g.call_id} is not for the "
+                                 "target that was requested"})
     return problems
 
 

@@ -162,6 +162,7 @@ class Bus:
         event: Event,
         *,
         once_per_key: bool = False,
+        key_filter: str | None = None,
         expect_subject_seq: int | None = None,
         expect_session_seq: int | None = None,
         after: Stored | None = None,
@@ -173,6 +174,9 @@ class Bus:
         its stream sequence and the hash of the stored bytes (what the next event chains to).
 
         once_per_key: the event's subject must be empty (e.g. one claim per call).
+        key_filter (with once_per_key): a subject filter that must be empty instead, e.g.
+        `evt.*.executor.tool.started.<call>` — one claim per call across all sessions, enforced
+        by the server (Nats-Expected-Last-Subject-Sequence 0 with this filter).
         expect_subject_seq: the event's own subject must end at this sequence (0: empty).
         expect_session_seq / after: the session's last event must still be this one (one next
         step); raises ConcurrencyConflict otherwise. Without any of these, the append is still
@@ -188,7 +192,8 @@ class Bus:
         event on the hot path.
         """
         subject = S.event_subject(event)
-        if after_hint is not None and once_per_key:
+        # The hint's check is on the session; a key filter needs the check on the filter.
+        if after_hint is not None and once_per_key and key_filter is None:
             chained = msgspec.structs.replace(event, prev_seq=after_hint[0],
                                               prev_hash=after_hint[1])
             headers = {"Nats-Msg-Id": event.event_id, EXPECTED_SEQ: str(after_hint[0]),
@@ -215,6 +220,8 @@ class Bus:
             headers = {"Nats-Msg-Id": event.event_id}
             if once_per_key:
                 headers[EXPECTED_SEQ] = "0"
+                if key_filter is not None:
+                    headers[EXPECTED_SEQ_SUBJECT] = key_filter
             elif expect_subject_seq is not None:
                 headers[EXPECTED_SEQ] = str(expect_subject_seq)
             else:
@@ -440,6 +447,12 @@ class Bus:
         async for stored in self.read(subject_filter, batch=1):
             return stored
         return None
+
+    async def last_stored(self, subject_filter: str) -> tuple[int, bytes] | None:
+        """The last message STORED on a filter, (seq, raw body), decodable or not: what an
+        append expecting that filter to be empty (or to end at a sequence) is checked against
+        by the server. A decoding read skips what it cannot decode, so it cannot tell."""
+        return await self._direct({"last_by_subj": subject_filter})
 
     # -- consuming ---------------------------------------------------------------------------
 

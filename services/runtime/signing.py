@@ -6,6 +6,7 @@ import base64
 import os
 from pathlib import Path
 
+import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -52,16 +53,9 @@ def load_public(path: Path) -> Ed25519PublicKey:
 
 
 def sign(grant: Grant, key: Ed25519PrivateKey) -> Grant:
+    # replace, not a field-by-field copy: a field added to Grant must never be dropped here.
     sig = base64.b64encode(key.sign(grant.signed_bytes())).decode()
-    return Grant(
-        call_id=grant.call_id,
-        call_hash=grant.call_hash,
-        approval_id=grant.approval_id,
-        approver=grant.approver,
-        not_after=grant.not_after,
-        resource_version=grant.resource_version,
-        signature=sig,
-    )
+    return msgspec.structs.replace(grant, signature=sig)
 
 
 def verify(grant: Grant, key: Ed25519PublicKey) -> bool:

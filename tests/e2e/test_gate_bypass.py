@@ -23,7 +23,8 @@ from kubernetes import client
 from clients.stack import Stack
 from schemas import events
 from schemas import subjects as S
-from schemas.approval import ApprovalDecided, Grant
+from schemas.approval import GRANT_VERSION, ApprovalDecided, Grant
+from schemas.base import Target
 from schemas.commands import ExecCommand, command_encoder
 from schemas.ids import new_call_id
 from schemas.planning import ToolProposed
@@ -93,7 +94,8 @@ def _grant(stack: Stack, req: dict[str, Any], *, key: Any = None, approver: str 
     g = Grant(call_id=call["call_id"], call_hash=call["call_hash"],
               approval_id=req["approval_id"], approver=approver,
               not_after=not_after or datetime.now(UTC) + timedelta(minutes=5),
-              resource_version=call["resource_version"])
+              resource_version=call["resource_version"], session_id=req["session_id"],
+              target=msgspec.convert(call["target"], Target), version=GRANT_VERSION)
     return signing.sign(g, key or signing.load_private(stack.data / "gate.key"))
 
 
@@ -232,6 +234,41 @@ async def test_self_approval_in_production_is_refused(stack: Stack, clients: Any
         after=int(req["seq"]))
     assert got[-1].data["status"] == "ok", got[-1].data
     assert replicas(stack, "payment-service", "production") == before + 1
+
+
+@pytest.mark.parametrize("claimed", ["", "someone-else"])
+async def test_the_planner_cannot_choose_who_asked(stack: Stack, clients: Any,
+                                                  claimed: str) -> None:
+    """Issue 14, attack 5: a planner that writes requested_by="" (or another name) on a
+    production proposal. The gate takes the requester from the user.message the gateway
+    recorded, so the person who asked still may not approve it."""
+    _, approver, _ = clients
+    sid = await approver.new_session()
+    await approver.say(sid, "payment-service needs one more replica, please")
+    said = await approver.wait_for(sid, lambda e: e.event == "user.message")
+    await approver.wait_for(sid, lambda e: e.event == "turn.completed")  # no model: answered
+    before = replicas(stack, "payment-service", "production")
+    proposal = ToolProposed(session_id=sid, call_id=new_call_id(), tool="scale",
+                            args={"name": "payment-service", "namespace": "production",
+                                  "replicas": before + 1},
+                            source="llm", requested_by=claimed, actor="planner",
+                            correlation_id=said[-1].data["event_id"])
+    bus = await bus_as(stack, "planner")
+    try:
+        await bus.append(proposal)
+    finally:
+        await bus.close()
+    got = await approver.wait_for(sid, lambda e: e.event == "approval.requested")
+    req = got[-1].data
+    assert req["requested_by"] == "approver"
+    assert req["forbidden_approvers"] == ["approver"]
+    status, body = await approver.call("POST", f"/v1/approvals/{req['approval_id']}/decision",
+                                       {"decision": "approve"})
+    assert status == 403, body
+    assert "separation of duties: approver requested" in body["error"]["message"]
+    await _barrier(approver, sid)
+    assert _executions(await _types(stack, sid), proposal.call_id) == 0
+    assert replicas(stack, "payment-service", "production") == before
 
 
 async def test_concurrent_approvals_exactly_one_wins(stack: Stack, clients: Any) -> None:

@@ -74,3 +74,31 @@ async def test_a_stale_hint_falls_back_to_the_checked_append(nats_env: NatsEnv) 
     finally:
         await gw.close()
         await ex.close()
+
+
+async def test_a_key_filter_makes_a_key_once_across_sessions(nats_env: NatsEnv) -> None:
+    """`key_filter`: the server checks that a wildcard filter is empty, not only the event's
+    own subject — so a key taken in one session cannot be taken in another (issue 14)."""
+    gw = await B.Bus.connect(nats_env.settings("gateway"), "gateway")
+    ex = await B.Bus.connect(nats_env.settings("executor"), "executor")
+    call = new_call_id()
+    one, two, three = new_session_id(), new_session_id(), new_session_id()
+    taken = f"evt.*.executor.tool.result.{call}"
+    try:
+        assert await ex.last_stored(taken) is None
+        seq = await ex.append(_result(one, call), once_per_key=True, key_filter=taken)
+        with pytest.raises(ConcurrencyConflict, match=f"wrong last sequence: {seq}"):
+            await ex.append(_result(two, call), once_per_key=True, key_filter=taken)
+        # A chain hint that is still the session's last event does not skip the filter.
+        hint = await gw.append_link(SessionStarted(session_id=three, actor="alice"))
+        with pytest.raises(ConcurrencyConflict):
+            await ex.append(_result(three, call), once_per_key=True, key_filter=taken,
+                            after_hint=hint)
+        # What the filter adds: without it, only the event's own (empty) subject is checked.
+        later = await ex.append(_result(two, call), once_per_key=True)
+        last = await ex.last_stored(taken)
+        assert last is not None
+        assert last[0] == later
+    finally:
+        await gw.close()
+        await ex.close()

@@ -1,9 +1,24 @@
-"""The audit timeline says in words what each event means, verification included."""
+"""The audit timeline says in words what each event means, verification included; the audit
+verifies grants of both versions."""
 
 from __future__ import annotations
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from schemas import catalogue, chain
+from schemas import events as E
+from schemas import subjects as S
+from schemas.approval import (
+    GRANT_VERSION,
+    ApprovalCall,
+    ApprovalGranted,
+    ApprovalRequested,
+    Grant,
+)
+from schemas.base import Target
 from schemas.execution import ToolVerified
-from services.runtime.audit import describe
+from services.runtime import signing
+from services.runtime.audit import audit, describe
 
 
 def test_a_verification_is_described_not_just_named() -> None:
@@ -17,3 +32,43 @@ def test_a_verification_is_described_not_just_named() -> None:
                              "failing — CrashLoopBackOff")
     assert describe(ToolVerified(session_id="s_1", call_id="c_3", tool="label",
                                  outcome="skipped")) == "executor checked c_3: nothing to wait for"
+
+
+def _granted_session(grant_fields: dict[str, object]) -> list[chain.Link]:
+    from datetime import UTC, datetime, timedelta
+
+    args = {"cluster": "", "kind": "deployment", "name": "web", "namespace": "shop",
+            "replicas": 4}
+    target = Target(namespace="shop", kind="deployment", name="web")
+    req = ApprovalRequested(
+        session_id="s_1", approval_id="a_1", expires_at=datetime.now(UTC) + timedelta(hours=1),
+        calls=(ApprovalCall(call_id="c_1", tool="scale", args=args,
+                            call_hash=catalogue.call_hash("scale", args), target=target),))
+    fields: dict[str, object] = {"call_id": "c_1", "call_hash": req.calls[0].call_hash,
+                                 "approval_id": "a_1", "approver": "bob",
+                                 "not_after": req.expires_at, **grant_fields}
+    grant = signing.sign(Grant(**fields), KEY)  # type: ignore[arg-type]
+    granted = ApprovalGranted(session_id="s_1", approval_id="a_1", approver="bob",
+                              grants=(grant,))
+    return [chain.Link(seq, S.event_subject(ev), E.encode(ev))
+            for seq, ev in ((1, req), (2, granted))]
+
+
+KEY = Ed25519PrivateKey.generate()
+
+
+def test_the_audit_verifies_old_v1_grants_and_v2_grants_with_their_binding() -> None:
+    shop = Target(namespace="shop", kind="deployment", name="web")
+    v2 = {"session_id": "s_1", "target": shop, "version": GRANT_VERSION}
+    for fields in ({}, v2):  # an old log's v1 grant, and a v2 grant
+        report = audit("s_1", _granted_session(fields), KEY.public_key())
+        assert report.problems == []
+    report = audit("s_1", _granted_session({**v2, "session_id": "s_2"}), KEY.public_key())
+    assert report.problems == [{"seq": 2, "problem": "grant for c_1 is bound to session s_2, "
+                                                     "not this one"}]
+    report = audit("s_1", _granted_session({**v2, "target": Target(namespace="production")}),
+                   KEY.public_key())
+    assert report.problems == [{"seq": 2, "problem": "grant for c_1 is not for the target "
+                                                     "that was requested"}]
+    report = audit("s_1", _granted_session(v2), Ed25519PrivateKey.generate().public_key())
+    assert report.problems == [{"seq": 2, "problem": "grant for c_1: invalid gate signature"}]

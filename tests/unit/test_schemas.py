@@ -7,7 +7,8 @@ import pytest
 
 from schemas import catalogue, events
 from schemas import subjects as S
-from schemas.approval import ApprovalDecided, ApprovalRequested, Grant
+from schemas.approval import GRANT_VERSION, ApprovalDecided, ApprovalRequested, Grant
+from schemas.base import Target
 from schemas.ids import InvalidId, check_token
 from schemas.session import UserMessage
 
@@ -71,11 +72,29 @@ def test_args_reject_unknown_fields_and_bad_names() -> None:
 
 def test_grant_signed_bytes_cover_every_field() -> None:
     g = Grant(call_id="c_1", call_hash="h", approval_id="a_1", approver="bob",
-              not_after=datetime(2030, 1, 1, tzinfo=UTC), resource_version="7")
+              not_after=datetime(2030, 1, 1, tzinfo=UTC), resource_version="7",
+              session_id="s_1", target=Target(cluster="k", namespace="shop", kind="deployment",
+                                              name="web"), version=GRANT_VERSION)
+    assert g.signed_bytes().startswith(b"interlock-grant-v2\n")
     for field, value in [("call_id", "c_2"), ("call_hash", "h2"), ("approval_id", "a_2"),
                          ("approver", "eve"), ("not_after", datetime(2031, 1, 1, tzinfo=UTC)),
-                         ("resource_version", "8")]:
+                         ("resource_version", "8"), ("session_id", "s_2"), ("version", 3),
+                         ("target", msgspec.structs.replace(g.target, cluster="other")),
+                         ("target", msgspec.structs.replace(g.target, namespace="prod")),
+                         ("target", msgspec.structs.replace(g.target, kind="service")),
+                         ("target", msgspec.structs.replace(g.target, name="db"))]:
         assert msgspec.structs.replace(g, **{field: value}).signed_bytes() != g.signed_bytes()
+
+
+def test_a_v1_grant_of_an_old_log_decodes_and_signs_as_it_was() -> None:
+    """Golden: a grant as the gate wrote it before v2 (no session, target or version)."""
+    old = (b'{"call_id":"c_1","call_hash":"h","approval_id":"a_1","approver":"bob",'
+           b'"not_after":"2030-01-01T00:00:00+00:00","resource_version":"7","signature":"x"}')
+    g = msgspec.json.decode(old, type=Grant)
+    assert (g.version, g.session_id, g.target) == (1, "", Target())
+    assert g.signed_bytes() == (
+        b'interlock-grant-v1\n{"approval_id":"a_1","approver":"bob","call_hash":"h",'
+        b'"call_id":"c_1","not_after":"2030-01-01T00:00:00+00:00","resource_version":"7"}')
 
 
 def test_approval_requested_requires_an_expiry() -> None:

@@ -5,6 +5,7 @@ before recording does not run the call again after a restart and reports its out
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -24,8 +25,17 @@ from sandbox.server import Sandbox
 from schemas import catalogue
 from schemas import events as E
 from schemas import subjects as S
-from schemas.approval import Grant
+from schemas.approval import (
+    GRANT_VERSION,
+    ApprovalCall,
+    ApprovalDecided,
+    ApprovalGranted,
+    ApprovalRequested,
+    Grant,
+)
+from schemas.base import Target
 from schemas.commands import ExecCommand, command_encoder
+from schemas.execution import ToolStarted
 from schemas.ids import new_event_id
 from services.executor import service
 from services.executor.settings import ExecutorSettings
@@ -44,7 +54,10 @@ class Log:
         self._changed = asyncio.Event()
 
     def add(self, data: bytes) -> None:
-        self.events.append(E.decode(data))
+        try:
+            self.events.append(E.decode(data))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return  # something squatting a subject (see the squatting tests): not an event
         self._changed.set()
 
     async def until(self, pred: Callable[[Any], bool], timeout: float = 20) -> Any:
@@ -67,8 +80,9 @@ def keys(tmp_path: Path) -> tuple[Path, Path]:
     return private, public
 
 
-@pytest.fixture
-async def session_log(nats_env: NatsEnv) -> AsyncIterator[tuple[str, Log]]:
+@contextlib.asynccontextmanager
+async def watching(nats_env: NatsEnv) -> AsyncIterator[tuple[str, Log]]:
+    """A new session id and its events as the log republishes them."""
     session = "s" + new_event_id()[-12:].lower()
     log = Log()
     nc = await nats.connect(nats_env.url, user=natsconf.ADMIN_USER,
@@ -85,6 +99,12 @@ async def session_log(nats_env: NatsEnv) -> AsyncIterator[tuple[str, Log]]:
 
 
 @pytest.fixture
+async def session_log(nats_env: NatsEnv) -> AsyncIterator[tuple[str, Log]]:
+    async with watching(nats_env) as watched:
+        yield watched
+
+
+@pytest.fixture
 async def gate(nats_env: NatsEnv) -> AsyncIterator[Bus]:
     bus = await Bus.connect(nats_env.settings("gate"), "gate")
     try:
@@ -95,20 +115,50 @@ async def gate(nats_env: NatsEnv) -> AsyncIterator[Bus]:
 
 def scale_command(session: str, call_id: str, replicas: int, key_path: Path | None,
                   rv: str, *, ttl: timedelta = timedelta(minutes=5),
-                  signed_replicas: int | None = None) -> ExecCommand:
+                  signed_replicas: int | None = None, **grant_fields: Any) -> ExecCommand:
     tool = catalogue.TOOLS["scale"]
-    args = catalogue.canonical_args(tool.parse_args(
-        {"name": "web", "namespace": "shop", "replicas": replicas}))
+    parsed = tool.parse_args({"name": "web", "namespace": "shop", "replicas": replicas})
+    args = catalogue.canonical_args(parsed)
     signed_args = catalogue.canonical_args(tool.parse_args(
         {"name": "web", "namespace": "shop",
          "replicas": replicas if signed_replicas is None else signed_replicas}))
     grant = Grant(call_id=call_id, call_hash=catalogue.call_hash("scale", signed_args),
                   approval_id="a_" + call_id, approver="alice",
-                  not_after=datetime.now(UTC) + ttl, resource_version=rv)
+                  not_after=datetime.now(UTC) + ttl, resource_version=rv,
+                  session_id=session, target=parsed.target(), version=GRANT_VERSION)
+    grant = msgspec.structs.replace(grant, **grant_fields)
     if key_path is not None:
         grant = signing.sign(grant, signing.load_private(key_path))
     return ExecCommand(kind="write", session_id=session, call_id=call_id, tool="scale",
-                       args=args, grant=grant if key_path is not None else None)
+                       args=args, target=parsed.target(),
+                       grant=grant if key_path is not None else None)
+
+
+async def record_approval(nats_env: NatsEnv, cmd: ExecCommand, *, decided: bool = True,
+                          granted: bool = True) -> None:
+    """What the gate and the gateway record before a write is released: the request, a human
+    decision (the gateway's), and the grant (the gate's) — each with its own service's user."""
+    assert cmd.grant is not None
+    g = cmd.grant
+    sid = cmd.session_id
+    gate = await Bus.connect(nats_env.settings("gate"), "gate")
+    gateway = await Bus.connect(nats_env.settings("gateway"), "gateway")
+    try:
+        await gate.append(ApprovalRequested(
+            session_id=sid, approval_id=g.approval_id, calls=(ApprovalCall(
+                call_id=cmd.call_id, tool=cmd.tool, args=cmd.args, call_hash=g.call_hash,
+                target=g.target, resource_version=g.resource_version),),
+            requested_by="bob", expires_at=datetime.now(UTC) + timedelta(minutes=15)))
+        if decided:
+            await gateway.append(ApprovalDecided(session_id=sid, approval_id=g.approval_id,
+                                                 decision="approve", approver=g.approver,
+                                                 actor=g.approver))
+        if granted:
+            await gate.append(ApprovalGranted(session_id=sid, approval_id=g.approval_id,
+                                              approver=g.approver, grants=(g,)))
+    finally:
+        await gate.close()
+        await gateway.close()
 
 
 async def publish(gate: Bus, cmd: ExecCommand, msg_id: str | None = None) -> None:
@@ -166,6 +216,7 @@ async def test_bad_write_commands_never_run(
         assert reasons["expired"].startswith("the grant expired at")
         # A valid one runs once; the same command published again is a refused replay.
         good = scale_command(session, "c_good", 4, private, current)
+        await record_approval(nats_env, good)
         await publish(gate, good)
         result = await log.until(lambda e: e.type == "tool.result" and e.call_id == "c_good")
         assert result.status == "ok" and replicas(cluster) == 4
@@ -228,6 +279,7 @@ async def test_sigkill_after_the_cluster_call_is_not_run_again(
     second: subprocess.Popen[bytes] | None = None
     try:
         cmd = scale_command(session, "c_killed", 6, private, rv(cluster))
+        await record_approval(nats_env, cmd)
         await publish(gate, cmd)
         await cluster.wait_for(lambda: replicas(cluster) == 6, timeout=30)
         await log.until(lambda e: e.type == "tool.started" and e.call_id == "c_killed")
@@ -249,3 +301,166 @@ async def test_sigkill_after_the_cluster_call_is_not_run_again(
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+@contextlib.asynccontextmanager
+async def executor_running(nats_env: NatsEnv, public: Path,
+                           kubeconfig: Path) -> AsyncIterator[None]:
+    settings = ExecutorSettings(nats=nats_env.settings("executor"), gate_public_key=public,
+                                kubeconfig=kubeconfig, allowed_contexts=("sandbox",),
+                                call_timeout_s=10, verify_timeout_s=5, progress_interval_s=1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(settings, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+async def refusal(log: Log, call_id: str, index: int = 0) -> str:
+    """The reason of the call's `index`-th refusal, once it is recorded."""
+    await log.until(lambda _: len(log.of("command.refused", call_id)) > index)
+    return str(log.of("command.refused", call_id)[index].reason)
+
+
+async def test_a_grant_runs_only_in_its_session_for_its_target_with_a_recorded_approval(
+        cluster: Sandbox, kubeconfig: Path, nats_env: NatsEnv, keys: tuple[Path, Path],
+        gate: Bus, session_log: tuple[str, Log]) -> None:
+    """Issue 14, attack 2: a valid gate-signed grant copied into another session's command
+    (published with the gate's own credentials on exec.write.<other>) must not run; nor may a
+    grant whose session never recorded it, or recorded no human decision."""
+    session, log = session_log
+    private, public = keys
+    current = rv(cluster)
+    approved = scale_command(session, "c_bound", 8, private, current)
+    await record_approval(nats_env, approved)
+    async with executor_running(nats_env, public, kubeconfig), \
+            watching(nats_env) as (other, other_log):
+        copied = msgspec.structs.replace(approved, session_id=other)
+        await publish(gate, copied, msg_id="copied")
+        assert await refusal(other_log, "c_bound") == (
+            f"the grant is for session {session}, not {other}")
+        # Re-signed for the other session with the gate's key (a compromised gate): the other
+        # session recorded neither the grant nor a human decision.
+        resigned = scale_command(other, "c_bound", 8, private, current)
+        await publish(gate, resigned, msg_id="resigned")
+        assert await refusal(other_log, "c_bound", 1) == (
+            f"session {other} holds no approval.granted of a_c_bound carrying this grant; "
+            "the write was not run")
+        # The gate recorded the grant, but no human decided through the gateway.
+        undecided = scale_command(session, "c_undecided", 8, private, current)
+        await record_approval(nats_env, undecided, decided=False)
+        await publish(gate, undecided)
+        assert await refusal(log, "c_undecided") == (
+            f"session {session} records no human approval of a_c_undecided (the decisions "
+            "recorded leave it pending); the write was not run")
+        # A grant signed for another target than the args act on.
+        elsewhere = scale_command(session, "c_elsewhere", 8, private, current,
+                                  target=Target(namespace="production", kind="deployment",
+                                                name="web"))
+        await record_approval(nats_env, elsewhere)
+        await publish(gate, elsewhere)
+        assert await refusal(log, "c_elsewhere") == (
+            "the target differs from the approved one: deployment/web in shop is not "
+            "deployment/web in production")
+        # A v1 grant (not bound to a session), even signed by the gate's key.
+        v1 = scale_command(session, "c_v1", 8, private, current, version=1)
+        await record_approval(nats_env, v1)
+        await publish(gate, v1)
+        assert (await refusal(log, "c_v1")).startswith("a v1 grant is not accepted")
+        for who, call in [(other_log, "c_bound"), (log, "c_undecided"), (log, "c_elsewhere"),
+                          (log, "c_v1")]:
+            assert not who.of("tool.started", call)
+            assert not who.of("tool.result", call)
+        assert replicas(cluster) == 3
+        # The same grant in its own session runs: the refusals above were the binding.
+        await publish(gate, approved)
+        result = await log.until(lambda e: e.type == "tool.result" and e.call_id == "c_bound")
+        assert result.status == "ok"
+        assert replicas(cluster) == 8
+
+
+async def test_a_call_id_is_claimed_once_across_all_sessions(
+        cluster: Sandbox, kubeconfig: Path, nats_env: NatsEnv, keys: tuple[Path, Path],
+        gate: Bus, session_log: tuple[str, Log]) -> None:
+    session, log = session_log
+    private, public = keys
+    async with executor_running(nats_env, public, kubeconfig), \
+            watching(nats_env) as (other, other_log):
+        first = scale_command(session, "c_once", 5, private, rv(cluster))
+        await record_approval(nats_env, first)
+        await publish(gate, first)
+        done = await log.until(lambda e: e.type == "tool.result" and e.call_id == "c_once")
+        assert done.status == "ok"
+        assert replicas(cluster) == 5
+        # Another session approved a call with the same id, fully recorded: it would run (its
+        # resource version is current) but for the claim, which the server holds for the id.
+        second = scale_command(other, "c_once", 6, private, rv(cluster))
+        await record_approval(nats_env, second)
+        await publish(gate, second, msg_id="c_once-other")
+        claim = await gate.first(S.tag_filter("executor", "tool.started", session, "c_once"))
+        assert claim is not None
+        assert await refusal(other_log, "c_once") == (
+            f"call c_once was already claimed in session {session} (seq {claim.seq}); a call "
+            "runs at most once across all sessions")
+        assert not other_log.of("tool.started", "c_once")
+        assert not other_log.of("tool.result", "c_once")
+        assert replicas(cluster) == 5
+
+
+async def test_a_squatted_claim_or_result_subject_is_named_and_nothing_runs(
+        cluster: Sandbox, kubeconfig: Path, nats_env: NatsEnv, keys: tuple[Path, Path],
+        gate: Bus, session_log: tuple[str, Log]) -> None:
+    """Issue 14, attack 3: something stored where the claim (or the result) goes. The claim is
+    refused by the server; the executor must say what holds the subject, read raw — not that it
+    stopped after claiming — and run nothing."""
+    session, log = session_log
+    private, public = keys
+    current = rv(cluster)
+    admin = await nats.connect(nats_env.url, user=natsconf.ADMIN_USER,
+                               password=nats_env.credentials[natsconf.ADMIN_USER])
+    ex = await Bus.connect(nats_env.settings("executor"), "executor")
+    try:
+        js = admin.jetstream()
+        squatted = scale_command(session, "c_squat", 9, private, current)
+        await record_approval(nats_env, squatted)
+        junk = await js.publish(f"evt.{session}.executor.tool.started.c_squat", b"\x00junk")
+        # The claim filter spans sessions: a decodable event of another session's subject.
+        elsewhere = scale_command(session, "c_squat2", 9, private, current)
+        await record_approval(nats_env, elsewhere)
+        foreign = await js.publish(
+            "evt.sother.executor.tool.started.c_squat2",
+            E.encode(ToolStarted(session_id="sother", call_id="c_other", approval_id="a")))
+        # A claim the executor really made, then junk where its result goes: a redelivery
+        # must not take the junk for a crash (a decoding read would skip it).
+        claimed = scale_command(session, "c_claimed", 9, private, current)
+        await record_approval(nats_env, claimed)
+        await ex.append(ToolStarted(session_id=session, call_id="c_claimed",
+                                    approval_id="a_c_claimed", actor="executor"),
+                        once_per_key=True)
+        junk_result = await js.publish(f"evt.{session}.executor.tool.result.c_claimed", b"{}")
+        async with executor_running(nats_env, public, kubeconfig):
+            for cmd in (squatted, elsewhere, claimed):
+                await publish(gate, cmd)
+            for call, seq in (("c_squat", junk.seq), ("c_squat2", foreign.seq)):
+                result = await log.until(lambda e, c=call: e.type == "tool.result"
+                                         and e.call_id == c)
+                assert result.status == "error"
+                assert result.output == (
+                    f"the claim subject evt.*.executor.tool.started.{call} holds something "
+                    f"that is not a claim (seq {seq}); the write was not run")
+            assert await refusal(log, "c_claimed") == (
+                f"the result subject evt.{session}.executor.tool.result.c_claimed holds "
+                f"something that is not a result (seq {junk_result.seq}); this claimed call "
+                "was not run again")
+        # No claim was made for the squatted calls (only the junk/foreign message is there),
+        # and nothing was recorded as the claimed call's result.
+        assert not log.of("tool.started", "c_squat")
+        assert not log.of("tool.started", "c_squat2")
+        assert len(log.of("tool.started", "c_claimed")) == 1
+        assert not log.of("tool.result", "c_claimed")
+        assert replicas(cluster) == 3
+    finally:
+        await ex.close()
+        await admin.close()

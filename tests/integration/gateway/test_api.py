@@ -96,6 +96,35 @@ async def test_first_decision_wins(gateway: Gateway) -> None:
     assert (status, answer["error"]["code"]) == (409, "already_decided"), answer
 
 
+async def test_a_squatted_decision_subject_is_named_not_a_409_loop(gateway: Gateway) -> None:
+    """Issue 14, attack 3: something that is not a decision stored on an approval's decision
+    subject (here by the admin user). The server refuses every append expecting the subject to
+    end at the last *decision*; the API must say what holds the subject, and store nothing."""
+    import nats
+
+    from services.runtime import natsconf
+
+    sid = await gateway.client("operator").new_session()
+    req = await gateway.request_approval(sid)
+    subject = S.tag_filter("gateway", "approval.decided", sid, req.approval_id)
+    nc = await nats.connect(gateway.env.url, user=natsconf.ADMIN_USER,
+                            password=gateway.env.credentials[natsconf.ADMIN_USER])
+    try:
+        squat = await nc.jetstream().publish(subject, b'{"type":"stream.info"}')
+    finally:
+        await nc.close()
+    before = await gateway.bus.last_sequence()
+    path = f"/v1/approvals/{req.approval_id}/decision"
+    for body in ({"decision": "approve"}, {"decision": "deny", "reason": "no"}):
+        status, answer = await gateway.client("approver").call("POST", path, body)
+        assert (status, answer["error"]["code"]) == (409, "decision_subject_taken"), answer
+        assert answer["error"]["message"] == (
+            f"the decision subject {subject} holds something that is not a decision "
+            f"(seq {squat.seq}); no decision can be recorded for this approval — an "
+            "administrator must look at the log")
+    assert await gateway.bus.last_sequence() == before
+
+
 async def test_an_expired_approval_is_410(gateway: Gateway) -> None:
     sid = await gateway.client("operator").new_session()
     req = await gateway.request_approval(sid, ttl_s=-1)
