@@ -112,5 +112,5 @@ def test_direct_reply_skips_a_poison_event_with_a_warning(
         assert _BUS._direct_reply(headers, b"{not json", out, 6) == (None, 7)
     assert out == []
     [record] = caplog.records
-    assert record.getMessage().startswith("skipping an undecodable stored event: ")
+    assert record.getMessage().startswith("skipping undecodable stored event: ")
     assert (record.subject, record.seq) == (S.event_subject(ev), 7)  # type: ignore[attr-defined]
