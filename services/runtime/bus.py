@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import hashlib
 import json
 import logging
 from collections import OrderedDict
@@ -130,7 +131,7 @@ class Bus:
         # Verifies every event this bus reads or consumes that another identity wrote. Only a
         # tool's bus (admin) may have none: every service is given one (NatsSettings.from_env).
         self.keyring = keyring
-        self._verified: OrderedDict[int, str] = OrderedDict()
+        self._verified: OrderedDict[int, tuple[str, bytes]] = OrderedDict()
         self._skipped = 0  # stored events a read left out (see session)
         self._replicas: int | None = None
         self._ack_wait = 30.0
@@ -267,18 +268,27 @@ class Bus:
         self.verify(int(msg.metadata.sequence.stream), msg.subject, msg.data, signature)
         return event
 
-    def verify(self, seq: int, subject: str, data: bytes, signature: str | None) -> None:
+    def verify(self, seq: int, subject: str, data: bytes, signature: str | None, *,
+               trust_own: bool = True) -> None:
         """Raises ForgedEvent unless the stored event at `seq` is signed by its emitter.
 
         Not checked again: an event on this service's own subjects (no other identity can
-        write there once accounts isolate them), and a (seq, signature) verified before."""
-        if self.keyring is None or identity.emitter_of(subject) == self.service:
+        write there once accounts isolate them; trust_own=False checks those too), and a
+        (seq, signature) verified before — for the same subject and bytes: the memo holds
+        their digest, so a message that only claims a verified seq and copies its signature
+        (the live feed's sequence is a header) is still checked."""
+        if self.keyring is None or (trust_own and identity.emitter_of(subject) == self.service):
             return
-        if signature is not None and self._verified.get(seq) == signature:
-            return
+        if signature is not None:
+            h = hashlib.blake2b(subject.encode(), digest_size=16)
+            h.update(b"\0")
+            h.update(data)
+            digest = h.digest()
+            if self._verified.get(seq) == (signature, digest):
+                return
         self.keyring.check(subject, data, signature, seq)
         if signature is not None:
-            self._verified[seq] = signature
+            self._verified[seq] = (signature, digest)
             if len(self._verified) > VERIFIED_KEPT:
                 self._verified.popitem(last=False)
 
@@ -420,7 +430,7 @@ class Bus:
         except PoisonMessage as exc:
             log.warning(
                 "skipping %s stored event: %s",
-                "an unverifiable" if isinstance(exc, ForgedEvent) else "an undecodable",
+                "unverifiable" if isinstance(exc, ForgedEvent) else "undecodable",
                 exc,
                 extra={"subject": subject, "seq": stored_seq},
             )

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import stat
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
@@ -16,6 +18,7 @@ from schemas.approval import ApprovalDecided
 from schemas.ids import new_approval_id, new_session_id
 from schemas.session import UserMessage
 from services.runtime import audit, identity
+from services.runtime.bus import Bus
 from services.runtime.errors import ConfigError, PoisonMessage
 from services.runtime.identity import ForgedEvent, Keyring, Signer
 
@@ -162,3 +165,31 @@ def test_an_export_keeps_signatures_and_an_edited_one_is_caught(keys: Path) -> N
     assert [p["signature"] for p in legacy.problems] == ["unsigned"]
     assert legacy.entries
     assert not legacy.ok
+
+
+def test_a_bus_verifies_once_per_stored_event_but_never_trusts_a_claimed_seq(keys: Path) -> None:
+    bus = Bus(cast(Any, SimpleNamespace(jetstream=lambda: None)), "planner",
+              signer(keys, "planner"), ring(keys))
+    subject, data = decision()
+    sig = signer(keys, "gateway").sign(subject, data)
+    bus.verify(7, subject, data, sig)
+    calls: list[str] = []
+    real = bus.keyring.check  # type: ignore[union-attr]
+
+    def counting(*args: Any) -> None:
+        calls.append(args[0])
+        real(*args)
+
+    bus.keyring.check = counting  # type: ignore[union-attr,method-assign]
+    bus.verify(7, subject, data, sig)  # consumed, then folded: verified once
+    assert calls == []
+    # Same seq and signature, other bytes or another subject (a spoofed live message): checked.
+    with pytest.raises(ForgedEvent):
+        bus.verify(7, subject, data.replace(b"alice", b"mallory"), sig)
+    with pytest.raises(ForgedEvent):
+        bus.verify(7, subject.rsplit(".", 1)[0] + ".a_other", data, sig)
+    # Its own subjects are not verified, unless asked (the live feed).
+    own = "evt.s_x.planner.tool.proposed.c_x"
+    bus.verify(8, own, b"{}", None)
+    with pytest.raises(ForgedEvent):
+        bus.verify(8, own, b"{}", None, trust_own=False)
