@@ -18,7 +18,7 @@ from services.runtime.errors import RetryableError
 SID = "s_fanout"
 # These fakes carry no signatures: a bus that accepts every message stands in for the gateway's
 # (its verification is tested in tests/integration/test_signatures.py).
-UNVERIFIED = cast(Bus, SimpleNamespace(verify=lambda *_: None))
+UNVERIFIED = cast(Bus, SimpleNamespace(verify=lambda *_, **__: None))
 
 
 class FakeTransport:
