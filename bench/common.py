@@ -27,7 +27,6 @@ import nats
 from clients.stack import Stack, StackConfig
 from services.runtime.bus import Bus
 from services.runtime.embedded import free_port
-from services.runtime.settings import NatsSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 ANCHORS = Path(os.environ.get("INTERLOCK_ANCHORS", ROOT.parent.parent / "shared" / "anchors"))
@@ -150,9 +149,7 @@ async def start_stack(*, noop_cluster: bool = False, scenarios: tuple[str, ...] 
 
 
 async def bus_as(stack: Stack, user: str, **kwargs: Any) -> Bus:
-    settings = NatsSettings(url=f"nats://127.0.0.1:{stack.cfg.nats_port}", user=user,
-                            password=stack.credentials[user])
-    return await Bus.connect(settings, user, **kwargs)
+    return await Bus.connect(stack.nats_settings(user), user, **kwargs)
 
 
 def admin_url(stack: Stack) -> str:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import budget, cycles, replay, sse, startup, throughput
+from bench import budget, cycles, replay, signing, sse, startup, throughput
 from bench.common import ANCHOR_PY, ANCHORS, ROOT, Observer, admin_url, start_stack
 
 PG_DSN = os.environ.get("INTERLOCK_BENCH_PG", "postgresql://postgres:pg@127.0.0.1:5432/lg")
@@ -83,6 +83,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     def note(what: str) -> None:
         print(f"[{time.perf_counter() - t0:6.1f}s] {what}", flush=True)
+
+    note("event signatures: CPU per event (sign, verify)")
+    res["signing"] = signing.measure(500 if q else 2000)
+    print(signing.report(res["signing"]), flush=True)
 
     note("startup of `interlock up`")
     res["startup"] = await startup.startup(1 if q else 3)
@@ -215,6 +219,12 @@ def table(r: dict[str, Any]) -> str:
         t = r[key]
         rows.append((label + f" ({t['sessions']} sessions)", f"{t['calls_per_s']:.0f} calls/s",
                      "", "target ≥1000/s (1×)" if key.startswith("tput1") else ""))
+    sg = r.get("signing")
+    if sg:
+        rows.append(("event signature: sign / verify, CPU per event",
+                     f"{sg['sign_us']:.0f} / {sg['verify_us']:.0f} µs", "",
+                     f"{sg['per_gated_read_us']:.0f} µs per gated read "
+                     f"({signing.SIGNS_PER_READ} signs, {signing.VERIFIES_PER_READ} verifies)"))
     b = r.get("budget", {})
     if b:
         per = ", ".join(f"{k} {v:.2f}" for k, v in b["cpu_ms_per_call"].items())

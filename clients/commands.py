@@ -21,7 +21,8 @@ import aiohttp
 
 from clients import render
 from clients.http import ApiError, Event, Gateway
-from services.runtime import audit, signing
+from services.runtime import audit, identity, signing
+from services.runtime.errors import ConfigError
 
 
 class Out:
@@ -276,10 +277,20 @@ async def _audit_search(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
     return 1 if broken else 0
 
 
-def verify_export(path: Path, gate_key: Path | None, out: Out) -> int:
-    """Verifies an exported file offline: chain, call hashes, gate signatures, both copies."""
+# Where `interlock up` keeps the keyring (clients/stack.py): the default for --verify.
+LOCAL_KEYRING = Path(".interlock") / "keys" / identity.KEYRING_FILE
+
+
+def verify_export(path: Path, gate_key: Path | None, out: Out,
+                  keyring: Path | None = None) -> int:
+    """Verifies an exported file offline: chain, every event's writer signature (with the
+    keyring: --keyring, else the local data dir's), call hashes, gate signatures, both copies.
+    Without any keyring the verdict says the writers were not checked, and is not ok."""
     key = signing.load_public(gate_key) if gate_key else None
-    reports = audit.audit_file(path.read_text(), key)
+    if keyring is None and LOCAL_KEYRING.is_file():
+        keyring = LOCAL_KEYRING
+    ring = identity.load_keyring(keyring) if keyring is not None else None
+    reports = audit.audit_file(path.read_text(), key, ring)
     if out.as_json:
         out.data([r.to_json()["integrity"] | {"session_id": r.session_id} for r in reports])
     else:
@@ -289,7 +300,7 @@ def verify_export(path: Path, gate_key: Path | None, out: Out) -> int:
             for b in r.chain.breaks:
                 out.line(f"  #{b['seq']}: {b['problem']}")
             for p in r.problems:
-                out.line(f"  #{p['seq']}: {p['problem']}")
+                out.line(f"  #{p['seq']}: {p['problem']}" if p["seq"] else f"  {p['problem']}")
     return 0 if reports and all(r.ok for r in reports) else 1
 
 
@@ -355,6 +366,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--export", metavar="FILE", help="write the session's events as JSON lines")
     p.add_argument("--verify", metavar="FILE", help="verify an exported file offline")
     p.add_argument("--gate-key", metavar="PEM", help="the gate's public key, for --verify")
+    p.add_argument("--keyring", metavar="JSON",
+                   help="every service's public keys (keys/keyring.json), for --verify "
+                        f"(default: {LOCAL_KEYRING} if it exists)")
     p.add_argument("--since", help="ISO time, e.g. 2026-11-25T00:00:00Z")
     p.add_argument("--until", help="ISO time")
     p.add_argument("--namespace")
@@ -367,8 +381,13 @@ def run(args: argparse.Namespace) -> int:
     out = Out(as_json=args.json)
     if args.command == "audit" and args.verify:
         # Offline: an exported file needs no gateway (nor a token) to be verified.
-        return verify_export(Path(args.verify), Path(args.gate_key) if args.gate_key else None,
-                             out)
+        try:
+            return verify_export(Path(args.verify),
+                                 Path(args.gate_key) if args.gate_key else None,
+                                 out, Path(args.keyring) if args.keyring else None)
+        except ConfigError as exc:
+            sys.stderr.write(f"interlock audit: {exc}\n")
+            return 2
 
     async def main() -> int:
         async with aiohttp.ClientSession() as http:

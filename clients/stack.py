@@ -17,9 +17,11 @@ from pathlib import Path
 
 import aiohttp
 
-from services.runtime import natsconf, provision, signing
+from schemas import subjects as S
+from services.runtime import identity, natsconf, provision, signing
 from services.runtime.embedded import NatsCluster, NatsServerProcess, free_port
 from services.runtime.errors import ConfigError
+from services.runtime.settings import NatsSettings
 
 # Passed from the caller's environment to the planner (other INTERLOCK_* are the stack's own).
 PLANNER_MODEL_ENV = ("INTERLOCK_MODEL", "INTERLOCK_TEMPERATURE", "INTERLOCK_MAX_ITERATIONS",
@@ -89,6 +91,7 @@ class Stack:
         self.kubeconfig: Path | None = cfg.kubeconfig
         self.credentials: dict[str, str] = {}
         self.tokens: dict[str, dict[str, object]] = {}
+        self._legacy_log = False  # a log from before events were signed (see start_nats)
 
     @property
     def url(self) -> str:
@@ -99,6 +102,20 @@ class Stack:
         """Every gateway instance's base URL, the first one first."""
         return [self.url] + [f"http://127.0.0.1:{p}" for n, p in self.gateway_ports.items()
                              if n != "gateway"]
+
+    @property
+    def keys(self) -> Path:
+        """Event signing keys: `<service>.key` (each given to that service alone) and
+        `keyring.json` (every service's public keys, given to all and to the audit)."""
+        return self.data / "keys"
+
+    def nats_settings(self, user: str) -> NatsSettings:
+        """NATS settings of one identity, with its signing key if it writes events and the
+        keyring in any case (the admin reads, and verifies what it reads, but never writes)."""
+        key = self.keys / f"{user}.key"
+        return NatsSettings(url=self.nats_url, user=user, password=self.credentials[user],
+                            signing_key_file=str(key) if user in S.SERVICES else "",
+                            keyring_file=str(self.keys / identity.KEYRING_FILE))
 
     @property
     def nats_url(self) -> str:
@@ -126,6 +143,10 @@ class Stack:
                                                                         indent=2))
         if not (self.data / "gate.key").exists():
             signing.generate_keypair(self.data / "gate.key", self.data / "gate.pub")
+        # A data dir whose log predates event signing: its old events stay readable (start_nats).
+        self._legacy_log = not (self.keys / identity.KEYRING_FILE).exists() and \
+            (self.data / "jetstream").exists()
+        identity.provision_keys(self.keys, S.SERVICES)
         people = {
             "operator": ["operator"],
             "approver": ["operator", "approver"],
@@ -163,6 +184,26 @@ class Stack:
                                   self.credentials[natsconf.ADMIN_USER], replicas=size,
                                   ack_wait=self.cfg.ack_wait_s,
                                   limits=provision.StreamLimits.from_env(os.environ))
+        if self._legacy_log:
+            await self._mark_unsigned_history()
+
+    async def _mark_unsigned_history(self) -> None:
+        """Records in the keyring where signing began in this log, before any service starts:
+        events stored before it are still read unsigned (the audit names them unsigned), every
+        later one must be signed."""
+        import nats
+
+        nc = await nats.connect(self.nats_url, user=natsconf.ADMIN_USER,
+                                password=self.credentials[natsconf.ADMIN_USER])
+        try:
+            info = await nc.jetstream().stream_info(S.EVENTS_STREAM)
+        finally:
+            await nc.close()
+        path = self.keys / identity.KEYRING_FILE
+        ring = identity.load_keyring(path)
+        ring.unsigned_before = int(info.state.last_seq) + 1
+        identity.write_keyring(path, ring)
+        self._legacy_log = False
 
     async def start_sandbox(self) -> None:
         kubeconfig = self.data / "kubeconfig"
@@ -192,8 +233,11 @@ class Stack:
             "INTERLOCK_NATS_URL": self.nats_url,
             "INTERLOCK_NATS_USER": service,
             "INTERLOCK_NATS_PASSWORD": self.credentials[service],
+            "INTERLOCK_KEYRING_FILE": str(self.keys / identity.KEYRING_FILE),
             "PYTHONUNBUFFERED": "1",
         })
+        if service in S.SERVICES:  # its own key only; the notifier writes no event
+            env["INTERLOCK_SIGNING_KEY_FILE"] = str(self.keys / f"{service}.key")
         if service == "gate":
             env["INTERLOCK_GATE_KEY_FILE"] = str(self.data / "gate.key")
             env["INTERLOCK_APPROVAL_TTL"] = str(self.cfg.approval_ttl_s)

@@ -11,6 +11,8 @@ writes, once (existing files are kept, so re-running never rotates a live secret
                       /data/jetstream with sync_interval: always
   <user>.env          INTERLOCK_NATS_PASSWORD for each NATS user (admin: the provisioning job)
   gate.key, gate.pub  the gate's Ed25519 signing key and the executor's copy of its public half
+  keys/<service>.key  each event-writing service's own Ed25519 event signing key (0600)
+  keys/keyring.json   every service's public event key, by key id (all services and the audit)
   tokens.json         bearer tokens for the gateway (operator, approver, viewer)
 For compose you provide DIR/kubeconfig: the cluster the executor works on. In Kubernetes the
 executor needs none: it runs as its pod's ServiceAccount (deploy/k8s/README.md).
@@ -27,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services.runtime import natsconf, signing  # noqa: E402
+from schemas import subjects as S  # noqa: E402
+from services.runtime import identity, natsconf, signing  # noqa: E402
 
 NATS_PORT = 4222
 NATS_MONITOR_PORT = 8222
@@ -66,6 +69,7 @@ def compose(out: Path) -> None:
         http_port=NATS_MONITOR_PORT, host="0.0.0.0") + "\n")
     if not (out / "gate.key").exists():
         signing.generate_keypair(out / "gate.key", out / "gate.pub")
+    identity.provision_keys(out / "keys", S.SERVICES)
     _write(out / "tokens.json", json.dumps({"tokens": [
         {"principal": name, "roles": roles, "token": f"il_{name}_{secrets.token_urlsafe(18)}"}
         for name, roles in PEOPLE.items()]}, indent=2) + "\n")

@@ -23,11 +23,14 @@ def event_hash(raw: bytes) -> str:
 
 @dataclass(frozen=True)
 class Link:
-    """One stored event: its stream sequence, subject and exact bytes."""
+    """One stored event: its stream sequence, subject and exact bytes, and the signature
+    header it was stored with (None: unsigned; the chain does not cover it, the audit checks it:
+    services/runtime/identity.py)."""
 
     seq: int
     subject: str
     raw: bytes
+    signature: str | None = None
 
 
 @dataclass

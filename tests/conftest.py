@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from services.runtime import natsconf, provision
+from schemas import subjects as S
+from services.runtime import identity, natsconf, provision
 from services.runtime.embedded import NatsServerProcess, free_port
 from services.runtime.settings import NatsSettings
 
@@ -17,13 +18,19 @@ from services.runtime.settings import NatsSettings
 class NatsEnv:
     server: NatsServerProcess
     credentials: dict[str, str]
+    keys: Path  # each service's event signing key and the keyring, as `interlock up` has them
 
     @property
     def url(self) -> str:
         return self.server.url
 
     def settings(self, user: str) -> NatsSettings:
-        return NatsSettings(url=self.url, user=user, password=self.credentials[user])
+        """A user's settings as a service gets them: its own signing key if it writes events,
+        and the keyring (admin too: what it reads is verified)."""
+        return NatsSettings(
+            url=self.url, user=user, password=self.credentials[user],
+            signing_key_file=str(self.keys / f"{user}.key") if user in S.SERVICES else "",
+            keyring_file=str(self.keys / identity.KEYRING_FILE))
 
 
 @pytest.fixture
@@ -35,6 +42,8 @@ async def nats_env(tmp_path: Path) -> AsyncIterator[NatsEnv]:
     await server.start()
     try:
         await provision.provision(server.url, natsconf.ADMIN_USER, creds[natsconf.ADMIN_USER])
-        yield NatsEnv(server, creds)
+        keys = tmp_path / "keys"
+        identity.provision_keys(keys, S.SERVICES)
+        yield NatsEnv(server, creds, keys)
     finally:
         await server.stop()

@@ -37,6 +37,7 @@ from services.gate.settings import GateSettings
 from services.runtime import signing
 from services.runtime.bus import Bus, Link, decode_stored
 from services.runtime.errors import ConcurrencyConflict, PoisonMessage
+from services.runtime.identity import ForgedEvent
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class Gate:
         self._changes: list[risk.Change] = []
 
     async def handle(self, msg: Msg) -> None:
-        event = decode_stored(msg.subject, msg.data)
+        event = self.bus.decode(msg)  # signed by the emitter its subject names, or poison
         match event:
             case ToolProposed():
                 # The proposal is the event its classification follows: chain to it directly.
@@ -76,12 +77,19 @@ class Gate:
 
     async def on_poison(self, msg: Msg, exc: PoisonMessage) -> None:
         """A message the gate can never handle is recorded, so no session waits on it forever.
-        Fails closed: a proposal that cannot be handled is refused, a decision rejected."""
+        Fails closed: a proposal that cannot be handled is refused, a decision rejected. A
+        forged event (not signed by its emitter) is recorded the same way, naming the forgery,
+        so the session shows that something was rejected rather than waiting on it."""
         try:
             event = decode_stored(msg.subject, msg.data)
         except PoisonMessage:
-            return  # undecodable or forged: nothing trustworthy to attach it to (logged)
-        reason = f"the gate could not handle this: {exc}"[:2000]
+            return  # undecodable or misrouted: nothing trustworthy to attach it to (logged)
+        if isinstance(exc, ForgedEvent):
+            seq = int(msg.metadata.sequence.stream)
+            reason = (f"rejected a forged {event.type} at seq {seq} ({exc.problem}): "
+                      f"{exc.detail}; it was not acted upon")[:2000]
+        else:
+            reason = f"the gate could not handle this: {exc}"[:2000]
         match event:
             case ToolProposed():
                 await self._append_once(ToolRefused(

@@ -27,6 +27,7 @@ from services.gateway.errors import HttpError
 from services.gateway.metrics import Metrics
 from services.runtime.bus import TRANSIENT, Bus
 from services.runtime.errors import RetryableError
+from services.runtime.identity import SIGNATURE_HEADER, ForgedEvent
 
 log = logging.getLogger(__name__)
 RETRY_MS = 2000
@@ -204,7 +205,7 @@ class LiveHub:
                 entry.followers.discard(follower)
                 await self.join(session_id, follower)
             return
-        entry = _Followers()
+        entry = _Followers(self.bus)
         entry.followers.add(follower)
         self._entries[session_id] = entry
         try:
@@ -234,7 +235,8 @@ class LiveHub:
 
 
 class _Followers:
-    def __init__(self) -> None:
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
         self.followers: set[Follower] = set()
         self.sub: Any = None
         self.ready = asyncio.Event()
@@ -242,9 +244,17 @@ class _Followers:
 
     async def deliver(self, msg: Msg) -> None:
         try:
-            seq = int((msg.headers or {}).get("Nats-Sequence", "0"))
+            headers = msg.headers or {}
+            seq = int(headers.get("Nats-Sequence", "0"))
             _, _, tag, _ = S.parse_event_subject(msg.subject)
-        except (ValueError, S.SubjectMismatch) as exc:
+            # What a person sees live is what a read would show: signed by its emitter. The
+            # signature covers the stored subject, which the republish renames.
+            stored = S.EVENTS_PREFIX + msg.subject[len(S.LIVE_PREFIX):]
+            # Even the gateway's own events: anyone who can publish on the live subjects could
+            # put something there that the stream never stored.
+            self.bus.verify(seq, stored, msg.data, headers.get(SIGNATURE_HEADER),
+                            trust_own=False)
+        except (ValueError, S.SubjectMismatch, ForgedEvent) as exc:
             log.warning("skipping a live message: %s", exc, extra={"subject": msg.subject})
             return
         # Written once the subscription's queue is empty: messages that arrived together go

@@ -16,7 +16,7 @@ from schemas import subjects as S
 from schemas.approval import ApprovalDenied, ApprovalExpired, ApprovalGranted, ApprovalRequested
 from services.notifier import webhooks
 from services.notifier.settings import NotifierSettings
-from services.runtime.bus import Bus, decode_stored
+from services.runtime.bus import Bus
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class Notifier:
         self.settings = settings
 
     async def handle(self, msg: Msg) -> None:
-        event = decode_stored(msg.subject, msg.data)
+        event = self.bus.decode(msg)  # signed by the emitter its subject names, or poison
         if not isinstance(event, ApprovalRequested | ApprovalGranted | ApprovalDenied
                           | ApprovalExpired):
             return

@@ -19,12 +19,14 @@ from nats.aio.msg import Msg
 
 from schemas import subjects as S
 from schemas.base import Event
-from schemas.planning import ModelRetried, StepPlanned
+from schemas.ids import derived_id
+from schemas.planning import CommandRejected, ModelRetried, StepPlanned
 from services.planner import agent, domain
 from services.planner.llm import ChatModel, ModelError
 from services.planner.settings import ModelSettings
 from services.runtime.bus import Bus, decode_stored
-from services.runtime.errors import ConcurrencyConflict, RetryableError
+from services.runtime.errors import ConcurrencyConflict, PoisonMessage, RetryableError
+from services.runtime.identity import ForgedEvent
 
 log = logging.getLogger(__name__)
 OCC_ATTEMPTS = 20
@@ -43,11 +45,32 @@ class Planner:
         self.model_calls = 0  # for tests and metrics
 
     async def handle(self, msg: Msg) -> None:
-        trigger = decode_stored(msg.subject, msg.data)
+        trigger = self.bus.decode(msg)  # signed by the emitter its subject names, or poison
         await self.direct_step(trigger)
         if self.model is not None:
             async with _heartbeat(msg):
                 await self.model_step(trigger)
+
+    async def on_poison(self, msg: Msg, exc: PoisonMessage) -> None:
+        """A forged event (a user.message or tool.result not signed by its emitter) is never
+        acted upon, and the session records that it was rejected: the person sees it, and the
+        model loop, which never folds it, goes on waiting for the real one. Other poison is
+        only logged, as before."""
+        if not isinstance(exc, ForgedEvent):
+            return
+        try:
+            event = decode_stored(msg.subject, msg.data)
+        except PoisonMessage:
+            return  # undecodable or misrouted: nothing trustworthy to attach it to (logged)
+        seq = int(msg.metadata.sequence.stream)
+        with contextlib.suppress(ConcurrencyConflict):  # recorded by an earlier delivery
+            await self.bus.append(CommandRejected(
+                session_id=event.session_id, actor="planner", causation_id=event.event_id,
+                # One record per stored forgery: derived from its place in the log.
+                event_id=derived_id("e", event.event_id, f"forged-{seq}"),
+                text="", reason=(f"rejected a forged {event.type} at seq {seq} ({exc.problem}): "
+                                 f"{exc.detail}; it was not acted upon")[:2000]),
+                once_per_key=True)
 
     # -- direct mode -------------------------------------------------------------------------
 

@@ -24,7 +24,8 @@ async def run(settings: PlannerSettings, stop: asyncio.Event) -> None:
     bus = await Bus.connect(settings.nats, "planner")
     bus.cache_sessions(SESSION_CACHE_BYTES)
     try:
-        await bus.consume("planner", Planner(bus, model, settings.model).handle, stop,
+        planner = Planner(bus, model, settings.model)
+        await bus.consume("planner", planner.handle, stop, on_poison=planner.on_poison,
                           sessions_at_once=SESSIONS_AT_ONCE)
     finally:
         await bus.close()

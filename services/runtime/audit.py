@@ -1,7 +1,7 @@
 """The audit read model: a session as a readable timeline, its writes as records, and an
-integrity verdict (hash chain, gate signatures, call hashes). Pure functions over stored events,
-shared by the gateway's audit endpoints and the CLI's export/verify, so a live log, a stream copy
-and an exported file are judged by the same code."""
+integrity verdict (hash chain, every event's writer signature, gate signatures, call hashes).
+Pure functions over stored events, shared by the gateway's audit endpoints and the CLI's
+export/verify, so a live log, a stream copy and an exported file are judged by the same code."""
 
 from __future__ import annotations
 
@@ -43,6 +43,11 @@ from schemas.session import (
     UserMessage,
 )
 from services.runtime import signing
+from services.runtime.identity import ForgedEvent, Keyring
+
+# The verdict of an audit made without the services' public keys: it cannot say who wrote what.
+UNCHECKED = ("event signatures were not checked: no keyring (every service's public key) was "
+             "given, so who wrote each event is unknown")
 
 VERIFIED = {"verified": "verified", "failed": "failing", "timed_out": "timed out",
             "skipped": "nothing to wait for"}
@@ -188,7 +193,8 @@ class AuditReport:
         for b in self.chain.breaks:
             lines.append(f"  chain break at #{b['seq']}: {b['problem']}")
         for p in self.problems:
-            lines.append(f"  signature problem at #{p['seq']}: {p['problem']}")
+            where = f"at #{p['seq']}" if p["seq"] else "overall"
+            lines.append(f"  signature problem {where}: {p['problem']}")
         return "\n".join(lines)
 
 
@@ -223,20 +229,52 @@ def _check_signatures(seq: int, ev: Event, requests: dict[str, ApprovalRequested
     return problems
 
 
+def signature_problem(link: chain.Link, keyring: Keyring) -> ForgedEvent | None:
+    """Why the event's writer signature does not hold, or None if it does. An event stored
+    before signing existed is named unsigned too: the audit says what it can prove."""
+    try:
+        keyring.check(link.subject, link.raw, link.signature)
+    except ForgedEvent as exc:
+        return exc
+    return None
+
+
 def audit(session_id: str, links: list[chain.Link],
-          gate_key: Ed25519PublicKey | None = None) -> AuditReport:
+          gate_key: Ed25519PublicKey | None = None,
+          keyring: Keyring | None = None) -> AuditReport:
+    """keyring: every service's public keys. Without it no writer signature is checked, and
+    the verdict says so (never ok)."""
     report = AuditReport(session_id)
     report.chain = chain.verify_chain(links)
     requests: dict[str, ApprovalRequested] = {}
     writes: dict[str, WriteRecord] = {}
     proposals: dict[str, ToolProposed | ToolAmended] = {}
-    for link in sorted(links, key=lambda x: x.seq):
+    ordered = sorted(links, key=lambda x: x.seq)
+    forged: dict[int, ForgedEvent] = {}
+    if keyring is None:
+        report.problems.append({"seq": 0, "problem": UNCHECKED, "signature": "unchecked"})
+    else:
+        for link in ordered:
+            if (bad := signature_problem(link, keyring)) is not None:
+                forged[link.seq] = bad
+                report.problems.append({"seq": link.seq, "signature": bad.problem,
+                                        "problem": _signature_text(bad)})
+    # A log written before signing existed has no signed event: it is still read (its verdict
+    # names every event unsigned). Once a session holds signed events, an unsigned one is a
+    # forgery like any other, and never counts as a request, a decision or a result.
+    legacy = len(forged) == len(ordered) and all(f.problem == "unsigned"
+                                                  for f in forged.values())
+    for link in ordered:
         try:
             ev = E.decode(link.raw)
         except (msgspec.DecodeError, msgspec.ValidationError):
             continue
+        bad = forged.get(link.seq)
+        mark = f"[NOT SIGNED BY ITS WRITER — {bad.problem}] " if bad is not None else ""
         report.entries.append(Entry(link.seq, ev.occurred_at, ev.actor or ev.emitter, ev.type,
-                                    describe(ev)))
+                                    mark + describe(ev)))
+        if bad is not None and not legacy:
+            continue
         report.problems += _check_signatures(link.seq, ev, requests, gate_key)
         match ev:
             case ToolProposed() | ToolAmended():
@@ -271,6 +309,14 @@ def audit(session_id: str, links: list[chain.Link],
     return report
 
 
+def _signature_text(bad: ForgedEvent) -> str:
+    what = {"unsigned": "unsigned event (no writer signature)",
+            "unknown key": "signed with a key that is not in the keyring",
+            "wrong key": "signed with another service's key (forged)",
+            "bad signature": "bad signature: not what its writer signed (forged or altered)"}
+    return f"{what[bad.problem]}: {bad.detail}"
+
+
 def load_public_key(raw: bytes) -> Ed25519PublicKey:
     from cryptography.hazmat.primitives import serialization
 
@@ -281,12 +327,14 @@ def load_public_key(raw: bytes) -> Ed25519PublicKey:
 
 def export_lines(links: list[chain.Link]) -> str:
     """JSON lines for SIEM export: `event` to read, `raw` the exact stored text that the chain
-    hashes. `verify` checks both, so editing either copy is caught."""
+    hashes, `signature` the writer's signature header (null: unsigned). `verify` checks all
+    three, so editing either copy, or the signature, is caught."""
     out = []
     for link in links:
         text = link.raw.decode()
         out.append(json.dumps({"seq": link.seq, "subject": link.subject,
-                               "event": json.loads(text), "raw": text}, ensure_ascii=False))
+                               "event": json.loads(text), "raw": text,
+                               "signature": link.signature}, ensure_ascii=False))
     return "\n".join(out) + ("\n" if out else "")
 
 
@@ -299,7 +347,9 @@ def import_lines(text: str) -> tuple[list[chain.Link], list[dict[str, object]]]:
             continue
         try:
             d = json.loads(line)
-            link = chain.Link(int(d["seq"]), str(d["subject"]), str(d["raw"]).encode())
+            sig = d.get("signature")  # absent in exports made before events were signed
+            link = chain.Link(int(d["seq"]), str(d["subject"]), str(d["raw"]).encode(),
+                              sig if isinstance(sig, str) else None)
             readable = d["event"]
         except (ValueError, KeyError, TypeError) as exc:
             problems.append({"seq": 0, "problem": f"line {n} is not an exported event: {exc}"})
@@ -311,13 +361,14 @@ def import_lines(text: str) -> tuple[list[chain.Link], list[dict[str, object]]]:
     return links, problems
 
 
-def audit_file(text: str, gate_key: Ed25519PublicKey | None = None) -> list[AuditReport]:
+def audit_file(text: str, gate_key: Ed25519PublicKey | None = None,
+               keyring: Keyring | None = None) -> list[AuditReport]:
     """Audits every session in an exported file."""
     links, problems = import_lines(text)
     by_session: dict[str, list[chain.Link]] = {}
     for link in links:
         by_session.setdefault(link.subject.split(".")[1], []).append(link)
-    reports = [audit(sid, ls, gate_key) for sid, ls in by_session.items()]
+    reports = [audit(sid, ls, gate_key, keyring) for sid, ls in by_session.items()]
     for p in problems:
         for r in reports:
             if any(link.seq == p["seq"] for link in by_session[r.session_id]):

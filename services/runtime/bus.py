@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import hashlib
 import json
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -25,14 +27,16 @@ from schemas import events as E
 from schemas import subjects as S
 from schemas.base import Event
 from schemas.events import AnyEvent
-from services.runtime import rawsub
+from services.runtime import identity, rawsub
 from services.runtime.errors import (
     ConcurrencyConflict,
+    ConfigError,
     EventTooLarge,
     LogFull,
     PoisonMessage,
     RetryableError,
 )
+from services.runtime.identity import SIGNATURE_HEADER, ForgedEvent, Keyring, Signer
 from services.runtime.provision import MAX_DELIVER, UNEXPECTED_ATTEMPTS
 from services.runtime.sessions import SessionCache
 from services.runtime.settings import NatsSettings
@@ -63,6 +67,9 @@ SESSION_CACHE_BYTES = 4 << 20
 # slot (see Dispatcher).
 SESSIONS_AT_ONCE = 16
 HELD_PER_SESSION = 4
+# (stream seq → signature) pairs a Bus has verified, so that an event consumed and then folded
+# by the same service is verified once (an Ed25519 verify costs ~170 µs here).
+VERIFIED_KEPT = 100_000
 
 
 Link = tuple[int, str]  # a stored event's sequence and hash (see schemas.chain)
@@ -76,6 +83,8 @@ class Stored:
     subject: str
     event: AnyEvent
     raw: bytes
+    # The Interlock-Signature header it was stored with (None: unsigned).
+    signature: str | None = None
 
 
 def write_error(subject: str, exc: APIError) -> Exception:
@@ -90,9 +99,10 @@ def write_error(subject: str, exc: APIError) -> Exception:
 
 
 def decode_stored(subject: str, data: bytes) -> AnyEvent:
-    """Decodes an event and checks that its subject is the one it belongs on.
+    """Decodes an event and checks that its subject is the one it belongs on — but not who wrote
+    it: what a service acts on goes through Bus.decode, which also checks the signature.
 
-    Raises PoisonMessage for anything undecodable or forged.
+    Raises PoisonMessage for anything undecodable or misrouted.
     """
     try:
         event = E.decode(data)
@@ -100,6 +110,26 @@ def decode_stored(subject: str, data: bytes) -> AnyEvent:
     except (msgspec.DecodeError, msgspec.ValidationError, S.SubjectMismatch) as exc:
         raise PoisonMessage(str(exc)) from exc
     return event
+
+
+def _identity(settings: NatsSettings, service: str) -> tuple[Signer | None, Keyring | None]:
+    """The signing key and keyring a connection works with. A service must have its keyring
+    (and an emitter its own key, which the keyring must list under its name): a service that
+    could not verify, or whose events nobody could verify, must not start."""
+    signer = identity.load_signer(Path(settings.signing_key_file), service) \
+        if settings.signing_key_file else None
+    keyring = identity.load_keyring(Path(settings.keyring_file)) \
+        if settings.keyring_file else None
+    if service in (*S.SERVICES, *S.OBSERVERS) and keyring is None:
+        raise ConfigError(f"{service}: no keyring (INTERLOCK_KEYRING_FILE)")
+    if service in S.SERVICES and signer is None:
+        raise ConfigError(f"{service}: no event signing key (INTERLOCK_SIGNING_KEY_FILE)")
+    if signer is not None and keyring is not None:
+        entry = keyring.entries.get(signer.kid)
+        if entry is None or entry.service != service:
+            raise ConfigError(f"{service}: the keyring does not list its signing key "
+                              f"{signer.kid} under {service!r}")
+    return signer, keyring
 
 
 @dataclass
@@ -111,10 +141,18 @@ class _BatchEnd:
 
 
 class Bus:
-    def __init__(self, nc: NATS, service: str) -> None:
+    def __init__(self, nc: NATS, service: str, signer: Signer | None = None,
+                 keyring: Keyring | None = None) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.service = service
+        # Signs every event this bus appends; a bus without one (an admin's) cannot append.
+        self.signer = signer
+        # Verifies every event this bus reads or consumes that another identity wrote. Only a
+        # tool's bus (admin) may have none: every service is given one (NatsSettings.from_env).
+        self.keyring = keyring
+        self._verified: OrderedDict[int, tuple[str, bytes]] = OrderedDict()
+        self._skipped = 0  # stored events a read left out (see session)
         self._replicas: int | None = None
         self._ack_wait = 30.0
         self._session_starts: OrderedDict[str, int] = OrderedDict()
@@ -122,6 +160,8 @@ class Bus:
 
     @classmethod
     async def connect(cls, settings: NatsSettings, service: str, **kwargs: Any) -> Bus:
+        signer, keyring = _identity(settings, service)
+
         async def error_cb(exc: Exception) -> None:
             # Permission violations reach only this callback (notes/nats.md §2).
             log.warning("nats error: %s", exc, extra={"error": type(exc).__name__})
@@ -141,7 +181,7 @@ class Bus:
             connect_timeout=5,
             **kwargs,
         )
-        return cls(nc, service)
+        return cls(nc, service, signer, keyring)
 
     async def close(self) -> None:
         if not self.nc.is_closed:
@@ -199,6 +239,7 @@ class Bus:
             headers = {"Nats-Msg-Id": event.event_id, EXPECTED_SEQ: str(after_hint[0]),
                        EXPECTED_SEQ_SUBJECT: S.session_filter(event.session_id)}
             data = E.encode(chained)
+            headers[SIGNATURE_HEADER] = self._sign(subject, data)
             try:
                 return await self._publish(subject, data, headers, timeout, attempts), \
                     chain.event_hash(data)
@@ -228,6 +269,7 @@ class Bus:
                 headers[EXPECTED_SEQ] = str(prev[0] if prev else 0)
                 headers[EXPECTED_SEQ_SUBJECT] = S.session_filter(event.session_id)
             data = E.encode(chained)
+            headers[SIGNATURE_HEADER] = self._sign(subject, data)
             try:
                 return await self._publish(subject, data, headers, timeout, attempts), \
                     chain.event_hash(data)
@@ -236,6 +278,46 @@ class Bus:
                     raise
                 # Another append to the session won the race: chain to it and try again.
         raise ConcurrencyConflict(f"{event.type}: the session is too busy to append to")
+
+    def _sign(self, subject: str, data: bytes) -> str:
+        if self.signer is None:
+            raise ConfigError(f"{self.service} has no event signing key: it cannot append")
+        return self.signer.sign(subject, data)
+
+    # -- verifying ---------------------------------------------------------------------------
+
+    def decode(self, msg: Msg) -> AnyEvent:
+        """The one way a consumer decodes what it is about to act on: the subject and payload
+        agree (decode_stored), and the event is signed by the key of the emitter its subject
+        names. Raises PoisonMessage (ForgedEvent for a signature) otherwise."""
+        event = decode_stored(msg.subject, msg.data)
+        signature = (msg.headers or {}).get(SIGNATURE_HEADER)
+        self.verify(int(msg.metadata.sequence.stream), msg.subject, msg.data, signature)
+        return event
+
+    def verify(self, seq: int, subject: str, data: bytes, signature: str | None, *,
+               trust_own: bool = True) -> None:
+        """Raises ForgedEvent unless the stored event at `seq` is signed by its emitter.
+
+        Not checked again: an event on this service's own subjects (no other identity can
+        write there once accounts isolate them; trust_own=False checks those too), and a
+        (seq, signature) verified before — for the same subject and bytes: the memo holds
+        their digest, so a message that only claims a verified seq and copies its signature
+        (the live feed's sequence is a header) is still checked."""
+        if self.keyring is None or (trust_own and identity.emitter_of(subject) == self.service):
+            return
+        if signature is not None:
+            h = hashlib.blake2b(subject.encode(), digest_size=16)
+            h.update(b"\0")
+            h.update(data)
+            digest = h.digest()
+            if self._verified.get(seq) == (signature, digest):
+                return
+        self.keyring.check(subject, data, signature, seq)
+        if signature is not None:
+            self._verified[seq] = (signature, digest)
+            if len(self._verified) > VERIFIED_KEPT:
+                self._verified.popitem(last=False)
 
     async def _publish(
         self, subject: str, data: bytes, headers: dict[str, str], timeout: float, attempts: int
@@ -304,17 +386,19 @@ class Bus:
 
     async def read(
         self, subject_filter: str, start_seq: int = 1, batch: int = READ_BATCH,
-        timeout: float = 5.0,
+        timeout: float = 5.0, *, verify: bool = True,
     ) -> AsyncIterator[Stored]:
         """Stored events matching a filter, in order, from start_seq to the end of the log.
 
         Uses batched Direct Get, so no consumer (and no consumer permission) is needed.
+        An event that is not signed by its emitter is skipped with a warning, so no fold ever
+        holds one; verify=False yields it too, for the audit, which judges it and says so.
         """
         seq = max(1, start_seq)
         while True:
             end = _BatchEnd()
             # Closed at once when the caller stops early (first()), so its inbox is let go.
-            batch_items = self._direct_batch(subject_filter, seq, batch, timeout, end)
+            batch_items = self._direct_batch(subject_filter, seq, batch, timeout, end, verify)
             async with contextlib.aclosing(batch_items) as items:
                 async for item in items:
                     yield item
@@ -323,7 +407,8 @@ class Bus:
             seq = end.last_seen + 1
 
     async def _direct_batch(
-        self, subject_filter: str, seq: int, batch: int, timeout: float, end: _BatchEnd
+        self, subject_filter: str, seq: int, batch: int, timeout: float, end: _BatchEnd,
+        verify: bool = True,
     ) -> AsyncGenerator[Stored, None]:
         """One Direct Get batch, yielded as its replies arrive (a large batch is not held
         whole); `end` says where it stopped and whether the log has more."""
@@ -343,7 +428,8 @@ class Bus:
                 replies.items.clear()
                 done: bool | None = None
                 for headers, data in chunk:
-                    done, end.last_seen = self._direct_reply(headers, data, out, end.last_seen)
+                    done, end.last_seen = self._direct_reply(headers, data, out, end.last_seen,
+                                                             verify)
                     if done is not None:
                         end.more = done
                         break
@@ -353,9 +439,9 @@ class Bus:
                 if done is not None:
                     return
 
-    @staticmethod
     def _direct_reply(
-        headers: bytes | None, data: bytes, out: list[Stored], last_seen: int | None
+        self, headers: bytes | None, data: bytes, out: list[Stored], last_seen: int | None,
+        verify: bool = True,
     ) -> tuple[bool | None, int | None]:
         """One raw Direct Get reply: (None, last) to go on; (more to read?, last) at the end."""
         status, description = rawsub.status(headers)
@@ -371,33 +457,42 @@ class Bus:
         if seq_text is None or subject is None:
             raise RetryableError("direct get failed: a reply without its sequence or subject")
         stored_seq = int(seq_text)
+        # The stored header, not one the server adds: those come after it (see rawsub.header).
+        signature = rawsub.header(headers, identity.SIGNATURE_HEADER_BYTES)
         try:
             event = decode_stored(subject, data)
+            if verify:
+                self.verify(stored_seq, subject, data, signature)
         except PoisonMessage as exc:
             log.warning(
-                "skipping undecodable stored event: %s",
+                "skipping %s stored event: %s",
+                "unverifiable" if isinstance(exc, ForgedEvent) else "undecodable",
                 exc,
                 extra={"subject": subject, "seq": stored_seq},
             )
+            self._skipped += 1
             return None, stored_seq
-        out.append(Stored(stored_seq, subject, event, data))
+        out.append(Stored(stored_seq, subject, event, data, signature))
         return None, stored_seq
 
     async def session(self, session_id: str, start_seq: int = 1, *,
-                      at_least: int = 0) -> list[Stored]:
+                      at_least: int = 0, verify: bool = True) -> list[Stored]:
         """The session's stored events from start_seq. A read made while handling an event of
         this session includes that event (and so everything before it): a replica that has
         not applied it yet is asked again, briefly, before giving up with a RetryableError.
 
         With a session cache (cache_sessions), a whole-session read asks the log only for the
-        events after those already read."""
+        events after those already read. verify=False (the audit): every stored event, signed
+        by its emitter or not (see read); the cache, which holds verified events only, is not
+        used."""
         trigger = _TRIGGER.get()
         if trigger is not None and trigger[0] == session_id:
             at_least = max(at_least, trigger[1])
         whole = start_seq <= 1
+        cache = self._cache if verify else None
         known: list[Stored] = []
         if whole:
-            known = self._cache.prefix(session_id) if self._cache is not None else []
+            known = cache.prefix(session_id) if cache is not None else []
             # A session's first event never moves: start the server's scan there, not at seq 1
             # (a wildcard Direct Get walks the log from where it is asked to start).
             start_seq = known[-1].seq + 1 if known else self._session_starts.get(session_id, 1)
@@ -405,14 +500,18 @@ class Bus:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STALE_READ_WAIT_S
         while True:
-            got = [s async for s in self.read(S.session_filter(session_id), start_seq)]
+            skipped = self._skipped
+            got = [s async for s in self.read(S.session_filter(session_id), start_seq,
+                                              verify=verify)]
             if got:
                 known = known + got
                 start_seq = got[-1].seq + 1
-            if whole and got:
+            # Where the session starts, only from a read that left nothing out: a skipped
+            # event before the first one kept must still be found by the audit's reads.
+            if whole and got and skipped == self._skipped:
                 self._remember_start(session_id, known[0].seq)
-                if self._cache is not None:
-                    self._cache.keep(session_id, known)
+                if cache is not None:
+                    cache.keep(session_id, known)
             if not at_least or (known and known[-1].seq >= at_least) or start_seq > at_least:
                 return list(known)
             if loop.time() >= deadline:

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from schemas.subjects import SERVICES as EMITTERS  # each writes events: each signs them
 from services.runtime.errors import ConfigError
 
 
@@ -15,11 +16,18 @@ class NatsSettings:
     user: str
     password: str
     log_level: str = "INFO"
+    # The service's own Ed25519 key for the events it writes, and every service's public keys
+    # (services/runtime/identity.py). An observer (the notifier) has a keyring and no key.
+    signing_key_file: str = ""
+    keyring_file: str = ""
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> NatsSettings:
         env = os.environ if env is None else env
-        missing = [k for k in ("INTERLOCK_NATS_PASSWORD",) if not env.get(k)]
+        needed = ["INTERLOCK_NATS_PASSWORD", "INTERLOCK_KEYRING_FILE"]
+        if service in EMITTERS:
+            needed.append("INTERLOCK_SIGNING_KEY_FILE")
+        missing = [k for k in needed if not env.get(k)]
         if missing:
             raise ConfigError(f"{service}: missing settings: {', '.join(missing)}")
         return cls(
@@ -27,6 +35,9 @@ class NatsSettings:
             user=env.get("INTERLOCK_NATS_USER", service),
             password=env["INTERLOCK_NATS_PASSWORD"],
             log_level=env.get("INTERLOCK_LOG_LEVEL", "INFO"),
+            signing_key_file=env.get("INTERLOCK_SIGNING_KEY_FILE", "") if service in EMITTERS
+            else "",
+            keyring_file=env["INTERLOCK_KEYRING_FILE"],
         )
 
 

@@ -36,7 +36,6 @@ from sandbox.server import Sandbox
 from schemas import subjects as S
 from services.runtime.bus import Bus, Stored
 from services.runtime.embedded import free_port
-from services.runtime.settings import NatsSettings
 from tests.support import Client, SseEvent
 
 NAMESPACE = "chaos"
@@ -143,15 +142,12 @@ async def start_stack(data: Path, sandbox: Sandbox, **cfg: Any) -> Stack:
 
 
 async def admin_bus(stack: Stack) -> Bus:
-    settings = NatsSettings(url=stack.nats_url, user="admin",
-                            password=stack.credentials["admin"])
-    return await Bus.connect(settings, "admin")
+    return await Bus.connect(stack.nats_settings("admin"), "admin")
 
 
 async def bus_as(stack: Stack, user: str) -> Bus:
     """A bus connection with one of the stack's NATS identities (a service's, or admin)."""
-    settings = NatsSettings(url=stack.nats_url, user=user, password=stack.credentials[user])
-    return await Bus.connect(settings, user)
+    return await Bus.connect(stack.nats_settings(user), user)
 
 
 def token(stack: Stack, who: str) -> str:

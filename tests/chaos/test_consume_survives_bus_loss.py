@@ -21,8 +21,9 @@ import pytest_asyncio
 from nats.aio.msg import Msg
 
 from schemas import events as E
+from schemas import subjects as S
 from schemas.session import UserMessage
-from services.runtime import natsconf, provision
+from services.runtime import identity, natsconf, provision
 from services.runtime.bus import Bus
 from services.runtime.embedded import NatsServerProcess, free_port
 from services.runtime.settings import NatsSettings
@@ -49,13 +50,18 @@ async def server(tmp_path_factory: pytest.TempPathFactory
 
 
 async def test_an_ack_lost_to_a_server_restart_does_not_end_the_consume_loop(
-    server: tuple[NatsServerProcess, dict[str, str]],
+    server: tuple[NatsServerProcess, dict[str, str]], tmp_path: Path,
 ) -> None:
     nats, creds = server
 
+    keys = tmp_path / "keys"
+    identity.provision_keys(keys, S.SERVICES)
+
     async def bus(user: str) -> Bus:
-        return await Bus.connect(NatsSettings(url=nats.url, user=user, password=creds[user]),
-                                 user)
+        return await Bus.connect(NatsSettings(
+            url=nats.url, user=user, password=creds[user],
+            signing_key_file=str(keys / f"{user}.key"),
+            keyring_file=str(keys / identity.KEYRING_FILE)), user)
 
     planner, gateway = await bus("planner"), await bus("gateway")
     handled: list[str] = []

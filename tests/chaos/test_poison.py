@@ -40,6 +40,7 @@ from schemas.planning import ToolProposed
 from schemas.session import SessionCancelled
 from services.gate import domain
 from services.runtime.bus import Bus
+from services.runtime.identity import SIGNATURE_HEADER
 from tests.chaos.support import (
     Driver,
     WatchedSandbox,
@@ -304,7 +305,13 @@ async def test_poison_on_every_consumed_subject_is_terminated_once_and_work_flow
         exec_from = (await admin.js.stream_info(S.EXEC_STREAM)).state.last_seq
         writes_before = len(cluster.writes)
         for p in poisons:
-            ack = await buses[p.publisher].js.publish(p.subject, p.data, timeout=10)
+            # Poison from the identity that may write there, so signed with its own key: what
+            # is tested here is a bad payload, not a forged signature (test_signatures.py).
+            signer = buses[p.publisher].signer
+            headers = {SIGNATURE_HEADER: signer.sign(p.subject, p.data)} \
+                if signer is not None and p.subject.startswith(S.EVENTS_PREFIX + ".") else None
+            ack = await buses[p.publisher].js.publish(p.subject, p.data, timeout=10,
+                                                      headers=headers)
             assert ack.stream == (S.EXEC_STREAM if p.subject.startswith("exec.")
                                   else S.EVENTS_STREAM)
             p.seq = int(ack.seq)

@@ -12,7 +12,6 @@ from kubernetes import client, config
 from clients.stack import Stack, StackConfig
 from services.runtime.bus import Bus
 from services.runtime.embedded import free_port
-from services.runtime.settings import NatsSettings
 
 
 async def start_stack(tmp_path_factory: pytest.TempPathFactory, **cfg: object) -> Stack:
@@ -42,9 +41,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 async def bus_as(stack: Stack, user: str) -> Bus:
     """A bus connection with one of the stack's NATS identities (to attack, or to audit)."""
-    settings = NatsSettings(url=f"nats://127.0.0.1:{stack.cfg.nats_port}", user=user,
-                            password=stack.credentials[user])
-    return await Bus.connect(settings, user)
+    return await Bus.connect(stack.nats_settings(user), user)
 
 
 def token(stack: Stack, who: str) -> str:

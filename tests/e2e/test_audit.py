@@ -12,7 +12,7 @@ from clients.stack import Stack
 from schemas import chain
 from schemas.ids import new_call_id
 from schemas.planning import ToolProposed
-from services.runtime import audit
+from services.runtime import audit, identity
 from tests.e2e.conftest import bus_as, token
 from tests.support import Client
 
@@ -22,9 +22,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 async def _links(stack: Stack, sid: str) -> list[chain.Link]:
     bus = await bus_as(stack, "admin")
     try:
-        return [chain.Link(s.seq, s.subject, s.raw) for s in await bus.session(sid)]
+        return [chain.Link(s.seq, s.subject, s.raw, s.signature)
+                for s in await bus.session(sid)]
     finally:
         await bus.close()
+
+
+def _keyring(stack: Stack) -> identity.Keyring:
+    return identity.load_keyring(stack.keys / identity.KEYRING_FILE)
 
 
 async def _write(stack: Stack, api: Client, decider: Client, sid: str, tool: str,
@@ -73,7 +78,8 @@ async def test_seed_scenarios_audit_names_requester_approver_diff_and_result(
     import services.runtime.signing as signing
 
     links = await _links(stack, sid)
-    report = audit.audit(sid, links, signing.load_public(stack.data / "gate.pub"))
+    report = audit.audit(sid, links, signing.load_public(stack.data / "gate.pub"),
+                         _keyring(stack))
     assert report.ok, (report.chain.breaks, report.problems)
     text = report.render()
     assert "operator asked: kubectl get pods -n production" in text
@@ -96,14 +102,14 @@ async def test_seed_scenarios_audit_names_requester_approver_diff_and_result(
     # Export, verify clean; alter one event in the file, verify points at it.
     exported = tmp_path / "audit.jsonl"
     exported.write_text(audit.export_lines(links))
-    [clean] = audit.audit_file(exported.read_text())
+    [clean] = audit.audit_file(exported.read_text(), keyring=_keyring(stack))
     assert clean.ok
     lines = exported.read_text().splitlines()
     victim = next(i for i, line in enumerate(lines) if '"approval.decided"' in line)
     lines[victim] = lines[victim].replace('\\"approver\\":\\"approver\\"',
                                           '\\"approver\\":\\"mallory\\"')
     assert "mallory" in lines[victim]
-    [bad] = audit.audit_file("\n".join(lines) + "\n")
+    [bad] = audit.audit_file("\n".join(lines) + "\n", keyring=_keyring(stack))
     assert not bad.ok
     victim_seq = links[victim].seq
     assert [b["seq"] for b in bad.chain.breaks] == [victim_seq]
@@ -129,7 +135,7 @@ async def test_audit_endpoints(stack: Stack, http: aiohttp.ClientSession) -> Non
     assert r.status == 200 and "approver approved" in text and "Integrity: intact" in text
     async with http.get(f"{stack.url}/v1/sessions/{sid}/audit?format=jsonl",
                         headers=operator.headers) as r:
-        [report] = audit.audit_file(await r.text())
+        [report] = audit.audit_file(await r.text(), keyring=_keyring(stack))
     assert report.ok and report.writes[0].result == "ok"
     status, body = await operator.call("GET", "/v1/audit?namespace=shop&approver=approver")
     assert status == 200
@@ -199,12 +205,14 @@ async def test_cli_audit_export_verify_and_search(stack: Stack, http: aiohttp.Cl
     assert "approver approved" in shown.stdout and "Integrity: intact" in shown.stdout
     exported = tmp_path / "s.jsonl"
     assert cli(sid, "--export", str(exported)).returncode == 0
-    ok = cli("--verify", str(exported), "--gate-key", str(stack.data / "gate.pub"))
+    ring = str(stack.keys / identity.KEYRING_FILE)
+    ok = cli("--verify", str(exported), "--gate-key", str(stack.data / "gate.pub"),
+             "--keyring", ring)
     assert ok.returncode == 0 and f"{sid}: intact" in ok.stdout, ok.stdout + ok.stderr
     lines = exported.read_text().splitlines()
     lines[1] = lines[1].replace("operator", "mallory")  # both copies edited consistently
     exported.write_text("\n".join(lines) + "\n")
-    bad = cli("--verify", str(exported))
+    bad = cli("--verify", str(exported), "--keyring", ring)
     assert bad.returncode == 1 and "BROKEN" in bad.stdout and "altered" in bad.stdout, bad.stdout
     found = cli("--namespace", "shop", "--approver", "approver", "--since", began)
     assert found.returncode == 0, found.stdout + found.stderr

@@ -16,7 +16,7 @@ from schemas import events as E
 from services.gateway import views
 from services.gateway.app import Api
 from services.gateway.auth import TokenStore
-from services.runtime import audit
+from services.runtime import audit, identity
 from tests.e2e.conftest import bus_as, token
 from tests.support import Client
 
@@ -93,10 +93,11 @@ async def test_a_long_scripted_run_replays_to_the_live_state(
     for sid in sessions:
         status, view = await operator.call("GET", f"/v1/sessions/{sid}")
         assert status == 200
-        links = [chain.Link(s.seq, s.subject, s.raw) for s in stored[sid]]
+        links = [chain.Link(s.seq, s.subject, s.raw, s.signature) for s in stored[sid]]
         reread, problems = audit.import_lines(audit.export_lines(links))
         assert problems == []
         folded = views.fold_session(sid, [(link.seq, E.decode(link.raw)) for link in reread])
         assert folded.to_json(datetime.now(UTC))["calls"] == view["calls"]
         assert folded.last_seq == view["last_seq"]
-        assert audit.audit(sid, reread).ok
+        assert audit.audit(sid, reread, keyring=identity.load_keyring(
+            stack.keys / identity.KEYRING_FILE)).ok

@@ -4,6 +4,8 @@ raw reply headers, status by status."""
 from __future__ import annotations
 
 import inspect
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from nats.aio.client import Client
@@ -67,6 +69,10 @@ def test_the_last_header_wins_so_a_stored_one_cannot_shadow_the_servers() -> Non
     assert rawsub.header(None, b"Nats-Subject") is None
 
 
+# No keyring: these replies carry no signatures (verification: tests/unit/test_identity.py).
+_BUS = Bus(cast(Any, SimpleNamespace(jetstream=lambda: None)), "admin")
+
+
 def _reply(event: AssistantMessage, seq: int) -> tuple[bytes, bytes]:
     headers = (
         f"NATS/1.0\r\nNats-Msg-Id: {event.event_id}\r\nNats-Stream: EVENTS\r\n"
@@ -80,18 +86,19 @@ def test_direct_reply_statuses() -> None:
     out: list[Stored] = []
     ev = AssistantMessage(session_id=new_session_id(), text="hi")
     headers, data = _reply(ev, 41)
-    assert Bus._direct_reply(headers, data, out, None) == (None, 41)
+    assert _BUS._direct_reply(headers, data, out, None) == (None, 41)
     assert out == [Stored(41, S.event_subject(ev), ev, data)]
     assert out[0].raw is data  # the exact stored bytes, which the audit hashes
     eob = b"NATS/1.0 204 EOB\r\nNats-Num-Pending: 2\r\nNats-Last-Sequence: 41\r\n\r\n"
-    assert Bus._direct_reply(eob, b"", out, 41) == (True, 41)
+    assert _BUS._direct_reply(eob, b"", out, 41) == (True, 41)
     eob0 = b"NATS/1.0 204 EOB\r\nNats-Num-Pending: 0\r\nNats-Last-Sequence: 41\r\n\r\n"
-    assert Bus._direct_reply(eob0, b"", out, 41) == (False, 41)
-    assert Bus._direct_reply(b"NATS/1.0 404 Message Not Found\r\n\r\n", b"", out, 41) == (False, 41)
+    assert _BUS._direct_reply(eob0, b"", out, 41) == (False, 41)
+    not_found = b"NATS/1.0 404 Message Not Found\r\n\r\n"
+    assert _BUS._direct_reply(not_found, b"", out, 41) == (False, 41)
     with pytest.raises(RetryableError, match=r"^direct get failed: 408 Bad Request$"):
-        Bus._direct_reply(b"NATS/1.0 408 Bad Request\r\n\r\n", b"", out, 41)
+        _BUS._direct_reply(b"NATS/1.0 408 Bad Request\r\n\r\n", b"", out, 41)
     with pytest.raises(RetryableError, match=r"^direct get failed: 503 None$"):
-        Bus._direct_reply(b"NATS/1.0 503\r\n\r\n", b"", out, 41)
+        _BUS._direct_reply(b"NATS/1.0 503\r\n\r\n", b"", out, 41)
     assert len(out) == 1
 
 
@@ -102,7 +109,7 @@ def test_direct_reply_skips_a_poison_event_with_a_warning(
     ev = AssistantMessage(session_id=new_session_id(), text="hi")
     headers, _ = _reply(ev, 7)
     with caplog.at_level("WARNING", logger="services.runtime.bus"):
-        assert Bus._direct_reply(headers, b"{not json", out, 6) == (None, 7)
+        assert _BUS._direct_reply(headers, b"{not json", out, 6) == (None, 7)
     assert out == []
     [record] = caplog.records
     assert record.getMessage().startswith("skipping undecodable stored event: ")

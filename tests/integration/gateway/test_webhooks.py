@@ -78,6 +78,7 @@ async def notifiers(nats_env: NatsEnv, hooks: str, n: int = 1) -> AsyncIterator[
     settings = NotifierSettings.from_env({
         "INTERLOCK_NATS_URL": nats_env.url, "INTERLOCK_NATS_USER": "notifier",
         "INTERLOCK_NATS_PASSWORD": nats_env.credentials["notifier"],
+        "INTERLOCK_KEYRING_FILE": nats_env.settings("notifier").keyring_file,
         "INTERLOCK_WEBHOOKS": hooks, "INTERLOCK_WEBHOOK_SECRET": SECRET,
         "INTERLOCK_PUBLIC_URL": "https://interlock.example", "INTERLOCK_WEBHOOK_BACKOFF": "0.05",
         "INTERLOCK_WEBHOOK_ATTEMPTS": "4", "INTERLOCK_WEBHOOK_TIMEOUT": "2",
@@ -160,7 +161,7 @@ async def test_history_is_not_notified(gateway: Gateway, nats_env: NatsEnv,
 
 
 def test_settings_refuse_unsigned_or_odd_webhooks() -> None:
-    base = {"INTERLOCK_NATS_PASSWORD": "x"}
+    base = {"INTERLOCK_NATS_PASSWORD": "x", "INTERLOCK_KEYRING_FILE": "/keys/keyring.json"}
     with pytest.raises(ConfigError, match="SECRET"):
         NotifierSettings.from_env({**base, "INTERLOCK_WEBHOOKS": "https://h.example/x"})
     with pytest.raises(ConfigError, match="not an http"):

@@ -9,6 +9,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,7 +23,8 @@ from schemas.session import UserMessage
 from services.planner.handlers import Planner
 from services.planner.llm import OpenAIChat
 from services.planner.settings import ModelSettings
-from services.runtime.bus import Bus
+from services.runtime.bus import Bus, Stored
+from services.runtime.identity import SIGNATURE_HEADER
 from tests.conftest import NatsEnv
 from tests.support_llm import Script, ScriptedLLM
 
@@ -35,6 +37,19 @@ class FakeMsg:
 
     subject: str
     data: bytes
+    headers: dict[str, str] | None = None
+    seq: int = 0
+
+    @classmethod
+    def of(cls, stored: Stored) -> FakeMsg:
+        """As delivered: with the signature it was stored with, and its stream sequence."""
+        return cls(stored.subject, stored.raw,
+                   {SIGNATURE_HEADER: stored.signature} if stored.signature else None,
+                   stored.seq)
+
+    @property
+    def metadata(self) -> Any:
+        return SimpleNamespace(sequence=SimpleNamespace(stream=self.seq))
 
     async def in_progress(self) -> None:
         return None

@@ -173,7 +173,7 @@ async def test_a_redelivered_trigger_never_asks_the_model_twice(
     sid, _ = await harness.session()
     await harness.say(sid, "is web healthy?")
     stored = await harness.gateway.session(sid)
-    trigger = FakeMsg(stored[-1].subject, stored[-1].raw)
+    trigger = FakeMsg.of(stored[-1])
     await planner.handle(trigger)
     assert len(harness.llm.requests) == 1
     first = await harness.events(sid)
@@ -200,7 +200,7 @@ async def test_a_step_recorded_by_an_instance_that_crashed_is_completed_without_
     await harness.planner_bus.append(step, expect_session_seq=(
         await harness.gateway.session(sid))[-1].seq)
     stored = await harness.gateway.session(sid)
-    await planner.handle(FakeMsg(stored[0].subject, stored[0].raw))
+    await planner.handle(FakeMsg.of(stored[0]))
     assert harness.llm.requests == []
     after = await harness.events(sid)
     assert [e.type for e in after] == ["user.message", "step.planned", "assistant.message",

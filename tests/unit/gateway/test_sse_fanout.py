@@ -16,6 +16,9 @@ from services.runtime.bus import Bus
 from services.runtime.errors import RetryableError
 
 SID = "s_fanout"
+# These fakes carry no signatures: a bus that accepts every message stands in for the gateway's
+# (its verification is tested in tests/integration/test_signatures.py).
+UNVERIFIED = cast(Bus, SimpleNamespace(verify=lambda *_, **__: None))
 
 
 class FakeTransport:
@@ -71,7 +74,7 @@ async def deliver(entry: sse._Followers, *msgs: Msg) -> None:
 async def test_caught_up_clients_get_the_same_bytes_object_once() -> None:
     metrics = Metrics()
     ts = [FakeTransport() for _ in range(3)]
-    entry = sse._Followers()
+    entry = sse._Followers(UNVERIFIED)
     entry.followers.update(follower(t, metrics, last=4) for t in ts)
     await deliver(entry, msg(5))
     assert [len(t.writes) for t in ts] == [1, 1, 1]
@@ -85,7 +88,7 @@ async def test_caught_up_clients_get_the_same_bytes_object_once() -> None:
 async def test_messages_arriving_together_are_one_write_per_client() -> None:
     metrics = Metrics()
     t = FakeTransport()
-    entry = sse._Followers()
+    entry = sse._Followers(UNVERIFIED)
     entry.followers.add(follower(t, metrics, last=4))
     await deliver(entry, msg(5, "a"), msg(7, "b"))
     assert t.writes == [sse.chunked(framed(5, "a") + framed(7, "b"))]
@@ -95,7 +98,7 @@ async def test_messages_arriving_together_are_one_write_per_client() -> None:
 async def test_what_the_log_read_already_sent_is_not_sent_again() -> None:
     metrics = Metrics()
     whole, part, ahead = FakeTransport(), FakeTransport(), FakeTransport()
-    entry = sse._Followers()
+    entry = sse._Followers(UNVERIFIED)
     entry.followers.update([follower(whole, metrics, last=4), follower(part, metrics, last=5),
                             follower(ahead, metrics, last=7)])
     await deliver(entry, msg(5, "a"), msg(7, "b"))
@@ -108,7 +111,7 @@ async def test_what_the_log_read_already_sent_is_not_sent_again() -> None:
 async def test_a_client_being_caught_up_gets_nothing_written_but_keeps_it() -> None:
     t = FakeTransport()
     f = follower(t, Metrics(), last=4, direct=False)
-    entry = sse._Followers()
+    entry = sse._Followers(UNVERIFIED)
     entry.followers.add(f)
     await deliver(entry, msg(5))
     assert t.writes == []
@@ -120,7 +123,7 @@ async def test_a_full_socket_hands_the_client_to_its_task() -> None:
     f = follower(t, Metrics(), last=4)
     wake = f.wake
     assert wake is not None
-    entry = sse._Followers()
+    entry = sse._Followers(UNVERIFIED)
     entry.followers.add(f)
     await deliver(entry, msg(5))
     assert len(t.writes) == 1
@@ -142,7 +145,7 @@ async def test_a_gone_client_or_a_reconnect_is_handed_back_unwritten() -> None:
     f_moved = follower(moved, Metrics(), last=4, connection=conn)
     gone.closing = True
     await conn.changed()
-    entry = sse._Followers()
+    entry = sse._Followers(UNVERIFIED)
     entry.followers.update([f_gone, f_moved])
     await deliver(entry, msg(5))
     assert gone.writes == []
@@ -157,7 +160,7 @@ async def test_a_gone_client_or_a_reconnect_is_handed_back_unwritten() -> None:
 async def test_too_much_held_for_a_slow_client_is_left_to_the_log(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(sse, "MAX_PENDING", 2)
     f = follower(FakeTransport(), Metrics(), last=4, direct=False)
-    entry = sse._Followers()
+    entry = sse._Followers(UNVERIFIED)
     entry.followers.add(f)
     await deliver(entry, msg(5), msg(6))
     assert len(f.pending) == 2
@@ -178,7 +181,7 @@ async def test_one_broken_transport_costs_the_others_nothing() -> None:
     metrics = Metrics()
     ok = [FakeTransport() for _ in range(3)]
     broken = follower(BrokenTransport(), metrics, last=4)
-    entry = sse._Followers()
+    entry = sse._Followers(UNVERIFIED)
     entry.followers.update([broken, *(follower(t, metrics, last=4) for t in ok)])
     await deliver(entry, msg(5))
     assert [t.writes for t in ok] == [[sse.chunked(framed(5))]] * 3

@@ -180,7 +180,8 @@ def test_trimming_cuts_an_oversized_newest_part_rather_than_dropping_it() -> Non
 
 
 def test_settings_without_a_model_mean_direct_mode() -> None:
-    env = {"INTERLOCK_NATS_PASSWORD": "p"}
+    env = {"INTERLOCK_NATS_PASSWORD": "p", "INTERLOCK_SIGNING_KEY_FILE": "/keys/planner.key",
+           "INTERLOCK_KEYRING_FILE": "/keys/keyring.json"}
     assert PlannerSettings.from_env(env).model is None
     m = ModelSettings.from_env({"INTERLOCK_MODEL": "llama3.1", "OPENAI_BASE_URL":
                                 "http://127.0.0.1:11434/v1"})

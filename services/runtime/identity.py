@@ -1,0 +1,204 @@
+"""Event signatures: every event is signed by the service that wrote it, with that service's own
+Ed25519 key, and believed only if the key is the one of the emitter its subject names.
+
+Why: a subject says who wrote an event only as long as nobody else can put bytes on it, and a
+JetStream reply reflected onto another service's subject did exactly that (issue 14). A
+signature over the subject and the exact stored body cannot be reflected, copied onto another
+subject, or made by another service.
+
+The signature travels in a NATS header (`Interlock-Signature: <key id> <base64 signature>`), not
+in the JSON body, so stored bytes, the hash chain and events written before signing existed are
+unchanged. The keyring (`keyring.json`) lists every service's public keys by key id, so a key can
+be rotated by adding the new one while the old one still verifies what it signed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from services.runtime.errors import ConfigError, PoisonMessage
+
+SIGNATURE_HEADER = "Interlock-Signature"
+SIGNATURE_HEADER_BYTES = SIGNATURE_HEADER.encode()
+# Versioned and unlike anything else Interlock signs (grants have their own), so an event
+# signature can never be taken for another kind of signature, nor the other way round.
+_DOMAIN = b"interlock.event.v1\x00"
+KEYRING_FILE = "keyring.json"
+KEYRING_VERSION = 1
+
+Problem = Literal["unsigned", "unknown key", "wrong key", "bad signature"]
+
+
+class ForgedEvent(PoisonMessage):
+    """A stored event whose signature does not show that its subject's emitter wrote it."""
+
+    def __init__(self, problem: Problem, detail: str) -> None:
+        super().__init__(f"{problem}: {detail}")
+        self.problem: Problem = problem
+        self.detail = detail
+
+
+def signed_bytes(subject: str, data: bytes) -> bytes:
+    """What an event signature covers: the domain, the subject, then the exact stored body.
+    A subject holds no NUL, so the split between subject and body is unambiguous."""
+    return b"".join((_DOMAIN, subject.encode(), b"\x00", data))
+
+
+def emitter_of(subject: str) -> str:
+    """The emitter an event subject names (`evt.<session>.<emitter>.…`), or "" if none."""
+    parts = subject.split(".", 3)
+    return parts[2] if len(parts) > 3 else ""
+
+
+def key_id(key: Ed25519PublicKey) -> str:
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Signer:
+    """One service's private key: signs what that service appends."""
+
+    service: str
+    kid: str
+    key: Ed25519PrivateKey
+
+    def sign(self, subject: str, data: bytes) -> str:
+        sig = base64.b64encode(self.key.sign(signed_bytes(subject, data))).decode()
+        return f"{self.kid} {sig}"
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    kid: str
+    service: str
+    key: Ed25519PublicKey
+
+
+class Keyring:
+    """Every service's public keys, by key id.
+
+    unsigned_before: stream sequences below it were written before signing existed (a data dir
+    upgraded in place); an unsigned event there is still read. 0: every event must be signed.
+    """
+
+    def __init__(self, entries: Iterable[KeyEntry], unsigned_before: int = 0) -> None:
+        self.entries = {e.kid: e for e in entries}
+        self.unsigned_before = unsigned_before
+
+    def check(self, subject: str, data: bytes, signature: str | None, seq: int = 0) -> None:
+        """Raises ForgedEvent unless `signature` is the subject's emitter's over subject+data."""
+        emitter = emitter_of(subject)
+        if not signature:
+            if 0 < seq < self.unsigned_before:
+                return  # written before signing existed (see unsigned_before)
+            raise ForgedEvent("unsigned", f"no {SIGNATURE_HEADER} on a {emitter or '?'} event")
+        kid, _, sig_text = signature.strip().partition(" ")
+        entry = self.entries.get(kid)
+        if entry is None:
+            raise ForgedEvent("unknown key", f"signed with key {kid[:40]!r}, which no service "
+                              "has in the keyring")
+        if entry.service != emitter:
+            raise ForgedEvent("wrong key", f"signed with the {entry.service}'s key {kid}, but "
+                              f"the subject names the {emitter or '?'}")
+        try:
+            entry.key.verify(base64.b64decode(sig_text, validate=True),
+                             signed_bytes(subject, data))
+        except (InvalidSignature, ValueError, binascii.Error) as exc:
+            raise ForgedEvent("bad signature", f"the {emitter}'s key {kid} did not sign this "
+                              "subject and body") from exc
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "version": KEYRING_VERSION,
+            "unsigned_before": self.unsigned_before,
+            "keys": [{"kid": e.kid, "service": e.service, "public_key": base64.b64encode(
+                e.key.public_bytes(serialization.Encoding.Raw,
+                                   serialization.PublicFormat.Raw)).decode()}
+                     for e in self.entries.values()],
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, object]) -> Keyring:
+        if doc.get("version") != KEYRING_VERSION or not isinstance(doc.get("keys"), list):
+            raise ConfigError(f"not an Interlock keyring (version {KEYRING_VERSION})")
+        entries = []
+        for item in doc["keys"]:  # type: ignore[attr-defined]
+            try:
+                key = Ed25519PublicKey.from_public_bytes(
+                    base64.b64decode(str(item["public_key"]), validate=True))
+                entries.append(KeyEntry(str(item["kid"]), str(item["service"]), key))
+            except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+                raise ConfigError(f"a keyring entry is not a valid key: {exc}") from exc
+        before = doc.get("unsigned_before", 0)
+        return cls(entries, before if isinstance(before, int) else 0)
+
+
+def load_keyring(path: Path) -> Keyring:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the keyring {path}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path} is not an Interlock keyring")
+    try:
+        return Keyring.from_json(doc)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def load_signer(path: Path, service: str) -> Signer:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load the {service}'s event signing key {path}: {exc}") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"{path} is not an Ed25519 private key")
+    return Signer(service, key_id(key.public_key()), key)
+
+
+def write_private(path: Path, key: Ed25519PrivateKey) -> None:
+    """Writes a private key readable by its owner alone (created 0600, never world-readable)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+
+
+def provision_keys(keys_dir: Path, services: Iterable[str]) -> Keyring:
+    """Creates `<service>.key` for each service that has none, and writes `keyring.json` with
+    every service's public key. Existing keys are kept (re-running never rotates a live key), and
+    so are keyring entries of keys no longer on disk: what an old key signed still verifies."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(keys_dir, 0o700)
+    ring_path = keys_dir / KEYRING_FILE
+    ring = load_keyring(ring_path) if ring_path.exists() else Keyring([])
+    entries = dict(ring.entries)
+    for service in services:
+        path = keys_dir / f"{service}.key"
+        if not path.exists():
+            write_private(path, Ed25519PrivateKey.generate())
+        signer = load_signer(path, service)
+        entries.setdefault(signer.kid, KeyEntry(signer.kid, service, signer.key.public_key()))
+    ring = Keyring(entries.values(), ring.unsigned_before)
+    write_keyring(ring_path, ring)
+    return ring
+
+
+def write_keyring(path: Path, ring: Keyring) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(ring.to_json(), indent=2) + "\n")
+    os.chmod(tmp, 0o644)  # public keys: every service and the audit read it
+    tmp.replace(path)
