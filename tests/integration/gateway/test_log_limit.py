@@ -62,9 +62,10 @@ async def test_the_log_fills_up_with_an_early_alert_and_a_clear_refusal(
     assert _gauge(text, "interlock_log_max_bytes") == LIMIT
     assert 0.8 <= _gauge(text, "interlock_log_fill_ratio") <= 1.0
     assert _gauge(text, "interlock_log_bytes") <= LIMIT
-    # A service's append says the same (a retryable LogFull, never an unexpected error).
+    # A service's append of the same size says the same (a retryable LogFull, never an
+    # unexpected error); a smaller one could still fit in what is left.
     with pytest.raises(LogFull, match="is full"):
-        await gateway.bus.append(UserMessage(session_id=sid, text="one more", actor="otto"))
+        await gateway.bus.append(UserMessage(session_id=sid, text="disk " * 40, actor="otto"))
     # Nothing acknowledged was lost.
     stored = [s for s in await gateway.bus.session(sid) if s.event.type == "user.message"]
     assert len(stored) == accepted > 0
