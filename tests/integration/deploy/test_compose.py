@@ -147,11 +147,25 @@ def test_every_file_a_service_reads_is_mounted_and_generated(
         mounts[dst] = src
     for key, value in env.items():
         if key.endswith(("_FILE", "KUBECONFIG")) and value:
-            mount = next((d for d in mounts if value.startswith(d + "/")), None)
+            mount = next((d for d in mounts if value == d or value.startswith(d + "/")), None)
             assert mount is not None, f"{service}: {key}={value} is not on a mounted volume"
-            name = value[len(mount) + 1:]
+            name = value[len(mount) + 1:] if value != mount else Path(mount).relative_to(
+                "/secrets").as_posix()
             if key != "KUBECONFIG":  # the operator supplies the kubeconfig
                 assert (secrets / name).exists(), f"{service}: {name} is not generated"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_no_service_can_read_another_services_private_key(
+    compose: dict[str, Any], service: str
+) -> None:
+    """Each container mounts single files, never the secrets folder: a service's signing key is
+    readable by that service alone (issue 14), and only the gate holds the grant key."""
+    sources = [v.split(":")[0] for v in compose["services"][service]["volumes"]]
+    assert all(Path(src).suffix or Path(src).name == "kubeconfig" for src in sources), sources
+    keys = {Path(src).name for src in sources if src.endswith(".key")}
+    own = {f"{service}.key"} if service != "notifier" else set()
+    assert keys == own | ({"gate.key"} if service == "gate" else set()), keys
 
 
 def test_nats_runs_the_generated_accounts_config(compose: dict[str, Any], secrets: Path) -> None:
