@@ -5,7 +5,7 @@
                                               # deploy/k8s/kustomization.yaml turns into Secrets)
 
 writes, once (existing files are kept, so re-running never rotates a live secret):
-  nats.conf           the generated accounts config: the streams in account LOG, each service
+  nats.conf           the generated accounts config: the streams in account APP, each service
                       in an account of its own with one least-privilege user
                       (services/runtime/natsconf.py), listening on 0.0.0.0:4222, JetStream in
                       /data/jetstream with sync_interval: always

@@ -5,12 +5,13 @@ server's own client, on the reply subject the requester chose, in the requester'
 publish permissions are not consulted (notes/nats.md §2 pitfall 4). In one shared account a reply
 aimed at `evt.<sid>.gateway.…` was stored as the gateway's event. So:
 
-- the streams (EVENTS, EXEC), their consumers and the admin identity live in account LOG;
-- each runtime identity (RUNTIME_USERS) has an account of its own, and reaches LOG only through
-  service imports of exactly its own subjects. The server maps an imported request's reply to a
-  private `_R_.` subject in LOG, so an answer can never land on a stream subject; and a service
-  account has no stream subjects of its own for it to land on (notes/nats-accounts.conf,
-  measured: 0 of 54 reflection attempts per target landed).
+- the streams (EVENTS, EXEC), their consumers and the admin identity live in an account of
+  their own, the log account (LOG_ACCOUNT, named APP);
+- each runtime identity (RUNTIME_USERS) has an account of its own, and reaches the log account
+  only through service imports of exactly its own subjects. The server maps an imported
+  request's reply to a private `_R_.` subject in the log account, so an answer can never land on
+  a stream subject; and a service account has no stream subjects of its own for it to land on
+  (notes/nats-accounts.conf, measured: 0 of 54 reflection attempts per target landed).
 
 Per-user allow lists stay as a second layer: a publish outside the imports would vanish as "no
 responders"; the allow list turns it into a permissions error that the service logs. No runtime
@@ -31,14 +32,19 @@ from schemas import subjects as S
 RUNTIME_USERS: tuple[str, ...] = (*S.SERVICES, *S.OBSERVERS)
 ADMIN_USER = "admin"
 SYSTEM_USER = "sys"
-LOG_ACCOUNT = "LOG"
+# The log's account keeps the name the one shared account had before services were split into
+# accounts of their own: JetStream files a stream under its account's name (and a cluster's
+# meta layer assigns it by that name), so a log written before the split stays where it is and
+# is read as it was, with no migration (tests/e2e/test_upgrade.py).
+LOG_ACCOUNT = "APP"
 SYSTEM_ACCOUNT = "SYS"
 # The largest message a client may publish, and so the largest event (see provision).
 MAX_PAYLOAD = 1 << 20
-# How long LOG keeps the route back to a requester for a streamed answer (a batched Direct Get,
-# a pull): answers after it are dropped, so it must outlast the longest pull wait (Bus fetches
-# for 1 s, tests for up to 5 s) and the longest batch. Yet short: every such request's route
-# lives this long (measured: 30,000 Direct Gets in 6 s took the server from 18 to 41 MiB).
+# How long the log account keeps the route back to a requester for a streamed answer (a
+# batched Direct Get, a pull): answers after it are dropped, so it must outlast the longest pull
+# wait (Bus fetches for 1 s, tests for up to 5 s) and the longest batch. Yet short: every such
+# request's route lives this long (measured: 30,000 Direct Gets in 6 s took the server from 18
+# to 41 MiB).
 RESPONSE_THRESHOLD = "10s"
 
 # Denied to every runtime user whatever its allow list says (deny wins in NATS).
@@ -104,8 +110,8 @@ def _streamed(subject: str) -> bool:
 
 
 def log_imports(service: str) -> list[str]:
-    """The LOG subjects a runtime identity reaches (service imports): its own event subjects
-    (none for an observer), the read API, its own consumers, and for the gate the commands.
+    """The log account's subjects a runtime identity reaches (service imports): its own event
+    subjects (none for an observer), the read API, its own consumers, and for the gate the commands.
     Every one is a wildcard or an API subject: a reply aimed at a literally imported stream
     subject would be stored (notes/nats.md §2)."""
     subjects: list[str] = []
@@ -138,7 +144,8 @@ def permissions(service: str) -> dict[str, Any]:
 
 
 def accounts(credentials: dict[str, str]) -> dict[str, Any]:
-    """The `accounts` block: LOG (streams, admin), one account per runtime identity, SYS."""
+    """The `accounts` block: the log account (streams, admin), one account per runtime
+    identity, SYS."""
     importers: dict[str, list[str]] = {}
     for service in RUNTIME_USERS:
         for subject in log_imports(service):
@@ -154,7 +161,7 @@ def accounts(credentials: dict[str, str]) -> dict[str, Any]:
             export["response_threshold"] = RESPONSE_THRESHOLD
         exports.append(export)
     gateway, planner = account_of("gateway"), account_of("planner")
-    # EVENTS republishes every stored event on sse.> (in LOG): the gateway's live feed.
+    # EVENTS republishes every stored event on sse.> (in the log account): the gateway's live feed.
     exports.append({"stream": f"{S.LIVE_PREFIX}.>", "accounts": [gateway]})
     out: dict[str, Any] = {
         LOG_ACCOUNT: {

@@ -2,7 +2,7 @@
 exec.write.>, no runtime user may create or change streams or consumers, and each service may
 publish only events that name it as their emitter.
 
-Two layers (services/runtime/natsconf.py): the streams live in account LOG and each runtime
+Two layers (services/runtime/natsconf.py): the streams live in the log account (APP) and each runtime
 identity in an account of its own that imports exactly its own subjects from LOG; each user also
 keeps an allow list, so that a publish outside its imports is a logged permissions error."""
 
