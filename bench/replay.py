@@ -38,7 +38,16 @@ from schemas import events as E
 from schemas import subjects as S
 from schemas.ids import new_session_id
 from schemas.session import AssistantMessage
-from services.runtime.bus import READ_BATCH
+from services.runtime.bus import READ_BATCH, Bus
+from services.runtime.identity import SIGNATURE_HEADER
+
+
+async def publish(bus: Bus, e: AssistantMessage) -> None:
+    """One event as the planner stores it (signed by its key), without the chain's read."""
+    assert bus.signer is not None
+    subject, data = S.event_subject(e), E.encode(e)
+    await bus.js.publish(subject, data, headers={"Nats-Msg-Id": e.event_id,
+                                                 SIGNATURE_HEADER: bus.signer.sign(subject, data)})
 
 
 async def store(stack: BenchStack, n: int) -> tuple[str, float]:
@@ -49,9 +58,7 @@ async def store(stack: BenchStack, n: int) -> tuple[str, float]:
         for i in range(0, n, 2000):
             evs = [AssistantMessage(session_id=sid, text="x" * 200)
                    for _ in range(min(2000, n - i))]
-            await asyncio.gather(*[
-                bus.js.publish(S.event_subject(e), E.encode(e), headers={"Nats-Msg-Id": e.event_id})
-                for e in evs])
+            await asyncio.gather(*[publish(bus, e) for e in evs])
     finally:
         await bus.close()
     return sid, time.perf_counter() - t
