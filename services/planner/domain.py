@@ -14,6 +14,14 @@ from schemas.session import AssistantMessage, SessionCancelled, TurnCompleted, U
 from services.planner import direct
 
 ACTOR = "planner"
+# Other services' events that neither `decide` nor `agent.fold` ever looks at. The planner's
+# reads return them without verifying their signatures (Bus.not_acted_upon): verification
+# protects what it acts on, and on a gated read `tool.classified` alone was a third of the
+# signature cost. tests/unit/planner/test_not_acted_upon.py keeps this true.
+NOT_ACTED_UPON: frozenset[str] = frozenset({
+    "tool.classified", "preview.recorded", "approval.decided", "decision.rejected",
+    "tool.started", "tool.verified",
+})
 NO_MODEL = (
     "No model is configured, so I work in direct mode: send kubectl-style commands such as "
     "`kubectl get pods -n shop` or `kubectl scale deploy/web --replicas=3 -n shop`. "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from services.planner.domain import NOT_ACTED_UPON
 from services.planner.handlers import Planner
 from services.planner.llm import OpenAIChat
 from services.planner.settings import PlannerSettings
@@ -23,6 +24,7 @@ async def run(settings: PlannerSettings, stop: asyncio.Event) -> None:
                  settings.model.base_url or "the OpenAI API")
     bus = await Bus.connect(settings.nats, "planner")
     bus.cache_sessions(SESSION_CACHE_BYTES)
+    bus.not_acted_upon(NOT_ACTED_UPON)
     try:
         planner = Planner(bus, model, settings.model)
         await bus.consume("planner", planner.handle, stop, on_poison=planner.on_poison,
