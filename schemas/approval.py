@@ -97,6 +97,9 @@ class ApprovalRequested(Event, frozen=True, kw_only=True, tag="approval.requeste
     forbidden_approvers: tuple[ShortText, ...] = ()  # separation of duties
     policy: tuple[ShortText, ...] = ()  # the rules that applied, in words
     batch_id: str = ""
+    # What the request does in one line ("Delete 3 PVCs, 5 services, 12 pods in staging"),
+    # computed by the gate from the calls; the card's heading. Empty in logs from before it.
+    title: ShortText = ""
 
     def key(self) -> str:
         return self.approval_id

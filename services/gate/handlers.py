@@ -162,8 +162,12 @@ class Gate:
             if len(members) < proposal.batch_size:
                 return  # the rest of the batch is not recorded yet; its previews will come
             approval_id = domain.approval_id_for(f"batch-{batch_id}")
-        writes = [(m, self.classify(m)) for m in members]
-        writes = [(m, c) for m, c in writes if c.access == "write" and c.args is not None]
+        classified = [(m, self.classify(m)) for m in members]
+        writes = [(m, c) for m, c in classified if c.access == "write" and c.args is not None]
+        # A member the gate refused (on_proposed recorded why) never gets a preview: the batch
+        # does not wait for it. The rest is decided, and the card says what is not in it.
+        refused = [(m, c) for m, c in classified
+                   if m.call_id not in {w.call_id for w, _ in writes}]
         previews = {e.call_id: e for e in events if isinstance(e, PreviewRecorded)}
         if not writes or any(m.call_id not in previews for m, _ in writes):
             return  # wait for every write's dry run: one decision covers the whole batch
@@ -189,6 +193,10 @@ class Gate:
                                             self.settings.history_window_s)
             lines += h_lines
             flags += h_flags
+        for m, c in refused:
+            what = (c.target or m.target).describe()
+            flags.append(f"not in this batch, refused by the gate and never run: {m.tool} "
+                         f"{what} ({c.rule[:300]})".replace("  ", " "))
         # Who asked comes from the gateway's records in the log, not the planner's field.
         requester = domain.asker_of(events, proposal).requested_by
         forbidden: set[str] = set()
@@ -213,7 +221,7 @@ class Gate:
             history=tuple(lines[-20:]),
             expires_at=now + timedelta(seconds=self.settings.approval_ttl_s),
             required_approvals=required, forbidden_approvers=tuple(sorted(forbidden)),
-            policy=tuple(policy_lines), batch_id=batch_id,
+            policy=tuple(policy_lines), batch_id=batch_id, title=domain.title_of(calls),
             actor=ACTOR, causation_id=pv.event_id, correlation_id=proposal.correlation_id,
         )
         await self._append_once(request)
