@@ -30,7 +30,8 @@ from schemas.session import AssistantMessage, SessionCancelled, TurnCompleted, U
 from services.planner import direct
 
 ACTOR = "planner"
-MAX_CALLS_PER_STEP = 8
+# A step's writes are one approval: the seed's cleanup ("3 PVCs, 5 services, 12 pods") is 20.
+MAX_CALLS_PER_STEP = 24
 RESULT_CHARS = 12_000  # of one tool result, as the model sees it
 META_FIELDS = ("rationale", "evidence", "expected_outcome")
 
