@@ -46,8 +46,10 @@ def test_a_steps_writes_share_one_batch_and_reads_stay_out() -> None:
     assert len(proposals) == 9
     reads = [p for p in proposals if p.tool == "list"]
     writes = [p for p in proposals if p.tool == "delete"]
-    assert reads[0].batch_id == "" and reads[0].batch_size == 1
-    assert len({p.batch_id for p in writes}) == 1 and writes[0].batch_id
+    assert reads[0].batch_id == ""
+    assert reads[0].batch_size == 1
+    assert len({p.batch_id for p in writes}) == 1
+    assert writes[0].batch_id
     assert {p.batch_size for p in writes} == {8}
     # Derived from the step: the projection recomputed after a crash names the same batch.
     assert _project(step=step) == proposals
@@ -94,7 +96,8 @@ def test_several_writes_in_a_message_are_one_batch_and_reads_run_at_once() -> No
     proposals = [e for e in out if isinstance(e, ToolProposed)]
     assert [p.tool for p in proposals] == ["delete", "list", "delete", "delete"]
     writes = [p for p in proposals if p.tool == "delete"]
-    assert len({p.batch_id for p in writes}) == 1 and writes[0].batch_id
+    assert len({p.batch_id for p in writes}) == 1
+    assert writes[0].batch_id
     assert {p.batch_size for p in writes} == {3}
     assert proposals[1].batch_id == ""
     assert len({p.call_id for p in proposals}) == 4
@@ -111,7 +114,7 @@ def test_several_writes_in_a_message_are_one_batch_and_reads_run_at_once() -> No
 def test_one_bad_line_refuses_the_whole_message() -> None:
     _, out = _message("kubectl delete pod a -n staging\nkubectl frobnicate everything")
     assert not [e for e in out if isinstance(e, ToolProposed)]
-    rejected = [e for e in out if isinstance(e, CommandRejected)][0]
+    rejected = next(e for e in out if isinstance(e, CommandRejected))
     assert rejected.reason.startswith("line 2 (kubectl frobnicate everything)")
     assert "nothing in this message was run" in rejected.reason
     assert any(isinstance(e, TurnCompleted) for e in out)
@@ -152,7 +155,8 @@ def test_a_refused_member_does_not_end_the_turn_while_the_rest_waits() -> None:
     a, b = (p.call_id for p in out if isinstance(p, ToolProposed))
     refused = ToolRefused(session_id=SID, call_id=a, tool="delete", reason="policy")
     said = domain.decide(refused, [user, *out, refused])
-    assert said and not [e for e in said if isinstance(e, TurnCompleted)]
+    assert said
+    assert not [e for e in said if isinstance(e, TurnCompleted)]
     log = [user, *out, refused, _result(b)]
     assert [e for e in domain.decide(log[-1], log) if isinstance(e, TurnCompleted)]
 
