@@ -12,12 +12,14 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
-from kubernetes import client
+from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from clients.stack import Stack, StackConfig
+from schemas.ids import new_call_id, new_id
+from schemas.planning import ToolProposed
 from services.runtime.embedded import free_port
-from tests.e2e.conftest import kube
+from tests.e2e.conftest import bus_as, kube
 from tests.support import Client, SseEvent
 from tests.support_llm import Reply, Request, ScriptedLLM, calls, say
 
@@ -95,10 +97,28 @@ def _leftovers(stack: Stack, prefix: str) -> list[Obj]:
     for i in range(2):
         name = f"{prefix}-pod-{i}"
         core.create_namespaced_pod(NS, client.V1Pod(
-            metadata=client.V1ObjectMeta(name=name),
+            metadata=client.V1ObjectMeta(name=name, labels={"cleanup-run": prefix}),
             spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="busybox")])))
         objs.append(("pod", name))
+    _until_ready(core, prefix, 2)
     return objs
+
+
+def _until_ready(core: client.CoreV1Api, prefix: str, count: int) -> None:
+    """Waits (a watch, not a sleep) until the kubelet has started the pods: it updates them until
+    then, and a write approved against an older resourceVersion is refused as a conflict."""
+    ready: set[str] = set()
+    w = watch.Watch()
+    for ev in w.stream(core.list_namespaced_pod, NS, label_selector=f"cleanup-run={prefix}",
+                       timeout_seconds=60):
+        pod = ev["object"]
+        if any(c.type == "Ready" and c.status == "True"
+               for c in (pod.status.conditions or [])):
+            ready.add(pod.metadata.name)
+        if len(ready) == count:
+            w.stop()
+            return
+    raise AssertionError(f"pods of {prefix} never became ready: {sorted(ready)}")
 
 
 def _exists(stack: Stack, obj: Obj) -> bool:
@@ -186,7 +206,7 @@ async def test_eight_deletes_in_one_step_are_one_card_and_approving_runs_each_on
         c["call_id"] for c in req["calls"])
     results = [r for r in _of(everything, "tool.result") if r["tool"] == "delete"]
     assert sorted(r["call_id"] for r in results) == sorted(c["call_id"] for c in req["calls"])
-    assert {r["status"] for r in results} == {"ok"}, results
+    assert {r["status"] for r in results} == {"ok"}, [r["output"] for r in results]
     assert not any(_exists(stack, o) for o in objs)
     assert len(_of(everything, "approval.requested")) == 1
     # A second decision on the settled card changes nothing.
@@ -238,6 +258,51 @@ async def test_several_direct_lines_are_one_card(
     # The turn ends once, after every line has its outcome.
     results = _of(everything, "tool.result")
     assert sorted(r["tool"] for r in results) == ["delete", "delete", "delete", "list"]
-    assert {r["status"] for r in results} == {"ok"}, results
+    assert {r["status"] for r in results} == {"ok"}, [r["output"] for r in results]
     assert not any(_exists(stack, o) for o in (pvc, svc, pod))
     assert all(_exists(stack, o) for o in objs if o not in (pvc, svc, pod))
+
+
+async def test_a_member_refused_after_the_others_previews_still_lets_the_batch_be_decided(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    """The last member to be recorded is one the gate refuses, after every other member's dry
+    run is in: it gets no preview, so its refusal is what completes the batch's card."""
+    objs = _leftovers(stack, "run-d")[:2]
+    operator, _ = _people(stack, http)
+    sid = await operator.new_session()
+    batch = new_id("b")
+
+    def member(kind: str, name: str) -> ToolProposed:
+        return ToolProposed(session_id=sid, call_id=new_call_id(), tool="delete", source="llm",
+                            args={"kind": kind, "name": name, "namespace": NS},
+                            requested_by="operator", batch_id=batch, batch_size=3)
+
+    bus = await bus_as(stack, "planner")
+    try:
+        for kind, name in objs:
+            await bus.append(member(kind, name))
+        previews: set[str] = set()
+
+        def both_previewed(e: SseEvent) -> bool:
+            if e.event == "preview.recorded":
+                previews.add(e.data["call_id"])
+            return len(previews) == 2
+
+        got = await operator.wait_for(sid, both_previewed, timeout=60)
+        assert not _of(got, "approval.requested")  # the third member is not recorded yet
+        await bus.append(member("widget", "w"))
+    finally:
+        await bus.close()
+    # (A gate still handling the last preview may see the third member and decide first: the
+    # card is the same either way, and there is exactly one.)
+    seen: set[str] = set()
+
+    def settled(e: SseEvent) -> bool:
+        seen.add(e.event)
+        return {"approval.requested", "tool.refused"} <= seen
+
+    got = await operator.wait_for(sid, settled, timeout=60)
+    (req,) = _of(got, "approval.requested")
+    assert [(c["target"]["kind"], c["target"]["name"]) for c in req["calls"]] == objs
+    assert any("widget" in f for f in req["risk_flags"]), req["risk_flags"]
