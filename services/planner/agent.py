@@ -49,7 +49,9 @@ for.
 2. Every write carries `rationale` (why this change), `evidence` (short verbatim quotes copied \
 exactly from tool results or from the person's messages; paraphrases are rejected) and \
 `expected_outcome` (what should be true afterwards, and how you will check it). Prefer the \
-smallest change that fixes the cause.
+smallest change that fixes the cause. The writes of one answer are shown as one approval and \
+decided together (all run or none): propose the writes of one change together, and unrelated \
+changes in separate answers.
 3. After an approved write has run, verify with reads (rollout_status, get, describe, events, \
 logs) and say plainly whether the outcome matched what you expected.
 4. If a write is denied or expires, nothing was executed: read the reason, then propose a \
