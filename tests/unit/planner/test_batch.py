@@ -1,12 +1,16 @@
 """Writes proposed together are one batch: a model step's writes, and a direct message's lines.
 The pure parts — which proposals share a batch, with what size, and when a direct message's turn
-ends — and the card's title the gate computes."""
+ends — the card's title the gate computes, and the CLI's one item per batch."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
-from schemas.approval import ApprovalCall, ApprovalDenied, ToolRefused
+import msgspec
+
+from clients import render
+from schemas.approval import ApprovalCall, ApprovalDenied, ApprovalRequested, ToolRefused
 from schemas.base import Target
 from schemas.execution import ToolResult
 from schemas.planning import CommandRejected, StepPlanned, ToolProposed
@@ -180,3 +184,13 @@ def test_the_title_counts_what_a_batch_does_where() -> None:
                                  _call("rollout_restart", "deployment", "web")]) == \
         "Delete 2 pods; restart deployment web in staging and dev"
     assert gate_domain.title_of([_call("cordon", "node", "n1", "")]) == "Cordon node n1"
+
+
+def test_the_cli_lists_a_batch_as_one_item_under_its_title() -> None:
+    calls = tuple(_call("delete", "pod", f"pod{i}") for i in range(8))
+    req = ApprovalRequested(session_id=SID, approval_id="a_1", calls=calls,
+                            expires_at=datetime.now(UTC), title=gate_domain.title_of(calls))
+    text = render.approval(msgspec.to_builtins(req))
+    assert text.count("APPROVAL ") == 1
+    assert "Delete 8 pods in staging  (8 calls, one decision)" in text
+    assert text.count("what:    delete") == 8
