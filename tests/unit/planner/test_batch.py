@@ -10,7 +10,13 @@ from datetime import UTC, datetime
 import msgspec
 
 from clients import render
-from schemas.approval import ApprovalCall, ApprovalDenied, ApprovalRequested, ToolRefused
+from schemas.approval import (
+    ApprovalCall,
+    ApprovalDenied,
+    ApprovalExpired,
+    ApprovalRequested,
+    ToolRefused,
+)
 from schemas.base import Target
 from schemas.execution import ToolResult
 from schemas.planning import CommandRejected, StepPlanned, ToolProposed
@@ -194,3 +200,20 @@ def test_the_cli_lists_a_batch_as_one_item_under_its_title() -> None:
     assert text.count("APPROVAL ") == 1
     assert "Delete 8 pods in staging  (8 calls, one decision)" in text
     assert text.count("what:    delete") == 8
+
+
+def test_an_expired_batch_ends_the_turn_once_and_the_model_hears_each_call_expired() -> None:
+    user, out = _message("kubectl delete pod a -n staging\nkubectl delete pod b -n staging")
+    ids = tuple(p.call_id for p in out if isinstance(p, ToolProposed))
+    expired = ApprovalExpired(session_id=SID, approval_id="a_1", call_ids=ids)
+    said = domain.decide(expired, [user, *out, expired])
+    assert "expired" in said[0].text
+    assert len([e for e in said if isinstance(e, TurnCompleted)]) == 1
+    # A model step's batch: every call of it resolves, so the model is asked again once.
+    step = _plan(_delete("pod", "a"), _delete("pod", "b"))
+    proposals = _project(step=step)
+    gone = ApprovalExpired(session_id=SID, approval_id="a_2",
+                           call_ids=tuple(p.call_id for p in proposals))
+    f = agent.fold([_user(f"clean up staging: {QUOTE}"), step, *proposals, gone])
+    assert f.need is gone
+    assert sum("EXPIRED" in str(m.get("content")) for m in f.messages) == 2
