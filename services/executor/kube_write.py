@@ -34,6 +34,8 @@ LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 _PROD = re.compile(r"(^|[-_.])(prod|production|live)($|[-_.])")
 WORKLOADS = ("deployment", "statefulset", "daemonset", "replicaset")
+# Node writes that leave the pods running there alone (see affected_namespaces).
+NODE_HARMLESS = ("uncordoned", "labeled", "annotated")
 
 
 @dataclass
@@ -483,11 +485,13 @@ def _live(pods: list[Obj]) -> list[Obj]:
 def affected_namespaces(k: Kube, ctx: str, plan: Plan) -> tuple[str, ...]:
     """The namespaces a write's effect lands in. The target's own namespace, a Namespace
     object's name, and for a node the namespaces of the pods it runs: a cordon strands them, a
-    drain evicts them (an uncordon only lets new pods in). The gate protects all of them."""
+    drain evicts them, a delete or patch (unschedulable, a NoExecute taint) can do either. An
+    uncordon only lets new pods in; a label or annotation moves no running pod. The gate
+    protects all of them."""
     out = {plan.namespace} if plan.namespace else set()
     if plan.kind == "namespace":
         out.add(plan.name)
-    elif plan.kind == "node" and plan.verb != "uncordoned" and plan.before is not None:
+    elif plan.kind == "node" and plan.verb not in NODE_HARMLESS and plan.before is not None:
         out |= {p["metadata"].get("namespace", "") for p in _live(
             R.pods_of(k, ctx, "node", plan.before))}
     elif plan.kind == "persistentvolume":  # the data of a claim in that namespace

@@ -28,8 +28,14 @@ def _why(tool: str, t: Target, namespace: str) -> str:
     if namespace == t.namespace or (t.kind == "namespace" and namespace == t.name):
         return ""  # the namespace itself (or an object in it): nothing to explain
     if t.kind == "node":
-        return f"{tool} of node/{t.name} {'evicts' if tool == 'drain' else 'strands'} its pods"
-    return f"{t.kind}/{t.name} affects it"
+        does = {"drain": "evicts its pods", "cordon": "strands its pods",
+                "delete": "removes the node its pods run on"}.get(tool, "affects its pods")
+        return f"{tool} of node/{t.name} {does}"
+    return f"{tool} of {t.kind}/{t.name} affects it"
+
+
+# Node writes that leave its running pods alone: where they land is not in doubt.
+_NODE_HARMLESS = ("uncordon", "label", "annotate")
 
 
 def effect_of(tool: str, t: Target, radius: BlastRadius, preview_error: str = "") -> Effect:
@@ -42,7 +48,7 @@ def effect_of(tool: str, t: Target, radius: BlastRadius, preview_error: str = ""
         own.append(t.name)
     names = list(dict.fromkeys([*own, *sorted(set(radius.affected_namespaces) - set(own))]))
     unknown = ""
-    if t.kind == "node" and tool != "uncordon" and preview_error:
+    if t.kind == "node" and tool not in _NODE_HARMLESS and preview_error:
         unknown = (f"node/{t.name}: which namespaces' pods it runs is unknown (the dry run "
                    "failed)")
     return Effect(tool=tool, namespaces=tuple((ns, _why(tool, t, ns)) for ns in names if ns),

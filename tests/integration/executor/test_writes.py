@@ -294,8 +294,9 @@ async def test_node_writes_name_the_namespaces_of_its_pods(cluster: Sandbox, kub
         assert set(pv.radius.affected_namespaces) <= on_node
     pv = await run(lambda: W.preview(kube, args("drain", name=node)))
     assert "of production" in pv.radius.summary
-    pv = await run(lambda: W.preview(kube, args("uncordon", name=node)))
-    assert pv.radius.affected_namespaces == ()
+    for tool, extra in (("uncordon", {}), ("label", {"kind": "node", "labels": {"a": "b"}})):
+        pv = await run(lambda t=tool, x=extra: W.preview(kube, args(t, name=node, **x)))
+        assert pv.radius.affected_namespaces == (), tool  # its running pods are left alone
     a = args("label", kind="namespace", name="production", labels={"team": "x"})
     pv = await run(lambda: W.preview(kube, a))
     assert pv.radius.affected_namespaces == ("production",)

@@ -142,3 +142,16 @@ def test_the_dry_run_only_adds_to_where_a_write_lands() -> None:
     bare = risk.effect_of("cordon", Target(kind="node", name="n"), BlastRadius())
     assert tools.approvals_for(bare) == 2 and tools.describe_effect(bare) == (
         "two approvers required",)
+
+
+def test_node_writes_that_leave_its_pods_alone_are_not_in_doubt() -> None:
+    t = Target(kind="node", name="sandbox-worker-1")
+    for tool in ("uncordon", "label", "annotate"):
+        assert not risk.effect_of(tool, t, BlastRadius(), preview_error="x").unknown
+    for tool in ("drain", "cordon", "delete", "patch"):
+        assert risk.effect_of(tool, t, BlastRadius(), preview_error="x").unknown
+    r = BlastRadius(affected_namespaces=("production",))
+    assert dict(risk.effect_of("delete", t, r).namespaces)["production"] == (
+        "delete of node/sandbox-worker-1 removes the node its pods run on")
+    assert dict(risk.effect_of("patch", t, r).namespaces)["production"] == (
+        "patch of node/sandbox-worker-1 affects its pods")
