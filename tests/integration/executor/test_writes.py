@@ -272,8 +272,10 @@ async def test_a_namespace_delete_counts_what_dies_with_it(cluster: Sandbox, kub
     r = pv.radius
     pods = {p["metadata"]["name"] for p in cluster.store.list(PODS, "production")}
     deploys = sorted(d["metadata"]["name"] for d in cluster.store.list(DEPLOY, "production"))
-    assert deploys == ["payment-service"] and len(pods) == 2  # the payment-oom scenario
-    assert r.affected_namespaces == ("production",) and r.production_like
+    assert deploys == ["payment-service"]  # the payment-oom scenario
+    assert len(pods) == 2
+    assert r.affected_namespaces == ("production",)
+    assert r.production_like
     assert r.summary == ("deletes namespace production: 1 deployment, 2 pods, 1 service, "
                          "3 configmaps/secrets")
     assert r.deletes_contents[0] == "1 deployment: payment-service"

@@ -77,7 +77,8 @@ def test_a_namespace_object_is_protected_by_its_name_even_without_a_dry_run() ->
     for tool in ("delete", "label", "annotate", "patch"):
         # No preview facts at all (the dry run failed): the gate's own knowledge suffices.
         e = risk.effect_of(tool, t, BlastRadius(), preview_error="Forbidden: nope")
-        assert [ns for ns, _ in e.namespaces] == ["production"] and not e.unknown
+        assert [ns for ns, _ in e.namespaces] == ["production"]
+        assert not e.unknown
         assert p.protects(e)
         assert p.describe_effect(e) == (
             "production is protected: the requester may not approve alone",)
@@ -87,7 +88,8 @@ def test_a_namespace_object_is_protected_by_its_name_even_without_a_dry_run() ->
     assert any(x.startswith("deletes namespace production and everything in it: what it holds"
                             " is unknown") for x in f)
     staging = risk.effect_of("label", Target(kind="namespace", name="staging"), BlastRadius())
-    assert not p.protects(staging) and p.describe_effect(staging) == ()
+    assert not p.protects(staging)
+    assert p.describe_effect(staging) == ()
 
 
 def test_a_drain_lands_where_the_nodes_pods_are() -> None:
@@ -106,17 +108,20 @@ def test_a_drain_lands_where_the_nodes_pods_are() -> None:
     assert ("production-like namespace 'production': drain of node/sandbox-worker-1 evicts its "
             "pods") in f
     cordon = risk.effect_of("cordon", t, r)
-    assert p.protects(cordon) and "strands" in dict(cordon.namespaces)["production"]
+    assert p.protects(cordon)
+    assert "strands" in dict(cordon.namespaces)["production"]
     # A node without production pods is not production.
     quiet = risk.effect_of("drain", t, BlastRadius(affected_namespaces=("shop",)))
-    assert not p.protects(quiet) and p.approvals_for(quiet) == 1
+    assert not p.protects(quiet)
+    assert p.approvals_for(quiet) == 1
 
 
 def test_a_node_whose_dry_run_failed_is_treated_as_protected() -> None:
     t = Target(namespace="", kind="node", name="sandbox-worker-1")
     e = risk.effect_of("drain", t, BlastRadius(), preview_error="Invalid: pod x has no controller")
     p = policy.Policy()
-    assert e.unknown and p.protects(e)
+    assert e.unknown
+    assert p.protects(e)
     assert "treated as protected (production)" in p.describe_effect(e)[0]
     two = policy.Policy(two_approvers=policy.TwoApprovers(namespaces=("shop",)))
     assert two.approvals_for(e) == 2
@@ -131,7 +136,8 @@ def test_the_dry_run_only_adds_to_where_a_write_lands() -> None:
     assert [ns for ns, _ in e.namespaces] == ["production", "staging"]
     assert dict(e.namespaces)["production"] == ""
     p = policy.Policy(two_approvers=policy.TwoApprovers(namespaces=("staging",)))
-    assert p.protects(e) and p.approvals_for(e) == 2
+    assert p.protects(e)
+    assert p.approvals_for(e) == 2
     # Unchanged for a namespaced write in production: the same flag and policy line as before.
     assert policy.Policy().describe_effect(risk.effect_of("scale", t, BlastRadius())) == (
         "production is protected: the requester may not approve alone",)
@@ -140,8 +146,8 @@ def test_the_dry_run_only_adds_to_where_a_write_lands() -> None:
     # A tool-wide rule still applies to a cluster-scoped target that lands nowhere.
     tools = policy.Policy(two_approvers=policy.TwoApprovers(tools=("cordon",)))
     bare = risk.effect_of("cordon", Target(kind="node", name="n"), BlastRadius())
-    assert tools.approvals_for(bare) == 2 and tools.describe_effect(bare) == (
-        "two approvers required",)
+    assert tools.approvals_for(bare) == 2
+    assert tools.describe_effect(bare) == ("two approvers required",)
 
 
 def test_node_writes_that_leave_its_pods_alone_are_not_in_doubt() -> None:
