@@ -39,6 +39,12 @@ class BlastRadius(msgspec.Struct, frozen=True, kw_only=True):
     selects: tuple[str, ...] = ()
     # The ownership chain of the object (e.g. "CronJob/nightly-reconcile", "Job/...").
     owners: tuple[ShortText, ...] = ()
+    # Namespaces the write's effect lands in, beyond its target's own namespace field: a
+    # Namespace object's own name, the namespaces of the pods a node drain/cordon evicts or
+    # strands. The gate protects their union with the target's namespace; it only ever adds.
+    affected_namespaces: tuple[str, ...] = ()
+    # What is deleted along with a namespace, one line per sort ("4 deployments: a, b, c, d").
+    deletes_contents: tuple[ShortText, ...] = ()
 
 
 class ToolClassified(Event, frozen=True, kw_only=True, tag="tool.classified"):
