@@ -11,6 +11,7 @@ reassurance. The gate and the executor never decide anything on them."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,7 @@ from services.executor import facts
 from services.executor import kube_read as R
 from services.executor.kube import KINDS, Kube, KubeError
 
+log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 WORKLOADS = ("deployment", "statefulset", "daemonset", "replicaset")
 SCALABLE = {"deployment": "Deployment", "statefulset": "StatefulSet", "replicaset": "ReplicaSet"}
@@ -321,13 +323,21 @@ def _section(out: Gathered, fn: Any, *a: Any) -> Any:
     """One kind of fact; a failure to read it leaves it out and says so in the log only."""
     try:
         return fn(*a)
-    except (KubeError, KeyError, TypeError, ValueError):
+    except (KubeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        log.info("evidence left out: %s: %s", getattr(fn, "__name__", fn), exc)
         return None
 
 
 def gather(k: Kube, args: C.Args, now: datetime | None = None) -> Gathered:
-    """The facts about `args`' target an approver should see, read from the cluster now."""
+    """The facts about `args`' target an approver should see, read from the cluster now. Never
+    fails a preview: an object shaped unlike what we expect yields the facts read so far."""
     out = Gathered()
+    with contextlib.suppress(KubeError, KeyError, TypeError, ValueError, AttributeError):
+        _gather(out, k, args, now)
+    return out
+
+
+def _gather(out: Gathered, k: Kube, args: C.Args, now: datetime | None) -> Gathered:
     t = args.target()
     kind, ns, name = t.kind, t.namespace, t.name
     if kind not in KINDS or not name:
@@ -343,7 +353,7 @@ def gather(k: Kube, args: C.Args, now: datetime | None = None) -> Gathered:
     if kind in (*WORKLOADS, "pod"):
         pods = _section(out, R.pods_of, k, args.cluster, kind, before) or []
         where = f"{kind}/{name}" if kind != "pod" else f"pod/{name}"
-        for line in _restarts(where, pods, now):
+        for line in _section(out, _restarts, where, pods, now) or []:
             out.add(line)
         for line in _section(out, _usage, k, args.cluster, ns, pods) or []:
             out.add(line)
