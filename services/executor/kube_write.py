@@ -21,7 +21,7 @@ import msgspec
 
 from schemas import catalogue as C
 from schemas.approval import BlastRadius, FieldChange
-from services.executor import facts
+from services.executor import evidence, facts
 from services.executor import kube_read as R
 from services.executor.diff import diff, value_at
 from services.executor.kube import KINDS, Kube, KubeError, Outcome, Preview, kind_of_manifest, path
@@ -608,7 +608,7 @@ def conflict(plan: Plan, previewed: str, now: str) -> KubeError:
 
 @dataclass
 class Verification:
-    outcome: str  # verified | failed | timed_out | skipped
+    outcome: str  # verified | failed | timed_out | skipped | not_as_approved
     check: str
     detail: str
     observed: Any = None
@@ -644,20 +644,45 @@ def verify(k: Kube, args: C.Args, plan: Plan, after: Obj | None,
                                             timeout_s)
         failed = "exceeded its progress deadline" in message
         st = obj.get("status") or {}
+        observed = {"replicas": st.get("replicas"), "ready": st.get("readyReplicas"),
+                    "updated": st.get("updatedReplicas")}
+        if done:
+            # A rollout that completed is not yet the approved state: something (an HPA) may
+            # have set a field back while it ran. Compare what settled with the approved diff.
+            reverted = _not_as_approved(k, args, plan, after, obj, observed)
+            if reverted is not None:
+                return reverted
         return Verification("verified" if done else "failed" if failed else "timed_out",
-                            f"rollout status of {plan.ref}", message,
-                            {"replicas": st.get("replicas"), "ready": st.get("readyReplicas"),
-                             "updated": st.get("updatedReplicas")})
+                            f"rollout status of {plan.ref}", message, observed)
     current = k.read_or_none(ctx, plan.kind, plan.namespace, plan.name)
     if current is None:
         return Verification("failed", f"{plan.ref} exists", f"{plan.ref} is not there")
-    wrong = [c.path for c in diff(plan.before, after)
+    observed = redact({"resourceVersion": current["metadata"].get("resourceVersion")})
+    reverted = _not_as_approved(k, args, plan, after, current, observed)
+    if reverted is not None:
+        return reverted
+    return Verification("verified", f"the changed fields of {plan.ref} hold",
+                        "every changed field reads back as written", observed)
+
+
+def _not_as_approved(k: Kube, args: C.Args, plan: Plan, after: Obj | None, current: Obj,
+                     observed: dict[str, Any]) -> Verification | None:
+    """`not_as_approved` when the settled object differs from the approved diff (or an
+    autoscaler is bound to undo it), saying what was seen and who changed it back; else None."""
+    wrong = [(c.path, value_at(after, c.path), value_at(current, c.path))
+             for c in diff(plan.before, after)
              if not c.path.endswith("last-applied-configuration")
              and value_at(current, c.path) != value_at(after, c.path)]
-    return Verification("failed" if wrong else "verified", f"the changed fields of {plan.ref} hold",
-                        f"changed again since: {', '.join(wrong)}" if wrong else
-                        "every changed field reads back as written",
-                        redact({"resourceVersion": current["metadata"].get("resourceVersion")}))
+    pending = "" if wrong else evidence.autoscaler_pending(k, args, plan.kind, current)
+    if not wrong and not pending:
+        return None
+    seen = "; ".join(f"{p} is {v!r}, approved {a!r}" for p, a, v in wrong[:10]) or pending
+    who = evidence.who_changed(k, args, plan.kind, current, [p for p, _, _ in wrong])
+    detail = f"not as approved: {seen}" + (f" — changed back by {who}" if who else "")
+    return Verification("not_as_approved", f"the approved changes of {plan.ref} hold", detail,
+                        {**observed, "differs": [{"path": p, "approved": a, "observed": v}
+                                                 for p, a, v in wrong[:20]],
+                         "changed_by": who})
 
 
 def observe(k: Kube, args: C.Args) -> Any:

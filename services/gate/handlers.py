@@ -193,6 +193,7 @@ class Gate:
             )
             calls.append(call)
             flags += risk.flags_for(call, m.tool)
+            flags += risk.autoscaler_flags(call, m.tool)
             h_lines, h_flags = risk.history(self._changes, call, m.tool, now,
                                             self.settings.history_window_s)
             lines += h_lines
@@ -221,6 +222,7 @@ class Gate:
             required_approvals=required, forbidden_approvers=tuple(sorted(forbidden)),
             policy=tuple(policy_lines), batch_id=batch_id,
             actor=ACTOR, causation_id=pv.event_id, correlation_id=proposal.correlation_id,
+            gathered_evidence=_gathered(writes, previews),
         )
         await self._append_once(request)
         log.info("approval requested", extra={"session_id": pv.session_id,
@@ -413,3 +415,13 @@ def _change_of(c: ApprovalCall) -> tuple[object, object]:
     if c.diff:
         return c.diff[0].before, c.diff[0].after
     return None, None
+
+
+def _gathered(writes: list[tuple[Proposal, domain.Classification]],
+              previews: dict[str, PreviewRecorded]) -> tuple[str, ...]:
+    """The executor's gathered facts of every call, each once; in a batch of several targets
+    each line already names its object, so they are simply listed in call order."""
+    lines: list[str] = []
+    for m, _ in writes:
+        lines += previews[m.call_id].gathered
+    return tuple(dict.fromkeys(lines))[:50]

@@ -147,3 +147,14 @@ def history(changes: list[Change], call: ApprovalCall, tool: str, now: datetime,
                 f"{r.replicas_before}→{r.replicas_after} — is this a feedback loop?"
             )
     return lines, flags
+
+
+def autoscaler_flags(call: ApprovalCall, tool: str) -> list[str]:
+    """A manual scale of a workload an autoscaler owns does not last: the HPA sets its own
+    replica count at its next sync. Named before approval, from the executor's dry run."""
+    t, r = call.target, call.blast_radius
+    if tool != "scale" or not r.autoscaler:
+        return []
+    return [f"{t.kind}/{t.name} is scaled by {r.autoscaler}: a manual scale"
+            + (f" to {r.replicas_after}" if r.replicas_after is not None else "")
+            + " will be reverted by the autoscaler"]
