@@ -608,7 +608,9 @@ function renderCard(a) {
       el("dt", { text: "Blast radius" }), el("dd", { class: "blast", text: blastText(c.blast_radius) }));
     card.append(dl);
     if ((c.diff || []).length) card.append(diffTable(c.diff));
-    else card.append(el("p", { class: "muted", text: c.preview_error ? `No preview: ${c.preview_error}` : "No field changes previewed." }));
+    else card.append(el("p", { class: "muted", text: c.preview_error ? `No preview: ${c.preview_error}`
+      : c.tool === "delete" ? `Deletes ${describeTarget(t)}: the object is gone, not changed (see blast radius).`
+      : "No field changes previewed." }));
   });
   const gathered = a.gathered_evidence || [];
   const quoted = a.evidence || [];
