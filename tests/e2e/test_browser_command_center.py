@@ -262,7 +262,14 @@ async def payment_card(cc_stack: Stack, browser: Any) -> str:
     await page.wait_for_function("old => state.current && state.current !== old", arg=before)
     sid = str(await page.evaluate("() => state.current"))
     await _chat(page, PAYMENT)
-    await page.locator(f".approval-card[data-session-id='{sid}']").first.wait_for()
+    card = page.locator(f".approval-card[data-session-id='{sid}']").first
+    await card.wait_for()
+    # The card this session just caused is brought into view and marked.
+    await page.wait_for_function(
+        "sid => { const c = document.querySelector("
+        "`.approval-card.highlight[data-session-id='${sid}']`);"
+        " if (!c) return false; const r = c.getBoundingClientRect();"
+        " return r.top < window.innerHeight && r.bottom > 0; }", arg=sid)
     await page.close()
     return sid
 
@@ -401,12 +408,15 @@ NEW_FIELDS_JS = """() => {
 }"""
 
 
-async def test_fields_other_parts_add_render_in_words(cc_stack: Stack, browser: Any) -> None:
+async def test_fields_other_parts_add_render_in_words(
+        cc_stack: Stack, browser: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Fields that land at the end of the events (gathered evidence, a batch summary, affected
     namespaces, "not as approved", a model step) are shown in words when present; a card without
     them (above) still renders."""
     page = await _open(browser, cc_stack, "approver", width=PHONE[0], height=PHONE[1])
     card_text, verified, step = await page.evaluate(NEW_FIELDS_JS)
+    await page.locator("body > .approval-card").screenshot(
+        path=str(tmp_path_factory.mktemp("screenshots") / "phone-390-new-fields.png"))
     for needle in ("Approve: Delete 3 PVCs, 5 services, 12 pods in staging",
                    "namespaces affected: staging", "owned by CronJob/nightly-reconcile",
                    "still mounted by statefulset/db (0 replicas)", "a headless service",
