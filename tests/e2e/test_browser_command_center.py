@@ -317,6 +317,12 @@ async def test_payment_memory_diff_inside_the_card_at_1440(
     await ocard.wait_for()
     assert await ocard.locator(".actions button.approve").is_enabled()
     assert await ocard.locator(".barred").is_hidden()
+    # A Modify says the modifier is named in the new request's policy line (and barred there).
+    await ocard.locator(".actions button", has_text="Modify").click()
+    note = await ocard.locator(".modify-note").inner_text()
+    assert "name you (admin) as its modifier in the policy line" in note, note
+    assert "may not approve it" in note, note
+    await ocard.screenshot(path=str(shots / "desktop-1440-modify.png"))
     assert page.errors == []
     assert other.errors == []
     await other.close()
