@@ -553,6 +553,8 @@ function blastText(b) {
     selects: (v) => `routes to ${v.length} pod(s): ${listed(v)}`,
     owners: (v) => `owned by ${listed(v)}`,
     affected_namespaces: (v) => `namespaces affected: ${listed(v)}`,
+    deletes_contents: (v) => `deleted with it: ${v.join("; ")}`,
+    autoscaler: (v) => `replicas owned by ${v}: a manual scale is undone`,
   };
   for (const [k, v] of Object.entries(b)) {
     if (["summary", "replicas_before", "replicas_after", "pods_affected", "production_like"].includes(k)) continue;
