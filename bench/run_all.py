@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import budget, cycles, replay, signing, sse, startup, throughput
+from bench import before_after, budget, cycles, replay, signing, sse, startup, throughput
 from bench.common import ANCHOR_PY, ANCHORS, ROOT, Observer, admin_url, start_stack
 
 PG_DSN = os.environ.get("INTERLOCK_BENCH_PG", "postgresql://postgres:pg@127.0.0.1:5432/lg")
@@ -87,6 +87,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     note("event signatures: CPU per event (sign, verify)")
     res["signing"] = signing.measure(500 if q else 2000)
     print(signing.report(res["signing"]), flush=True)
+
+    note("gated reads/s before issue 14 (accounts, signatures) and now, alternated")
+    res["before_after"] = await asyncio.to_thread(before_after.compare, 2 if q else 5,
+                                                  5.0 if q else 10.0)
 
     note("startup of `interlock up`")
     res["startup"] = await startup.startup(1 if q else 3)
@@ -225,6 +229,12 @@ def table(r: dict[str, Any]) -> str:
                      f"{sg['sign_us']:.0f} / {sg['verify_us']:.0f} µs", "",
                      f"{sg['per_gated_read_us']:.0f} µs per gated read "
                      f"({signing.SIGNS_PER_READ} signs, {signing.VERIFIES_PER_READ} verifies)"))
+    ba = r.get("before_after")
+    if ba:
+        rows.append((f"gated reads/s now vs before issue 14 ({ba['base']})",
+                     f"{ba['after_median']:.0f} calls/s", f"{ba['before_median']:.0f} calls/s",
+                     f"{ba['change_pct']:+.1f}% (aim: loss < 15%; {ba['rounds']} rounds each, "
+                     "alternated)"))
     b = r.get("budget", {})
     if b:
         per = ", ".join(f"{k} {v:.2f}" for k, v in b["cpu_ms_per_call"].items())

@@ -63,6 +63,9 @@ def approval(a: dict[str, Any]) -> str:
         lines.append(f"  expect:  {a['expected_outcome']}")
     if a.get("risk_flags"):
         lines.append(f"  risks:   {', '.join(a['risk_flags'])}")
+    if a.get("gathered_evidence"):
+        lines.append("  facts:   (gathered by Interlock from the cluster, not by a model)")
+        lines += [f"           - {g}" for g in a["gathered_evidence"]]
     required = a.get("required_approvals", 1)
     if required and required > 1:
         lines.append(f"  needs:   {required} approvers ({len(a.get('approvals', []))} so far)")
@@ -105,6 +108,10 @@ def event(ev_id: int, kind: str, d: dict[str, Any]) -> str | None:
             out = str(d.get("output") or "").rstrip()
             body = "\n".join("      " + line for line in out.splitlines()[:40])
             return f"[{ev_id}] {mark} result ({d.get('status')})" + (f"\n{body}" if body else "")
+        case "tool.verified":
+            mark = {"verified": "✓", "skipped": "✓"}.get(str(d.get("outcome")), "✗")
+            label = str(d.get("outcome") or "").replace("_", " ")
+            return f"[{ev_id}] {mark} verification: {label} — {d.get('detail') or d.get('check')}"
         case "turn.completed":
             return f"[{ev_id}] — done"
         case "session.cancelled":

@@ -39,6 +39,15 @@ class BlastRadius(msgspec.Struct, frozen=True, kw_only=True):
     selects: tuple[str, ...] = ()
     # The ownership chain of the object (e.g. "CronJob/nightly-reconcile", "Job/...").
     owners: tuple[ShortText, ...] = ()
+    # Namespaces the write's effect lands in, beyond its target's own namespace field: a
+    # Namespace object's own name, the namespaces of the pods a node drain/cordon evicts or
+    # strands. The gate protects their union with the target's namespace; it only ever adds.
+    affected_namespaces: tuple[str, ...] = ()
+    # What is deleted along with a namespace, one line per sort ("4 deployments: a, b, c, d").
+    deletes_contents: tuple[ShortText, ...] = ()
+    # The autoscaler that owns the target's replica count, in words (e.g.
+    # "HorizontalPodAutoscaler/order-service (min 3, max 6, cpu 70%)"): a manual scale is undone.
+    autoscaler: ShortText = ""
 
 
 class ToolClassified(Event, frozen=True, kw_only=True, tag="tool.classified"):
@@ -97,6 +106,10 @@ class ApprovalRequested(Event, frozen=True, kw_only=True, tag="approval.requeste
     forbidden_approvers: tuple[ShortText, ...] = ()  # separation of duties
     policy: tuple[ShortText, ...] = ()  # the rules that applied, in words
     batch_id: str = ""
+    # Facts the executor read from the cluster about the targets during the dry run (restarts
+    # and their reasons, usage against limits, an autoscaler, references): gathered by
+    # Interlock, unlike `evidence`, which the model quoted.
+    gathered_evidence: tuple[LongText, ...] = ()
     # What the request does in one line ("Delete 3 PVCs, 5 services, 12 pods in staging"),
     # computed by the gate from the calls; the card's heading. Empty in logs from before it.
     title: ShortText = ""

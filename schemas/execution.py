@@ -20,6 +20,9 @@ class PreviewRecorded(Event, frozen=True, kw_only=True, tag="preview.recorded"):
     blast_radius: BlastRadius = msgspec.field(default_factory=BlastRadius)
     resource_version: str = ""
     error: ShortText = ""
+    # Facts Interlock read from the cluster about the target (restarts, usage against limits,
+    # an autoscaler, what references it): not the model's quotes, and never decisive.
+    gathered: tuple[ShortText, ...] = ()
 
     def key(self) -> str:
         return self.call_id
@@ -72,8 +75,10 @@ class ToolVerified(Event, frozen=True, kw_only=True, tag="tool.verified"):
     call_id: str
     tool: ShortText
     # verified: the cluster reached the intended state; failed: it can't (e.g. pods crash);
-    # timed_out: not yet when the deadline passed; skipped: nothing to wait for.
-    outcome: Literal["verified", "failed", "timed_out", "skipped"]
+    # timed_out: not yet when the deadline passed; skipped: nothing to wait for;
+    # not_as_approved: it settled, but what it reads differs from the approved diff (e.g. an
+    # autoscaler set the replicas back) — `detail` says what was seen and who changed it.
+    outcome: Literal["verified", "failed", "timed_out", "skipped", "not_as_approved"]
     check: ShortText = ""  # what was checked, e.g. "rollout status of deployment/web"
     detail: LongText = ""
     observed: Any = None

@@ -90,6 +90,9 @@ CONSUMER_FILTERS: dict[str, tuple[str, tuple[str, ...]]] = {
             tag_filter("gate", "tool.refused"),
             tag_filter("gate", "approval.denied"),
             tag_filter("gate", "approval.expired"),
+            # A write's verdict ("not as approved": an HPA set it back) comes after its result;
+            # the person and the model must hear it.
+            tag_filter("executor", "tool.verified"),
         ),
     ),
     "gate": (

@@ -24,7 +24,7 @@ from schemas.execution import (
     ToolStarted,
     ToolVerified,
 )
-from services.executor import domain, kube_write
+from services.executor import domain, evidence, kube_write
 from services.executor.kube import Kube, KubeError, Outcome, Preview
 from services.executor.kube_read import READERS
 from services.executor.settings import ExecutorSettings
@@ -151,10 +151,17 @@ class Executor:
         _, args = self._tool(cmd, "write")
         try:
             pv: Preview = await self._in_thread(msg, lambda: kube_write.preview(self.kube, args))
+            # After the dry run (which decides whether there is anything to approve), the
+            # facts an approver needs that no model has to be trusted for.
+            found: evidence.Gathered = await self._in_thread(
+                msg, lambda: evidence.gather(self.kube, args))
+            radius = pv.radius
+            if found.autoscaler:
+                radius = msgspec.structs.replace(radius, autoscaler=found.autoscaler[:2000])
             event = PreviewRecorded(
                 session_id=cmd.session_id, call_id=cmd.call_id, ok=True, diff=pv.diff,
-                blast_radius=pv.radius, resource_version=pv.resource_version, actor=ACTOR,
-                causation_id=cmd.causation_id,
+                blast_radius=radius, resource_version=pv.resource_version, actor=ACTOR,
+                causation_id=cmd.causation_id, gathered=tuple(found.lines),
             )
         except KubeError as exc:
             event = PreviewRecorded(

@@ -21,7 +21,7 @@ import msgspec
 
 from schemas import catalogue as C
 from schemas.approval import BlastRadius, FieldChange
-from services.executor import facts
+from services.executor import evidence, facts
 from services.executor import kube_read as R
 from services.executor.diff import diff, value_at
 from services.executor.kube import KINDS, Kube, KubeError, Outcome, Preview, kind_of_manifest, path
@@ -34,6 +34,8 @@ LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 _PROD = re.compile(r"(^|[-_.])(prod|production|live)($|[-_.])")
 WORKLOADS = ("deployment", "statefulset", "daemonset", "replicaset")
+# Node writes that leave the pods running there alone (see affected_namespaces).
+NODE_HARMLESS = ("uncordoned", "labeled", "annotated")
 
 
 @dataclass
@@ -433,16 +435,88 @@ def _replicas(obj: Obj | None) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
+# What dies with a namespace, in the order a human weighs it: workloads, pods, data, routing,
+# configuration. (label, kinds) — ReplicaSets are left out: their Deployments are counted.
+_NAMESPACE_CONTENTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("deployment", "deployments", ("deployment",)),
+    ("statefulset", "statefulsets", ("statefulset",)),
+    ("daemonset", "daemonsets", ("daemonset",)),
+    ("job/cronjob", "jobs/cronjobs", ("cronjob", "job")),
+    ("pod", "pods", ("pod",)),
+    ("PVC", "PVCs", ("persistentvolumeclaim",)),
+    ("service", "services", ("service",)),
+    ("configmap/secret", "configmaps/secrets", ("configmap", "secret")),
+)
+_NAMES_SHOWN = 8
+
+
+def namespace_contents(k: Kube, ctx: str, namespace: str) -> tuple[str, tuple[str, ...]]:
+    """(counts, one line per sort with names) of what a namespace delete takes with it.
+
+    A sort that cannot be listed is said so, never left out: an absent line would read as
+    "nothing of that sort is lost"."""
+    counts: list[str] = []
+    lines: list[str] = []
+    for one, many, kinds in _NAMESPACE_CONTENTS:
+        names: list[str] = []
+        try:
+            for kind in kinds:
+                prefix = f"{kind}/" if len(kinds) > 1 else ""
+                names += sorted(prefix + o["metadata"]["name"] for o in k.list(ctx, kind,
+                                                                               namespace))
+        except KubeError as exc:
+            counts.append(f"{many} unknown")
+            lines.append(f"{many}: could not be listed ({exc.reason})")
+            continue
+        if not names:
+            continue
+        label = one if len(names) == 1 else many
+        counts.append(f"{len(names)} {label}")
+        shown = ", ".join(names[:_NAMES_SHOWN])
+        more = f" and {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else ""
+        lines.append(f"{len(names)} {label}: {shown}{more}")
+    return ", ".join(counts) or "nothing in it", tuple(lines)
+
+
+def _live(pods: list[Obj]) -> list[Obj]:
+    return [p for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+
+
+def affected_namespaces(k: Kube, ctx: str, plan: Plan) -> tuple[str, ...]:
+    """The namespaces a write's effect lands in. The target's own namespace, a Namespace
+    object's name, and for a node the namespaces of the pods it runs: a cordon strands them, a
+    drain evicts them, a delete or patch (unschedulable, a NoExecute taint) can do either. An
+    uncordon only lets new pods in; a label or annotation moves no running pod. The gate
+    protects all of them."""
+    out = {plan.namespace} if plan.namespace else set()
+    if plan.kind == "namespace":
+        out.add(plan.name)
+    elif plan.kind == "node" and plan.verb not in NODE_HARMLESS and plan.before is not None:
+        out |= {p["metadata"].get("namespace", "") for p in _live(
+            R.pods_of(k, ctx, "node", plan.before))}
+    elif plan.kind == "persistentvolume":  # the data of a claim in that namespace
+        claim = ((plan.before or {}).get("spec") or {}).get("claimRef") or {}
+        out.add(str(claim.get("namespace") or ""))
+    return tuple(sorted(out - {""}))
+
+
 def blast_radius(k: Kube, ctx: str, plan: Plan, after: Obj | None) -> BlastRadius:
     before = plan.before
     pods = [p["metadata"]["name"] for p in R.pods_of(k, ctx, plan.kind, before)] \
         if before is not None and plan.kind in (*WORKLOADS, "pod", "job", "cronjob",
                                                  "namespace", "node") else []
+    namespaces = affected_namespaces(k, ctx, plan)
+    contents: tuple[str, ...] = ()
     rb, ra = _replicas(before), _replicas(after)
     production = bool(_PROD.search(plan.namespace)) or bool(_PROD.search(
-        (after or before or {}).get("metadata", {}).get("namespace", "") or ""))
+        (after or before or {}).get("metadata", {}).get("namespace", "") or "")) or any(
+        _PROD.search(ns) for ns in namespaces)
     affected: tuple[str, ...] = ()
-    if plan.deleting:
+    if plan.deleting and plan.kind == "namespace":
+        affected = tuple(pods)
+        counts, contents = namespace_contents(k, ctx, plan.name)
+        summary = f"deletes namespace {plan.name}: {counts}"
+    elif plan.deleting:
         affected = tuple(pods)
         summary = (f"{plan.ref} will be deleted" +
                    (f" with {len(pods)} pods" if pods else ""))
@@ -450,6 +524,11 @@ def blast_radius(k: Kube, ctx: str, plan: Plan, after: Obj | None) -> BlastRadiu
         drained = plan.drain_pods
         affected = tuple(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in drained)
         summary = f"node {plan.name} will be cordoned and {len(drained)} pods evicted"
+        by_ns: dict[str, int] = {}
+        for p in drained:
+            by_ns[p["metadata"]["namespace"]] = by_ns.get(p["metadata"]["namespace"], 0) + 1
+        if by_ns:
+            summary += " (" + ", ".join(f"{n} of {ns}" for ns, n in sorted(by_ns.items())) + ")"
         if plan.drain_blocked:  # type: ignore[attr-defined]
             summary += (f"; {len(plan.drain_blocked)} evictions are blocked now by a "  # type: ignore[attr-defined]
                         f"PodDisruptionBudget: {', '.join(plan.drain_blocked)}")  # type: ignore[attr-defined]
@@ -470,10 +549,15 @@ def blast_radius(k: Kube, ctx: str, plan: Plan, after: Obj | None) -> BlastRadiu
     elif plan.kind == "node":
         summary = (f"no new pods will be scheduled on {plan.name}" if plan.verb == "cordoned"
                    else f"{plan.name} will accept new pods")
+        stranded = [ns for ns in namespaces if ns]
+        if plan.verb == "cordoned" and stranded:
+            summary += f"; it runs {len(pods)} pods of {', '.join(stranded)}"
     else:
         summary = "no pods restart" if pods or plan.kind in WORKLOADS else "no pods affected"
     return BlastRadius(replicas_before=rb, replicas_after=ra, pods_affected=affected,
-                       production_like=production, summary=summary[:2000])
+                       production_like=production, summary=summary[:2000],
+                       affected_namespaces=namespaces,
+                       deletes_contents=tuple(line[:2000] for line in contents))
 
 
 def preview(k: Kube, args: C.Args) -> Preview:
@@ -524,7 +608,7 @@ def conflict(plan: Plan, previewed: str, now: str) -> KubeError:
 
 @dataclass
 class Verification:
-    outcome: str  # verified | failed | timed_out | skipped
+    outcome: str  # verified | failed | timed_out | skipped | not_as_approved
     check: str
     detail: str
     observed: Any = None
@@ -560,20 +644,45 @@ def verify(k: Kube, args: C.Args, plan: Plan, after: Obj | None,
                                             timeout_s)
         failed = "exceeded its progress deadline" in message
         st = obj.get("status") or {}
+        observed = {"replicas": st.get("replicas"), "ready": st.get("readyReplicas"),
+                    "updated": st.get("updatedReplicas")}
+        if done:
+            # A rollout that completed is not yet the approved state: something (an HPA) may
+            # have set a field back while it ran. Compare what settled with the approved diff.
+            reverted = _not_as_approved(k, args, plan, after, obj, observed)
+            if reverted is not None:
+                return reverted
         return Verification("verified" if done else "failed" if failed else "timed_out",
-                            f"rollout status of {plan.ref}", message,
-                            {"replicas": st.get("replicas"), "ready": st.get("readyReplicas"),
-                             "updated": st.get("updatedReplicas")})
+                            f"rollout status of {plan.ref}", message, observed)
     current = k.read_or_none(ctx, plan.kind, plan.namespace, plan.name)
     if current is None:
         return Verification("failed", f"{plan.ref} exists", f"{plan.ref} is not there")
-    wrong = [c.path for c in diff(plan.before, after)
+    observed = redact({"resourceVersion": current["metadata"].get("resourceVersion")})
+    reverted = _not_as_approved(k, args, plan, after, current, observed)
+    if reverted is not None:
+        return reverted
+    return Verification("verified", f"the changed fields of {plan.ref} hold",
+                        "every changed field reads back as written", observed)
+
+
+def _not_as_approved(k: Kube, args: C.Args, plan: Plan, after: Obj | None, current: Obj,
+                     observed: dict[str, Any]) -> Verification | None:
+    """`not_as_approved` when the settled object differs from the approved diff (or an
+    autoscaler is bound to undo it), saying what was seen and who changed it back; else None."""
+    wrong = [(c.path, value_at(after, c.path), value_at(current, c.path))
+             for c in diff(plan.before, after)
              if not c.path.endswith("last-applied-configuration")
              and value_at(current, c.path) != value_at(after, c.path)]
-    return Verification("failed" if wrong else "verified", f"the changed fields of {plan.ref} hold",
-                        f"changed again since: {', '.join(wrong)}" if wrong else
-                        "every changed field reads back as written",
-                        redact({"resourceVersion": current["metadata"].get("resourceVersion")}))
+    pending = "" if wrong else evidence.autoscaler_pending(k, args, plan.kind, current)
+    if not wrong and not pending:
+        return None
+    seen = "; ".join(f"{p} is {v!r}, approved {a!r}" for p, a, v in wrong[:10]) or pending
+    who = evidence.who_changed(k, args, plan.kind, current, [p for p, _, _ in wrong])
+    detail = f"not as approved: {seen}" + (f" — changed back by {who}" if who else "")
+    return Verification("not_as_approved", f"the approved changes of {plan.ref} hold", detail,
+                        {**observed, "differs": [{"path": p, "approved": a, "observed": v}
+                                                 for p, a, v in wrong[:20]],
+                         "changed_by": who})
 
 
 def observe(k: Kube, args: C.Args) -> Any:

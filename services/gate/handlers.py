@@ -33,6 +33,7 @@ from schemas.execution import PreviewRecorded
 from schemas.ids import derived_id
 from schemas.planning import ToolProposed
 from services.gate import domain, risk
+from services.gate.policy import Effect
 from services.gate.settings import GateSettings
 from services.runtime import signing
 from services.runtime.bus import Bus, Link, decode_stored
@@ -183,14 +184,21 @@ class Gate:
         await self.refresh_history()
         now = datetime.now(UTC)
         calls: list[ApprovalCall] = []
+        effects: dict[str, Effect] = {}
         flags: list[str] = []
         lines: list[str] = []
         for m, c in writes:
             p = previews[m.call_id]
             assert c.args is not None
             target = c.target or m.target
-            radius = msgspec.structs.replace(p.blast_radius,
-                                     production_like=risk.production_like(target.namespace))
+            # Protection follows the effect: the namespaces the write lands in, the gate's own
+            # knowledge first, the dry run's only added (it can never relax anything).
+            effect = risk.effect_of(m.tool, target, p.blast_radius, p.error)
+            effects[m.call_id] = effect
+            landed = tuple(ns for ns, _ in effect.namespaces)
+            radius = msgspec.structs.replace(
+                p.blast_radius, affected_namespaces=landed,
+                production_like=any(risk.production_like(ns) for ns in landed))
             call = ApprovalCall(
                 call_id=m.call_id, tool=m.tool, args=c.args,
                 call_hash=catalogue.call_hash(m.tool, c.args), target=target, diff=p.diff,
@@ -198,6 +206,7 @@ class Gate:
             )
             calls.append(call)
             flags += risk.flags_for(call, m.tool)
+            flags += risk.autoscaler_flags(call, m.tool)
             h_lines, h_flags = risk.history(self._changes, call, m.tool, now,
                                             self.settings.history_window_s)
             lines += h_lines
@@ -209,15 +218,13 @@ class Gate:
         # Who asked comes from the gateway's records in the log, not the planner's field.
         requester = domain.asker_of(events, proposal).requested_by
         forbidden: set[str] = set()
-        for m, c in writes:
-            ns = (c.target or m.target).namespace
-            if self.policy.protected(ns):
+        for m, _ in writes:
+            if self.policy.protects(effects[m.call_id]):
                 forbidden |= domain.asker_of(events, m).barred
-        required = max(self.policy.required_approvals(m.tool, (c.target or m.target).namespace)
-                       for m, c in writes)
+        required = max(self.policy.approvals_for(effects[m.call_id]) for m, _ in writes)
         policy_lines: list[str] = []
-        for m, c in writes:
-            for line in self.policy.describe(m.tool, (c.target or m.target).namespace):
+        for m, _ in writes:
+            for line in self.policy.describe_effect(effects[m.call_id]):
                 if line not in policy_lines:
                     policy_lines.append(line)
         request = ApprovalRequested(
@@ -232,6 +239,7 @@ class Gate:
             required_approvals=required, forbidden_approvers=tuple(sorted(forbidden)),
             policy=tuple(policy_lines), batch_id=batch_id, title=domain.title_of(calls),
             actor=ACTOR, causation_id=cause, correlation_id=proposal.correlation_id,
+            gathered_evidence=_gathered(writes, previews),
         )
         await self._append_once(request)
         log.info("approval requested", extra={"session_id": session_id,
@@ -424,3 +432,13 @@ def _change_of(c: ApprovalCall) -> tuple[object, object]:
     if c.diff:
         return c.diff[0].before, c.diff[0].after
     return None, None
+
+
+def _gathered(writes: list[tuple[Proposal, domain.Classification]],
+              previews: dict[str, PreviewRecorded]) -> tuple[str, ...]:
+    """The executor's gathered facts of every call, each once; in a batch of several targets
+    each line already names its object, so they are simply listed in call order."""
+    lines: list[str] = []
+    for m, _ in writes:
+        lines += previews[m.call_id].gathered
+    return tuple(dict.fromkeys(lines))[:50]

@@ -6,6 +6,7 @@ Loaded from INTERLOCK_POLICY_FILE (JSON or YAML). Unknown keys are an error, so 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -17,6 +18,17 @@ from services.runtime.errors import ConfigError
 class TwoApprovers(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tools: tuple[str, ...] = ()
     namespaces: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Effect:
+    """Where one write's effect lands, as the gate judges it (services.gate.risk.effect_of):
+    each namespace with why it is affected ("" for the target's own), or `unknown` saying why
+    it could not be told — then every namespace rule applies (fail closed)."""
+
+    tool: str
+    namespaces: tuple[tuple[str, str], ...] = ()
+    unknown: str = ""
 
 
 class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -35,12 +47,41 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         two = tool in self.two_approvers.tools or namespace in self.two_approvers.namespaces
         return 2 if two else 1
 
-    def describe(self, tool: str, namespace: str) -> tuple[str, ...]:
+    def describe(self, tool: str, namespace: str, why: str = "") -> tuple[str, ...]:
         out = []
         if self.protected(namespace):
-            out.append(f"{namespace} is protected: the requester may not approve alone")
+            because = f" ({why})" if why else ""
+            out.append(f"{namespace} is protected{because}: the requester may not approve alone")
         if self.required_approvals(tool, namespace) > 1:
             out.append("two approvers required")
+        return tuple(out)
+
+    # -- the same rules applied to where a write's effect lands, not only its namespace field --
+
+    def protects(self, e: Effect) -> bool:
+        """Separation of duties applies: the effect lands in a protected namespace, or where
+        it lands is unknown (and something is protected at all)."""
+        if e.unknown:
+            return bool(self.protected_namespaces)
+        return any(self.protected(ns) for ns, _ in e.namespaces)
+
+    def approvals_for(self, e: Effect) -> int:
+        if e.unknown and self.two_approvers.namespaces:
+            return 2
+        return max([self.required_approvals(e.tool, ns) for ns, _ in e.namespaces]
+                   + [self.required_approvals(e.tool, "")])
+
+    def describe_effect(self, e: Effect) -> tuple[str, ...]:
+        out: list[str] = []
+        if e.unknown:
+            if self.protected_namespaces:
+                out.append(f"{e.unknown}: treated as protected "
+                           f"({', '.join(self.protected_namespaces)}): the requester may not "
+                           "approve alone")
+            if self.approvals_for(e) > 1:
+                out.append("two approvers required")
+        for ns, why in e.namespaces or (("", ""),):
+            out += [line for line in self.describe(e.tool, ns, why) if line not in out]
         return tuple(out)
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from schemas.approval import ApprovalCall
+from schemas.approval import ApprovalCall, BlastRadius
 from schemas.base import Target
+from services.gate.policy import Effect
 
 PRODUCTION_NAMES = frozenset({"production", "prod", "prd", "live"})
 
@@ -22,12 +23,53 @@ def production_like(namespace: str) -> bool:
     )
 
 
+def _why(tool: str, t: Target, namespace: str) -> str:
+    """Why a namespace other than the target's own field is affected, in words."""
+    if namespace == t.namespace or (t.kind == "namespace" and namespace == t.name):
+        return ""  # the namespace itself (or an object in it): nothing to explain
+    if t.kind == "node":
+        does = {"drain": "evicts its pods", "cordon": "strands its pods",
+                "delete": "removes the node its pods run on"}.get(tool, "affects its pods")
+        return f"{tool} of node/{t.name} {does}"
+    return f"{tool} of {t.kind}/{t.name} affects it"
+
+
+# Node writes that leave its running pods alone: where they land is not in doubt.
+_NODE_HARMLESS = ("uncordon", "label", "annotate")
+
+
+def effect_of(tool: str, t: Target, radius: BlastRadius, preview_error: str = "") -> Effect:
+    """Where a write's effect lands. The gate's own knowledge (the target's namespace, and a
+    Namespace object's own name) always counts; the dry run's `affected_namespaces` can only
+    add to it, never take away. A node write whose dry run failed lands somewhere unknown:
+    every namespace rule applies (fail closed)."""
+    own = [t.namespace] if t.namespace else []
+    if t.kind == "namespace" and t.name:
+        own.append(t.name)
+    names = list(dict.fromkeys([*own, *sorted(set(radius.affected_namespaces) - set(own))]))
+    unknown = ""
+    if t.kind == "node" and tool not in _NODE_HARMLESS and preview_error:
+        unknown = (f"node/{t.name}: which namespaces' pods it runs is unknown (the dry run "
+                   "failed)")
+    return Effect(tool=tool, namespaces=tuple((ns, _why(tool, t, ns)) for ns in names if ns),
+                  unknown=unknown)
+
+
 def flags_for(call: ApprovalCall, tool: str) -> list[str]:
     t, r = call.target, call.blast_radius
     where = f"{t.kind}/{t.name}" if t.name else t.kind
     out: list[str] = []
-    if production_like(t.namespace):
-        out.append(f"production-like namespace {t.namespace!r}")
+    effect = effect_of(tool, t, r, call.preview_error)
+    for ns, why in effect.namespaces:
+        if production_like(ns):
+            out.append(f"production-like namespace {ns!r}" + (f": {why}" if why else ""))
+    if effect.unknown:
+        out.append(f"{effect.unknown}: it may run production pods")
+    if tool == "delete" and t.kind == "namespace":
+        counts = r.summary.partition(": ")[2] if r.summary.startswith("deletes namespace") \
+            else ""
+        out.append(f"deletes namespace {t.name} and everything in it: "
+                   + (counts or "what it holds is unknown (the dry run did not list it)"))
     if r.same_name_namespaces:
         others = ", ".join(sorted(r.same_name_namespaces))
         out.append(f"{where} also exists in {others}: check the namespace ({t.namespace})")
@@ -105,3 +147,14 @@ def history(changes: list[Change], call: ApprovalCall, tool: str, now: datetime,
                 f"{r.replicas_before}→{r.replicas_after} — is this a feedback loop?"
             )
     return lines, flags
+
+
+def autoscaler_flags(call: ApprovalCall, tool: str) -> list[str]:
+    """A manual scale of a workload an autoscaler owns does not last: the HPA sets its own
+    replica count at its next sync. Named before approval, from the executor's dry run."""
+    t, r = call.target, call.blast_radius
+    if tool != "scale" or not r.autoscaler:
+        return []
+    return [f"{t.kind}/{t.name} is scaled by {r.autoscaler}: a manual scale"
+            + (f" to {r.replicas_after}" if r.replicas_after is not None else "")
+            + " will be reverted by the autoscaler"]

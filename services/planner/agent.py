@@ -24,7 +24,7 @@ from schemas.approval import (
     ToolRefused,
 )
 from schemas.base import Event, Target
-from schemas.execution import CommandRefused, ToolResult
+from schemas.execution import CommandRefused, ToolResult, ToolVerified
 from schemas.planning import PlannedCall, StepPlanned, ToolProposed
 from schemas.session import AssistantMessage, SessionCancelled, TurnCompleted, UserMessage
 from services.planner import direct
@@ -311,6 +311,18 @@ def fold(events: Sequence[Event]) -> Fold:
                     placeholders[cid]["content"] = "Cancelled: the person stopped the run."
                 outstanding.clear()
                 f.need, f.cancelled = None, True
+            case ToolVerified() if ev.call_id in calls and ev.outcome not in ("verified",
+                                                                              "skipped"):
+                # A write that ran but did not settle as approved (e.g. an autoscaler set it
+                # back): the model must hear it, after its result, and tell the person.
+                f.version.append(ev.event_id)
+                f.messages.append({"role": "user", "content": (
+                    f"[note from Interlock, not from the person: the verification of call "
+                    f"{ev.call_id} ({ev.tool}) says {ev.outcome.replace('_', ' ').upper()}]\n"
+                    f"{_frame(ev.detail or ev.check)}")})
+                f.corpus.append(ev.detail)
+                if not outstanding and not f.cancelled:
+                    f.need = ev
     return f
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from schemas import catalogue, ids
 from schemas.approval import ApprovalDenied, ApprovalExpired, ToolAmended, ToolRefused
 from schemas.base import Event
-from schemas.execution import CommandRefused, ToolResult
+from schemas.execution import CommandRefused, ToolResult, ToolVerified
 from schemas.planning import CommandRejected, ToolProposed
 from schemas.session import AssistantMessage, SessionCancelled, TurnCompleted, UserMessage
 from services.planner import direct
@@ -20,7 +20,7 @@ ACTOR = "planner"
 # signature cost. tests/unit/planner/test_not_acted_upon.py keeps this true.
 NOT_ACTED_UPON: frozenset[str] = frozenset({
     "tool.classified", "preview.recorded", "approval.decided", "decision.rejected",
-    "tool.started", "tool.verified",
+    "tool.started",
 })
 NO_MODEL = (
     "No model is configured, so I work in direct mode: send kubectl-style commands such as "
@@ -187,4 +187,16 @@ def decide(trigger: Event, events: Sequence[Event], *, model: bool = False) -> l
                 done("expired")
         case SessionCancelled():
             done("cancelled")
+        case ToolVerified() if trigger.outcome not in ("verified", "skipped") and _direct(
+                events, (trigger.call_id,)):
+            # The result said "Done." when the call ran; what settled afterwards is the verdict.
+            out.append(AssistantMessage(
+                text=f"Verification of {trigger.tool}: {VERDICTS[trigger.outcome]} — "
+                     f"{trigger.detail}"[:64_000],
+                event_id=derived_id("e", trigger, 0), **common))
     return out
+
+
+VERDICTS = {"failed": "FAILED", "timed_out": "not done in time",
+            "not_as_approved": "NOT AS APPROVED", "verified": "verified",
+            "skipped": "nothing to check"}

@@ -50,7 +50,7 @@ UNCHECKED = ("event signatures were not checked: no keyring (every service's pub
              "given, so who wrote each event is unknown")
 
 VERIFIED = {"verified": "verified", "failed": "failing", "timed_out": "timed out",
-            "skipped": "nothing to wait for"}
+            "skipped": "nothing to wait for", "not_as_approved": "NOT AS APPROVED"}
 
 
 def _short(text: str, n: int = 160) -> str:
@@ -83,16 +83,20 @@ def describe(ev: Event) -> str:
             return f"gate refused {ev.tool} {ev.call_id}: {ev.reason}"
         case PreviewRecorded():
             diff = "; ".join(c.describe() for c in ev.diff) or "no field changes"
+            gathered = (f"; gathered by Interlock: {_short(' | '.join(ev.gathered), 300)}"
+                        if ev.gathered else "")
             return f"executor dry run of {ev.call_id}: {diff}" + (
-                f" (error: {ev.error})" if ev.error else "")
+                f" (error: {ev.error})" if ev.error else "") + gathered
         case ApprovalRequested():
             parts = []
             for c in ev.calls:
                 diff = "; ".join(d.describe() for d in c.diff) or "no field changes"
                 parts.append(f"{c.tool} {c.target.describe()}: {diff}")
             flags = f"; risks: {'; '.join(ev.risk_flags)}" if ev.risk_flags else ""
+            gathered = (f"; gathered by Interlock: {' | '.join(ev.gathered_evidence)}"
+                        if ev.gathered_evidence else "")
             return (f"gate asked for approval {ev.approval_id} (requested by {ev.requested_by}): "
-                    f"{' | '.join(parts)}{flags}; expires {ev.expires_at:%H:%M:%S}")
+                    f"{' | '.join(parts)}{flags}{gathered}; expires {ev.expires_at:%H:%M:%S}")
         case ApprovalDecided():
             what = "approved with changed args" if ev.args is not None else (
                 "approved" if ev.decision == "approve" else "denied")

@@ -28,6 +28,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from services.runtime import signing
 from services.runtime.errors import ConfigError, PoisonMessage
 
 SIGNATURE_HEADER = "Interlock-Signature"
@@ -160,12 +161,7 @@ def load_keyring(path: Path) -> Keyring:
 
 
 def load_signer(path: Path, service: str) -> Signer:
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load the {service}'s event signing key {path}: {exc}") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError(f"{path} is not an Ed25519 private key")
+    key = signing.load_private(path, f"the {service}'s event signing key")
     return Signer(service, key_id(key.public_key()), key)
 
 

@@ -32,11 +32,11 @@ def generate_keypair(private_path: Path, public_path: Path) -> None:
     )
 
 
-def load_private(path: Path) -> Ed25519PrivateKey:
+def load_private(path: Path, what: str = "the gate signing key") -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load the gate signing key {path}: {exc}") from exc
+        raise ConfigError(f"cannot load {what} {path}: {exc}") from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError(f"{path} is not an Ed25519 private key")
     return key

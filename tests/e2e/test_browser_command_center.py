@@ -72,15 +72,19 @@ def _token(stack: Stack, who: str) -> str:
     return str(stack.tokens[who]["token"])
 
 
-async def _open(browser: Any, stack: Stack, who: str, base: str | None = None) -> Any:
-    page = await browser.new_page()
+async def _open(browser: Any, stack: Stack, who: str, base: str | None = None,
+                width: int = 1280, height: int = 800, session: str = "") -> Any:
+    page = await browser.new_page(viewport={"width": width, "height": height})
     page.set_default_timeout(WAIT_MS)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.errors = errors
-    await page.goto(f"{base or stack.url}/#token={_token(stack, who)}")
+    token = stack.cfg.admin_token if who == "admin" else _token(stack, who)
+    fragment = f"#token={token}" + (f"&session={session}" if session else "")
+    await page.goto(f"{base or stack.url}/{fragment}")
     await page.wait_for_selector("#app:not([hidden])")
-    assert _token(stack, who) not in page.url  # the token leaves the address bar
+    await page.wait_for_selector("body[data-ready]")  # sessions and approvals loaded
+    assert token not in page.url  # the token leaves the address bar
     return page
 
 
@@ -208,3 +212,229 @@ async def _wait_ready(http: aiohttp.ClientSession, base: str,
 def _nth(counter: list[int], n: int) -> bool:
     counter[0] += 1
     return counter[0] >= n
+
+
+# -- the card an operator trusts, at 1440 px and on a 390 px phone ----------------------------
+
+PAYMENT = "kubectl set resources deploy/payment-service -n production --limits=memory=512Mi"
+DESKTOP, PHONE = (1440, 900), (390, 844)
+
+
+def _inside(inner: dict[str, float], outer: dict[str, float]) -> bool:
+    return (inner["x"] >= outer["x"] - 0.5 and inner["y"] >= outer["y"] - 0.5
+            and inner["x"] + inner["width"] <= outer["x"] + outer["width"] + 0.5
+            and inner["y"] + inner["height"] <= outer["y"] + outer["height"] + 0.5)
+
+
+async def _memory_diff_visible(page: Any, card: Any, width: int) -> None:
+    """The memory row's new value is drawn inside the card's box and on screen, not clipped."""
+    row = card.locator("table.diff tr", has=page.locator("td.path", has_text="memory")).first
+    after, before = row.locator("td.after"), row.locator("td.before")
+    assert (await after.inner_text()).strip() == "512Mi"
+    assert (await before.inner_text()).strip() == "256Mi"
+    assert "line-through" in await before.evaluate("e => getComputedStyle(e).textDecorationLine")
+    await after.scroll_into_view_if_needed()
+    a_box, c_box = await after.bounding_box(), await card.bounding_box()
+    assert a_box is not None
+    assert c_box is not None
+    assert a_box["width"] > 0, a_box
+    assert _inside(a_box, c_box), (a_box, c_box)
+    assert a_box["x"] + a_box["width"] <= width, (a_box, width)
+    # Nothing covers or clips it: the element at its centre is the value itself.
+    assert await after.evaluate(
+        "e => { const r = e.getBoundingClientRect();"
+        " return document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2) === e; }")
+
+
+async def _no_sideways_scroll(page: Any) -> None:
+    sw, vw = await page.evaluate(
+        "() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert sw <= vw, (sw, vw)
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def payment_card(cc_stack: Stack, browser: Any) -> str:
+    """The seed's own example in direct mode, asked for by `approver` (so barred from approving
+    it: production is protected). Returns its session id."""
+    page = await _open(browser, cc_stack, "approver", width=DESKTOP[0], height=DESKTOP[1])
+    before = await page.evaluate("() => state.current")
+    await page.click("#new-session")
+    await page.wait_for_function("old => state.current && state.current !== old", arg=before)
+    sid = str(await page.evaluate("() => state.current"))
+    await _chat(page, PAYMENT)
+    card = page.locator(f".approval-card[data-session-id='{sid}']").first
+    await card.wait_for()
+    # The card this session just caused is brought into view and marked.
+    await page.wait_for_function(
+        "sid => { const c = document.querySelector("
+        "`.approval-card.highlight[data-session-id='${sid}']`);"
+        " if (!c) return false; const r = c.getBoundingClientRect();"
+        " return r.top < window.innerHeight && r.bottom > 0; }", arg=sid)
+    await page.close()
+    return sid
+
+
+async def test_payment_memory_diff_inside_the_card_at_1440(
+        cc_stack: Stack, browser: Any, payment_card: str,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    shots = tmp_path_factory.mktemp("screenshots")
+    page = await _open(browser, cc_stack, "approver", width=DESKTOP[0], height=DESKTOP[1],
+                       session=payment_card)
+    await page.wait_for_function("sid => state.current === sid", arg=payment_card)
+    card = page.locator(f".approval-card[data-session-id='{payment_card}']").first
+    await card.wait_for()
+    # Grouped by session, the open session's group first and marked as this session.
+    group = page.locator(".approval-group").first
+    assert await group.get_attribute("data-session-id") == payment_card
+    assert "current" in (await group.get_attribute("class") or "")
+    await _memory_diff_visible(page, card, DESKTOP[0])
+    await _no_sideways_scroll(page)
+
+    text = await card.inner_text()
+    for needle in ("Where", "namespace production", "cluster", "Blast radius", "Policy:",
+                   "may not approve: approver"):
+        assert needle in text, (needle, text)
+    # Risk flags sit above the rationale.
+    flags, why = card.locator(".flags"), card.locator("dt", has_text="Why")
+    assert (await flags.bounding_box())["y"] < (await why.bounding_box())["y"]
+    # The requester is barred: Approve is disabled and the card says why.
+    approve = card.locator(".actions button.approve")
+    assert await approve.is_disabled()
+    reason = await card.locator(".barred").inner_text()
+    assert "you (approver)" in reason, reason
+    assert "may not" in reason, reason
+    assert "may not" in (await approve.get_attribute("title") or "")
+    # Session view → its card, and card → its session.
+    await page.locator("#session-pending button").first.click()
+    assert "highlight" in (await card.get_attribute("class") or "")
+    assert "open session" in await group.locator(":scope > h3").inner_text()
+    await page.screenshot(path=str(shots / "desktop-1440.png"), full_page=True)
+    await card.screenshot(path=str(shots / "desktop-1440-card.png"))
+
+    # Someone else (admin holds every role) may decide: nothing is disabled for them.
+    other = await _open(browser, cc_stack, "admin", width=DESKTOP[0], height=DESKTOP[1])
+    ocard = other.locator(".approval-card", has_text="payment-service").first
+    await ocard.wait_for()
+    assert await ocard.locator(".actions button.approve").is_enabled()
+    assert await ocard.locator(".barred").is_hidden()
+    # A Modify says the modifier is named in the new request's policy line (and barred there).
+    await ocard.locator(".actions button", has_text="Modify").click()
+    note = await ocard.locator(".modify-note").inner_text()
+    assert "name you (admin) as its modifier in the policy line" in note, note
+    assert "may not approve it" in note, note
+    await ocard.screenshot(path=str(shots / "desktop-1440-modify.png"))
+    assert page.errors == []
+    assert other.errors == []
+    await other.close()
+    await page.close()
+
+
+async def test_phone_shows_the_card_first_and_the_chat_box(
+        cc_stack: Stack, browser: Any, payment_card: str,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    shots = tmp_path_factory.mktemp("screenshots")
+    page = await _open(browser, cc_stack, "approver", width=PHONE[0], height=PHONE[1],
+                       session=payment_card)
+    await page.wait_for_function("sid => state.current === sid", arg=payment_card)
+    card = page.locator(".approval-card", has_text="payment-service").first
+    await card.wait_for()
+    await page.screenshot(path=str(shots / "phone-390-top.png"))
+    await _no_sideways_scroll(page)
+    # One column, pending approvals first: the pane starts above the conversation.
+    pane = await page.locator("#approvals-pane").bounding_box()
+    conv = await page.locator("#conversation").bounding_box()
+    assert pane["y"] < conv["y"]
+    assert pane["width"] <= PHONE[0]
+    assert (await card.bounding_box())["y"] < PHONE[1]  # on the first screen
+    await _memory_diff_visible(page, card, PHONE[0])
+    await page.screenshot(path=str(shots / "phone-390-card.png"))
+
+    box = page.locator("#chat-input")
+    assert await box.evaluate("e => e.tagName") == "TEXTAREA"
+    await box.scroll_into_view_if_needed()
+    b = await box.bounding_box()
+    assert b["width"] >= 200, b
+    assert b["x"] >= 0, b
+    assert b["x"] + b["width"] <= PHONE[0], b
+    assert await page.locator("#send").is_visible()
+    # Shift+Enter is a new line; the text stays until Enter sends it.
+    await box.click()
+    await box.type("kubectl get pods")
+    await box.press("Shift+Enter")
+    await box.type("-n shop")
+    assert await box.input_value() == "kubectl get pods\n-n shop"
+    await box.fill("")
+    await _no_sideways_scroll(page)
+    await page.screenshot(path=str(shots / "phone-390-full.png"), full_page=True)
+    assert page.errors == []
+    await page.close()
+
+
+async def test_audit_view_shows_the_verdict(cc_stack: Stack, browser: Any,
+                                            payment_card: str,
+                                            tmp_path_factory: pytest.TempPathFactory) -> None:
+    shots = tmp_path_factory.mktemp("screenshots")
+    page = await _open(browser, cc_stack, "viewer", width=PHONE[0], height=PHONE[1],
+                       session=payment_card)
+    await page.wait_for_function("sid => state.current === sid", arg=payment_card)
+    await page.click("#show-audit")
+    verdict = page.locator("#audit-view .verdict")
+    await verdict.wait_for()
+    assert "intact" in await verdict.inner_text()
+    assert "set_resources deployment/payment-service in production" in \
+        await page.locator("#audit-view .writes").inner_text()
+    assert await page.locator("#timeline").is_hidden()
+    await _no_sideways_scroll(page)
+    await page.screenshot(path=str(shots / "phone-390-audit.png"), full_page=True)
+    assert page.errors == []
+    await page.close()
+
+
+NEW_FIELDS_JS = """() => {
+  const target = {cluster: "kind-sandbox", namespace: "", kind: "namespace", name: "staging"};
+  const card = renderCard({
+    approval_id: "a_demo", session_id: "s_demo",
+    expires_at: new Date(Date.now() + 6e5).toISOString(),
+    summary: "Delete 3 PVCs, 5 services, 12 pods in staging",
+    calls: [{call_id: "c1", tool: "delete", args: {kind: "namespace", name: "staging"}, target,
+             diff: [], blast_radius: {summary: "deletes everything in it",
+               production_like: false, affected_namespaces: ["staging"],
+               owners: ["CronJob/nightly-reconcile"],
+               mounted_by: ["statefulset/db (0 replicas)"], headless: true}}],
+    rationale: "clean up", evidence: ["the model says it is unused"],
+    gathered_evidence: ["OOMKilled 3 times in 20 min", "memory 241Mi of 256Mi limit (94%)"],
+    forbidden_approvers: [], required_approvals: 2, approvals: ["someone"], policy: []});
+  document.body.append(card);
+  const verified = summary("tool.verified", {outcome: "not_as_approved", check: "replicas",
+    detail: "observed 6, approved 12; changed back by HorizontalPodAutoscaler/order-service"});
+  const step = stepLine({iteration: 2, text: "Memory is short.\\nRaise it.", calls: [
+    {tool: "set_resources",
+     args: {kind: "deployment", name: "payment-service", namespace: "production"}}]});
+  return [card.innerText, verified.join(""), step.join("")];
+}"""
+
+
+async def test_fields_other_parts_add_render_in_words(
+        cc_stack: Stack, browser: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Fields that land at the end of the events (gathered evidence, a batch summary, affected
+    namespaces, "not as approved", a model step) are shown in words when present; a card without
+    them (above) still renders."""
+    page = await _open(browser, cc_stack, "approver", width=PHONE[0], height=PHONE[1])
+    card_text, verified, step = await page.evaluate(NEW_FIELDS_JS)
+    await page.locator("body > .approval-card").screenshot(
+        path=str(tmp_path_factory.mktemp("screenshots") / "phone-390-new-fields.png"))
+    for needle in ("Approve: Delete 3 PVCs, 5 services, 12 pods in staging",
+                   "namespaces affected: staging", "owned by CronJob/nightly-reconcile",
+                   "still mounted by statefulset/db (0 replicas)", "a headless service",
+                   "cluster kind-sandbox", "cluster-wide", "GATHERED BY INTERLOCK",
+                   "OOMKilled 3 times in 20 min", "quoted by the requester", "1 of 2"):
+        assert needle.lower() in card_text.lower(), (needle, card_text)
+    assert "[" not in card_text  # words, not JSON
+    assert "{" not in card_text
+    assert verified.startswith("Not as approved: ")
+    assert "HorizontalPodAutoscaler" in verified
+    assert step.startswith("Model step 2: asks for 1 call(s): set_resources "
+                           "deployment/payment-service in production")
+    assert "\n" not in step
+    assert page.errors == []
+    await page.close()

@@ -105,8 +105,11 @@ async function signIn(wantedSession) {
   await loadEventTypes();
   await refreshSessions();
   await refreshApprovals();
-  if (wantedSession) openSession(wantedSession);
+  // A session opened meanwhile (New clicked while the lists loaded) is not taken away.
+  if (state.current) { /* keep it */ }
+  else if (wantedSession) openSession(wantedSession);
   else if (state.sessions.length) openSession(state.sessions[0].session_id);
+  document.body.dataset.ready = "1";
   setInterval(refreshApprovals, 5000);
   setInterval(refreshSessions, 10000);
   setInterval(tickExpiry, 1000);
@@ -147,6 +150,7 @@ async function refreshSessions() {
     dataset: { sessionId: s.session_id },
     onclick: () => openSession(s.session_id),
   }, s.title || s.session_id, el("small", { text: `${s.started_by} · ${s.started_at.slice(0, 19).replace("T", " ")}` }))));
+  arrangeGroups();
 }
 
 async function newSession() {
@@ -168,7 +172,61 @@ function openSession(sid) {
   const params = new URLSearchParams(location.hash.slice(1));
   params.set("session", sid);
   history.replaceState(null, "", "#" + params);
+  showView("timeline");
+  arrangeGroups();
+  showSessionPending();
   openStream();
+}
+
+// -- the audit view of a session ---------------------------------------------------------------
+
+function showView(which) {
+  $("#timeline").hidden = which !== "timeline";
+  $("#audit-view").hidden = which !== "audit";
+  $("#show-timeline").classList.toggle("current", which === "timeline");
+  $("#show-audit").classList.toggle("current", which === "audit");
+  if (which === "audit") loadAudit();
+}
+
+async function loadAudit() {
+  const box = $("#audit-view");
+  const sid = state.current;
+  if (!sid) { box.replaceChildren(el("p", { class: "muted", text: "No session selected." })); return; }
+  box.replaceChildren(el("p", { class: "muted", text: "Checking the session's log…" }));
+  let r;
+  try {
+    r = await api("GET", `/v1/sessions/${encodeURIComponent(sid)}/audit`);
+  } catch (err) {
+    box.replaceChildren(el("p", { class: "error", text: `No audit: ${err.message}` }));
+    return;
+  }
+  if (sid !== state.current) return;
+  const integ = r.integrity || {};
+  const ch = integ.chain || {};
+  const problems = [
+    ...(ch.breaks || []).map((b) => `chain break at #${b.seq}: ${b.problem}`),
+    ...(ch.forks || []).map((f) => `fork: ${words(f)}`),
+    ...(integ.problems || []).map((p) => `${p.seq ? "at #" + p.seq : "overall"}: ${p.problem}`),
+  ];
+  const verdict = el("p", { class: "verdict " + (integ.ok ? "intact" : "broken"),
+    text: integ.ok
+      ? `Integrity: intact — ${ch.checked || 0} events checked, hash chain and signatures hold (head #${ch.head_seq || 0})`
+      : `Integrity: BROKEN — ${problems.length} problem(s)` });
+  const writes = (r.writes || []).map((w) => el("li", {},
+    `${w.tool} ${describeTarget(w.target)} — asked by ${w.requested_by || "?"}; `,
+    el("strong", { text: w.decision }),
+    (w.approvers || []).length ? ` by ${w.approvers.join(", ")}` : "",
+    w.reason ? ` (${w.reason})` : "",
+    w.result ? `; result ${w.result}` : "",
+    (w.diff || []).length ? el("div", { class: "muted", text: w.diff.join("; ") }) : null));
+  box.replaceChildren(...[verdict,
+    problems.length ? el("ul", { class: "problems" }, ...problems.map((p) => el("li", { class: "error", text: p }))) : null,
+    el("h3", { text: "Decisions" }),
+    writes.length ? el("ul", { class: "writes" }, ...writes) : el("p", { class: "muted", text: "No writes in this session." }),
+    el("h3", { text: "Timeline" }),
+    el("ol", { class: "audit-timeline" }, ...(r.timeline || []).map((e) => el("li", {},
+      el("span", { class: "seq", text: `#${e.seq} ${String(e.at || "").slice(11, 19)}` }), e.text)))]
+    .filter(Boolean));
 }
 
 // -- the live timeline -------------------------------------------------------------------------
@@ -221,7 +279,10 @@ function onEvent(type, msg) {
   let data = {};
   try { data = JSON.parse(msg.data); } catch (e) { data = { raw: msg.data }; }
   appendEvent(id, type, data);
-  if (type.startsWith("approval.") || type === "decision.rejected") refreshApprovals();
+  if (type === "approval.requested") {
+    // The card this session just caused: shown, highlighted and scrolled to once it is listed.
+    refreshApprovals().then(() => showCard(data.approval_id, false));
+  } else if (type.startsWith("approval.") || type === "decision.rejected") refreshApprovals();
 }
 
 function describeTarget(t) {
@@ -260,6 +321,7 @@ function summary(type, d) {
     case "tool.classified": return [`Classified as ${d.access}`, ` (${d.rule})`];
     case "tool.refused": return ["Refused: ", d.reason];
     case "approval.requested":
+      if (d.summary || d.title) return ["Approval needed: ", d.summary || d.title];
       return [`Approval needed for ${d.calls.length} call(s): `,
         d.calls.map((c) => `${c.tool} ${describeTarget(c.target)} ` +
           (c.diff || []).map((f) => `${f.path}: ${fmtValue(f.before)} → ${fmtValue(f.after)}`).join(", ")).join("; ")];
@@ -275,7 +337,8 @@ function summary(type, d) {
              : d.error];
     case "tool.amended": return [`${d.amended_by} changed the args: `, `${d.tool} ${fmtArgs(d.args)}`];
     case "decision.rejected": return ["Decision rejected: ", d.reason];
-    case "tool.verified": return [`Verification (${d.outcome}): `, `${d.check || ""}${d.detail ? " — " + d.detail : ""}`];
+    case "tool.verified": return [`${verdictWords(d.outcome)}: `, `${d.check || ""}${d.detail ? " — " + d.detail : ""}`];
+    case "step.planned": return stepLine(d);
     case "tool.started": return ["Running…", ""];
     case "tool.result": return [`Result (${d.status})`, ""];
     case "command.rejected": return ["Could not run: ", d.reason];
@@ -286,18 +349,48 @@ function summary(type, d) {
   }
 }
 
+// Verification outcomes in words; "not_as_approved" means the cluster ended somewhere else.
+function verdictWords(outcome) {
+  return ({ verified: "Verified", failed: "Verification failed", timed_out: "Not verified in time",
+            skipped: "Not verified (nothing to wait for)", not_as_approved: "Not as approved" })[outcome]
+    || `Verification: ${String(outcome || "").replaceAll("_", " ")}`;
+}
+
+// A model step as one line: what it said and which calls it asked for; the rest on demand.
+function stepLine(d) {
+  const calls = (d.calls || []).map((c) =>
+    `${c.tool}${describeTarget(c.args || {}) ? " " + describeTarget(c.args || {}) : ""}` +
+    (c.rejected ? " (declined by the planner)" : ""));
+  const said = (d.text || "").replace(/\s+/g, " ").trim();
+  const head = `Model step${d.iteration ? " " + d.iteration : ""}: `;
+  const parts = [];
+  if (calls.length) parts.push(`asks for ${calls.length} call(s): ${calls.join(", ")}`);
+  if (said) parts.push(`“${said.length > 140 ? said.slice(0, 140) + "…" : said}”`);
+  if (d.stop && d.stop !== "answered") parts.push(`(${d.stop.replaceAll("_", " ")})`);
+  return [head, parts.join(" — ") || "(no text, no calls)"];
+}
+
+function details(label, data) {
+  const { type: _t, session_id: _s, event_id: _e, occurred_at: _o, ...rest } = data;
+  return el("details", {}, el("summary", { text: label }),
+    el("pre", { text: JSON.stringify(rest, null, 1).slice(0, 20000) }));
+}
+
 function appendEvent(id, type, d) {
   const [head, rest] = summary(type, d);
-  const li = el("li", { class: type.replace(".", "-") + (d.status ? " " + d.status : ""),
+  const bad = type === "tool.verified" && d.outcome !== "verified" && d.outcome !== "skipped";
+  const li = el("li", { class: type.replace(".", "-") + (d.status ? " " + d.status : "") + (bad ? " bad" : ""),
                         dataset: { seq: String(id), type } },
     el("span", { class: "seq", text: `#${id}` }),
     el("span", { class: "type", text: type }),
     el("span", { class: "text", text: head + (rest || "") }));
   if (type === "tool.result" && d.output) li.append(el("pre", { text: d.output }));
-  if (!head && !rest) {
-    const { type: _t, session_id: _s, event_id: _e, occurred_at: _o, ...restData } = d;
-    li.append(el("pre", { text: JSON.stringify(restData, null, 1).slice(0, 2000) }));
+  if (type === "step.planned") li.append(details("details", d));
+  if (type === "approval.requested" && d.approval_id) {
+    li.append(" ", el("button", { type: "button", class: "linkish show-card", dataset: { approvalId: d.approval_id },
+      text: "show the card", onclick: () => showCard(d.approval_id, true) }));
   }
+  if (!head && !rest) li.append(details("event fields", d));
   const tl = $("#timeline");
   const atBottom = tl.scrollTop + tl.clientHeight >= tl.scrollHeight - 20;
   tl.append(li);
@@ -305,6 +398,14 @@ function appendEvent(id, type, d) {
 }
 
 // -- chat --------------------------------------------------------------------------------------
+
+// Enter sends; Shift+Enter is a new line (a manifest for `kubectl apply -f -`).
+function chatKey(ev) {
+  if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+    ev.preventDefault();
+    $("#chat-form").requestSubmit();
+  }
+}
 
 async function send(ev) {
   ev.preventDefault();
@@ -336,17 +437,73 @@ async function refreshApprovals() {
   const pending = new Map(list.map((a) => [a.approval_id, a]));
   state.approvals = pending;
   const box = $("#approvals");
-  for (const card of [...box.children]) {
+  for (const card of [...box.querySelectorAll(".approval-card")]) {
     const id = card.dataset.approvalId;
     // Cards this page decided stay, showing what happened; others go once decided elsewhere.
     if (!pending.has(id) && !state.inflight.has(id) && !state.submitted.has(id)) card.remove();
   }
   for (const a of list) {
-    const existing = box.querySelector(`[data-approval-id="${CSS.escape(a.approval_id)}"]`);
+    const existing = box.querySelector(`.approval-card[data-approval-id="${CSS.escape(a.approval_id)}"]`);
     if (existing) updateCard(existing, a);
-    else box.append(renderCard(a));
+    else groupFor(a.session_id).querySelector(".cards").append(renderCard(a));
   }
+  arrangeGroups();
   $("#approval-count").textContent = String(pending.size);
+  showSessionPending();
+}
+
+function sessionLabel(sid) {
+  const s = state.sessions.find((x) => x.session_id === sid);
+  return s && s.title ? `${s.title} (${sid})` : `Session ${sid}`;
+}
+
+// Approvals are grouped by the session that caused them; each group links to its session.
+function groupFor(sid) {
+  const box = $("#approvals");
+  let g = box.querySelector(`.approval-group[data-session-id="${CSS.escape(sid)}"]`);
+  if (!g) {
+    g = el("section", { class: "approval-group", dataset: { sessionId: sid } },
+      el("h3", {}, el("span", { class: "group-label", text: sessionLabel(sid) }),
+        el("button", { type: "button", class: "linkish open-session", text: "open session",
+                       onclick: () => openSession(sid) })),
+      el("div", { class: "cards" }));
+    box.append(g);
+  }
+  return g;
+}
+
+function arrangeGroups() {
+  const box = $("#approvals");
+  for (const g of [...box.querySelectorAll(".approval-group")]) {
+    if (!g.querySelector(".approval-card")) { g.remove(); continue; }
+    g.classList.toggle("current", g.dataset.sessionId === state.current);
+    g.querySelector(".group-label").textContent =
+      (g.dataset.sessionId === state.current ? "This session: " : "") + sessionLabel(g.dataset.sessionId);
+  }
+  // The open session's cards come first: the card you just caused is the one at the top.
+  const cur = state.current && box.querySelector(`.approval-group[data-session-id="${CSS.escape(state.current)}"]`);
+  if (cur && box.firstElementChild !== cur) box.prepend(cur);
+}
+
+// Session view → its pending cards: a line above the timeline with a link to each.
+function showSessionPending() {
+  const line = $("#session-pending");
+  const mine = [...state.approvals.values()].filter((a) => a.session_id === state.current);
+  line.hidden = mine.length === 0;
+  line.replaceChildren(`${mine.length} pending approval(s) for this session: `,
+    ...mine.map((a, i) => el("button", { type: "button", class: "linkish", dataset: { approvalId: a.approval_id },
+      text: (i ? ", " : "") + (a.summary || a.title || a.calls.map((c) => `${c.tool} ${describeTarget(c.target)}`).join(" + ")),
+      onclick: () => showCard(a.approval_id, true) })));
+}
+
+function showCard(approvalId, smooth) {
+  const card = approvalId && $("#approvals").querySelector(
+    `.approval-card[data-approval-id="${CSS.escape(approvalId)}"]`);
+  if (!card) return;
+  for (const c of document.querySelectorAll(".approval-card.highlight")) c.classList.remove("highlight");
+  card.classList.add("highlight");
+  state.highlight = approvalId;
+  card.scrollIntoView({ behavior: smooth ? "smooth" : "auto", block: "start" });
 }
 
 function remaining(a) {
@@ -368,57 +525,118 @@ function tickExpiry() {
   }
 }
 
+// Plain words for a list, a flag or a nested object: never JSON on the card.
+function words(v) {
+  if (v === null || v === undefined || v === "") return "";
+  if (Array.isArray(v)) return v.map(words).filter(Boolean).join(", ");
+  if (typeof v === "boolean") return v ? "yes" : "no";
+  if (typeof v === "object") return Object.entries(v).map(([k, x]) => `${k.replaceAll("_", " ")} ${words(x)}`).join(", ");
+  return String(v);
+}
+
+function listed(items, n = 5) {
+  return items.length > n ? `${items.slice(0, n).join(", ")} and ${items.length - n} more` : items.join(", ");
+}
+
 function blastText(b) {
   if (!b) return "";
   const parts = [];
   if (b.summary) parts.push(b.summary);
   if (b.replicas_before !== null && b.replicas_before !== undefined)
     parts.push(`replicas ${b.replicas_before} → ${b.replicas_after}`);
-  if (b.pods_affected && b.pods_affected.length) parts.push(`${b.pods_affected.length} pod(s) affected`);
+  const pods = b.pods_affected || [];
+  if (pods.length) parts.push(`${pods.length} pod(s) affected: ${listed(pods)}`);
+  const known = {
+    same_name_namespaces: (v) => `the same name also exists in ${listed(v)}`,
+    mounted_by: (v) => `still mounted by ${listed(v)}`,
+    headless: () => "a headless service (DNS discovery)",
+    selects: (v) => `routes to ${v.length} pod(s): ${listed(v)}`,
+    owners: (v) => `owned by ${listed(v)}`,
+    affected_namespaces: (v) => `namespaces affected: ${listed(v)}`,
+    deletes_contents: (v) => `deleted with it: ${v.join("; ")}`,
+    autoscaler: (v) => `replicas owned by ${v}: a manual scale is undone`,
+  };
   for (const [k, v] of Object.entries(b)) {
     if (["summary", "replicas_before", "replicas_after", "pods_affected", "production_like"].includes(k)) continue;
-    if (Array.isArray(v) ? v.length : (v && v !== "")) parts.push(`${k.replaceAll("_", " ")}: ${fmtValue(v)}`);
+    if (Array.isArray(v) ? !v.length : (v === null || v === undefined || v === "" || v === false || v === 0)) continue;
+    parts.push(known[k] ? known[k](v) : `${k.replaceAll("_", " ")}: ${words(v)}`);
   }
   return parts.join("; ") || "this object only";
 }
 
+function where(t) {
+  // The cluster is part of "where": a kubeconfig context, or the gateway's default one.
+  const ns = t.namespace ? `namespace ${t.namespace}` : "cluster-wide (no namespace)";
+  return `${ns} · cluster ${t.cluster || "(default context)"}`;
+}
+
+function diffTable(diff) {
+  return el("table", { class: "diff" }, el("tbody", {}, ...diff.map((f) => el("tr", {},
+    el("td", { class: "path", text: f.path }), el("td", { class: "before", text: fmtValue(f.before) }),
+    el("td", { class: "arrow", text: "→" }), el("td", { class: "after", text: fmtValue(f.after) })))));
+}
+
+// Why this principal may not decide, from the request's own policy (the gateway enforces it;
+// the page only says so before the click).
+function barredReason(a) {
+  if (!state.me) return "";
+  const me = state.me.name;
+  if ((a.forbidden_approvers || []).includes(me))
+    return `You may not decide this one: you (${me}) asked for or changed it, and the policy ` +
+      "bars the requester from approving it alone. Another approver must decide.";
+  if ((a.approvals || []).includes(me))
+    return `You have approved; ${a.required_approvals || 1} approvals are required: another approver must add theirs.`;
+  return "";
+}
+
 function renderCard(a) {
-  const card = el("article", { class: "approval-card", dataset: { approvalId: a.approval_id } });
+  const card = el("article", { class: "approval-card", dataset: { approvalId: a.approval_id, sessionId: a.session_id || "" } });
   if (a.approval_id === state.highlight) card.classList.add("highlight");
-  const title = a.calls.map((c) => `${c.tool} ${describeTarget(c.target)}`).join(" + ");
+  const title = a.summary || a.title || a.calls.map((c) => `${c.tool} ${describeTarget(c.target)}`).join(" + ");
   card.append(el("h3", { text: `Approve: ${title}` }));
-  for (const c of a.calls) {
+  // Risk flags first: they are what the human must not miss, above the model's rationale.
+  const prodLike = a.calls.some((c) => c.blast_radius && c.blast_radius.production_like);
+  if ((a.risk_flags && a.risk_flags.length) || prodLike)
+    card.append(el("div", { class: "flags" },
+      prodLike ? el("span", { class: "flag prod", text: "production" }) : null,
+      ...(a.risk_flags || []).map((f) => el("span", { class: "flag", text: f }))));
+  a.calls.forEach((c, i) => {
     const t = c.target || {};
-    const prod = c.blast_radius && c.blast_radius.production_like;
+    if (a.calls.length > 1)
+      card.append(el("p", { class: "call-head", text: `${i + 1} of ${a.calls.length}: ${c.tool} ${describeTarget(t)}` }));
     const dl = el("dl", {},
       el("dt", { text: "What" }), el("dd", { text: `${c.tool} ${describeTarget(t)}${fmtArgs(c.args) ? " — " + fmtArgs(c.args) : ""}` }),
-      el("dt", { text: "Where" }), el("dd", {},
-        `${t.namespace || "(cluster-wide)"}${t.cluster ? " on " + t.cluster : ""} `,
-        prod ? el("span", { class: "flag prod", text: "production" }) : null),
+      el("dt", { text: "Where" }), el("dd", { class: "where", text: where(t) }),
       el("dt", { text: "Blast radius" }), el("dd", { class: "blast", text: blastText(c.blast_radius) }));
     card.append(dl);
-    const rows = (c.diff || []).map((f) => el("tr", {},
-      el("td", { text: f.path }), el("td", { class: "before", text: fmtValue(f.before) }),
-      el("td", { text: "→" }), el("td", { class: "after", text: fmtValue(f.after) })));
-    if (rows.length) card.append(el("table", { class: "diff" }, el("tbody", {}, ...rows)));
-    else card.append(el("p", { class: "muted", text: c.preview_error ? `No preview: ${c.preview_error}` : "No field changes previewed." }));
-  }
+    if ((c.diff || []).length) card.append(diffTable(c.diff));
+    else card.append(el("p", { class: "muted", text: c.preview_error ? `No preview: ${c.preview_error}`
+      : c.tool === "delete" ? `Deletes ${describeTarget(t)}: the object is gone, not changed (see blast radius).`
+      : "No field changes previewed." }));
+  });
+  const gathered = a.gathered_evidence || [];
+  const quoted = a.evidence || [];
   const info = el("dl", {},
     el("dt", { text: "Why" }), el("dd", { text: a.rationale || "(no rationale given)" }),
-    a.evidence && a.evidence.length ? el("dt", { text: "Evidence" }) : null,
-    a.evidence && a.evidence.length ? el("dd", {}, el("ul", {}, ...a.evidence.map((e) => el("li", { text: e })))) : null,
+    gathered.length ? el("dt", { text: "Facts" }) : null,
+    gathered.length ? el("dd", { class: "gathered" }, el("span", { class: "gathered-by", text: "gathered by Interlock" }),
+      el("ul", {}, ...gathered.map((e) => el("li", { text: words(e) })))) : null,
+    quoted.length ? el("dt", { text: "Evidence" }) : null,
+    quoted.length ? el("dd", { class: "quoted" }, el("span", { class: "muted", text: "quoted by the requester" }),
+      el("ul", {}, ...quoted.map((e) => el("li", { text: words(e) })))) : null,
     el("dt", { text: "Expected" }), el("dd", { text: a.expected_outcome || "(not stated)" }),
     el("dt", { text: "Requested by" }), el("dd", { text: a.requested_by || a.actor || "" }),
     el("dt", { text: "Expires" }), el("dd", {}, el("span", { class: "expiry", dataset: { approvalId: a.approval_id } })),
     el("dt", { text: "Approvals" }), el("dd", { class: "count", text: `${(a.approvals || []).length} of ${a.required_approvals || 1}` }));
   card.append(info);
-  if (a.policy && a.policy.length)
-    card.append(el("p", { class: "muted policy", text: "Policy: " + a.policy.join("; ") }));
+  const policy = [...(a.policy || [])];
+  if ((a.forbidden_approvers || []).length)
+    policy.push(`may not approve: ${a.forbidden_approvers.join(", ")} (asked for or changed it)`);
+  if (policy.length)
+    card.append(el("p", { class: "muted policy", text: "Policy: " + policy.join("; ") }));
   if (a.history && a.history.length)
     card.append(el("div", { class: "history" }, el("strong", { text: "Recent changes to this target" }),
-      el("ul", {}, ...a.history.map((h) => el("li", { text: h })))));
-  if (a.risk_flags && a.risk_flags.length)
-    card.append(el("div", { class: "flags" }, ...a.risk_flags.map((f) => el("span", { class: "flag", text: f }))));
+      el("ul", {}, ...a.history.map((h) => el("li", { text: words(h) })))));
 
   const status = el("p", { class: "card-status", role: "status" });
   const canDecide = state.me && state.me.can_decide;
@@ -436,11 +654,18 @@ function renderCard(a) {
     el("button", { type: "button", class: "approve confirm-modify", text: "Approve modified" }));
   modifyBox.querySelector("textarea").value = JSON.stringify(a.calls.length === 1 ? a.calls[0].args : {}, null, 2);
   if (a.calls.length !== 1) modify.disabled = true;
-  card.append(actions, denyBox, modifyBox, status);
+  // A modification is a new proposal that names its modifier: where the policy bars the
+  // requester, the modifier is barred from approving the new card too.
+  const me = state.me ? state.me.name : "you";
+  modifyBox.prepend(el("p", { class: "modify-note", text: `The new request will name you (${me}) as its modifier in the policy line` +
+    ((a.policy || []).length || (a.forbidden_approvers || []).length
+      ? "; like the requester, you then may not approve it: another approver must." : ".") }));
+  const barred = el("p", { class: "barred", role: "note", hidden: "" });
+  card.append(actions, barred, denyBox, modifyBox, status);
   if (!canDecide) {
     for (const b of card.querySelectorAll("button")) b.disabled = true;
     status.textContent = "You may view this approval; an approver must decide.";
-  }
+  } else applyBar(card, a);
 
   approve.addEventListener("click", () => decide(card, { decision: "approve" }));
   deny.addEventListener("click", () => { denyBox.hidden = !denyBox.hidden; modifyBox.hidden = true; });
@@ -468,6 +693,19 @@ function renderCard(a) {
 function updateCard(card, a) {
   const count = card.querySelector(".count");
   if (count) count.textContent = `${(a.approvals || []).length} of ${a.required_approvals || 1}`;
+  if (state.me && state.me.can_decide && !state.inflight.has(a.approval_id) && !state.submitted.has(a.approval_id))
+    applyBar(card, a);
+}
+
+function applyBar(card, a) {
+  const why = barredReason(a);
+  const barred = card.querySelector(".barred");
+  barred.hidden = !why;
+  barred.textContent = why;
+  for (const b of card.querySelectorAll(".actions button, .deny-box button, .modify-box button")) {
+    if (why) b.title = why; else b.removeAttribute("title");
+    b.disabled = Boolean(why) || (b.textContent === "Modify…" && a.calls.length !== 1);
+  }
 }
 
 function lockCard(card, text, ok = true) {
@@ -524,6 +762,9 @@ document.addEventListener("DOMContentLoaded", () => {
     location.reload();
   });
   $("#chat-form").addEventListener("submit", send);
+  $("#chat-input").addEventListener("keydown", chatKey);
+  $("#show-timeline").addEventListener("click", () => showView("timeline"));
+  $("#show-audit").addEventListener("click", () => showView("audit"));
   $("#new-session").addEventListener("click", () => newSession().catch((err) => {
     $("#chat-error").textContent = err.message;
   }));

@@ -261,3 +261,44 @@ async def test_a_target_changed_after_the_preview_is_a_conflict(
     assert err.value.reason == "Conflict" and err.value.status == 409
     assert "deployment/web changed since it was previewed" in err.value.message
     assert web(cluster)["spec"]["replicas"] == 2, "nothing was overwritten"
+
+
+async def test_a_namespace_delete_counts_what_dies_with_it(cluster: Sandbox, kube: Kube,
+                                                           run: Any) -> None:
+    a = args("delete", kind="namespace", name="production")
+    pv = await run(lambda: W.preview(kube, a))
+    assert cluster.store.get(by_plural("", "namespaces"), "", "production") is not None, \
+        "the dry run deleted nothing"
+    r = pv.radius
+    pods = {p["metadata"]["name"] for p in cluster.store.list(PODS, "production")}
+    deploys = sorted(d["metadata"]["name"] for d in cluster.store.list(DEPLOY, "production"))
+    assert deploys == ["payment-service"]  # the payment-oom scenario
+    assert len(pods) == 2
+    assert r.affected_namespaces == ("production",)
+    assert r.production_like
+    assert r.summary == ("deletes namespace production: 1 deployment, 2 pods, 1 service, "
+                         "3 configmaps/secrets")
+    assert r.deletes_contents[0] == "1 deployment: payment-service"
+    assert r.deletes_contents[1] == f"2 pods: {', '.join(sorted(pods))}"
+    assert set(r.pods_affected) == pods
+    assert r.deletes_contents[3] == ("3 configmaps/secrets: configmap/kube-root-ca.crt, "
+                                     "configmap/payment-service-config, "
+                                     "secret/payment-db-credentials")
+
+async def test_node_writes_name_the_namespaces_of_its_pods(cluster: Sandbox, kube: Kube,
+                                                            run: Any) -> None:
+    node = cluster.store.list(PODS, "production")[0]["spec"]["nodeName"]
+    on_node = {p["metadata"]["namespace"] for p in cluster.store.list(PODS)
+               if p["spec"].get("nodeName") == node}
+    for tool in ("cordon", "drain"):
+        pv = await run(lambda t=tool: W.preview(kube, args(t, name=node)))
+        assert "production" in pv.radius.affected_namespaces, tool
+        assert set(pv.radius.affected_namespaces) <= on_node
+    pv = await run(lambda: W.preview(kube, args("drain", name=node)))
+    assert "of production" in pv.radius.summary
+    for tool, extra in (("uncordon", {}), ("label", {"kind": "node", "labels": {"a": "b"}})):
+        pv = await run(lambda t=tool, x=extra: W.preview(kube, args(t, name=node, **x)))
+        assert pv.radius.affected_namespaces == (), tool  # its running pods are left alone
+    a = args("label", kind="namespace", name="production", labels={"team": "x"})
+    pv = await run(lambda: W.preview(kube, a))
+    assert pv.radius.affected_namespaces == ("production",)

@@ -66,3 +66,98 @@ def test_third_consecutive_scale_up_is_flagged() -> None:
                      "3→6, 6→12, now 12→24 — is this a feedback loop?"]
     other = _call("deployment", "order-service", "staging", replicas_before=1, replicas_after=2)
     assert risk.history(changes, other, "scale", now, 3600) == ([], [])
+
+
+# -- protection follows the effect (issue 15): the Namespace object, a node's pods ------------
+
+
+def test_a_namespace_object_is_protected_by_its_name_even_without_a_dry_run() -> None:
+    p = policy.Policy()
+    t = Target(namespace="", kind="namespace", name="production")
+    for tool in ("delete", "label", "annotate", "patch"):
+        # No preview facts at all (the dry run failed): the gate's own knowledge suffices.
+        e = risk.effect_of(tool, t, BlastRadius(), preview_error="Forbidden: nope")
+        assert [ns for ns, _ in e.namespaces] == ["production"]
+        assert not e.unknown
+        assert p.protects(e)
+        assert p.describe_effect(e) == (
+            "production is protected: the requester may not approve alone",)
+    f = risk.flags_for(ApprovalCall(call_id="c_1", tool="delete", args={}, call_hash="h",
+                                    target=t, preview_error="Forbidden: nope"), "delete")
+    assert "production-like namespace 'production'" in f
+    assert any(x.startswith("deletes namespace production and everything in it: what it holds"
+                            " is unknown") for x in f)
+    staging = risk.effect_of("label", Target(kind="namespace", name="staging"), BlastRadius())
+    assert not p.protects(staging)
+    assert p.describe_effect(staging) == ()
+
+
+def test_a_drain_lands_where_the_nodes_pods_are() -> None:
+    p = policy.Policy()
+    t = Target(namespace="", kind="node", name="sandbox-worker-1")
+    r = BlastRadius(affected_namespaces=("kube-system", "production", "shop"),
+                    pods_affected=("production/payment-service-x",),
+                    summary="node sandbox-worker-1 will be cordoned and 10 pods evicted")
+    e = risk.effect_of("drain", t, r)
+    assert dict(e.namespaces)["production"] == "drain of node/sandbox-worker-1 evicts its pods"
+    assert p.protects(e)
+    assert p.describe_effect(e) == ("production is protected (drain of node/sandbox-worker-1 "
+                                    "evicts its pods): the requester may not approve alone",)
+    f = risk.flags_for(ApprovalCall(call_id="c_1", tool="drain", args={}, call_hash="h",
+                                    target=t, blast_radius=r), "drain")
+    assert ("production-like namespace 'production': drain of node/sandbox-worker-1 evicts its "
+            "pods") in f
+    cordon = risk.effect_of("cordon", t, r)
+    assert p.protects(cordon)
+    assert "strands" in dict(cordon.namespaces)["production"]
+    # A node without production pods is not production.
+    quiet = risk.effect_of("drain", t, BlastRadius(affected_namespaces=("shop",)))
+    assert not p.protects(quiet)
+    assert p.approvals_for(quiet) == 1
+
+
+def test_a_node_whose_dry_run_failed_is_treated_as_protected() -> None:
+    t = Target(namespace="", kind="node", name="sandbox-worker-1")
+    e = risk.effect_of("drain", t, BlastRadius(), preview_error="Invalid: pod x has no controller")
+    p = policy.Policy()
+    assert e.unknown
+    assert p.protects(e)
+    assert "treated as protected (production)" in p.describe_effect(e)[0]
+    two = policy.Policy(two_approvers=policy.TwoApprovers(namespaces=("shop",)))
+    assert two.approvals_for(e) == 2
+    assert not risk.effect_of("uncordon", t, BlastRadius(), preview_error="x").unknown
+    assert not policy.Policy(protected_namespaces=()).protects(e)
+
+
+def test_the_dry_run_only_adds_to_where_a_write_lands() -> None:
+    # A preview that names nothing (or other namespaces) cannot take the target's own away.
+    t = Target(namespace="production", kind="deployment", name="web")
+    e = risk.effect_of("scale", t, BlastRadius(affected_namespaces=("staging",)))
+    assert [ns for ns, _ in e.namespaces] == ["production", "staging"]
+    assert dict(e.namespaces)["production"] == ""
+    p = policy.Policy(two_approvers=policy.TwoApprovers(namespaces=("staging",)))
+    assert p.protects(e)
+    assert p.approvals_for(e) == 2
+    # Unchanged for a namespaced write in production: the same flag and policy line as before.
+    assert policy.Policy().describe_effect(risk.effect_of("scale", t, BlastRadius())) == (
+        "production is protected: the requester may not approve alone",)
+    assert "production-like namespace 'production'" in risk.flags_for(
+        _call("deployment", "web", "production"), "scale")
+    # A tool-wide rule still applies to a cluster-scoped target that lands nowhere.
+    tools = policy.Policy(two_approvers=policy.TwoApprovers(tools=("cordon",)))
+    bare = risk.effect_of("cordon", Target(kind="node", name="n"), BlastRadius())
+    assert tools.approvals_for(bare) == 2
+    assert tools.describe_effect(bare) == ("two approvers required",)
+
+
+def test_node_writes_that_leave_its_pods_alone_are_not_in_doubt() -> None:
+    t = Target(kind="node", name="sandbox-worker-1")
+    for tool in ("uncordon", "label", "annotate"):
+        assert not risk.effect_of(tool, t, BlastRadius(), preview_error="x").unknown
+    for tool in ("drain", "cordon", "delete", "patch"):
+        assert risk.effect_of(tool, t, BlastRadius(), preview_error="x").unknown
+    r = BlastRadius(affected_namespaces=("production",))
+    assert dict(risk.effect_of("delete", t, r).namespaces)["production"] == (
+        "delete of node/sandbox-worker-1 removes the node its pods run on")
+    assert dict(risk.effect_of("patch", t, r).namespaces)["production"] == (
+        "patch of node/sandbox-worker-1 affects its pods")
