@@ -33,6 +33,10 @@ def expires_in(iso: str, now: datetime | None = None) -> str:
 def approval(a: dict[str, Any]) -> str:
     """An approval card: what, where, why, expected outcome, diff, blast radius, flags, expiry."""
     lines = [f"APPROVAL {a['approval_id']}  (session {a['session_id']})"]
+    calls = a.get("calls", [])
+    if a.get("title"):  # a batch is one item: its summary, then every call it holds
+        lines.append(f"  {a['title']}" + (f"  ({len(calls)} calls, one decision)"
+                                          if len(calls) > 1 else ""))
     for c in a.get("calls", []):
         t = c.get("target") or {}
         br = c.get("blast_radius") or {}

@@ -110,6 +110,9 @@ class ApprovalRequested(Event, frozen=True, kw_only=True, tag="approval.requeste
     # and their reasons, usage against limits, an autoscaler, references): gathered by
     # Interlock, unlike `evidence`, which the model quoted.
     gathered_evidence: tuple[LongText, ...] = ()
+    # What the request does in one line ("Delete 3 PVCs, 5 services, 12 pods in staging"),
+    # computed by the gate from the calls; the card's heading. Empty in logs from before it.
+    title: ShortText = ""
 
     def key(self) -> str:
         return self.approval_id

@@ -130,6 +130,10 @@ class Gate:
                     correlation_id=p.correlation_id,
                 )
             )
+            if isinstance(p, ToolProposed) and p.batch_id:
+                # Its batch may have had every other preview already, waiting only for this
+                # member to be recorded: it will get no preview, so decide the rest now.
+                await self.request_approval(p.session_id, p.call_id, p.event_id)
             return
         kind: S.ExecKind = "read" if c.access == "read" else "preview"
         cmd = ExecCommand(
@@ -146,15 +150,20 @@ class Gate:
     # -- previews → approval requests --------------------------------------------------------
 
     async def on_preview(self, pv: PreviewRecorded) -> None:
-        events = [s.event for s in await self.bus.session(pv.session_id)]
+        await self.request_approval(pv.session_id, pv.call_id, pv.event_id)
+
+    async def request_approval(self, session_id: str, call_id: str, cause: str) -> None:
+        """Asks for the approval of a call, or of its whole batch once every write member has
+        its dry run (members the gate refused are left out and named on the card)."""
+        events = [s.event for s in await self.bus.session(session_id)]
         proposals: dict[str, Proposal] = {
             e.call_id: e for e in events if isinstance(e, ToolProposed | ToolAmended)
         }
-        proposal = proposals.get(pv.call_id)
+        proposal = proposals.get(call_id)
         if proposal is None:
-            raise PoisonMessage(f"preview for unknown call {pv.call_id}")
+            raise PoisonMessage(f"preview for unknown call {call_id}")
         members: list[Proposal] = [proposal]
-        approval_id = domain.approval_id_for(pv.call_id)
+        approval_id = domain.approval_id_for(call_id)
         batch_id = ""
         if isinstance(proposal, ToolProposed) and proposal.batch_id:
             batch_id = proposal.batch_id
@@ -163,8 +172,12 @@ class Gate:
             if len(members) < proposal.batch_size:
                 return  # the rest of the batch is not recorded yet; its previews will come
             approval_id = domain.approval_id_for(f"batch-{batch_id}")
-        writes = [(m, self.classify(m)) for m in members]
-        writes = [(m, c) for m, c in writes if c.access == "write" and c.args is not None]
+        classified = [(m, self.classify(m)) for m in members]
+        writes = [(m, c) for m, c in classified if c.access == "write" and c.args is not None]
+        # A member the gate refused (on_proposed recorded why) never gets a preview: the batch
+        # does not wait for it. The rest is decided, and the card says what is not in it.
+        refused = [(m, c) for m, c in classified
+                   if m.call_id not in {w.call_id for w, _ in writes}]
         previews = {e.call_id: e for e in events if isinstance(e, PreviewRecorded)}
         if not writes or any(m.call_id not in previews for m, _ in writes):
             return  # wait for every write's dry run: one decision covers the whole batch
@@ -198,6 +211,10 @@ class Gate:
                                             self.settings.history_window_s)
             lines += h_lines
             flags += h_flags
+        for m, c in refused:
+            what = (c.target or m.target).describe()
+            flags.append(f"not in this batch, refused by the gate and never run: {m.tool} "
+                         f"{what} ({c.rule[:300]})".replace("  ", " "))
         # Who asked comes from the gateway's records in the log, not the planner's field.
         requester = domain.asker_of(events, proposal).requested_by
         forbidden: set[str] = set()
@@ -211,7 +228,7 @@ class Gate:
                 if line not in policy_lines:
                     policy_lines.append(line)
         request = ApprovalRequested(
-            session_id=pv.session_id, approval_id=approval_id, calls=tuple(calls),
+            session_id=session_id, approval_id=approval_id, calls=tuple(calls),
             rationale="\n".join(dict.fromkeys(m.rationale for m, _ in writes if m.rationale)),
             evidence=tuple(dict.fromkeys(e for m, _ in writes for e in m.evidence)),
             expected_outcome="\n".join(
@@ -220,12 +237,12 @@ class Gate:
             history=tuple(lines[-20:]),
             expires_at=now + timedelta(seconds=self.settings.approval_ttl_s),
             required_approvals=required, forbidden_approvers=tuple(sorted(forbidden)),
-            policy=tuple(policy_lines), batch_id=batch_id,
-            actor=ACTOR, causation_id=pv.event_id, correlation_id=proposal.correlation_id,
+            policy=tuple(policy_lines), batch_id=batch_id, title=domain.title_of(calls),
+            actor=ACTOR, causation_id=cause, correlation_id=proposal.correlation_id,
             gathered_evidence=_gathered(writes, previews),
         )
         await self._append_once(request)
-        log.info("approval requested", extra={"session_id": pv.session_id,
+        log.info("approval requested", extra={"session_id": session_id,
                                               "approval_id": request.approval_id})
 
     # -- decisions ---------------------------------------------------------------------------

@@ -30,7 +30,8 @@ from schemas.session import AssistantMessage, SessionCancelled, TurnCompleted, U
 from services.planner import direct
 
 ACTOR = "planner"
-MAX_CALLS_PER_STEP = 8
+# A step's writes are one approval: the seed's cleanup ("3 PVCs, 5 services, 12 pods") is 20.
+MAX_CALLS_PER_STEP = 24
 RESULT_CHARS = 12_000  # of one tool result, as the model sees it
 META_FIELDS = ("rationale", "evidence", "expected_outcome")
 
@@ -48,7 +49,9 @@ for.
 2. Every write carries `rationale` (why this change), `evidence` (short verbatim quotes copied \
 exactly from tool results or from the person's messages; paraphrases are rejected) and \
 `expected_outcome` (what should be true afterwards, and how you will check it). Prefer the \
-smallest change that fixes the cause.
+smallest change that fixes the cause. The writes of one answer are shown as one approval and \
+decided together (all run or none): propose the writes of one change together, and unrelated \
+changes in separate answers.
 3. After an approved write has run, verify with reads (rollout_status, get, describe, events, \
 logs) and say plainly whether the outcome matched what you expected.
 4. If a write is denied or expires, nothing was executed: read the reason, then propose a \
@@ -433,6 +436,18 @@ def _target(call: PlannedCall) -> Target:
         return Target()
 
 
+def batch_of(calls: Sequence[PlannedCall], step_id: str) -> tuple[str, int]:
+    """The batch of a step's writes: every write the planner proposes (not one it declined) in
+    one step is decided in one approval, so a human sees the whole change at once and it runs
+    all or nothing. Reads run at once and are never members. A lone write is not a batch: its
+    approval keeps the id derived from its call. The id is derived from the step, so the
+    projection recomputed after a crash names the same batch (and the gate the same approval)."""
+    writes = [c for c in calls if not c.rejected and _access(c.tool) == "write"]
+    if len(writes) < 2:
+        return "", 1
+    return seed_id("b", step_id, 0), len(writes)
+
+
 def project(step: StepPlanned) -> list[Event]:
     """The events of a step, with ids derived from it: recomputing them is idempotent."""
     # The step's time too: the events it stands for are fully determined by it.
@@ -444,13 +459,16 @@ def project(step: StepPlanned) -> list[Event]:
     if step.text:
         out.append(AssistantMessage(text=step.text, event_id=seed_id("e", step.step_id, 0),
                                     **common))
+    batch_id, batch_size = batch_of(step.calls, step.step_id)
     for i, c in enumerate(step.calls):
         if c.rejected:
             continue
+        member = bool(batch_id) and _access(c.tool) == "write"
         out.append(ToolProposed(
             call_id=c.call_id, tool=c.tool, args=c.args, target=_target(c),
             rationale=c.rationale, evidence=c.evidence, expected_outcome=c.expected_outcome,
             source="llm", requested_by=step.requested_by,
+            batch_id=batch_id if member else "", batch_size=batch_size if member else 1,
             event_id=seed_id("e", step.step_id, 100 + i), **common,
         ))
     if not step.calls:

@@ -56,6 +56,21 @@ def is_command(text: str) -> bool:
         t in ("kubectl", "/kubectl")
 
 
+MAX_LINES = 20  # commands in one message
+
+
+def split_commands(text: str) -> list[str]:
+    """A message as the commands it holds: one kubectl command per line, blank lines ignored.
+    `apply -f -` with its manifest on the following lines is one command, as is anything that is
+    not a kubectl command on every line (parse then refuses it as one, never guessing)."""
+    t = text.strip()
+    lines = [line.strip() for line in t.split("\n") if line.strip()]
+    if len(lines) < 2 or _APPLY_HEAD.match(lines[0]) or not all(map(is_command, lines)) \
+            or len(lines) > MAX_LINES:
+        return [t]
+    return lines
+
+
 def parse(text: str) -> Call | Refusal:
     out = _parse(text)
     if isinstance(out, Refusal):

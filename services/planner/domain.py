@@ -8,7 +8,7 @@ from typing import Any
 from schemas import catalogue, ids
 from schemas.approval import ApprovalDenied, ApprovalExpired, ToolAmended, ToolRefused
 from schemas.base import Event
-from schemas.execution import ToolResult, ToolVerified
+from schemas.execution import CommandRefused, ToolResult, ToolVerified
 from schemas.planning import CommandRejected, ToolProposed
 from schemas.session import AssistantMessage, SessionCancelled, TurnCompleted, UserMessage
 from services.planner import direct
@@ -49,6 +49,68 @@ def _direct(events: Sequence[Event], call_ids: tuple[str, ...]) -> bool:
                for c in call_ids)
 
 
+def _settled_by(events: Sequence[Event]) -> dict[str, int]:
+    """For each call that will never run again, the index of the event that settled it."""
+    out: dict[str, int] = {}
+    for i, e in enumerate(events):
+        match e:
+            case ToolResult() | ToolRefused() | CommandRefused():
+                out.setdefault(e.call_id, i)
+            case ApprovalDenied() if not e.superseded_by:
+                for c in e.call_ids:
+                    out.setdefault(c, i)
+            case ApprovalExpired():
+                for c in e.call_ids:
+                    out.setdefault(c, i)
+    return out
+
+
+def _last_of_message(trigger: Event, events: Sequence[Event], call_ids: tuple[str, ...]) -> bool:
+    """Whether the trigger settles the last open call of the message its calls came from, so
+    that a message of several commands ends its turn once, after every command has an outcome
+    (whichever handler runs later sees the whole message settled, yet only the delivery of the
+    last settling event completes the turn). A lone command: always."""
+    first = next((p for c in call_ids if (p := _proposal_of(events, c)) is not None), None)
+    if first is None:
+        return True
+    siblings = [e.call_id for e in events if isinstance(e, ToolProposed)
+                and e.source == "direct" and e.causation_id == first.causation_id]
+    if len(siblings) < 2:
+        return True
+    successor = {e.replaces: e.call_id for e in events if isinstance(e, ToolAmended)}
+    settled = _settled_by(events)
+    here = next((i for i, e in enumerate(events) if e.event_id == trigger.event_id),
+                len(events))
+    for cid in siblings:
+        seen: set[str] = set()
+        while cid in successor and cid not in seen:  # an amended call lives on as its successor
+            seen.add(cid)
+            cid = successor[cid]
+        if cid not in settled or settled[cid] > here:
+            return False
+    return True
+
+
+def _proposals(trigger: UserMessage, parsed: list[direct.Call], commands: list[str],
+               common: dict[str, Any]) -> list[Event]:
+    """The calls of a direct message. Several writes in one message are one batch: the gate asks
+    once for all of them, and none runs unless that one decision approves (reads run at once).
+    The first call keeps the ids a one-command message always had."""
+    writes = [c for c in parsed if (t := catalogue.lookup(c.tool)) and t.access == "write"]
+    batch_id = ids.derived_id("b", trigger.event_id, "0") if len(writes) > 1 else ""
+    out: list[Event] = []
+    for i, (call, text) in enumerate(zip(parsed, commands, strict=True)):
+        member = bool(batch_id) and call in writes
+        out.append(ToolProposed(
+            call_id=derived_id("c", trigger, i), tool=call.tool, args=call.args, source="direct",
+            rationale=f"direct command from {trigger.actor}: {text.strip()}"[:64_000],
+            requested_by=trigger.actor, batch_id=batch_id if member else "",
+            batch_size=len(writes) if member else 1,
+            event_id=derived_id("e", trigger, 2 if i == 0 else 100 + i), **common,
+        ))
+    return out
+
+
 def decide(trigger: Event, events: Sequence[Event], *, model: bool = False) -> list[Event]:
     """The direct-mode step for a trigger. With a model configured (`model`), only direct
     commands and the outcomes of their calls are decided here; the model loop does the rest."""
@@ -66,20 +128,24 @@ def decide(trigger: Event, events: Sequence[Event], *, model: bool = False) -> l
 
     match trigger:
         case UserMessage() if direct.is_command(trigger.text):
-            parsed = direct.parse(trigger.text)
-            if isinstance(parsed, direct.Refusal):
-                out.append(CommandRejected(text=trigger.text[:64_000], reason=parsed.reason[:2000],
+            commands = direct.split_commands(trigger.text)
+            parsed = [direct.parse(c) for c in commands]
+            bad = next(((i, p) for i, p in enumerate(parsed) if isinstance(p, direct.Refusal)),
+                       None)
+            if bad is not None:
+                # One line that cannot run refuses the message: its commands were meant
+                # together, so none runs rather than a part the person did not ask for alone.
+                i, refusal = bad
+                reason = refusal.reason if len(commands) == 1 else (
+                    f"line {i + 1} ({commands[i][:200]}): {refusal.reason}; nothing in this "
+                    "message was run")
+                out.append(CommandRejected(text=trigger.text[:64_000], reason=reason[:2000],
                                            event_id=derived_id("e", trigger, 1), **common))
-                say(f"I did not run that: {parsed.reason}.")
+                say(f"I did not run that: {reason}.")
                 done("refused")
             else:
-                call_id = derived_id("c", trigger, 0)
-                out.append(ToolProposed(
-                    call_id=call_id, tool=parsed.tool, args=parsed.args, source="direct",
-                    rationale=f"direct command from {trigger.actor}: {trigger.text.strip()}"[
-                        :64_000],
-                    requested_by=trigger.actor, event_id=derived_id("e", trigger, 2), **common,
-                ))
+                out += _proposals(trigger, [p for p in parsed if isinstance(p, direct.Call)],
+                                  commands, common)
         case UserMessage():
             if model:
                 return []
@@ -95,24 +161,30 @@ def decide(trigger: Event, events: Sequence[Event], *, model: bool = False) -> l
                 say(head)  # the result itself is the answer; don't repeat it
             else:
                 say(f"{head}\n{trigger.output[:4000]}")
-            done(trigger.status)
+            if _last_of_message(trigger, events, (trigger.call_id,)):
+                done(trigger.status)
         case ToolRefused() | ApprovalDenied() | ApprovalExpired() if not _direct(
             events, (trigger.call_id,) if isinstance(trigger, ToolRefused) else trigger.call_ids
         ):
             return []
         case ToolRefused():
             say(f"The gate refused {trigger.tool}: {trigger.reason}")
-            done("refused")
+            if _last_of_message(trigger, events, (trigger.call_id,)):
+                done("refused")
         case ApprovalDenied() if trigger.superseded_by:
             say(f"{trigger.approver} changed the arguments: call {trigger.superseded_by} replaces "
                 "it and waits for its own approval. Nothing has run yet.")
         case ApprovalDenied():
             why = f": {trigger.reason}" if trigger.reason else ""
-            say(f"{trigger.approver} denied the change{why}. Nothing was executed.")
-            done("denied")
+            n = len(trigger.call_ids)
+            what = "the change" if n == 1 else f"the {n} changes of this batch"
+            say(f"{trigger.approver} denied {what}{why}. Nothing was executed.")
+            if _last_of_message(trigger, events, trigger.call_ids):
+                done("denied")
         case ApprovalExpired():
             say("Nobody decided in time; the approval expired. Nothing was executed.")
-            done("expired")
+            if _last_of_message(trigger, events, trigger.call_ids):
+                done("expired")
         case SessionCancelled():
             done("cancelled")
         case ToolVerified() if trigger.outcome not in ("verified", "skipped") and _direct(
