@@ -106,9 +106,11 @@ class Args(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
 
     def target(self) -> Target:
         kind = getattr(self, "kind", "") or ""
+        # A read of every namespace is not "in default" (the namespace field's default).
+        every = kind in CLUSTER_SCOPED or getattr(self, "all_namespaces", False)
         return Target(
             cluster=self.cluster,
-            namespace="" if kind in CLUSTER_SCOPED else (getattr(self, "namespace", "") or ""),
+            namespace="" if every else (getattr(self, "namespace", "") or ""),
             kind=kind,
             name=getattr(self, "name", "") or "",
         )
