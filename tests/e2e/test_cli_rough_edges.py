@@ -53,7 +53,8 @@ async def test_sandbox_on_a_busy_port_says_so(tmp_path: Path) -> None:
         busy.close()
     assert proc.returncode == 1
     text = err.decode()
-    assert "error:" in text and "Traceback" not in text, text
+    assert "error:" in text, text
+    assert "Traceback" not in text, text
 
 
 @pytest.mark.parametrize("what", ["missing", "directory"])

@@ -52,10 +52,12 @@ async def test_output_json_and_yaml_are_the_objects(cluster: Sandbox, kube: Kube
     doc = json.loads(listed.text)
     names = {p["metadata"]["name"] for p in cluster.store.list(PODS, "shop")
              if p["metadata"].get("labels", {}).get("app") == "web"}
-    assert doc["kind"] == "List" and {i["metadata"]["name"] for i in doc["items"]} == names
+    assert doc["kind"] == "List"
+    assert {i["metadata"]["name"] for i in doc["items"]} == names
     one = await run(lambda: read(kube, "kubectl get deploy/web -n shop -o yaml"))
     obj = yaml.safe_load(one.text)
-    assert obj["kind"] == "Deployment" and obj["spec"]["replicas"] == 3
+    assert obj["kind"] == "Deployment"
+    assert obj["spec"]["replicas"] == 3
     both = await run(lambda: read(kube, "kubectl get deploy,svc -n shop -o json"))
     assert {i["kind"] for i in json.loads(both.text)["items"]} == {"Deployment", "Service"}
     # a Secret's values stay redacted in every format
@@ -75,7 +77,8 @@ async def test_wide_and_several_kinds_have_kubectls_columns(kube: Kube, kubeconf
     several = await run(lambda: read(kube, "kubectl get deploy,svc -n shop"))
     names = [line.split()[0] for line in several.text.splitlines()
              if line and not line.startswith("NAME")]
-    assert "deployment.apps/web" in names and "service/web" in names
+    assert "deployment.apps/web" in names
+    assert "service/web" in names
     assert {i["kind"] for i in several.data["items"]} == {"deployment", "service"}
 
 
