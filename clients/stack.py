@@ -28,6 +28,10 @@ PLANNER_MODEL_ENV = ("INTERLOCK_MODEL", "INTERLOCK_TEMPERATURE", "INTERLOCK_MAX_
                      "INTERLOCK_MODEL_RETRIES", "INTERLOCK_MODEL_RETRY_BASE",
                      "INTERLOCK_MODEL_TIMEOUT", "INTERLOCK_CONTEXT_TOKENS")
 
+# Passed through to the gate: a policy exported for `interlock up` (README, "Approvals and policy")
+# must reach the gate — dropping it would silently run a looser gate than the person asked for.
+GATE_ENV = ("INTERLOCK_POLICY_FILE",)
+
 SERVICES = ("executor", "gate", "planner", "gateway", "notifier")
 # Passed through to the notifier from the environment of `interlock up`.
 NOTIFIER_ENV = ("INTERLOCK_WEBHOOKS", "INTERLOCK_WEBHOOK_SECRET", "INTERLOCK_PUBLIC_URL",
@@ -225,6 +229,10 @@ class Stack:
         self.sandbox_url = text.rsplit(" ", 1)[-1]
         self.kubeconfig = kubeconfig
 
+    def setting(self, name: str) -> str:
+        """A setting as the services get it: the stack's own over the environment's."""
+        return self.cfg.extra_env.get(name, os.environ.get(name, ""))
+
     def env_for(self, name: str) -> dict[str, str]:
         """The environment of a service instance (`gate`, or `gate-2` for a second one)."""
         service = service_of(name)
@@ -239,6 +247,7 @@ class Stack:
         if service in S.SERVICES:  # its own key only; the notifier writes no event
             env["INTERLOCK_SIGNING_KEY_FILE"] = str(self.keys / f"{service}.key")
         if service == "gate":
+            env.update({k: os.environ[k] for k in GATE_ENV if k in os.environ})
             env["INTERLOCK_GATE_KEY_FILE"] = str(self.data / "gate.key")
             env["INTERLOCK_APPROVAL_TTL"] = str(self.cfg.approval_ttl_s)
         if service == "executor":
