@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from services.executor.redact import redact
 from services.planner import direct
 
 
@@ -22,6 +23,21 @@ def target(t: dict[str, Any] | None, args: dict[str, Any] | None = None) -> str:
         where = " in all namespaces"
     ctx = f" on {t['cluster']}" if t.get("cluster") else ""
     return f"{obj}{where}{ctx}"
+
+
+def shown_args(args: Any) -> Any:
+    """A call's args as a terminal may show them: a Secret's values (a manifest's, or a patch
+    body's) are masked as the executor masks them in its answers."""
+    if not isinstance(args, dict):
+        return args
+    out = dict(args)
+    if isinstance(out.get("manifest"), dict):
+        out["manifest"] = redact(out["manifest"])
+    if str(out.get("kind", "")).lower() == "secret" and isinstance(out.get("body"), dict):
+        out["body"] = redact({**out["body"], "kind": "Secret"})
+        if "kind" not in args["body"]:
+            out["body"].pop("kind")
+    return out
 
 
 def value(v: Any) -> str:
@@ -87,7 +103,7 @@ def event(ev_id: int, kind: str, d: dict[str, Any]) -> str | None:
             return f"[{ev_id}] interlock: {d.get('text')}"
         case "tool.proposed":
             return (f"[{ev_id}] → {d.get('tool')} {target(d.get('target'), d.get('args'))} "
-                    f"{d.get('args')}")
+                    f"{shown_args(d.get('args'))}")
         case "tool.classified":
             return f"[{ev_id}]   {d.get('access')} ({d.get('rule')})"
         case "tool.refused" | "command.rejected" | "command.refused":

@@ -224,10 +224,19 @@ async def test_day_one_kubectl_forms_in_a_terminal(cli_stack: Stack) -> None:
         said = await term.expect(r"operator: (kubectl create secret generic db-pass .*)\n")
         assert "hunter2" not in said.group(1)
         assert "password=<redacted>" in said.group(1)
-        await term.expect(r"⏸ waiting for approval (a_\w+)")
-        after = term.buffer
+        approval = (await term.expect(r"⏸ waiting for approval (a_\w+)")).group(1)
+        code, card = await _run(cli_stack, "approver", "approvals")
+        assert code == 0, card
+        assert f"APPROVAL {approval}" in card
+        code, out = await _run(cli_stack, "approver", "approve", approval)
+        assert code == 0, out
+        await term.expect(r"✓ result \(ok\)")
+        await term.expect(r"— done")
         term.send("/quit")
         assert await term.exit_code() == 0
-        assert "hunter2" not in after + term.buffer
+        # Neither the value nor its base64 is echoed: card, result, the planner's answer.
+        shown = term.seen[term.seen.index("operator: kubectl create secret"):] + card
+        assert "hunter2" not in shown
+        assert "aHVudGVyMg" not in shown, shown
     finally:
         term.close()

@@ -56,3 +56,20 @@ def test_an_all_namespaces_read_is_not_in_default() -> None:
     assert render.event(3, "user.message", {
         "actor": "ann", "text": "kubectl create secret generic a --from-literal=pw=hunter2"}) \
         == "[3] ann: kubectl create secret generic a --from-literal=pw=<redacted>"
+
+
+def test_a_secrets_values_are_masked_in_a_proposal_line() -> None:
+    manifest = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "a"},
+                "data": {"pw": "aHVudGVyMg=="}}
+    line = render.event(4, "tool.proposed", {"tool": "create", "args": {"manifest": manifest}})
+    assert line is not None
+    assert "aHVudGVyMg" not in line
+    assert "'pw': '<redacted>'" in line
+    patch = render.event(5, "tool.proposed", {"tool": "patch", "args": {
+        "kind": "secret", "name": "a", "body": {"stringData": {"pw": "hunter2"}}}})
+    assert patch is not None
+    assert "hunter2" not in patch
+    cm = render.event(6, "tool.proposed", {"tool": "create", "args": {"manifest": {
+        **manifest, "kind": "ConfigMap", "data": {"k": "visible"}}}})
+    assert cm is not None
+    assert "visible" in cm
