@@ -144,7 +144,7 @@ def _allow(flags: dict[str, str], verb: str, *allowed: str) -> Refusal | None:
         # kubectl would print something else; never answer in a format that was not asked for.
         return Refusal(f"{verb} does not support -o; only get prints json, yaml, wide or name")
     if extra:
-        names = {v: k for k, v in {**_VALUE, **_BOOL}.items() if k.startswith("--")}
+        names = {v: k for k, v in {**_VALUE, **_BOOL, **_MULTI}.items() if k.startswith("--")}
         return Refusal(f"{verb} does not support {', '.join(names.get(e, e) for e in extra)}")
     return None
 

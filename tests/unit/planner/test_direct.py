@@ -344,6 +344,7 @@ def test_day_one_kubectl_forms_parse_into_the_calls_kubectl_means(
         ("kubectl create configmap a b --from-literal=k=1", "exactly one name"),
         ("kubectl create configmap a --from-literal='bad key=1'", "not a valid key"),
         ("kubectl create deployment web -n shop", "create deployment is not supported"),
+        ("kubectl get pods --from-literal=a=b", "get does not support --from-literal"),
     ],
 )
 def test_day_one_forms_refused_with_a_reason(text: str, why: str) -> None:
