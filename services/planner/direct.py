@@ -13,7 +13,7 @@ import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import yaml
@@ -751,6 +751,21 @@ def shown(text: str) -> str:
         return text
     return _LITERAL.sub(lambda m: f"{m.group(1)}{m.group(2) or ''}{m.group(3) or m.group(4)}"
                         f"<redacted>{m.group(2) or ''}", text)
+
+
+E = TypeVar("E", bound=msgspec.Struct)
+
+
+def masked(event: E) -> E:
+    """A planner event with a secret's literal values replaced wherever it repeats the command
+    (a proposal's rationale, a refusal's text and reason, the answer). Applied where the
+    planner appends its direct-mode events, so every path of `domain.decide` is covered."""
+    changes: dict[str, str] = {}
+    for field in ("text", "rationale", "reason"):
+        value = getattr(event, field, None)
+        if isinstance(value, str) and (safe := shown(value)) != value:
+            changes[field] = safe
+    return msgspec.structs.replace(event, **changes) if changes else event
 
 
 def _cluster_info(pos: list[str], flags: dict[str, str]) -> Call | Refusal:

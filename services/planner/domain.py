@@ -68,8 +68,7 @@ def decide(trigger: Event, events: Sequence[Event], *, model: bool = False) -> l
         case UserMessage() if direct.is_command(trigger.text):
             parsed = direct.parse(trigger.text)
             if isinstance(parsed, direct.Refusal):
-                out.append(CommandRejected(text=direct.shown(trigger.text)[:64_000],
-                                           reason=parsed.reason[:2000],
+                out.append(CommandRejected(text=trigger.text[:64_000], reason=parsed.reason[:2000],
                                            event_id=derived_id("e", trigger, 1), **common))
                 say(f"I did not run that: {parsed.reason}.")
                 done("refused")
@@ -77,8 +76,8 @@ def decide(trigger: Event, events: Sequence[Event], *, model: bool = False) -> l
                 call_id = derived_id("c", trigger, 0)
                 out.append(ToolProposed(
                     call_id=call_id, tool=parsed.tool, args=parsed.args, source="direct",
-                    rationale=f"direct command from {trigger.actor}: "
-                              f"{direct.shown(trigger.text.strip())}"[:64_000],
+                    rationale=f"direct command from {trigger.actor}: {trigger.text.strip()}"[
+                        :64_000],
                     requested_by=trigger.actor, event_id=derived_id("e", trigger, 2), **common,
                 ))
         case UserMessage():
