@@ -225,7 +225,12 @@ class Stack:
         self.sandbox.stdout.close()
         text = line.decode().strip()
         if "ready at" not in text:
-            raise ConfigError(f"the sandbox did not start: {text!r}")
+            # Its own words (e.g. "unknown scenario …") are on stderr, in its log.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.sandbox.wait(timeout=10)  # it has exited or is exiting: its stdout ended
+            lines = self.log_tail("sandbox", 500).strip().splitlines()
+            why = lines[-1] if lines else repr(text)
+            raise ConfigError(f"the sandbox did not start: {why}")
         self.sandbox_url = text.rsplit(" ", 1)[-1]
         self.kubeconfig = kubeconfig
 

@@ -69,3 +69,13 @@ async def test_audit_verify_of_a_file_that_is_not_there(tmp_path: Path, what: st
         f"interlock audit: cannot read {path}: "
         f"{'No such file or directory' if what == 'missing' else 'Is a directory'}")
     assert not out
+
+
+async def test_up_with_an_unknown_scenario_says_which(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        INTERLOCK, "up", "--port", str(free_port()), "--data", str(tmp_path / "data"),
+        "--scenario", "nope", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    assert "interlock up failed: the sandbox did not start: error: unknown scenario 'nope'" \
+        in out.decode(), out.decode()
