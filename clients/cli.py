@@ -11,6 +11,8 @@ from pathlib import Path
 
 from clients import commands
 from clients.stack import Stack, StackConfig
+from services.gate import policy as gate_policy
+from services.planner.settings import ModelSettings
 from services.runtime.errors import ConfigError
 
 
@@ -32,6 +34,12 @@ async def _up(args: argparse.Namespace) -> int:
         nats_cluster=args.nats_cluster,
     )
     stack = Stack(cfg)
+    try:
+        # Read as the gate and the planner will, so a bad policy or model setting fails here.
+        setup = describe_setup(stack)
+    except ConfigError as exc:
+        _out(f"interlock up failed: {exc}")
+        return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -58,6 +66,8 @@ async def _up(args: argparse.Namespace) -> int:
     _out(f"    admin     {cfg.admin_token}")
     for name, t in stack.tokens.items():
         _out(f"    {name:<9} {t['token']}")
+    for line in setup:
+        _out(line)
     _out(f"  Logs            {stack.data / 'logs'}")
     _out("Press Ctrl-C to stop.")
     watch = asyncio.create_task(_watch_children(stack, stop))
@@ -67,6 +77,48 @@ async def _up(args: argparse.Namespace) -> int:
     await stack.stop()
     _out("stopped.")
     return 0
+
+
+def _names(items: tuple[str, ...]) -> str:
+    return ", ".join(items) or "none"
+
+
+def describe_setup(stack: Stack) -> list[str]:
+    """What a new operator must know before the first write: who plans (direct mode or which
+    model — never its key), the policy the gate enforces, and how a protected write is approved."""
+    env = {k: stack.setting(k) for k in ("INTERLOCK_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL",
+                                         "INTERLOCK_POLICY_FILE")}
+    model = ModelSettings.from_env(env)
+    if model is None:
+        mode = ("direct: kubectl-style commands only (set INTERLOCK_MODEL or OPENAI_API_KEY to "
+                "chat with a model)")
+    else:
+        mode = f"model {model.model} at {model.base_url or 'the OpenAI API'}"
+    path = env["INTERLOCK_POLICY_FILE"]
+    policy = gate_policy.load(Path(path) if path else None)
+    two = policy.two_approvers
+    two_text = "; ".join(part for part in (
+        two.tools and f"tools {_names(two.tools)}",
+        two.namespaces and f"namespaces {_names(two.namespaces)}") if part) or "none"
+    tokens = stack.data / "tokens.json"
+    source = f"from {path}" if path else "the default (INTERLOCK_POLICY_FILE tightens it)"
+    lines = [
+        f"  Mode            {mode}",
+        f"  Policy          {source}",
+        f"    protected namespaces  {_names(policy.protected_namespaces)} (whoever asked, or "
+        "changed the args, may not approve)",
+        f"    two approvers         {two_text}",
+        f"    forbidden tools       {_names(policy.forbid_tools)}",
+    ]
+    if policy.protected_namespaces:
+        lines.append(
+            f"  Approving       a write in {policy.protected_namespaces[0]} needs someone other "
+            "than its requester: the operator asks, the approver (or admin) approves")
+    lines.append(
+        f"                  another approver: add {{\"principal\": \"NAME\", \"roles\": "
+        f"[\"operator\", \"approver\"], \"token\": \"16+ random characters\"}} to the tokens "
+        f"in {tokens}, then restart")
+    return lines
 
 
 async def _watch_children(stack: Stack, stop: asyncio.Event) -> None:
@@ -94,6 +146,13 @@ def _cluster_size(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sandbox"]:
+        # The sandbox parses its own flags (--port, --kubeconfig, …): argparse's REMAINDER drops
+        # options that come first, so they are handed over untouched.
+        from sandbox.cli import main as sandbox_main
+
+        return int(sandbox_main(argv[1:]) or 0)
     parser = argparse.ArgumentParser(prog="interlock", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="run everything on this machine")

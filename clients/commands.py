@@ -231,7 +231,10 @@ async def cmd_audit(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
     path = f"/v1/sessions/{args.session}/audit"
     if args.export:
         body = await gw.text(path + "?format=jsonl")
-        await asyncio.to_thread(Path(args.export).write_text, body)
+        try:
+            await asyncio.to_thread(Path(args.export).write_text, body)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {args.export}: {exc.strerror or exc}") from exc
         out.line(f"exported session {args.session} to {args.export}")
         return 0
     try:
@@ -290,7 +293,12 @@ def verify_export(path: Path, gate_key: Path | None, out: Out,
     if keyring is None and LOCAL_KEYRING.is_file():
         keyring = LOCAL_KEYRING
     ring = identity.load_keyring(keyring) if keyring is not None else None
-    reports = audit.audit_file(path.read_text(), key, ring)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        # A wrong path is a typo, not a broken log: say so, and exit as a usage error.
+        raise ConfigError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+    reports = audit.audit_file(text, key, ring)
     if out.as_json:
         out.data([r.to_json()["integrity"] | {"session_id": r.session_id} for r in reports])
     else:
@@ -399,6 +407,9 @@ def run(args: argparse.Namespace) -> int:
     except ApiError as exc:
         sys.stderr.write(f"interlock {args.command}: {exc}\n")
         return 1
+    except ConfigError as exc:
+        sys.stderr.write(f"interlock {args.command}: {exc}\n")
+        return 2
     except json.JSONDecodeError as exc:
         sys.stderr.write(f"interlock {args.command}: --args is not JSON: {exc}\n")
         return 2

@@ -5,14 +5,39 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from services.executor.redact import redact
+from services.planner import direct
 
-def target(t: dict[str, Any] | None) -> str:
+
+def target(t: dict[str, Any] | None, args: dict[str, Any] | None = None) -> str:
+    if not (t and t.get("kind")) and isinstance(args, dict) and args.get("kind"):
+        # A direct command's proposal carries no target yet: its args say what and where.
+        t = {"kind": args["kind"], "name": args.get("name") or "",
+             "namespace": args.get("namespace") or "", "cluster": args.get("cluster") or ""}
     if not t:
         return ""
     obj = f"{t.get('kind') or 'object'}/{t['name']}" if t.get("name") else (t.get("kind") or "")
     where = f" in {t['namespace']}" if t.get("namespace") else ""
+    if isinstance(args, dict) and args.get("all_namespaces"):
+        # The target keeps the args' default namespace; an -A read is not "in default".
+        where = " in all namespaces"
     ctx = f" on {t['cluster']}" if t.get("cluster") else ""
     return f"{obj}{where}{ctx}"
+
+
+def shown_args(args: Any) -> Any:
+    """A call's args as a terminal may show them: a Secret's values (a manifest's, or a patch
+    body's) are masked as the executor masks them in its answers."""
+    if not isinstance(args, dict):
+        return args
+    out = dict(args)
+    if isinstance(out.get("manifest"), dict):
+        out["manifest"] = redact(out["manifest"])
+    if str(out.get("kind", "")).lower() == "secret" and isinstance(out.get("body"), dict):
+        out["body"] = redact({**out["body"], "kind": "Secret"})
+        if "kind" not in args["body"]:
+            out["body"].pop("kind")
+    return out
 
 
 def value(v: Any) -> str:
@@ -79,11 +104,13 @@ def event(ev_id: int, kind: str, d: dict[str, Any]) -> str | None:
         case "session.started":
             return f"[{ev_id}] session started by {d.get('actor')}"
         case "user.message":
-            return f"[{ev_id}] {d.get('actor')}: {d.get('text')}"
+            # A secret typed into a direct command is not spelled out again on the terminal.
+            return f"[{ev_id}] {d.get('actor')}: {direct.shown(str(d.get('text')))}"
         case "assistant.message":
             return f"[{ev_id}] interlock: {d.get('text')}"
         case "tool.proposed":
-            return f"[{ev_id}] → {d.get('tool')} {target(d.get('target'))} {d.get('args')}"
+            return (f"[{ev_id}] → {d.get('tool')} {target(d.get('target'), d.get('args'))} "
+                    f"{shown_args(d.get('args'))}")
         case "tool.classified":
             return f"[{ev_id}]   {d.get('access')} ({d.get('rule')})"
         case "tool.refused" | "command.rejected" | "command.refused":

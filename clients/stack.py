@@ -28,6 +28,10 @@ PLANNER_MODEL_ENV = ("INTERLOCK_MODEL", "INTERLOCK_TEMPERATURE", "INTERLOCK_MAX_
                      "INTERLOCK_MODEL_RETRIES", "INTERLOCK_MODEL_RETRY_BASE",
                      "INTERLOCK_MODEL_TIMEOUT", "INTERLOCK_CONTEXT_TOKENS")
 
+# Passed through to the gate: a policy exported for `interlock up` (README, "Approvals and policy")
+# must reach the gate — dropping it would silently run a looser gate than the person asked for.
+GATE_ENV = ("INTERLOCK_POLICY_FILE",)
+
 SERVICES = ("executor", "gate", "planner", "gateway", "notifier")
 # Passed through to the notifier from the environment of `interlock up`.
 NOTIFIER_ENV = ("INTERLOCK_WEBHOOKS", "INTERLOCK_WEBHOOK_SECRET", "INTERLOCK_PUBLIC_URL",
@@ -221,9 +225,18 @@ class Stack:
         self.sandbox.stdout.close()
         text = line.decode().strip()
         if "ready at" not in text:
-            raise ConfigError(f"the sandbox did not start: {text!r}")
+            # Its own words (e.g. "unknown scenario …") are on stderr, in its log.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.sandbox.wait(timeout=10)  # it has exited or is exiting: its stdout ended
+            lines = self.log_tail("sandbox", 500).strip().splitlines()
+            why = lines[-1] if lines else repr(text)
+            raise ConfigError(f"the sandbox did not start: {why}")
         self.sandbox_url = text.rsplit(" ", 1)[-1]
         self.kubeconfig = kubeconfig
+
+    def setting(self, name: str) -> str:
+        """A setting as the services get it: the stack's own over the environment's."""
+        return self.cfg.extra_env.get(name, os.environ.get(name, ""))
 
     def env_for(self, name: str) -> dict[str, str]:
         """The environment of a service instance (`gate`, or `gate-2` for a second one)."""
@@ -239,6 +252,7 @@ class Stack:
         if service in S.SERVICES:  # its own key only; the notifier writes no event
             env["INTERLOCK_SIGNING_KEY_FILE"] = str(self.keys / f"{service}.key")
         if service == "gate":
+            env.update({k: os.environ[k] for k in GATE_ENV if k in os.environ})
             env["INTERLOCK_GATE_KEY_FILE"] = str(self.data / "gate.key")
             env["INTERLOCK_APPROVAL_TTL"] = str(self.cfg.approval_ttl_s)
         if service == "executor":

@@ -101,5 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 loop.add_signal_handler(sig, stop.set)
         await run(args, stop)
 
-    asyncio.run(_main())
+    try:
+        asyncio.run(_main())
+    except OSError as exc:
+        # A port in use or a kubeconfig path that cannot be written: a sentence, not a traceback.
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
     return 0

@@ -106,9 +106,11 @@ class Args(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
 
     def target(self) -> Target:
         kind = getattr(self, "kind", "") or ""
+        # A read of every namespace is not "in default" (the namespace field's default).
+        every = kind in CLUSTER_SCOPED or getattr(self, "all_namespaces", False)
         return Target(
             cluster=self.cluster,
-            namespace="" if kind in CLUSTER_SCOPED else (getattr(self, "namespace", "") or ""),
+            namespace="" if every else (getattr(self, "namespace", "") or ""),
             kind=kind,
             name=getattr(self, "name", "") or "",
         )
@@ -117,10 +119,17 @@ class Args(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
 # -- reads -------------------------------------------------------------------------------------
 
 
+# How a read's answer is printed, as `kubectl -o`: "" is the tool's usual text (JSON for get, a
+# table for list); json/yaml the whole (redacted) objects; wide a table with more columns; name
+# one kind.group/name per line.
+Output = Literal["", "json", "yaml", "wide", "name"]
+
+
 class GetArgs(Args, frozen=True, kw_only=True):
     kind: Kind
     name: Name
     namespace: Namespace = "default"
+    output: Output = ""
 
 
 class ListArgs(Args, frozen=True, kw_only=True):
@@ -128,6 +137,9 @@ class ListArgs(Args, frozen=True, kw_only=True):
     namespace: Namespace = "default"
     all_namespaces: bool = False
     label_selector: Selector = ""
+    output: Output = ""
+    # `kubectl get deploy,svc`: further kinds listed in the same read, each after `kind`.
+    more_kinds: Annotated[tuple[Kind, ...], msgspec.Meta(max_length=8)] = ()
 
 
 class DescribeArgs(Args, frozen=True, kw_only=True):
@@ -144,6 +156,9 @@ class LogsArgs(Args, frozen=True, kw_only=True):
     container: ContainerName | None = None
     tail_lines: TailLines = 200
     previous: bool = False  # the last terminated instance, e.g. before an OOMKill
+    # `kubectl logs deploy/web`: `name` is then that workload, and one of its pods is read, chosen
+    # as kubectl chooses (ready and running first, then the newest).
+    kind: Literal["pod", "deployment", "statefulset", "daemonset", "replicaset", "job"] = "pod"
 
 
 class EventsArgs(Args, frozen=True, kw_only=True):

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import yaml
+
 from schemas import catalogue as C
 from services.executor.kube import KINDS, Kube, KubeError, Outcome, path
 from services.executor.redact import redact, redact_text
@@ -94,30 +96,100 @@ def _ns(kind: str, namespace: str) -> str:
     return namespace if KINDS[kind].namespaced else ""
 
 
+# `-o wide`: the extra columns kubectl adds for these kinds (others print their usual table).
+def _pod_wide(p: Obj) -> list[str]:
+    return [*_pod_row(p), str((p.get("status") or {}).get("podIP") or "<none>"),
+            str((p.get("spec") or {}).get("nodeName") or "<none>")]
+
+
+def _deploy_wide(d: Obj) -> list[str]:
+    cs = (((d.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    return [*_deploy_row(d), ",".join(str(c.get("name", "")) for c in cs),
+            ",".join(str(c.get("image", "")) for c in cs), _selector(d) or "<none>"]
+
+
+_WIDE: dict[str, tuple[list[str], Callable[[Obj], list[str]]]] = {
+    "pod": ([*_ROWS["pod"][0], "IP", "NODE"], _pod_wide),
+    "deployment": ([*_ROWS["deployment"][0], "CONTAINERS", "IMAGES", "SELECTOR"], _deploy_wide),
+}
+
+
+def _qualified(kind: str, name: str) -> str:
+    """`-o name`: kind.group/name, as kubectl prints it (deployment.apps/web, pod/web-1)."""
+    group = KINDS[kind].group
+    return f"{kind}.{group}/{name}" if group else f"{kind}/{name}"
+
+
+def _formatted(items: list[Obj], output: str, single: bool) -> str:
+    """json/yaml as kubectl prints them: the object itself, or a v1 List of them."""
+    doc: Obj = items[0] if single else {"apiVersion": "v1", "kind": "List", "items": items,
+                                        "metadata": {"resourceVersion": ""}}
+    if output == "yaml":
+        return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False).rstrip()
+    return json.dumps(doc, indent=4)
+
+
 def get(k: Kube, a: C.GetArgs) -> Outcome:
     obj = redact(k.read(a.cluster, a.kind, _ns(a.kind, a.namespace), a.name))
+    if a.output == "name":
+        return Outcome(text=_qualified(a.kind, a.name), data=obj)
+    if a.output == "yaml":
+        return Outcome(text=_formatted([obj], "yaml", True), data=obj)
+    if a.output == "wide":
+        headers, row = _WIDE.get(a.kind) or _ROWS.get(a.kind, (["NAME", "AGE"], _generic_row))
+        return Outcome(text=table(headers, [row(obj)]), data=obj)
     return Outcome(text=json.dumps(obj, indent=2), data=obj)
 
 
 def list_(k: Kube, a: C.ListArgs) -> Outcome:
-    namespaced = KINDS[a.kind].namespaced
+    kinds = [a.kind, *(x for x in a.more_kinds if x != a.kind)]
+    parts = [_list_one(k, a, kind, several=len(kinds) > 1) for kind in kinds]
+    if len(parts) == 1:
+        return parts[0]
+    data = {"kind": a.kind, "items": [i for p in parts for i in p.data["items"]]}
+    if a.output in ("json", "yaml"):
+        # One List holding every kind's objects, as kubectl prints `get deploy,svc -o json`.
+        items = [o for p in parts for o in p.data.pop("objects")]
+        return Outcome(text=_formatted(items, a.output, False), data=data)
+    texts = [p.text for p in parts if not p.text.startswith("No resources found")]
+    sep = "\n" if a.output == "name" else "\n\n"
+    return Outcome(text=sep.join(texts) or parts[0].text, data=data)
+
+
+def _list_one(k: Kube, a: C.ListArgs, kind: str, *, several: bool) -> Outcome:
+    namespaced = KINDS[kind].namespaced
     every = a.all_namespaces or not namespaced
-    items = [redact(i) for i in k.list(a.cluster, a.kind, a.namespace, all_namespaces=every,
+    items = [redact(i) for i in k.list(a.cluster, kind, a.namespace, all_namespaces=every,
                                        label_selector=a.label_selector)]
-    headers, row = _ROWS.get(a.kind, (["NAME", "AGE"], _generic_row))
-    rows = [row(i) for i in items]
-    if a.all_namespaces and namespaced:
-        headers = ["NAMESPACE", *headers]
-        rows = [[i["metadata"].get("namespace", ""), *r] for i, r in zip(items, rows, strict=True)]
-    if not rows:
-        where = "any namespace" if every else f"{a.namespace} namespace"
-        text = f"No resources found in {where}."
-    else:
-        text = table(headers, rows)
+    headers, row = _ROWS.get(kind, (["NAME", "AGE"], _generic_row))
     summary = [{"name": i["metadata"]["name"], "namespace": i["metadata"].get("namespace", ""),
                 **dict(zip([h.lower() for h in headers[-len(r):]], r, strict=True))}
                for i, r in zip(items, (row(i) for i in items), strict=True)]
-    return Outcome(text=text, data={"kind": a.kind, "items": summary})
+    if several:
+        for s in summary:
+            s["kind"] = kind
+    if a.output == "wide":
+        headers, row = _WIDE.get(kind, (headers, row))
+    rows = [row(i) for i in items]
+    if several:
+        # Several kinds: each row names its object as kind.group/name, as kubectl does.
+        rows = [[_qualified(kind, r[0]), *r[1:]] for r in rows]
+    if a.all_namespaces and namespaced:
+        headers = ["NAMESPACE", *headers]
+        rows = [[i["metadata"].get("namespace", ""), *r] for i, r in zip(items, rows, strict=True)]
+    data: Obj = {"kind": kind, "items": summary}
+    where = "any namespace" if every else f"{a.namespace} namespace"
+    if a.output == "name" and items:
+        return Outcome(text="\n".join(_qualified(kind, i["metadata"]["name"]) for i in items),
+                       data=data)
+    if a.output in ("json", "yaml"):
+        data["objects"] = items
+        if not several:
+            return Outcome(text=_formatted(items, a.output, False),
+                           data={"kind": kind, "items": summary})
+        return Outcome(text="", data=data)
+    text = table(headers, rows) if rows else f"No resources found in {where}."
+    return Outcome(text=text, data=data)
 
 
 # -- describe ----------------------------------------------------------------------------------
@@ -250,13 +322,30 @@ def events(k: Kube, a: C.EventsArgs) -> Outcome:
     return Outcome(text=_events_table(items), data={"events": [_event_summary(e) for e in items]})
 
 
+def _log_rank(p: Obj) -> tuple[bool, bool, str]:
+    """kubectl's choice among a workload's pods: ready first, then running, then the newest."""
+    st = p.get("status") or {}
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                for c in st.get("conditions") or [])
+    return ready, st.get("phase") == "Running", str(p["metadata"].get("creationTimestamp") or "")
+
+
 def logs(k: Kube, a: C.LogsArgs) -> Outcome:
-    text = k.request(a.cluster, "GET", path("pod", a.namespace, a.name, "log"), raw=True,
+    pod, note = a.name, ""
+    if a.kind != "pod":
+        obj = k.read(a.cluster, a.kind, a.namespace, a.name)
+        pods = sorted(pods_of(k, a.cluster, a.kind, obj), key=_log_rank, reverse=True)
+        if not pods:
+            raise KubeError("NotFound", f"{a.kind} {a.name} has no pods to read logs from", 404)
+        pod = pods[0]["metadata"]["name"]
+        if len(pods) > 1:
+            note = f"Found {len(pods)} pods, using pod/{pod}\n"
+    text = k.request(a.cluster, "GET", path("pod", a.namespace, pod, "log"), raw=True,
                      query={"container": a.container, "tailLines": a.tail_lines,
                             "previous": "true" if a.previous else None})
     text = redact_text(str(text))
-    return Outcome(text=text or "(no log lines)",
-                   data={"pod": a.name, "container": a.container, "previous": a.previous,
+    return Outcome(text=note + (text or "(no log lines)"),
+                   data={"pod": pod, "container": a.container, "previous": a.previous,
                          "lines": text.count("\n")})
 
 

@@ -7,12 +7,13 @@ and goes through the very same gate as a model's proposal.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import yaml
@@ -102,7 +103,12 @@ _BOOL = {
     "--delete-emptydir-data": "delete_emptydir_data", "--containers": "containers",
     "--watch": "watch", "-w": "watch", "--all": "all", "--force": "force",
 }
+# Flags that may be given several times (`--from-literal=a=1 --from-literal=b=2`); their values
+# are joined with a newline, which no single-line command can contain (see _SHELL).
+_MULTI = {"--from-literal": "from_literal", "--from-file": "from_file",
+          "--from-env-file": "from_env_file"}
 _COMMON = {"namespace", "context"}
+_OUTPUTS = ("json", "yaml", "wide", "name")
 
 
 def _split(words: list[str], short_p: str = "") -> tuple[list[str], dict[str, str]]:
@@ -122,13 +128,17 @@ def _split(words: list[str], short_p: str = "") -> tuple[list[str], dict[str, st
                 if eq and value not in ("true", "false"):
                     raise ValueError(f"flag {name} takes true or false, not {value!r}")
                 key, value = bools[name], value or "true"
-            elif name in values:
+            elif name in values or name in _MULTI:
                 if not eq:
                     i += 1
                     if i >= len(words):
                         raise ValueError(f"flag {name} needs a value")
                     value = words[i]
-                key = values[name]
+                key = values.get(name) or _MULTI[name]
+                if key in _MULTI.values():
+                    flags[key] = f"{flags[key]}\n{value}" if key in flags else value
+                    i += 1
+                    continue
             else:
                 raise ValueError(f"unsupported flag {name!r}")
             if key in flags:
@@ -145,8 +155,11 @@ def _allow(flags: dict[str, str], verb: str, *allowed: str) -> Refusal | None:
         return Refusal("--dry-run is not needed: every write is previewed with a server-side dry "
                        "run and held for approval")
     extra = sorted(set(flags) - _COMMON - set(allowed))
+    if "output" in extra:
+        # kubectl would print something else; never answer in a format that was not asked for.
+        return Refusal(f"{verb} does not support -o; only get prints json, yaml, wide or name")
     if extra:
-        names = {v: k for k, v in {**_VALUE, **_BOOL}.items() if k.startswith("--")}
+        names = {v: k for k, v in {**_VALUE, **_BOOL, **_MULTI}.items() if k.startswith("--")}
         return Refusal(f"{verb} does not support {', '.join(names.get(e, e) for e in extra)}")
     return None
 
@@ -275,15 +288,39 @@ _NEVER = {
 def _get(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
     if r := _allow(flags, "get", "selector", "all_namespaces", "output"):
         return r
+    output = flags.get("output", "")
+    if output and output not in _OUTPUTS:
+        return Refusal(f"-o {output} is not supported; get prints json, yaml, wide or name")
+    # `get deploy,svc`: several kinds, listed in one read (as kubectl, no name with several).
+    if pos and "," in pos[0] and "/" not in pos[0]:
+        kinds: list[str] = []
+        for word in pos[0].split(","):
+            k = _kind(word)
+            if isinstance(k, Refusal):
+                return k
+            if k not in kinds:
+                kinds.append(k)
+        if len(pos) > 1:
+            return Refusal("a name cannot be combined with several kinds; use kind/name")
+        if len(kinds) > 9:
+            return Refusal("get takes at most 9 kinds at once")
+        pos = [kinds[0]]
+        more = kinds[1:]
+    else:
+        more = []
     kn = _kind_name(pos, need_name=False)
     if isinstance(kn, Refusal):
         return kn
     kind, name = kn
     args = {"kind": kind, **_common(flags, kind not in catalogue.CLUSTER_SCOPED)}
+    if output:
+        args["output"] = output
     if name:
         if "selector" in flags or "all_namespaces" in flags:
             return Refusal("a name cannot be combined with -l or -A")
         return Call("get", {**args, "name": name})
+    if more:
+        args["more_kinds"] = more
     if "selector" in flags:
         args["label_selector"] = flags["selector"]
     if _true(flags, "all_namespaces"):
@@ -302,18 +339,34 @@ def _describe(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
                              **_common(flags, kind not in catalogue.CLUSTER_SCOPED)})
 
 
+_LOG_KINDS = ("pod", "deployment", "statefulset", "daemonset", "replicaset", "job")
+
+
 def _logs(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
+    if "selector" in flags:
+        return Refusal("logs -l (the logs of several pods at once) is not supported: name one "
+                       "pod, or a workload (logs deploy/web) and one of its pods is read")
     if r := _allow(flags, "logs", "container", "tail", "previous"):
         return r
     if len(pos) != 1:
-        return Refusal("logs takes exactly one pod, e.g. logs web-7d4b9 -n shop")
+        return Refusal("logs takes exactly one pod or workload, e.g. logs web-7d4b9 -n shop or "
+                       "logs deploy/web -n shop")
     target = pos[0]
+    kind = "pod"
     if "/" in target:
         k, _, target = target.partition("/")
-        if _kind(k) != "pod":
-            return Refusal("logs reads one pod; name the pod (get pods -l … finds it), Interlock "
-                           "does not pick one for you")
+        found = _kind(k)
+        if isinstance(found, Refusal):
+            return found
+        if found not in _LOG_KINDS:
+            return Refusal(f"logs reads a pod or a workload ({', '.join(_LOG_KINDS)}), not a "
+                           f"{found}")
+        if not target:
+            return Refusal(f"missing object name in {pos[0]!r}")
+        kind = found
     args: dict[str, Any] = {"name": target, **_common(flags)}
+    if kind != "pod":
+        args["kind"] = kind
     if "container" in flags:
         args["container"] = flags["container"]
     if "tail" in flags:
@@ -327,7 +380,7 @@ def _logs(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
 
 
 def _events(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
-    if r := _allow(flags, "events", "all_namespaces", "for", "types", "output"):
+    if r := _allow(flags, "events", "all_namespaces", "for", "types"):
         return r
     if pos:
         return Refusal("events takes no arguments; use --for kind/name")
@@ -641,6 +694,95 @@ def _manifest_inline(pos: list[str], flags: dict[str, str]) -> Refusal:
     return Refusal("apply -f - needs the manifest on the lines after the command")
 
 
+_DATA_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+_FROM_FILE = ("--from-file reads a file on the machine that runs kubectl; direct mode runs on the "
+              "Interlock server, which cannot see your files (and reads none of its own for you): "
+              "use --from-literal=KEY=VALUE, or create -f - with the manifest on the next lines")
+
+
+def _create(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
+    """`create configmap NAME`, `create secret generic NAME` (--from-literal) and `create
+    namespace NAME`, as kubectl builds them; anything else only from an inline manifest."""
+    what = KINDS.get(pos[0].lower()) if pos else None
+    if what not in ("configmap", "secret", "namespace") or "filename" in flags:
+        if what is not None and "filename" not in flags:
+            return Refusal(f"create {pos[0]} is not supported; use create -f - with a manifest "
+                           "on the next lines (create configmap, secret generic and namespace "
+                           "are)")
+        return _manifest_inline(pos, flags)
+    if what == "namespace":
+        if r := _allow(flags, "create namespace"):
+            return r
+        if len(pos) != 2:
+            return Refusal("create namespace takes exactly one name")
+        return Call("create", {"manifest": {"apiVersion": "v1", "kind": "Namespace",
+                                            "metadata": {"name": pos[1]}},
+                               **_common(flags, namespaced=False)})
+    rest = pos[1:]
+    verb = f"create {what}"
+    if what == "secret":
+        if not rest or rest[0] != "generic":
+            return Refusal("only create secret generic is supported (docker-registry and tls "
+                           "read files; use create -f - with a manifest)")
+        rest, verb = rest[1:], "create secret generic"
+    if "from_file" in flags or "from_env_file" in flags:
+        return Refusal(_FROM_FILE)
+    if r := _allow(flags, verb, "from_literal", *(("patch_type",) if what == "secret" else ())):
+        return r
+    if len(rest) != 1:
+        return Refusal(f"{verb} takes exactly one name, e.g. {verb} app-config "
+                       "--from-literal=KEY=VALUE")
+    data: dict[str, str] = {}
+    for item in filter(None, flags.get("from_literal", "").split("\n")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            return Refusal(f"--from-literal takes KEY=VALUE, not {key or item!r}")
+        if not _DATA_KEY.fullmatch(key):
+            return Refusal(f"{key!r} is not a valid key (letters, digits, -, _ and .)")
+        if key in data:
+            return Refusal(f"cannot add key {key}: another key by that name already exists")
+        data[key] = value
+    meta: dict[str, Any] = {"name": rest[0]}
+    manifest: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}
+    if what == "secret":
+        # As kubectl: base64 in `data`, so the value is not spelled out on the card in passing.
+        manifest.update(kind="Secret", type=flags.get("patch_type", "Opaque"))
+        if data:
+            manifest["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+    elif data:
+        manifest["data"] = data
+    return Call("create", {"manifest": manifest, **_common(flags)})
+
+
+# --from-literal, then KEY=VALUE quoted as a whole, or KEY= and a value quoted or bare.
+_LITERAL = re.compile(r"""(--from-literal(?:=|\s+))(?:(["'])([-._a-zA-Z0-9]+=)[^"']*\2|"""
+                      r"""([-._a-zA-Z0-9]+=)(?:'[^']*'|"[^"]*"|\S*))""")
+
+
+def shown(text: str) -> str:
+    """The command as it may be repeated (a rationale, a log line): a secret's literal values
+    are replaced, so an approval card or a transcript never spells them out again."""
+    if not re.search(r"\bcreate\s+secret\b", text):
+        return text
+    return _LITERAL.sub(lambda m: f"{m.group(1)}{m.group(2) or ''}{m.group(3) or m.group(4)}"
+                        f"<redacted>{m.group(2) or ''}", text)
+
+
+E = TypeVar("E", bound=msgspec.Struct)
+
+
+def masked(event: E) -> E:
+    """A planner event with a secret's literal values replaced wherever it repeats the command
+    (a proposal's rationale, a refusal's text and reason, the answer). Applied where the
+    planner appends its direct-mode events, so every path of `domain.decide` is covered."""
+    changes: dict[str, str] = {}
+    for field in ("text", "rationale", "reason"):
+        value = getattr(event, field, None)
+        if isinstance(value, str) and (safe := shown(value)) != value:
+            changes[field] = safe
+    return msgspec.structs.replace(event, **changes) if changes else event
+
+
 def _cluster_info(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
     if pos:
         return Refusal("cluster-info takes no arguments (dump is not supported)")
@@ -687,7 +829,7 @@ _VERBS: dict[str, Callable[[list[str], dict[str, str]], Call | Refusal]] = {
     "annotate": _meta("annotate", "annotations"),
     "patch": _patch,
     "apply": _manifest_inline,
-    "create": _manifest_inline,
+    "create": _create,
     "cluster-info": _cluster_info,
     "auth": _auth,
 }

@@ -21,7 +21,7 @@ from schemas import subjects as S
 from schemas.base import Event
 from schemas.ids import derived_id
 from schemas.planning import CommandRejected, ModelRetried, StepPlanned
-from services.planner import agent, domain
+from services.planner import agent, direct, domain
 from services.planner.llm import ChatModel, ModelError
 from services.planner.settings import ModelSettings
 from services.runtime.bus import Bus, decode_stored
@@ -79,7 +79,9 @@ class Planner:
             stored = await self.bus.session(trigger.session_id)
             events = [s.event for s in stored]
             seen = {e.event_id for e in events}
-            todo = [e for e in domain.decide(trigger, events, model=self.model is not None)
+            # A secret typed into a command is not repeated by the planner's own events.
+            todo = [direct.masked(e) for e in domain.decide(trigger, events,
+                                                            model=self.model is not None)
                     if e.event_id not in seen]
             if not todo:
                 return

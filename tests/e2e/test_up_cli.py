@@ -55,7 +55,13 @@ def _sse_until(url: str, token: str, needle: str, after: int = 0) -> list[dict[s
 
 def test_interlock_up_and_the_readme_requests(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "INTERLOCK_ADMIN_TOKEN": TOKEN}
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("protected_namespaces: [production, payments]\nforbid_tools: [drain]\n"
+                      "two_approvers: {tools: [delete]}\n")
+    # A policy exported for `interlock up` reaches the gate; no model: direct mode.
+    env = {**{k: v for k, v in os.environ.items()
+              if k not in ("INTERLOCK_MODEL", "OPENAI_API_KEY")},
+           "INTERLOCK_ADMIN_TOKEN": TOKEN, "INTERLOCK_POLICY_FILE": str(policy)}
     exe = str(Path(sys.prefix, "bin", "interlock"))
     proc = subprocess.Popen([exe, "up", "--port", str(port), "--data", str(tmp_path / "data")],
                             stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
@@ -71,6 +77,16 @@ def test_interlock_up_and_the_readme_requests(tmp_path: Path) -> None:
         assert f"admin     {TOKEN}" in text
         for role in ("operator", "approver", "viewer"):
             assert f"    {role}" in text
+        # What a new operator must know before the first write (issue 15).
+        assert "  Mode            direct: kubectl-style commands only" in text
+        assert f"  Policy          from {policy}" in text
+        assert "    protected namespaces  production, payments (whoever asked" in text
+        assert "    two approvers         tools delete" in text
+        assert "    forbidden tools       drain" in text
+        assert ("  Approving       a write in production needs someone other than its requester"
+                in text)
+        assert '"roles": ["operator", "approver"]' in text
+        assert str(tmp_path / "data" / "tokens.json") in text
         base = f"http://127.0.0.1:{port}"
         auth = f"Authorization: Bearer {TOKEN}"
 
@@ -99,6 +115,12 @@ def test_interlock_up_and_the_readme_requests(tmp_path: Path) -> None:
         result = events[-1]["data"]
         assert isinstance(result, dict) and result["status"] == "ok", result
         assert "scaled from 3 to 5" in str(result["output"])
+
+        _curl("-X", "POST", "-H", auth, "-d", '{"text": "kubectl drain node-1"}',
+              f"{base}/v1/sessions/{sid}/messages")
+        events = _sse_until(f"{base}/v1/sessions/{sid}/events", TOKEN, "tool.refused",
+                            after=int(events[-1]["id"]))  # type: ignore[call-overload]
+        assert "policy forbids the tool 'drain'" in str(events[-1]["data"])
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
         try:

@@ -16,7 +16,8 @@ def test_known_read_with_valid_args_is_a_read() -> None:
     c = domain.classify(_p("list", {"kind": "pod", "namespace": "shop"}))
     assert c.access == "read"
     assert c.args == {"all_namespaces": False, "cluster": "", "kind": "pod",
-                      "label_selector": "", "namespace": "shop"}
+                      "label_selector": "", "namespace": "shop", "output": "",
+                      "more_kinds": ()}
 
 
 def test_write_is_a_write() -> None:

@@ -27,7 +27,7 @@ VERBS: list[tuple[str, str, dict[str, Any]]] = [
     ("kubectl get deploy/web -n shop", "get",
      {"kind": "deployment", "name": "web", "namespace": "shop"}),
     ("kubectl -n shop get deployment web -o yaml", "get",
-     {"kind": "deployment", "name": "web", "namespace": "shop"}),
+     {"kind": "deployment", "name": "web", "namespace": "shop", "output": "yaml"}),
     ("kubectl get nodes", "list", {"kind": "node"}),
     ("kubectl describe deploy/payment-service -n production", "describe",
      {"kind": "deployment", "name": "payment-service", "namespace": "production"}),
@@ -143,7 +143,7 @@ def test_every_verb_of_the_issue_is_covered() -> None:
         ("kubectl delete pods --all -n shop", "exactly one named object"),
         ("kubectl delete pod web-1 --force --grace-period=0", "--force"),
         ("kubectl delete deploy web api -n shop", "only one object"),
-        ("kubectl logs deploy/web -n shop", "does not pick one"),
+        ("kubectl logs svc/web -n shop", "not a service"),
         ("kubectl set image deploy/web a=x:1 b=y:2", "one container at a time"),
         ("kubectl set resources deploy/web --limits=disk=1Gi", "cpu=…,memory=…"),
         ("kubectl patch deploy/web -p '[{\"op\": \"remove\"}]' --type json", "--type supports"),
@@ -243,3 +243,146 @@ def test_table_of_commands(text: str, expected: str) -> None:
 def test_the_table_is_big_enough() -> None:
     assert len(TABLE) >= 40
     assert {e for _, e in TABLE} == {"read", "write", "refused"}
+
+
+# Issue 15: the kubectl forms a new operator types on day one, with kubectl's meaning — a read,
+# a write, or a refusal that says why; never silently something else.
+FORMS: list[tuple[str, str, dict[str, Any]]] = [
+    # label selectors where kubectl takes them
+    ("kubectl get deploy --selector app=web -n shop", "list",
+     {"kind": "deployment", "namespace": "shop", "label_selector": "app=web"}),
+    ("kubectl get pods -l app=web,tier!=db -A", "list",
+     {"kind": "pod", "label_selector": "app=web,tier!=db", "all_namespaces": True}),
+    ("kubectl top pods -l app=web -n shop", "top_pods",
+     {"namespace": "shop", "label_selector": "app=web"}),
+    # TYPE/NAME forms
+    ("kubectl logs deploy/web -n shop", "logs",
+     {"kind": "deployment", "name": "web", "namespace": "shop"}),
+    ("kubectl logs deployment/web --tail=20 -c web -n shop", "logs",
+     {"kind": "deployment", "name": "web", "namespace": "shop", "tail_lines": 20,
+      "container": "web"}),
+    ("kubectl logs sts/db -n staging", "logs",
+     {"kind": "statefulset", "name": "db", "namespace": "staging"}),
+    ("kubectl logs po/web-1 -n shop", "logs", {"name": "web-1", "namespace": "shop"}),
+    ("kubectl get svc/web -n shop", "get", {"kind": "service", "name": "web", "namespace": "shop"}),
+    ("kubectl describe sts/db -n staging", "describe",
+     {"kind": "statefulset", "name": "db", "namespace": "staging"}),
+    ("kubectl get deployments.apps/web -n shop", "get",
+     {"kind": "deployment", "name": "web", "namespace": "shop"}),
+    # several kinds in one get: one read listing each kind, in the order given
+    ("kubectl get deploy,svc -n shop", "list",
+     {"kind": "deployment", "namespace": "shop", "more_kinds": ["service"]}),
+    ("kubectl get po,deploy,po -l app=web -n shop -o name", "list",
+     {"kind": "pod", "namespace": "shop", "more_kinds": ["deployment"],
+      "label_selector": "app=web", "output": "name"}),
+    # -o honoured by get
+    ("kubectl get pods -n shop -o json", "list",
+     {"kind": "pod", "namespace": "shop", "output": "json"}),
+    ("kubectl get pods -n shop --output=wide", "list",
+     {"kind": "pod", "namespace": "shop", "output": "wide"}),
+    ("kubectl get deploy -A -o name", "list",
+     {"kind": "deployment", "all_namespaces": True, "output": "name"}),
+    ("kubectl get deploy/web -n shop -o name", "get",
+     {"kind": "deployment", "name": "web", "namespace": "shop", "output": "name"}),
+    # create configmap / secret generic / namespace, built as kubectl builds them
+    ("kubectl create configmap app-config --from-literal=LOG_LEVEL=debug "
+     "--from-literal 'greeting=hello world' -n shop", "create",
+     {"namespace": "shop", "manifest": {
+         "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app-config"},
+         "data": {"LOG_LEVEL": "debug", "greeting": "hello world"}}}),
+    ("kubectl create cm empty -n shop", "create",
+     {"namespace": "shop", "manifest": {"apiVersion": "v1", "kind": "ConfigMap",
+                                        "metadata": {"name": "empty"}}}),
+    ("kubectl create secret generic db --from-literal=password=hunter2 -n shop", "create",
+     {"namespace": "shop", "manifest": {
+         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"}, "type": "Opaque",
+         "data": {"password": "aHVudGVyMg=="}}}),
+    ("kubectl create namespace team-a", "create",
+     {"manifest": {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}}),
+]
+
+
+@pytest.mark.parametrize(("text", "tool", "args"), FORMS)
+def test_day_one_kubectl_forms_parse_into_the_calls_kubectl_means(
+    text: str, tool: str, args: dict[str, Any]
+) -> None:
+    got = direct.parse(text)
+    assert got == direct.Call(tool, args)
+    catalogue.TOOLS[tool].parse_args(args)
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        # a selector where the tool cannot express it: refused, never widened or narrowed
+        ("kubectl logs -l app=web -n shop", "logs -l"),
+        ("kubectl delete pods -l app=web -n shop", "no --all, -l or -A"),
+        ("kubectl label pods -l app=web tier=x -n shop", "no --all, -l or -A"),
+        ("kubectl scale deploy -l app=web --replicas=2", "exactly one named object"),
+        ("kubectl describe pods -l app=web", "does not support --selector"),
+        ("kubectl get deploy/web -l app=web", "cannot be combined"),
+        # set-based selectors need parentheses, which the shell-syntax guard refuses as a whole
+        ("kubectl get pods -l 'app in (web,api)'", "shell syntax"),
+        ("kubectl logs cm/app-config -n shop", "not a configmap"),
+        ("kubectl logs deploy/ -n shop", "missing object name"),
+        ("kubectl get deploy,svc web -n shop", "several kinds"),
+        ("kubectl get deploy,widgets -n shop", "unsupported resource kind 'widgets'"),
+        # -o: honoured by get, refused elsewhere, never ignored
+        ("kubectl get pods -o jsonpath='{.items[0].metadata.name}'", "-o jsonpath"),
+        ("kubectl get pods -o custom-columns=NAME:.metadata.name", "not supported"),
+        ("kubectl events -n shop -o json", "events does not support -o"),
+        ("kubectl describe deploy/web -o yaml", "describe does not support -o"),
+        ("kubectl top pods -o json", "top pods does not support -o"),
+        ("kubectl scale deploy/web --replicas=2 -o name", "scale does not support -o"),
+        # create: files are on the user's machine, not the server's
+        ("kubectl create configmap app --from-file=app.properties", "--from-file reads a file"),
+        ("kubectl create configmap app --from-file=cfg=/etc/passwd", "cannot see your files"),
+        ("kubectl create secret generic db --from-env-file=.env", "--from-file reads a file"),
+        ("kubectl create secret docker-registry reg -n shop", "only create secret generic"),
+        ("kubectl create secret generic db --from-literal=pass", "KEY=VALUE"),
+        ("kubectl create configmap a --from-literal=k=1 --from-literal=k=2", "already exists"),
+        ("kubectl create configmap a b --from-literal=k=1", "exactly one name"),
+        ("kubectl create configmap a --from-literal='bad key=1'", "not a valid key"),
+        ("kubectl create deployment web -n shop", "create deployment is not supported"),
+        ("kubectl get pods --from-literal=a=b", "get does not support --from-literal"),
+    ],
+)
+def test_day_one_forms_refused_with_a_reason(text: str, why: str) -> None:
+    got = direct.parse(text)
+    assert isinstance(got, direct.Refusal), got
+    assert why in got.reason, got.reason
+
+
+def test_a_secret_literal_is_never_repeated() -> None:
+    text = ("kubectl create secret generic db --from-literal=password=hunter2 "
+            "--from-literal 'user=ad min' --from-literal=\"k=x y\" -n shop")
+    shown = direct.shown(text)
+    assert "hunter2" not in shown
+    assert "ad min" not in shown
+    assert "x y" not in shown
+    assert "password=<redacted>" in shown
+    assert "user=<redacted>" in shown
+    assert "-n shop" in shown
+    # a configmap's values are not secret: the command is shown as typed
+    assert direct.shown("kubectl create configmap a --from-literal=k=v") == \
+        "kubectl create configmap a --from-literal=k=v"
+
+
+def test_a_secret_command_leaves_no_value_in_the_planner_events() -> None:
+    from schemas.session import UserMessage
+    from services.planner import domain
+
+    for text in ("kubectl create secret generic db --from-literal=password=hunter2 -n shop",
+                 "kubectl create secret generic db --from-literal=password=hunter2 -n shop "
+                 "--bogus"):
+        trigger = UserMessage(session_id="s1", actor="alice", text=text, event_id="e1")
+        out = domain.decide(trigger, [trigger])
+        assert out
+        # as the planner's handler appends them
+        for ev in map(direct.masked, out):
+            assert "hunter2" not in repr(ev), ev
+            assert ev.event_id in {e.event_id for e in out}
+    proposed = direct.masked(domain.decide(UserMessage(
+        session_id="s1", actor="alice", text="kubectl create configmap a --from-literal=k=v",
+        event_id="e2"), [])[0])
+    assert "k=v" in proposed.rationale  # type: ignore[attr-defined]
