@@ -35,7 +35,7 @@ from schemas.approval import (
     ToolRefused,
 )
 from schemas.commands import ExecCommand, command_encoder
-from schemas.execution import PreviewRecorded
+from schemas.execution import PreviewRecorded, ToolVerified
 from schemas.planning import ToolProposed
 from schemas.session import SessionCancelled
 from services.gate import domain
@@ -212,6 +212,10 @@ async def test_poison_on_every_consumed_subject_is_terminated_once_and_work_flow
                 "approval.expired": lambda: ApprovalExpired(
                     session_id=write_sid, approval_id=requested.approval_id,
                     call_ids=requested.call_ids),
+                # The write's verification may still be waiting for its rollout.
+                "tool.verified": lambda: ToolVerified(
+                    session_id=write_sid, call_id=requested.calls[0].call_id,
+                    tool=requested.calls[0].tool, outcome="verified"),
             }
             return E.encode(made[tag]())
 
