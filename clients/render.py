@@ -67,7 +67,8 @@ def approval(a: dict[str, Any]) -> str:
         br = c.get("blast_radius") or {}
         lines.append(f"  what:    {c['tool']} {target(t)}")
         lines.append(f"  where:   namespace {t.get('namespace') or '(cluster-wide)'}"
-                     + (f" on {t['cluster']}" if t.get("cluster") else "")
+                     + (f" on {c.get('context') or t['cluster']}"
+                        if c.get("context") or t.get("cluster") else "")
                      + ("  [PRODUCTION]" if br.get("production_like") else ""))
         for f in c.get("diff", []):
             before, after = value(f.get("before")), value(f.get("after"))

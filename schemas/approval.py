@@ -86,6 +86,9 @@ class ApprovalCall(msgspec.Struct, frozen=True, kw_only=True):
     blast_radius: BlastRadius = msgspec.field(default_factory=BlastRadius)
     resource_version: str = ""
     preview_error: ShortText = ""
+    # The cluster (kubeconfig context) the executor will run it on, from its dry run: "where"
+    # for the approver. Display only: the grant binds the call's own target.
+    context: ShortText = ""
 
 
 class ApprovalRequested(Event, frozen=True, kw_only=True, tag="approval.requested"):

@@ -23,6 +23,9 @@ class PreviewRecorded(Event, frozen=True, kw_only=True, tag="preview.recorded"):
     # Facts Interlock read from the cluster about the target (restarts, usage against limits,
     # an autoscaler, what references it): not the model's quotes, and never decisive.
     gathered: tuple[ShortText, ...] = ()
+    # The kubeconfig context the call runs on, as the executor resolved it (the target's own
+    # cluster, else the current context): shown to the approver, never part of the call.
+    context: ShortText = ""
 
     def key(self) -> str:
         return self.call_id

@@ -149,6 +149,8 @@ class Executor:
 
     async def run_preview(self, cmd: ExecCommand, msg: Msg) -> None:
         _, args = self._tool(cmd, "write")
+        # Where it will run, for the approver: a kubeconfig read, no request to the cluster.
+        context = self.kube.context_name(args.cluster)[:2000]
         try:
             pv: Preview = await self._in_thread(msg, lambda: kube_write.preview(self.kube, args))
             # After the dry run (which decides whether there is anything to approve), the
@@ -161,13 +163,13 @@ class Executor:
             event = PreviewRecorded(
                 session_id=cmd.session_id, call_id=cmd.call_id, ok=True, diff=pv.diff,
                 blast_radius=radius, resource_version=pv.resource_version, actor=ACTOR,
-                causation_id=cmd.causation_id, gathered=tuple(found.lines),
+                causation_id=cmd.causation_id, gathered=tuple(found.lines), context=context,
             )
         except KubeError as exc:
             event = PreviewRecorded(
                 session_id=cmd.session_id, call_id=cmd.call_id, ok=False,
                 error=f"{exc.reason}: {exc.message}"[:2000], actor=ACTOR,
-                causation_id=cmd.causation_id,
+                causation_id=cmd.causation_id, context=context,
             )
         try:
             await self.bus.append(event, once_per_key=True, after_hint=_hint(cmd))

@@ -190,6 +190,20 @@ class Kube:
             if context != current["name"]:
                 raise ContextRefused("Forbidden", f"cluster context {context!r} is not allowed")
 
+    def context_name(self, context: str) -> str:
+        """The cluster a call with this context runs on, named for a person reading the card:
+        the context it names, else the kubeconfig's current context, else in-cluster."""
+        if context:
+            return context
+        if self.in_cluster():
+            return "in-cluster (the executor's own cluster)"
+        try:
+            _, current = config.list_kube_config_contexts(
+                config_file=str(self.kubeconfig) if self.kubeconfig else None)
+        except config.ConfigException:
+            return ""
+        return str(current.get("name", ""))
+
     def api(self, context: str) -> client.ApiClient:
         self.check_context(context)
         with self._lock:

@@ -203,6 +203,7 @@ class Gate:
                 call_id=m.call_id, tool=m.tool, args=c.args,
                 call_hash=catalogue.call_hash(m.tool, c.args), target=target, diff=p.diff,
                 blast_radius=radius, resource_version=p.resource_version, preview_error=p.error,
+                context=p.context,
             )
             calls.append(call)
             flags += risk.flags_for(call, m.tool)

@@ -291,7 +291,8 @@ async def test_payment_memory_diff_inside_the_card_at_1440(
     await _no_sideways_scroll(page)
 
     text = await card.inner_text()
-    for needle in ("Where", "namespace production", "cluster", "Blast radius", "Policy:",
+    # "Where" names the cluster the executor's dry run resolved (the sandbox's context).
+    for needle in ("Where", "namespace production · cluster sandbox", "Blast radius", "Policy:",
                    "may not approve: approver"):
         assert needle in text, (needle, text)
     # Risk flags sit above the rationale.

@@ -564,10 +564,11 @@ function blastText(b) {
   return parts.join("; ") || "this object only";
 }
 
-function where(t) {
-  // The cluster is part of "where": a kubeconfig context, or the gateway's default one.
+function where(t, context) {
+  // The cluster is part of "where": the context the executor's dry run resolved, else the
+  // target's own, else the executor's default one.
   const ns = t.namespace ? `namespace ${t.namespace}` : "cluster-wide (no namespace)";
-  return `${ns} · cluster ${t.cluster || "(default context)"}`;
+  return `${ns} · cluster ${context || t.cluster || "(default context)"}`;
 }
 
 function diffTable(diff) {
@@ -606,7 +607,7 @@ function renderCard(a) {
       card.append(el("p", { class: "call-head", text: `${i + 1} of ${a.calls.length}: ${c.tool} ${describeTarget(t)}` }));
     const dl = el("dl", {},
       el("dt", { text: "What" }), el("dd", { text: `${c.tool} ${describeTarget(t)}${fmtArgs(c.args) ? " — " + fmtArgs(c.args) : ""}` }),
-      el("dt", { text: "Where" }), el("dd", { class: "where", text: where(t) }),
+      el("dt", { text: "Where" }), el("dd", { class: "where", text: where(t, c.context) }),
       el("dt", { text: "Blast radius" }), el("dd", { class: "blast", text: blastText(c.blast_radius) }));
     card.append(dl);
     if ((c.diff || []).length) card.append(diffTable(c.diff));
