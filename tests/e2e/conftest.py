@@ -12,6 +12,7 @@ from kubernetes import client, config
 from clients.stack import Stack, StackConfig
 from services.runtime.bus import Bus
 from services.runtime.embedded import free_port
+from tests.support import Client
 
 
 async def start_stack(tmp_path_factory: pytest.TempPathFactory, **cfg: object) -> Stack:
@@ -31,6 +32,30 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         codes = await s.stop()
     # SIGTERM → drain → exit 0 for every service that is still ours to stop.
     assert all(c == 0 for c in codes.values()), codes
+
+
+async def model_stack(tmp_path_factory: pytest.TempPathFactory, base_url: str,
+                      api_key: str) -> AsyncIterator[Stack]:
+    """The stack with its planner on a scripted OpenAI-compatible model (tests/support_llm);
+    the body of a module's `stack` fixture. The planner must exit cleanly."""
+    s = Stack(StackConfig(
+        data_dir=tmp_path_factory.mktemp("interlock"), http_port=free_port(),
+        admin_token="t" * 32,
+        extra_env={"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": api_key,
+                   "INTERLOCK_MODEL": "scripted-1", "INTERLOCK_MODEL_RETRY_BASE": "0"},
+    ))
+    try:
+        await s.start()
+        yield s
+    finally:
+        codes = await s.stop()
+    assert codes["planner"] == 0, codes
+
+
+def people(stack: Stack, http: aiohttp.ClientSession) -> tuple[Client, Client]:
+    """The operator who asks and the approver who decides, as HTTP clients."""
+    return (Client(http, stack.url, str(stack.tokens["operator"]["token"])),
+            Client(http, stack.url, str(stack.tokens["approver"]["token"])))
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

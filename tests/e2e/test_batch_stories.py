@@ -15,11 +15,10 @@ import pytest_asyncio
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from clients.stack import Stack, StackConfig
+from clients.stack import Stack
 from schemas.ids import new_call_id, new_id
 from schemas.planning import ToolProposed
-from services.runtime.embedded import free_port
-from tests.e2e.conftest import bus_as, kube
+from tests.e2e.conftest import bus_as, kube, model_stack, people
 from tests.support import Client, SseEvent
 from tests.support_llm import Reply, Request, ScriptedLLM, calls, say
 
@@ -41,29 +40,8 @@ async def llm() -> AsyncIterator[ScriptedLLM]:
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory, llm: ScriptedLLM
                 ) -> AsyncIterator[Stack]:
-    s = Stack(StackConfig(
-        data_dir=tmp_path_factory.mktemp("interlock"), http_port=free_port(),
-        admin_token="t" * 32,
-        extra_env={"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "sk-batch-e2e",
-                   "INTERLOCK_MODEL": "scripted-1", "INTERLOCK_MODEL_RETRY_BASE": "0"},
-    ))
-    try:
-        await s.start()
+    async for s in model_stack(tmp_path_factory, llm.base_url, "sk-batch-e2e"):
         yield s
-    finally:
-        codes = await s.stop()
-    assert codes["planner"] == 0, codes
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-def _people(stack: Stack, http: aiohttp.ClientSession) -> tuple[Client, Client]:
-    return (Client(http, stack.url, str(stack.tokens["operator"]["token"])),
-            Client(http, stack.url, str(stack.tokens["approver"]["token"])))
 
 
 def _of(events: list[SseEvent], tag: str) -> list[Any]:
@@ -161,7 +139,7 @@ async def _propose_cleanup(stack: Stack, http: aiohttp.ClientSession, prefix: st
     objs = _leftovers(stack, prefix)
     assert all(_exists(stack, o) for o in objs)
     SCRIPT["now"] = _cleanup(objs)
-    operator, approver = _people(stack, http)
+    operator, approver = people(stack, http)
     sid = await operator.new_session()
     await operator.say(sid, f"The run {prefix} is finished. Delete its leftovers in staging: "
                             + ", ".join(name for _, name in objs))
@@ -238,7 +216,7 @@ async def test_several_direct_lines_are_one_card(
 ) -> None:
     objs = _leftovers(stack, "run-c")
     pvc, svc, pod = objs[0], objs[3], objs[6]
-    operator, approver = _people(stack, http)
+    operator, approver = people(stack, http)
     sid = await operator.new_session()
     await operator.say(sid, f"kubectl delete pvc {pvc[1]} -n {NS}\n"
                             f"kubectl get pods -n {NS}\n"
@@ -269,7 +247,7 @@ async def test_a_member_refused_after_the_others_previews_still_lets_the_batch_b
     """The last member to be recorded is one the gate refuses, after every other member's dry
     run is in: it gets no preview, so its refusal is what completes the batch's card."""
     objs = _leftovers(stack, "run-d")[:2]
-    operator, _ = _people(stack, http)
+    operator, _ = people(stack, http)
     sid = await operator.new_session()
     batch = new_id("b")
 

@@ -14,8 +14,8 @@ import pytest
 import pytest_asyncio
 from kubernetes import client, config
 
-from clients.stack import Stack, StackConfig
-from services.runtime.embedded import free_port
+from clients.stack import Stack
+from tests.e2e.conftest import model_stack, people
 from tests.support import Client, SseEvent
 from tests.support_llm import Reply, Request, ScriptedLLM, call, calls, rate_limited, say
 
@@ -37,29 +37,8 @@ async def llm() -> AsyncIterator[ScriptedLLM]:
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory, llm: ScriptedLLM
                 ) -> AsyncIterator[Stack]:
-    s = Stack(StackConfig(
-        data_dir=tmp_path_factory.mktemp("interlock"), http_port=free_port(),
-        admin_token="t" * 32,
-        extra_env={"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": API_KEY,
-                   "INTERLOCK_MODEL": "scripted-1", "INTERLOCK_MODEL_RETRY_BASE": "0"},
-    ))
-    try:
-        await s.start()
+    async for s in model_stack(tmp_path_factory, llm.base_url, API_KEY):
         yield s
-    finally:
-        codes = await s.stop()
-    assert codes["planner"] == 0, codes
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-def _people(stack: Stack, http: aiohttp.ClientSession) -> tuple[Client, Client]:
-    return (Client(http, stack.url, str(stack.tokens["operator"]["token"])),
-            Client(http, stack.url, str(stack.tokens["approver"]["token"])))
 
 
 def _kube(stack: Stack) -> client.ApiClient:
@@ -128,7 +107,7 @@ async def test_diagnosis_reads_logs_and_events_proposes_a_quoted_patch_and_verif
     stack: Stack, http: aiohttp.ClientSession, llm: ScriptedLLM
 ) -> None:
     SCRIPT["now"] = diagnosis
-    operator, approver = _people(stack, http)
+    operator, approver = people(stack, http)
     assert _memory_limit(stack, "payment-service", "production") == "256Mi"
     sid = await operator.new_session()
     await operator.say(sid, "payment-service in production keeps restarting. Fix it.")
@@ -188,7 +167,7 @@ async def test_a_denial_leads_to_an_alternative(
         return say("unexpected")
 
     SCRIPT["now"] = script
-    operator, approver = _people(stack, http)
+    operator, approver = people(stack, http)
     sid = await operator.new_session()
     await operator.say(sid, "restart auth-service in staging")
     events = await operator.wait_for(sid, lambda e: e.event == "approval.requested", timeout=60)
@@ -223,7 +202,7 @@ async def test_an_ambiguous_target_leads_to_a_question(
                    "restart?")
 
     SCRIPT["now"] = script
-    operator, _ = _people(stack, http)
+    operator, _ = people(stack, http)
     sid = await operator.new_session()
     await operator.say(sid, "restart the auth service")
     events = await _all(operator, sid)
@@ -237,7 +216,7 @@ async def test_a_rate_limit_is_retried(stack: Stack, http: aiohttp.ClientSession
                                        llm: ScriptedLLM) -> None:
     replies = [rate_limited("0"), say("Nothing to do: everything looks fine.")]
     SCRIPT["now"] = lambda req: replies.pop(0)
-    operator, _ = _people(stack, http)
+    operator, _ = people(stack, http)
     sid = await operator.new_session()
     await operator.say(sid, "how are things?")
     events = await _all(operator, sid)
@@ -274,7 +253,7 @@ async def test_a_prompt_injection_yields_at_most_a_held_proposal(
         return say("done")
 
     SCRIPT["now"] = obedient
-    operator, _ = _people(stack, http)
+    operator, _ = people(stack, http)
     sid = await operator.new_session()
     await operator.say(sid, "what is wrong with auth-service in staging?")
     events = await operator.wait_for(sid, lambda e: e.event == "approval.requested", timeout=60)
