@@ -17,9 +17,13 @@ T = TypeVar("T")
 FAST = 0.02  # pods start and become Ready within tens of milliseconds
 
 
+# A test module may name other scenarios: SCENARIOS = [...] at its top level.
+DEFAULT_SCENARIOS = ["baseline", "payment-oom"]
+
+
 @pytest.fixture
-async def cluster() -> AsyncIterator[Sandbox]:
-    sb = Sandbox(["baseline", "payment-oom"], time_scale=FAST)
+async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[Sandbox]:
+    sb = Sandbox(list(getattr(request.module, "SCENARIOS", DEFAULT_SCENARIOS)), time_scale=FAST)
     await sb.start()
     try:
         yield sb

@@ -5,13 +5,8 @@ official client."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from sandbox.kubeconfig import write_kubeconfig
 from sandbox.resources import by_plural
 from sandbox.server import Sandbox
 from schemas import catalogue
@@ -20,26 +15,12 @@ from services.executor import kube_write as W
 from services.executor.kube import Kube
 
 DEPLOY = by_plural("apps", "deployments")
+# Also the order-service autoscaler (the executor conftest's cluster reads this).
+SCENARIOS = ["baseline", "payment-oom", "scaling-loop"]
 
 
 def args(tool: str, **raw: Any) -> catalogue.Args:
     return catalogue.TOOLS[tool].parse_args({"cluster": "sandbox", **raw})
-
-
-@pytest.fixture
-async def cluster() -> AsyncIterator[Sandbox]:
-    sb = Sandbox(["baseline", "payment-oom", "scaling-loop"], time_scale=0.02)
-    await sb.start()
-    try:
-        yield sb
-    finally:
-        await sb.stop()
-
-
-@pytest.fixture
-def kube(cluster: Sandbox, tmp_path: Path) -> Kube:
-    return Kube(write_kubeconfig(tmp_path / "kubeconfig", cluster.url), ("sandbox",),
-                timeout_s=10)
 
 
 async def test_oomkilled_workload_shows_restarts_reason_and_memory_against_limit(
