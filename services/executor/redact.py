@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-REDACTED = "<redacted>"
-SENSITIVE = re.compile(r"(password|passwd|secret|token|api[-_]?key|credential|private[-_]?key)",
-                        re.IGNORECASE)
+from services.runtime.credentials import REDACTED, SENSITIVE, redact_text
+
+__all__ = ["REDACTED", "SENSITIVE", "redact", "redact_metadata", "redact_text"]
 
 
 def redact(obj: Any) -> Any:
@@ -50,24 +49,3 @@ def _redact_env(entry: Any) -> Any:
     if isinstance(entry, dict) and "value" in entry and SENSITIVE.search(str(entry.get("name"))):
         return {**entry, "value": REDACTED}
     return entry
-
-
-_TEXT_PATTERNS = (
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
-    # key=value / key: value pairs whose key names a secret (log lines, error messages)
-    re.compile(r"(?i)\b((?:password|passwd|secret|token|api[-_]?key|access[-_]?key)"
-               r"[\"']?\s*[=:]\s*[\"']?)[^\s\"',;&]{3,}"),
-    # JWTs (service-account tokens) and PEM private keys
-    re.compile(r"()eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
-    re.compile(r"()-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
-)
-
-
-def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """Masks credentials in free text (logs, messages): known values and recognisable shapes."""
-    for s in secrets:
-        if s:
-            text = text.replace(s, REDACTED)
-    for pattern in _TEXT_PATTERNS:
-        text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
-    return text
