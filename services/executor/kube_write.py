@@ -409,6 +409,10 @@ PLANNERS: dict[type[C.Args], Callable[[Kube, Any], Plan]] = {
 
 
 def plan_for(k: Kube, args: C.Args) -> Plan:
+    if getattr(args, "selector", ""):
+        from services.executor import selector  # it builds on this module's planners
+
+        return selector.plan(k, args)  # type: ignore[arg-type]
     planner = PLANNERS.get(type(args))
     if planner is None:
         raise KubeError("NotSupported", f"no writer for {type(args).__name__}")
@@ -419,6 +423,8 @@ def plan_for(k: Kube, args: C.Args) -> Plan:
 
 
 def _changes(plan: Plan, after: Obj | None) -> tuple[FieldChange, ...]:
+    if hook := getattr(plan, "changes_of", None):  # a selector's plan: each object's changes
+        return hook(after)  # type: ignore[no-any-return]
     if plan.deleting:
         return (FieldChange(path=plan.ref, before="exists", after="deleted"),)
     changes = diff(plan.before, after)
@@ -501,6 +507,8 @@ def affected_namespaces(k: Kube, ctx: str, plan: Plan) -> tuple[str, ...]:
 
 
 def blast_radius(k: Kube, ctx: str, plan: Plan, after: Obj | None) -> BlastRadius:
+    if hook := getattr(plan, "radius_of", None):  # a selector's plan: each object's, listed
+        return hook(k, ctx, after)  # type: ignore[no-any-return]
     before = plan.before
     pods = [p["metadata"]["name"] for p in R.pods_of(k, ctx, plan.kind, before)] \
         if before is not None and plan.kind in (*WORKLOADS, "pod", "job", "cronjob",
@@ -588,7 +596,7 @@ def execute(k: Kube, args: C.Args, resource_version: str) -> tuple[Outcome, Plan
         raise
     changes = _changes(plan, after)
     text = f"{plan.ref} {plan.verb}" + (f" in {plan.namespace}" if plan.namespace else "")
-    if isinstance(args, C.ScaleArgs):  # the wording users (and the README) know from kubectl
+    if isinstance(args, C.ScaleArgs) and not args.selector:  # kubectl's wording (and README's)
         text = (f"{args.kind}.apps/{args.name} scaled from {_replicas(plan.before)} to "
                 f"{_replicas(after)} replicas in {args.namespace}")
     if changes:
@@ -601,6 +609,8 @@ def execute(k: Kube, args: C.Args, resource_version: str) -> tuple[Outcome, Plan
 
 
 def conflict(plan: Plan, previewed: str, now: str) -> KubeError:
+    if hook := getattr(plan, "conflict_of", None):  # a selector's plan: the set changed
+        return hook(previewed, now)  # type: ignore[no-any-return]
     return KubeError("Conflict", f"{plan.ref} changed since it was previewed (resourceVersion "
                      f"{previewed}, now {now or '(absent)'}); nothing was changed — review the "
                      "new state and propose the call again", 409)
@@ -617,6 +627,8 @@ class Verification:
 def verify(k: Kube, args: C.Args, plan: Plan, after: Obj | None,
            timeout_s: float) -> Verification:
     """Checks that a write took hold: rollouts complete, deletions finish, fields stick."""
+    if hook := getattr(plan, "verify_of", None):  # a selector's plan: each object in turn
+        return hook(k, after, timeout_s)  # type: ignore[no-any-return]
     ctx = args.cluster
     if plan.deleting:
         deadline = time.monotonic() + timeout_s
