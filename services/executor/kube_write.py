@@ -658,12 +658,14 @@ def execute(k: Kube, args: C.Args, resource_version: str,
     """Runs the approved write: the same plan as its preview, made again now, sent only if its
     target is at the previewed resourceVersion and it acts on exactly `approved_effect`."""
     plan = plan_for(k, args)
+    # The set first: when objects joined or left it (a selector's match), the refusal names
+    # them, which the resourceVersion comparison below cannot.
+    check_effect(plan, approved_effect)
     if resource_version and plan.rv != resource_version:
         # Fail before sending; the server would refuse it too (the precondition rides along).
         raise conflict(plan, resource_version, plan.rv)
     if not resource_version and plan.before is not None and isinstance(args, C.ApplyArgs):
         raise conflict(plan, "(absent)", plan.rv)  # previewed as a creation
-    check_effect(plan, approved_effect)
     try:
         after = plan.send(False, resource_version)
     except KubeError as exc:

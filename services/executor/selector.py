@@ -5,12 +5,14 @@ kubectl's `--prefix` does, at most `max_log_requests` pods (kubectl's --max-log-
 
 A write by selector (`delete pods -l app=web`, `label`, `annotate`, `scale`, `rollout restart`)
 is one plan over the exact objects the selector matches when it is planned: one single-object
-plan per match, built by the very planner of the named form. Its `effect` is their refs and its
-resourceVersion a digest of every (ref, resourceVersion) pair, so the preview's set is what the
-grant binds. At execution the selector is listed again; if the set or any object in it changed
-since the preview, nothing is done and the result says what is matched now. Otherwise each
-object is written by name with its own resourceVersion as a precondition, so an object that
-joins the selector after the preview is never touched.
+plan per match, built by the very planner of the named form. Its `effect` is their refs (the
+gate binds their digest into the grant, and kube_write.execute refuses a set that differs,
+naming what was added and removed), and its resourceVersion a digest of every (ref,
+resourceVersion) pair, which the grant binds too. At execution the selector is listed again; if
+the set or any object in it changed since the preview, nothing is done — `send` checks the
+digest itself as well, so this holds even without the effect binding. Otherwise each object is
+written by name with its own resourceVersion as a precondition, so an object that joins the
+selector after the preview is never touched.
 """
 
 from __future__ import annotations
@@ -113,10 +115,6 @@ READERS: dict[type[C.Args], Callable[[Kube, Any], Outcome]] = {**R.READERS, C.Lo
 # -- writes by selector ------------------------------------------------------------------------
 
 
-def _ref(namespace: str, kind: str, name: str) -> str:
-    return f"{namespace}/{kind}/{name}"
-
-
 def digest(pairs: list[tuple[str, str]]) -> str:
     """What the grant binds for a selector write: every matched ref with its resourceVersion."""
     body = "\n".join(f"{ref}@{rv}" for ref, rv in sorted(pairs))
@@ -129,7 +127,6 @@ class SelectorPlan(W.Plan):
 
     selector: str = ""
     subs: list[tuple[C.Args, W.Plan]] = field(default_factory=list)
-    effect: tuple[str, ...] = ()
     digest: str = ""
 
     @property
@@ -288,9 +285,9 @@ def plan(k: Kube, a: WriteArgs) -> SelectorPlan:
     selected = SelectorPlan(a.kind, a.namespace, "", None, lambda dry, rv: None,
                             deleting=isinstance(a, C.DeleteArgs), verb=_VERBS[type(a)],
                             selector=a.selector, subs=subs)
-    selected.effect = tuple(sorted(_ref(sub.namespace, sub.kind, sub.name) for _, sub in subs))
-    selected.digest = digest([(_ref(sub.namespace, sub.kind, sub.name), sub.rv)
-                              for _, sub in subs])
+    refs = [(W.effect_ref(sub.namespace, sub.kind, sub.name), sub.rv) for _, sub in subs]
+    selected.effect = tuple(sorted(ref for ref, _ in refs))
+    selected.digest = digest(refs)
 
     def send(dry_run: bool, rv: str) -> Obj:
         if rv != selected.digest:

@@ -72,7 +72,7 @@ async def test_delete_by_selector_previews_and_deletes_exactly_the_set(
     assert all("owned by ReplicaSet/" in line for line in pv.radius.selected), pv.radius.selected
     assert pv.resource_version.startswith("selected:sha256:")
     plan = await run(lambda: W.plan_for(kube, a))
-    assert plan.effect == tuple(f"shop/pod/{p}" for p in pods)  # type: ignore[attr-defined]
+    assert plan.effect == pv.effect == tuple(f"shop/pod/{p}" for p in pods)
     out, v = await executed(cluster, kube, run, a, pv)
     assert "3 pods matching app=web deleted in shop" in out.text
     left = web_pods(cluster)
@@ -89,8 +89,15 @@ async def test_a_pod_that_joins_the_selector_after_the_preview_stops_the_write(
     assert [c.path for c in pv.diff] == ["pod/debug-a", "pod/debug-b"]
     assert all("no controller and will not come back" in s for s in pv.radius.selected)
     bare_pod(cluster, "debug-c", {"app": "debug"})  # joins before the approval runs
+    # The effect binding names what changed...
+    with pytest.raises(W.EffectChanged) as changed:
+        await run(lambda: W.execute(kube, a, pv.resource_version, pv.effect))
+    assert changed.value.added == ("shop/pod/debug-c",)
+    assert changed.value.removed == ()
+    assert "now also shop/pod/debug-c" in changed.value.message
+    # ...and the plan's own digest holds without it (an approval that bound no effect).
     with pytest.raises(KubeError) as err:
-        await run(lambda: W.execute(kube, a, pv.resource_version))
+        await run(lambda: W.execute(kube, a, pv.resource_version, W.plan_for(kube, a).effect))
     assert err.value.reason == "Conflict"
     assert "changed since the preview" in err.value.message
     assert "debug-a, debug-b, debug-c" in err.value.message
@@ -98,8 +105,10 @@ async def test_a_pod_that_joins_the_selector_after_the_preview_stops_the_write(
     names = {p["metadata"]["name"] for p in cluster.store.list(PODS, "shop")}
     assert {"debug-a", "debug-b", "debug-c"} <= names, "nothing was deleted"
     # An execution with no previewed set (the dry run failed) acts on nothing either.
-    with pytest.raises(KubeError, match="never previewed"):
+    with pytest.raises(W.EffectChanged):
         await run(lambda: W.execute(kube, a, ""))
+    with pytest.raises(KubeError, match="never previewed"):
+        await run(lambda: W.execute(kube, a, "", W.plan_for(kube, a).effect))
     # A previewed object changed (not only the set): its resourceVersion is in the digest.
     pv = await previewed(cluster, kube, run, a)
     pod = cluster.store.get(PODS, "shop", "debug-b")
@@ -107,7 +116,7 @@ async def test_a_pod_that_joins_the_selector_after_the_preview_stops_the_write(
     pod["metadata"]["annotations"] = {"touched": "yes"}
     cluster.store.update(PODS, pod, check_rv=False)
     with pytest.raises(KubeError, match="changed since the preview"):
-        await run(lambda: W.execute(kube, a, pv.resource_version))
+        await run(lambda: W.execute(kube, a, pv.resource_version, pv.effect))
     assert {"debug-a", "debug-b", "debug-c"} <= {
         p["metadata"]["name"] for p in cluster.store.list(PODS, "shop")}
 
@@ -144,12 +153,12 @@ async def test_label_annotate_scale_restart_by_selector(cluster: Sandbox, kube: 
         ("deployment/web spec.replicas", 3, 1)]
     assert (pv.radius.replicas_before, pv.radius.replicas_after) == (3, 1)
     assert pv.radius.selected == ("deployment/web: 2 of 3 pods will be removed",)
-    out, v = await executed(cluster, kube, run, s, pv)
+    _, v = await executed(cluster, kube, run, s, pv)
     assert cluster.store.must_get(DEPLOY, "shop", "web")["spec"]["replicas"] == 1
     assert v.outcome == "verified", v.detail
     r = args("rollout_restart", kind="deployment", namespace="shop", selector="app")
     pv = await previewed(cluster, kube, run, r)
-    assert [c.path for c in pv.diff][0].startswith("deployment/web spec.template")
+    assert pv.diff[0].path.startswith("deployment/web spec.template")
     await executed(cluster, kube, run, r, pv)
     template = cluster.store.must_get(DEPLOY, "shop", "web")["spec"]["template"]
     assert W.RESTARTED_AT in template["metadata"]["annotations"]
