@@ -7,17 +7,18 @@ A write by selector (`delete pods -l app=web`, `label`, `annotate`, `scale`, `ro
 is one plan over the exact objects the selector matches when it is planned: one single-object
 plan per match, built by the very planner of the named form. Its `effect` is their refs (the
 gate binds their digest into the grant, and kube_write.execute refuses a set that differs,
-naming what was added and removed), and its resourceVersion a digest of every (ref,
-resourceVersion) pair, which the grant binds too. At execution the selector is listed again; if
-the set or any object in it changed since the preview, nothing is done — `send` checks the
-digest itself as well, so this holds even without the effect binding. Otherwise each object is
-written by name with its own resourceVersion as a precondition, so an object that joins the
-selector after the preview is never touched.
+naming what was added and removed), and its resourceVersion a digest of every ref with the
+object's uid and what the write depends on (`state`), which the grant binds too. At execution
+the selector is listed again; if the set or any object in it changed since the preview, nothing
+is done — `send` checks the digest itself as well, so this holds even without the effect
+binding. Otherwise each object is written by name with its resourceVersion as a precondition,
+so an object that joins the selector after the preview is never touched.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -116,8 +117,8 @@ READERS: dict[type[C.Args], Callable[[Kube, Any], Outcome]] = {**R.READERS, C.Lo
 
 
 def digest(pairs: list[tuple[str, str]]) -> str:
-    """What the grant binds for a selector write: every matched ref with its resourceVersion."""
-    body = "\n".join(f"{ref}@{rv}" for ref, rv in sorted(pairs))
+    """What the grant binds for a selector write: every matched ref with its `state`."""
+    body = "\n".join(f"{ref}@{st}" for ref, st in sorted(pairs))
     return "selected:sha256:" + hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -245,7 +246,8 @@ def changed(plan: SelectorPlan, previewed: str) -> KubeError:
     by name, and this plan names several."""
     now = ", ".join(sub.name for _, sub in plan.subs) or "nothing"
     why = ("it was never previewed (the dry run failed)" if not previewed else
-           "objects joined or left the selector, or one of them changed")
+           "objects joined or left the selector, or one was replaced or changed in what this "
+           "write depends on")
     return KubeError("Conflict", f"the {plan.kind} objects matching {plan.selector} in "
                      f"{plan.namespace} changed since the preview ({why}); it now matches "
                      f"{len(plan.subs)}: {now}. Nothing was {plan.verb} — review the new set "
@@ -254,6 +256,25 @@ def changed(plan: SelectorPlan, previewed: str) -> KubeError:
 
 _VERBS = {C.DeleteArgs: "deleted", C.LabelArgs: "labeled", C.AnnotateArgs: "annotated",
           C.ScaleArgs: "scaled", C.RolloutRestartArgs: "restarted"}
+
+
+def state(a: C.Args, sub: W.Plan) -> str:
+    """What a write by selector binds of one matched object, besides its ref: the object's
+    identity (uid: one deleted and made again under the same name is another object) and what
+    the write depends on — its generation (spec), and the labels, annotations or replica count
+    it changes. Not the resourceVersion: a pod's status moves (scheduled, started, ready)
+    without anything a human approved changing, and that must not void the approval. The
+    resourceVersion read at execution still rides along as each write's precondition."""
+    before = sub.before or {}
+    meta = before.get("metadata") or {}
+    parts: dict[str, Any] = {"uid": meta.get("uid"), "generation": meta.get("generation")}
+    if isinstance(a, C.LabelArgs):
+        parts["labels"] = meta.get("labels") or {}
+    if isinstance(a, C.AnnotateArgs):
+        parts["annotations"] = meta.get("annotations") or {}
+    if isinstance(a, C.ScaleArgs):
+        parts["replicas"] = (before.get("spec") or {}).get("replicas")
+    return json.dumps(parts, sort_keys=True, separators=(",", ":"))
 
 
 def plan(k: Kube, a: WriteArgs) -> SelectorPlan:
@@ -285,9 +306,28 @@ def plan(k: Kube, a: WriteArgs) -> SelectorPlan:
     selected = SelectorPlan(a.kind, a.namespace, "", None, lambda dry, rv: None,
                             deleting=isinstance(a, C.DeleteArgs), verb=_VERBS[type(a)],
                             selector=a.selector, subs=subs)
-    refs = [(W.effect_ref(sub.namespace, sub.kind, sub.name), sub.rv) for _, sub in subs]
-    selected.effect = tuple(sorted(ref for ref, _ in refs))
-    selected.digest = digest(refs)
+    refs = [W.effect_ref(sub.namespace, sub.kind, sub.name) for _, sub in subs]
+    states = [state(a, sub) for _, sub in subs]
+    selected.effect = tuple(sorted(refs))
+    selected.digest = digest(list(zip(refs, states, strict=True)))
+
+    def send_one(i: int, dry_run: bool) -> Obj | None:
+        """One object's write with its current resourceVersion as the precondition. A
+        conflict (it moved between our read and the write) is read again and retried only
+        while what the approval bound of it is unchanged."""
+        for attempt in range(3):
+            sub_args, sub = subs[i]
+            try:
+                return sub.send(dry_run, sub.rv)
+            except KubeError as exc:
+                if exc.status != 409 or attempt == 2:
+                    raise
+                fresh = W.plan_for(k, sub_args)
+                if state(a, fresh) != states[i]:
+                    raise KubeError("Conflict", f"it changed since the preview ({exc.message})",
+                                    409) from exc
+                subs[i] = (sub_args, fresh)
+        raise AssertionError("unreachable")
 
     def send(dry_run: bool, rv: str) -> Obj:
         if rv != selected.digest:
@@ -296,9 +336,10 @@ def plan(k: Kube, a: WriteArgs) -> SelectorPlan:
             raise changed(selected, rv)
         afters: list[Obj | None] = []
         done: list[str] = []
-        for i, (_, sub) in enumerate(subs):
+        for i in range(len(subs)):
+            sub = subs[i][1]
             try:
-                afters.append(sub.send(dry_run, sub.rv))
+                afters.append(send_one(i, dry_run))
             except KubeError as exc:
                 if exc.status == 404 and sub.deleting and not dry_run:
                     afters.append(None)  # deleted by someone else meanwhile: as approved
@@ -307,7 +348,7 @@ def plan(k: Kube, a: WriteArgs) -> SelectorPlan:
                 if dry_run:
                     raise KubeError(exc.reason, f"{sub.ref}: {exc.message}", exc.status) from exc
                 rest = [s.ref for _, s in subs[i + 1:]]
-                # 412 for a failed resourceVersion precondition, as changed() says why.
+                # 412 for a failed precondition, as changed() says why.
                 raise KubeError(exc.reason, f"{sub.ref}: {exc.message}. Done before it: "
                                 f"{', '.join(done) or 'nothing'}; not attempted: "
                                 f"{', '.join(rest) or 'nothing'}",

@@ -109,16 +109,44 @@ async def test_a_pod_that_joins_the_selector_after_the_preview_stops_the_write(
         await run(lambda: W.execute(kube, a, ""))
     with pytest.raises(KubeError, match="never previewed"):
         await run(lambda: W.execute(kube, a, "", W.plan_for(kube, a).effect))
-    # A previewed object changed (not only the set): its resourceVersion is in the digest.
+    # A previewed object replaced by another of the same name (a new uid): not the approved one.
     pv = await previewed(cluster, kube, run, a)
-    pod = cluster.store.get(PODS, "shop", "debug-b")
-    assert pod is not None
-    pod["metadata"]["annotations"] = {"touched": "yes"}
-    cluster.store.update(PODS, pod, check_rv=False)
+    cluster.store.delete(PODS, "shop", "debug-b")
+    bare_pod(cluster, "debug-b", {"app": "debug"})
     with pytest.raises(KubeError, match="changed since the preview"):
         await run(lambda: W.execute(kube, a, pv.resource_version, pv.effect))
     assert {"debug-a", "debug-b", "debug-c"} <= {
         p["metadata"]["name"] for p in cluster.store.list(PODS, "shop")}
+    # What a delete does not depend on (a pod's status or annotations moving its
+    # resourceVersion) does not void the approval; the write then acts on exactly the set.
+    pv = await previewed(cluster, kube, run, a)
+    pod = cluster.store.must_get(PODS, "shop", "debug-a")
+    pod["metadata"]["annotations"] = {"touched": "yes"}
+    cluster.store.update(PODS, pod, check_rv=False)
+    bare_pod(cluster, "other", {"app": "other"})
+    out, v = await executed(cluster, kube, run, a, pv)
+    assert "3 pods matching app=debug deleted in shop" in out.text
+    left = {p["metadata"]["name"] for p in cluster.store.list(PODS, "shop")}
+    assert not {"debug-a", "debug-b", "debug-c"} & left
+    assert "other" in left
+    assert v.outcome == "verified", v.detail
+
+
+async def test_a_label_changed_since_the_preview_voids_a_label_write(
+        cluster: Sandbox, kube: Kube, run: Any) -> None:
+    """A label write depends on the labels it changes: someone else setting one in between is
+    a change the approver never saw."""
+    a = args("label", kind="pod", namespace="shop", selector="app=web", labels={"tier": "x"},
+             overwrite=True)
+    pv = await previewed(cluster, kube, run, a)
+    first = web_pods(cluster)[0]
+    pod = cluster.store.must_get(PODS, "shop", first)
+    pod["metadata"]["labels"]["tier"] = "other"
+    cluster.store.update(PODS, pod, check_rv=False)
+    with pytest.raises(KubeError, match="changed since the preview"):
+        await run(lambda: W.execute(kube, a, pv.resource_version, pv.effect))
+    assert all("tier" not in cluster.store.must_get(PODS, "shop", p)["metadata"]["labels"]
+               for p in web_pods(cluster) if p != first)
 
 
 async def test_an_empty_match_is_never_an_approval(cluster: Sandbox, kube: Kube,
