@@ -22,6 +22,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -110,6 +111,28 @@ def logs(k: Kube, a: C.LogsArgs) -> Outcome:
                          "not_read": [p["metadata"]["name"] for p in skipped]})
 
 
+def gather(k: Kube, a: C.Args, now: datetime | None = None) -> evidence.Gathered:
+    """The facts Interlock gathers for each object a selector matches (restarts, usage, an
+    autoscaler, references), as for the named form, each line naming its object."""
+    out = evidence.Gathered()
+    try:
+        found = matching(k, a.cluster, getattr(a, "kind", "pod"), getattr(a, "namespace", ""),
+                         getattr(a, "selector", ""))
+    except (KubeError, ValueError):
+        return out
+    autoscalers: list[str] = []
+    for obj in found[:MAX_SELECTED]:
+        name = obj["metadata"]["name"]
+        one = msgspec.structs.replace(a, name=name, selector="")
+        got = evidence.gather(k, one, now)
+        for line in got.lines:
+            out.add(line if name in line else f"{getattr(a, 'kind', '')}/{name}: {line}")
+        if got.autoscaler:
+            autoscalers.append(got.autoscaler)
+    out.autoscaler = "; ".join(autoscalers)[:2000]
+    return out
+
+
 READERS: dict[type[C.Args], Callable[[Kube, Any], Outcome]] = {**R.READERS, C.LogsArgs: logs}
 
 
@@ -160,8 +183,7 @@ class SelectorPlan(W.Plan):
         production = False
         before_total: int | None = 0
         after_total: int | None = 0
-        autoscalers: list[str] = []
-        for (sub_args, sub), one in zip(self.subs, self._afters(after), strict=True):
+        for (_, sub), one in zip(self.subs, self._afters(after), strict=True):
             r = W.blast_radius(k, ctx, sub, one)
             if sub.deleting and sub.kind == "pod":
                 lines.append(f"{sub.ref}: {_pod_fate(sub.before or {})}")
@@ -179,10 +201,6 @@ class SelectorPlan(W.Plan):
                 after_total = None
             else:
                 after_total += r.replicas_after
-            if isinstance(sub_args, C.ScaleArgs):
-                found = evidence.gather(k, sub_args)
-                if found.autoscaler:
-                    autoscalers.append(found.autoscaler)
         verb = {"deleted": "deletes", "labeled": "labels", "annotated": "annotates",
                 "scaled": "scales", "restarted": "restarts"}.get(self.verb, self.verb)
         n = len(self.subs)
@@ -192,7 +210,6 @@ class SelectorPlan(W.Plan):
             replicas_before=before_total, replicas_after=after_total,
             pods_affected=tuple(pods), production_like=production, summary=summary[:2000],
             affected_namespaces=tuple(sorted(namespaces)),
-            autoscaler="; ".join(autoscalers)[:2000],
             selected=tuple(line[:2000] for line in lines))
 
     def conflict_of(self, previewed: str, now: str) -> KubeError:

@@ -12,6 +12,7 @@ import pytest
 from sandbox.resources import by_plural
 from sandbox.server import Sandbox
 from schemas import catalogue
+from services.executor import evidence
 from services.executor import kube_write as W
 from services.executor import selector as S
 from services.executor.kube import Kube, KubeError
@@ -19,6 +20,8 @@ from tests.integration.executor.test_writes import args, executed, previewed
 
 DEPLOY = by_plural("apps", "deployments")
 PODS = by_plural("", "pods")
+# Also the order-service autoscaler (the executor conftest's cluster reads this).
+SCENARIOS = ["baseline", "payment-oom", "scaling-loop"]
 
 
 def web_pods(cluster: Sandbox) -> list[str]:
@@ -190,3 +193,21 @@ async def test_label_annotate_scale_restart_by_selector(cluster: Sandbox, kube: 
     await executed(cluster, kube, run, r, pv)
     template = cluster.store.must_get(DEPLOY, "shop", "web")["spec"]["template"]
     assert W.RESTARTED_AT in template["metadata"]["annotations"]
+
+
+async def test_evidence_is_gathered_for_each_matched_object(cluster: Sandbox, kube: Kube,
+                                                            run: Any) -> None:
+    """The card's facts gathered by Interlock, for each object the selector matched: the
+    OOMKilled payment pods' restarts, and the autoscaler that undoes a scale by selector."""
+    a = args("delete", kind="pod", namespace="production", selector="app=payment-service")
+    g = await run(lambda: evidence.gather(kube, a))
+    pods = sorted(p["metadata"]["name"] for p in cluster.store.list(PODS, "production")
+                  if p["metadata"]["labels"].get("app") == "payment-service")
+    text = "\n".join(g.lines)
+    for pod in pods:
+        assert f"pod/{pod}" in text, text
+    assert "OOMKilled" in text, text
+    s = args("scale", kind="deployment", namespace="production", selector="app=order-service",
+             replicas=12)
+    g = await run(lambda: evidence.gather(kube, s))
+    assert g.autoscaler.startswith("HorizontalPodAutoscaler/order-service"), g.autoscaler
