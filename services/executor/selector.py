@@ -299,12 +299,16 @@ def plan(k: Kube, a: WriteArgs) -> SelectorPlan:
     if a.kind not in KINDS or not KINDS[a.kind].namespaced:
         raise KubeError("Invalid", f"a write by selector acts in one namespace; {a.kind} is "
                         "cluster-scoped: name it", 422)
-    found = matching(k, a.cluster, a.kind, a.namespace, a.selector)
+    listed = matching(k, a.cluster, a.kind, a.namespace, a.selector)
+    # Objects already being deleted are not in the set: they leave it on their own, which
+    # would void the approval, and a write to them changes nothing that lasts.
+    found = [o for o in listed if not o["metadata"].get("deletionTimestamp")]
     if not found:
         # Never an approval of nothing: a card with an empty set would approve whatever
         # matches later.
+        going = f" ({len(listed)} being deleted already)" if listed else ""
         raise KubeError("NotFound", f"no objects matched: no {a.kind} in {a.namespace} matches "
-                        f"{a.selector}; nothing to do", 404)
+                        f"{a.selector}{going}; nothing to do", 404)
     if len(found) > MAX_SELECTED:
         raise KubeError("Invalid", f"{len(found)} {_noun(a.kind, len(found))} in {a.namespace} "
                         f"match {a.selector}: at most {MAX_SELECTED} by one selector, so that "

@@ -158,6 +158,14 @@ async def test_an_empty_match_is_never_an_approval(cluster: Sandbox, kube: Kube,
     with pytest.raises(KubeError, match="no objects matched") as err:
         await run(lambda: W.preview(kube, a))
     assert err.value.status == 404
+    # A pod already being deleted leaves the set on its own: it is not part of one.
+    bare_pod(cluster, "going", {"app": "gone"})
+    pod = cluster.store.must_get(PODS, "shop", "going")
+    pod["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    cluster.store.update(PODS, pod, check_rv=False)
+    g = args("delete", kind="pod", namespace="shop", selector="app=gone")
+    with pytest.raises(KubeError, match=r"no objects matched: .*\(1 being deleted already\)"):
+        await run(lambda: W.preview(kube, g))
 
 
 async def test_label_annotate_scale_restart_by_selector(cluster: Sandbox, kube: Kube,
