@@ -24,7 +24,8 @@ import pytest_asyncio
 from kubernetes import client, watch
 
 from clients.stack import Stack
-from tests.e2e.conftest import kube, model_stack, people
+from tests.e2e.conftest import kube, model_stack, people, token
+from tests.support import Client
 from tests.support_llm import Reply, Request, ScriptedLLM, call, calls, say
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -116,7 +117,7 @@ class Tmux:
         return out.decode()
 
     async def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        """Runs argv in a new 220×200 pane; when it ends, signals the wait-for channel `name`."""
+        """Runs argv in a new pane (220 by 200); when it ends, signals the channel `name`."""
         fifo = self.tmp / f"{name}.fifo"
         os.mkfifo(fifo)
         # O_RDWR: the FIFO never reads as closed while tmux's writer comes and goes.
@@ -228,7 +229,8 @@ def _real_card(name: str, screen: str, flags: list[str]) -> None:
     assert not [line for line in lines if "staging" in line.split(":", 1)[1][:40]
                 and not line.startswith(("  why:", "  expect:"))], (name, lines)
     where = next(line for line in lines if line.startswith("  where:"))
-    assert "namespace production" in where and "[PRODUCTION]" in where, where
+    assert "namespace production" in where, where
+    assert "[PRODUCTION]" in where, where
     assert "  change:  spec.replicas: 2 → 0" in lines, (name, lines)
     assert any(line.startswith("  blast:") and "replicas 2 → 0" in line for line in lines)
     risks = next(line for line in lines if line.startswith("  risks:"))
@@ -245,7 +247,7 @@ async def test_escapes_from_the_model_and_a_pod_log_change_nothing_on_screen(
 ) -> None:
     SCRIPT["now"] = attack
     await asyncio.to_thread(_log_relay, stack)
-    operator, approver = people(stack, http)
+    _, approver = people(stack, http)
 
     # The approver asks in `interlock chat`: the answer, the log and the card print inline.
     await tmux.start("chat", [INTERLOCK, "chat", "--title", "escapes"], _env(stack, "approver"))
@@ -262,7 +264,8 @@ async def test_escapes_from_the_model_and_a_pod_log_change_nothing_on_screen(
     assert status == 200, body
     [card] = [a for a in body["approvals"] if a["session_id"] == sid.group(1)]
     flags = card["risk_flags"]
-    assert any("production" in f for f in flags) and any("zero" in f for f in flags), flags
+    assert any("production" in f for f in flags), flags
+    assert any("to zero" in f for f in flags), flags
     assert card["rationale"] == RATIONALE  # the attack is recorded as the model wrote it
 
     await tmux.start("approvals", [INTERLOCK, "approvals"], _env(stack, "approver"))
@@ -287,12 +290,14 @@ async def test_escapes_from_the_model_and_a_pod_log_change_nothing_on_screen(
             assert r"Reading the relay's log.\x1b]0;" in screen, name
     assert await tmux.tmux("list-buffers") == ""  # OSC 52 put nothing on the clipboard
 
-    # Nothing ran: the card is denied, the deployment keeps its two replicas.
-    await tmux.tmux("send-keys", "-t", "chat", "-l", "n")
+    # Nothing ran: the approver (who asked, so may not decide) skips; admin denies.
+    await tmux.tmux("send-keys", "-t", "chat", "-l", "s")
     await tmux.tmux("send-keys", "-t", "chat", "Enter")
-    await tmux.expect("chat", r"Reason for denying: ")
-    await tmux.tmux("send-keys", "-t", "chat", "-l", "escape-laden card")
-    await tmux.tmux("send-keys", "-t", "chat", "Enter")
-    await tmux.expect("chat", r"denied by approver: escape-laden card")
+    await tmux.expect("chat", r"skipped; decide later with: interlock approve a_\w+")
+    admin = Client(http, stack.url, token(stack, "admin"))
+    status, body = await admin.call("POST", f"/v1/approvals/{card['approval_id']}/decision",
+                                    {"decision": "deny", "reason": "escape-laden card"})
+    assert status == 202, body
+    await tmux.expect("chat", r"✗ denied by admin: escape-laden card")
     apps = client.AppsV1Api(kube(stack))
     assert apps.read_namespaced_deployment("payment-service", "production").spec.replicas == 2
