@@ -131,7 +131,9 @@ async def test_pods_scheduled_after_the_preview_are_not_evicted(
     [call] = req["calls"]
     # The card names exactly the pods the drain will evict, and the call carries that set.
     assert call["blast_radius"]["pods_affected"] == [f"{NS}/{n}" for n in previewed]
-    assert f"and 1 pods evicted (1 of {NS})" in call["blast_radius"]["summary"]
+    assert call["blast_radius"]["summary"] == (
+        f"node {node} will be cordoned and 1 pod evicted (1 of {NS}): exactly the pods listed "
+        "— if the node's pods differ when it runs, nothing is evicted")
     assert call["effect"] == [f"/node/{node}", *_refs(previewed)]
 
     # Before anyone approves, three more pods land on the node. The Node object does not
