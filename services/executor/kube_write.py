@@ -48,9 +48,9 @@ class Plan:
     deleting: bool = False
     verb: str = "configured"
     # Every object `send` acts on, enumerated when the plan is made: sorted
-    # "namespace/kind/name" refs (`ref`), or () for a write on its target alone. A plan that
-    # sets it must act on exactly these objects and no others (a drain evicts its listed pods,
-    # never a fresh list). The preview records it, the grant binds its digest, and `execute`
+    # "namespace/kind/name" refs (`effect_ref`), or () for a write on its target alone. A plan
+    # that sets it must act on exactly these objects and no others (a drain evicts its listed
+    # pods, never a fresh list). The preview records it, the grant binds its digest, and `execute`
     # sends nothing unless the plan made again at execution enumerates the same set.
     effect: tuple[str, ...] = ()
 
