@@ -26,6 +26,7 @@ from schemas.approval import (
     ToolClassified,
     ToolRefused,
     decision_state,
+    effect_digest,
 )
 from schemas.base import Event
 from schemas.commands import ExecCommand, command_encoder
@@ -203,7 +204,7 @@ class Gate:
                 call_id=m.call_id, tool=m.tool, args=c.args,
                 call_hash=catalogue.call_hash(m.tool, c.args), target=target, diff=p.diff,
                 blast_radius=radius, resource_version=p.resource_version, preview_error=p.error,
-                context=p.context,
+                context=p.context, effect=p.effect,
             )
             calls.append(call)
             flags += risk.flags_for(call, m.tool)
@@ -325,7 +326,8 @@ class Gate:
                 Grant(call_id=c.call_id, call_hash=c.call_hash, approval_id=req.approval_id,
                       approver=approver, not_after=not_after,
                       resource_version=c.resource_version, session_id=req.session_id,
-                      target=c.target, version=GRANT_VERSION),
+                      target=c.target, version=GRANT_VERSION,
+                      effect_digest=effect_digest(c.effect)),
                 self.key,
             )
             for c in req.calls
