@@ -48,9 +48,9 @@ class Plan:
     deleting: bool = False
     verb: str = "configured"
     # Every object `send` acts on, enumerated when the plan is made: sorted
-    # "namespace/kind/name" refs (`ref`), or () for a write on its target alone. A plan that
-    # sets it must act on exactly these objects and no others (a drain evicts its listed pods,
-    # never a fresh list). The preview records it, the grant binds its digest, and `execute`
+    # "namespace/kind/name" refs (`effect_ref`), or () for a write on its target alone. A plan
+    # that sets it must act on exactly these objects and no others (a drain evicts its listed
+    # pods, never a fresh list). The preview records it, the grant binds its digest, and `execute`
     # sends nothing unless the plan made again at execution enumerates the same set.
     effect: tuple[str, ...] = ()
 
@@ -605,12 +605,16 @@ def blast_radius(k: Kube, ctx: str, plan: Plan, after: Obj | None) -> BlastRadiu
     elif hasattr(plan, "drain_pods"):
         drained = plan.drain_pods
         affected = tuple(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in drained)
-        summary = f"node {plan.name} will be cordoned and {len(drained)} pods evicted"
+        summary = (f"node {plan.name} will be cordoned and {len(drained)} "
+                   f"{'pod' if len(drained) == 1 else 'pods'} evicted")
         by_ns: dict[str, int] = {}
         for p in drained:
             by_ns[p["metadata"]["namespace"]] = by_ns.get(p["metadata"]["namespace"], 0) + 1
         if by_ns:
             summary += " (" + ", ".join(f"{n} of {ns}" for ns, n in sorted(by_ns.items())) + ")"
+            # The rule the approver relies on (check_effect): these pods, or nothing.
+            summary += ": exactly the pods listed — if the node's pods differ when it runs, " \
+                       "nothing is evicted"
         if plan.drain_blocked:  # type: ignore[attr-defined]
             summary += (f"; {len(plan.drain_blocked)} evictions are blocked now by a "  # type: ignore[attr-defined]
                         f"PodDisruptionBudget: {', '.join(plan.drain_blocked)}")  # type: ignore[attr-defined]

@@ -22,6 +22,7 @@ import pytest_asyncio
 from kubernetes import client, watch
 
 from clients.stack import Stack
+from schemas.approval import effect_digest
 from tests.e2e.conftest import kube, people, start_stack
 from tests.support import Client
 
@@ -131,7 +132,9 @@ async def test_pods_scheduled_after_the_preview_are_not_evicted(
     [call] = req["calls"]
     # The card names exactly the pods the drain will evict, and the call carries that set.
     assert call["blast_radius"]["pods_affected"] == [f"{NS}/{n}" for n in previewed]
-    assert f"and 1 pods evicted (1 of {NS})" in call["blast_radius"]["summary"]
+    assert call["blast_radius"]["summary"] == (
+        f"node {node} will be cordoned and 1 pod evicted (1 of {NS}): exactly the pods listed "
+        "— if the node's pods differ when it runs, nothing is evicted")
     assert call["effect"] == [f"/node/{node}", *_refs(previewed)]
 
     # Before anyone approves, three more pods land on the node. The Node object does not
@@ -195,3 +198,10 @@ async def test_an_unchanged_set_evicts_exactly_the_previewed_pods(
     assert not set(_now_on(stack, node)) & set(previewed)
     evicted = sorted(c["path"] for c in result["data"]["changes"] if c["after"] == "evicted")
     assert evicted == sorted(f"pod/{NS}/{n}" for n in previewed)
+    # The grant that ran it binds that set, and the audit verifies it as such.
+    status, audit = await operator.call("GET", f"/v1/sessions/{sid}/audit")
+    assert status == 200, audit
+    assert audit["integrity"]["ok"] is True, audit["integrity"]
+    got = await operator.wait_for(sid, lambda e: e.event == "approval.granted")
+    [grant] = got[-1].data["grants"]
+    assert grant["effect_digest"] == effect_digest(tuple(req["calls"][0]["effect"]))
