@@ -49,6 +49,9 @@ class BlastRadius(msgspec.Struct, frozen=True, kw_only=True):
     # The autoscaler that owns the target's replica count, in words (e.g.
     # "HorizontalPodAutoscaler/order-service (min 3, max 6, cpu 70%)"): a manual scale is undone.
     autoscaler: ShortText = ""
+    # A write by label selector: each object it matched, with its own blast radius in words
+    # ("pod/web-1: deleted; owned by ReplicaSet/web-7d4b9, which will replace it").
+    selected: tuple[ShortText, ...] = ()
 
 
 class ToolClassified(Event, frozen=True, kw_only=True, tag="tool.classified"):

@@ -26,7 +26,7 @@ from schemas.execution import (
 )
 from services.executor import domain, evidence, kube_write
 from services.executor.kube import Kube, KubeError, Outcome, Preview
-from services.executor.kube_read import READERS
+from services.executor.selector import READERS  # kube_read's, with `logs -l`
 from services.executor.settings import ExecutorSettings
 from services.runtime import signing
 from services.runtime.bus import STALE_READ_WAIT_S, Bus, Link

@@ -458,6 +458,10 @@ PLANNERS: dict[type[C.Args], Callable[[Kube, Any], Plan]] = {
 
 
 def plan_for(k: Kube, args: C.Args) -> Plan:
+    if getattr(args, "selector", ""):
+        from services.executor import selector  # it builds on this module's planners
+
+        return selector.plan(k, args)  # type: ignore[arg-type]
     planner = PLANNERS.get(type(args))
     if planner is None:
         raise KubeError("NotSupported", f"no writer for {type(args).__name__}")
@@ -468,6 +472,8 @@ def plan_for(k: Kube, args: C.Args) -> Plan:
 
 
 def _changes(plan: Plan, after: Obj | None) -> tuple[FieldChange, ...]:
+    if hook := getattr(plan, "changes_of", None):  # a selector's plan: each object's changes
+        return hook(after)  # type: ignore[no-any-return]
     if plan.deleting:
         return (FieldChange(path=plan.ref, before="exists", after="deleted"),)
     changes = diff(plan.before, after)
@@ -575,6 +581,8 @@ def affected_namespaces(k: Kube, ctx: str, plan: Plan) -> tuple[str, ...]:
 
 
 def blast_radius(k: Kube, ctx: str, plan: Plan, after: Obj | None) -> BlastRadius:
+    if hook := getattr(plan, "radius_of", None):  # a selector's plan: each object's, listed
+        return hook(k, ctx, after)  # type: ignore[no-any-return]
     before = plan.before
     pods = [p["metadata"]["name"] for p in R.pods_of(k, ctx, plan.kind, before)] \
         if before is not None and plan.kind in (*WORKLOADS, "pod", "job", "cronjob",
@@ -654,12 +662,14 @@ def execute(k: Kube, args: C.Args, resource_version: str,
     """Runs the approved write: the same plan as its preview, made again now, sent only if its
     target is at the previewed resourceVersion and it acts on exactly `approved_effect`."""
     plan = plan_for(k, args)
+    # The set first: when objects joined or left it (a selector's match), the refusal names
+    # them, which the resourceVersion comparison below cannot.
+    check_effect(plan, approved_effect)
     if resource_version and plan.rv != resource_version:
         # Fail before sending; the server would refuse it too (the precondition rides along).
         raise conflict(plan, resource_version, plan.rv)
     if not resource_version and plan.before is not None and isinstance(args, C.ApplyArgs):
         raise conflict(plan, "(absent)", plan.rv)  # previewed as a creation
-    check_effect(plan, approved_effect)
     try:
         after = plan.send(False, resource_version)
     except KubeError as exc:
@@ -670,7 +680,7 @@ def execute(k: Kube, args: C.Args, resource_version: str,
         raise
     changes = _changes(plan, after)
     text = f"{plan.ref} {plan.verb}" + (f" in {plan.namespace}" if plan.namespace else "")
-    if isinstance(args, C.ScaleArgs):  # the wording users (and the README) know from kubectl
+    if isinstance(args, C.ScaleArgs) and not args.selector:  # kubectl's wording (and README's)
         text = (f"{args.kind}.apps/{args.name} scaled from {_replicas(plan.before)} to "
                 f"{_replicas(after)} replicas in {args.namespace}")
     if changes:
@@ -683,6 +693,8 @@ def execute(k: Kube, args: C.Args, resource_version: str,
 
 
 def conflict(plan: Plan, previewed: str, now: str) -> KubeError:
+    if hook := getattr(plan, "conflict_of", None):  # a selector's plan: the set changed
+        return hook(previewed, now)  # type: ignore[no-any-return]
     return KubeError("Conflict", f"{plan.ref} changed since it was previewed (resourceVersion "
                      f"{previewed}, now {now or '(absent)'}); nothing was changed — review the "
                      "new state and propose the call again", 409)
@@ -699,6 +711,8 @@ class Verification:
 def verify(k: Kube, args: C.Args, plan: Plan, after: Obj | None,
            timeout_s: float) -> Verification:
     """Checks that a write took hold: rollouts complete, deletions finish, fields stick."""
+    if hook := getattr(plan, "verify_of", None):  # a selector's plan: each object in turn
+        return hook(k, after, timeout_s)  # type: ignore[no-any-return]
     ctx = args.cluster
     if plan.deleting:
         deadline = time.monotonic() + timeout_s
