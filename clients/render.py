@@ -89,7 +89,13 @@ def approval(a: dict[str, Any]) -> str:
     for c in calls:
         t = c.get("target") or {}
         br = c.get("blast_radius") or {}
-        lines.append(f"  what:    {_s(c['tool'])} {target(t)}")
+        args = c.get("args") if isinstance(c.get("args"), dict) else {}
+        if args.get("selector") and not t.get("name"):
+            # A selector write acts on the set its preview matched, listed below its blast line.
+            lines.append(f"  what:    {_s(c['tool'])} {_s(t.get('kind') or 'object')} matching "
+                         f"{_s(args['selector'])}{target({**t, 'kind': ''})}")
+        else:
+            lines.append(f"  what:    {_s(c['tool'])} {target(t)}")
         lines.append(f"  where:   namespace {_s(t.get('namespace') or '(cluster-wide)')}"
                      + (f" on {_s(c.get('context') or t['cluster'])}"
                         if c.get("context") or t.get("cluster") else "")
@@ -106,6 +112,7 @@ def approval(a: dict[str, Any]) -> str:
         if br.get("pods_affected"):
             radius.append(f"{len(br['pods_affected'])} pod(s) affected")
         lines.append(f"  blast:   {'; '.join(radius) or 'this object only'}")
+        lines += [f"           - {_s(x)}" for x in br.get("selected") or ()]
     if a.get("risk_flags"):
         lines.append(f"  risks:   {', '.join(_s(f) for f in a['risk_flags'])}")
     required = a.get("required_approvals", 1)

@@ -183,3 +183,18 @@ def test_events_show_logs_and_answers_escaped_with_their_lines() -> None:
                                                 "reason": "no\n[10] ✓ granted by x"}) == \
         "[9] ✗ denied by x\\x1b[8m: no\\n[10] ✓ granted by x"
     assert render.event(10, f"x{ESC}[1A", {}) == "[10] x\\x1b[1A"
+
+
+def test_a_selector_card_names_the_selector_and_lists_every_object() -> None:
+    card = _card(calls=[{
+        "tool": "delete", "call_id": "c_1", "args": {"kind": "pod", "selector": "app=x"},
+        "target": {"kind": "pod", "name": "", "namespace": "staging"},
+        "diff": [{"path": "pod/x-1", "before": "exists", "after": None}],
+        "blast_radius": {"summary": "3 pods matching app=x",
+                         "selected": ["pod/x-1: deleted", "pod/x-2: deleted\u202e"]},
+    }])
+    lines = render.approval(card).split("\n")
+    assert "  what:    delete pod matching app=x in staging" in lines
+    i = lines.index("  blast:   3 pods matching app=x")
+    assert lines[i + 1:i + 3] == [
+        "           - pod/x-1: deleted", "           - pod/x-2: deleted\\u202e"]
