@@ -260,6 +260,13 @@ class Api:
         return await sse.stream_session(request, self.bus, sid, after, self.heartbeat_s,
                                         self.metrics, self.connection)
 
+    async def log_bounds(self, request: web.Request) -> web.Response:
+        """The log's first and last sequence: the Command Center shows no event whose id is
+        beyond the last sequence it was told (an id is a stream sequence, never bigger)."""
+        self.principal(request, "viewer")
+        first, last = await sse.hub_for(self.bus).bounds()
+        return web.json_response({"first_seq": first, "last_seq": last})
+
     async def approvals(self, request: web.Request) -> web.Response:
         self.principal(request, "viewer")
         state = request.query.get("state", "pending")
@@ -465,6 +472,7 @@ def make_app(api: Api, limiter: RateLimiter | None = None) -> web.Application:
     r.add_post("/v1/sessions/{session_id}/messages", api.post_message)
     r.add_post("/v1/sessions/{session_id}/cancel", api.cancel)
     r.add_get("/v1/sessions/{session_id}/events", api.events, allow_head=False)
+    r.add_get("/v1/log", api.log_bounds)
     r.add_get("/v1/approvals", api.approvals)
     r.add_post("/v1/approvals/{approval_id}/decision", api.decide)
     r.add_get("/v1/tools", api.tools)
