@@ -19,7 +19,8 @@ COMMON_ERRORS = {
     "401": "missing or unknown token",
     "403": "the principal lacks the role",
     "413": "body too large",
-    "429": "rate limited (per token); see Retry-After",
+    "429": "rate limited (per principal; per address for failed authentication), or too many "
+           "event streams open for the principal; see Retry-After",
 }
 
 

@@ -1,19 +1,24 @@
-"""SSE frame injection (issue 16), against the whole stack as processes and the Command Center in
-a real headless Chromium.
+"""The gateway's edges (issue 16), against the whole stack as processes and the Command Center in
+a real headless Chromium: SSE frame injection, and limits keyed by who a request proves to be.
 
-The attacker holds one service's identity (the planner's NATS credentials and its own event
-signing key, taken as the planner takes them) and stores, on that service's own subject in the
-victim's session, a body with raw newlines that spells SSE fields: a fake `approval.granted`
-frame with a huge `id:`. Signed by its emitter and on the emitter's own subject, it passes the
-signature check; it is not an event. Neither the SSE stream nor the page may carry it, and the
-session's later real events must still show in the browser (a page that took the huge id as its
-last one would drop every later event).
+SSE frame injection. The attacker holds one service's identity (the planner's NATS credentials
+and its own event signing key, taken as the planner takes them) and stores, on that service's
+own subject in the victim's session, a body with raw newlines that spells SSE fields: a fake
+`approval.granted` frame with a huge `id:`. Signed by its emitter and on the emitter's own
+subject, it passes the signature check; it is not an event. Neither the SSE stream nor the page
+may carry it, and the session's later real events must still show in the browser (a page that
+took the huge id as its last one would drop every later event).
+
+Limits. Fresh junk tokens from one address are throttled (they were never: the limit bucketed
+the presented token) without touching a real principal; one principal may hold only so many SSE
+streams open (a viewer token held 300).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -40,12 +45,17 @@ pytestmark = [
 playwright_api = pytest.importorskip("playwright.async_api",
                                      reason="the playwright package is not installed")
 HUGE_ID = 99_999_999
+SSE_CAP = 3
 WAIT_S = 30.0
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    s = await start_stack(tmp_path_factory)
+    # Failed authentication barely refills here, so a flood's outcome does not depend on how
+    # fast it is sent; a short heartbeat, so a closed stream's slot is noticed soon.
+    s = await start_stack(tmp_path_factory, sse_heartbeat_s=0.5, extra_env={
+        "INTERLOCK_AUTH_FAILURE_RATE": "0.001", "INTERLOCK_AUTH_FAILURE_BURST": "10",
+        "INTERLOCK_SSE_STREAMS_PER_PRINCIPAL": str(SSE_CAP)})
     try:
         yield s
     finally:
@@ -209,3 +219,54 @@ async def test_the_page_ignores_an_id_beyond_the_log(stack: Stack, browser: Any)
     assert await page.evaluate("() => state.lastId") == real[-1].id
     assert errors == []
     await page.close()
+
+
+# -- limits (these come last: the flood leaves this address's failure bucket empty) -----------
+
+
+async def _status(http: aiohttp.ClientSession, url: str, tok: str) -> tuple[int, Any]:
+    async with http.get(url, headers={"Authorization": f"Bearer {tok}"}) as r:
+        return r.status, await r.json()
+
+
+async def test_a_junk_token_flood_is_throttled_from_its_address(stack: Stack) -> None:
+    url = f"{stack.url}/v1/tools"
+    async with aiohttp.ClientSession() as http:
+        got = [(await _status(http, url, secrets.token_urlsafe(24)))[0] for _ in range(300)]
+        assert got == [401] * 10 + [429] * 290
+        # The real principals from the same address are not: their buckets are their own.
+        assert (await _status(http, url, token(stack, "viewer")))[0] == 200
+        assert (await _status(http, url, token(stack, "operator")))[0] == 200
+
+
+async def test_one_principal_may_hold_only_so_many_sse_streams(stack: Stack) -> None:
+    async with aiohttp.ClientSession() as http:
+        operator = Client(http, stack.url, token(stack, "operator"))
+        sid = await operator.new_session()
+        url = f"{stack.url}/v1/sessions/{sid}/events"
+        auth = {"Authorization": f"Bearer {token(stack, 'approver')}"}
+        streams = []
+        try:
+            for _ in range(SSE_CAP):
+                r = await http.get(url, headers=auth, timeout=aiohttp.ClientTimeout(total=None))
+                streams.append(r)
+                assert r.status == 200
+                await r.content.readline()  # served
+            async with http.get(url, headers=auth) as refused:
+                assert refused.status == 429
+                error = (await refused.json())["error"]
+            assert error["code"] == "too_many_streams"
+            assert f"already has {SSE_CAP} event streams open" in error["message"]
+            assert "INTERLOCK_SSE_STREAMS_PER_PRINCIPAL" in error["message"]
+
+            streams.pop().close()  # a stream closes: its slot comes free
+            for _ in range(10_000):
+                async with http.get(url, headers=auth) as again:
+                    if again.status == 200:
+                        break
+                    assert again.status == 429
+            else:
+                raise AssertionError("the closed stream's slot never came free")
+        finally:
+            for r in streams:
+                r.close()
