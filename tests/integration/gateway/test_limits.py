@@ -134,3 +134,27 @@ async def test_the_sse_cap_per_principal(gateway_factory: GatewayFactory) -> Non
     finally:
         first.close()
         second.close()
+
+
+def test_the_limit_settings_from_the_environment() -> None:
+    from services.gateway.settings import GatewaySettings
+    from services.runtime.errors import ConfigError
+
+    base = {"INTERLOCK_ADMIN_TOKEN": "a" * 32, "INTERLOCK_NATS_PASSWORD": "x",
+            "INTERLOCK_KEYRING_FILE": "/k/ring", "INTERLOCK_SIGNING_KEY_FILE": "/k/gw.key"}
+    s = GatewaySettings.from_env(base)
+    assert (s.auth_failure_rate_per_s, s.auth_failure_burst, s.sse_streams_per_principal,
+            s.trusted_proxies) == (1.0, 20, 32, ())
+    s = GatewaySettings.from_env({**base, "INTERLOCK_AUTH_FAILURE_RATE": "0.5",
+                                  "INTERLOCK_AUTH_FAILURE_BURST": "5",
+                                  "INTERLOCK_SSE_STREAMS_PER_PRINCIPAL": "4",
+                                  "INTERLOCK_TRUSTED_PROXIES": "10.0.0.1, 192.168.0.0/16"})
+    assert (s.auth_failure_rate_per_s, s.auth_failure_burst, s.sse_streams_per_principal) == \
+        (0.5, 5, 4)
+    assert [str(n) for n in s.trusted_proxies] == ["10.0.0.1/32", "192.168.0.0/16"]
+    for bad in ({"INTERLOCK_SSE_STREAMS_PER_PRINCIPAL": "0"},
+                {"INTERLOCK_AUTH_FAILURE_RATE": "0"},
+                {"INTERLOCK_AUTH_FAILURE_BURST": "many"},
+                {"INTERLOCK_TRUSTED_PROXIES": "proxy.example"}):
+        with pytest.raises(ConfigError):
+            GatewaySettings.from_env({**base, **bad})
