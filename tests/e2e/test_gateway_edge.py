@@ -259,8 +259,12 @@ async def test_one_principal_may_hold_only_so_many_sse_streams(stack: Stack) -> 
             assert f"already has {SSE_CAP} event streams open" in error["message"]
             assert "INTERLOCK_SSE_STREAMS_PER_PRINCIPAL" in error["message"]
 
-            streams.pop().close()  # a stream closes: its slot comes free
-            for _ in range(10_000):
+            # A stream closes: its slot comes free once the gateway notices, on its next write
+            # (a heartbeat). Heartbeats are awaited on a stream still open, then it asks again.
+            streams.pop().close()
+            for _ in range(50):
+                while await asyncio.wait_for(streams[0].content.readline(), 10) != b": ping\n":
+                    pass
                 async with http.get(url, headers=auth) as again:
                     if again.status == 200:
                         break

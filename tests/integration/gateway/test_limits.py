@@ -5,6 +5,7 @@ and a per-principal cap on concurrent SSE streams."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Any
 
@@ -122,9 +123,12 @@ async def test_the_sse_cap_per_principal(gateway_factory: GatewayFactory) -> Non
         async with open_stream(token_of("operator")) as other:
             assert other.status == 200
 
-        # A closed stream frees its slot (the gateway notices on its next write: a heartbeat).
+        # A closed stream frees its slot: the gateway notices on its next write, a heartbeat.
+        # Heartbeats are awaited on the stream still open, then the slot is asked for again.
         first.close()
-        for _ in range(10_000):
+        for _ in range(50):
+            while await asyncio.wait_for(second.content.readline(), 10) != b": ping\n":
+                pass
             async with open_stream(viewer) as again:
                 if again.status == 200:
                     break
