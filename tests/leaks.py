@@ -37,7 +37,7 @@ def _b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-# -- generated keys and a public certificate -----------------------------------------------------
+# -- generated keys and a public certificate ------------------------------------------------------
 
 _RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 RSA_PEM = _RSA.private_bytes(serialization.Encoding.PEM,
@@ -63,7 +63,7 @@ def pem_body(pem: str) -> list[str]:
     return [ln for ln in pem.splitlines() if ln and not ln.startswith("-----") and len(ln) >= 20]
 
 
-# -- a JWT and header credentials ------------------------------------------------------------------
+# -- a JWT and header credentials -----------------------------------------------------------------
 
 _jwt_head = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
 _jwt_body = _b64url(json.dumps({"sub": "svc-billing", "iss": "https://auth.example.com",
@@ -74,7 +74,7 @@ BASIC = _b64(b"billing-ci:UrKLuOsPU6Ty6X8uuDmN")
 DOCKER_AUTH = _b64(b"billing-puller:y1r_JqDGN0jeFfiWaQuk")
 KUBE_CLIENT_KEY = _b64(EC_PEM.encode())
 
-# -- the corpus -------------------------------------------------------------------------------------
+# -- the corpus -----------------------------------------------------------------------------------
 
 AWS_ID = "AKIAX44S0O2A0QPOASTV"
 AWS_ID_2 = "AKIAJTBOQBJB33SOTXQ0"
@@ -101,8 +101,8 @@ SENDGRID = "SG.IBjzSNwnb1L_VVzz1uXNkN._y5hNF4hXhpQjyzW55o7pdlSSJo_HlF3Bt-gfKcvau
 NPM = "npm_lyzixg2JHjfaecXMQdaD9y30aC4xaCnYhhJ1"
 DATADOG = "7ae884c33fed5b7c528b5fe19b5fbee1"
 SENTRY_KEY = "c6e4e057c75000db62208709535e7ab4"
-AZURE_KEY = ("ojekgVup4q6tKkdeWJLKM107lNdZx98dX7kbfueXaEj7bUIDd+3wslT+1/Tnek1JhSEhi3rzATTUC+097ljWH1"
-             "==")
+AZURE_KEY = ("ojekgVup4q6tKkdeWJLKM107lNdZx98dX7kbfueXaEj7bUIDd+3wslT+1/Tnek1JhSEhi3rzATTUC+"
+             "097ljWH1==")
 DB_PASS = "3ew+3JDC0SkUaaGv9XVV"
 OLD_ADMIN_PASSWORD = "stRZ4U-ElkoAlsVeTMR7"
 SPRING_PASSWORD = "6QyPXkI8gPlBvJqYsedJ"
@@ -185,7 +185,7 @@ LEAKS: tuple[Leak, ...] = (
          json.dumps({"auths": {"registry.example.com": {"auth": DOCKER_AUTH}}})),
 )
 
-# -- the look-alikes: useful output that must stay intact -------------------------------------------
+# -- the look-alikes: useful output that must stay intact -----------------------------------------
 
 DIGEST = "sha256:2124114b54fd006904b4d63af3524c05962ab04f28d63832d75683f12168990f"
 IMAGE = f"registry.example.com/billing/api:v2.14.3@{DIGEST}"
@@ -205,7 +205,7 @@ LOOKALIKES: tuple[str, ...] = (
     "password reset email sent to user 4711", "GET /healthz HTTP/1.1\" 200",
 )
 
-# -- where the e2e test puts them -------------------------------------------------------------------
+# -- where the e2e test puts them -----------------------------------------------------------------
 
 APPLICATION_PROPERTIES = f"""\
 server.port=8080

@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from nats.aio.msg import Msg
@@ -27,6 +27,7 @@ from schemas.execution import (
 from services.executor import domain, evidence, kube_write
 from services.executor.kube import Kube, KubeError, Outcome, Preview
 from services.executor.kube_read import READERS
+from services.executor.redact import scrub
 from services.executor.settings import ExecutorSettings
 from services.runtime import signing
 from services.runtime.bus import STALE_READ_WAIT_S, Bus, Link
@@ -35,6 +36,7 @@ from services.runtime.errors import ConcurrencyConflict, PoisonMessage, Retryabl
 log = logging.getLogger(__name__)
 
 ACTOR = "executor"
+E = TypeVar("E", bound=Event)
 MAX_OUTPUT = 16_000
 MAX_DATA = 48_000
 
@@ -69,6 +71,7 @@ class Executor:
             await self.refuse(cmd, str(exc), msg.subject)
 
     async def refuse(self, cmd: ExecCommand, reason: str, subject: str) -> None:
+        reason = scrub(reason)
         log.warning("refused: %s", reason, extra={"session_id": cmd.session_id,
                                                   "call_id": cmd.call_id, "subject": subject})
         await self.bus.append(CommandRefused(
@@ -107,13 +110,14 @@ class Executor:
         await self._record(cmd, msg, lambda: reader(self.kube, args), write=False)
 
     def _result(self, cmd: ExecCommand, out: Outcome) -> ToolResult:
-        text, truncated = bounded_text(out.text)
-        data, data_cut = bounded_data(out.data)
+        # Masked before bounding: a cut could leave half a credential no pattern recognises.
+        text, truncated = bounded_text(scrub(out.text))
+        data, data_cut = bounded_data(scrub(out.data))
         return ToolResult(
             session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="ok",
             output=text, truncated=truncated or data_cut, data=data,
-            before=bounded_data(out.before)[0], after=bounded_data(out.after)[0], actor=ACTOR,
-            causation_id=cmd.causation_id,
+            before=bounded_data(scrub(out.before))[0], after=bounded_data(scrub(out.after))[0],
+            actor=ACTOR, causation_id=cmd.causation_id,
         )
 
     def _failure(self, cmd: ExecCommand, exc: KubeError, write: bool) -> ToolResult:
@@ -139,6 +143,7 @@ class Executor:
 
     async def _append_result(self, result: ToolResult, hint: Link | None = None) -> Link | None:
         """Records the result once; None if one was already recorded."""
+        result = clean(result)
         try:
             return await self.bus.append_link(result, once_per_key=True, after_hint=hint)
         except ConcurrencyConflict:
@@ -172,7 +177,7 @@ class Executor:
                 causation_id=cmd.causation_id, context=context,
             )
         try:
-            await self.bus.append(event, once_per_key=True, after_hint=_hint(cmd))
+            await self.bus.append(clean(event), once_per_key=True, after_hint=_hint(cmd))
         except ConcurrencyConflict:
             log.info("preview already recorded", extra={"call_id": cmd.call_id})
 
@@ -265,11 +270,12 @@ class Executor:
                                         f"{exc.reason}: {exc.message}")
         observed, _ = bounded_data(v.observed)
         try:
-            await self.bus.append(ToolVerified(
+            await self.bus.append(clean(ToolVerified(
                 session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool,
-                outcome=v.outcome, check=v.check[:2000], detail=v.detail[:MAX_OUTPUT],
-                observed=observed, actor=ACTOR, causation_id=cmd.causation_id,
-            ), once_per_key=True, after_hint=result)
+                outcome=v.outcome, check=scrub(v.check)[:2000],
+                detail=scrub(v.detail)[:MAX_OUTPUT], observed=observed, actor=ACTOR,
+                causation_id=cmd.causation_id,
+            )), once_per_key=True, after_hint=result)
         except ConcurrencyConflict:
             log.info("verification already recorded", extra={"call_id": cmd.call_id})
 
@@ -337,6 +343,26 @@ class Executor:
                    + json.dumps(observed, sort_keys=True)[:2000],
             data={"observed": observed}, actor=ACTOR, causation_id=cmd.causation_id,
         ))
+
+
+# What each event the executor appends carries from the cluster: every string in it is masked
+# (services/executor/redact.py), whichever path produced it — reads, errors, previews, checks.
+_CONTENT: dict[type[Event], tuple[str, ...]] = {
+    ToolResult: ("output", "data", "before", "after"),
+    PreviewRecorded: ("error", "gathered"),
+    ToolVerified: ("check", "detail", "observed"),
+    CommandRefused: ("reason",),
+}
+
+
+def clean(event: E) -> E:
+    """The event with credential shapes masked in every field that holds cluster content."""
+    changes = {f: scrub(getattr(event, f)) for f in _CONTENT.get(type(event), ())}
+    if isinstance(event, PreviewRecorded):
+        changes["diff"] = tuple(msgspec.structs.replace(
+            c, path=scrub(c.path), before=scrub(c.before), after=scrub(c.after))
+            for c in event.diff)
+    return msgspec.structs.replace(event, **changes)
 
 
 def _hint(cmd: ExecCommand) -> Link | None:

@@ -218,7 +218,7 @@ async def test_reads_leak_no_credential_and_keep_the_look_alikes(
     await operator.say(modelled, "Why does billing-api fail to pull its chart? Check its config.")
     m_events = await _turns(operator, modelled, 1)
     m_results = _of(m_events, "tool.result")
-    assert len(m_results) == 7 and {r["status"] for r in m_results} == {"ok"}, \
+    assert [r["status"] for r in m_results] == ["ok"] * 7, \
         [(r["tool"], r["output"][:300]) for r in m_results]
     assert len(llm.requests) >= 2
     model_saw = "\n".join(json.dumps(r.body) for r in llm.requests)
@@ -240,9 +240,11 @@ async def test_reads_leak_no_credential_and_keep_the_look_alikes(
         assert missing == []
     assert rv in direct_text
     # The reference to the Secret stays: valueFrom is not a value.
-    assert '"secretKeyRef"' in direct_text and "billing-db" in direct_text
+    assert '"secretKeyRef"' in direct_text
+    assert "billing-db" in direct_text
     # Redacted in place, so the reader sees which field holds a credential.
-    assert "DB_PASS" in direct_text and "spring.datasource.password=<redacted>" in direct_text
+    assert "DB_PASS" in direct_text
+    assert "spring.datasource.password=<redacted>" in direct_text
 
 
 async def _turns(api: Client, sid: str, n: int) -> list[SseEvent]:
