@@ -110,17 +110,12 @@ class Executor:
         await self._record(cmd, msg, lambda: reader(self.kube, args), write=False)
 
     def _result(self, cmd: ExecCommand, out: Outcome) -> ToolResult:
-        # Masked before bounding: a cut could leave half a credential no pattern recognises.
-        text, truncated = bounded_text(scrub(out.text))
-        data, data_cut = bounded_data(scrub(out.data))
-        return ToolResult(
-            session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="ok",
-            output=text, truncated=truncated or data_cut, data=data,
-            before=bounded_data(scrub(out.before))[0], after=bounded_data(scrub(out.after))[0],
-            actor=ACTOR, causation_id=cmd.causation_id,
-        )
+        return result_of(cmd, out)
 
     def _failure(self, cmd: ExecCommand, exc: KubeError, write: bool) -> ToolResult:
+        return clean(self._failed(cmd, exc, write))
+
+    def _failed(self, cmd: ExecCommand, exc: KubeError, write: bool) -> ToolResult:
         if write and exc.uncertain:
             return ToolResult(
                 session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="unknown",
@@ -139,11 +134,14 @@ class Executor:
             result = self._result(cmd, await self._in_thread(msg, call))
         except KubeError as exc:
             result = self._failure(cmd, exc, write)
-        await self._append_result(result, _hint(cmd))
+        await self._append_result(result, _hint(cmd), cleaned=True)
 
-    async def _append_result(self, result: ToolResult, hint: Link | None = None) -> Link | None:
-        """Records the result once; None if one was already recorded."""
-        result = clean(result)
+    async def _append_result(self, result: ToolResult, hint: Link | None = None, *,
+                             cleaned: bool = False) -> Link | None:
+        """Records the result once; None if one was already recorded. Cleaned here unless it
+        was built by `_result`/`_failure`, which clean (once is enough: it is idempotent)."""
+        if not cleaned:
+            result = clean(result)
         try:
             return await self.bus.append_link(result, once_per_key=True, after_hint=hint)
         except ConcurrencyConflict:
@@ -252,9 +250,9 @@ class Executor:
             out, plan, after = await self._in_thread(
                 msg, lambda: kube_write.execute(self.kube, args, grant.resource_version))
         except KubeError as exc:
-            await self._append_result(self._failure(cmd, exc, write=True), claim)
+            await self._append_result(self._failure(cmd, exc, write=True), claim, cleaned=True)
             return
-        recorded = await self._append_result(self._result(cmd, out), claim)
+        recorded = await self._append_result(self._result(cmd, out), claim, cleaned=True)
         if recorded is None:
             return
         await self._verify_write(cmd, msg, args, plan, after, recorded)
@@ -370,11 +368,29 @@ def _hint(cmd: ExecCommand) -> Link | None:
     return (cmd.after_seq, cmd.after_hash) if cmd.after_seq and cmd.after_hash else None
 
 
-def bounded_text(text: str) -> tuple[str, bool]:
+def result_of(cmd: ExecCommand, out: Outcome) -> ToolResult:
+    """A tool's outcome as its recorded result: credentials masked, sizes bounded."""
+    text, truncated = bounded_text(out.text, scrub)
+    data, data_cut = bounded_data(scrub(out.data))
+    return ToolResult(
+        session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="ok",
+        output=text, truncated=truncated or data_cut, data=data,
+        before=bounded_data(scrub(out.before))[0], after=bounded_data(scrub(out.after))[0],
+        actor=ACTOR, causation_id=cmd.causation_id,
+    )
+
+
+# Masked beyond the cut by this much, so a credential across it is recognised whole (a longer
+# private key is masked to the end of what is shown: its END line is not needed).
+CUT_MARGIN = 4096
+
+
+def bounded_text(text: str, mask: Callable[[str], str] = str) -> tuple[str, bool]:
+    """At most MAX_OUTPUT characters, `mask`ed — only what is shown, and before it is cut."""
     if len(text) <= MAX_OUTPUT:
-        return text, False
+        return mask(text), False
     note = f"\n… [truncated: {len(text) - MAX_OUTPUT} more characters; narrow the query]"
-    return text[: MAX_OUTPUT - len(note)] + note, True
+    return mask(text[: MAX_OUTPUT + CUT_MARGIN])[: MAX_OUTPUT - len(note)] + note, True
 
 
 def bounded_data(data: Any) -> tuple[Any, bool]:

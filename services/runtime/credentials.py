@@ -130,6 +130,11 @@ _TOKEN_HINTS = ("akia", "asia", "abia", "acca", "agpa", "aida", "aroa", "aipa", 
                 "apka", "sk_", "rk_", "whsec_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_",
                 "github_pat_", "glpat-", "xox", "xapp-", "aiza", "gocspx-", "ya29.", "sk-", "sg.",
                 "npm_", "hf_", "dop_v1_", "shp", "eyj")
+# In a long text, one check of a character most of the hints hold saves checking each of them.
+_UNDERSCORED = tuple(h for h in _TOKEN_HINTS if "_" in h)
+_OTHER_HINTS = tuple(h for h in _TOKEN_HINTS if "_" not in h and not (
+    len(h) == 4 and h.startswith("a") and h != "aiza"))
+_AWS = re.compile(r"A[A-Z]{3}[A-Z0-9]{16}")  # all AWS key id prefixes: one cheap scan
 _TWILIO = re.compile(r"\bSK[0-9a-fA-F]{32}\b")  # Twilio API key; its hint is case-sensitive
 
 _PEM = re.compile(r"(-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----)[\s\S]*?"
@@ -236,6 +241,7 @@ def _block(m: re.Match[str]) -> str:
                                                                         else "")
 
 
+_URL_HINTS = ("://",)
 _Rule = tuple[tuple[str, ...], bool, re.Pattern[str], Callable[[re.Match[str]], str]]
 # (hints, cased, pattern, replacement): the pattern runs only when the text holds a hint —
 # lowercased unless `cased`. A substring test is far cheaper than any of these scans.
@@ -245,14 +251,46 @@ _RULES: tuple[_Rule, ...] = (
     (("hooks.slack.com", "/api/webhooks/"), False, _WEBHOOK, lambda m: m.group(1) + REDACTED),
     (_TOKEN_HINTS, False, _TOKENS, lambda _: REDACTED),
     (("SK",), True, _TWILIO, lambda _: REDACTED),
-    (("://",), False, _USERINFO, _userinfo),
+    (_URL_HINTS, False, _USERINFO, _userinfo),
     (("authorization",), False, _AUTH_HEADER, _auth_header),
     (("bearer",), False, _BEARER, _bearer),
     (("basic",), False, _BASIC, _basic),
-    (_KV_HINTS, False, _BLOCK, _block),
+    (("|\n", ">\n", "|-\n", ">-\n", "|+\n", ">+\n"), True, _BLOCK, _block),
     (_KV_HINTS, False, _KV, _kv),
 )
 _MIN_LEN = 6  # nothing shorter is a credential worth a scan ("pw=abc" is the shortest form)
+# One scan of the lowercased text that every rule above needs to match (a pair needs its
+# secret-ish word right before a separator): most strings of an object fail it and are done.
+_GATE = re.compile("|".join((
+    *(re.escape(h) for hints, cased, _, _ in _RULES if not cased and hints is not _KV_HINTS
+      for h in hints),
+    r"(?:pass|pwd|pw|secret|token|key|cred|auth|sig)[\w.-]*(?:\\?[\"'])?[ \t]*[:=]",
+    r"[:=][ \t]*[|>]",  # a YAML block scalar: its key is judged by _BLOCK
+    "@",  # a URL's userinfo
+)))
+# In a long text, the lines where a pair may be: _KV (a call into Python per pair it finds)
+# runs on those lines only — in a JSON or YAML document that is a few lines of hundreds.
+_KV_LINES = re.compile(r"(?:pass|pwd|pw|secret|token|key|cred|auth|sig)[\w.-]*(?:\\?[\"'])?"
+                       r"[ \t]*[:=]")
+
+
+def _kv_lines(text: str, lower: str) -> str:
+    if len(lower) != len(text):  # lowercasing moved the offsets (rare Unicode): scan it all
+        return _KV.sub(_kv, text)
+    out: list[str] = []
+    pos = 0
+    for m in _KV_LINES.finditer(lower):
+        if m.start() < pos:
+            continue  # on a line already done
+        start = max(lower.rfind("\n", 0, m.start()) + 1, pos)
+        end = lower.find("\n", m.end())
+        end = len(text) if end < 0 else end
+        out += (text[pos:start], _KV.sub(_kv, text[start:end]))
+        pos = end
+    return "".join(out) + text[pos:] if out else text
+
+
+_SHORT = 256  # a field's value: gated by one regex scan, and remembered (they repeat a lot)
 
 
 def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
@@ -263,10 +301,40 @@ def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
             text = text.replace(s, REDACTED)
     if len(text) < _MIN_LEN:
         return text
+    if len(text) <= _SHORT:
+        out = _short(text)
+        return text if out == text else out  # the caller's own object when nothing changed
+    return _rules(text, text.lower(), _long_hint)
+
+
+@functools.lru_cache(maxsize=8192)
+def _short(text: str) -> str:
+    # In a short string the combined gate is cheaper than checking each hint on its own.
     lower = text.lower()
+    if _GATE.search(lower) is None and "SK" not in text:
+        return text
+    return _rules(text, lower, _short_hint)
+
+
+def _short_hint(hints: tuple[str, ...], text: str, lower: str) -> bool:
+    return any(h in lower for h in hints)
+
+
+def _long_hint(hints: tuple[str, ...], text: str, lower: str) -> bool:
+    if hints is _URL_HINTS:  # "@" first: one memchr; "://" alone is no userinfo
+        return "@" in text and "://" in text
+    if hints is _TOKEN_HINTS:  # the many vendor prefixes, checked by family
+        return ("_" in text and any(h in lower for h in _UNDERSCORED)) or \
+            any(h in lower for h in _OTHER_HINTS) or _AWS.search(text) is not None
+    return any(h in lower for h in hints)
+
+
+def _rules(text: str, lower: str,
+           hinted: Callable[[tuple[str, ...], str, str], bool]) -> str:
     for hints, cased, pattern, replace in _RULES:
-        if any(h in (text if cased else lower) for h in hints):
-            new = pattern.sub(replace, text)
+        if any(h in text for h in hints) if cased else hinted(hints, text, lower):
+            new = _kv_lines(text, lower) if pattern is _KV and hinted is _long_hint else \
+                pattern.sub(replace, text)
             if new != text:
                 text, lower = new, new.lower()
     return text
