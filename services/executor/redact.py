@@ -60,6 +60,8 @@ def redact(obj: Any, kind: str = "") -> Any:
             out[k] = _argv(v)
         elif k == "metadata" and isinstance(v, dict):
             out[k] = redact(redact_metadata(v))
+        elif isinstance(v, str) and is_secret_name(str(k)) and not is_placeholder(v):
+            out[k] = REDACTED  # a field named for a secret: a CRD's spec.password, a token
         else:
             out[k] = redact(v)
     return out

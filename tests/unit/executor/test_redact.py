@@ -147,9 +147,20 @@ def test_env_by_name_and_value_value_from_stays() -> None:
     assert out["spec"]["containers"][0]["image"] == L.IMAGE
 
 
+def test_fields_named_for_a_secret() -> None:
+    cr = {"apiVersion": "db.example.com/v1", "kind": "Database",
+          "spec": {"password": "hunter2-but-longer", "passwordSecretRef": {"name": "db"},
+                   "tls": {"secretName": "db-tls", "key": "tls.key"}, "keyId": "k-1"}}
+    spec = redact(cr)["spec"]
+    assert spec["password"] == REDACTED
+    assert spec["passwordSecretRef"] == {"name": "db"}
+    assert spec["tls"] == {"secretName": "db-tls", "key": "tls.key"}
+    assert spec["keyId"] == "k-1"
+
+
 def test_secret_values_even_in_list_items_without_kind() -> None:
-    item = {"metadata": {"name": "db"}, "data": {"password": "aHVudGVyMg=="}, "type": "Opaque"}
-    assert redact(item, "Secret")["data"] == {"password": REDACTED}
+    item = {"metadata": {"name": "db"}, "data": {"app.conf": "aHVudGVyMg=="}, "type": "Opaque"}
+    assert redact(item, "Secret")["data"] == {"app.conf": REDACTED}
     assert redact(item)["data"] == item["data"]  # the kind is what says it is a Secret
 
 
