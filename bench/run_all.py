@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import before_after, budget, cycles, replay, signing, sse, startup, throughput
+from bench import before_after, budget, cycles, redact, replay, signing, sse, startup, throughput
 from bench.common import ANCHOR_PY, ANCHORS, ROOT, Observer, admin_url, start_stack
 
 PG_DSN = os.environ.get("INTERLOCK_BENCH_PG", "postgresql://postgres:pg@127.0.0.1:5432/lg")
@@ -87,6 +87,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     note("event signatures: CPU per event (sign, verify)")
     res["signing"] = signing.measure(500 if q else 2000)
     print(signing.report(res["signing"]), flush=True)
+
+    note("redaction of read results: CPU per result (issue 16)")
+    res["redact"] = redact.measure(100 if q else 300)
+    print(redact.report(res["redact"]), flush=True)
 
     note("gated reads/s before issue 14 (accounts, signatures) and now, alternated")
     res["before_after"] = await asyncio.to_thread(before_after.compare, 2 if q else 5,
@@ -229,6 +233,14 @@ def table(r: dict[str, Any]) -> str:
                      f"{sg['sign_us']:.0f} / {sg['verify_us']:.0f} µs", "",
                      f"{sg['per_gated_read_us']:.0f} µs per gated read "
                      f"({signing.SIGNS_PER_READ} signs, {signing.VERIFIES_PER_READ} verifies)"))
+    rd = r.get("redact")
+    if rd:
+        get, logs = rd.get("get deployment -o json"), rd.get("logs, 200 clean lines")
+        if get and logs:
+            rows.append(("redaction: get deployment / 200 log lines, CPU per result",
+                         f"{get['cold_us']:.0f} / {logs['cold_us']:.0f} µs", "",
+                         f"producing them unmasked: {get['result_us']:.0f} / "
+                         f"{logs['result_us']:.0f} µs"))
     ba = r.get("before_after")
     if ba:
         rows.append((f"gated reads/s now vs before issue 14 ({ba['base']})",

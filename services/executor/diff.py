@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.approval import FieldChange
-from services.executor.redact import REDACTED, SENSITIVE
+from services.executor.redact import REDACTED, SENSITIVE, secret_file
+from services.runtime.credentials import is_secret_name, redact_value
 
 _IGNORED = {
     "metadata.resourceVersion", "metadata.generation", "metadata.managedFields",
@@ -60,15 +61,36 @@ def _walk(path: str, a: Any, b: Any, out: list[FieldChange]) -> None:
                            after=None if b is _MISSING else b))
 
 
+def _secret(name: str) -> bool:
+    return bool(SENSITIVE.search(name)) or is_secret_name(name)
+
+
+def _named(kind: str, path: str) -> str:
+    """The name that says what a changed value is: an env entry's name, a ConfigMap's key
+    (which may hold dots: data.application.properties), else the path's last step."""
+    if ".env[name=" in path:
+        name, _, rest = path.split(".env[name=", 1)[1].partition("]")
+        return name if rest == ".value" else ""
+    if kind == "ConfigMap" and path.split(".", 1)[0] in ("data", "binaryData") and "." in path:
+        return path.split(".", 1)[1]
+    return path.rsplit(".", 1)[-1]
+
+
 def _sensitive(kind: str, path: str) -> bool:
     if kind == "Secret" and path.split(".", 1)[0] in ("data", "stringData"):
         return True
     if path.endswith("last-applied-configuration"):
         return True
-    if ".env[name=" in path:
-        name, _, rest = path.split(".env[name=", 1)[1].partition("]")
-        return rest == ".value" and bool(SENSITIVE.search(name))
-    return bool(SENSITIVE.search(path.rsplit(".", 1)[-1]))
+    name = _named(kind, path)
+    if kind == "ConfigMap" and path.split(".", 1)[0] in ("data", "binaryData") and \
+            secret_file(name):
+        return True
+    return bool(name) and _secret(name)
+
+
+def _by_value(kind: str, path: str, value: Any) -> Any:
+    """A value not secret by its name, masked where its shape (or a URL name) says so."""
+    return redact_value(_named(kind, path), value) if isinstance(value, str) else value
 
 
 def diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> tuple[FieldChange, ...]:
@@ -82,6 +104,9 @@ def diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> tuple[F
         if _sensitive(kind, c.path):
             c = FieldChange(path=c.path, before=None if c.before is None else REDACTED,
                             after=None if c.after is None else REDACTED)
+        else:
+            c = FieldChange(path=c.path, before=_by_value(kind, c.path, c.before),
+                            after=_by_value(kind, c.path, c.after))
         masked.append(c)
     if len(out) > MAX_CHANGES:
         masked.append(FieldChange(path=f"… {len(out) - MAX_CHANGES} more changes not shown"))

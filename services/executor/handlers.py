@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from nats.aio.msg import Msg
@@ -26,6 +26,7 @@ from schemas.execution import (
 )
 from services.executor import domain, evidence, kube_write
 from services.executor.kube import Kube, KubeError, Outcome, Preview
+from services.executor.redact import scrub
 from services.executor.selector import READERS  # kube_read's, with `logs -l`
 from services.executor.settings import ExecutorSettings
 from services.runtime import signing
@@ -35,6 +36,7 @@ from services.runtime.errors import ConcurrencyConflict, PoisonMessage, Retryabl
 log = logging.getLogger(__name__)
 
 ACTOR = "executor"
+E = TypeVar("E", bound=Event)
 MAX_OUTPUT = 16_000
 MAX_DATA = 48_000
 
@@ -69,6 +71,7 @@ class Executor:
             await self.refuse(cmd, str(exc), msg.subject)
 
     async def refuse(self, cmd: ExecCommand, reason: str, subject: str) -> None:
+        reason = scrub(reason)
         log.warning("refused: %s", reason, extra={"session_id": cmd.session_id,
                                                   "call_id": cmd.call_id, "subject": subject})
         await self.bus.append(CommandRefused(
@@ -107,16 +110,12 @@ class Executor:
         await self._record(cmd, msg, lambda: reader(self.kube, args), write=False)
 
     def _result(self, cmd: ExecCommand, out: Outcome) -> ToolResult:
-        text, truncated = bounded_text(out.text)
-        data, data_cut = bounded_data(out.data)
-        return ToolResult(
-            session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="ok",
-            output=text, truncated=truncated or data_cut, data=data,
-            before=bounded_data(out.before)[0], after=bounded_data(out.after)[0], actor=ACTOR,
-            causation_id=cmd.causation_id,
-        )
+        return result_of(cmd, out)
 
     def _failure(self, cmd: ExecCommand, exc: KubeError, write: bool) -> ToolResult:
+        return clean(self._failed(cmd, exc, write))
+
+    def _failed(self, cmd: ExecCommand, exc: KubeError, write: bool) -> ToolResult:
         if isinstance(exc, kube_write.EffectChanged):
             # Nothing was sent; what changed is data too, so a client (or the planner) can
             # show the objects added and removed without parsing the text.
@@ -145,10 +144,14 @@ class Executor:
             result = self._result(cmd, await self._in_thread(msg, call))
         except KubeError as exc:
             result = self._failure(cmd, exc, write)
-        await self._append_result(result, _hint(cmd))
+        await self._append_result(result, _hint(cmd), cleaned=True)
 
-    async def _append_result(self, result: ToolResult, hint: Link | None = None) -> Link | None:
-        """Records the result once; None if one was already recorded."""
+    async def _append_result(self, result: ToolResult, hint: Link | None = None, *,
+                             cleaned: bool = False) -> Link | None:
+        """Records the result once; None if one was already recorded. Cleaned here unless it
+        was built by `_result`/`_failure`, which clean (once is enough: it is idempotent)."""
+        if not cleaned:
+            result = clean(result)
         try:
             return await self.bus.append_link(result, once_per_key=True, after_hint=hint)
         except ConcurrencyConflict:
@@ -183,7 +186,7 @@ class Executor:
                 causation_id=cmd.causation_id, context=context,
             )
         try:
-            await self.bus.append(event, once_per_key=True, after_hint=_hint(cmd))
+            await self.bus.append(clean(event), once_per_key=True, after_hint=_hint(cmd))
         except ConcurrencyConflict:
             log.info("preview already recorded", extra={"call_id": cmd.call_id})
 
@@ -260,9 +263,9 @@ class Executor:
                 msg, lambda: kube_write.execute(self.kube, args, grant.resource_version,
                                                 effect))
         except KubeError as exc:
-            await self._append_result(self._failure(cmd, exc, write=True), claim)
+            await self._append_result(self._failure(cmd, exc, write=True), claim, cleaned=True)
             return
-        recorded = await self._append_result(self._result(cmd, out), claim)
+        recorded = await self._append_result(self._result(cmd, out), claim, cleaned=True)
         if recorded is None:
             return
         await self._verify_write(cmd, msg, args, plan, after, recorded)
@@ -278,11 +281,12 @@ class Executor:
                                         f"{exc.reason}: {exc.message}")
         observed, _ = bounded_data(v.observed)
         try:
-            await self.bus.append(ToolVerified(
+            await self.bus.append(clean(ToolVerified(
                 session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool,
-                outcome=v.outcome, check=v.check[:2000], detail=v.detail[:MAX_OUTPUT],
-                observed=observed, actor=ACTOR, causation_id=cmd.causation_id,
-            ), once_per_key=True, after_hint=result)
+                outcome=v.outcome, check=scrub(v.check)[:2000],
+                detail=scrub(v.detail)[:MAX_OUTPUT], observed=observed, actor=ACTOR,
+                causation_id=cmd.causation_id,
+            )), once_per_key=True, after_hint=result)
         except ConcurrencyConflict:
             log.info("verification already recorded", extra={"call_id": cmd.call_id})
 
@@ -352,16 +356,54 @@ class Executor:
         ))
 
 
+# What each event the executor appends carries from the cluster: every string in it is masked
+# (services/executor/redact.py), whichever path produced it — reads, errors, previews, checks.
+_CONTENT: dict[type[Event], tuple[str, ...]] = {
+    ToolResult: ("output", "data", "before", "after"),
+    PreviewRecorded: ("error", "gathered"),
+    ToolVerified: ("check", "detail", "observed"),
+    CommandRefused: ("reason",),
+}
+
+
+def clean(event: E) -> E:
+    """The event with credential shapes masked in every field that holds cluster content."""
+    changes = {f: scrub(getattr(event, f)) for f in _CONTENT.get(type(event), ())}
+    if isinstance(event, PreviewRecorded):
+        changes["diff"] = tuple(msgspec.structs.replace(
+            c, path=scrub(c.path), before=scrub(c.before), after=scrub(c.after))
+            for c in event.diff)
+    return msgspec.structs.replace(event, **changes)
+
+
 def _hint(cmd: ExecCommand) -> Link | None:
     """The event the gate recorded just before this command: what its answer follows."""
     return (cmd.after_seq, cmd.after_hash) if cmd.after_seq and cmd.after_hash else None
 
 
-def bounded_text(text: str) -> tuple[str, bool]:
+def result_of(cmd: ExecCommand, out: Outcome) -> ToolResult:
+    """A tool's outcome as its recorded result: credentials masked, sizes bounded."""
+    text, truncated = bounded_text(out.text, scrub)
+    data, data_cut = bounded_data(scrub(out.data))
+    return ToolResult(
+        session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="ok",
+        output=text, truncated=truncated or data_cut, data=data,
+        before=bounded_data(scrub(out.before))[0], after=bounded_data(scrub(out.after))[0],
+        actor=ACTOR, causation_id=cmd.causation_id,
+    )
+
+
+# Masked beyond the cut by this much, so a credential across it is recognised whole (a longer
+# private key is masked to the end of what is shown: its END line is not needed).
+CUT_MARGIN = 4096
+
+
+def bounded_text(text: str, mask: Callable[[str], str] = str) -> tuple[str, bool]:
+    """At most MAX_OUTPUT characters, `mask`ed — only what is shown, and before it is cut."""
     if len(text) <= MAX_OUTPUT:
-        return text, False
+        return mask(text), False
     note = f"\n… [truncated: {len(text) - MAX_OUTPUT} more characters; narrow the query]"
-    return text[: MAX_OUTPUT - len(note)] + note, True
+    return mask(text[: MAX_OUTPUT + CUT_MARGIN])[: MAX_OUTPUT - len(note)] + note, True
 
 
 def bounded_data(data: Any) -> tuple[Any, bool]:

@@ -130,7 +130,7 @@ def _formatted(items: list[Obj], output: str, single: bool) -> str:
 
 
 def get(k: Kube, a: C.GetArgs) -> Outcome:
-    obj = redact(k.read(a.cluster, a.kind, _ns(a.kind, a.namespace), a.name))
+    obj = redact(k.read(a.cluster, a.kind, _ns(a.kind, a.namespace), a.name), KINDS[a.kind].kind)
     if a.output == "name":
         return Outcome(text=_qualified(a.kind, a.name), data=obj)
     if a.output == "yaml":
@@ -159,8 +159,10 @@ def list_(k: Kube, a: C.ListArgs) -> Outcome:
 def _list_one(k: Kube, a: C.ListArgs, kind: str, *, several: bool) -> Outcome:
     namespaced = KINDS[kind].namespaced
     every = a.all_namespaces or not namespaced
-    items = [redact(i) for i in k.list(a.cluster, kind, a.namespace, all_namespaces=every,
-                                       label_selector=a.label_selector)]
+    # A list response's items do not say their kind: redact is told (a Secret's values).
+    items = [redact(i, KINDS[kind].kind)
+             for i in k.list(a.cluster, kind, a.namespace, all_namespaces=every,
+                             label_selector=a.label_selector)]
     headers, row = _ROWS.get(kind, (["NAME", "AGE"], _generic_row))
     summary = [{"name": i["metadata"]["name"], "namespace": i["metadata"].get("namespace", ""),
                 **dict(zip([h.lower() for h in headers[-len(r):]], r, strict=True))}
@@ -262,7 +264,7 @@ def _owned(k: Kube, ctx: str, kind: str, obj: Obj) -> list[Obj]:
 
 
 def describe(k: Kube, a: C.DescribeArgs) -> Outcome:
-    obj = redact(k.read(a.cluster, a.kind, _ns(a.kind, a.namespace), a.name))
+    obj = redact(k.read(a.cluster, a.kind, _ns(a.kind, a.namespace), a.name), KINDS[a.kind].kind)
     events = _events_for(k, a.cluster, obj)
     owned = [redact(o) for o in _owned(k, a.cluster, a.kind, obj)]
     meta = obj["metadata"]
@@ -436,8 +438,9 @@ def rollout_history(k: Kube, a: C.RolloutHistoryArgs) -> Outcome:
         return Outcome(text=f"deployment.apps/{a.name} with revision #{a.revision}\n"
                             + json.dumps(tmpl, indent=2),
                        data={"revision": a.revision, "template": tmpl})
-    rows = [[str(r), (rs["metadata"].get("annotations") or {}).get(
-        "kubernetes.io/change-cause", "<none>"), _images(rs["spec"]["template"])]
+    # The change-cause is the command that made the revision: `set env … TOKEN=…` included.
+    rows = [[str(r), redact_text((rs["metadata"].get("annotations") or {}).get(
+        "kubernetes.io/change-cause", "<none>")), _images(rs["spec"]["template"])]
         for r, rs in revs]
     return Outcome(text=f"deployment.apps/{a.name}\n" +
                    table(["REVISION", "CHANGE-CAUSE", "IMAGES"], rows),
