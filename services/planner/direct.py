@@ -19,6 +19,7 @@ import msgspec
 import yaml
 
 from schemas import catalogue
+from services.runtime import sealing
 
 _PLURALS = {
     "pod": ("po", "pods"), "deployment": ("deploy", "deployments"),
@@ -761,10 +762,13 @@ _LITERAL = re.compile(r"""(--from-literal(?:=|\s+))(?:(["'])([-._a-zA-Z0-9]+=)[^
 
 def shown(text: str) -> str:
     """The command as it may be repeated (a rationale, a log line): a secret's literal values
-    are replaced, so an approval card or a transcript never spells them out again."""
+    are replaced, so an approval card or a transcript never spells them out again. A value the
+    gateway sealed (services/runtime/sealing.py) is already a reference with a keyed
+    fingerprint, the same one the card's diff shows: it stays, so the two can be compared."""
     if not re.search(r"\bcreate\s+secret\b", text):
         return text
-    return _LITERAL.sub(lambda m: f"{m.group(1)}{m.group(2) or ''}{m.group(3) or m.group(4)}"
+    return _LITERAL.sub(lambda m: m.group(0) if sealing.REF.search(m.group(0)) else
+                        f"{m.group(1)}{m.group(2) or ''}{m.group(3) or m.group(4)}"
                         f"<redacted>{m.group(2) or ''}", text)
 
 
