@@ -74,7 +74,7 @@ _FP = b"interlock.fingerprint.v1\x00"
 # *KEY*, *SECRET* (DB_PASS, STRIPE_KEY).
 _SECRET_NAME = re.compile(r"(?i)(pass|pwd|token|secret|key|credential)")
 # A URL with a password in its userinfo: postgres://app:pw@db/app.
-_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@")
+_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@")
 
 T = TypeVar("T")
 
