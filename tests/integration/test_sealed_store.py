@@ -38,7 +38,8 @@ async def test_a_sealer_puts_and_only_the_executor_opens(nats_env: NatsEnv, seal
         out, refs = await sealing.sealer_for(bus).args(SID, "set_env", args)
         assert list(refs) == [f"{sealer}-Pw-1"]
         ref = sealing.Ref.parse(out["env"]["DB_PASSWORD"])
-        assert ref is not None and ref.sealer == sealer
+        assert ref is not None
+        assert ref.sealer == sealer
         unsealed = await sealing.opener_for(executor).args(SID, "set_env", out)
         assert unsealed.args == args
         # Another session's command cannot use it.
@@ -74,7 +75,7 @@ async def test_nobody_puts_on_another_sealers_subjects(
     assert await _count(nats_env) == 0
 
 
-@pytest.mark.parametrize("user", ("gateway", "planner", "gate", "notifier"))
+@pytest.mark.parametrize("user", ["gateway", "planner", "gate", "notifier"])
 async def test_only_the_executor_reads_sealed_blobs(nats_env: NatsEnv, user: str) -> None:
     planner = await _bus(nats_env, "planner")
     try:

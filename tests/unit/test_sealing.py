@@ -8,7 +8,6 @@ import base64
 import json
 from pathlib import Path
 
-
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -17,7 +16,7 @@ from schemas.approval import FieldChange
 from schemas.execution import PreviewRecorded
 from services.planner import direct
 from services.runtime import identity, sealing
-from services.runtime.sealing import Opener, Ref, SealError, Sealer
+from services.runtime.sealing import Opener, Ref, Sealer, SealError
 
 SID = "s_1234"
 
@@ -103,7 +102,8 @@ def test_a_swapped_blob_under_the_same_reference_is_refused(key: X25519PrivateKe
                          info=sealing._info(ref.sealer, SID, ref.blob_id))
     with pytest.raises(SealError, match="approved fingerprint"):
         sealing.open_blob(ref, blob, key, SID)
-    assert forged_ref != ref and swapped
+    assert forged_ref != ref
+    assert swapped
 
 
 # -- the keyring publishes the executor's sealing key --------------------------------------------
@@ -139,7 +139,8 @@ async def test_set_env_seals_credentials_by_name_and_by_shape_only(
                                     "STRIPE_KEY": "sk_live_abcdefgh", "DB_PASS": "p4ss-w0rd",
                                     "API_TOKEN": "t0ken-value", "REGION": "eu-west-1"}}
     out, refs = await sealer(key, store).args(SID, "set_env", args)
-    assert out["env"]["LOG_LEVEL"] == "debug" and out["env"]["REGION"] == "eu-west-1"
+    assert out["env"]["LOG_LEVEL"] == "debug"
+    assert out["env"]["REGION"] == "eu-west-1"
     sealed = {k for k, v in out["env"].items() if Ref.parse(v)}
     assert sealed == {"DB_PASSWORD", "DATABASE_URL", "STRIPE_KEY", "DB_PASS", "API_TOKEN"}
     assert set(refs) == {args["env"][k] for k in sealed}
@@ -173,13 +174,15 @@ async def test_every_value_of_a_secret_manifest_and_env_in_any_manifest_is_seale
     out, refs = await sealer(key, store).args(SID, "create", deploy)
     assert list(refs) == ["env-Pw-3"]
     env = out["manifest"]["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert Ref.parse(env[0]["value"]) and env[1]["value"] == "fast"
+    assert Ref.parse(env[0]["value"])
+    assert env[1]["value"] == "fast"
     assert out["manifest"]["spec"]["template"]["spec"]["containers"][0]["image"] == "web:1.2.3"
 
     cm = {"kind": "configmap", "name": "cfg",
           "body": {"data": {"spring.datasource.password": "cm-Pw-4", "TTL": "15m"}}}
     out, refs = await sealer(key, store).args(SID, "patch", cm)
-    assert list(refs) == ["cm-Pw-4"] and out["body"]["data"]["TTL"] == "15m"
+    assert list(refs) == ["cm-Pw-4"]
+    assert out["body"]["data"]["TTL"] == "15m"
 
 
 async def test_an_already_sealed_value_is_not_sealed_again(
@@ -244,8 +247,10 @@ async def test_an_inline_manifest_is_recorded_with_its_secrets_sealed(
     text = ("kubectl apply -f - <<EOF\napiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n"
             f"data:\n  password: {b64}\nstringData:\n  token: Man-Pw-14\nEOF")
     out = await sealer(key, store, "gateway").text(SID, text)
-    assert b64 not in out and "Man-Pw-14" not in out
-    assert out.startswith("kubectl apply -f - <<EOF\n") and out.endswith("\nEOF")
+    assert b64 not in out
+    assert "Man-Pw-14" not in out
+    assert out.startswith("kubectl apply -f - <<EOF\n")
+    assert out.endswith("\nEOF")
     call = direct.parse(out)
     assert isinstance(call, direct.Call), call
     unsealed = await opener(key, store).args(SID, call.tool, call.args)
@@ -320,11 +325,13 @@ async def test_nothing_the_executor_records_repeats_a_sealed_value(
         + base64.b64encode(url.encode()).decode())
     scrubbed = unsealed.scrub(ev)
     text = json.dumps(__import__("msgspec").to_builtins(scrubbed))
-    assert "scrub-Pw-18" not in text and "old-Pw" not in text
+    assert "scrub-Pw-18" not in text
+    assert "old-Pw" not in text
     assert base64.b64encode(url.encode()).decode() not in text
     ref = Ref.parse(out["env"]["DATABASE_URL"])
     assert ref is not None
-    assert scrubbed.diff[0].after == ref.shown and scrubbed.diff[0].before == "<redacted>"
+    assert scrubbed.diff[0].after == ref.shown
+    assert scrubbed.diff[0].before == "<redacted>"
     assert scrubbed.diff[1] == ev.diff[1]
     assert scrubbed.error == f"echo {ref.shown} and {ref.shown}"
 
