@@ -442,41 +442,88 @@ class Unsealed:
     where: dict[str, Ref] = field(default_factory=dict)  # "data:<key>" / "env:<name>" -> ref
 
     def scrub(self, event: T) -> T:
-        """An event (or any JSON-like value) with every resolved value replaced by its
-        fingerprint, and every changed sealed field of a diff shown as such."""
-        if not self.values:
+        """An event (or any JSON-like value) about this call as it may be recorded: every
+        resolved value replaced by what the card shows for it, and in every field change
+        (diffs, a result's changes, a verification's `differs`) at a place where a secret sits
+        — one sealed in this call, or an env/ConfigMap value that is a credential by name or
+        shape (another write's secret observed there, the old value) — the value masked,
+        wherever else the event repeats it too."""
+        raw = msgspec.to_builtins(event) if isinstance(event, msgspec.Struct) else event
+        masked: dict[str, str] = {}
+        self._mask_changes(raw, masked)
+        if not self.values and not masked:
             return event
+        walked = self._walk(raw, masked)
         if isinstance(event, msgspec.Struct):
-            raw = msgspec.to_builtins(event)
-            out: T = msgspec.convert(self._walk(raw), type(event), strict=False)
+            out: T = msgspec.convert(walked, type(event), strict=False)
             return out
-        walked: T = self._walk(event)
-        return walked
+        result: T = walked
+        return result
 
-    def _walk(self, node: Any) -> Any:
-        if isinstance(node, str):
-            return scrub_text(node, self.values)
+    def _mask_changes(self, node: Any, masked: dict[str, str]) -> None:
+        """Finds the field changes in an event and what each must show instead of a value."""
         if isinstance(node, list | tuple):  # to_builtins keeps a Struct's tuples
-            return [self._walk(v) for v in node]
-        if isinstance(node, dict):
-            out = {k: self._walk(v) for k, v in node.items()}
-            if isinstance(out.get("path"), str) and "after" in out and out["after"] is not None:
-                ref = self._at(out["path"])
+            for v in node:
+                self._mask_changes(v, masked)
+            return
+        if not isinstance(node, dict):
+            return
+        path = node.get("path")
+        if isinstance(path, str):
+            ref = self._at(path)
+            real = {r: v for v, r in self.values.items()}.get(ref) if ref else None
+            for f in ("before", "after", "approved", "observed"):
+                value = node.get(f)
+                if not isinstance(value, str) or not value or value in (REDACTED,):
+                    continue
                 if ref is not None:
+                    masked[value] = ref.shown if value == real else REDACTED
+                elif _credential_at(path, value):
+                    masked[value] = REDACTED
+        for v in node.values():
+            self._mask_changes(v, masked)
+
+    def _walk(self, node: Any, masked: dict[str, str]) -> Any:
+        if isinstance(node, str):
+            if node in masked:
+                return masked[node]
+            return _replace(scrub_text(node, self.values), masked)
+        if isinstance(node, list | tuple):
+            return [self._walk(v, masked) for v in node]
+        if isinstance(node, dict):
+            out = {k: self._walk(v, masked) for k, v in node.items()}
+            if isinstance(out.get("path"), str) and out.get("after") is not None:
+                ref = self._at(out["path"])
+                if ref is not None:  # a Secret's value the diff already masked, say
                     out["after"] = ref.shown
-                    # What it replaces was a credential by the same rule.
-                    if isinstance(out.get("before"), str) and out["before"]:
-                        out["before"] = REDACTED
             return out
         return node
 
     def _at(self, path: str) -> Ref | None:
         """The sealed value a diff path sets, if any (Secret data, env value, ConfigMap)."""
-        m = re.search(r"\.env\[name=([^\]]+)\]\.value$", path)
+        m = _ENV_PATH.search(path)
         if m:
             return self.where.get(f"env:{m.group(1)}")
-        m = re.fullmatch(r"(?:data|stringData)\.(.+)", path)
+        m = _DATA_PATH.fullmatch(path)
         return self.where.get(f"data:{m.group(1)}") if m else None
+
+
+_ENV_PATH = re.compile(r"\.env\[name=([^\]]+)\]\.value$")
+_DATA_PATH = re.compile(r"(?:data|stringData)\.(.+)")
+
+
+def _credential_at(path: str, value: str) -> bool:
+    """A value of an env var or a data key that is a credential by its name or shape."""
+    m = _ENV_PATH.search(path) or _DATA_PATH.fullmatch(path)
+    return bool(m) and is_secret(m.group(1) if m else "", value)
+
+
+def _replace(text: str, masked: dict[str, str]) -> str:
+    for value in sorted(masked, key=len, reverse=True):
+        if len(value) >= MIN_SCRUBBED:
+            for form in _forms(value):
+                text = text.replace(form, masked[value])
+    return text
 
 
 class Opener:

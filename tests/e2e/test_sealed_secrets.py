@@ -28,6 +28,9 @@ from kubernetes import client
 
 from clients.stack import Stack
 from schemas import subjects as S
+from schemas.ids import new_call_id
+from schemas.planning import ToolProposed
+from services.runtime import sealing
 from tests.e2e.conftest import bus_as, kube, model_stack, people
 from tests.support import Client, SseEvent
 from tests.support_llm import Reply, Request, ScriptedLLM, calls, say
@@ -104,17 +107,22 @@ async def _approve_and_run(operator: Client, approver: Client, sid: str,
                                        {"decision": "approve"})
     assert status == 202, body
     calls_ = {c["call_id"] for c in req["calls"]}
-    done: set[str] = set()
+    done: set[tuple[str, str]] = set()
 
     def finished(e: SseEvent) -> bool:
-        if e.event == "tool.result" and e.data["call_id"] in calls_:
-            done.add(e.data["call_id"])
-        return done == calls_
+        # Verified too: a rollout still running would change the deployment under the next
+        # test's preview (a conflict, rightly).
+        if e.event in ("tool.result", "tool.verified") and e.data["call_id"] in calls_:
+            done.add((e.event, e.data["call_id"]))
+        return len(done) == 2 * len(calls_)
 
     after = await operator.wait_for(sid, finished, after=events[-1].id or 0, timeout=90)
     everything = events + after
     results = [r for r in _of(everything, "tool.result") if r["call_id"] in calls_]
     assert {r["status"] for r in results} == {"ok"}, [r["output"] for r in results]
+    # The executor compares what settled with the approved (sealed) diff: the real values hold.
+    verified = [v for v in _of(everything, "tool.verified") if v["call_id"] in calls_]
+    assert {v["outcome"] for v in verified} == {"verified"}, verified
     return everything
 
 
@@ -249,3 +257,66 @@ async def test_model_mode_secrets_are_sealed_and_never_sent_back_to_the_model(
     later = llm.requests[asked + 1:]
     assert later, "the model was not asked again after the writes"
     assert_nowhere(values, "what the model was sent", json.dumps([r.body for r in later]))
+
+
+async def _propose_sealed_env(stack: Stack, operator: Client, sid: str, name: str,
+                              ref: str) -> list[SseEvent]:
+    """A proposal carrying a reference, appended with the planner's own identity (as a
+    compromised planner could), and its card."""
+    bus = await bus_as(stack, "planner")
+    try:
+        await bus.append(ToolProposed(
+            session_id=sid, call_id=new_call_id(), tool="set_env", source="llm",
+            args={"kind": "deployment", "name": DEPLOY, "namespace": NS, "env": {name: ref}},
+            requested_by="operator", rationale="rotate"))
+    finally:
+        await bus.close()
+    return await operator.wait_for(sid, lambda e: e.event == "approval.requested", timeout=60)
+
+
+async def _approved_write_is_refused(operator: Client, approver: Client, sid: str,
+                                     events: list[SseEvent], why: str) -> None:
+    (req,) = _of(events, "approval.requested")
+    assert any("dry run failed" in f and why in f for f in req["risk_flags"]), req["risk_flags"]
+    status, body = await approver.call("POST", f"/v1/approvals/{req['approval_id']}/decision",
+                                       {"decision": "approve"})
+    assert status == 202, body
+    after = await operator.wait_for(sid, lambda e: e.event == "command.refused",
+                                    after=events[-1].id or 0, timeout=60)
+    (refused,) = _of(after, "command.refused")
+    assert why in refused["reason"], refused
+    assert not _of(after, "tool.started")
+    assert not _of(after, "tool.result")
+
+
+async def test_a_sealed_value_that_is_missing_or_not_the_approved_one_never_runs(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    operator, approver = people(stack, http)
+    # Missing (expired, or never stored): the dry run says so, and an approval runs nothing.
+    sid = await operator.new_session()
+    ghost = f"sealed:planner:{secrets.token_hex(16)}:{secrets.token_hex(32)}"
+    events = await _propose_sealed_env(stack, operator, sid, "GHOST_TOKEN", ghost)
+    await _approved_write_is_refused(operator, approver, sid, events, "is not available")
+    assert "GHOST_TOKEN" not in _env(stack)
+
+    # A blob that is there, but whose value is not the one the approved fingerprint names (a
+    # reference re-pointed at another blob): refused, nothing runs.
+    sid = await operator.new_session()
+    planner = await bus_as(stack, "planner")
+    try:
+        real = await sealing.sealer_for(planner).value(sid, secret_value("real"))
+        other = await sealing.sealer_for(planner).value(sid, secret_value("other"))
+    finally:
+        await planner.close()
+    swapped = sealing.Ref(real.sealer, real.blob_id, other.fingerprint).text
+    events = await _propose_sealed_env(stack, operator, sid, "SWAPPED_TOKEN", swapped)
+    await _approved_write_is_refused(operator, approver, sid, events,
+                                     "does not match the approved fingerprint")
+    # A reference copied from another session does not open here either.
+    sid2 = await operator.new_session()
+    events = await _propose_sealed_env(stack, operator, sid2, "COPIED_TOKEN", real.text)
+    await _approved_write_is_refused(operator, approver, sid2, events, "is not available")
+    env = _env(stack)
+    assert "SWAPPED_TOKEN" not in env
+    assert "COPIED_TOKEN" not in env

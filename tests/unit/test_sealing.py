@@ -8,12 +8,13 @@ import base64
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from schemas import subjects as S
 from schemas.approval import FieldChange
-from schemas.execution import PreviewRecorded
+from schemas.execution import PreviewRecorded, ToolVerified
 from services.planner import direct
 from services.runtime import identity, sealing
 from services.runtime.sealing import Opener, Ref, Sealer, SealError
@@ -324,7 +325,7 @@ async def test_nothing_the_executor_records_repeats_a_sealed_value(
         FieldChange(path="spec.replicas", before=1, after=2)), error=f"echo {url} and "
         + base64.b64encode(url.encode()).decode())
     scrubbed = unsealed.scrub(ev)
-    text = json.dumps(__import__("msgspec").to_builtins(scrubbed))
+    text = json.dumps(msgspec.to_builtins(scrubbed))
     assert "scrub-Pw-18" not in text
     assert "old-Pw" not in text
     assert base64.b64encode(url.encode()).decode() not in text
@@ -344,3 +345,40 @@ def test_direct_modes_rationale_keeps_a_reference_and_masks_a_literal() -> None:
         "kubectl create secret generic db --from-literal=password=Lit-Pw-19")
 
 
+
+
+async def test_a_verification_never_repeats_what_it_observed_where_a_secret_sits(
+    key: X25519PrivateKey, store: Store
+) -> None:
+    """Another write set the variable since (its own secret): "not as approved" says that the
+    value differs, never what it is — in the structured `differs` and in the detail text."""
+    out, _ = await sealer(key, store).args(SID, "set_env",
+                                           {"name": "w", "env": {"DB_PASSWORD": "mine-Pw-20"}})
+    unsealed = await opener(key, store).args(SID, "set_env", out)
+    path = "spec.template.spec.containers[name=app].env[name=DB_PASSWORD].value"
+    verified = ToolVerified(
+        session_id=SID, call_id="c_1", tool="set_env", outcome="not_as_approved",
+        check="the approved changes hold", actor="executor",
+        detail=f"not as approved: {path} is 'theirs-Pw-21', approved 'mine-Pw-20'",
+        observed={"differs": [{"path": path, "approved": "mine-Pw-20",
+                               "observed": "theirs-Pw-21"}]})
+    text = json.dumps(msgspec.to_builtins(unsealed.scrub(verified)))
+    assert "theirs-Pw-21" not in text
+    assert "mine-Pw-20" not in text
+    ref = Ref.parse(out["env"]["DB_PASSWORD"])
+    assert ref is not None
+    shown = json.dumps(msgspec.to_builtins(unsealed.scrub(verified)), ensure_ascii=False)
+    assert ref.shown in shown
+
+
+def test_a_diff_without_sealed_values_still_masks_credentials_where_they_sit() -> None:
+    """A rollout undo brings back an old DATABASE_URL: neither side is shown."""
+    path = "spec.template.spec.containers[name=app].env[name=DATABASE_URL].value"
+    ev = PreviewRecorded(session_id=SID, call_id="c_1", ok=True, actor="executor", diff=(
+        FieldChange(path=path, before="postgres://u:now-Pw-22@db/app",
+                    after="postgres://u:old-Pw-23@db/app"),
+        FieldChange(path="spec.template.spec.containers[name=app].image", before="a:1",
+                    after="a:2")))
+    scrubbed = sealing.Unsealed({}).scrub(ev)
+    assert scrubbed.diff[0] == FieldChange(path=path, before="<redacted>", after="<redacted>")
+    assert scrubbed.diff[1] == ev.diff[1]
