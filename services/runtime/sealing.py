@@ -115,6 +115,11 @@ class Ref:
         return cls(m.group(1), m.group(2), m.group(3)) if m else None
 
 
+def show_refs(text: str) -> str:
+    """Text with every reference written as a card shows it (the fingerprint's first digits)."""
+    return REF.sub(lambda m: Ref(m.group(1), m.group(2), m.group(3)).shown, text)
+
+
 def fingerprint(key: bytes, value: str) -> str:
     return hmac.new(key, _FP + value.encode(), hashlib.sha256).hexdigest()
 

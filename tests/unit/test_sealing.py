@@ -340,7 +340,10 @@ async def test_nothing_the_executor_records_repeats_a_sealed_value(
 def test_direct_modes_rationale_keeps_a_reference_and_masks_a_literal() -> None:
     ref = f"sealed:gateway:{'a' * 32}:{'b' * 64}"
     sealed_cmd = f"kubectl create secret generic db --from-literal=password={ref}"
-    assert direct.shown(sealed_cmd) == sealed_cmd
+    assert direct.shown(sealed_cmd) == ("kubectl create secret generic db --from-literal="
+                                        "password=<sealed value, fingerprint bbbbbbbbbbbb…>")
+    assert direct.shown(f"kubectl set env deploy/w DB_PASSWORD={ref}").endswith(
+        "DB_PASSWORD=<sealed value, fingerprint bbbbbbbbbbbb…>")
     assert "Lit-Pw" not in direct.shown(
         "kubectl create secret generic db --from-literal=password=Lit-Pw-19")
 
