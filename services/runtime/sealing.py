@@ -392,8 +392,11 @@ class Sealer:
             return text
         try:
             manifest = _copy(docs[0])
-        except TypeError:
-            return text  # dates and such: the planner refuses it, and it names no secret
+        except TypeError as exc:  # dates and such: the planner refuses it too
+            if _may_hold_secret(body):
+                raise Unsealable("the manifest holds values that are not JSON (quote dates and "
+                                 "times), and it may hold a secret: it was not recorded") from exc
+            return text
         sealed, plain = await self.args(session_id, m.group(1), {"manifest": manifest})
         if not plain:
             return text

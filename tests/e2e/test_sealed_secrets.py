@@ -322,3 +322,35 @@ async def test_a_sealed_value_that_is_missing_or_not_the_approved_one_never_runs
     env = _env(stack)
     assert "SWAPPED_TOKEN" not in env
     assert "COPIED_TOKEN" not in env
+
+
+async def test_a_value_an_approver_types_into_a_modify_is_sealed_too(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    operator, approver = people(stack, http)
+    first, second = secret_value("first"), secret_value("modified")
+    sid = await operator.new_session()
+    await operator.say(sid, f"kubectl set env deploy/{DEPLOY} -n {NS} API_TOKEN={first}")
+    events = await operator.wait_for(sid, lambda e: e.event == "approval.requested", timeout=60)
+    (req,) = _of(events, "approval.requested")
+    status, body = await approver.call(
+        "POST", f"/v1/approvals/{req['approval_id']}/decision",
+        {"decision": "approve", "args": {"env": {"API_TOKEN": second}}})
+    assert status == 202, body
+    amended = await operator.wait_for(
+        sid, lambda e: e.event == "approval.requested"
+        and e.data["approval_id"] != req["approval_id"], after=events[-1].id or 0, timeout=60)
+    assert_nowhere([first, second], "SSE", sse_text(events + amended))
+    everything = events + await _approve_and_run(
+        operator, approver, sid, [e for e in amended if e.event != "approval.requested"
+                                  or e.data["approval_id"] != req["approval_id"]])
+    assert _env(stack)["API_TOKEN"] == second
+    assert_nowhere([first, second], "SSE", sse_text(everything))
+    assert_nowhere([first, second], "the EVENTS stream", await log_bytes(stack))
+
+    # A manifest the gateway cannot read, that may hold a secret, is refused, not recorded.
+    status, body = await operator.call("POST", f"/v1/sessions/{sid}/messages", {
+        "text": f"kubectl apply -f -\nkind: Secret\nstringData: {{password: [{first}"})
+    assert status == 400, body
+    assert body["error"]["code"] == "unreadable_secret"
+    assert_nowhere([first], "the EVENTS stream", await log_bytes(stack))

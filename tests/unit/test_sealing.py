@@ -275,9 +275,12 @@ async def test_text_without_secrets_is_recorded_as_typed(
 async def test_an_unreadable_manifest_that_may_hold_a_secret_is_refused(
     key: X25519PrivateKey, store: Store
 ) -> None:
-    with pytest.raises(sealing.Unsealable):
-        await sealer(key, store, "gateway").text(
-            SID, "kubectl apply -f -\nkind: Secret\nstringData: {password: [unclosed")
+    for text in ("kubectl apply -f -\nkind: Secret\nstringData: {password: [unclosed",
+                 "kubectl apply -f -\napiVersion: v1\nkind: Secret\nmetadata: {name: a}\n"
+                 "stringData: {password: p-Pw-24, when: 2026-01-01}"):
+        with pytest.raises(sealing.Unsealable):
+            await sealer(key, store, "gateway").text(SID, text)
+    assert store.blobs == {}
 
 
 async def test_without_the_executors_key_nothing_is_sealed_or_stored(store: Store) -> None:
