@@ -39,7 +39,6 @@ import binascii
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import shlex
@@ -311,10 +310,15 @@ class Sealer:
             words = shlex.split(line)
         except ValueError:
             return line
-        verb = words[1:3] if len(words) > 2 else []
+        # Flags may come anywhere (`kubectl -n shop create secret …`): the words that are not
+        # flags, flag values included — enough to tell the verb and the kind, and sealing a
+        # value too many only hides it from the card.
+        plain = [w.lower() for w in words[1:] if not w.startswith("-")]
+        verb = next((w for w in plain if w in ("create", "set", "patch")), "")
+        after = plain[plain.index(verb) + 1:] if verb else []
+        kind = _kind_word(after)
         changed = False
-        if verb and verb[0] == "create" and verb[1] in ("secret", "configmap", "cm"):
-            always = verb[1] == "secret"
+        if verb == "create" and kind in ("secret", "configmap"):
             i = 0
             while i < len(words):
                 w, pair, at = words[i], None, i
@@ -324,28 +328,27 @@ class Sealer:
                     pair, at = words[i + 1], i + 1
                 if pair is not None:
                     k, eq, v = pair.partition("=")
-                    if eq and v and Ref.parse(v) is None and (always or is_secret(k, v)):
+                    if eq and v and Ref.parse(v) is None and (kind == "secret"
+                                                              or is_secret(k, v)):
                         ref = await self.value(session_id, v)
                         words[at] = ("--from-literal=" if at == i else "") + f"{k}={ref.text}"
                         changed = True
                 i = at + 1
-        elif verb == ["set", "env"]:
-            for i, w in enumerate(words[3:], start=3):
-                k, eq, v = w.partition("=")
-                if not w.startswith("-") and eq and v and Ref.parse(v) is None \
-                        and is_secret(k, v):
-                    words[i] = f"{k}={(await self.value(session_id, v)).text}"
+        elif verb == "set" and "env" in after:
+            for i, w in enumerate(words):
+                # NAME=VALUE, and kubectl's --env=NAME=VALUE / -e NAME=VALUE (which direct
+                # mode refuses — after the message is recorded).
+                flag = "--env=" if w.startswith("--env=") else ""
+                k, eq, v = w.removeprefix(flag).partition("=")
+                if i > 0 and (flag or not w.startswith("-")) and eq and v \
+                        and Ref.parse(v) is None and is_secret(k, v):
+                    words[i] = f"{flag}{k}={(await self.value(session_id, v)).text}"
                     changed = True
-        elif verb and verb[0] == "patch":
-            changed = await self._patch_words(session_id, words)
+        elif verb == "patch":
+            changed = await self._patch_words(session_id, words, kind)
         return shlex.join(words) if changed else line
 
-    async def _patch_words(self, session_id: str, words: list[str]) -> bool:
-        kind = words[2].split("/")[0] if len(words) > 2 else ""
-        if len(words) > 3 and "/" not in words[2]:
-            kind = words[2]
-        kind = {"cm": "configmap", "configmaps": "configmap", "secrets": "secret"}.get(
-            kind.lower(), kind.lower())
+    async def _patch_words(self, session_id: str, words: list[str], kind: str) -> bool:
         for i, w in enumerate(words):
             at, body = None, None
             if w in ("-p", "--patch") and i + 1 < len(words):
@@ -402,6 +405,17 @@ class Sealer:
             return text
         # JSON is YAML: the planner reads it as it would have read the original.
         return f"{head}\n{json.dumps(sealed['manifest'], indent=2)}{tail}"
+
+
+def _kind_word(words: list[str]) -> str:
+    """"secret" or "configmap" if the words after a verb name one (`secret`, `cm/x`, …)."""
+    for w in words:
+        base = w.split("/")[0]
+        if base in ("secret", "secrets"):
+            return "secret"
+        if base in ("configmap", "configmaps", "cm"):
+            return "configmap"
+    return ""
 
 
 _MANIFEST_HEAD = re.compile(r"^/?kubectl\s+(apply|create)\s+.*?(?:<<-?\s*['\"]?(\w+)['\"]?)?$")
@@ -558,11 +572,6 @@ class Opener:
             result.values[value] = ref
             result.where[slot.where] = ref
         return result
-
-
-def random_blob_id() -> str:
-    """For tests: a blob id nobody sealed."""
-    return os.urandom(16).hex()
 
 
 # -- wiring to the bus ---------------------------------------------------------------------------

@@ -222,6 +222,9 @@ async def test_an_already_sealed_value_is_not_sealed_again(
      "Patch-Pw-11", "patch secret db"),
     ("kubectl get pods -n shop\nkubectl set env deploy/web API_TOKEN=Tok-Pw-12",
      "Tok-Pw-12", "kubectl get pods -n shop"),
+    ("kubectl -n staging create secret generic db --from-literal=user=Flag-Pw-25",
+     "Flag-Pw-25", "-n staging create secret"),
+    ("kubectl set -n shop env deploy/web SECRET_KEY=Flag-Pw-26", "Flag-Pw-26", "-n shop"),
 ])
 async def test_a_persons_command_is_recorded_with_its_secrets_sealed(
     key: X25519PrivateKey, store: Store, text: str, secret: str, kept: str
@@ -257,6 +260,15 @@ async def test_an_inline_manifest_is_recorded_with_its_secrets_sealed(
     unsealed = await opener(key, store).args(SID, call.tool, call.args)
     assert unsealed.args["manifest"]["data"] == {"password": b64}
     assert unsealed.args["manifest"]["stringData"] == {"token": "Man-Pw-14"}
+
+
+async def test_kubectls_env_flag_is_sealed_although_direct_mode_refuses_it(
+    key: X25519PrivateKey, store: Store
+) -> None:
+    out = await sealer(key, store, "gateway").text(
+        SID, "kubectl set env deploy/web --env=DB_PASSWORD=Env-Flag-Pw-27")
+    assert "Env-Flag-Pw-27" not in out
+    assert "--env=DB_PASSWORD=sealed:gateway:" in out
 
 
 async def test_text_without_secrets_is_recorded_as_typed(
