@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from clients import commands
+from clients import commands, safe_text
 from clients.stack import Stack, StackConfig
 from services.gate import policy as gate_policy
 from services.planner.settings import ModelSettings
@@ -17,7 +17,8 @@ from services.runtime.errors import ConfigError
 
 
 def _out(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
+    # Errors quote a cluster's or a service's words (a sandbox that did not start, a kubeconfig).
+    sys.stdout.write(safe_text.block(text) + "\n")
     sys.stdout.flush()
 
 

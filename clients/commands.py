@@ -19,27 +19,32 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from clients import render
+from clients import render, safe_text
 from clients.http import ApiError, Event, Gateway
 from services.runtime import audit, identity, signing
 from services.runtime.errors import ConfigError
 
 
 class Out:
+    """Where every command writes. Whatever a command built, it is written through
+    clients.safe_text: no raw control character from a model, a cluster or the log reaches the
+    terminal (render has already put each value on its line; this is the last line of defence)."""
+
     def __init__(self, stream: TextIO | None = None, as_json: bool = False) -> None:
         self.stream = stream or sys.stdout
         self.as_json = as_json
 
     def line(self, text: str = "") -> None:
-        self.stream.write(text + "\n")
+        self.stream.write(safe_text.block(text) + "\n")
         self.stream.flush()
 
     def prompt(self, text: str) -> None:
-        self.stream.write(text)
+        self.stream.write(safe_text.block(text))
         self.stream.flush()
 
     def data(self, obj: Any) -> None:
-        self.line(json.dumps(obj, ensure_ascii=False))
+        self.stream.write(safe_text.json_line(obj) + "\n")
+        self.stream.flush()
 
     def event(self, ev: Event) -> None:
         if self.as_json:
@@ -133,7 +138,7 @@ class Chat:
                     try:
                         await self.gw.say(session_id, text)
                     except ApiError as exc:
-                        self.out.line(f"not sent: {exc}")
+                        self.out.line(f"not sent: {safe_text.line(exc)}")
                 self.out.prompt("> ")
         finally:
             for task in (watcher, line_task, ask_task):
@@ -159,7 +164,7 @@ class Chat:
             self.out.prompt("Reason for denying: ")
             return a, True
         if choice == "s":
-            self.out.line(f"skipped; decide later with: interlock approve {aid}")
+            self.out.line(f"skipped; decide later with: interlock approve {safe_text.line(aid)}")
             return None, False
         self.out.prompt("Please answer y, n or s: ")
         return a, False
@@ -168,10 +173,11 @@ class Chat:
         try:
             res = await self.gw.decide(approval_id, decision, reason)
         except ApiError as exc:
-            self.out.line(f"decision not recorded: {exc}")
+            self.out.line(f"decision not recorded: {safe_text.line(exc)}")
             return
-        self.out.line(f"recorded: {decision} {approval_id} "
-                      f"({res.get('approvals', 0)} of {res.get('required_approvals', 1)})")
+        self.out.line(safe_text.line(
+            f"recorded: {decision} {approval_id} "
+            f"({res.get('approvals', 0)} of {res.get('required_approvals', 1)})"))
 
 
 # -- the commands ------------------------------------------------------------------------------
@@ -180,10 +186,10 @@ class Chat:
 async def cmd_chat(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
     me = await gw.me()
     if not me["can_chat"]:
-        out.line(f"{me['name']} may not chat (roles: {', '.join(me['roles'])})")
+        out.line(safe_text.line(f"{me['name']} may not chat (roles: {', '.join(me['roles'])})"))
         return 2
     sid = args.session or await gw.new_session(args.title or "")
-    out.line(f"Session {sid} as {me['name']}"
+    out.line(f"Session {safe_text.line(sid)} as {safe_text.line(me['name'])}"
              f"{' (approver)' if me['can_decide'] else ''}. "
              "Type a question or a kubectl command; /approvals, /quit.")
     lines = _stdin_lines(asyncio.get_running_loop())
@@ -198,8 +204,8 @@ async def cmd_approvals(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
     if not items:
         out.line(f"no {args.state} approvals")
     for a in items:
-        out.line(render.approval(a) + (f"\n  state:   {a['state']}" if args.state != "pending"
-                                       else ""))
+        out.line(render.approval(a) + (f"\n  state:   {safe_text.line(a['state'])}"
+                                       if args.state != "pending" else ""))
         out.line("")
     return 0
 
@@ -212,8 +218,9 @@ async def cmd_decide(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
         out.data(res)
     else:
         what = "approved" if decision == "approve" else "denied"
-        out.line(f"{what} {args.approval_id} ({res.get('approvals', 0)} of "
-                 f"{res.get('required_approvals', 1)} approvals; event {res['event_id']})")
+        out.line(safe_text.line(f"{what} {args.approval_id} ({res.get('approvals', 0)} of "
+                                f"{res.get('required_approvals', 1)} approvals; "
+                                f"event {res['event_id']})"))
     return 0
 
 
@@ -253,7 +260,8 @@ async def cmd_audit(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
         out.data({"session_id": args.session,
                   "events": [{"seq": e.id, "type": e.type, "data": e.data} for e in events]})
         return 0
-    out.line(f"Session {args.session} — {len(events)} events, started by {view['started_by']}")
+    out.line(safe_text.line(f"Session {args.session} — {len(events)} events, "
+                            f"started by {view['started_by']}"))
     for e in events:
         out.line(_audit_line(e.id, e.type, e.data))
     return 0
@@ -267,14 +275,16 @@ async def _audit_search(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
     if out.as_json:
         out.data(data)
         return 0
+    s = safe_text.line
     for w in data["writes"]:
         t = w["target"]
-        where = f"{t.get('kind')}/{t.get('name')} in {t.get('namespace') or '-'}"
-        who = ", ".join(w["approvers"]) or "-"
-        out.line(f"{w['requested_at'][:19].replace('T', ' ')}  {w['tool']:<16} {where}")
-        out.line(f"    asked by {w['requested_by'] or '-'}; {w['decision']} by {who}; "
-                 f"result {w['result'] or '-'}; {'; '.join(w['diff']) or 'no field changes'}")
-    broken = [sid for sid, ok in data["integrity"].items() if not ok]
+        where = s(f"{t.get('kind')}/{t.get('name')} in {t.get('namespace') or '-'}")
+        who = s(", ".join(w["approvers"]) or "-")
+        out.line(f"{s(w['requested_at'][:19].replace('T', ' '))}  {s(w['tool']):<16} {where}")
+        out.line(f"    asked by {s(w['requested_by'] or '-')}; {s(w['decision'])} by {who}; "
+                 f"result {s(w['result'] or '-')}; "
+                 f"{s('; '.join(w['diff']) or 'no field changes')}")
+    broken = [s(sid) for sid, ok in data["integrity"].items() if not ok]
     out.line(f"{len(data['writes'])} write(s); integrity broken in: {', '.join(broken)}"
              if broken else f"{len(data['writes'])} write(s); every session's log is intact")
     return 1 if broken else 0
@@ -304,11 +314,14 @@ def verify_export(path: Path, gate_key: Path | None, out: Out,
     else:
         for r in reports:
             verdict = "intact" if r.ok else "BROKEN"
-            out.line(f"{r.session_id}: {verdict} ({r.chain.checked} events)")
+            # An exported file is anyone's text: its session ids and problems are shown escaped.
+            s = safe_text.line
+            out.line(f"{s(r.session_id)}: {verdict} ({r.chain.checked} events)")
             for b in r.chain.breaks:
-                out.line(f"  #{b['seq']}: {b['problem']}")
+                out.line(f"  #{s(b['seq'])}: {s(b['problem'])}")
             for p in r.problems:
-                out.line(f"  #{p['seq']}: {p['problem']}" if p["seq"] else f"  {p['problem']}")
+                out.line(f"  #{s(p['seq'])}: {s(p['problem'])}" if p["seq"]
+                         else f"  {s(p['problem'])}")
     return 0 if reports and all(r.ok for r in reports) else 1
 
 
@@ -318,9 +331,10 @@ def _audit_line(seq: int, kind: str, d: dict[str, Any]) -> str:
         when = f"{at:%Y-%m-%d %H:%M:%S}"
     except ValueError:
         when = "?"
-    text = render.event(seq, kind, d) or f"[{seq}] {kind}"
+    text = render.event(seq, kind, d) or f"[{seq}] {safe_text.line(kind)}"
     head, _, rest = text.partition("] ")
-    return f"{head}] {when}  {d.get('actor') or '-':<10} {kind:<20} {rest}"
+    return (f"{head}] {when}  {safe_text.line(d.get('actor') or '-'):<10} "
+            f"{safe_text.line(kind):<20} {rest}")
 
 
 async def cmd_sessions(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
@@ -329,8 +343,8 @@ async def cmd_sessions(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
         out.data(data)
         return 0
     for s in data["sessions"]:
-        out.line(f"{s['session_id']}  {s['started_at'][:19].replace('T', ' ')}  "
-                 f"{s['started_by']:<10} {s['title']}")
+        out.line(safe_text.line(f"{s['session_id']}  {s['started_at'][:19].replace('T', ' ')}  "
+                                f"{s['started_by']:<10} {s['title']}"))
     return 0
 
 
@@ -394,7 +408,7 @@ def run(args: argparse.Namespace) -> int:
                                  Path(args.gate_key) if args.gate_key else None,
                                  out, Path(args.keyring) if args.keyring else None)
         except ConfigError as exc:
-            sys.stderr.write(f"interlock audit: {exc}\n")
+            sys.stderr.write(f"interlock audit: {safe_text.line(exc)}\n")
             return 2
 
     async def main() -> int:
@@ -405,13 +419,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(main())
     except ApiError as exc:
-        sys.stderr.write(f"interlock {args.command}: {exc}\n")
+        sys.stderr.write(f"interlock {args.command}: {safe_text.line(exc)}\n")
         return 1
     except ConfigError as exc:
-        sys.stderr.write(f"interlock {args.command}: {exc}\n")
+        sys.stderr.write(f"interlock {args.command}: {safe_text.line(exc)}\n")
         return 2
     except json.JSONDecodeError as exc:
-        sys.stderr.write(f"interlock {args.command}: --args is not JSON: {exc}\n")
+        sys.stderr.write(f"interlock {args.command}: --args is not JSON: "
+                         f"{safe_text.line(exc)}\n")
         return 2
     except KeyboardInterrupt:
         return 130

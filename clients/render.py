@@ -1,12 +1,22 @@
-"""Readable text for events and approvals in a terminal."""
+"""Readable text for events and approvals in a terminal.
+
+Every value an event or an approval carries was written by a model, a cluster or a person, and
+passes through clients.safe_text before it is part of a line: `_s` for what stays on one line,
+`_lines` for texts that have lines (answers, logs, a rationale), whose later lines are indented so
+that they never stand where the CLI's own labels do.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
+from clients import safe_text
 from services.executor.redact import redact
 from services.planner import direct
+
+_s = safe_text.line
+_lines = safe_text.indented
 
 
 def target(t: dict[str, Any] | None, args: dict[str, Any] | None = None) -> str:
@@ -22,7 +32,7 @@ def target(t: dict[str, Any] | None, args: dict[str, Any] | None = None) -> str:
         # The target keeps the args' default namespace; an -A read is not "in default".
         where = " in all namespaces"
     ctx = f" on {t['cluster']}" if t.get("cluster") else ""
-    return f"{obj}{where}{ctx}"
+    return _s(f"{obj}{where}{ctx}")
 
 
 def shown_args(args: Any) -> Any:
@@ -41,14 +51,14 @@ def shown_args(args: Any) -> Any:
 
 
 def value(v: Any) -> str:
-    return "∅" if v is None else str(v)
+    return "∅" if v is None else _s(v)
 
 
 def expires_in(iso: str, now: datetime | None = None) -> str:
     try:
         when = datetime.fromisoformat(iso.replace("Z", "+00:00"))
     except ValueError:
-        return iso
+        return _s(iso)
     left = int((when - (now or datetime.now(UTC))).total_seconds())
     if left <= 0:
         return "expired"
@@ -56,46 +66,59 @@ def expires_in(iso: str, now: datetime | None = None) -> str:
 
 
 def approval(a: dict[str, Any]) -> str:
-    """An approval card: what, where, why, expected outcome, diff, blast radius, flags, expiry."""
-    lines = [f"APPROVAL {a['approval_id']}  (session {a['session_id']})"]
+    """An approval card: what, where, why, expected outcome, diff, blast radius, flags, expiry.
+
+    The model's words (why, its quotes, what it expects) and the facts read from the cluster come
+    first; what the gate computed — what runs where, from → to, the blast radius, the risk flags
+    — comes last, so that it is the last word before any prompt to approve, whatever came
+    before it."""
+    lines = [f"APPROVAL {_s(a['approval_id'])}  (session {_s(a['session_id'])})"]
     calls = a.get("calls", [])
     if a.get("title"):  # a batch is one item: its summary, then every call it holds
-        lines.append(f"  {a['title']}" + (f"  ({len(calls)} calls, one decision)"
-                                          if len(calls) > 1 else ""))
-    for c in a.get("calls", []):
+        lines.append(f"  {_s(a['title'])}" + (f"  ({len(calls)} calls, one decision)"
+                                              if len(calls) > 1 else ""))
+    if a.get("rationale"):
+        lines.append(f"  why:     {_lines(a['rationale'], ' ' * 11)}")
+    for e in a.get("evidence", []):
+        lines.append(f"           - {_lines(e, ' ' * 13)}")
+    if a.get("expected_outcome"):
+        lines.append(f"  expect:  {_lines(a['expected_outcome'], ' ' * 11)}")
+    if a.get("gathered_evidence"):
+        lines.append("  facts:   (gathered by Interlock from the cluster, not by a model)")
+        lines += [f"           - {_lines(g, ' ' * 13)}" for g in a["gathered_evidence"]]
+    for c in calls:
         t = c.get("target") or {}
         br = c.get("blast_radius") or {}
-        lines.append(f"  what:    {c['tool']} {target(t)}")
-        lines.append(f"  where:   namespace {t.get('namespace') or '(cluster-wide)'}"
-                     + (f" on {c.get('context') or t['cluster']}"
+        args = c.get("args") if isinstance(c.get("args"), dict) else {}
+        if args.get("selector") and not t.get("name"):
+            # A selector write acts on the set its preview matched, listed below its blast line.
+            lines.append(f"  what:    {_s(c['tool'])} {_s(t.get('kind') or 'object')} matching "
+                         f"{_s(args['selector'])}{target({**t, 'kind': ''})}")
+        else:
+            lines.append(f"  what:    {_s(c['tool'])} {target(t)}")
+        lines.append(f"  where:   namespace {_s(t.get('namespace') or '(cluster-wide)')}"
+                     + (f" on {_s(c.get('context') or t['cluster'])}"
                         if c.get("context") or t.get("cluster") else "")
                      + ("  [PRODUCTION]" if br.get("production_like") else ""))
         for f in c.get("diff", []):
             before, after = value(f.get("before")), value(f.get("after"))
-            lines.append(f"  change:  {f['path']}: {before} → {after}")
+            lines.append(f"  change:  {_s(f['path'])}: {before} → {after}")
         if c.get("preview_error"):
-            lines.append(f"  preview: {c['preview_error']}")
-        radius = [br["summary"]] if br.get("summary") else []
+            lines.append(f"  preview: {_s(c['preview_error'])}")
+        radius = [_s(br["summary"])] if br.get("summary") else []
         if br.get("replicas_before") is not None:
-            radius.append(f"replicas {br['replicas_before']} → {br.get('replicas_after')}")
+            radius.append(f"replicas {_s(br['replicas_before'])} → "
+                          f"{_s(br.get('replicas_after'))}")
         if br.get("pods_affected"):
             radius.append(f"{len(br['pods_affected'])} pod(s) affected")
         lines.append(f"  blast:   {'; '.join(radius) or 'this object only'}")
-    if a.get("rationale"):
-        lines.append(f"  why:     {a['rationale']}")
-    for e in a.get("evidence", []):
-        lines.append(f"           - {e}")
-    if a.get("expected_outcome"):
-        lines.append(f"  expect:  {a['expected_outcome']}")
+        lines += [f"           - {_s(x)}" for x in br.get("selected") or ()]
     if a.get("risk_flags"):
-        lines.append(f"  risks:   {', '.join(a['risk_flags'])}")
-    if a.get("gathered_evidence"):
-        lines.append("  facts:   (gathered by Interlock from the cluster, not by a model)")
-        lines += [f"           - {g}" for g in a["gathered_evidence"]]
+        lines.append(f"  risks:   {', '.join(_s(f) for f in a['risk_flags'])}")
     required = a.get("required_approvals", 1)
     if required and required > 1:
-        lines.append(f"  needs:   {required} approvers ({len(a.get('approvals', []))} so far)")
-    lines.append(f"  expires: {expires_in(a.get('expires_at', ''))}")
+        lines.append(f"  needs:   {_s(required)} approvers ({len(a.get('approvals', []))} so far)")
+    lines.append(f"  expires: {expires_in(str(a.get('expires_at', '')))}")
     return "\n".join(lines)
 
 
@@ -103,48 +126,54 @@ def event(ev_id: int, kind: str, d: dict[str, Any]) -> str | None:
     """One line (or a few) for an event; None for events that say nothing to a person."""
     match kind:
         case "session.started":
-            return f"[{ev_id}] session started by {d.get('actor')}"
+            return f"[{ev_id}] session started by {_s(d.get('actor'))}"
         case "user.message":
             # A secret typed into a direct command is not spelled out again on the terminal.
-            return f"[{ev_id}] {d.get('actor')}: {direct.shown(str(d.get('text')))}"
+            return (f"[{ev_id}] {_s(d.get('actor'))}: "
+                    f"{_lines(direct.shown(str(d.get('text'))), ' ' * 6)}")
         case "assistant.message":
-            return f"[{ev_id}] interlock: {d.get('text')}"
+            return f"[{ev_id}] interlock: {_lines(d.get('text'), ' ' * 6)}"
         case "tool.proposed":
-            return (f"[{ev_id}] → {d.get('tool')} {target(d.get('target'), d.get('args'))} "
-                    f"{shown_args(d.get('args'))}")
+            return (f"[{ev_id}] → {_s(d.get('tool'))} {target(d.get('target'), d.get('args'))} "
+                    f"{_s(shown_args(d.get('args')))}")
         case "tool.classified":
-            return f"[{ev_id}]   {d.get('access')} ({d.get('rule')})"
+            return f"[{ev_id}]   {_s(d.get('access'))} ({_s(d.get('rule'))})"
         case "tool.refused" | "command.rejected" | "command.refused":
-            return f"[{ev_id}] ✗ refused: {d.get('reason')}"
+            return f"[{ev_id}] ✗ refused: {_s(d.get('reason'))}"
         case "approval.requested":
-            return f"[{ev_id}] ⏸ waiting for approval {d.get('approval_id')}"
+            return f"[{ev_id}] ⏸ waiting for approval {_s(d.get('approval_id'))}"
         case "approval.decided":
-            how = d.get("decision")
-            extra = f": {d['reason']}" if d.get("reason") else (" (modified)" if d.get("args")
-                                                                else "")
-            return f"[{ev_id}]   {d.get('approver')} decided {how}{extra}"
+            how = _s(d.get("decision"))
+            extra = f": {_s(d['reason'])}" if d.get("reason") else (" (modified)" if d.get("args")
+                                                                   else "")
+            return f"[{ev_id}]   {_s(d.get('approver'))} decided {how}{extra}"
         case "approval.granted":
-            return f"[{ev_id}] ✓ granted by {d.get('approver')}"
+            return f"[{ev_id}] ✓ granted by {_s(d.get('approver'))}"
         case "approval.denied":
-            return f"[{ev_id}] ✗ denied by {d.get('approver')}: {d.get('reason')}"
+            return f"[{ev_id}] ✗ denied by {_s(d.get('approver'))}: {_s(d.get('reason'))}"
         case "approval.expired":
-            return f"[{ev_id}] ✗ approval {d.get('approval_id')} expired"
+            return f"[{ev_id}] ✗ approval {_s(d.get('approval_id'))} expired"
         case "tool.started":
             return f"[{ev_id}]   running…"
         case "tool.result":
             mark = {"ok": "✓", "error": "✗"}.get(str(d.get("status")), "?")
-            out = str(d.get("output") or "").rstrip()
-            body = "\n".join("      " + line for line in out.splitlines()[:40])
-            return f"[{ev_id}] {mark} result ({d.get('status')})" + (f"\n{body}" if body else "")
+            # Split on newlines only (splitlines also breaks at CR and other controls, which
+            # are shown escaped in the line they were written in).
+            raw = str(d.get("output") or "").replace("\r\n", "\n")  # CRLF ends a line
+            out = safe_text.block(raw).rstrip()
+            body = "\n".join("      " + line for line in out.split("\n")[:40])
+            return (f"[{ev_id}] {mark} result ({_s(d.get('status'))})"
+                    + (f"\n{body}" if out else ""))
         case "tool.verified":
             mark = {"verified": "✓", "skipped": "✓"}.get(str(d.get("outcome")), "✗")
-            label = str(d.get("outcome") or "").replace("_", " ")
-            return f"[{ev_id}] {mark} verification: {label} — {d.get('detail') or d.get('check')}"
+            label = _s(str(d.get("outcome") or "").replace("_", " "))
+            return (f"[{ev_id}] {mark} verification: {label} — "
+                    f"{_s(d.get('detail') or d.get('check'))}")
         case "turn.completed":
             return f"[{ev_id}] — done"
         case "session.cancelled":
-            return f"[{ev_id}] session cancelled {d.get('reason') or ''}".rstrip()
+            return f"[{ev_id}] session cancelled {_s(d.get('reason') or '')}".rstrip()
         case "preview.recorded" | "step.planned" | "model.retried":
             return None
         case _:
-            return f"[{ev_id}] {kind}"
+            return f"[{ev_id}] {_s(kind)}"

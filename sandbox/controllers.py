@@ -628,9 +628,10 @@ class Controllers:
         nodes = [
             n
             for n in self.store.list(NODES)
-            if not n["spec"].get("unschedulable")
+            if not (n.get("spec") or {}).get("unschedulable")
             and all((n["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())
-            and not any(t.get("effect") == "NoSchedule" for t in n["spec"].get("taints") or [])
+            and not any(t.get("effect") == "NoSchedule"
+                        for t in (n.get("spec") or {}).get("taints") or [])
         ]
         if not nodes:
             return None
@@ -642,7 +643,7 @@ class Controllers:
         return min(nodes, key=lambda n: (load[n["metadata"]["name"]], n["metadata"]["name"]))
 
     def _pod_ip(self, node: Obj) -> str:
-        cidr = node["spec"].get("podCIDR", "10.244.0.0/24")
+        cidr = (node.get("spec") or {}).get("podCIDR", "10.244.0.0/24")
         prefix = cidr.rsplit(".", 1)[0]
         n = self._next_pod_ip.get(prefix, 1) + 1
         self._next_pod_ip[prefix] = n
@@ -701,7 +702,7 @@ class Controllers:
         host_ip = next(
             (
                 a["address"]
-                for a in node["status"].get("addresses") or []
+                for a in (node.get("status") or {}).get("addresses") or []
                 if a["type"] == "InternalIP"
             ),
             "10.0.0.1",

@@ -11,6 +11,8 @@ Annotations (on the pod or its template), all optional:
   sandbox.interlock.dev/run-for       the container exits 0 after this long (job pods: 2s)
   sandbox.interlock.dev/cpu           CPU usage reported by metrics.k8s.io (e.g. 850m)
   sandbox.interlock.dev/memory        memory usage reported by metrics.k8s.io (e.g. 240Mi)
+  sandbox.interlock.dev/log           what the containers log, one line per line of the value
+                                      (instead of the scenario files' or the default lines)
 Durations look like 90s, 5m, 1h30m."""
 
 from __future__ import annotations

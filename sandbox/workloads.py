@@ -231,7 +231,7 @@ class Workloads:
             n
             for n in self.store.list(NODES)
             if all((n["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())
-            and all(_tolerated(t, tolerations) for t in n["spec"].get("taints") or [])
+            and all(_tolerated(t, tolerations) for t in (n.get("spec") or {}).get("taints") or [])
         ]
         wanted = {n["metadata"]["name"] for n in nodes}
         pods = self.ctl._owned(PODS, ds)

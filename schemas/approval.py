@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, ClassVar, Literal
 
 import msgspec
@@ -48,6 +49,9 @@ class BlastRadius(msgspec.Struct, frozen=True, kw_only=True):
     # The autoscaler that owns the target's replica count, in words (e.g.
     # "HorizontalPodAutoscaler/order-service (min 3, max 6, cpu 70%)"): a manual scale is undone.
     autoscaler: ShortText = ""
+    # A write by label selector: each object it matched, with its own blast radius in words
+    # ("pod/web-1: deleted; owned by ReplicaSet/web-7d4b9, which will replace it").
+    selected: tuple[ShortText, ...] = ()
 
 
 class ToolClassified(Event, frozen=True, kw_only=True, tag="tool.classified"):
@@ -89,6 +93,11 @@ class ApprovalCall(msgspec.Struct, frozen=True, kw_only=True):
     # The cluster (kubeconfig context) the executor will run it on, from its dry run: "where"
     # for the approver. Display only: the grant binds the call's own target.
     context: ShortText = ""
+    # Every object the write acts on, as its dry run enumerated them (sorted
+    # "namespace/kind/name" refs; () for a write that acts on its target alone): a drain's node
+    # and the pods it evicts. The grant binds their digest (`effect_digest`), and the executor
+    # runs the call only while it would act on exactly these.
+    effect: tuple[str, ...] = ()
 
 
 class ApprovalRequested(Event, frozen=True, kw_only=True, tag="approval.requested"):
@@ -148,6 +157,15 @@ class ApprovalDecided(Event, frozen=True, kw_only=True, tag="approval.decided"):
 GRANT_VERSION = 2
 
 
+def effect_digest(effect: tuple[str, ...]) -> str:
+    """The digest of a write's enumerated effect (ApprovalCall.effect) that a grant binds; ""
+    for none, so a grant of a write that enumerates nothing signs the bytes it always did."""
+    if not effect:
+        return ""
+    body = b"interlock-effect-v1\n" + msgspec.json.encode(sorted(effect))
+    return hashlib.sha256(body).hexdigest()
+
+
 class Grant(msgspec.Struct, frozen=True, kw_only=True):
     """What the gate signs for one call. The executor verifies every field.
 
@@ -168,6 +186,9 @@ class Grant(msgspec.Struct, frozen=True, kw_only=True):
     session_id: str = ""
     target: Target = msgspec.field(default_factory=Target)
     version: int = 1
+    # The digest of the objects the approved call acts on (`effect_digest` of its `effect`):
+    # a drain's previewed pods. Signed only when set, so every older grant keeps its bytes.
+    effect_digest: str = ""
 
     def signed_bytes(self) -> bytes:
         fields: dict[str, Any] = {
@@ -178,6 +199,8 @@ class Grant(msgspec.Struct, frozen=True, kw_only=True):
             "not_after": self.not_after.isoformat(),
             "resource_version": self.resource_version,
         }
+        if self.effect_digest:  # absent from every grant signed before effects were bound
+            fields["effect_digest"] = self.effect_digest
         if self.version == 1:
             return b"interlock-grant-v1\n" + msgspec.json.encode(fields, order="sorted")
         # Any other version signs as v2 under its own domain string, so a grant claiming to be

@@ -11,7 +11,8 @@ values (a Secret's keys may be listed; its values are redacted by the executor).
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Any, Literal
+import re
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
@@ -24,6 +25,8 @@ Namespace = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0
 # Container names are DNS-1123 labels.
 ContainerName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
 Selector = Annotated[str, msgspec.Meta(max_length=1_000)]
+# A name, or "" where a `selector` picks the objects instead (`kubectl delete pods -l app=web`).
+NameOrNone = Annotated[str, msgspec.Meta(pattern=r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)?$")]
 Replicas = Annotated[int, msgspec.Meta(ge=0, le=10_000)]
 Image = Annotated[
     str, msgspec.Meta(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
@@ -99,6 +102,83 @@ ABSENT: frozenset[str] = frozenset(
 )
 
 
+# -- label selectors ---------------------------------------------------------------------------
+
+# (key, op, values); op is one of = != in notin exists !exists (as the API server has them).
+Requirement = tuple[str, str, tuple[str, ...]]
+_KEY_RE = re.compile(get_args(MetaKey)[1].pattern)
+_VALUE_RE = re.compile(get_args(LabelValue)[1].pattern)
+_SET_RE = re.compile(r"^(.+?)\s+(in|notin)\s*\((.*)\)$")
+
+
+def _top_level(text: str) -> list[str]:
+    """Split on the commas outside `in (…)` parentheses."""
+    parts, cur, depth = [], "", 0
+    for ch in text:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth not in (0, 1):
+            raise ValueError("unbalanced parentheses")
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if depth:
+        raise ValueError("unbalanced parentheses")
+    return [*parts, cur]
+
+
+def _key(key: str) -> str:
+    if not _KEY_RE.fullmatch(key):
+        raise ValueError(f"{key!r} is not a valid label key")
+    return key
+
+
+def _value(value: str) -> str:
+    if len(value) > 63 or not _VALUE_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid label value")
+    return value
+
+
+def parse_selector(text: str) -> tuple[Requirement, ...]:
+    """A label selector as kubectl and the API server take it: `key=value` (or `==`), `key!=value`,
+    `key in (a,b)`, `key notin (a,b)`, `key` (exists), `!key` (does not exist), comma-separated
+    (all must hold). Raises ValueError saying what is wrong: a selector that is not understood
+    must never select something else."""
+    out: list[Requirement] = []
+    for raw in _top_level(text):
+        part = raw.strip()
+        if not part:
+            raise ValueError(f"an empty requirement in {text!r}")
+        if m := _SET_RE.match(part):
+            values = tuple(_value(v.strip()) for v in m.group(3).split(","))
+            if not any(values):
+                raise ValueError(f"{part!r}: the set of values is empty")
+            out.append((_key(m.group(1).strip()), m.group(2), values))
+        elif part.startswith("!") and "=" not in part:
+            out.append((_key(part[1:].strip()), "!exists", ()))
+        elif "!=" in part or "=" in part:
+            op = "!=" if "!=" in part else "==" if "==" in part else "="
+            key, _, value = part.partition(op)
+            out.append((_key(key.strip()), "!=" if op == "!=" else "=", (_value(value.strip()),)))
+        elif any(ch in part for ch in "<>()"):
+            raise ValueError(f"{part!r} is not supported (use =, ==, !=, in, notin, key or !key)")
+        else:
+            out.append((_key(part), "exists", ()))
+    return tuple(out)
+
+
+def _name_or_selector(args: Any, tool: str) -> None:
+    """Exactly one of a name and a selector; a selector write stays in one namespace."""
+    if bool(args.name) == bool(args.selector):
+        raise ValueError(f"{tool} takes a name or a selector, exactly one")
+    if args.selector:
+        parse_selector(args.selector)
+        if getattr(args, "kind", "pod") in CLUSTER_SCOPED:
+            raise ValueError(f"{tool} by selector acts in one namespace; a {args.kind} is "
+                             "cluster-scoped: name it")
+
+
 class Args(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Base of every tool's arguments. `cluster` is a kubeconfig context ("" = current)."""
 
@@ -151,7 +231,7 @@ class DescribeArgs(Args, frozen=True, kw_only=True):
 
 
 class LogsArgs(Args, frozen=True, kw_only=True):
-    name: Name  # the pod
+    name: NameOrNone = ""  # the pod ("" with a selector)
     namespace: Namespace = "default"
     container: ContainerName | None = None
     tail_lines: TailLines = 200
@@ -159,6 +239,15 @@ class LogsArgs(Args, frozen=True, kw_only=True):
     # `kubectl logs deploy/web`: `name` is then that workload, and one of its pods is read, chosen
     # as kubectl chooses (ready and running first, then the newest).
     kind: Literal["pod", "deployment", "statefulset", "daemonset", "replicaset", "job"] = "pod"
+    # `kubectl logs -l app=web`: the pods the selector matches, each line prefixed with its pod
+    # and container as kubectl's --prefix; at most `max_log_requests` pods are read.
+    selector: Selector = ""
+    max_log_requests: Annotated[int, msgspec.Meta(ge=1, le=20)] = 5
+
+    def __post_init__(self) -> None:
+        _name_or_selector(self, "logs")
+        if self.selector and self.kind != "pod":
+            raise ValueError("logs by selector reads pods: kind must be pod")
 
 
 class EventsArgs(Args, frozen=True, kw_only=True):
@@ -217,15 +306,25 @@ class CanIArgs(Args, frozen=True, kw_only=True):
 
 class ScaleArgs(Args, frozen=True, kw_only=True):
     kind: ScalableKind = "deployment"
-    name: Name
+    name: NameOrNone = ""  # "" with a selector
     namespace: Namespace = "default"
     replicas: Replicas
+    # A label selector instead of a name: every matched object of `kind` in the namespace, as
+    # the preview enumerated them (the same for every write that takes one).
+    selector: Selector = ""
+
+    def __post_init__(self) -> None:
+        _name_or_selector(self, "scale")
 
 
 class RolloutRestartArgs(Args, frozen=True, kw_only=True):
     kind: WorkloadKind = "deployment"
-    name: Name
+    name: NameOrNone = ""  # "" with a selector
     namespace: Namespace = "default"
+    selector: Selector = ""
+
+    def __post_init__(self) -> None:
+        _name_or_selector(self, "rollout_restart")
 
 
 class RolloutUndoArgs(Args, frozen=True, kw_only=True):
@@ -346,10 +445,14 @@ class CreateArgs(_ManifestArgs, frozen=True, kw_only=True):
 
 class DeleteArgs(Args, frozen=True, kw_only=True):
     kind: Kind
-    name: Name
+    name: NameOrNone = ""  # "" with a selector
     namespace: Namespace = "default"
     propagation: Literal["background", "foreground", "orphan"] = "background"
     grace_period_seconds: Seconds | None = None
+    selector: Selector = ""
+
+    def __post_init__(self) -> None:
+        _name_or_selector(self, "delete")
 
 
 class CordonArgs(Args, frozen=True, kw_only=True):
@@ -376,21 +479,29 @@ class DrainArgs(Args, frozen=True, kw_only=True):
 
 class LabelArgs(Args, frozen=True, kw_only=True):
     kind: Kind
-    name: Name
+    name: NameOrNone = ""  # "" with a selector
     namespace: Namespace = "default"
     labels: Annotated[dict[MetaKey, LabelValue | None], msgspec.Meta(min_length=1, max_length=64)]
     # null removes the label; changing an existing value needs overwrite (as kubectl).
     overwrite: bool = False
+    selector: Selector = ""
+
+    def __post_init__(self) -> None:
+        _name_or_selector(self, "label")
 
 
 class AnnotateArgs(Args, frozen=True, kw_only=True):
     kind: Kind
-    name: Name
+    name: NameOrNone = ""  # "" with a selector
     namespace: Namespace = "default"
     annotations: Annotated[
         dict[MetaKey, AnnotationValue | None], msgspec.Meta(min_length=1, max_length=64)
     ]
     overwrite: bool = False
+    selector: Selector = ""
+
+    def __post_init__(self) -> None:
+        _name_or_selector(self, "annotate")
 
 
 class Tool(msgspec.Struct, frozen=True, kw_only=True):
@@ -423,7 +534,7 @@ TOOLS: dict[str, Tool] = {
         _r("get", GetArgs, "Read one object (Secret values are redacted; keys are listed)."),
         _r("list", ListArgs, "List objects of a kind, in a namespace or all, by label selector."),
         _r("describe", DescribeArgs, "One object with the events that involve it and the objects it owns."),
-        _r("logs", LogsArgs, "A pod's logs: the last lines, of one container, or of the previous instance."),
+        _r("logs", LogsArgs, "A pod's logs (or those of the pods a selector matches): the last lines, of one container, or of the previous instance."),
         _r("events", EventsArgs, "Events of a namespace (or all), optionally of one object."),
         _r("rollout_status", RolloutStatusArgs, "Whether a rollout is complete, optionally waiting for it."),
         _r("rollout_history", RolloutHistoryArgs, "The revisions of a deployment, or one revision's template."),
@@ -432,8 +543,8 @@ TOOLS: dict[str, Tool] = {
         _r("cluster_info", ClusterInfoArgs, "The API server, its version, nodes and namespaces."),
         _r("can_i", CanIArgs, "Whether the executor's own identity may perform a verb on a resource."),
         # writes: previewed, approved by a human, signed, run once
-        _w("scale", ScaleArgs, "Set the replica count of a deployment, statefulset or replicaset."),
-        _w("rollout_restart", RolloutRestartArgs, "Restart all pods of a workload with a rolling update."),
+        _w("scale", ScaleArgs, "Set the replica count of a deployment, statefulset or replicaset (or of those a selector matches)."),
+        _w("rollout_restart", RolloutRestartArgs, "Restart all pods of a workload (or of those a selector matches) with a rolling update."),
         _w("rollout_undo", RolloutUndoArgs, "Roll a deployment back to a previous revision."),
         _w("set_image", SetImageArgs, "Change the image of one container of a workload."),
         _w("set_resources", SetResourcesArgs, "Change CPU/memory requests and limits of a workload's containers."),
@@ -441,12 +552,12 @@ TOOLS: dict[str, Tool] = {
         _w("patch", PatchArgs, "Patch an object with a strategic-merge or merge patch body."),
         _w("apply", ApplyArgs, "Create or update one object to match a manifest."),
         _w("create", CreateArgs, "Create one object from a manifest; fails if it exists."),
-        _w("delete", DeleteArgs, "Delete an object (its dependents follow, per propagation)."),
+        _w("delete", DeleteArgs, "Delete an object, or the objects a selector matches in one namespace (dependents follow, per propagation)."),
         _w("cordon", CordonArgs, "Mark a node unschedulable."),
         _w("uncordon", UncordonArgs, "Mark a node schedulable again."),
         _w("drain", DrainArgs, "Cordon a node and evict its pods, respecting PodDisruptionBudgets."),
-        _w("label", LabelArgs, "Add, change (overwrite) or remove (null) labels of an object."),
-        _w("annotate", AnnotateArgs, "Add, change (overwrite) or remove (null) annotations of an object."),
+        _w("label", LabelArgs, "Add, change (overwrite) or remove (null) labels of an object (or of those a selector matches)."),
+        _w("annotate", AnnotateArgs, "Add, change (overwrite) or remove (null) annotations of an object (or of those a selector matches)."),
     )
 }
 assert not (ABSENT & TOOLS.keys())

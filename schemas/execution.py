@@ -26,6 +26,10 @@ class PreviewRecorded(Event, frozen=True, kw_only=True, tag="preview.recorded"):
     # The kubeconfig context the call runs on, as the executor resolved it (the target's own
     # cluster, else the current context): shown to the approver, never part of the call.
     context: ShortText = ""
+    # Every object the write acts on, as the dry run enumerated them: sorted
+    # "namespace/kind/name" refs (a drain: its node and the pods it evicts); () when the write
+    # acts on its target alone. Bound into the grant; the write runs only on exactly these.
+    effect: tuple[str, ...] = ()
 
     def key(self) -> str:
         return self.call_id

@@ -10,6 +10,7 @@ from schemas.approval import (
     ApprovalRequested,
     Grant,
     decision_state,
+    effect_digest,
 )
 from schemas.base import Event
 
@@ -43,6 +44,11 @@ def approval_problem(events: Sequence[Event], session_id: str, grant: Grant) -> 
     if call is None or call.call_hash != grant.call_hash or call.target != grant.target:
         return (f"the grant is not for a call that approval {aid} requested in session "
                 f"{session_id}; the write was not run")
+    if effect_digest(call.effect) != grant.effect_digest:
+        # The objects the card listed are what the human approved; a grant for another set
+        # (or none) is not theirs.
+        return (f"the grant does not bind the objects that approval {aid} listed for call "
+                f"{grant.call_id}; the write was not run")
     # The same fold the gateway and the gate apply: only the gateway's approval.decided count.
     state = decision_state(request, decisions)
     if state.verdict != "approved":
@@ -52,3 +58,14 @@ def approval_problem(events: Sequence[Event], session_id: str, grant: Grant) -> 
         return (f"the grant names {grant.approver!r} but {aid} was approved by "
                 f"{'+'.join(state.approved_by)!r}; the write was not run")
     return None
+
+
+def approved_effect(events: Sequence[Event], grant: Grant) -> tuple[str, ...]:
+    """The objects the approved call acts on, as its card listed them (`approval_problem` has
+    checked that the grant binds exactly these); () when it listed none."""
+    for ev in events:
+        if isinstance(ev, ApprovalRequested) and ev.approval_id == grant.approval_id:
+            for call in ev.calls:
+                if call.call_id == grant.call_id:
+                    return call.effect
+    return ()

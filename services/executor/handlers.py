@@ -26,7 +26,7 @@ from schemas.execution import (
 )
 from services.executor import domain, evidence, kube_write
 from services.executor.kube import Kube, KubeError, Outcome, Preview
-from services.executor.kube_read import READERS
+from services.executor.selector import READERS  # kube_read's, with `logs -l`
 from services.executor.settings import ExecutorSettings
 from services.runtime import sealing, signing
 from services.runtime.bus import STALE_READ_WAIT_S, Bus, Link
@@ -134,6 +134,16 @@ class Executor:
         )
 
     def _failure(self, cmd: ExecCommand, exc: KubeError, write: bool) -> ToolResult:
+        if isinstance(exc, kube_write.EffectChanged):
+            # Nothing was sent; what changed is data too, so a client (or the planner) can
+            # show the objects added and removed without parsing the text.
+            return ToolResult(
+                session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="error",
+                output=f"{exc.reason}: {exc.message}"[:MAX_OUTPUT],
+                data=bounded_data({"effect_changed": {"added": list(exc.added),
+                                                      "removed": list(exc.removed)}})[0],
+                actor=ACTOR, causation_id=cmd.causation_id,
+            )
         if write and exc.uncertain:
             return ToolResult(
                 session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="unknown",
@@ -184,6 +194,7 @@ class Executor:
                 session_id=cmd.session_id, call_id=cmd.call_id, ok=True, diff=pv.diff,
                 blast_radius=radius, resource_version=pv.resource_version, actor=ACTOR,
                 causation_id=cmd.causation_id, gathered=tuple(found.lines), context=context,
+                effect=pv.effect,
             )
         except (KubeError, SealError) as exc:
             error = f"{exc.reason}: {exc.message}" if isinstance(exc, KubeError) else \
@@ -228,8 +239,9 @@ class Executor:
             raise Refused(exc.message) from exc
         return tool, args
 
-    async def check_recorded(self, cmd: ExecCommand, grant: Grant) -> None:
-        """Refuses unless the command's session records this grant and a human's approval."""
+    async def check_recorded(self, cmd: ExecCommand, grant: Grant) -> tuple[str, ...]:
+        """Refuses unless the command's session records this grant and a human's approval;
+        returns the effect that approval enumerated (what the write may act on)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STALE_READ_WAIT_S
         delay = 0.05
@@ -237,7 +249,7 @@ class Executor:
             events: list[Event] = [s.event for s in await self.bus.session(cmd.session_id)]
             why = domain.approval_problem(events, cmd.session_id, grant)
             if why is None:
-                return
+                return domain.approved_effect(events, grant)
             # The gate records the grant before it publishes the command, but a stream replica
             # answering our read may not have applied it yet: look again, briefly. Never a
             # reason to run: only the log read decides.
@@ -250,7 +262,7 @@ class Executor:
         tool, args = self.verify(cmd)
         grant = cmd.grant
         assert grant is not None
-        await self.check_recorded(cmd, grant)
+        effect = await self.check_recorded(cmd, grant)
         # Before the claim: a sealed value that is gone or not the approved one (its keyed
         # fingerprint is in the approved, hashed args) means the write never runs.
         try:
@@ -273,7 +285,8 @@ class Executor:
             return
         try:
             out, plan, after = await self._in_thread(
-                msg, lambda: kube_write.execute(self.kube, real, grant.resource_version))
+                msg, lambda: kube_write.execute(self.kube, real, grant.resource_version,
+                                                effect))
         except KubeError as exc:
             await self._append_result(unsealed.scrub(self._failure(cmd, exc, write=True)), claim)
             return

@@ -145,6 +145,8 @@ class Preview:
     diff: tuple[FieldChange, ...]
     radius: BlastRadius
     resource_version: str
+    # The objects the write acts on (kube_write.Plan.effect), bound into the approval.
+    effect: tuple[str, ...] = ()
 
 
 @dataclass

@@ -47,6 +47,12 @@ class Plan:
     send: Callable[[bool, str], Obj | None]  # (dry_run, resourceVersion) -> object after
     deleting: bool = False
     verb: str = "configured"
+    # Every object `send` acts on, enumerated when the plan is made: sorted
+    # "namespace/kind/name" refs (`effect_ref`), or () for a write on its target alone. A plan
+    # that sets it must act on exactly these objects and no others (a drain evicts its listed
+    # pods, never a fresh list). The preview records it, the grant binds its digest, and `execute`
+    # sends nothing unless the plan made again at execution enumerates the same set.
+    effect: tuple[str, ...] = ()
 
     @property
     def rv(self) -> str:
@@ -55,6 +61,43 @@ class Plan:
     @property
     def ref(self) -> str:
         return f"{self.kind}/{self.name}"
+
+
+def effect_ref(namespace: str, kind: str, name: str) -> str:
+    """One object of an effect: "namespace/kind/name" ("" namespace when cluster-scoped)."""
+    return f"{namespace}/{kind}/{name}"
+
+
+def _pod_ref(pod: Obj) -> str:
+    return effect_ref(pod["metadata"].get("namespace", ""), "pod", pod["metadata"]["name"])
+
+
+class EffectChanged(KubeError):
+    """The objects a write would act on now are not the ones its card enumerated and the human
+    approved: nothing was sent."""
+
+    def __init__(self, what: str, added: tuple[str, ...], removed: tuple[str, ...]) -> None:
+        said = "; ".join(part for part in (
+            f"now also {', '.join(added)}" if added else "",
+            f"no longer {', '.join(removed)}" if removed else "") if part)
+        super().__init__("Conflict", f"{what} was not run: the objects it acts on changed since "
+                         f"it was previewed and approved ({said}); nothing was changed — review "
+                         "the new state and propose the call again", 409)
+        self.added = added
+        self.removed = removed
+
+
+def check_effect(plan: Plan, approved: tuple[str, ...]) -> None:
+    """Raises EffectChanged unless the plan acts on exactly the approved objects.
+
+    The one comparison every write with an enumerated effect goes through (`execute` calls it
+    before sending anything): `approved` is the effect the human approved (the call's, whose
+    digest the grant signs), () for a write that enumerated nothing — so a plan that now
+    enumerates objects where none were approved is refused too."""
+    now, then = set(plan.effect), set(approved)
+    if now != then:
+        raise EffectChanged(f"the write to {plan.ref}", tuple(sorted(now - then)),
+                            tuple(sorted(then - now)))
 
 
 def _ns(kind: str, namespace: str) -> str:
@@ -277,7 +320,8 @@ def delete(k: Kube, a: C.DeleteArgs) -> Plan:
                   query=_dry(dry_run))
         return None
 
-    return Plan(a.kind, ns, a.name, before, send, deleting=True, verb="deleted")
+    effect = namespace_effect(k, a.cluster, a.name) if a.kind == "namespace" else ()
+    return Plan(a.kind, ns, a.name, before, send, deleting=True, verb="deleted", effect=effect)
 
 
 def _unschedulable(k: Kube, ctx: str, name: str, value: bool, verb: str) -> Plan:
@@ -367,7 +411,12 @@ def drain(k: Kube, a: C.DrainArgs) -> Plan:
             time.sleep(1.0)  # kubectl retries blocked evictions every few seconds
         return node
 
-    plan = Plan("node", "", a.name, cordon_plan.before, send, verb="drained")
+    # The node and exactly the pods listed here: `send` evicts these, never a fresh list, and
+    # `execute` refuses when the list made again at execution is not the approved one (pods
+    # land on a node without changing the Node's resourceVersion, so no precondition sees it).
+    plan = Plan("node", "", a.name, cordon_plan.before, send, verb="drained",
+                effect=tuple(sorted([effect_ref("", "node", a.name),
+                                     *(_pod_ref(p) for p in pods)])))
     plan.drain_pods = pods  # type: ignore[attr-defined]
     plan.drain_blocked = blocked  # type: ignore[attr-defined]
     return plan
@@ -409,6 +458,10 @@ PLANNERS: dict[type[C.Args], Callable[[Kube, Any], Plan]] = {
 
 
 def plan_for(k: Kube, args: C.Args) -> Plan:
+    if getattr(args, "selector", ""):
+        from services.executor import selector  # it builds on this module's planners
+
+        return selector.plan(k, args)  # type: ignore[arg-type]
     planner = PLANNERS.get(type(args))
     if planner is None:
         raise KubeError("NotSupported", f"no writer for {type(args).__name__}")
@@ -419,6 +472,8 @@ def plan_for(k: Kube, args: C.Args) -> Plan:
 
 
 def _changes(plan: Plan, after: Obj | None) -> tuple[FieldChange, ...]:
+    if hook := getattr(plan, "changes_of", None):  # a selector's plan: each object's changes
+        return hook(after)  # type: ignore[no-any-return]
     if plan.deleting:
         return (FieldChange(path=plan.ref, before="exists", after="deleted"),)
     changes = diff(plan.before, after)
@@ -478,6 +533,31 @@ def namespace_contents(k: Kube, ctx: str, namespace: str) -> tuple[str, tuple[st
     return ", ".join(counts) or "nothing in it", tuple(lines)
 
 
+# What a namespace delete's effect binds: the sorts its card names, less what churns on its own
+# (a Deployment's ReplicaSets and pods, a CronJob's Jobs and their pods — their owners are
+# bound instead), so that a rollout or a restart does not void the approval but a workload, a
+# claim, a service or a config that appeared (or went) since the card was shown does.
+_NAMESPACE_BOUND = ("deployment", "statefulset", "daemonset", "cronjob", "job", "pod",
+                    "persistentvolumeclaim", "service", "configmap", "secret")
+
+
+def namespace_effect(k: Kube, ctx: str, namespace: str) -> tuple[str, ...]:
+    """The refs a namespace delete binds: the Namespace, and every object of the bound sorts in
+    it that no other object owns (a bare pod, a Job no CronJob made). A sort the executor may
+    not list (the shipped RBAC never grants secrets) is bound as "namespace/kind/*": the card
+    says it could not be listed, and it stays so for the approval to hold."""
+    refs = [effect_ref("", "namespace", namespace)]
+    for kind in _NAMESPACE_BOUND:
+        try:
+            objs = k.list(ctx, kind, namespace)
+        except KubeError:
+            refs.append(effect_ref(namespace, kind, "*"))
+            continue
+        refs += [effect_ref(namespace, kind, o["metadata"]["name"]) for o in objs
+                 if not (o["metadata"].get("ownerReferences") and kind in ("pod", "job"))]
+    return tuple(sorted(refs))
+
+
 def _live(pods: list[Obj]) -> list[Obj]:
     return [p for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
 
@@ -501,6 +581,8 @@ def affected_namespaces(k: Kube, ctx: str, plan: Plan) -> tuple[str, ...]:
 
 
 def blast_radius(k: Kube, ctx: str, plan: Plan, after: Obj | None) -> BlastRadius:
+    if hook := getattr(plan, "radius_of", None):  # a selector's plan: each object's, listed
+        return hook(k, ctx, after)  # type: ignore[no-any-return]
     before = plan.before
     pods = [p["metadata"]["name"] for p in R.pods_of(k, ctx, plan.kind, before)] \
         if before is not None and plan.kind in (*WORKLOADS, "pod", "job", "cronjob",
@@ -523,12 +605,16 @@ def blast_radius(k: Kube, ctx: str, plan: Plan, after: Obj | None) -> BlastRadiu
     elif hasattr(plan, "drain_pods"):
         drained = plan.drain_pods
         affected = tuple(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in drained)
-        summary = f"node {plan.name} will be cordoned and {len(drained)} pods evicted"
+        summary = (f"node {plan.name} will be cordoned and {len(drained)} "
+                   f"{'pod' if len(drained) == 1 else 'pods'} evicted")
         by_ns: dict[str, int] = {}
         for p in drained:
             by_ns[p["metadata"]["namespace"]] = by_ns.get(p["metadata"]["namespace"], 0) + 1
         if by_ns:
             summary += " (" + ", ".join(f"{n} of {ns}" for ns, n in sorted(by_ns.items())) + ")"
+            # The rule the approver relies on (check_effect): these pods, or nothing.
+            summary += ": exactly the pods listed — if the node's pods differ when it runs, " \
+                       "nothing is evicted"
         if plan.drain_blocked:  # type: ignore[attr-defined]
             summary += (f"; {len(plan.drain_blocked)} evictions are blocked now by a "  # type: ignore[attr-defined]
                         f"PodDisruptionBudget: {', '.join(plan.drain_blocked)}")  # type: ignore[attr-defined]
@@ -568,11 +654,17 @@ def preview(k: Kube, args: C.Args) -> Preview:
                            plan.deleting)
     if context:
         radius = msgspec.structs.replace(radius, **context)
-    return Preview(_changes(plan, after), radius, plan.rv)
+    return Preview(_changes(plan, after), radius, plan.rv, plan.effect)
 
 
-def execute(k: Kube, args: C.Args, resource_version: str) -> tuple[Outcome, Plan, Obj | None]:
+def execute(k: Kube, args: C.Args, resource_version: str,
+            approved_effect: tuple[str, ...] = ()) -> tuple[Outcome, Plan, Obj | None]:
+    """Runs the approved write: the same plan as its preview, made again now, sent only if its
+    target is at the previewed resourceVersion and it acts on exactly `approved_effect`."""
     plan = plan_for(k, args)
+    # The set first: when objects joined or left it (a selector's match), the refusal names
+    # them, which the resourceVersion comparison below cannot.
+    check_effect(plan, approved_effect)
     if resource_version and plan.rv != resource_version:
         # Fail before sending; the server would refuse it too (the precondition rides along).
         raise conflict(plan, resource_version, plan.rv)
@@ -588,7 +680,7 @@ def execute(k: Kube, args: C.Args, resource_version: str) -> tuple[Outcome, Plan
         raise
     changes = _changes(plan, after)
     text = f"{plan.ref} {plan.verb}" + (f" in {plan.namespace}" if plan.namespace else "")
-    if isinstance(args, C.ScaleArgs):  # the wording users (and the README) know from kubectl
+    if isinstance(args, C.ScaleArgs) and not args.selector:  # kubectl's wording (and README's)
         text = (f"{args.kind}.apps/{args.name} scaled from {_replicas(plan.before)} to "
                 f"{_replicas(after)} replicas in {args.namespace}")
     if changes:
@@ -601,6 +693,8 @@ def execute(k: Kube, args: C.Args, resource_version: str) -> tuple[Outcome, Plan
 
 
 def conflict(plan: Plan, previewed: str, now: str) -> KubeError:
+    if hook := getattr(plan, "conflict_of", None):  # a selector's plan: the set changed
+        return hook(previewed, now)  # type: ignore[no-any-return]
     return KubeError("Conflict", f"{plan.ref} changed since it was previewed (resourceVersion "
                      f"{previewed}, now {now or '(absent)'}); nothing was changed — review the "
                      "new state and propose the call again", 409)
@@ -617,6 +711,8 @@ class Verification:
 def verify(k: Kube, args: C.Args, plan: Plan, after: Obj | None,
            timeout_s: float) -> Verification:
     """Checks that a write took hold: rollouts complete, deletions finish, fields stick."""
+    if hook := getattr(plan, "verify_of", None):  # a selector's plan: each object in turn
+        return hook(k, after, timeout_s)  # type: ignore[no-any-return]
     ctx = args.cluster
     if plan.deleting:
         deadline = time.monotonic() + timeout_s

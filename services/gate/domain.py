@@ -176,21 +176,36 @@ def title_of(calls: Sequence[ApprovalCall]) -> str:
     namespaces: list[str] = []
     for c in calls:
         kind = c.target.kind or "object"
-        groups.setdefault(c.tool, {}).setdefault(kind, []).append(c.target.name)
+        # A write by label selector acts on each object its dry run matched (its effect).
+        names = _selected_names(c) if c.args.get("selector") else [c.target.name]
+        groups.setdefault(c.tool, {}).setdefault(kind, []).extend(names)
         if c.target.namespace and c.target.namespace not in namespaces:
             namespaces.append(c.target.namespace)
     parts = []
     for tool, kinds in groups.items():
         nouns = []
         for kind, names in kinds.items():
-            if len(names) == 1 and names[0]:
+            if not names:  # a selector's whose dry run enumerated nothing: not counted
+                nouns.append(_noun(kind, 2))
+            elif len(names) == 1 and names[0]:
                 nouns.append(f"{_noun(kind, 1)} {names[0]}")
             else:
                 nouns.append(f"{len(names)} {_noun(kind, len(names))}")
         parts.append(f"{_VERBS.get(tool, tool.replace('_', ' '))} {', '.join(nouns)}")
     text = "; ".join(parts)
+    if len(calls) == 1 and calls[0].args.get("selector"):
+        text += f" matching {calls[0].args['selector']}"
     if len(namespaces) == 1:
         text += f" in {namespaces[0]}"
     elif namespaces:
         text += f" in {', '.join(namespaces[:-1])} and {namespaces[-1]}"
+    if len(calls) == 1 and calls[0].args.get("selector") and calls[0].effect:
+        # The exact set in the heading: "Delete 3 pods matching app=x in staging: a, b, c".
+        text += ": " + ", ".join(_selected_names(calls[0]))
     return (text[:1].upper() + text[1:])[:2000]
+
+
+def _selected_names(c: ApprovalCall) -> list[str]:
+    """The names a selector write acts on, from the effect its dry run enumerated (none when
+    the dry run failed)."""
+    return [ref.rpartition("/")[2] for ref in c.effect]

@@ -26,6 +26,7 @@ from schemas.approval import (
     ToolClassified,
     ToolRefused,
     decision_state,
+    effect_digest,
 )
 from schemas.base import Event
 from schemas.commands import ExecCommand, command_encoder
@@ -181,6 +182,20 @@ class Gate:
         previews = {e.call_id: e for e in events if isinstance(e, PreviewRecorded)}
         if not writes or any(m.call_id not in previews for m, _ in writes):
             return  # wait for every write's dry run: one decision covers the whole batch
+        # A write by label selector whose dry run failed enumerated no set ("no objects
+        # matched"): no approval could ever run it (the executor acts only on a previewed set),
+        # so it is refused with the dry run's words — never a card that approves nothing.
+        unset = [(m, c) for m, c in writes
+                 if c.args and c.args.get("selector") and not previews[m.call_id].ok]
+        for m, _ in unset:
+            p = previews[m.call_id]
+            await self._append_once(ToolRefused(
+                session_id=session_id, call_id=m.call_id, tool=m.tool[:200],
+                reason=f"nothing to approve: {p.error}"[:2000], actor=ACTOR,
+                causation_id=p.event_id, correlation_id=m.correlation_id))
+        writes = [(m, c) for m, c in writes if (m, c) not in unset]
+        if not writes:
+            return
         await self.refresh_history()
         now = datetime.now(UTC)
         calls: list[ApprovalCall] = []
@@ -203,7 +218,7 @@ class Gate:
                 call_id=m.call_id, tool=m.tool, args=c.args,
                 call_hash=catalogue.call_hash(m.tool, c.args), target=target, diff=p.diff,
                 blast_radius=radius, resource_version=p.resource_version, preview_error=p.error,
-                context=p.context,
+                context=p.context, effect=p.effect,
             )
             calls.append(call)
             flags += risk.flags_for(call, m.tool)
@@ -216,6 +231,10 @@ class Gate:
             what = (c.target or m.target).describe()
             flags.append(f"not in this batch, refused by the gate and never run: {m.tool} "
                          f"{what} ({c.rule[:300]})".replace("  ", " "))
+        for m, c in unset:
+            what = (c.target or m.target).describe()
+            flags.append(f"not in this batch, refused by the gate and never run: {m.tool} "
+                         f"{what} (nothing to approve: {previews[m.call_id].error[:300]})")
         # Who asked comes from the gateway's records in the log, not the planner's field.
         requester = domain.asker_of(events, proposal).requested_by
         forbidden: set[str] = set()
@@ -325,7 +344,8 @@ class Gate:
                 Grant(call_id=c.call_id, call_hash=c.call_hash, approval_id=req.approval_id,
                       approver=approver, not_after=not_after,
                       resource_version=c.resource_version, session_id=req.session_id,
-                      target=c.target, version=GRANT_VERSION),
+                      target=c.target, version=GRANT_VERSION,
+                      effect_digest=effect_digest(c.effect)),
                 self.key,
             )
             for c in req.calls

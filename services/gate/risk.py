@@ -55,9 +55,18 @@ def effect_of(tool: str, t: Target, radius: BlastRadius, preview_error: str = ""
                   unknown=unknown)
 
 
+def _where(call: ApprovalCall) -> str:
+    """The target in words: kind/name, or what a label selector matched."""
+    t = call.target
+    if t.name:
+        return f"{t.kind}/{t.name}"
+    selector = call.args.get("selector") if isinstance(call.args, dict) else ""
+    return f"{t.kind} objects matching {selector}" if selector else t.kind
+
+
 def flags_for(call: ApprovalCall, tool: str) -> list[str]:
     t, r = call.target, call.blast_radius
-    where = f"{t.kind}/{t.name}" if t.name else t.kind
+    where = _where(call)
     out: list[str] = []
     effect = effect_of(tool, t, r, call.preview_error)
     for ns, why in effect.namespaces:
@@ -155,6 +164,9 @@ def autoscaler_flags(call: ApprovalCall, tool: str) -> list[str]:
     t, r = call.target, call.blast_radius
     if tool != "scale" or not r.autoscaler:
         return []
+    if not t.name:  # by selector: replicas_after sums the set; the args say each one's count
+        return [f"{_where(call)}: the replica counts are owned by {r.autoscaler}: a manual "
+                f"scale to {call.args.get('replicas')} will be reverted by the autoscaler"]
     return [f"{t.kind}/{t.name} is scaled by {r.autoscaler}: a manual scale"
             + (f" to {r.replicas_after}" if r.replicas_after is not None else "")
             + " will be reverted by the autoscaler"]

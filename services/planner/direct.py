@@ -97,12 +97,13 @@ _VALUE = {
     "--timeout": "timeout", "-o": "output", "--output": "output", "-f": "filename",
     "--filename": "filename", "--patch": "patch", "--type": "patch_type", "--for": "for",
     "--types": "types", "--dry-run": "dry_run", "--subresource": "subresource",
+    "--max-log-requests": "max_log_requests",
 }
 _BOOL = {
     "-A": "all_namespaces", "--all-namespaces": "all_namespaces", "--previous": "previous",
     "--overwrite": "overwrite", "--ignore-daemonsets": "ignore_daemonsets",
     "--delete-emptydir-data": "delete_emptydir_data", "--containers": "containers",
-    "--watch": "watch", "-w": "watch", "--all": "all", "--force": "force",
+    "--watch": "watch", "-w": "watch", "--all": "all", "--force": "force", "--prefix": "prefix",
 }
 # Flags that may be given several times (`--from-literal=a=1 --from-literal=b=2`); their values
 # are joined with a newline, which no single-line command can contain (see _SHELL).
@@ -225,7 +226,65 @@ def _seconds(value: str, flag: str) -> int | Refusal:
     return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
 
 
+def _selector(flags: dict[str, str]) -> str | Refusal:
+    """The -l selector, checked as kubectl's server would parse it (never sent half-understood)."""
+    sel = flags["selector"]
+    if not sel.strip():
+        return Refusal("-l needs a selector, e.g. -l app=web")
+    try:
+        catalogue.parse_selector(sel)
+    except ValueError as exc:
+        return Refusal(f"invalid selector {sel!r}: {exc}")
+    return sel
+
+
+def _selected(pos: list[str], flags: dict[str, str], verb: str) -> dict[str, Any] | Refusal:
+    """A write by selector (`delete pods -l app=web -n shop`): one kind, no name, one namespace.
+    The args it shares with every such write: kind, selector, namespace, cluster."""
+    if "all_namespaces" in flags:
+        return Refusal(f"{verb} -l with -A (several namespaces at once) is not supported: give "
+                       "one namespace with -n, and each namespace is its own card")
+    if "all" in flags:
+        return Refusal(f"{verb} --all is not supported; use -l with a selector, or name objects")
+    sel = _selector(flags)
+    if isinstance(sel, Refusal):
+        return sel
+    if not pos:
+        return Refusal(f"{verb} -l needs a kind, e.g. {verb} pods -l app=web")
+    if len(pos) > 1 or "/" in pos[0]:
+        return Refusal(f"a name cannot be combined with -l: {verb} takes a kind and -l, or a "
+                       "named object")
+    if "," in pos[0]:
+        return Refusal(f"{verb} -l takes one kind at a time")
+    kind = _kind(pos[0])
+    if isinstance(kind, Refusal):
+        return kind
+    if kind in catalogue.CLUSTER_SCOPED:
+        return Refusal(f"{verb} -l acts in one namespace; {kind} objects are cluster-scoped: "
+                       "name each one")
+    return {"kind": kind, "selector": sel, **_common(flags)}
+
+
 # -- the command -------------------------------------------------------------------------------
+
+
+def _outside_quotes(text: str) -> str:
+    """The command with its quoted text left out, except what a shell would still expand inside
+    double quotes ($, `, \\): `-l 'env in (a,b)'` is a selector, `"$(id)"` still shell syntax."""
+    out, quote = [], ""
+    for ch in text:
+        if quote == "'":
+            quote = "" if ch == "'" else quote
+        elif quote == '"':
+            if ch == '"':
+                quote = ""
+            elif ch in "$`\\":
+                out.append(ch)
+        elif ch in "'\"":
+            quote = ch
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def _parse(text: str) -> Call | Refusal:
@@ -235,7 +294,7 @@ def _parse(text: str) -> Call | Refusal:
         return _manifest_command(t)
     if t.startswith("/"):
         t = t[1:]
-    if any(ch in _SHELL for ch in t):
+    if "\n" in t or any(ch in _SHELL for ch in _outside_quotes(t)):
         return Refusal("shell syntax (pipes, redirects, substitutions, several commands) is not "
                        "supported; send one kubectl command")
     try:
@@ -323,7 +382,10 @@ def _get(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
     if more:
         args["more_kinds"] = more
     if "selector" in flags:
-        args["label_selector"] = flags["selector"]
+        sel = _selector(flags)
+        if isinstance(sel, Refusal):
+            return sel
+        args["label_selector"] = sel
     if _true(flags, "all_namespaces"):
         args["all_namespaces"] = True
     return Call("list", args)
@@ -343,10 +405,38 @@ def _describe(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
 _LOG_KINDS = ("pod", "deployment", "statefulset", "daemonset", "replicaset", "job")
 
 
+def _logs_selected(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
+    """`logs -l app=web`: the matched pods' logs, each line prefixed with its pod and container
+    (kubectl's --prefix, always on: several pods' lines must say whose they are); as kubectl,
+    the last 10 lines of each unless --tail says otherwise, at most --max-log-requests pods."""
+    if r := _allow(flags, "logs -l", "selector", "container", "tail", "previous",
+                   "max_log_requests", "prefix"):
+        return r
+    if pos:
+        return Refusal("logs takes a pod (or workload) name or -l, not both")
+    if flags.get("prefix") == "false":
+        return Refusal("logs -l always prefixes each line with its pod and container")
+    sel = _selector(flags)
+    if isinstance(sel, Refusal):
+        return sel
+    args: dict[str, Any] = {"selector": sel, "tail_lines": 10, **_common(flags)}
+    if "container" in flags:
+        args["container"] = flags["container"]
+    for key, flag, field in (("tail", "--tail", "tail_lines"),
+                             ("max_log_requests", "--max-log-requests", "max_log_requests")):
+        if key in flags:
+            n = _int(flags, key, flag)
+            if isinstance(n, Refusal):
+                return n
+            args[field] = n
+    if _true(flags, "previous"):
+        args["previous"] = True
+    return Call("logs", args)
+
+
 def _logs(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
     if "selector" in flags:
-        return Refusal("logs -l (the logs of several pods at once) is not supported: name one "
-                       "pod, or a workload (logs deploy/web) and one of its pods is read")
+        return _logs_selected(pos, flags)
     if r := _allow(flags, "logs", "container", "tail", "previous"):
         return r
     if len(pos) != 1:
@@ -408,13 +498,19 @@ def _top(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
             return r
         args: dict[str, Any] = _common(flags, namespaced=False)
         if "selector" in flags:
-            args["label_selector"] = flags["selector"]
+            sel = _selector(flags)
+            if isinstance(sel, Refusal):
+                return sel
+            args["label_selector"] = sel
         return Call("top_nodes", args)
     if r := _allow(flags, "top pods", "selector", "all_namespaces", "containers"):
         return r
     args = _common(flags)
     if "selector" in flags:
-        args["label_selector"] = flags["selector"]
+        sel = _selector(flags)
+        if isinstance(sel, Refusal):
+            return sel
+        args["label_selector"] = sel
     if _true(flags, "all_namespaces"):
         args["all_namespaces"] = True
     if _true(flags, "containers"):
@@ -423,33 +519,43 @@ def _top(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
 
 
 def _scale(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
-    if "selector" in flags or "all_namespaces" in flags or "all" in flags:
-        return Refusal("scale takes exactly one named object")
-    if r := _allow(flags, "scale", "replicas"):
+    if "selector" not in flags and ("all_namespaces" in flags or "all" in flags):
+        return Refusal("scale takes one named object, or a kind and -l")
+    if r := _allow(flags, "scale", "replicas", "selector", "all_namespaces", "all"):
         return r
-    kn = _kind_name(pos)
-    if isinstance(kn, Refusal):
-        return kn
-    kind, name = kn
+    if "selector" in flags:
+        target = _selected(pos, flags, "scale")
+        if isinstance(target, Refusal):
+            return target
+    else:
+        kn = _kind_name(pos)
+        if isinstance(kn, Refusal):
+            return kn
+        target = {"kind": kn[0], "name": kn[1], **_common(flags)}
     if "replicas" not in flags:
         return Refusal("scale needs --replicas=N")
     n = _int(flags, "replicas", "--replicas")
     if isinstance(n, Refusal):
         return n
-    return Call("scale", {"kind": kind, "name": name, "replicas": n, **_common(flags)})
+    return Call("scale", {**target, "replicas": n})
 
 
 def _rollout(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
     if not pos:
         return Refusal("rollout needs a subcommand: restart, undo, status or history")
     sub, rest = pos[0], pos[1:]
-    allowed = {"restart": (), "undo": ("to_revision",), "status": ("timeout", "watch"),
-               "history": ("revision",)}
+    allowed = {"restart": ("selector", "all_namespaces", "all"), "undo": ("to_revision",),
+               "status": ("timeout", "watch"), "history": ("revision",)}
     if sub not in allowed:
         return Refusal(f"unsupported rollout subcommand {sub!r} (pause and resume are not "
                        "supported)")
     if r := _allow(flags, f"rollout {sub}", *allowed[sub]):
         return r
+    if sub == "restart" and "selector" in flags:
+        target = _selected(rest, flags, "rollout restart")
+        return target if isinstance(target, Refusal) else Call("rollout_restart", target)
+    if "all_namespaces" in flags or "all" in flags:
+        return Refusal("rollout restart takes one named object, or a kind and -l")
     kn = _kind_name(rest)
     if isinstance(kn, Refusal):
         return kn
@@ -544,20 +650,28 @@ def _set(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
 
 
 def _delete(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
-    if "all" in flags or "selector" in flags or "all_namespaces" in flags:
-        return Refusal("delete takes exactly one named object (no --all, -l or -A)")
+    if "selector" not in flags and ("all" in flags or "all_namespaces" in flags):
+        return Refusal("delete takes one named object, or a kind and -l (no --all, or -A)")
     if "force" in flags:
         return Refusal("--force is not supported: deletions are graceful and approved")
     if "filename" in flags:
         return Refusal("delete -f is not supported; name the object")
-    if r := _allow(flags, "delete", "grace_period", "cascade"):
+    if r := _allow(flags, "delete", "grace_period", "cascade", "selector", "all_namespaces",
+                   "all"):
         return r
-    kn = _kind_name(pos)
-    if isinstance(kn, Refusal):
-        return kn
-    kind, name = kn
-    args: dict[str, Any] = {"kind": kind, "name": name,
-                            **_common(flags, kind not in catalogue.CLUSTER_SCOPED)}
+    args: dict[str, Any]
+    if "selector" in flags:
+        target = _selected(pos, flags, "delete")
+        if isinstance(target, Refusal):
+            return target
+        args = target
+    else:
+        kn = _kind_name(pos)
+        if isinstance(kn, Refusal):
+            return kn
+        kind, name = kn
+        args = {"kind": kind, "name": name,
+                **_common(flags, kind not in catalogue.CLUSTER_SCOPED)}
     if "grace_period" in flags:
         n = _int(flags, "grace_period", "--grace-period")
         if isinstance(n, Refusal):
@@ -600,16 +714,24 @@ def _node(tool: str, *allowed: str) -> Callable[[list[str], dict[str, str]], Cal
 
 def _meta(tool: str, field: str) -> Callable[[list[str], dict[str, str]], Call | Refusal]:
     def parse_meta(pos: list[str], flags: dict[str, str]) -> Call | Refusal:
-        if "all" in flags or "selector" in flags or "all_namespaces" in flags:
-            return Refusal(f"{tool} takes exactly one named object (no --all, -l or -A)")
-        if r := _allow(flags, tool, "overwrite"):
+        if "selector" not in flags and ("all" in flags or "all_namespaces" in flags):
+            return Refusal(f"{tool} takes one named object, or a kind and -l (no --all, or -A)")
+        if r := _allow(flags, tool, "overwrite", "selector", "all_namespaces", "all"):
             return r
         objs = [p for p in pos if "=" not in p and not p.endswith("-")]
         pairs = [p for p in pos if p not in objs]
-        kn = _kind_name(objs)
-        if isinstance(kn, Refusal):
-            return kn
-        kind, name = kn
+        target: dict[str, Any]
+        if "selector" in flags:
+            selected = _selected(objs, flags, tool)
+            if isinstance(selected, Refusal):
+                return selected
+            target = selected
+        else:
+            kn = _kind_name(objs)
+            if isinstance(kn, Refusal):
+                return kn
+            target = {"kind": kn[0], "name": kn[1],
+                      **_common(flags, kn[0] not in catalogue.CLUSTER_SCOPED)}
         values: dict[str, str | None] = {}
         for p in pairs:
             if "=" in p:
@@ -619,8 +741,7 @@ def _meta(tool: str, field: str) -> Callable[[list[str], dict[str, str]], Call |
                 values[p[:-1]] = None
         if not values:
             return Refusal(f"{tool} needs KEY=value or KEY- (to remove)")
-        args: dict[str, Any] = {"kind": kind, "name": name, field: values,
-                                **_common(flags, kind not in catalogue.CLUSTER_SCOPED)}
+        args: dict[str, Any] = {**target, field: values}
         if _true(flags, "overwrite"):
             args["overwrite"] = True
         return Call(tool, args)

@@ -25,6 +25,7 @@ from schemas.approval import (
     ToolAmended,
     ToolClassified,
     ToolRefused,
+    effect_digest,
 )
 from schemas.base import Event
 from schemas.execution import (
@@ -230,6 +231,10 @@ def _check_signatures(seq: int, ev: Event, requests: dict[str, ApprovalRequested
             if call is not None and call.target != g.target:
                 problems.append({"seq": seq, "problem": f"grant for {g.call_id} is not for the "
                                  "target that was requested"})
+            if call is not None and effect_digest(call.effect) != g.effect_digest:
+                # Both are "" in logs from before effects were bound: nothing to report there.
+                problems.append({"seq": seq, "problem": f"grant for {g.call_id} does not bind "
+                                 "the objects the request listed"})
     return problems
 
 

@@ -79,3 +79,16 @@ def test_the_audit_verifies_old_v1_grants_and_v2_grants_with_their_binding() -> 
     report = audit("s_1", _granted_session(v2), Ed25519PrivateKey.generate().public_key())
     assert _grant_problems(report) == [
         {"seq": 2, "problem": "grant for c_1: invalid gate signature"}]
+
+
+def test_the_audit_checks_that_a_grant_binds_the_objects_its_request_listed() -> None:
+    """The request listed no objects (a scale acts on its target alone): a grant binding some
+    set is not for what was requested, even with a valid signature."""
+    from schemas.approval import effect_digest
+
+    shop = Target(namespace="shop", kind="deployment", name="web")
+    v2 = {"session_id": "s_1", "target": shop, "version": GRANT_VERSION}
+    bound = {**v2, "effect_digest": effect_digest(("shop/pod/web-1",))}
+    report = audit("s_1", _granted_session(bound), KEY.public_key())
+    assert _grant_problems(report) == [
+        {"seq": 2, "problem": "grant for c_1 does not bind the objects the request listed"}]

@@ -7,7 +7,13 @@ import pytest
 
 from schemas import catalogue, events
 from schemas import subjects as S
-from schemas.approval import GRANT_VERSION, ApprovalDecided, ApprovalRequested, Grant
+from schemas.approval import (
+    GRANT_VERSION,
+    ApprovalDecided,
+    ApprovalRequested,
+    Grant,
+    effect_digest,
+)
 from schemas.base import Target
 from schemas.ids import InvalidId, check_token
 from schemas.session import UserMessage
@@ -95,6 +101,38 @@ def test_a_v1_grant_of_an_old_log_decodes_and_signs_as_it_was() -> None:
     assert g.signed_bytes() == (
         b'interlock-grant-v1\n{"approval_id":"a_1","approver":"bob","call_hash":"h",'
         b'"call_id":"c_1","not_after":"2030-01-01T00:00:00+00:00","resource_version":"7"}')
+
+
+V2_NODE_GRANT = (
+    b'interlock-grant-v2\n{"approval_id":"a_1","approver":"bob","call_hash":"h",'
+    b'"call_id":"c_1","not_after":"2030-01-01T00:00:00+00:00","resource_version":"7",'
+    b'"session_id":"s_1","target":{"cluster":"k","kind":"node","name":"n1","namespace":""}}')
+
+
+def test_a_grant_binds_its_effect_only_when_it_has_one() -> None:
+    """Golden: a v2 grant without an effect signs the bytes it did before effects were bound
+    (so the grants of every older log verify as they were); one with an effect binds it."""
+    g = Grant(call_id="c_1", call_hash="h", approval_id="a_1", approver="bob",
+              not_after=datetime(2030, 1, 1, tzinfo=UTC), resource_version="7",
+              session_id="s_1", target=Target(cluster="k", kind="node", name="n1"),
+              version=GRANT_VERSION)
+    assert g.signed_bytes() == V2_NODE_GRANT
+    assert msgspec.json.decode(msgspec.json.encode(g), type=Grant) == g
+    effect = ("/node/n1", "shop/pod/web-1")
+    bound = msgspec.structs.replace(g, effect_digest=effect_digest(effect))
+    assert bound.signed_bytes() != V2_NODE_GRANT
+    assert f'"effect_digest":"{effect_digest(effect)}"'.encode() in bound.signed_bytes()
+    other = msgspec.structs.replace(g, effect_digest=effect_digest((*effect, "shop/pod/web-2")))
+    assert other.signed_bytes() != bound.signed_bytes()
+
+
+def test_the_effect_digest_is_of_the_set() -> None:
+    assert effect_digest(()) == ""
+    a = effect_digest(("/node/n1", "shop/pod/a"))
+    assert len(a) == 64
+    assert effect_digest(("shop/pod/a", "/node/n1")) == a  # the set, not the order listed
+    assert effect_digest(("/node/n1", "shop/pod/b")) != a
+    assert effect_digest(("/node/n1",)) != a
 
 
 def test_approval_requested_requires_an_expiry() -> None:

@@ -56,7 +56,7 @@ async def previewed(cluster: Sandbox, kube: Kube, run: Any, a: catalogue.Args) -
 
 async def executed(cluster: Sandbox, kube: Kube, run: Any, a: catalogue.Args,
                    pv: W.Preview) -> tuple[Any, W.Verification]:
-    out, plan, after = await run(lambda: W.execute(kube, a, pv.resource_version))
+    out, plan, after = await run(lambda: W.execute(kube, a, pv.resource_version, pv.effect))
     v = await run(lambda: W.verify(kube, a, plan, after, 10))
     return out, v
 
@@ -240,7 +240,7 @@ async def test_cordon_uncordon_drain_respects_pdb(cluster: Sandbox, kube: Kube,
     assert set(pv.radius.pods_affected) == on_node
     assert "blocked now by a PodDisruptionBudget" in pv.radius.summary
     with pytest.raises(KubeError, match="would violate a PodDisruptionBudget") as err:
-        await run(lambda: W.execute(kube, d, pv.resource_version))
+        await run(lambda: W.execute(kube, d, pv.resource_version, pv.effect))
     assert err.value.reason == "TooManyRequests"
     assert cluster.store.get(NODES, "", node)["spec"]["unschedulable"] is True  # type: ignore[index]
     blocked = {p["metadata"]["name"] for p in cluster.store.list(PODS, "production")

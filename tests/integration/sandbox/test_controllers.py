@@ -420,3 +420,12 @@ async def test_a_stalled_rollout_exceeds_its_progress_deadline(
     code, _, err = await kubectl("rollout", "status", "deploy/web", "-n", "shop")
     assert code == 1
     assert 'deployment "web" exceeded its progress deadline' in err
+
+
+async def test_a_node_created_without_spec_is_schedulable(sandbox: Sandbox) -> None:
+    # The API server defaults a Node's spec; the scheduler and the DaemonSet controller used to
+    # raise KeyError on a Node that has none, and stopped scheduling every pod after it.
+    create(sandbox, by_plural("", "nodes"), {"metadata": {"name": "bare-node"}})
+    create_pod(sandbox, "after-bare-node", {})
+    pod = lambda: sandbox.store.must_get(PODS, "shop", "after-bare-node")  # noqa: E731
+    await sandbox.wait_for(lambda: bool(pod()["spec"].get("nodeName")))

@@ -161,3 +161,18 @@ def test_node_writes_that_leave_its_pods_alone_are_not_in_doubt() -> None:
         "delete of node/sandbox-worker-1 removes the node its pods run on")
     assert dict(risk.effect_of("patch", t, r).namespaces)["production"] == (
         "patch of node/sandbox-worker-1 affects its pods")
+
+
+def test_flags_of_a_write_by_selector_name_what_it_matched() -> None:
+    """A selector write's target has no name: its flags say what the selector matched, and an
+    autoscaler flag gives each object's count, not the set's sum."""
+    t = Target(namespace="shop", kind="deployment")
+    call = ApprovalCall(call_id="c", tool="scale", call_hash="h", target=t,
+                        args={"selector": "app=web", "replicas": 0},
+                        blast_radius=BlastRadius(replicas_before=5, replicas_after=0,
+                                                 autoscaler="HorizontalPodAutoscaler/web"))
+    assert "scales deployment objects matching app=web to zero: every pod is removed" in \
+        risk.flags_for(call, "scale")
+    assert risk.autoscaler_flags(call, "scale") == [
+        "deployment objects matching app=web: the replica counts are owned by "
+        "HorizontalPodAutoscaler/web: a manual scale to 0 will be reverted by the autoscaler"]

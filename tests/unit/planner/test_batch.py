@@ -217,3 +217,16 @@ def test_an_expired_batch_ends_the_turn_once_and_the_model_hears_each_call_expir
     f = agent.fold([_user(f"clean up staging: {QUOTE}"), step, *proposals, gone])
     assert f.need is gone
     assert sum("EXPIRED" in str(m.get("content")) for m in f.messages) == 2
+
+
+def test_the_title_of_a_selector_write_names_its_exact_set() -> None:
+    """`delete pods -l app=x -n staging`: the heading counts and names the matched objects (the
+    effect the dry run enumerated), never "1 pod" for a call whose target has no name."""
+    sel = ApprovalCall(call_id="c", tool="delete", args={"selector": "app=x"}, call_hash="h",
+                       target=Target(namespace="staging", kind="pod"),
+                       effect=("staging/pod/a", "staging/pod/b", "staging/pod/c"))
+    assert gate_domain.title_of([sel]) == "Delete 3 pods matching app=x in staging: a, b, c"
+    failed = msgspec.structs.replace(sel, effect=())  # the dry run failed: nothing enumerated
+    assert gate_domain.title_of([failed]) == "Delete pods matching app=x in staging"
+    assert gate_domain.title_of([sel, _call("delete", "service", "web")]) == \
+        "Delete 3 pods, service web in staging"
