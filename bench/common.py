@@ -139,6 +139,9 @@ async def start_stack(*, noop_cluster: bool = False, scenarios: tuple[str, ...] 
         # rate limit (a configuration knob) so it measures the gateway, not the limiter.
         "INTERLOCK_RATE_LIMIT": "1000000",
         "INTERLOCK_RATE_BURST": "1000000",
+        # Likewise the cap on one principal's open SSE streams: the fan-out bench opens
+        # thousands with one token.
+        "INTERLOCK_SSE_STREAMS_PER_PRINCIPAL": "1000000",
         # Quiet logs: an info line per event is itself a cost under load (reported separately).
         **(extra_env or {}),
     }

@@ -19,6 +19,7 @@ import aiohttp
 
 from schemas import subjects as S
 from services.runtime import identity, natsconf, provision, signing
+from services.runtime.childenv import base_env
 from services.runtime.embedded import NatsCluster, NatsServerProcess, free_port
 from services.runtime.errors import ConfigError
 from services.runtime.settings import NatsSettings
@@ -37,6 +38,40 @@ SERVICES = ("executor", "gate", "planner", "gateway", "notifier")
 NOTIFIER_ENV = ("INTERLOCK_WEBHOOKS", "INTERLOCK_WEBHOOK_SECRET", "INTERLOCK_PUBLIC_URL",
                 "INTERLOCK_WEBHOOK_ATTEMPTS", "INTERLOCK_WEBHOOK_TIMEOUT",
                 "INTERLOCK_WEBHOOK_BACKOFF", "INTERLOCK_NOTIFY_MAX_AGE")
+# The model's client: its key, endpoint, organisation and project (OPENAI_*) — the planner's
+# alone; no other service talks to the model.
+PLANNER_PREFIXES = ("OPENAI_",)
+# Passed through to the executor: which cluster (the caller's kubeconfig, or the in-cluster
+# service account), and where a kubeconfig's exec credential plugin (aws, gcloud, az) finds its
+# profile — names and paths, not credentials.
+EXECUTOR_ENV = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT",
+                "KUBECACHEDIR", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION",
+                "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "GOOGLE_APPLICATION_CREDENTIALS",
+                "CLOUDSDK_CONFIG", "CLOUDSDK_CORE_PROJECT", "USE_GKE_GCLOUD_AUTH_PLUGIN",
+                "AZURE_CONFIG_DIR")
+# What each service takes from the caller's environment beyond childenv.base_env: names, and
+# name prefixes. Anything not listed stays with the caller (issue 16: every service got the
+# caller's whole environment, the model key included).
+CALLER_ENV: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "planner": (PLANNER_MODEL_ENV, PLANNER_PREFIXES),
+    "gate": (GATE_ENV, ()),
+    "executor": (EXECUTOR_ENV, ()),
+    "notifier": (NOTIFIER_ENV, ()),
+    "gateway": ((), ()),
+}
+
+
+def _claims(service: str, name: str) -> bool:
+    names, prefixes = CALLER_ENV[service]
+    return name in names or name.startswith(prefixes)
+
+
+def own_setting(service: str, name: str) -> bool:
+    """Whether a setting given to the stack (StackConfig.extra_env) goes to `service`: a setting
+    some service claims goes to that service alone (the model key to the planner); any other
+    (INTERLOCK_VERIFY_TIMEOUT, …) to every service, which reads what it knows."""
+    claimed = [s for s in CALLER_ENV if _claims(s, name)]
+    return not claimed or service in claimed
 
 
 @dataclass
@@ -218,7 +253,8 @@ class Stack:
             cmd += ["--time-scale", str(self.cfg.sandbox_time_scale)]
         with open(self.data / "logs" / "sandbox.log", "ab") as log:  # noqa: ASYNC230
             self.sandbox = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block
-                cmd, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+                cmd, stdout=subprocess.PIPE, stderr=log, start_new_session=True,
+                env=base_env(os.environ))  # a pretend cluster: none of the caller's secrets
         assert self.sandbox.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(self.sandbox.stdout.readline), 30)
         # Nothing more is read from it; the sandbox logs to stderr.
@@ -241,7 +277,10 @@ class Stack:
     def env_for(self, name: str) -> dict[str, str]:
         """The environment of a service instance (`gate`, or `gate-2` for a second one)."""
         service = service_of(name)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("INTERLOCK_")}
+        # From the caller's environment, only what any process needs and what this service
+        # claims (CALLER_ENV); never the rest of it.
+        env = base_env(os.environ)
+        env.update({k: v for k, v in os.environ.items() if _claims(service, k)})
         env.update({
             "INTERLOCK_NATS_URL": self.nats_url,
             "INTERLOCK_NATS_USER": service,
@@ -252,7 +291,6 @@ class Stack:
         if service in S.SERVICES:  # its own key only; the notifier writes no event
             env["INTERLOCK_SIGNING_KEY_FILE"] = str(self.keys / f"{service}.key")
         if service == "gate":
-            env.update({k: os.environ[k] for k in GATE_ENV if k in os.environ})
             env["INTERLOCK_GATE_KEY_FILE"] = str(self.data / "gate.key")
             env["INTERLOCK_APPROVAL_TTL"] = str(self.cfg.approval_ttl_s)
         if service == "executor":
@@ -261,9 +299,6 @@ class Stack:
                 env["KUBECONFIG"] = str(self.kubeconfig)
             if self.cfg.kube_context:
                 env["INTERLOCK_KUBE_CONTEXTS"] = self.cfg.kube_context
-        if service == "planner":
-            # The model a person exports for `interlock up` (README, "Models").
-            env.update({k: v for k, v in os.environ.items() if k in PLANNER_MODEL_ENV})
         if service == "gateway":
             # To verify the gate's signatures when it replays a session for an audit.
             env["INTERLOCK_GATE_PUBKEY_FILE"] = str(self.data / "gate.pub")
@@ -275,9 +310,8 @@ class Stack:
             env["INTERLOCK_ADMIN_TOKEN"] = self.cfg.admin_token
             env["INTERLOCK_SSE_HEARTBEAT"] = str(self.cfg.sse_heartbeat_s)
         if service == "notifier":
-            env.update({k: os.environ[k] for k in NOTIFIER_ENV if k in os.environ})
             env.setdefault("INTERLOCK_PUBLIC_URL", self.url)
-        env.update(self.cfg.extra_env)
+        env.update({k: v for k, v in self.cfg.extra_env.items() if own_setting(service, k)})
         return env
 
     def start_service(self, name: str) -> subprocess.Popen[bytes]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -32,7 +31,7 @@ from services.gateway.api import (
 from services.gateway.auth import Principal, Role, TokenStore
 from services.gateway.errors import HttpError
 from services.gateway.metrics import Metrics
-from services.gateway.ratelimit import RateLimiter
+from services.gateway.ratelimit import Limits, RateLimiter, client_address
 from services.runtime import sealing
 from services.runtime.bus import TRANSIENT, Bus, Stored, decode_stored
 from services.runtime.errors import (
@@ -54,6 +53,12 @@ T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 LIMITER: web.AppKey[RateLimiter] = web.AppKey("limiter", RateLimiter)
+LIMITS: web.AppKey[Limits] = web.AppKey("limits", Limits)
+API: web.AppKey[Api] = web.AppKey("api")
+# The principal a request's token proves (None: no token, or an unknown one), looked up once.
+PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("principal")
+# Concurrent SSE streams one principal may hold open (INTERLOCK_SSE_STREAMS_PER_PRINCIPAL).
+SSE_STREAMS_PER_PRINCIPAL = 32
 
 
 def error(status: int, code: str, message: str,
@@ -95,9 +100,12 @@ def _path_token(request: web.Request, name: str, what: str) -> str:
 
 class Api:
     def __init__(self, bus: Bus, tokens: TokenStore, heartbeat_s: float = 15.0,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None,
+                 sse_per_principal: int = SSE_STREAMS_PER_PRINCIPAL) -> None:
         self.bus = bus
         self.tokens = tokens
+        self.sse_per_principal = sse_per_principal
+        self._streams: dict[str, int] = {}  # principal name -> its open SSE streams
         self.heartbeat_s = heartbeat_s
         self.metrics = metrics or Metrics()
         self._approvals: dict[str, views.ApprovalEntry] = {}
@@ -108,11 +116,18 @@ class Api:
 
     # -- plumbing ----------------------------------------------------------------------------
 
+    def authenticate(self, request: web.Request) -> Principal | None:
+        """Who the request's token proves (None: none, or unknown); looked up once."""
+        if PRINCIPAL not in request:
+            token = bearer_token(request)
+            request[PRINCIPAL] = self.tokens.lookup(token) if token else None
+        who: Principal | None = request[PRINCIPAL]
+        return who
+
     def principal(self, request: web.Request, role: Role) -> Principal:
-        token = bearer_token(request)
-        if not token:
+        who = self.authenticate(request)
+        if who is None and not bearer_token(request):
             raise HttpError(401, "unauthenticated", "missing bearer token")
-        who = self.tokens.lookup(token)
         if who is None:
             raise HttpError(401, "unauthenticated", "unknown token")
         if not who.has(role):
@@ -260,12 +275,38 @@ class Api:
         return web.json_response(view.to_json(datetime.now(UTC)))
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        self.principal(request, "viewer")
+        who = self.principal(request, "viewer")
         sid = _path_token(request, "session_id", "session id")
         after = sse.parse_after(request)
         await self.require_session(sid)
-        return await sse.stream_session(request, self.bus, sid, after, self.heartbeat_s,
-                                        self.metrics, self.connection)
+        # A stream holds a subscription share, a task and a socket for as long as it is open:
+        # one principal may not hold more than its cap (a viewer token opened 300).
+        held = self._streams.get(who.name, 0)
+        if held >= self.sse_per_principal:
+            self.metrics.rate_limited += 1  # a 429 like the others
+            raise HttpError(
+                429, "too_many_streams",
+                f"{who.name} already has {held} event streams open, the most allowed per "
+                f"principal (INTERLOCK_SSE_STREAMS_PER_PRINCIPAL={self.sse_per_principal}); "
+                "close one (another tab, an `interlock watch`) and retry",
+                {"Retry-After": str(max(1, math.ceil(self.heartbeat_s)))})
+        self._streams[who.name] = held + 1
+        try:
+            return await sse.stream_session(request, self.bus, sid, after, self.heartbeat_s,
+                                            self.metrics, self.connection)
+        finally:
+            left = self._streams[who.name] - 1
+            if left:
+                self._streams[who.name] = left
+            else:
+                del self._streams[who.name]
+
+    async def log_bounds(self, request: web.Request) -> web.Response:
+        """The log's first and last sequence: the Command Center shows no event whose id is
+        beyond the last sequence it was told (an id is a stream sequence, never bigger)."""
+        self.principal(request, "viewer")
+        first, last = await sse.hub_for(self.bus).bounds()
+        return web.json_response({"first_seq": first, "last_seq": last})
 
     async def approvals(self, request: web.Request) -> web.Response:
         self.principal(request, "viewer")
@@ -437,29 +478,54 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 UNLIMITED = frozenset({"/healthz", "/readyz"})
+# Served without a token (the page loads these before it has one).
+PUBLIC = frozenset({"/", "/openapi.json"})
+
+
+def _public(path: str) -> bool:
+    return path in PUBLIC or path.startswith("/static/")
 
 
 @web.middleware
 async def ratelimit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path not in UNLIMITED:
-        token = bearer_token(request)
-        key = (hashlib.sha256(token.encode()).hexdigest() if token
-               else f"anon:{request.remote}")
-        wait = request.app[LIMITER].take(key)
-        if wait > 0:
-            request.app[METRICS].rate_limited += 1
-            raise HttpError(429, "rate_limited", "too many requests for this token; slow down",
-                            {"Retry-After": str(max(1, math.ceil(wait)))})
+    """Limits by who the request proves to be, authenticated first: a principal's bucket
+    whichever of its tokens it uses; a request that fails authentication (no token where one
+    is needed, an unknown one) takes from its address's failure bucket, so a junk-token flood
+    is throttled from its address and never reaches a principal's bucket."""
+    if request.path in UNLIMITED:
+        return await handler(request)
+    limits = request.app[LIMITS]
+    who = request.app[API].authenticate(request)
+    if who is not None:
+        wait = limits.principals.take(f"principal:{who.name}")
+        what = f"too many requests for {who.name}; slow down"
+    else:
+        address = client_address(request.remote, request.headers, limits.trusted_proxies)
+        if _public(request.path) and not bearer_token(request):
+            wait = limits.anonymous.take(address)
+            what = "too many requests from this address; slow down"
+        else:
+            wait = limits.failures.take(address)
+            what = ("too many requests that failed authentication from this address; check "
+                    "the token and retry later")
+    if wait > 0:
+        request.app[METRICS].rate_limited += 1
+        raise HttpError(429, "rate_limited", what,
+                        {"Retry-After": str(max(1, math.ceil(wait)))})
     return await handler(request)
 
 
-def make_app(api: Api, limiter: RateLimiter | None = None) -> web.Application:
+def make_app(api: Api, limiter: RateLimiter | None = None,
+             limits: Limits | None = None) -> web.Application:
+    """`limiter`: the per-principal one (the other limits at their defaults); `limits`: all."""
     app = web.Application(
         middlewares=[metrics_middleware, errors_middleware, ratelimit_middleware],
         client_max_size=MAX_BODY,
     )
     app[METRICS] = api.metrics
-    app[LIMITER] = limiter or RateLimiter(rate=20.0, burst=200)
+    app[LIMITS] = limits or Limits.default(limiter)
+    app[LIMITER] = app[LIMITS].principals
+    app[API] = api
     app[SPEC] = openapi.build()
     r = app.router
     r.add_get("/", api.index)
@@ -475,6 +541,7 @@ def make_app(api: Api, limiter: RateLimiter | None = None) -> web.Application:
     r.add_post("/v1/sessions/{session_id}/messages", api.post_message)
     r.add_post("/v1/sessions/{session_id}/cancel", api.cancel)
     r.add_get("/v1/sessions/{session_id}/events", api.events, allow_head=False)
+    r.add_get("/v1/log", api.log_bounds)
     r.add_get("/v1/approvals", api.approvals)
     r.add_post("/v1/approvals/{approval_id}/decision", api.decide)
     r.add_get("/v1/tools", api.tools)

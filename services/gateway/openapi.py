@@ -19,7 +19,8 @@ COMMON_ERRORS = {
     "401": "missing or unknown token",
     "403": "the principal lacks the role",
     "413": "body too large",
-    "429": "rate limited (per token); see Retry-After",
+    "429": "rate limited (per principal; per address for failed authentication), or too many "
+           "event streams open for the principal; see Retry-After",
 }
 
 
@@ -154,6 +155,15 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
                 ],
                 errors=(not_found,),
             ),
+        },
+        "/v1/log": {
+            "get": _op("The log's first and last stream sequence (an event id is never beyond "
+                       "the last)", "viewer",
+                       ("200", _json({"type": "object", "required": ["first_seq", "last_seq"],
+                                      "properties": {
+                                          "first_seq": {"type": "integer", "minimum": 0},
+                                          "last_seq": {"type": "integer", "minimum": 0}}},
+                                     "the bounds")), tag="ops"),
         },
         "/v1/approvals": {
             "get": _op("Approvals with their full context", "viewer",

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from services.gateway.app import Api, make_app
 from services.gateway.auth import TokenStore
-from services.gateway.ratelimit import RateLimiter
+from services.gateway.ratelimit import Limits, RateLimiter
 from services.gateway.settings import GatewaySettings
 from services.gateway.sse import Connection
 from services.runtime.bus import Bus
@@ -26,9 +26,13 @@ async def run(settings: GatewaySettings, stop: asyncio.Event,
     connection = Connection()
     bus = await Bus.connect(settings.nats, "gateway", disconnected_cb=connection.changed,
                             reconnected_cb=connection.changed)
-    api = Api(bus, tokens, settings.heartbeat_s)
+    api = Api(bus, tokens, settings.heartbeat_s,
+              sse_per_principal=settings.sse_streams_per_principal)
     api.connection = connection
-    app = make_app(api, RateLimiter(settings.rate_per_s, settings.rate_burst))
+    app = make_app(api, limits=Limits.default(
+        RateLimiter(settings.rate_per_s, settings.rate_burst),
+        RateLimiter(settings.auth_failure_rate_per_s, settings.auth_failure_burst),
+        settings.trusted_proxies))
     runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.gateway.ratelimit import Network, parse_proxies
 from services.runtime.errors import ConfigError
 from services.runtime.settings import NatsSettings
 
@@ -21,6 +22,12 @@ class GatewaySettings:
     heartbeat_s: float = 15.0
     rate_per_s: float = 20.0
     rate_burst: int = 200
+    # Requests that fail authentication, per client address.
+    auth_failure_rate_per_s: float = 1.0
+    auth_failure_burst: int = 20
+    sse_streams_per_principal: int = 32
+    # Peers whose X-Forwarded-For is believed (reverse proxies); none: the peer address.
+    trusted_proxies: tuple[Network, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -34,11 +41,23 @@ class GatewaySettings:
             heartbeat = float(env.get("INTERLOCK_SSE_HEARTBEAT", "15"))
             rate = float(env.get("INTERLOCK_RATE_LIMIT", "20"))
             burst = int(env.get("INTERLOCK_RATE_BURST", "200"))
+            fail_rate = float(env.get("INTERLOCK_AUTH_FAILURE_RATE", "1"))
+            fail_burst = int(env.get("INTERLOCK_AUTH_FAILURE_BURST", "20"))
+            streams = int(env.get("INTERLOCK_SSE_STREAMS_PER_PRINCIPAL", "32"))
         except ValueError as exc:
             raise ConfigError(f"gateway: {exc}") from exc
+        try:
+            proxies = parse_proxies(env.get("INTERLOCK_TRUSTED_PROXIES", ""))
+        except ValueError as exc:
+            raise ConfigError(f"gateway: INTERLOCK_TRUSTED_PROXIES: {exc}") from exc
         if rate <= 0 or burst < 1:
             raise ConfigError(
                 "gateway: INTERLOCK_RATE_LIMIT must be > 0 and INTERLOCK_RATE_BURST >= 1")
+        if fail_rate <= 0 or fail_burst < 1:
+            raise ConfigError("gateway: INTERLOCK_AUTH_FAILURE_RATE must be > 0 and "
+                              "INTERLOCK_AUTH_FAILURE_BURST >= 1")
+        if streams < 1:
+            raise ConfigError("gateway: INTERLOCK_SSE_STREAMS_PER_PRINCIPAL must be >= 1")
         return cls(
             nats=NatsSettings.from_env("gateway", env),
             host=env.get("INTERLOCK_HTTP_HOST", "127.0.0.1"),
@@ -48,4 +67,8 @@ class GatewaySettings:
             heartbeat_s=min(max(heartbeat, 0.05), 15.0),
             rate_per_s=rate,
             rate_burst=burst,
+            auth_failure_rate_per_s=fail_rate,
+            auth_failure_burst=fail_burst,
+            sse_streams_per_principal=streams,
+            trusted_proxies=proxies,
         )

@@ -22,12 +22,13 @@ from aiohttp import web
 from aiohttp.http import HttpVersion11
 from nats.aio.msg import Msg
 
+from schemas import events as E
 from schemas import subjects as S
 from services.gateway.errors import HttpError
 from services.gateway.metrics import Metrics
-from services.runtime.bus import TRANSIENT, Bus
-from services.runtime.errors import RetryableError
-from services.runtime.identity import SIGNATURE_HEADER, ForgedEvent
+from services.runtime.bus import TRANSIENT, Bus, decode_stored
+from services.runtime.errors import PoisonMessage, RetryableError
+from services.runtime.identity import SIGNATURE_HEADER
 
 log = logging.getLogger(__name__)
 RETRY_MS = 2000
@@ -36,6 +37,15 @@ MAX_SEQ_DIGITS = 19
 
 def frame(seq: int, event_type: str, data: bytes) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, event_type.encode(), data)
+
+
+def event_frame(seq: int, event: E.AnyEvent) -> bytes:
+    """The frame of a decoded event. Never the stored bytes: JSON may hold raw newlines
+    between its tokens, and a stored body that is not an event may hold anything — written
+    as they are, they end the frame and start one of the writer's making (another type, a
+    huge id that makes a client drop every later event). The encoder escapes every control
+    character, so the frame is one `data:` line; its id is the stream sequence alone."""
+    return frame(seq, event.type, E.encode(event))
 
 
 def parse_after(request: web.Request) -> int:
@@ -246,22 +256,26 @@ class _Followers:
         try:
             headers = msg.headers or {}
             seq = int(headers.get("Nats-Sequence", "0"))
-            _, _, tag, _ = S.parse_event_subject(msg.subject)
-            # What a person sees live is what a read would show: signed by its emitter. The
-            # signature covers the stored subject, which the republish renames.
+            if seq < 1:
+                raise ValueError(f"no stream sequence ({seq})")
+            # What a person sees live is what a read would show: an event that decodes, on
+            # the subject it belongs on (decode_stored), signed by its emitter. Checked once
+            # here for every client of the session. The signature covers the stored subject,
+            # which the republish renames.
             stored = S.EVENTS_PREFIX + msg.subject[len(S.LIVE_PREFIX):]
+            event = decode_stored(stored, msg.data)
             # Even the gateway's own events: anyone who can publish on the live subjects could
             # put something there that the stream never stored.
             self.bus.verify(seq, stored, msg.data, headers.get(SIGNATURE_HEADER),
                             trust_own=False)
-        except (ValueError, S.SubjectMismatch, ForgedEvent) as exc:
+        except (ValueError, S.SubjectMismatch, PoisonMessage) as exc:
             log.warning("skipping a live message: %s", exc, extra={"subject": msg.subject})
             return
         # Written once the subscription's queue is empty: messages that arrived together go
         # out together, one write per client instead of one per message.
         if not self._batch:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._batch.append((seq, frame(seq, tag, msg.data)))
+        self._batch.append((seq, event_frame(seq, event)))
 
     def _flush(self) -> None:
         batch, self._batch = self._batch, []
@@ -337,7 +351,7 @@ async def stream_session(
         async def read_gap() -> None:
             async for stored in bus.read(S.session_filter(session_id), f.last + 1):
                 if stored.seq > f.last:
-                    await send(frame(stored.seq, stored.event.type, stored.raw))
+                    await send(event_frame(stored.seq, stored.event))
                     metrics.sse_events_sent += 1
                     f.last = stored.seq
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from services.runtime.childenv import base_env
 from services.runtime.errors import ConfigError
 
 
@@ -54,6 +55,7 @@ class NatsServerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115, ASYNC230 - handed to the child at once
         self.proc = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block
             [nats_server_binary(), "-c", str(self.config_path)],
+            env=base_env(os.environ),  # none of the caller's secrets: it needs none
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -11,6 +11,9 @@ const state = {
   sessions: [],
   current: "",
   lastId: 0,          // last event id shown for the current session (ids only increase)
+  toldSeq: 0,         // the log's last sequence as the server last said (GET /v1/log)
+  queue: [],          // events of the current stream not yet shown, in arrival order
+  asking: false,      // a GET /v1/log on the wire
   es: null,
   esBackoff: 1000,
   esTimer: 0,
@@ -165,6 +168,7 @@ function openSession(sid) {
   closeStream();
   state.current = sid;
   state.lastId = 0;
+  state.queue = [];
   $("#timeline").replaceChildren();
   $("#session-title").textContent = `Session ${sid}`;
   document.querySelectorAll("#sessions li").forEach((li) =>
@@ -270,19 +274,49 @@ function openStream() {
 function onEvent(type, msg) {
   if (type === "reset") {  // our id is not in this log: the stream restarts from its start
     state.lastId = 0;
+    state.toldSeq = 0;  // another log (restored or replaced): what it said of the old is moot
+    state.queue = [];
     $("#timeline").replaceChildren();
     return;
   }
-  const id = Number(msg.lastEventId);
-  if (!Number.isFinite(id) || id <= state.lastId) return;  // never show an event twice
-  state.lastId = id;
-  let data = {};
-  try { data = JSON.parse(msg.data); } catch (e) { data = { raw: msg.data }; }
-  appendEvent(id, type, data);
-  if (type === "approval.requested") {
-    // The card this session just caused: shown, highlighted and scrolled to once it is listed.
-    refreshApprovals().then(() => showCard(data.approval_id, false));
-  } else if (type.startsWith("approval.") || type === "decision.rejected") refreshApprovals();
+  state.queue.push([type, msg, state.es]);
+  showQueued();
+}
+
+// An event id is the log's stream sequence, so it is never beyond the log's last sequence. An
+// id past the last one the server told this page is checked against a fresh answer first; one
+// past that too is not an event of the log (a forged frame): it is ignored, and taken neither
+// as the last id shown nor as a reason to drop what comes after it.
+async function showQueued() {
+  while (state.queue.length && !state.asking) {
+    const head = state.queue[0];
+    const [type, msg, es] = head;
+    if (es !== state.es) { state.queue.shift(); continue; }  // from a stream since closed
+    const id = Number(msg.lastEventId);
+    if (!Number.isSafeInteger(id) || id <= state.lastId) { state.queue.shift(); continue; }
+    if (id > state.toldSeq) {
+      state.asking = true;
+      let told = null;
+      try { told = await api("GET", "/v1/log"); } catch (err) { told = null; }
+      state.asking = false;
+      if (told === null) {  // the gateway is away for a moment: ask again shortly
+        setTimeout(showQueued, 1000);
+        return;
+      }
+      state.toldSeq = Math.max(state.toldSeq, Number(told.last_seq) || 0);
+      if (state.queue[0] !== head) continue;  // the session changed meanwhile
+      if (id > state.toldSeq) { state.queue.shift(); continue; }
+    }
+    state.queue.shift();
+    state.lastId = id;
+    let data = {};
+    try { data = JSON.parse(msg.data); } catch (e) { data = { raw: msg.data }; }
+    appendEvent(id, type, data);
+    if (type === "approval.requested") {
+      // The card this session just caused: shown, highlighted and scrolled to once it is listed.
+      refreshApprovals().then(() => showCard(data.approval_id, false));
+    } else if (type.startsWith("approval.") || type === "decision.rejected") refreshApprovals();
+  }
 }
 
 function describeTarget(t) {

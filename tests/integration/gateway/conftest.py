@@ -14,7 +14,7 @@ from schemas.base import Target
 from schemas.catalogue import call_hash
 from services.gateway.app import Api, make_app
 from services.gateway.auth import Principal, TokenStore
-from services.gateway.ratelimit import RateLimiter
+from services.gateway.ratelimit import Limits, Network, RateLimiter
 from services.gateway.sse import Connection
 from services.runtime.bus import Bus
 from services.runtime.embedded import free_port
@@ -91,15 +91,20 @@ async def gateway_factory(nats_env: NatsEnv) -> AsyncIterator[GatewayFactory]:
     cleanups: list[Callable[[], Awaitable[None]]] = []
 
     async def start(rate: float = 1000.0, burst: int = 10_000,
-                    heartbeat_s: float = 15.0) -> Gateway:
+                    heartbeat_s: float = 15.0, *, failure_rate: float = 1000.0,
+                    failure_burst: int = 10_000, sse_per_principal: int = 32,
+                    principal_keys: int = 10_000,
+                    trusted_proxies: tuple[Network, ...] = ()) -> Gateway:
         connection = Connection()
         bus = await Bus.connect(nats_env.settings("gateway"), "gateway",
                                 disconnected_cb=connection.changed,
                                 reconnected_cb=connection.changed)
         gate_bus = await Bus.connect(nats_env.settings("gate"), "gate")
-        api = Api(bus, tokens(), heartbeat_s)
+        api = Api(bus, tokens(), heartbeat_s, sse_per_principal=sse_per_principal)
         api.connection = connection
-        runner = web.AppRunner(make_app(api, RateLimiter(rate, burst)), shutdown_timeout=0.5,
+        limits = Limits.default(RateLimiter(rate, burst, max_keys=principal_keys),
+                                RateLimiter(failure_rate, failure_burst), trusted_proxies)
+        runner = web.AppRunner(make_app(api, limits=limits), shutdown_timeout=0.5,
                                access_log=None)
         await runner.setup()
         port = free_port()

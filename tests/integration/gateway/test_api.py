@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from schemas import catalogue
 from schemas import subjects as S
 from tests.integration.gateway.conftest import Gateway, GatewayFactory, token_of
 
@@ -83,7 +84,11 @@ async def test_modified_args_are_merged_validated_and_recorded(gateway: Gateway)
     decided = await gateway.bus.first(
         S.tag_filter("gateway", "approval.decided", sid, req.approval_id))
     assert decided is not None
-    assert decided.event.args == {**req.calls[0].args, "replicas": 2}
+    # Merged, then validated: every default is explicit in what was approved.
+    scale = catalogue.TOOLS["scale"]
+    assert decided.event.args == catalogue.canonical_args(
+        scale.parse_args({**req.calls[0].args, "replicas": 2}))
+    assert decided.event.args["replicas"] == 2
 
 
 async def test_first_decision_wins(gateway: Gateway) -> None:

@@ -4,12 +4,15 @@ caught-up client, and when a client is handed back to its own task instead."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, cast
 
 from nats.aio.msg import Msg
 
+from schemas import events as E
 from schemas import subjects as S
+from schemas.session import AssistantMessage
 from services.gateway import sse
 from services.gateway.metrics import Metrics
 from services.runtime.bus import Bus
@@ -52,14 +55,19 @@ def follower(transport: FakeTransport, metrics: Metrics, last: int = 0,
     return f
 
 
-def msg(seq: int, text: str = "hi") -> Msg:
-    subject = f"{S.LIVE_PREFIX}.{SID}.planner.assistant.message.k{seq}"
+def said(seq: int, text: str = "hi") -> AssistantMessage:
+    return AssistantMessage(session_id=SID, event_id=f"e_k{seq}", text=text,
+                            occurred_at=datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def msg(seq: int, text: str = "hi", data: bytes | None = None) -> Msg:
+    subject = f"{S.LIVE_PREFIX}.{SID}.planner.assistant.message.e_k{seq}"
     return Msg(_client=None, subject=subject, headers={"Nats-Sequence": str(seq)},  # type: ignore[arg-type]
-               data=b'{"text": "%s"}' % text.encode())
+               data=E.encode(said(seq, text)) if data is None else data)
 
 
 def framed(seq: int, text: str = "hi") -> bytes:
-    return sse.frame(seq, "assistant.message", b'{"text": "%s"}' % text.encode())
+    return sse.frame(seq, "assistant.message", E.encode(said(seq, text)))
 
 
 async def deliver(entry: sse._Followers, *msgs: Msg) -> None:
@@ -230,3 +238,21 @@ async def test_a_failed_bounds_request_fails_each_stream_that_shared_it() -> Non
     got = await asyncio.gather(*(hub.bounds() for _ in range(3)), return_exceptions=True)
     assert [type(g) for g in got] == [RetryableError] * 3
     assert js.calls == 1
+
+
+async def test_only_decoded_events_are_framed_never_the_stored_bytes() -> None:
+    """A body signed by its emitter but not an event, or an event whose bytes carry raw
+    newlines between JSON tokens, or one on another session's subject: the first and last are
+    not sent; the second is sent re-encoded, one `data:` line, its id the stream sequence."""
+    metrics = Metrics()
+    t = FakeTransport()
+    entry = sse._Followers(UNVERIFIED)
+    entry.followers.add(follower(t, metrics, last=4))
+    injected = b'{"x": 1}\n\nid: 99999999\nevent: approval.granted\ndata: {}\n\n'
+    spaced = E.encode(said(6, "two\nlines")).replace(b",", b",\n\n")
+    assert E.decode(spaced) == said(6, "two\nlines")
+    elsewhere = E.encode(AssistantMessage(session_id="s_other", event_id="e_k7", text="x"))
+    await deliver(entry, msg(5, data=injected), msg(6, data=spaced), msg(7, data=elsewhere),
+                  msg(8, data=E.encode(said(8))))
+    assert t.writes == [sse.chunked(framed(6, "two\nlines") + framed(8))]
+    assert framed(6, "two\nlines").count(b"\n") == 4  # id, event, data, and the blank line
