@@ -21,6 +21,11 @@ EXEC_PREFIX = "exec"
 # Only complete messages are events; a client that misses deltas loses nothing.
 DELTA_PREFIX = "delta"
 SERVICES: tuple[Emitter, ...] = ("gateway", "planner", "gate", "executor")
+# Secret values of proposed writes, sealed to the executor, outside the log:
+# `sealed.<sealer>.<session>.<blob id>` in the SEALED stream (services/runtime/sealing.py).
+SEALED_STREAM = "SEALED"
+SEALED_PREFIX = "sealed"
+SEALERS: tuple[Emitter, ...] = ("gateway", "planner")  # the services that first hold a secret
 # Services that read the log but emit no events (their NATS users may publish none).
 OBSERVERS: tuple[str, ...] = ("notifier",)
 
@@ -55,6 +60,11 @@ def tag_filter(emitter: Emitter, tag: str, session_id: str = "*", key: str = "*"
 
 def emitter_publish_allow(emitter: Emitter) -> str:
     return f"{EVENTS_PREFIX}.*.{emitter}.>"
+
+
+def sealed_subject(sealer: str, session_id: str, blob_id: str) -> str:
+    return (f"{SEALED_PREFIX}.{check_token(sealer, 'sealer')}."
+            f"{check_token(session_id, 'session id')}.{check_token(blob_id, 'blob id')}")
 
 
 def exec_subject(kind: ExecKind, session_id: str) -> str:

@@ -29,9 +29,10 @@ from services.executor.kube import Kube, KubeError, Outcome, Preview
 from services.executor.redact import scrub
 from services.executor.selector import READERS  # kube_read's, with `logs -l`
 from services.executor.settings import ExecutorSettings
-from services.runtime import signing
+from services.runtime import sealing, signing
 from services.runtime.bus import STALE_READ_WAIT_S, Bus, Link
 from services.runtime.errors import ConcurrencyConflict, PoisonMessage, RetryableError
+from services.runtime.sealing import SealError, Unsealed
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,22 @@ class Executor:
         self.settings = settings
         self.kube = kube
         self.public_key = signing.load_public(settings.gate_public_key)
+        self._opener: sealing.Opener | None = None
+
+    async def unseal(self, cmd: ExecCommand, tool: catalogue.Tool) -> tuple[Any, Unsealed]:
+        """The call's args with its sealed secret values (sealing.py) resolved: the real args
+        for the cluster, and what every event about this call must not repeat. SealError when
+        a value cannot be had exactly as approved (missing, expired, swapped)."""
+        if self._opener is None:
+            self._opener = sealing.opener_for(self.bus)
+        unsealed = await self._opener.args(cmd.session_id, cmd.tool, cmd.args)
+        if not unsealed.values:
+            return tool.parse_args(cmd.args), unsealed
+        try:
+            return tool.parse_args(unsealed.args), unsealed
+        except (msgspec.ValidationError, ValueError) as exc:
+            raise SealError(f"with its sealed values, the call's args are not valid: "
+                            f"{unsealed.scrub(str(exc))}") from exc
 
     async def handle(self, msg: Msg) -> None:
         try:
@@ -161,10 +178,13 @@ class Executor:
     # -- previews ----------------------------------------------------------------------------
 
     async def run_preview(self, cmd: ExecCommand, msg: Msg) -> None:
-        _, args = self._tool(cmd, "write")
+        tool, args = self._tool(cmd, "write")
         # Where it will run, for the approver: a kubeconfig read, no request to the cluster.
         context = self.kube.context_name(args.cluster)[:2000]
+        unsealed = Unsealed(cmd.args)
         try:
+            # The dry run needs the real values; nothing recorded below may show them.
+            args, unsealed = await self.unseal(cmd, tool)
             pv: Preview = await self._in_thread(msg, lambda: kube_write.preview(self.kube, args))
             # After the dry run (which decides whether there is anything to approve), the
             # facts an approver needs that no model has to be trusted for.
@@ -179,14 +199,16 @@ class Executor:
                 causation_id=cmd.causation_id, gathered=tuple(found.lines), context=context,
                 effect=pv.effect,
             )
-        except KubeError as exc:
+        except (KubeError, SealError) as exc:
+            error = f"{exc.reason}: {exc.message}" if isinstance(exc, KubeError) else \
+                f"SealedValue: {exc}"
             event = PreviewRecorded(
                 session_id=cmd.session_id, call_id=cmd.call_id, ok=False,
-                error=f"{exc.reason}: {exc.message}"[:2000], actor=ACTOR,
-                causation_id=cmd.causation_id, context=context,
+                error=error[:2000], actor=ACTOR, causation_id=cmd.causation_id, context=context,
             )
         try:
-            await self.bus.append(clean(event), once_per_key=True, after_hint=_hint(cmd))
+            await self.bus.append(unsealed.scrub(clean(event)), once_per_key=True,
+                                  after_hint=_hint(cmd))
         except ConcurrencyConflict:
             log.info("preview already recorded", extra={"call_id": cmd.call_id})
 
@@ -240,10 +262,16 @@ class Executor:
             delay = min(delay * 2, 0.5)
 
     async def run_write(self, cmd: ExecCommand, msg: Msg) -> None:
-        _, args = self.verify(cmd)
+        tool, args = self.verify(cmd)
         grant = cmd.grant
         assert grant is not None
         effect = await self.check_recorded(cmd, grant)
+        # Before the claim: a sealed value that is gone or not the approved one (its keyed
+        # fingerprint is in the approved, hashed args) means the write never runs.
+        try:
+            real, unsealed = await self.unseal(cmd, tool)
+        except SealError as exc:
+            raise Refused(str(exc)) from exc
         # Claim the call exactly once, in the log, before touching the cluster — once across
         # ALL sessions: the server refuses the claim if any session's claim subject of this
         # call id holds anything. Always checked on the server (no chain hint).
@@ -260,18 +288,21 @@ class Executor:
             return
         try:
             out, plan, after = await self._in_thread(
-                msg, lambda: kube_write.execute(self.kube, args, grant.resource_version,
+                msg, lambda: kube_write.execute(self.kube, real, grant.resource_version,
                                                 effect))
         except KubeError as exc:
-            await self._append_result(self._failure(cmd, exc, write=True), claim, cleaned=True)
+            await self._append_result(unsealed.scrub(self._failure(cmd, exc, write=True)), claim,
+                                      cleaned=True)
             return
-        recorded = await self._append_result(self._result(cmd, out), claim, cleaned=True)
+        recorded = await self._append_result(unsealed.scrub(self._result(cmd, out)), claim,
+                                             cleaned=True)
         if recorded is None:
             return
-        await self._verify_write(cmd, msg, args, plan, after, recorded)
+        await self._verify_write(cmd, msg, real, plan, after, recorded, unsealed)
 
     async def _verify_write(self, cmd: ExecCommand, msg: Msg, args: Any,
-                            plan: kube_write.Plan, after: Any, result: Link) -> None:
+                            plan: kube_write.Plan, after: Any, result: Link,
+                            unsealed: Unsealed | None = None) -> None:
         timeout = self.settings.verify_timeout_s
         try:
             v = await self._in_thread(
@@ -280,13 +311,14 @@ class Executor:
             v = kube_write.Verification("failed", f"re-reading {plan.ref}",
                                         f"{exc.reason}: {exc.message}")
         observed, _ = bounded_data(v.observed)
+        verified = clean(ToolVerified(
+            session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool,
+            outcome=v.outcome, check=scrub(v.check)[:2000], detail=scrub(v.detail)[:MAX_OUTPUT],
+            observed=observed, actor=ACTOR, causation_id=cmd.causation_id,
+        ))
         try:
-            await self.bus.append(clean(ToolVerified(
-                session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool,
-                outcome=v.outcome, check=scrub(v.check)[:2000],
-                detail=scrub(v.detail)[:MAX_OUTPUT], observed=observed, actor=ACTOR,
-                causation_id=cmd.causation_id,
-            )), once_per_key=True, after_hint=result)
+            await self.bus.append(unsealed.scrub(verified) if unsealed else verified,
+                                  once_per_key=True, after_hint=result)
         except ConcurrencyConflict:
             log.info("verification already recorded", extra={"call_id": cmd.call_id})
 

@@ -32,6 +32,7 @@ from services.gateway.auth import Principal, Role, TokenStore
 from services.gateway.errors import HttpError
 from services.gateway.metrics import Metrics
 from services.gateway.ratelimit import Limits, RateLimiter, client_address
+from services.runtime import sealing
 from services.runtime.bus import TRANSIENT, Bus, Stored, decode_stored
 from services.runtime.errors import (
     ConcurrencyConflict,
@@ -245,7 +246,13 @@ class Api:
         sid = _path_token(request, "session_id", "session id")
         body = await body_of(request, NewMessage, required=True)
         await self.require_session(sid)
-        ev = UserMessage(session_id=sid, text=body.text, actor=who.name)
+        # A secret typed into a kubectl command is sealed to the executor before anything is
+        # recorded: the log holds a reference with a keyed fingerprint (services/runtime/sealing).
+        try:
+            text = await sealing.sealer_for(self.bus).text(sid, body.text)
+        except sealing.Unsealable as exc:
+            raise HttpError(400, "unreadable_secret", str(exc)) from exc
+        ev = UserMessage(session_id=sid, text=text, actor=who.name)
         seq = await self.bus.append(ev)
         return web.json_response({"event_id": ev.event_id, "seq": seq}, status=202)
 
@@ -323,6 +330,9 @@ class Api:
         entry = await self.approval(approval_id)
         req = entry.request
         args = self.modified_args(entry, body.args)
+        if args is not None:  # a value the approver typed is sealed like any other
+            args, _ = await sealing.sealer_for(self.bus).args(req.session_id,
+                                                              req.calls[0].tool, args)
         now = datetime.now(UTC)
         state = entry.effective_state(now)
         if state == "expired":

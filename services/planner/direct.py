@@ -19,6 +19,7 @@ import msgspec
 import yaml
 
 from schemas import catalogue
+from services.runtime import sealing
 
 _PLURALS = {
     "pod": ("po", "pods"), "deployment": ("deploy", "deployments"),
@@ -882,11 +883,15 @@ _LITERAL = re.compile(r"""(--from-literal(?:=|\s+))(?:(["'])([-._a-zA-Z0-9]+=)[^
 
 def shown(text: str) -> str:
     """The command as it may be repeated (a rationale, a log line): a secret's literal values
-    are replaced, so an approval card or a transcript never spells them out again."""
-    if not re.search(r"\bcreate\s+secret\b", text):
-        return text
-    return _LITERAL.sub(lambda m: f"{m.group(1)}{m.group(2) or ''}{m.group(3) or m.group(4)}"
-                        f"<redacted>{m.group(2) or ''}", text)
+    are replaced, so an approval card or a transcript never spells them out again. A value the
+    gateway sealed (services/runtime/sealing.py) is a reference with a keyed fingerprint: it is
+    shown as the card's diff shows it (`<sealed value, fingerprint 3b58d0ad0ba5…>`), so the
+    command and the diff can be compared."""
+    if re.search(r"\bcreate\s+secret\b", text):
+        text = _LITERAL.sub(lambda m: m.group(0) if sealing.REF.search(m.group(0)) else
+                            f"{m.group(1)}{m.group(2) or ''}{m.group(3) or m.group(4)}"
+                            f"<redacted>{m.group(2) or ''}", text)
+    return sealing.show_refs(text)
 
 
 E = TypeVar("E", bound=msgspec.Struct)

@@ -14,16 +14,19 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
+import msgspec
 from nats.aio.msg import Msg
 
 from schemas import subjects as S
 from schemas.base import Event
 from schemas.ids import derived_id
-from schemas.planning import CommandRejected, ModelRetried, StepPlanned
+from schemas.planning import CommandRejected, ModelRetried, StepPlanned, ToolProposed
 from services.planner import agent, direct, domain
 from services.planner.llm import ChatModel, ModelError
 from services.planner.settings import ModelSettings
+from services.runtime import sealing
 from services.runtime.bus import Bus, decode_stored
 from services.runtime.errors import ConcurrencyConflict, PoisonMessage, RetryableError
 from services.runtime.identity import ForgedEvent
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 OCC_ATTEMPTS = 20
 HEARTBEAT_S = 10.0
 Sleep = Callable[[float], Awaitable[None]]
+E = TypeVar("E", bound=Event)
 
 
 class Planner:
@@ -43,6 +47,7 @@ class Planner:
         self.sleep = sleep
         self.tools = agent.tool_specs()
         self.model_calls = 0  # for tests and metrics
+        self._sealer: sealing.Sealer | None = None
 
     async def handle(self, msg: Msg) -> None:
         trigger = self.bus.decode(msg)  # signed by the emitter its subject names, or poison
@@ -72,6 +77,47 @@ class Planner:
                                  f"{exc.detail}; it was not acted upon")[:2000]),
                 once_per_key=True)
 
+    # -- secret values -----------------------------------------------------------------------
+
+    @property
+    def sealer(self) -> sealing.Sealer:
+        if self._sealer is None:
+            self._sealer = sealing.sealer_for(self.bus)
+        return self._sealer
+
+    async def sealed(self, event: E) -> E:
+        """A proposal with its secret values sealed to the executor (sealing.py): the log, the
+        card and the model see a reference with a keyed fingerprint, never the value."""
+        if not isinstance(event, ToolProposed):
+            return event
+        args, refs = await self.sealer.args(event.session_id, event.tool, event.args)
+        if args == event.args:
+            return event
+        return msgspec.structs.replace(
+            event, args=args, rationale=sealing.scrub_text(event.rationale, refs),
+            evidence=tuple(sealing.scrub_text(e, refs) for e in event.evidence),
+            expected_outcome=sealing.scrub_text(event.expected_outcome, refs))
+
+    async def sealed_step(self, step: StepPlanned) -> StepPlanned:
+        """A model's step with every call's secret values sealed before it is recorded, and
+        not repeated in its text: what the model is sent back is folded from the log, so it
+        sees its own calls sealed too."""
+        refs: dict[str, sealing.Ref] = {}
+        calls = []
+        for c in step.calls:
+            args, found = await self.sealer.args(step.session_id, c.tool, c.args)
+            refs.update(found)
+            calls.append(msgspec.structs.replace(c, args=args))
+        if not refs:
+            return step
+        calls = [msgspec.structs.replace(
+            c, rationale=sealing.scrub_text(c.rationale, refs),
+            evidence=tuple(sealing.scrub_text(e, refs) for e in c.evidence),
+            expected_outcome=sealing.scrub_text(c.expected_outcome, refs),
+            rejected=sealing.scrub_text(c.rejected, refs)) for c in calls]
+        return msgspec.structs.replace(step, calls=tuple(calls),
+                                       text=sealing.scrub_text(step.text, refs))
+
     # -- direct mode -------------------------------------------------------------------------
 
     async def direct_step(self, trigger: Event) -> None:
@@ -79,9 +125,10 @@ class Planner:
             stored = await self.bus.session(trigger.session_id)
             events = [s.event for s in stored]
             seen = {e.event_id for e in events}
-            # A secret typed into a command is not repeated by the planner's own events.
-            todo = [direct.masked(e) for e in domain.decide(trigger, events,
-                                                            model=self.model is not None)
+            # A secret typed into a command is not repeated by the planner's own events, and
+            # one the gateway did not seal is sealed before it is proposed.
+            todo = [await self.sealed(direct.masked(e))
+                    for e in domain.decide(trigger, events, model=self.model is not None)
                     if e.event_id not in seen]
             if not todo:
                 return
@@ -128,7 +175,7 @@ class Planner:
                 calls += 1
                 if calls > self.settings.max_iterations + 3:
                     raise RetryableError(f"session {sid} keeps changing under the model loop")
-                step = await self._ask(f, anchor)
+                step = await self.sealed_step(await self._ask(f, anchor))
             # Whatever arrived while the model was thinking may change the answer.
             later = await self.bus.session(sid, start_seq=stored[-1].seq + 1)
             last_seq = later[-1].seq if later else stored[-1].seq

@@ -341,12 +341,13 @@ class Bus:
                 await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
         raise RetryableError(f"append to {subject} failed: {last_exc}")
 
-    async def _direct(self, request: dict[str, Any]) -> tuple[int, bytes] | None:
+    async def _direct(self, request: dict[str, Any], api: str = DIRECT_GET
+                      ) -> tuple[int, bytes] | None:
         """One stored message by a Direct Get request (`seq` or `last_by_subj`): (seq, data),
         or None if there is none. Read raw, like Bus.read's batches (see _direct_reply)."""
         mux = await self._reply_mux()
         with mux.open() as (inbox, replies):
-            await self.nc.publish(DIRECT_GET, json.dumps(request).encode(), reply=inbox)
+            await self.nc.publish(api, json.dumps(request).encode(), reply=inbox)
             await asyncio.wait_for(replies.arrived.wait(), 5.0)
             headers, data = replies.items[0]
         status, description = rawsub.status(headers)
@@ -557,6 +558,17 @@ class Bus:
         async for stored in self.read(subject_filter, batch=1):
             return stored
         return None
+
+    async def last_in(self, stream: str, subject: str) -> bytes | None:
+        """The last message stored on a subject of another stream (SEALED), or None."""
+        found = await self._direct({"last_by_subj": subject}, f"$JS.API.DIRECT.GET.{stream}")
+        return None if found is None else found[1]
+
+    async def put_once(self, subject: str, data: bytes) -> None:
+        """Stores a message on a subject that must not hold one yet (not an event: unsigned,
+        outside EVENTS); ConcurrencyConflict if it does."""
+        await self._publish(subject, data, {"Nats-Expected-Last-Subject-Sequence": "0"},
+                            timeout=5.0, attempts=3)
 
     async def last_stored(self, subject_filter: str) -> tuple[int, bytes] | None:
         """The last message STORED on a filter, (seq, raw body), decodable or not: what an

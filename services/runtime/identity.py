@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from services.runtime import signing
 from services.runtime.errors import ConfigError, PoisonMessage
@@ -38,6 +40,9 @@ SIGNATURE_HEADER_BYTES = SIGNATURE_HEADER.encode()
 _DOMAIN = b"interlock.event.v1\x00"
 KEYRING_FILE = "keyring.json"
 KEYRING_VERSION = 1
+# Who secret values in proposed writes are sealed to (services/runtime/sealing.py).
+SEALING_RECIPIENT = "executor"
+_SEALING_INFO = b"interlock.sealing.x25519.v1"
 
 Problem = Literal["unsigned", "unknown key", "wrong key", "bad signature"]
 
@@ -95,9 +100,12 @@ class Keyring:
     upgraded in place); an unsigned event there is still read. 0: every event must be signed.
     """
 
-    def __init__(self, entries: Iterable[KeyEntry], unsigned_before: int = 0) -> None:
+    def __init__(self, entries: Iterable[KeyEntry], unsigned_before: int = 0,
+                 sealing: Mapping[str, X25519PublicKey] | None = None) -> None:
         self.entries = {e.kid: e for e in entries}
         self.unsigned_before = unsigned_before
+        # service -> the X25519 public key secret values are sealed to (the executor's).
+        self.sealing = dict(sealing or {})
 
     def check(self, subject: str, data: bytes, signature: str | None, seq: int = 0) -> None:
         """Raises ForgedEvent unless `signature` is the subject's emitter's over subject+data."""
@@ -129,6 +137,9 @@ class Keyring:
                 e.key.public_bytes(serialization.Encoding.Raw,
                                    serialization.PublicFormat.Raw)).decode()}
                      for e in self.entries.values()],
+            "sealing": {service: base64.b64encode(key.public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
+                for service, key in self.sealing.items()},
         }
 
     @classmethod
@@ -144,7 +155,17 @@ class Keyring:
             except (KeyError, TypeError, ValueError, binascii.Error) as exc:
                 raise ConfigError(f"a keyring entry is not a valid key: {exc}") from exc
         before = doc.get("unsigned_before", 0)
-        return cls(entries, before if isinstance(before, int) else 0)
+        sealing = {}
+        raw = doc.get("sealing") or {}  # absent in keyrings from before issue 16
+        if not isinstance(raw, dict):
+            raise ConfigError("the keyring's sealing keys are not a mapping")
+        for service, text in raw.items():
+            try:
+                sealing[str(service)] = X25519PublicKey.from_public_bytes(
+                    base64.b64decode(str(text), validate=True))
+            except (ValueError, binascii.Error) as exc:
+                raise ConfigError(f"the sealing key of {service} is not valid: {exc}") from exc
+        return cls(entries, before if isinstance(before, int) else 0, sealing)
 
 
 def load_keyring(path: Path) -> Keyring:
@@ -163,6 +184,18 @@ def load_keyring(path: Path) -> Keyring:
 def load_signer(path: Path, service: str) -> Signer:
     key = signing.load_private(path, f"the {service}'s event signing key")
     return Signer(service, key_id(key.public_key()), key)
+
+
+def sealing_key(signing_key: Ed25519PrivateKey) -> X25519PrivateKey:
+    """The X25519 key secret values are sealed to, derived from a service's signing key with
+    HKDF-SHA256 under its own label: a key independent of the signing key (HKDF is a PRF), yet
+    with nothing new to distribute, store or rotate — the service that holds the signing key
+    (the executor) alone can derive it; the keyring publishes its public half."""
+    seed = signing_key.private_bytes(serialization.Encoding.Raw,
+                                     serialization.PrivateFormat.Raw,
+                                     serialization.NoEncryption())
+    raw = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_SEALING_INFO).derive(seed)
+    return X25519PrivateKey.from_private_bytes(raw)
 
 
 def write_private(path: Path, key: Ed25519PrivateKey) -> None:
@@ -188,7 +221,10 @@ def provision_keys(keys_dir: Path, services: Iterable[str]) -> Keyring:
             write_private(path, Ed25519PrivateKey.generate())
         signer = load_signer(path, service)
         entries.setdefault(signer.kid, KeyEntry(signer.kid, service, signer.key.public_key()))
-    ring = Keyring(entries.values(), ring.unsigned_before)
+        if service == SEALING_RECIPIENT:
+            # Always the current key's: a blob sealed to a rotated-away key fails cleanly.
+            ring.sealing[service] = sealing_key(signer.key).public_key()
+    ring = Keyring(entries.values(), ring.unsigned_before, ring.sealing)
     write_keyring(ring_path, ring)
     return ring
 

@@ -119,6 +119,13 @@ def log_imports(service: str) -> list[str]:
         subjects.append(S.emitter_publish_allow(service))
     if service == "gate":
         subjects.append(f"{S.EXEC_PREFIX}.>")
+    # Secret values of proposed writes (services/runtime/sealing.py): each sealer puts only on
+    # its own subjects, only the executor reads (and only one blob at a time), nobody else
+    # reaches the stream at all.
+    if service in S.SEALERS:
+        subjects.append(f"{S.SEALED_PREFIX}.{service}.>")
+    if service == "executor":
+        subjects.append(f"$JS.API.DIRECT.GET.{S.SEALED_STREAM}")
     subjects += _event_reader()
     for durable in durables_of(service):
         stream, _ = S.CONSUMER_FILTERS[durable]

@@ -52,6 +52,10 @@ class StreamLimits:
     # schemas do not bound an event more tightly (an approval may carry several calls, each with
     # a body of up to 256 KiB), so a smaller limit could refuse a legitimate event.
     max_msg_size: int = MAX_PAYLOAD
+    # SEALED holds secret values of proposed writes until the executor needs them: a day
+    # outlasts any approval's expiry; a blob older than that fails its write cleanly.
+    sealed_max_age_s: float = 24 * 3600
+    sealed_max_bytes: int = 256 << 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StreamLimits:
@@ -61,6 +65,8 @@ class StreamLimits:
             events_max_bytes=int(env.get("INTERLOCK_EVENTS_MAX_BYTES")
                                  or default.events_max_bytes),
             exec_max_bytes=int(env.get("INTERLOCK_EXEC_MAX_BYTES") or default.exec_max_bytes),
+            sealed_max_age_s=float(env.get("INTERLOCK_SEALED_MAX_AGE_S")
+                                   or default.sealed_max_age_s),
         )
         if min(limits.events_max_bytes, limits.exec_max_bytes) < limits.max_msg_size:
             raise ValueError(f"a stream's max bytes must be at least {limits.max_msg_size}")
@@ -102,6 +108,30 @@ def exec_stream(replicas: int = 1, limits: StreamLimits | None = None) -> Stream
         max_bytes=limits.exec_max_bytes,
         max_msg_size=limits.max_msg_size,
         duplicate_window=120.0,
+        num_replicas=replicas,
+    )
+
+
+def sealed_stream(replicas: int = 1, limits: StreamLimits | None = None) -> StreamConfig:
+    """Secret values of proposed writes, sealed to the executor (services/runtime/sealing.py).
+    Outside EVENTS so that the log never holds them; one blob per subject for good (a second
+    put is refused, so not even its sealer can swap it), and none outlives `sealed_max_age_s`."""
+    limits = limits or StreamLimits()
+    return StreamConfig(
+        name=S.SEALED_STREAM,
+        description="Secret values of proposed writes, sealed to the executor (not the log)",
+        subjects=[f"{S.SEALED_PREFIX}.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        discard_new_per_subject=True,
+        max_msgs_per_subject=1,
+        max_age=limits.sealed_max_age_s,
+        max_bytes=limits.sealed_max_bytes,
+        max_msg_size=limits.max_msg_size,
+        deny_delete=True,
+        deny_purge=True,
+        allow_direct=True,
         num_replicas=replicas,
     )
 
@@ -173,7 +203,8 @@ async def _provision_once(url: str, admin_user: str, admin_password: str, replic
                             connect_timeout=5, allow_reconnect=False)
     try:
         js = nc.jetstream()
-        for cfg in (events_stream(replicas, limits), exec_stream(replicas, limits)):
+        for cfg in (events_stream(replicas, limits), exec_stream(replicas, limits),
+                    sealed_stream(replicas, limits)):
             try:
                 await js.stream_info(cfg.name or "")
                 await js.update_stream(cfg)

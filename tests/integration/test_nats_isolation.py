@@ -53,6 +53,8 @@ def _targets(me: str) -> list[str]:
             out.append(S.delta_subject(TARGET_SID))
     if me in S.SERVICES:  # its own event subjects: a reply is no event either
         out.append(f"evt.{TARGET_SID}.{me}.approval.decided.a_own")
+    # Sealed secret values (issue 16): nobody's reply may become a blob, not even its sealer's.
+    out += [S.sealed_subject(sealer, TARGET_SID, f"b_{me}") for sealer in S.SEALERS]
     return out
 
 
@@ -77,7 +79,8 @@ class Snapshot:
 
 async def _snapshot(admin: Client) -> Snapshot:
     snap = Snapshot({})
-    for stream, prefix in ((S.EVENTS_STREAM, S.EVENTS_PREFIX), (S.EXEC_STREAM, S.EXEC_PREFIX)):
+    for stream, prefix in ((S.EVENTS_STREAM, S.EVENTS_PREFIX), (S.EXEC_STREAM, S.EXEC_PREFIX),
+                           (S.SEALED_STREAM, S.SEALED_PREFIX)):
         info = await admin.jetstream().stream_info(stream, subjects_filter=f"{prefix}.>")
         snap.totals[stream] = (int(info.state.messages), int(info.state.bytes))
         snap.subjects[stream] = dict(info.state.subjects or {})
@@ -99,6 +102,12 @@ def _requests(me: str) -> Iterator[tuple[str, bytes, dict[str, str] | None]]:
         yield f"$JS.API.CONSUMER.INFO.{stream}.{durable}", b"", None
         yield (f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
                json.dumps({"batch": 1, "no_wait": True}).encode(), None)
+    if me == "executor":  # it alone reads sealed values
+        yield (f"$JS.API.DIRECT.GET.{S.SEALED_STREAM}",
+               json.dumps({"last_by_subj": f"{S.SEALED_PREFIX}.>"}).encode(), None)
+    if me in S.SEALERS:  # a sealer's acked publish of a blob that stores nothing
+        yield (S.sealed_subject(me, ATTACKER_SID, "b_1"), b"x",
+               {"Nats-Expected-Last-Subject-Sequence": "999999"})
     own = _own_subject(me)
     if own is not None:
         # Acked publishes that store nothing new: a duplicate (a real PubAck comes back) and a
@@ -163,7 +172,8 @@ async def _reflect(nc: Client, me: str) -> int:
         for subject, payload, headers in _requests(me):
             hdrs = dict(headers) if headers is not None else None
             if hdrs is not None and "Nats-Trace-Dest" in hdrs:
-                if target.startswith(f"evt.{TARGET_SID}.{me}."):
+                if target.startswith((f"evt.{TARGET_SID}.{me}.",
+                                      f"{S.SEALED_PREFIX}.{me}.{TARGET_SID}.")):
                     # The server checks a trace destination against the publisher's own
                     # publish permissions: a trace on its own subject is a publish it may make.
                     continue
@@ -226,6 +236,7 @@ async def test_no_reply_lands_on_another_identitys_subject(nats_env: NatsEnv, me
                    f"{len(feed)} on the gateway's feeds {sorted(set(feed))[:8]}")
         assert not any(landed.values()), summary
         assert after.totals[S.EVENTS_STREAM] == before.totals[S.EVENTS_STREAM], summary
+        assert final.totals[S.SEALED_STREAM] == before.totals[S.SEALED_STREAM], summary
         assert final.totals[S.EVENTS_STREAM][0] == before.totals[S.EVENTS_STREAM][0] + (
             gateway is not None), summary  # the sentinel alone
         # EXEC is a work queue: the executor's own ack may remove its seeded command.

@@ -98,7 +98,8 @@ async def test_runtime_users_cannot_create_streams_or_consumers(
     admin = await nats.connect(nats_env.url, user="admin", password=nats_env.credentials["admin"])
     try:
         names = await admin.jetstream().streams_info()
-        assert sorted(s.config.name for s in names) == [S.EVENTS_STREAM, S.EXEC_STREAM]
+        assert sorted(s.config.name for s in names) == [S.EVENTS_STREAM, S.EXEC_STREAM,
+                                                        S.SEALED_STREAM]
     finally:
         await admin.close()
 
