@@ -13,6 +13,7 @@ from clients.stack import Stack, StackConfig
 from services.runtime.bus import Bus
 from services.runtime.embedded import free_port
 from tests.support import Client
+from tests.support_llm import ScriptedLLM
 
 
 async def start_stack(tmp_path_factory: pytest.TempPathFactory, **cfg: object) -> Stack:
@@ -50,6 +51,24 @@ async def model_stack(tmp_path_factory: pytest.TempPathFactory, base_url: str,
     finally:
         codes = await s.stop()
     assert codes["planner"] == 0, codes
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def llm(request: pytest.FixtureRequest) -> AsyncIterator[ScriptedLLM]:
+    """A scripted model that answers with the module's `SCRIPT["now"]`, set by each test."""
+    script = request.module.SCRIPT
+    async with ScriptedLLM(lambda req: script["now"](req)) as server:
+        yield server
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def scripted_stack(tmp_path_factory: pytest.TempPathFactory, llm: ScriptedLLM,
+                         request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+    """`model_stack` on the module's `llm`, with the module's `API_KEY` (a value a test looks
+    for in the log); a module's `stack` fixture returns it."""
+    key = getattr(request.module, "API_KEY", "sk-e2e-scripted-never-logged")
+    async for s in model_stack(tmp_path_factory, llm.base_url, key):
+        yield s
 
 
 def people(stack: Stack, http: aiohttp.ClientSession) -> tuple[Client, Client]:

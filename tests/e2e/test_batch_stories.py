@@ -6,42 +6,32 @@ official client."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from clients.stack import Stack
 from schemas.ids import new_call_id, new_id
 from schemas.planning import ToolProposed
-from tests.e2e.conftest import bus_as, kube, model_stack, people
+from tests.e2e.conftest import bus_as, kube, people
 from tests.support import Client, SseEvent
-from tests.support_llm import Reply, Request, ScriptedLLM, calls, say
+from tests.support_llm import Reply, Request, calls, say
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 NS = "staging"
 SCRIPT: dict[str, Callable[[Request], Reply]] = {}
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def llm() -> AsyncIterator[ScriptedLLM]:
-    server = ScriptedLLM(lambda req: SCRIPT["now"](req))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+API_KEY = "sk-batch-e2e"
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def stack(tmp_path_factory: pytest.TempPathFactory, llm: ScriptedLLM
-                ) -> AsyncIterator[Stack]:
-    async for s in model_stack(tmp_path_factory, llm.base_url, "sk-batch-e2e"):
-        yield s
+@pytest.fixture(scope="module")
+def stack(scripted_stack: Stack) -> Stack:
+    return scripted_stack
 
 
 def _of(events: list[SseEvent], tag: str) -> list[Any]:

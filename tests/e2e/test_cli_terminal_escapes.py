@@ -24,7 +24,7 @@ import pytest_asyncio
 from kubernetes import client, watch
 
 from clients.stack import Stack
-from tests.e2e.conftest import kube, model_stack, people, token
+from tests.e2e.conftest import kube, people, token
 from tests.support import Client
 from tests.support_llm import Reply, Request, ScriptedLLM, call, calls, say
 
@@ -74,21 +74,9 @@ def attack(req: Request) -> Reply:
     return say(f"Stopped.{ESC}[8m")
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def llm() -> AsyncIterator[ScriptedLLM]:
-    server = ScriptedLLM(lambda req: SCRIPT["now"](req))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def stack(tmp_path_factory: pytest.TempPathFactory, llm: ScriptedLLM
-                ) -> AsyncIterator[Stack]:
-    async for s in model_stack(tmp_path_factory, llm.base_url, API_KEY):
-        yield s
+@pytest.fixture(scope="module")
+def stack(scripted_stack: Stack) -> Stack:
+    return scripted_stack
 
 
 class Tmux:

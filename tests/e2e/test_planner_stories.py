@@ -6,16 +6,14 @@ the real cluster returned, so a wrong fold, a lost result or a missing quote fai
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
 from kubernetes import client, config
 
 from clients.stack import Stack
-from tests.e2e.conftest import model_stack, people
+from tests.e2e.conftest import people
 from tests.support import Client, SseEvent
 from tests.support_llm import Reply, Request, ScriptedLLM, call, calls, rate_limited, say
 
@@ -24,21 +22,9 @@ API_KEY = "sk-e2e-never-in-the-log-4242"
 SCRIPT: dict[str, Any] = {}
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def llm() -> AsyncIterator[ScriptedLLM]:
-    server = ScriptedLLM(lambda req: SCRIPT["now"](req))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def stack(tmp_path_factory: pytest.TempPathFactory, llm: ScriptedLLM
-                ) -> AsyncIterator[Stack]:
-    async for s in model_stack(tmp_path_factory, llm.base_url, API_KEY):
-        yield s
+@pytest.fixture(scope="module")
+def stack(scripted_stack: Stack) -> Stack:
+    return scripted_stack
 
 
 def _kube(stack: Stack) -> client.ApiClient:

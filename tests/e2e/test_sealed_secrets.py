@@ -18,12 +18,11 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
 from kubernetes import client
 
 from clients.stack import Stack
@@ -31,7 +30,7 @@ from schemas import subjects as S
 from schemas.ids import new_call_id
 from schemas.planning import ToolProposed
 from services.runtime import sealing
-from tests.e2e.conftest import bus_as, kube, model_stack, people
+from tests.e2e.conftest import bus_as, kube, people
 from tests.support import Client, SseEvent
 from tests.support_llm import Reply, Request, ScriptedLLM, calls, say
 
@@ -41,21 +40,12 @@ DEPLOY = "auth-service"  # in staging (sandbox scenario two-auth)
 SCRIPT: dict[str, Callable[[Request], Reply]] = {}
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def llm() -> AsyncIterator[ScriptedLLM]:
-    server = ScriptedLLM(lambda req: SCRIPT["now"](req))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+API_KEY = "sk-sealed-e2e"
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def stack(tmp_path_factory: pytest.TempPathFactory, llm: ScriptedLLM
-                ) -> AsyncIterator[Stack]:
-    async for s in model_stack(tmp_path_factory, llm.base_url, "sk-sealed-e2e"):
-        yield s
+@pytest.fixture(scope="module")
+def stack(scripted_stack: Stack) -> Stack:
+    return scripted_stack
 
 
 def secret_value(label: str) -> str:
