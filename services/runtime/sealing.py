@@ -294,16 +294,22 @@ class Sealer:
         """A person's message with the secret values of its kubectl commands sealed (direct
         mode parses the message the log stores). Anything that is not a command is returned
         as it is."""
-        t = text.strip()
+        t = _implied(text.strip())
         if not _is_command(t):
             return text
         lines = [line for line in t.split("\n") if line.strip()]
         if len(lines) > 1 and _MANIFEST_HEAD.match(lines[0].strip()):
-            return await self._manifest_text(session_id, t)
-        if len(lines) > 1 and not all(_is_command(line.strip()) for line in lines):
+            out_text = await self._manifest_text(session_id, t)
+        elif len(lines) > 1 and not all(_is_command(line.strip()) for line in lines):
             return text  # the planner refuses such a message whole, so nothing is proposed
-        out = [await self._line(session_id, line.strip()) for line in lines]
-        return text if out == [line.strip() for line in lines] else "\n".join(out)
+        else:
+            out_text = "\n".join([await self._line(session_id, line.strip()) for line in lines])
+        if out_text == t or out_text == "\n".join(line.strip() for line in lines):
+            return text
+        # Recorded as the person wrote it, the word kubectl left out again: whether a model or
+        # direct mode reads the message must not depend on whether it held a secret.
+        return out_text if t.startswith(("kubectl", "/kubectl")) == text.strip().startswith(
+            ("kubectl", "/kubectl")) else _unimplied(out_text)
 
     async def _line(self, session_id: str, line: str) -> str:
         try:
@@ -419,6 +425,30 @@ def _kind_word(words: list[str]) -> str:
 
 
 _MANIFEST_HEAD = re.compile(r"^/?kubectl\s+(apply|create)\s+.*?(?:<<-?\s*['\"]?(\w+)['\"]?)?$")
+
+
+# kubectl's verbs that direct mode takes (services/planner/direct.py); the ones that can carry a
+# value are create, set, patch and apply, the others count so that a message of several lines
+# is still read as commands.
+_BARE = re.compile(r"^(create|set|patch|apply|get|describe|logs|top|events|scale|delete|label|"
+                   r"annotate|rollout|cordon|uncordon|drain)\s")
+_BARE_MANIFEST = re.compile(r"^(apply|create)\b.*\s(-f|--filename)(\s|=|$)")
+
+
+def _implied(text: str) -> str:
+    """A message whose lines are commands without the word kubectl (`create secret generic …`),
+    as the commands direct mode runs (it implies the word): sealed like them, never recorded as
+    typed. Anything else is returned as it is."""
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    if not lines or not _BARE.match(lines[0]):
+        return text
+    if len(lines) > 1 and _BARE_MANIFEST.match(lines[0]):
+        return "kubectl " + text
+    return "\n".join("kubectl " + line if _BARE.match(line) else line for line in lines)
+
+
+def _unimplied(text: str) -> str:
+    return "\n".join(line.removeprefix("kubectl ") for line in text.split("\n"))
 
 
 def _is_command(text: str) -> bool:

@@ -344,3 +344,22 @@ async def test_a_value_an_approver_types_into_a_modify_is_sealed_too(
     assert status == 400, body
     assert body["error"]["code"] == "unreadable_secret"
     assert_nowhere([first], "the EVENTS stream", await log_bytes(stack))
+
+
+async def test_a_command_typed_without_kubectl_is_sealed_before_the_model_sees_it(
+    stack: Stack, http: aiohttp.ClientSession, llm: ScriptedLLM
+) -> None:
+    """Forgetting the word kubectl must not put the value in the log: the gateway reads
+    `create secret generic …` as the command direct mode would run, and seals its literal."""
+    pw = secret_value("bare")
+    SCRIPT["now"] = lambda req: say("That looks like a kubectl command; prefix it with /kubectl.")
+    asked = len(llm.requests)
+    operator, _ = people(stack, http)
+    sid = await operator.new_session()
+    await operator.say(sid, f"create secret generic db-bare -n {NS} --from-literal=password={pw}")
+    events = await operator.wait_for(sid, lambda e: e.event == "turn.completed", timeout=60)
+    assert_nowhere([pw], "SSE", sse_text(events))
+    assert_nowhere([pw], "the EVENTS stream", await log_bytes(stack))
+    sent = json.dumps([r.body for r in llm.requests[asked:]])
+    assert "sealed:gateway:" in sent
+    assert_nowhere([pw], "what the model was sent", sent)

@@ -400,3 +400,36 @@ def test_a_diff_without_sealed_values_still_masks_credentials_where_they_sit() -
     scrubbed = sealing.Unsealed({}).scrub(ev)
     assert scrubbed.diff[0] == FieldChange(path=path, before="<redacted>", after="<redacted>")
     assert scrubbed.diff[1] == ev.diff[1]
+
+
+@pytest.mark.parametrize(("text", "secret"), [
+    ("create secret generic db --from-literal=password=Bare-Pw-30 -n staging", "Bare-Pw-30"),
+    ("get pods -n shop\nset env deploy/web API_TOKEN=Bare-Tok-31", "Bare-Tok-31"),
+    ("apply -f - <<EOF\napiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n"
+     "stringData:\n  token: Bare-Man-32\nEOF", "Bare-Man-32"),
+])
+async def test_a_command_typed_without_the_word_kubectl_is_sealed_too(
+    key: X25519PrivateKey, store: Store, text: str, secret: str
+) -> None:
+    """Direct mode runs `create secret …` as kubectl would: forgetting the word must not get the
+    value recorded as typed."""
+    out = await sealer(key, store, "gateway").text(SID, text)
+    assert secret not in out
+    assert sealing.REF.search(out)
+    # As typed: with a model, the message is still the model's to read; direct mode implies
+    # the word (services/planner/direct.implied) and parses it as the command.
+    assert not out.startswith("kubectl ")
+    for line in direct.split_commands(direct.implied(out)):
+        assert isinstance(direct.parse(line), direct.Call), line
+
+
+async def test_sentences_that_start_like_a_verb_are_recorded_as_typed(
+    key: X25519PrivateKey, store: Store
+) -> None:
+    g = sealer(key, store, "gateway")
+    for text in ("create a plan to scale web, then tell me the risks",
+                 "set the replicas of web to 3 please",
+                 "get pods -n shop",
+                 "apply the fix we talked about\nkind: of urgent, name: token rotation"):
+        assert await g.text(SID, text) == text
+    assert store.blobs == {}
