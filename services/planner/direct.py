@@ -58,6 +58,20 @@ def is_command(text: str) -> bool:
         t in ("kubectl", "/kubectl")
 
 
+def implied(text: str) -> str:
+    """A message of kubectl commands typed without the word kubectl (`get pods -n shop`), as
+    those commands; anything else as it is. Only without a model: with one, such a sentence is
+    the model's to read. The gateway seals the values of such lines as it seals a command's
+    (services/runtime/sealing.py), so nothing typed this way is recorded in the clear."""
+    lines = [line.strip() for line in text.strip().split("\n") if line.strip()]
+    if not lines or lines[0].split(None, 1)[0] not in _VERBS or is_command(lines[0]):
+        return text
+    if len(lines) > 1 and _APPLY_HEAD.match("kubectl " + lines[0]):
+        return "kubectl " + text.strip()  # the manifest follows on its own lines
+    return "\n".join(line if is_command(line) or line.split(None, 1)[0] not in _VERBS
+                     else "kubectl " + line for line in lines)
+
+
 MAX_LINES = 20  # commands in one message
 
 

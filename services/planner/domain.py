@@ -126,9 +126,12 @@ def decide(trigger: Event, events: Sequence[Event], *, model: bool = False) -> l
     def done(reason: str) -> None:
         out.append(TurnCompleted(reason=reason, event_id=derived_id("e", trigger, 9), **common))
 
+    # Without a model, `get pods -n shop` means what `kubectl get pods -n shop` means.
+    text = direct.implied(trigger.text) if isinstance(trigger, UserMessage) and not model \
+        else ""
     match trigger:
-        case UserMessage() if direct.is_command(trigger.text):
-            commands = direct.split_commands(trigger.text)
+        case UserMessage() if direct.is_command(text or trigger.text):
+            commands = direct.split_commands(text or trigger.text)
             parsed = [direct.parse(c) for c in commands]
             bad = next(((i, p) for i, p in enumerate(parsed) if isinstance(p, direct.Refusal)),
                        None)
@@ -141,7 +144,10 @@ def decide(trigger: Event, events: Sequence[Event], *, model: bool = False) -> l
                     "message was run")
                 out.append(CommandRejected(text=trigger.text[:64_000], reason=reason[:2000],
                                            event_id=derived_id("e", trigger, 1), **common))
-                say(f"I did not run that: {reason}.")
+                say(f"I did not run that: {reason}." + (
+                    f" I read it as `kubectl {trigger.text.strip()[:200]}`: with no model "
+                    "configured I take kubectl commands only." if text and text != trigger.text
+                    else ""))
                 done("refused")
             else:
                 out += _proposals(trigger, [p for p in parsed if isinstance(p, direct.Call)],

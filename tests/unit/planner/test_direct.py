@@ -450,3 +450,32 @@ def test_a_secret_command_leaves_no_value_in_the_planner_events() -> None:
         session_id="s1", actor="alice", text="kubectl create configmap a --from-literal=k=v",
         event_id="e2"), [])[0])
     assert "k=v" in proposed.rationale  # type: ignore[attr-defined]
+
+
+def test_without_the_word_kubectl_a_command_means_the_same_with_no_model() -> None:
+    from schemas.planning import CommandRejected, ToolProposed
+    from schemas.session import AssistantMessage, UserMessage
+    from services.planner import domain
+
+    def step(text: str, model: bool = False) -> list[object]:
+        user = UserMessage(session_id="s_bare", text=text, actor="alice")
+        return list(domain.decide(user, [user], model=model))
+
+    bare, full = step("get pods -n shop"), step("kubectl get pods -n shop")
+    proposed = [e for e in bare if isinstance(e, ToolProposed)]
+    assert proposed
+    assert [(p.tool, p.args) for p in proposed] == \
+        [(p.tool, p.args) for p in full if isinstance(p, ToolProposed)]
+    two = [e for e in step("get pods -n shop\nscale deploy/web --replicas=3 -n shop")
+           if isinstance(e, ToolProposed)]
+    assert [p.tool for p in two] == ["list", "scale"]
+    # A refusal says how it was read; a sentence that is no command still gets the refusal.
+    said = step("get pods -n staging --show-labels")
+    assert [e for e in said if isinstance(e, CommandRejected)]
+    assert "kubectl get pods -n staging --show-labels" in next(
+        e.text for e in said if isinstance(e, AssistantMessage))
+    # With a model, such a sentence is the model's to read.
+    assert step("get pods -n shop", model=True) == []
+    assert direct.implied("why is web slow?") == "why is web slow?"
+    assert direct.implied("apply -f - <<EOF\nkind: ConfigMap\nEOF").startswith(
+        "kubectl apply -f - <<EOF\n")
