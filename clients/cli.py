@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -20,6 +21,15 @@ def _out(text: str = "") -> None:
     # Errors quote a cluster's or a service's words (a sandbox that did not start, a kubeconfig).
     sys.stdout.write(safe_text.block(text) + "\n")
     sys.stdout.flush()
+
+
+def _in_use(port: int) -> str:
+    """Why the gateway's port cannot be ours ("" if it can): something listens there."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(1)
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            return "something is listening there"
+    return ""
 
 
 async def _up(args: argparse.Namespace) -> int:
@@ -41,9 +51,17 @@ async def _up(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _out(f"interlock up failed: {exc}")
         return 1
+    if busy := _in_use(cfg.http_port):
+        # Else the health check may be answered by whatever holds the port (an Interlock left
+        # running), and "up" printed with tokens that nothing accepts.
+        _out(f"interlock up failed: port {cfg.http_port} is in use ({busy}); stop what holds "
+             "it or choose another with --port")
+        return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too: a closed terminal must stop the services, not leave them running orphaned
+    # (they run in sessions of their own, so only this process hears it).
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     try:
         await stack.start()

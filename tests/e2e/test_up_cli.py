@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +131,43 @@ def test_interlock_up_and_the_readme_requests(tmp_path: Path) -> None:
             rest, _ = proc.communicate()
     assert proc.returncode == 0, rest
     assert "stopped." in rest
+
+
+def test_up_refuses_a_port_in_use_and_stops_its_services_on_sighup(tmp_path: Path) -> None:
+    """Two first-hour stumbles: a second `interlock up` on a port still held by the first said
+    "up" (the old gateway answered its health check) with tokens nothing accepted; and closing
+    the terminal (SIGHUP) left every service running."""
+    env = {**{k: v for k, v in os.environ.items()
+              if k not in ("INTERLOCK_MODEL", "OPENAI_API_KEY")}, "INTERLOCK_ADMIN_TOKEN": TOKEN}
+    exe = str(Path(sys.prefix, "bin", "interlock"))
+    data = tmp_path / "data"
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        busy = subprocess.run([exe, "up", "--port", str(port), "--data", str(tmp_path / "x")],
+                              capture_output=True, text=True, env=env, timeout=120)
+    assert busy.returncode == 1, busy
+    assert f"port {port} is in use" in busy.stdout + busy.stderr
+    assert "Interlock is up" not in busy.stdout
+
+    proc = subprocess.Popen([exe, "up", "--port", str(port), "--data", str(data)],
+                            stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            if "Press Ctrl-C" in line or "failed" in line:
+                break
+        assert _curl("-H", f"Authorization: Bearer {TOKEN}", f"http://127.0.0.1:{port}/v1/me")
+        os.kill(proc.pid, signal.SIGHUP)  # the terminal closed: only the launcher hears it
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, rest
+    assert "stopped." in rest
+    left = subprocess.run(["pgrep", "-f", str(data)], capture_output=True, text=True)
+    assert left.stdout == "", f"processes of the stack still run: {left.stdout}"
+    with socket.socket() as again:  # the gateway let go of its port
+        again.bind(("127.0.0.1", port))
