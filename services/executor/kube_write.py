@@ -584,9 +584,13 @@ def blast_radius(k: Kube, ctx: str, plan: Plan, after: Obj | None) -> BlastRadiu
     if hook := getattr(plan, "radius_of", None):  # a selector's plan: each object's, listed
         return hook(k, ctx, after)  # type: ignore[no-any-return]
     before = plan.before
-    pods = [p["metadata"]["name"] for p in R.pods_of(k, ctx, plan.kind, before)] \
+    pod_objs = R.pods_of(k, ctx, plan.kind, before) \
         if before is not None and plan.kind in (*WORKLOADS, "pod", "job", "cronjob",
                                                  "namespace", "node") else []
+    pods = [p["metadata"]["name"] for p in pod_objs]
+    # A pod that has finished (a Job's, Succeeded or Failed) runs nothing a delete could stop.
+    running = [p["metadata"]["name"] for p in pod_objs
+               if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
     namespaces = affected_namespaces(k, ctx, plan)
     contents: tuple[str, ...] = ()
     rb, ra = _replicas(before), _replicas(after)
@@ -599,9 +603,14 @@ def blast_radius(k: Kube, ctx: str, plan: Plan, after: Obj | None) -> BlastRadiu
         counts, contents = namespace_contents(k, ctx, plan.name)
         summary = f"deletes namespace {plan.name}: {counts}"
     elif plan.deleting:
-        affected = tuple(pods)
-        summary = (f"{plan.ref} will be deleted" +
-                   (f" with {len(pods)} pods" if pods else ""))
+        affected = tuple(running)
+        finished = len(pods) - len(running)
+        summary = f"{plan.ref} will be deleted"
+        if plan.kind == "pod" and finished:
+            summary += f"; it has finished ({(before or {}).get('status', {}).get('phase')})"
+        elif plan.kind != "pod" and pods:
+            summary += f" with {len(pods)} pods" + (f" ({finished} of them finished)"
+                                                    if finished else "")
     elif hasattr(plan, "drain_pods"):
         drained = plan.drain_pods
         affected = tuple(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in drained)

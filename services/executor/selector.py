@@ -239,8 +239,15 @@ class SelectorPlan(W.Plan):
 def _pod_fate(pod: Obj) -> str:
     refs = pod.get("metadata", {}).get("ownerReferences") or []
     owner = next((r for r in refs if r.get("controller")), refs[0] if refs else None)
+    phase = (pod.get("status") or {}).get("phase")
+    if phase in ("Succeeded", "Failed"):
+        # A finished pod is a record: no controller runs it again, and nothing running stops.
+        return f"deleted; it has finished ({phase}), so nothing running stops"
     if owner is None:
         return "deleted; it has no controller and will not come back"
+    if owner.get("kind") == "Job":
+        return (f"deleted; owned by Job/{owner.get('name')}, which starts a new pod unless it "
+                "has completed")
     return (f"deleted; owned by {owner.get('kind')}/{owner.get('name')}, which will replace it")
 
 

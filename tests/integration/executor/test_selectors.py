@@ -219,3 +219,36 @@ async def test_evidence_is_gathered_for_each_matched_object(cluster: Sandbox, ku
              replicas=12)
     g = await run(lambda: evidence.gather(kube, s))
     assert g.autoscaler.startswith("HorizontalPodAutoscaler/order-service"), g.autoscaler
+
+
+async def test_a_finished_pod_is_not_counted_as_a_running_pod_deleted(
+    cluster: Sandbox, kube: Kube, run: Any
+) -> None:
+    """`delete pods -l app=report-generator`: a completed Job's pods are records. The card used
+    to say each "owned by Job/…, which will replace it" and the gate flagged "deletes 3 running
+    pod(s)" for pods that ran nothing."""
+    stages = {"done-1": ("Never", {"sandbox.interlock.dev/run-for": "100ms"}, "Succeeded"),
+              "done-2": ("Never", {"sandbox.interlock.dev/crash-after": "100ms"}, "Failed"),
+              "live-1": ("Always", {}, "Running")}
+    for name, (policy, notes, _) in stages.items():
+        cluster.store.create(PODS, cluster.api._prepare(PODS, {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "shop", "annotations": notes,
+                         "labels": {"app": "finished-demo"}},
+            "spec": {"restartPolicy": policy,
+                     "containers": [{"name": "main", "image": "busybox:1.36"}]},
+        }))
+    await cluster.wait_for(lambda: all(
+        (cluster.store.must_get(PODS, "shop", n).get("status") or {}).get("phase") == phase
+        for n, (_, _, phase) in stages.items()))
+    pv = await previewed(cluster, kube, run, args("delete", kind="pod", namespace="shop",
+                                                  selector="app=finished-demo"))
+    assert pv.radius.pods_affected == ("live-1",)
+    assert "pod/done-1: deleted; it has finished (Succeeded), so nothing running stops" in \
+        pv.radius.selected
+    assert "pod/done-2: deleted; it has finished (Failed), so nothing running stops" in \
+        pv.radius.selected
+    one = await previewed(cluster, kube, run, args("delete", kind="pod", namespace="shop",
+                                                   name="done-1"))
+    assert one.radius.pods_affected == ()
+    assert one.radius.summary == "pod/done-1 will be deleted; it has finished (Succeeded)"
