@@ -167,8 +167,9 @@ def event(ev_id: int, kind: str, d: dict[str, Any]) -> str | None:
         case "tool.verified":
             mark = {"verified": "✓", "skipped": "✓"}.get(str(d.get("outcome")), "✗")
             label = _s(str(d.get("outcome") or "").replace("_", " "))
+            # A selector write's detail has a line per object: each on its own, indented.
             return (f"[{ev_id}] {mark} verification: {label} — "
-                    f"{_s(d.get('detail') or d.get('check'))}")
+                    f"{_lines(d.get('detail') or d.get('check'), '      ')}")
         case "turn.completed":
             return f"[{ev_id}] — done"
         case "session.cancelled":

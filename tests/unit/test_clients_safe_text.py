@@ -198,3 +198,10 @@ def test_a_selector_card_names_the_selector_and_lists_every_object() -> None:
     i = lines.index("  blast:   3 pods matching app=x")
     assert lines[i + 1:i + 3] == [
         "           - pod/x-1: deleted", "           - pod/x-2: deleted\\u202e"]
+
+
+def test_a_verification_of_several_objects_shows_a_line_for_each() -> None:
+    text = render.event(19, "tool.verified", {
+        "outcome": "verified", "detail": "pod/a: verified (deleted)\npod/b: verified\x1b[2K"})
+    assert text == ("[19] ✓ verification: verified — pod/a: verified (deleted)\n"
+                    "      pod/b: verified\\x1b[2K")
