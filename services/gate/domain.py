@@ -143,6 +143,21 @@ def fold_approvals(events: list[Event]) -> dict[str, ApprovalView]:
     return views
 
 
+def amended_call(req: ApprovalRequested, decider: ApprovalDecided) -> ToolAmended:
+    """The call that replaces a single-call request whose approver approved changed args. Its
+    ids derive from the deciding decision, so rebuilding it after a crash gives the same event
+    (appended once)."""
+    assert decider.args is not None
+    original = req.calls[0]
+    return ToolAmended(
+        session_id=req.session_id, call_id=derived_id("c", decider.event_id, "amended"),
+        replaces=original.call_id, tool=original.tool, args=decider.args,
+        target=original.target, amended_by=decider.approver, requested_by=req.requested_by,
+        rationale=req.rationale, evidence=req.evidence, expected_outcome=req.expected_outcome,
+        actor="gate", causation_id=decider.event_id, correlation_id=req.correlation_id,
+        event_id=derived_id("e", decider.event_id, "amended"))
+
+
 # -- the card's one-line summary -------------------------------------------------------------
 
 _VERBS = {"delete": "delete", "scale": "scale", "rollout_restart": "restart",

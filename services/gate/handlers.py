@@ -66,8 +66,9 @@ class Gate:
     async def handle(self, msg: Msg) -> None:
         event = self.bus.decode(msg)  # signed by the emitter its subject names, or poison
         match event:
-            case ToolProposed():
-                # The proposal is the event its classification follows: chain to it directly.
+            case ToolProposed() | ToolAmended():
+                # The proposal (or the gate's own amended call, consumed from the log like any
+                # other) is the event its classification follows: chain to it directly.
                 await self.on_proposed(event, hint=(int(msg.metadata.sequence.stream),
                                                     chain.event_hash(msg.data)))
             case PreviewRecorded():
@@ -93,7 +94,7 @@ class Gate:
         else:
             reason = f"the gate could not handle this: {exc}"[:2000]
         match event:
-            case ToolProposed():
+            case ToolProposed() | ToolAmended():
                 await self._append_once(ToolRefused(
                     session_id=event.session_id, call_id=event.call_id, tool=event.tool[:200],
                     reason=reason, actor=ACTOR, causation_id=event.event_id))
@@ -280,6 +281,12 @@ class Gate:
                 assert isinstance(view.outcome, ApprovalGranted)
                 await self.release(view.request, view.outcome)
                 return
+            if isinstance(view.outcome, ApprovalDenied) and view.outcome.superseded_by:
+                # Denied by modification: the amended call it names must exist. A gate killed
+                # between the two appends left only the denial; this completes it (once).
+                await self._append_once(self._amended(view))
+                if view.outcome.causation_id == d.event_id:
+                    return  # the deciding decision itself, redelivered: nothing to reject
             if view.state != "pending":
                 await self._reject(d, f"approval {d.approval_id} is already {view.state}")
                 return
@@ -295,9 +302,8 @@ class Gate:
             first = outputs[0]
             if isinstance(first, ApprovalGranted):
                 await self.release(view.request, first)
-            for out in outputs[1:]:
-                if isinstance(out, ToolAmended):
-                    await self.on_proposed(out)
+            # An amended call is classified when the gate consumes its `tool.amended` from the
+            # log, like any proposal: a crash between here and there loses nothing.
             return
         raise ConcurrencyConflict(f"could not decide {d.approval_id}: session too busy")
 
@@ -322,7 +328,6 @@ class Gate:
                                    approver=decider.approver, reason=decider.reason, **common)]
         if state.verdict == "modified":
             assert decider.args is not None
-            original = req.calls[0]
             new_id = derived_id("c", decider.event_id, "amended")
             return [
                 ApprovalDenied(approval_id=req.approval_id, call_ids=req.call_ids,
@@ -330,12 +335,7 @@ class Gate:
                                reason=f"modified by {decider.approver}: replaced by call {new_id}"
                                       + (f" — {decider.reason}" if decider.reason else ""),
                                superseded_by=new_id, **common),
-                ToolAmended(call_id=new_id, replaces=original.call_id, tool=original.tool,
-                            args=decider.args, target=original.target,
-                            amended_by=decider.approver, requested_by=req.requested_by,
-                            rationale=req.rationale, evidence=req.evidence,
-                            expected_outcome=req.expected_outcome,
-                            event_id=derived_id("e", decider.event_id, "amended"), **common),
+                domain.amended_call(req, decider),
             ]
         approver = "+".join(state.approved_by)
         not_after = min(req.expires_at, now + timedelta(minutes=5))
@@ -352,6 +352,14 @@ class Gate:
         )
         return [ApprovalGranted(approval_id=req.approval_id, approver=approver, grants=grants,
                                 **common)]
+
+    @staticmethod
+    def _amended(view: domain.ApprovalView) -> ToolAmended:
+        """The amended call of an approval denied by modification, rebuilt from the decision
+        that modified it (deterministic ids: appending it again is a no-op)."""
+        decider = decision_state(view.request, view.decisions).deciding
+        assert decider is not None
+        return domain.amended_call(view.request, decider)
 
     def _rejection(self, d: ApprovalDecided, why: str) -> DecisionRejected:
         return DecisionRejected(session_id=d.session_id, approval_id=d.approval_id,
