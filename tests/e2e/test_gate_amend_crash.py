@@ -98,9 +98,11 @@ async def test_a_gate_killed_on_the_modified_args_path_finishes_it(
         await bus.close()
     types = [e.type for e in evs]
     amended = [e for e in evs if e.type == "tool.amended"]
-    assert len(amended) == 1 and amended[0].call_id == call["call_id"]
+    assert len(amended) == 1
+    assert amended[0].call_id == call["call_id"]
     denied = [e for e in evs if e.type == "approval.denied"]
-    assert len(denied) == 1 and getattr(denied[0], "superseded_by", "") == call["call_id"]
+    assert len(denied) == 1
+    assert getattr(denied[0], "superseded_by", "") == call["call_id"]
     assert types.count("approval.requested") == 2
     assert types.count("approval.granted") == 1
     assert [getattr(e, "call_id", "") for e in evs if e.type == "tool.classified"] == [
