@@ -25,13 +25,13 @@ from schemas.approval import (
     ToolAmended,
     ToolClassified,
     ToolRefused,
-    decision_state,
     effect_digest,
 )
 from schemas.base import Event
 from schemas.commands import ExecCommand, command_encoder
 from schemas.execution import PreviewRecorded
 from schemas.ids import derived_id
+from schemas.lifecycle import decision_state
 from schemas.planning import ToolProposed
 from services.gate import domain, risk
 from services.gate.policy import Effect

@@ -17,8 +17,9 @@ from aiohttp import web
 
 from schemas import catalogue
 from schemas import subjects as S
-from schemas.approval import ApprovalDecided, decision_state
+from schemas.approval import ApprovalDecided
 from schemas.ids import InvalidId, check_token, new_session_id
+from schemas.lifecycle import decision_state
 from schemas.session import SessionCancelled, SessionStarted, UserMessage
 from services.gateway import audit, openapi, sse, views
 from services.gateway.api import (

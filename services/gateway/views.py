@@ -17,10 +17,10 @@ from schemas.approval import (
     ApprovalRequested,
     ToolClassified,
     ToolRefused,
-    decision_state,
 )
 from schemas.base import Event
 from schemas.execution import CommandRefused, ToolResult, ToolStarted
+from schemas.lifecycle import decision_state
 from schemas.planning import CommandRejected, ToolProposed
 from schemas.session import (
     AssistantMessage,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.approval import ApprovalCall, ApprovalDecided, ApprovalRequested, decision_state
+from schemas.approval import ApprovalCall, ApprovalDecided, ApprovalRequested
 from schemas.base import Target
+from schemas.lifecycle import decision_state
 
 ARGS = {"kind": "deployment", "name": "web", "namespace": "production", "replicas": 5,
         "cluster": ""}
