@@ -33,7 +33,7 @@ from schemas.execution import PreviewRecorded
 from schemas.ids import derived_id
 from schemas.lifecycle import decision_state
 from schemas.planning import ToolProposed
-from services.gate import domain, risk
+from services.gate import card, domain, risk
 from services.gate.policy import Effect
 from services.gate.settings import GateSettings
 from services.runtime import signing
@@ -258,7 +258,7 @@ class Gate:
             history=tuple(lines[-20:]),
             expires_at=now + timedelta(seconds=self.settings.approval_ttl_s),
             required_approvals=required, forbidden_approvers=tuple(sorted(forbidden)),
-            policy=tuple(policy_lines), batch_id=batch_id, title=domain.title_of(calls),
+            policy=tuple(policy_lines), batch_id=batch_id, title=card.title_of(calls),
             actor=ACTOR, causation_id=cause, correlation_id=proposal.correlation_id,
             gathered_evidence=_gathered(writes, previews),
         )
