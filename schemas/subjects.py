@@ -111,6 +111,9 @@ CONSUMER_FILTERS: dict[str, tuple[str, tuple[str, ...]]] = {
             tag_filter("planner", "tool.proposed"),
             tag_filter("executor", "preview.recorded"),
             tag_filter("gateway", "approval.decided"),
+            # Its own amended calls: classified from the log like any proposal, so a gate
+            # killed after recording one still classifies it (issue 17).
+            tag_filter("gate", "tool.amended"),
         ),
     ),
     # One executor consumer for every command (`interlock up`, compose) ...

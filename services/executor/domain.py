@@ -9,10 +9,10 @@ from schemas.approval import (
     ApprovalGranted,
     ApprovalRequested,
     Grant,
-    decision_state,
     effect_digest,
 )
 from schemas.base import Event
+from schemas.lifecycle import decision_state
 
 
 def approval_problem(events: Sequence[Event], session_id: str, grant: Grant) -> str | None:

@@ -1,32 +1,45 @@
-"""The gate's pure core: classification and the approval state folded from a session's events.
+"""The gate's pure core: classification with the policy, the approval request built from a
+session's events, and the verdict on a decision.
 
-No I/O here: `classify` and `fold_approvals` are functions of their inputs, so the same rules
-run live, on replay and in tests.
+No I/O here — no clock, no key, no bus: `now`, the policy and the history are arguments and
+grants are returned unsigned (the handlers sign), so the same rules run live, on replay and in
+tests. The approval's state is the shared lifecycle (schemas.lifecycle).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Literal
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 import msgspec
 
-from schemas import catalogue
+from schemas import catalogue, lifecycle
 from schemas.approval import (
+    GRANT_VERSION,
     ApprovalCall,
     ApprovalDecided,
     ApprovalDenied,
     ApprovalExpired,
     ApprovalGranted,
     ApprovalRequested,
+    DecisionRejected,
+    Grant,
     ToolAmended,
+    ToolRefused,
+    effect_digest,
 )
 from schemas.base import Event, Target
+from schemas.execution import PreviewRecorded
 from schemas.ids import derived_id
 from schemas.planning import ToolProposed
 from schemas.session import SessionStarted, UserMessage
+from services.gate import card, risk
+from services.gate.policy import Effect, Policy
+
+ACTOR = "gate"
+Proposal = ToolProposed | ToolAmended
 
 
 @dataclass(frozen=True)
@@ -37,8 +50,11 @@ class Classification:
     target: Target | None = None
 
 
-def classify(proposal: ToolProposed) -> Classification:
-    return classify_call(proposal.tool, proposal.args)
+def classify(policy: Policy, p: Proposal) -> Classification:
+    """A proposal's access under the policy: a tool the policy forbids is refused first."""
+    if policy.forbids(p.tool):
+        return Classification("refused", f"policy forbids the tool {p.tool!r}")
+    return classify_call(p.tool, p.args)
 
 
 def classify_call(name: str, raw_args: dict[str, object]) -> Classification:
@@ -108,104 +124,262 @@ def asker_of(events: Sequence[Event], proposal: ToolProposed | ToolAmended) -> A
     return Asker(requested_by, frozenset({requested_by, latest, *amended_by}) - {""})
 
 
-State = Literal["pending", "granted", "denied", "expired"]
+def amended_call(req: ApprovalRequested, decider: ApprovalDecided) -> ToolAmended:
+    """The call that replaces a single-call request whose approver approved changed args. Its
+    ids derive from the deciding decision, so rebuilding it after a crash gives the same event
+    (appended once)."""
+    assert decider.args is not None
+    original = req.calls[0]
+    return ToolAmended(
+        session_id=req.session_id, call_id=derived_id("c", decider.event_id, "amended"),
+        replaces=original.call_id, tool=original.tool, args=decider.args,
+        target=original.target, amended_by=decider.approver, requested_by=req.requested_by,
+        rationale=req.rationale, evidence=req.evidence, expected_outcome=req.expected_outcome,
+        actor="gate", causation_id=decider.event_id, correlation_id=req.correlation_id,
+        event_id=derived_id("e", decider.event_id, "amended"))
 
 
-@dataclass
-class ApprovalView:
-    request: ApprovalRequested
-    state: State = "pending"
-    decision: ApprovalDecided | None = None
-    outcome: Event | None = None
-    decisions: list[ApprovalDecided] = field(default_factory=list)
+# -- previews → the approval request ---------------------------------------------------------
 
-    def is_expired(self, now: datetime) -> bool:
-        return now >= self.request.expires_at
+class UnknownCall(LookupError):
+    """A preview for a call the session's log does not hold."""
 
 
-def fold_approvals(events: list[Event]) -> dict[str, ApprovalView]:
-    views: dict[str, ApprovalView] = {}
-    for ev in events:
-        match ev:
-            case ApprovalRequested():
-                views[ev.approval_id] = ApprovalView(ev)
-            case ApprovalDecided() if ev.approval_id in views:
-                views[ev.approval_id].decisions.append(ev)
-            case ApprovalGranted() if ev.approval_id in views:
-                views[ev.approval_id].state = "granted"
-                views[ev.approval_id].outcome = ev
-            case ApprovalDenied() if ev.approval_id in views:
-                views[ev.approval_id].state = "denied"
-                views[ev.approval_id].outcome = ev
-            case ApprovalExpired() if ev.approval_id in views:
-                views[ev.approval_id].state = "expired"
-                views[ev.approval_id].outcome = ev
-    return views
+Member = tuple[Proposal, Classification]
 
 
-# -- the card's one-line summary -------------------------------------------------------------
+@dataclass(frozen=True)
+class Batch:
+    """What one approval covers, once every write member of the call's batch has its dry run:
+    the writes to ask for, the members the gate refused (named on the card), and the selector
+    writes whose dry run enumerated no set (refused now, with the dry run's words)."""
 
-_VERBS = {"delete": "delete", "scale": "scale", "rollout_restart": "restart",
-          "rollout_undo": "roll back", "set_image": "set the image of",
-          "set_resources": "set the resources of", "set_env": "set the environment of",
-          "patch": "patch", "apply": "apply", "create": "create", "cordon": "cordon",
-          "uncordon": "uncordon", "drain": "drain", "label": "label", "annotate": "annotate"}
-# How a person says a kind, singular and plural (the seed's "3 PVCs, 5 services, 12 pods").
-_NOUNS = {"persistentvolumeclaim": ("PVC", "PVCs"), "persistentvolume": ("PV", "PVs"),
-          "horizontalpodautoscaler": ("HPA", "HPAs"),
-          "poddisruptionbudget": ("PDB", "PDBs"), "configmap": ("ConfigMap", "ConfigMaps"),
-          "serviceaccount": ("service account", "service accounts"),
-          "replicaset": ("ReplicaSet", "ReplicaSets"),
-          "statefulset": ("StatefulSet", "StatefulSets"),
-          "daemonset": ("DaemonSet", "DaemonSets"), "cronjob": ("CronJob", "CronJobs"),
-          "rolebinding": ("RoleBinding", "RoleBindings"),
-          "clusterrole": ("ClusterRole", "ClusterRoles"),
-          "clusterrolebinding": ("ClusterRoleBinding", "ClusterRoleBindings")}
+    proposal: Proposal
+    approval_id: str
+    batch_id: str
+    writes: tuple[Member, ...]
+    refused: tuple[Member, ...]
+    unset: tuple[Member, ...]
+    previews: dict[str, PreviewRecorded]
 
-
-def _noun(kind: str, count: int) -> str:
-    one, many = _NOUNS.get(kind, (kind, kind + ("es" if kind.endswith("s") else "s")))
-    return one if count == 1 else many
-
-
-def title_of(calls: Sequence[ApprovalCall]) -> str:
-    """What a request does, in one line a person reads first: "Delete 3 PVCs, 5 services, 12
-    pods in staging"; a single call names its object: "Scale deployment web in shop". Derived
-    from the calls exactly as they will run, never from the model's words."""
-    groups: dict[str, dict[str, list[str]]] = {}
-    namespaces: list[str] = []
-    for c in calls:
-        kind = c.target.kind or "object"
-        # A write by label selector acts on each object its dry run matched (its effect).
-        names = _selected_names(c) if c.args.get("selector") else [c.target.name]
-        groups.setdefault(c.tool, {}).setdefault(kind, []).extend(names)
-        if c.target.namespace and c.target.namespace not in namespaces:
-            namespaces.append(c.target.namespace)
-    parts = []
-    for tool, kinds in groups.items():
-        nouns = []
-        for kind, names in kinds.items():
-            if not names:  # a selector's whose dry run enumerated nothing: not counted
-                nouns.append(_noun(kind, 2))
-            elif len(names) == 1 and names[0]:
-                nouns.append(f"{_noun(kind, 1)} {names[0]}")
-            else:
-                nouns.append(f"{len(names)} {_noun(kind, len(names))}")
-        parts.append(f"{_VERBS.get(tool, tool.replace('_', ' '))} {', '.join(nouns)}")
-    text = "; ".join(parts)
-    if len(calls) == 1 and calls[0].args.get("selector"):
-        text += f" matching {calls[0].args['selector']}"
-    if len(namespaces) == 1:
-        text += f" in {namespaces[0]}"
-    elif namespaces:
-        text += f" in {', '.join(namespaces[:-1])} and {namespaces[-1]}"
-    if len(calls) == 1 and calls[0].args.get("selector") and calls[0].effect:
-        # The exact set in the heading: "Delete 3 pods matching app=x in staging: a, b, c".
-        text += ": " + ", ".join(_selected_names(calls[0]))
-    return (text[:1].upper() + text[1:])[:2000]
+    def refusals(self) -> list[ToolRefused]:
+        out = []
+        for m, _ in self.unset:
+            p = self.previews[m.call_id]
+            out.append(ToolRefused(
+                session_id=m.session_id, call_id=m.call_id, tool=m.tool[:200],
+                reason=f"nothing to approve: {p.error}"[:2000], actor=ACTOR,
+                causation_id=p.event_id, correlation_id=m.correlation_id))
+        return out
 
 
-def _selected_names(c: ApprovalCall) -> list[str]:
-    """The names a selector write acts on, from the effect its dry run enumerated (none when
-    the dry run failed)."""
-    return [ref.rpartition("/")[2] for ref in c.effect]
+def batch_of(events: Sequence[Event], call_id: str, policy: Policy) -> Batch | None:
+    """The approval a call's preview completes, or None while the call (or a member of its
+    batch) still waits: for its proposal to be recorded, or for a write's dry run. Raises
+    UnknownCall for a call the log does not hold."""
+    proposals: dict[str, Proposal] = {
+        e.call_id: e for e in events if isinstance(e, ToolProposed | ToolAmended)
+    }
+    proposal = proposals.get(call_id)
+    if proposal is None:
+        raise UnknownCall(f"preview for unknown call {call_id}")
+    members: list[Proposal] = [proposal]
+    approval_id = approval_id_for(call_id)
+    batch_id = ""
+    if isinstance(proposal, ToolProposed) and proposal.batch_id:
+        batch_id = proposal.batch_id
+        members = [p for p in proposals.values()
+                   if isinstance(p, ToolProposed) and p.batch_id == batch_id]
+        if len(members) < proposal.batch_size:
+            return None  # the rest of the batch is not recorded yet; its previews will come
+        approval_id = approval_id_for(f"batch-{batch_id}")
+    classified = [(m, classify(policy, m)) for m in members]
+    writes = [(m, c) for m, c in classified if c.access == "write" and c.args is not None]
+    # A member the gate refused (on_proposed recorded why) never gets a preview: the batch
+    # does not wait for it. The rest is decided, and the card says what is not in it.
+    refused = [(m, c) for m, c in classified
+               if m.call_id not in {w.call_id for w, _ in writes}]
+    previews = {e.call_id: e for e in events if isinstance(e, PreviewRecorded)}
+    if not writes or any(m.call_id not in previews for m, _ in writes):
+        return None  # wait for every write's dry run: one decision covers the whole batch
+    # A write by label selector whose dry run failed enumerated no set ("no objects
+    # matched"): no approval could ever run it (the executor acts only on a previewed set),
+    # so it is refused with the dry run's words — never a card that approves nothing.
+    unset = [(m, c) for m, c in writes
+             if c.args and c.args.get("selector") and not previews[m.call_id].ok]
+    writes = [(m, c) for m, c in writes if (m, c) not in unset]
+    return Batch(proposal, approval_id, batch_id, tuple(writes), tuple(refused), tuple(unset),
+                 previews)
+
+
+def approval_request(events: Sequence[Event], batch: Batch, policy: Policy,
+                     changes: list[risk.Change], now: datetime, ttl_s: float,
+                     history_window_s: float, cause: str) -> ApprovalRequested:
+    """The request for a batch with writes: each call exactly as it will run, where its effect
+    lands, the risk flags, the recent history of its targets, who may not approve it and how
+    many must."""
+    calls: list[ApprovalCall] = []
+    effects: dict[str, Effect] = {}
+    flags: list[str] = []
+    lines: list[str] = []
+    previews = batch.previews
+    for m, c in batch.writes:
+        p = previews[m.call_id]
+        assert c.args is not None
+        target = c.target or m.target
+        # Protection follows the effect: the namespaces the write lands in, the gate's own
+        # knowledge first, the dry run's only added (it can never relax anything).
+        effect = risk.effect_of(m.tool, target, p.blast_radius, p.error)
+        effects[m.call_id] = effect
+        landed = tuple(ns for ns, _ in effect.namespaces)
+        radius = msgspec.structs.replace(
+            p.blast_radius, affected_namespaces=landed,
+            production_like=any(risk.production_like(ns) for ns in landed))
+        call = ApprovalCall(
+            call_id=m.call_id, tool=m.tool, args=c.args,
+            call_hash=catalogue.call_hash(m.tool, c.args), target=target, diff=p.diff,
+            blast_radius=radius, resource_version=p.resource_version, preview_error=p.error,
+            context=p.context, effect=p.effect,
+        )
+        calls.append(call)
+        flags += risk.flags_for(call, m.tool)
+        flags += risk.autoscaler_flags(call, m.tool)
+        h_lines, h_flags = risk.history(changes, call, m.tool, now, history_window_s)
+        lines += h_lines
+        flags += h_flags
+    for m, c in batch.refused:
+        what = (c.target or m.target).describe()
+        flags.append(f"not in this batch, refused by the gate and never run: {m.tool} "
+                     f"{what} ({c.rule[:300]})".replace("  ", " "))
+    for m, c in batch.unset:
+        what = (c.target or m.target).describe()
+        flags.append(f"not in this batch, refused by the gate and never run: {m.tool} "
+                     f"{what} (nothing to approve: {previews[m.call_id].error[:300]})")
+    writes = batch.writes
+    # Who asked comes from the gateway's records in the log, not the planner's field.
+    requester = asker_of(events, batch.proposal).requested_by
+    forbidden: set[str] = set()
+    for m, _ in writes:
+        if policy.protects(effects[m.call_id]):
+            forbidden |= asker_of(events, m).barred
+    required = max(policy.approvals_for(effects[m.call_id]) for m, _ in writes)
+    policy_lines: list[str] = []
+    for m, _ in writes:
+        for line in policy.describe_effect(effects[m.call_id]):
+            if line not in policy_lines:
+                policy_lines.append(line)
+    return ApprovalRequested(
+        session_id=batch.proposal.session_id, approval_id=batch.approval_id, calls=tuple(calls),
+        rationale="\n".join(dict.fromkeys(m.rationale for m, _ in writes if m.rationale)),
+        evidence=tuple(dict.fromkeys(e for m, _ in writes for e in m.evidence)),
+        expected_outcome="\n".join(
+            dict.fromkeys(m.expected_outcome for m, _ in writes if m.expected_outcome)),
+        requested_by=requester, risk_flags=tuple(dict.fromkeys(f[:2000] for f in flags)),
+        history=tuple(lines[-20:]),
+        expires_at=now + timedelta(seconds=ttl_s),
+        required_approvals=required, forbidden_approvers=tuple(sorted(forbidden)),
+        policy=tuple(policy_lines), batch_id=batch.batch_id, title=card.title_of(calls),
+        actor=ACTOR, causation_id=cause, correlation_id=batch.proposal.correlation_id,
+        gathered_evidence=_gathered(writes, previews),
+    )
+
+
+def _gathered(writes: Sequence[Member], previews: dict[str, PreviewRecorded]) -> tuple[str, ...]:
+    """The executor's gathered facts of every call, each once; in a batch of several targets
+    each line already names its object, so they are simply listed in call order."""
+    lines: list[str] = []
+    for m, _ in writes:
+        lines += previews[m.call_id].gathered
+    return tuple(dict.fromkeys(lines))[:50]
+
+
+# -- decisions -------------------------------------------------------------------------------
+
+def decide(state: lifecycle.ApprovalState, d: ApprovalDecided, now: datetime) -> list[Event]:
+    """The outcome of a pending approval once decision `d` is in the log (`state` folds it):
+    [] while it waits for another approver; a rejection of `d` if it cannot count; else the
+    outcome to record — an expiry, a denial (with the amended call for modified args), or a
+    grant whose per-call grants are UNSIGNED (the handler signs them)."""
+    req = state.request
+    common: dict[str, Any] = {"session_id": d.session_id, "actor": ACTOR,
+                              "causation_id": d.event_id,
+                              "correlation_id": req.correlation_id}
+    if lifecycle.is_expired(req, now):
+        return [ApprovalExpired(approval_id=req.approval_id, call_ids=req.call_ids, **common)]
+    folded = state.decision()
+    for rejected, why in folded.rejected:
+        if rejected.event_id == d.event_id:
+            return [rejection(d, why)]
+    if folded.verdict == "pending":
+        return []
+    decider = folded.deciding
+    assert decider is not None
+    if folded.verdict == "denied":
+        return [ApprovalDenied(approval_id=req.approval_id, call_ids=req.call_ids,
+                               approver=decider.approver, reason=decider.reason, **common)]
+    if folded.verdict == "modified":
+        amended = amended_call(req, decider)
+        return [
+            ApprovalDenied(approval_id=req.approval_id, call_ids=req.call_ids,
+                           approver=decider.approver,
+                           reason=f"modified by {decider.approver}: replaced by call "
+                                  f"{amended.call_id}"
+                                  + (f" — {decider.reason}" if decider.reason else ""),
+                           superseded_by=amended.call_id, **common),
+            amended,
+        ]
+    approver = "+".join(folded.approved_by)
+    not_after = min(req.expires_at, now + timedelta(minutes=5))
+    grants = tuple(
+        Grant(call_id=c.call_id, call_hash=c.call_hash, approval_id=req.approval_id,
+              approver=approver, not_after=not_after, resource_version=c.resource_version,
+              session_id=req.session_id, target=c.target, version=GRANT_VERSION,
+              effect_digest=effect_digest(c.effect))
+        for c in req.calls
+    )
+    return [ApprovalGranted(approval_id=req.approval_id, approver=approver, grants=grants,
+                            **common)]
+
+
+def amended_of(state: lifecycle.ApprovalState) -> ToolAmended:
+    """The amended call of an approval denied by modification, rebuilt from the decision that
+    modified it (deterministic ids: appending it again is a no-op)."""
+    decider = state.decision().deciding
+    assert decider is not None
+    return amended_call(state.request, decider)
+
+
+def rejection(d: ApprovalDecided, why: str) -> DecisionRejected:
+    return DecisionRejected(session_id=d.session_id, approval_id=d.approval_id,
+                            approver=d.approver, reason=why[:2000], actor=ACTOR,
+                            causation_id=d.event_id,
+                            event_id=derived_id("e", d.event_id, "rejected"))
+
+
+def expiry(req: ApprovalRequested) -> ApprovalExpired:
+    """The outcome of a request nobody decided in time."""
+    return ApprovalExpired(session_id=req.session_id, approval_id=req.approval_id,
+                           call_ids=req.call_ids, actor=ACTOR, causation_id=req.event_id,
+                           correlation_id=req.correlation_id)
+
+
+# -- the gate's memory of released changes ---------------------------------------------------
+
+def changes_of(req: ApprovalRequested, granted: ApprovalGranted) -> list[risk.Change]:
+    """What a granted request changes, for the history flags of later requests."""
+    out = []
+    for c in req.calls:
+        before, after = _change_of(c)
+        out.append(risk.Change(at=granted.occurred_at, tool=c.tool, target=c.target,
+                               before=before, after=after, approver=granted.approver,
+                               session_id=granted.session_id))
+    return out
+
+
+def _change_of(c: ApprovalCall) -> tuple[object, object]:
+    r = c.blast_radius
+    if r.replicas_before is not None or r.replicas_after is not None:
+        return r.replicas_before, r.replicas_after
+    if c.diff:
+        return c.diff[0].before, c.diff[0].after
+    return None, None

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 
+from services.gate import crashpoint
 from services.gate.handlers import Gate
 from services.gate.settings import GateSettings
 from services.runtime.bus import SESSION_CACHE_BYTES, SESSIONS_AT_ONCE, Bus
@@ -17,6 +18,7 @@ EXPIRY_SWEEP_S = 1.0
 async def run(settings: GateSettings, stop: asyncio.Event) -> None:
     bus = await Bus.connect(settings.nats, "gate")
     bus.cache_sessions(SESSION_CACHE_BYTES)
+    crashpoint.install(bus)  # tests only: inert unless INTERLOCK_GATE_EXIT_AFTER is set
     gate = Gate(bus, settings)
     sweeper = asyncio.create_task(_sweep(gate, stop))
     try:

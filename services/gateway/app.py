@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -17,8 +18,9 @@ from aiohttp import web
 
 from schemas import catalogue
 from schemas import subjects as S
-from schemas.approval import ApprovalDecided, decision_state
+from schemas.approval import ApprovalDecided
 from schemas.ids import InvalidId, check_token, new_session_id
+from schemas.lifecycle import Refusal
 from schemas.session import SessionCancelled, SessionStarted, UserMessage
 from services.gateway import audit, openapi, sse, views
 from services.gateway.api import (
@@ -334,20 +336,17 @@ class Api:
             args, _ = await sealing.sealer_for(self.bus).args(req.session_id,
                                                               req.calls[0].tool, args)
         now = datetime.now(UTC)
-        state = entry.effective_state(now)
-        if state == "expired":
-            raise HttpError(410, "expired", f"approval {approval_id} expired")
-        if state not in ("pending", "decided"):
-            raise HttpError(409, "already_decided", f"approval {approval_id} is {state}")
+        # The gate decides; this is the same check (schemas.lifecycle) made early, so a decision
+        # that cannot count is a clear 4xx now rather than a `decision.rejected` later.
+        self._refuse(approval_id, entry.state.settled(now))
         subject = S.tag_filter("gateway", "approval.decided", req.session_id, approval_id)
         prior = [s async for s in self.bus.read(subject)]
         expect = await self._decisions_end(subject, prior)
-        folded = decision_state(
-            req, [p.event for p in prior if isinstance(p.event, ApprovalDecided)])
-        why = folded.check(req, who.name)
-        if why is not None:
-            status = 403 if why.startswith("separation of duties") else 409
-            raise HttpError(status, "forbidden" if status == 403 else "already_decided", why)
+        # The decisions as stored now (the index may lag a decision made a moment ago).
+        fresh = dataclasses.replace(entry.state, decisions=tuple(
+            p.event for p in prior if isinstance(p.event, ApprovalDecided)))
+        self._refuse(approval_id, fresh.check(who.name, now))
+        folded = fresh.decision()
         ev = ApprovalDecided(session_id=req.session_id, approval_id=approval_id,
                              decision=body.decision, reason=body.reason, approver=who.name,
                              args=args, actor=who.name)
@@ -365,6 +364,20 @@ class Api:
                                   "required_approvals": req.required_approvals,
                                   "modified": args is not None,
                                   "event_id": ev.event_id, "seq": seq}, status=202)
+
+    @staticmethod
+    def _refuse(approval_id: str, refusal: Refusal | None) -> None:
+        """A decision the lifecycle says would not count, as the answer a person reads."""
+        if refusal is None:
+            return
+        if refusal.kind == "expired":
+            raise HttpError(410, "expired", f"approval {approval_id} expired")
+        if refusal.kind == "settled":
+            raise HttpError(409, "already_decided", f"approval {approval_id} is "
+                            f"{refusal.reason.removeprefix('already ')}")
+        if refusal.kind == "separation":
+            raise HttpError(403, "forbidden", refusal.reason)
+        raise HttpError(409, "already_decided", refusal.reason)
 
     async def _decisions_end(self, subject: str, prior: list[Stored]) -> int:
         """The sequence a new decision must follow: the last message STORED on the decision

@@ -10,17 +10,16 @@ from typing import Any
 import msgspec
 
 from schemas.approval import (
-    ApprovalDecided,
     ApprovalDenied,
     ApprovalExpired,
     ApprovalGranted,
     ApprovalRequested,
     ToolClassified,
     ToolRefused,
-    decision_state,
 )
 from schemas.base import Event
 from schemas.execution import CommandRefused, ToolResult, ToolStarted
+from schemas.lifecycle import ApprovalState, Status, evolve
 from schemas.planning import CommandRejected, ToolProposed
 from schemas.session import (
     AssistantMessage,
@@ -33,52 +32,54 @@ from schemas.session import (
 
 @dataclass
 class ApprovalEntry:
-    request: ApprovalRequested
-    seq: int
-    state: str = "pending"
-    decided_by: str = ""
-    reason: str = ""
-    decisions: list[ApprovalDecided] = field(default_factory=list)
+    """An approval as the gateway serves it: its lifecycle state (schemas.lifecycle) and the
+    sequence of its request."""
 
-    def effective_state(self, now: datetime) -> str:
-        if self.state == "pending" and now >= self.request.expires_at:
-            return "expired"
-        return self.state
+    state: ApprovalState
+    seq: int
+
+    @property
+    def request(self) -> ApprovalRequested:
+        return self.state.request
+
+    def effective_state(self, now: datetime) -> Status:
+        return self.state.status(now)
+
+    def decided(self) -> tuple[str, str]:
+        """Who decided it and why, as the card says: the gate's recorded denial, else the
+        decision that settled it (a grant names every approver)."""
+        outcome = self.state.outcome
+        deciding = self.state.decision().deciding if self.state.decisions else None
+        reason = deciding.reason if deciding is not None else ""
+        if isinstance(outcome, ApprovalDenied):
+            return outcome.approver, outcome.reason
+        if isinstance(outcome, ApprovalGranted):
+            return outcome.approver, reason
+        return (deciding.approver if deciding is not None else ""), reason
 
     def to_json(self, now: datetime) -> dict[str, Any]:
         body: dict[str, Any] = msgspec.to_builtins(self.request)
         body["state"] = self.effective_state(now)
         body["seq"] = self.seq
-        body["approvals"] = list(decision_state(self.request, self.decisions).approved_by)
-        if self.decided_by:
-            body["decided_by"] = self.decided_by
-        if self.reason:
-            body["decision_reason"] = self.reason
+        body["approvals"] = list(self.state.decision().approved_by)
+        decided_by, reason = self.decided()
+        if decided_by:
+            body["decided_by"] = decided_by
+        if reason:
+            body["decision_reason"] = reason
         return body
 
 
 def apply_approval(index: dict[str, ApprovalEntry], seq: int, ev: Event) -> None:
-    match ev:
-        case ApprovalRequested():
-            index[ev.approval_id] = ApprovalEntry(ev, seq)
-        case ApprovalDecided() if ev.approval_id in index:
-            entry = index[ev.approval_id]
-            entry.decisions.append(ev)
-            if entry.state == "pending" and decision_state(
-                entry.request, entry.decisions
-            ).verdict != "pending":
-                entry.state = "decided"
-                entry.decided_by = ev.approver
-                entry.reason = ev.reason
-        case ApprovalGranted() if ev.approval_id in index:
-            index[ev.approval_id].state = "granted"
-            index[ev.approval_id].decided_by = ev.approver
-        case ApprovalDenied() if ev.approval_id in index:
-            index[ev.approval_id].state = "denied"
-            index[ev.approval_id].decided_by = ev.approver
-            index[ev.approval_id].reason = ev.reason
-        case ApprovalExpired() if ev.approval_id in index:
-            index[ev.approval_id].state = "expired"
+    """The approvals index after one more event: the lifecycle's own fold (`evolve`)."""
+    if isinstance(ev, ApprovalRequested):
+        index[ev.approval_id] = ApprovalEntry(ApprovalState(ev), seq)
+        return
+    entry = index.get(getattr(ev, "approval_id", ""))
+    if entry is not None:
+        state = evolve(entry.state, ev)
+        assert state is not None  # evolve never forgets a requested approval
+        entry.state = state
 
 
 @dataclass

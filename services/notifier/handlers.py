@@ -12,6 +12,7 @@ import aiohttp
 import msgspec
 from nats.aio.msg import Msg
 
+from schemas import lifecycle
 from schemas import subjects as S
 from schemas.approval import ApprovalDenied, ApprovalExpired, ApprovalGranted, ApprovalRequested
 from services.notifier import webhooks
@@ -38,7 +39,7 @@ class Notifier:
         # history: nobody can act on it any more.
         if (now - event.occurred_at).total_seconds() > self.settings.max_age_s:
             return
-        if isinstance(event, ApprovalRequested) and event.expires_at <= now:
+        if isinstance(event, ApprovalRequested) and lifecycle.is_expired(event, now):
             return
         if not self.settings.webhooks:
             return

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from schemas import catalogue, chain
+from schemas import catalogue, chain, lifecycle
 from schemas import events as E
 from schemas.approval import (
     ApprovalDecided,
@@ -203,7 +203,7 @@ class AuditReport:
         return "\n".join(lines)
 
 
-def _check_signatures(seq: int, ev: Event, requests: dict[str, ApprovalRequested],
+def _check_signatures(seq: int, ev: Event, approvals: dict[str, lifecycle.ApprovalState],
                       key: Ed25519PublicKey | None) -> list[dict[str, object]]:
     problems: list[dict[str, object]] = []
     if isinstance(ev, ApprovalRequested):
@@ -212,7 +212,8 @@ def _check_signatures(seq: int, ev: Event, requests: dict[str, ApprovalRequested
                 problems.append({"seq": seq, "problem": f"call {c.call_id}: args do not match "
                                  "the recorded call hash"})
     if isinstance(ev, ApprovalGranted):
-        req = requests.get(ev.approval_id)
+        state = approvals.get(ev.approval_id)
+        req = state.request if state is not None else None
         calls = {c.call_id: c for c in req.calls} if req else {}
         for g in ev.grants:
             # Verifies v1 grants of old logs as signed then, and v2 with session and target.
@@ -255,7 +256,7 @@ def audit(session_id: str, links: list[chain.Link],
     the verdict says so (never ok)."""
     report = AuditReport(session_id)
     report.chain = chain.verify_chain(links)
-    requests: dict[str, ApprovalRequested] = {}
+    approvals: dict[str, lifecycle.ApprovalState] = {}
     writes: dict[str, WriteRecord] = {}
     proposals: dict[str, ToolProposed | ToolAmended] = {}
     ordered = sorted(links, key=lambda x: x.seq)
@@ -284,12 +285,15 @@ def audit(session_id: str, links: list[chain.Link],
                                     mark + describe(ev)))
         if bad is not None and not legacy:
             continue
-        report.problems += _check_signatures(link.seq, ev, requests, gate_key)
+        report.problems += _check_signatures(link.seq, ev, approvals, gate_key)
+        # Every approval event moves its approval along the one lifecycle (schemas.lifecycle).
+        aid = getattr(ev, "approval_id", None)
+        if isinstance(aid, str) and (state := lifecycle.evolve(approvals.get(aid), ev)):
+            approvals[aid] = state
         match ev:
             case ToolProposed() | ToolAmended():
                 proposals[ev.call_id] = ev
             case ApprovalRequested():
-                requests[ev.approval_id] = ev
                 for c in ev.calls:
                     p = proposals.get(c.call_id)
                     writes[c.call_id] = WriteRecord(
@@ -299,23 +303,30 @@ def audit(session_id: str, links: list[chain.Link],
                         evidence=list(p.evidence) if p else [],
                         diff=[d.describe() for d in c.diff], approval_id=ev.approval_id)
             case ApprovalGranted() | ApprovalDenied() | ApprovalExpired():
-                req = requests.get(ev.approval_id)
-                for cid in (req.call_ids if req else ()):
-                    w = writes.get(cid)
-                    if w is None:
-                        continue
-                    w.decided_at = ev.occurred_at.isoformat()
-                    if isinstance(ev, ApprovalGranted):
-                        w.decision, w.approvers = "approved", ev.approver.split("+")
-                    elif isinstance(ev, ApprovalDenied):
-                        w.decision, w.approvers, w.reason = "denied", [ev.approver], ev.reason
-                    else:
-                        w.decision = "expired"
+                if (approval := approvals.get(ev.approval_id)) is not None:
+                    _settle(writes, approval)
             case ToolResult() if ev.call_id in writes:
                 writes[ev.call_id].result = ev.status
                 writes[ev.call_id].output = _short(ev.output, 500)
     report.writes = list(writes.values())
     return report
+
+
+def _settle(writes: dict[str, WriteRecord], approval: lifecycle.ApprovalState) -> None:
+    """The writes of an approval the gate settled, as its recorded outcome says."""
+    outcome = approval.outcome
+    assert outcome is not None
+    for cid in approval.request.call_ids:
+        w = writes.get(cid)
+        if w is None:
+            continue
+        w.decided_at = outcome.occurred_at.isoformat()
+        if isinstance(outcome, ApprovalGranted):
+            w.decision, w.approvers = "approved", outcome.approver.split("+")
+        elif isinstance(outcome, ApprovalDenied):
+            w.decision, w.approvers, w.reason = "denied", [outcome.approver], outcome.reason
+        else:
+            w.decision = "expired"
 
 
 def _signature_text(bad: ForgedEvent) -> str:

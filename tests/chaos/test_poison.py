@@ -32,6 +32,7 @@ from schemas.approval import (
     ApprovalExpired,
     ApprovalGranted,
     ApprovalRequested,
+    ToolAmended,
     ToolRefused,
 )
 from schemas.commands import ExecCommand, command_encoder
@@ -212,6 +213,12 @@ async def test_poison_on_every_consumed_subject_is_terminated_once_and_work_flow
                 "approval.expired": lambda: ApprovalExpired(
                     session_id=write_sid, approval_id=requested.approval_id,
                     call_ids=requested.call_ids),
+                # No approver changed args here: the gate's own amended call, as it would be.
+                "tool.amended": lambda: ToolAmended(
+                    session_id=write_sid, call_id="c_forged_amended",
+                    replaces=requested.calls[0].call_id, tool=requested.calls[0].tool,
+                    args=requested.calls[0].args, target=requested.calls[0].target,
+                    amended_by="approver"),
                 # The write's verification may still be waiting for its rollout.
                 "tool.verified": lambda: ToolVerified(
                     session_id=write_sid, call_id=requested.calls[0].call_id,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.approval import ApprovalCall, ApprovalDecided, ApprovalRequested, decision_state
+from schemas.approval import ApprovalCall, ApprovalDecided, ApprovalRequested
 from schemas.base import Target
+from schemas.lifecycle import decision_state
 
 ARGS = {"kind": "deployment", "name": "web", "namespace": "production", "replicas": 5,
         "cluster": ""}
@@ -29,7 +30,8 @@ def _d(who: str, decision: str = "approve", **kw: Any) -> ApprovalDecided:
 
 def test_first_approval_wins() -> None:
     s = decision_state(_req(), [_d("bob"), _d("carol", "deny", reason="no")])
-    assert s.verdict == "approved" and s.approved_by == ("bob",)
+    assert s.verdict == "approved"
+    assert s.approved_by == ("bob",)
     assert [why for _, why in s.rejected] == ["already approved"]
 
 
@@ -38,19 +40,24 @@ def test_separation_of_duties_does_not_count_the_requester() -> None:
     assert s.verdict == "pending"
     assert "separation of duties" in s.rejected[0][1]
     s = decision_state(_req(forbidden=("alice",)), [_d("alice"), _d("bob")])
-    assert s.verdict == "approved" and s.approved_by == ("bob",)
+    assert s.verdict == "approved"
+    assert s.approved_by == ("bob",)
 
 
 def test_two_approvers_must_be_distinct() -> None:
     s = decision_state(_req(required=2), [_d("bob"), _d("bob")])
-    assert s.verdict == "pending" and s.approved_by == ("bob",)
+    assert s.verdict == "pending"
+    assert s.approved_by == ("bob",)
     s = decision_state(_req(required=2), [_d("bob"), _d("carol")])
-    assert s.verdict == "approved" and s.approved_by == ("bob", "carol")
+    assert s.verdict == "approved"
+    assert s.approved_by == ("bob", "carol")
 
 
 def test_a_deny_settles_it() -> None:
     s = decision_state(_req(required=2), [_d("bob"), _d("carol", "deny", reason="risky")])
-    assert s.verdict == "denied" and s.deciding is not None and s.deciding.approver == "carol"
+    assert s.verdict == "denied"
+    assert s.deciding is not None
+    assert s.deciding.approver == "carol"
 
 
 def test_modified_args_are_a_new_proposal_not_an_approval() -> None:
@@ -59,4 +66,5 @@ def test_modified_args_are_a_new_proposal_not_an_approval() -> None:
     s = decision_state(_req(), [_d("bob", args=dict(ARGS))])  # unchanged args: a plain approval
     assert s.verdict == "approved"
     s = decision_state(_req(calls=2), [_d("bob", args={**ARGS, "replicas": 4})])
-    assert s.verdict == "pending" and "single-call" in s.rejected[0][1]
+    assert s.verdict == "pending"
+    assert "single-call" in s.rejected[0][1]

@@ -6,6 +6,7 @@ from schemas.approval import ToolAmended
 from schemas.planning import ToolProposed
 from schemas.session import SessionStarted, UserMessage
 from services.gate import domain
+from services.gate.policy import Policy
 
 
 def _p(tool: str, args: dict[str, object]) -> ToolProposed:
@@ -13,7 +14,7 @@ def _p(tool: str, args: dict[str, object]) -> ToolProposed:
 
 
 def test_known_read_with_valid_args_is_a_read() -> None:
-    c = domain.classify(_p("list", {"kind": "pod", "namespace": "shop"}))
+    c = domain.classify(Policy(), _p("list", {"kind": "pod", "namespace": "shop"}))
     assert c.access == "read"
     assert c.args == {"all_namespaces": False, "cluster": "", "kind": "pod",
                       "label_selector": "", "namespace": "shop", "output": "",
@@ -21,7 +22,7 @@ def test_known_read_with_valid_args_is_a_read() -> None:
 
 
 def test_write_is_a_write() -> None:
-    c = domain.classify(_p("scale", {"name": "web", "namespace": "shop", "replicas": 2}))
+    c = domain.classify(Policy(), _p("scale", {"name": "web", "namespace": "shop", "replicas": 2}))
     assert c.access == "write"
 
 
@@ -37,7 +38,7 @@ def test_write_is_a_write() -> None:
     ],
 )
 def test_fails_closed(tool: str, args: dict[str, object]) -> None:
-    assert domain.classify(_p(tool, args)).access == "refused"
+    assert domain.classify(Policy(), _p(tool, args)).access == "refused"
 
 
 def test_approval_id_is_deterministic_per_call() -> None:

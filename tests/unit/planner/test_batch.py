@@ -21,7 +21,7 @@ from schemas.base import Target
 from schemas.execution import ToolResult
 from schemas.planning import CommandRejected, StepPlanned, ToolProposed
 from schemas.session import TurnCompleted, UserMessage
-from services.gate import domain as gate_domain
+from services.gate import card as gate_domain
 from services.planner import agent, direct, domain
 
 SID = "s_batch"
