@@ -13,6 +13,7 @@ from schemas import subjects as S
 from schemas.ids import new_session_id
 from schemas.session import SessionStarted, UserMessage
 from services.runtime import bus as B
+from services.runtime import consume
 from services.runtime.errors import PoisonMessage, RetryableError
 from tests.conftest import NatsEnv
 
@@ -30,7 +31,7 @@ async def _consumer(env: NatsEnv, sid: str, max_deliver: int) -> tuple[nats.NATS
 async def test_a_retryable_failure_is_recorded_and_terminated_on_the_last_delivery(
     nats_env: NatsEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(B, "MAX_DELIVER", 2)
+    monkeypatch.setattr(consume, "MAX_DELIVER", 2)
     gw = await B.Bus.connect(nats_env.settings("gateway"), "gateway")
     sid = new_session_id()
     await gw.append(SessionStarted(session_id=sid, actor="alice"))
