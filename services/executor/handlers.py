@@ -32,6 +32,7 @@ from services.executor.settings import ExecutorSettings
 from services.runtime import sealing, signing
 from services.runtime.bus import STALE_READ_WAIT_S, Bus, Link
 from services.runtime.errors import ConcurrencyConflict, PoisonMessage, RetryableError
+from services.runtime.log import Expect
 from services.runtime.sealing import SealError, Unsealed
 
 log = logging.getLogger(__name__)
@@ -169,11 +170,7 @@ class Executor:
         was built by `_result`/`_failure`, which clean (once is enough: it is idempotent)."""
         if not cleaned:
             result = clean(result)
-        try:
-            return await self.bus.append_link(result, once_per_key=True, after_hint=hint)
-        except ConcurrencyConflict:
-            log.info("result already recorded", extra={"call_id": result.call_id})
-            return None
+        return await self.bus.append_once(result, Expect.new_key(hint=hint))
 
     # -- previews ----------------------------------------------------------------------------
 
@@ -206,11 +203,7 @@ class Executor:
                 session_id=cmd.session_id, call_id=cmd.call_id, ok=False,
                 error=error[:2000], actor=ACTOR, causation_id=cmd.causation_id, context=context,
             )
-        try:
-            await self.bus.append(unsealed.scrub(clean(event)), once_per_key=True,
-                                  after_hint=_hint(cmd))
-        except ConcurrencyConflict:
-            log.info("preview already recorded", extra={"call_id": cmd.call_id})
+        await self.bus.append_once(unsealed.scrub(clean(event)), Expect.new_key(hint=_hint(cmd)))
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -281,7 +274,7 @@ class Executor:
                 ToolStarted(session_id=cmd.session_id, call_id=cmd.call_id,
                             approval_id=grant.approval_id, actor=ACTOR,
                             causation_id=cmd.causation_id),
-                once_per_key=True, key_filter=claims,
+                Expect.new_key(claims),
             )
         except ConcurrencyConflict:
             await self._claimed_before(cmd, args, msg, claims)
@@ -316,11 +309,8 @@ class Executor:
             outcome=v.outcome, check=scrub(v.check)[:2000], detail=scrub(v.detail)[:MAX_OUTPUT],
             observed=observed, actor=ACTOR, causation_id=cmd.causation_id,
         ))
-        try:
-            await self.bus.append(unsealed.scrub(verified) if unsealed else verified,
-                                  once_per_key=True, after_hint=result)
-        except ConcurrencyConflict:
-            log.info("verification already recorded", extra={"call_id": cmd.call_id})
+        await self.bus.append_once(unsealed.scrub(verified) if unsealed else verified,
+                                   Expect.new_key(hint=result))
 
     async def _stored_last(self, subject_filter: str) -> tuple[int, Event | None] | None:
         """The last message STORED on a filter — (seq, its event, or None when that message

@@ -40,6 +40,7 @@ from services.runtime import signing
 from services.runtime.bus import Bus, Link, decode_stored
 from services.runtime.errors import ConcurrencyConflict, PoisonMessage
 from services.runtime.identity import ForgedEvent
+from services.runtime.log import Expect
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +95,11 @@ class Gate:
             reason = f"the gate could not handle this: {exc}"[:2000]
         match event:
             case ToolProposed():
-                await self._append_once(ToolRefused(
+                await self.bus.append_once(ToolRefused(
                     session_id=event.session_id, call_id=event.call_id, tool=event.tool[:200],
                     reason=reason, actor=ACTOR, causation_id=event.event_id))
             case PreviewRecorded() | ApprovalDecided():
-                await self._append_once(DecisionRejected(
+                await self.bus.append_once(DecisionRejected(
                     session_id=event.session_id,
                     approval_id=getattr(event, "approval_id", "") or domain.approval_id_for(
                         getattr(event, "call_id", "")),
@@ -118,13 +119,13 @@ class Gate:
             session_id=p.session_id, call_id=p.call_id, access=c.access, rule=c.rule[:2000],
             actor=ACTOR, causation_id=p.event_id, correlation_id=p.correlation_id,
         )
-        link = await self._append_once(classified, after_hint=hint)
+        link = await self.bus.append_once(classified, Expect.new_key(hint=hint))
         # Reads are the bulk of the traffic and their record is the log: debug, not info.
         log.log(logging.DEBUG if c.access == "read" else logging.INFO,
                 "classified %s as %s", p.tool, c.access,
                 extra={"session_id": p.session_id, "call_id": p.call_id})
         if c.access == "refused" or c.args is None:
-            await self._append_once(
+            await self.bus.append_once(
                 ToolRefused(
                     session_id=p.session_id, call_id=p.call_id, tool=p.tool[:200],
                     reason=c.rule[:2000], actor=ACTOR, causation_id=classified.event_id,
@@ -189,7 +190,7 @@ class Gate:
                  if c.args and c.args.get("selector") and not previews[m.call_id].ok]
         for m, _ in unset:
             p = previews[m.call_id]
-            await self._append_once(ToolRefused(
+            await self.bus.append_once(ToolRefused(
                 session_id=session_id, call_id=m.call_id, tool=m.tool[:200],
                 reason=f"nothing to approve: {p.error}"[:2000], actor=ACTOR,
                 causation_id=p.event_id, correlation_id=m.correlation_id))
@@ -261,7 +262,7 @@ class Gate:
             actor=ACTOR, causation_id=cause, correlation_id=proposal.correlation_id,
             gathered_evidence=_gathered(writes, previews),
         )
-        await self._append_once(request)
+        await self.bus.append_once(request)
         log.info("approval requested", extra={"session_id": session_id,
                                               "approval_id": request.approval_id})
 
@@ -287,11 +288,11 @@ class Gate:
             if not outputs:
                 return  # a valid approval that still waits for another approver
             try:
-                await self.bus.append(outputs[0], after=stored[-1])
+                await self.bus.append(outputs[0], Expect.after(stored[-1].link))
             except ConcurrencyConflict:
                 continue  # someone appended to the session meanwhile: fold again
             for out in outputs[1:]:
-                await self._append_once(out)
+                await self.bus.append_once(out)
             first = outputs[0]
             if isinstance(first, ApprovalGranted):
                 await self.release(view.request, first)
@@ -361,7 +362,7 @@ class Gate:
 
     async def _reject(self, d: ApprovalDecided, why: str) -> None:
         log.warning("decision rejected: %s", why, extra={"approval_id": d.approval_id})
-        await self._append_once(self._rejection(d, why))
+        await self.bus.append_once(self._rejection(d, why))
 
     async def release(self, req: ApprovalRequested, granted: ApprovalGranted) -> None:
         calls = {c.call_id: c for c in req.calls}
@@ -429,21 +430,13 @@ class Gate:
                                       causation_id=req.event_id,
                                       correlation_id=req.correlation_id)
                 try:
-                    await self.bus.append(out, after=stored[-1])
+                    await self.bus.append(out, Expect.after(stored[-1].link))
                 except ConcurrencyConflict:
                     continue
                 expired += 1
                 break
             self._watch.pop(req.approval_id, None)
         return expired
-
-    async def _append_once(self, event: Event, after_hint: Link | None = None) -> Link | None:
-        """Appends an event once per key; None if it was already recorded."""
-        try:
-            return await self.bus.append_link(event, once_per_key=True, after_hint=after_hint)
-        except ConcurrencyConflict:
-            log.info("already recorded %s", event.type, extra={"session_id": event.session_id})
-            return None
 
 
 def _change_of(c: ApprovalCall) -> tuple[object, object]:

@@ -30,6 +30,7 @@ from services.runtime import sealing
 from services.runtime.bus import Bus, decode_stored
 from services.runtime.errors import ConcurrencyConflict, PoisonMessage, RetryableError
 from services.runtime.identity import ForgedEvent
+from services.runtime.log import Expect
 
 log = logging.getLogger(__name__)
 OCC_ATTEMPTS = 20
@@ -75,7 +76,7 @@ class Planner:
                 event_id=derived_id("e", event.event_id, f"forged-{seq}"),
                 text="", reason=(f"rejected a forged {event.type} at seq {seq} ({exc.problem}): "
                                  f"{exc.detail}; it was not acted upon")[:2000]),
-                once_per_key=True)
+                Expect.new_key())
 
     # -- secret values -----------------------------------------------------------------------
 
@@ -135,7 +136,7 @@ class Planner:
             try:
                 # Optimistic concurrency on the whole session: of several planner instances,
                 # exactly one takes the next step; the others fold again and find it done.
-                await self.bus.append(todo[0], expect_session_seq=stored[-1].seq)
+                await self.bus.append(todo[0], Expect.after(stored[-1].link))
             except ConcurrencyConflict:
                 continue
             for event in todo[1:]:
@@ -178,7 +179,7 @@ class Planner:
                 step = await self.sealed_step(await self._ask(f, anchor))
             # Whatever arrived while the model was thinking may change the answer.
             later = await self.bus.session(sid, start_seq=stored[-1].seq + 1)
-            last_seq = later[-1].seq if later else stored[-1].seq
+            last = (later or stored)[-1]
             if later:
                 now = agent.fold(events + [s.event for s in later])
                 if now.version != f.version or now.need is None or \
@@ -187,7 +188,7 @@ class Planner:
                              extra={"session_id": sid})
                     continue
             try:
-                await self.bus.append(step, expect_session_seq=last_seq)
+                await self.bus.append(step, Expect.after(last.link))
             except ConcurrencyConflict:
                 conflicts += 1
                 if conflicts >= OCC_ATTEMPTS:
@@ -199,8 +200,8 @@ class Planner:
         """Appends the events of recorded steps that are missing (after a crash, or just now)."""
         missing = agent.missing_projections(events)
         for event in missing:
-            with contextlib.suppress(ConcurrencyConflict):  # another instance completed it
-                await self.bus.append(event, once_per_key=True)
+            # None: another instance completed it.
+            await self.bus.append_once(event, Expect.new_key())
         return bool(missing)
 
     async def _ask(self, f: agent.Fold, anchor: Event) -> StepPlanned:

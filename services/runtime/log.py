@@ -4,7 +4,8 @@ server's optimistic-concurrency checks."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import logging
+from dataclasses import dataclass
 
 import msgspec
 from nats.errors import NoRespondersError
@@ -24,7 +25,9 @@ from services.runtime.errors import (
 )
 from services.runtime.identity import SIGNATURE_HEADER
 from services.runtime.reader import Reader
-from services.runtime.stored import Link, Stored
+from services.runtime.stored import Link
+
+log = logging.getLogger(__name__)
 
 WRONG_LAST_SEQUENCE = 10071
 STREAM_FULL = 10077  # "maximum bytes exceeded": the stream is at max_bytes (discard NEW)
@@ -44,97 +47,129 @@ def write_error(subject: str, exc: APIError) -> Exception:
     return exc
 
 
+@dataclass(frozen=True)
+class Expect:
+    """What the log must hold for an append to be stored: the append's one explicit
+    expectation, checked by the server (Nats-Expected-Last-Subject-Sequence, on the subject
+    or filter below), so that of two writers racing for the same step exactly one wins.
+    Build it with one of the constructors; each says what a ConcurrencyConflict means."""
+
+    # The filter the server checks (None: the event's own subject) and the sequence it must
+    # end at; both None: the session's tail, whatever it is (session_tail).
+    check_filter: str | None = None
+    check_seq: int | None = None
+    # The event this one chains to, when the caller knows it (after, new_key's hint).
+    prev: Link | None = None
+    # The event's own subject (or key filter) must hold nothing yet (new_key).
+    new: bool = False
+
+    @classmethod
+    def session_tail(cls) -> Expect:
+        """Chain to whatever the session's last event is. Still linearised: if another append
+        to the session wins the race, chain to it and try again (never a conflict)."""
+        return cls()
+
+    @classmethod
+    def new_key(cls, key_filter: str | None = None, *, hint: Link | None = None) -> Expect:
+        """Once per key: the event's own subject — or key_filter, e.g.
+        `evt.*.executor.tool.started.<call>`, one claim per call across all sessions — must
+        hold nothing yet; ConcurrencyConflict if it does (already recorded).
+
+        hint (no key_filter): the link of an event stored before the cause of this one
+        existed — e.g. the event that triggered it — so no event of this key can precede it.
+        While it is still the session's last event, the append chains to it in one round trip
+        under the session check, and is then necessarily the first of its key; otherwise the
+        key is checked as usual. Saves the read of the session's last event on the hot path.
+        A key filter needs the check on the filter, so it takes no hint."""
+        if hint is not None and key_filter is not None:
+            raise ValueError("a key filter is checked on the filter: it takes no chain hint")
+        return cls(check_filter=key_filter, check_seq=0, prev=hint, new=True)
+
+    @classmethod
+    def subject_at(cls, seq: int) -> Expect:
+        """The event's own subject must end at this sequence (0: be empty);
+        ConcurrencyConflict otherwise."""
+        return cls(check_seq=seq)
+
+    @classmethod
+    def after(cls, link: Link) -> Expect:
+        """The session's last event must still be this one (one next step, e.g. of several
+        instances exactly one takes it); ConcurrencyConflict otherwise."""
+        return cls(prev=link)
+
+
+SESSION_TAIL = Expect.session_tail()
+NEW_KEY = Expect.new_key()
+
+
 class Log(Reader):
     """Appends to the log (it reads the session's last event to chain to it: a Reader)."""
 
     # -- writing -----------------------------------------------------------------------------
 
-    async def append(self, event: Event, **kwargs: Any) -> int:
+    async def append(self, event: Event, expect: Expect = SESSION_TAIL, *,
+                     timeout: float = 5.0, attempts: int = 5) -> int:
         """Appends an event (see append_link) and returns its stream sequence."""
-        seq, _ = await self.append_link(event, **kwargs)
+        seq, _ = await self.append_link(event, expect, timeout=timeout, attempts=attempts)
         return seq
 
-    async def append_link(
-        self,
-        event: Event,
-        *,
-        once_per_key: bool = False,
-        key_filter: str | None = None,
-        expect_subject_seq: int | None = None,
-        expect_session_seq: int | None = None,
-        after: Stored | None = None,
-        after_hint: Link | None = None,
-        timeout: float = 5.0,
-        attempts: int = 5,
-    ) -> Link:
-        """Appends an event to the log, chained to the session's previous event, and returns
-        its stream sequence and the hash of the stored bytes (what the next event chains to).
-
-        once_per_key: the event's subject must be empty (e.g. one claim per call).
-        key_filter (with once_per_key): a subject filter that must be empty instead, e.g.
-        `evt.*.executor.tool.started.<call>` — one claim per call across all sessions, enforced
-        by the server (Nats-Expected-Last-Subject-Sequence 0 with this filter).
-        expect_subject_seq: the event's own subject must end at this sequence (0: empty).
-        expect_session_seq / after: the session's last event must still be this one (one next
-        step); raises ConcurrencyConflict otherwise. Without any of these, the append is still
-        linearised: it chains to the session's last event and retries if another append won.
-        Timeouts are retried with the same Nats-Msg-Id, so the server deduplicates a retry
-        after a lost ack.
-
-        after_hint (with once_per_key): the (seq, hash) of an event that was stored before the
-        cause of this one existed — e.g. the event that triggered it — so no event of this key
-        can precede it. If it is still the session's last event, the append chains to it in one
-        round trip under the session check, and is then necessarily the first of its key;
-        otherwise the usual once-per-key append follows. Saves the read of the session's last
-        event on the hot path.
-        """
+    async def append_link(self, event: Event, expect: Expect = SESSION_TAIL, *,
+                          timeout: float = 5.0, attempts: int = 5) -> Link:
+        """Appends an event to the log, chained to the session's previous event, under the
+        expectation `expect` (see Expect), and returns its stream sequence and the hash of the
+        stored bytes (what the next event chains to). Timeouts are retried with the same
+        Nats-Msg-Id, so the server deduplicates a retry after a lost ack."""
         subject = S.event_subject(event)
-        # The hint's check is on the session; a key filter needs the check on the filter.
-        if after_hint is not None and once_per_key and key_filter is None:
-            chained = msgspec.structs.replace(event, prev_seq=after_hint[0],
-                                              prev_hash=after_hint[1])
-            headers = {"Nats-Msg-Id": event.event_id, EXPECTED_SEQ: str(after_hint[0]),
-                       EXPECTED_SEQ_SUBJECT: S.session_filter(event.session_id)}
-            data = E.encode(chained)
-            headers[SIGNATURE_HEADER] = self._sign(subject, data)
+        session = S.session_filter(event.session_id)
+        if expect.new and expect.prev is not None:
             try:
-                return await self._publish(subject, data, headers, timeout, attempts), \
-                    chain.event_hash(data)
+                return await self._put(event, subject, expect.prev, str(expect.prev[0]),
+                                       session, timeout, attempts)
             except ConcurrencyConflict:
                 pass  # the session moved on since: check the key the usual way
-        own_subject_check = once_per_key or expect_subject_seq is not None
-        caller_occ = after is not None or expect_session_seq is not None
         for _ in range(50):
-            if after is not None:
-                prev: tuple[int, bytes] | None = (after.seq, after.raw)
-            elif expect_session_seq is not None:
-                prev = await self._at(expect_session_seq) if expect_session_seq else None
+            if expect.prev is not None and not expect.new:
+                prev: Link | None = expect.prev
             else:
-                prev = await self._last_in_session(event.session_id)
-            chained = msgspec.structs.replace(
-                event, prev_seq=prev[0] if prev else 0,
-                prev_hash=chain.event_hash(prev[1]) if prev else "",
-            )
-            headers = {"Nats-Msg-Id": event.event_id}
-            if once_per_key:
-                headers[EXPECTED_SEQ] = "0"
-                if key_filter is not None:
-                    headers[EXPECTED_SEQ_SUBJECT] = key_filter
-            elif expect_subject_seq is not None:
-                headers[EXPECTED_SEQ] = str(expect_subject_seq)
-            else:
-                headers[EXPECTED_SEQ] = str(prev[0] if prev else 0)
-                headers[EXPECTED_SEQ_SUBJECT] = S.session_filter(event.session_id)
-            data = E.encode(chained)
-            headers[SIGNATURE_HEADER] = self._sign(subject, data)
+                last = await self._last_in_session(event.session_id)
+                prev = (last[0], chain.event_hash(last[1])) if last else None
+            if expect.check_seq is not None:
+                check_seq, check_filter = str(expect.check_seq), expect.check_filter
+            else:  # the session must still end where it is chained to
+                check_seq, check_filter = str(prev[0] if prev else 0), session
             try:
-                return await self._publish(subject, data, headers, timeout, attempts), \
-                    chain.event_hash(data)
+                return await self._put(event, subject, prev, check_seq, check_filter, timeout,
+                                       attempts)
             except ConcurrencyConflict:
-                if own_subject_check or caller_occ:
+                if expect != SESSION_TAIL:
                     raise
                 # Another append to the session won the race: chain to it and try again.
         raise ConcurrencyConflict(f"{event.type}: the session is too busy to append to")
+
+    async def append_once(self, event: Event, expect: Expect = NEW_KEY) -> Link | None:
+        """Appends an event that is recorded once (by default once per subject: see
+        Expect.new_key); None if it already was — a redelivered or raced message finds its
+        work done, which is not a failure."""
+        try:
+            return await self.append_link(event, expect)
+        except ConcurrencyConflict:
+            log.info("already recorded %s", event.type,
+                     extra={"session_id": event.session_id, "subject": S.event_subject(event)})
+            return None
+
+    async def _put(self, event: Event, subject: str, prev: Link | None, check_seq: str,
+                   check_filter: str | None, timeout: float, attempts: int) -> Link:
+        """One signed publish of the event chained to `prev`, with the server's check that
+        `check_filter` (None: the event's own subject) ends at `check_seq`."""
+        chained = msgspec.structs.replace(event, prev_seq=prev[0] if prev else 0,
+                                          prev_hash=prev[1] if prev else "")
+        headers = {"Nats-Msg-Id": event.event_id, EXPECTED_SEQ: check_seq}
+        if check_filter is not None:
+            headers[EXPECTED_SEQ_SUBJECT] = check_filter
+        data = E.encode(chained)
+        headers[SIGNATURE_HEADER] = self._sign(subject, data)
+        return await self._publish(subject, data, headers, timeout, attempts), \
+            chain.event_hash(data)
 
     def _sign(self, subject: str, data: bytes) -> str:
         if self.signer is None:

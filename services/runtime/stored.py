@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from schemas import chain
 from schemas import events as E
 from schemas import subjects as S
 from schemas.events import AnyEvent
@@ -25,6 +26,11 @@ class Stored:
     raw: bytes
     # The Interlock-Signature header it was stored with (None: unsigned).
     signature: str | None = None
+
+    @property
+    def link(self) -> Link:
+        """What an event appended right after this one chains to (see Expect.after)."""
+        return self.seq, chain.event_hash(self.raw)
 
 
 

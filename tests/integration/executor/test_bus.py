@@ -41,6 +41,7 @@ from services.executor import service
 from services.executor.settings import ExecutorSettings
 from services.runtime import natsconf, signing
 from services.runtime.bus import Bus
+from services.runtime.log import Expect
 from tests.conftest import NatsEnv
 
 DEPLOY = by_plural("apps", "deployments")
@@ -440,7 +441,7 @@ async def test_a_squatted_claim_or_result_subject_is_named_and_nothing_runs(
         await record_approval(nats_env, claimed)
         await ex.append(ToolStarted(session_id=session, call_id="c_claimed",
                                     approval_id="a_c_claimed", actor="executor"),
-                        once_per_key=True)
+                        Expect.new_key())
         junk_result = await js.publish(f"evt.{session}.executor.tool.result.c_claimed", b"{}")
         async with executor_running(nats_env, public, kubeconfig):
             for cmd in (squatted, elsewhere, claimed):

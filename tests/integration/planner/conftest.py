@@ -25,6 +25,7 @@ from services.planner.llm import OpenAIChat
 from services.planner.settings import ModelSettings
 from services.runtime.bus import Bus, Stored
 from services.runtime.identity import SIGNATURE_HEADER
+from services.runtime.log import Expect
 from tests.conftest import NatsEnv
 from tests.support_llm import Script, ScriptedLLM
 
@@ -138,7 +139,7 @@ class Harness:
                      status: str = "ok") -> ToolResult:
         ev = ToolResult(session_id=sid, call_id=call_id, tool=tool, status=status,  # type: ignore[arg-type]
                         output=output, actor="executor")
-        await self.executor.append(ev, once_per_key=True)
+        await self.executor.append(ev, Expect.new_key())
         return ev
 
     async def events(self, sid: str) -> list[Event]:

@@ -11,6 +11,7 @@ from schemas.approval import ApprovalDenied
 from schemas.planning import ModelRetried, StepPlanned, ToolProposed
 from schemas.session import AssistantMessage, SessionCancelled, TurnCompleted
 from services.planner import agent
+from services.runtime.log import Expect
 from tests.integration.planner.conftest import API_KEY, FakeMsg, Harness
 from tests.support_llm import Reply, Request, call, calls, rate_limited, say, sequence
 
@@ -197,8 +198,8 @@ async def test_a_step_recorded_by_an_instance_that_crashed_is_completed_without_
         agent.ModelCall("get", '{"kind": "deployment", "name": "web", "namespace": "shop"}'),))
     step = agent.plan_step(answer, agent.fold(events), msg, "scripted-1")
     # The crashed instance recorded its step, then died before deriving its events.
-    await harness.planner_bus.append(step, expect_session_seq=(
-        await harness.gateway.session(sid))[-1].seq)
+    await harness.planner_bus.append(step, Expect.after(
+        (await harness.gateway.session(sid))[-1].link))
     stored = await harness.gateway.session(sid)
     await planner.handle(FakeMsg.of(stored[0]))
     assert harness.llm.requests == []
