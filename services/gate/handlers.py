@@ -66,11 +66,15 @@ class Gate:
 
     async def handle(self, msg: Msg) -> None:
         event = self.bus.decode(msg)  # signed by the emitter its subject names, or poison
+        seq = int(msg.metadata.sequence.stream)
+        if not isinstance(event, ToolProposed) or event.batch_id:
+            # What follows reads the session, which must include this event (a replica may
+            # lag the leader); a lone proposal is classified without reading it.
+            await self.bus.catch_up(event.session_id, seq)
         match event:
             case ToolProposed():
                 # The proposal is the event its classification follows: chain to it directly.
-                await self.on_proposed(event, hint=(int(msg.metadata.sequence.stream),
-                                                    chain.event_hash(msg.data)))
+                await self.on_proposed(event, hint=(seq, chain.event_hash(msg.data)))
             case PreviewRecorded():
                 await self.on_preview(event)
             case ApprovalDecided():

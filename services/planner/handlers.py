@@ -52,10 +52,12 @@ class Planner:
 
     async def handle(self, msg: Msg) -> None:
         trigger = self.bus.decode(msg)  # signed by the emitter its subject names, or poison
-        await self.direct_step(trigger)
+        # The session as read must include the trigger (a replica may lag the leader).
+        seq = int(msg.metadata.sequence.stream)
+        await self.direct_step(trigger, at_least=seq)
         if self.model is not None:
             async with _heartbeat(msg):
-                await self.model_step(trigger)
+                await self.model_step(trigger, at_least=seq)
 
     async def on_poison(self, msg: Msg, exc: PoisonMessage) -> None:
         """A forged event (a user.message or tool.result not signed by its emitter) is never
@@ -121,9 +123,9 @@ class Planner:
 
     # -- direct mode -------------------------------------------------------------------------
 
-    async def direct_step(self, trigger: Event) -> None:
+    async def direct_step(self, trigger: Event, *, at_least: int = 0) -> None:
         for _ in range(OCC_ATTEMPTS):
-            stored = await self.bus.session(trigger.session_id)
+            stored = await self.bus.session(trigger.session_id, at_least=at_least)
             events = [s.event for s in stored]
             seen = {e.event_id for e in events}
             # A secret typed into a command is not repeated by the planner's own events, and
@@ -147,13 +149,13 @@ class Planner:
 
     # -- the model loop ----------------------------------------------------------------------
 
-    async def model_step(self, trigger: Event) -> None:
+    async def model_step(self, trigger: Event, *, at_least: int = 0) -> None:
         """Takes every step the session needs now (usually one)."""
         assert self.settings is not None
         sid = trigger.session_id
         conflicts = calls = completions = 0
         while True:
-            stored = await self.bus.session(sid)
+            stored = await self.bus.session(sid, at_least=at_least)
             events: list[Event] = [s.event for s in stored]
             if await self._complete(events):
                 completions += 1

@@ -19,7 +19,7 @@ from services.runtime.connection import TRANSIENT
 from services.runtime.errors import PoisonMessage, RetryableError
 from services.runtime.identity import SIGNATURE_HEADER
 from services.runtime.provision import MAX_DELIVER, UNEXPECTED_ATTEMPTS
-from services.runtime.reader import _TRIGGER, Reader
+from services.runtime.reader import Reader
 from services.runtime.stored import decode_stored
 
 log = logging.getLogger(__name__)
@@ -244,8 +244,6 @@ async def handle_with_policy(
     """
     meta = msg.metadata
     extra = {"subject": msg.subject, "seq": meta.sequence.stream}
-    if msg.subject.startswith(S.EVENTS_PREFIX + "."):
-        _TRIGGER.set((msg.subject.split(".")[1], int(meta.sequence.stream)))
     try:
         await handler(msg)
     except PoisonMessage as exc:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import hashlib
 import json
 import logging
@@ -28,10 +27,8 @@ DIRECT_GET = f"$JS.API.DIRECT.GET.{S.EVENTS_STREAM}"
 # long log (it counts what matches after `seq`, for Nats-Num-Pending), so: few, large batches.
 # A batch is yielded as it arrives; what bounds it is the memory of replies not yet consumed.
 READ_BATCH = 20_000
-# The event being handled (its session and stream sequence), so that reads of that session wait
-# until they include it: a stream follower answering Direct Get may lag behind the leader.
-_TRIGGER: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
-    "interlock_trigger", default=None)
+# How long a read that must include an event (at_least) asks a lagging replica again: a stream
+# follower answering Direct Get may lag behind the leader.
 STALE_READ_WAIT_S = 3.0
 SESSION_STARTS_KEPT = 50_000
 # What a service that folds sessions keeps of them between events (see cache_sessions).
@@ -201,17 +198,15 @@ class Reader(Connection):
 
     async def session(self, session_id: str, start_seq: int = 1, *,
                       at_least: int = 0, verify: bool = True) -> list[Stored]:
-        """The session's stored events from start_seq. A read made while handling an event of
-        this session includes that event (and so everything before it): a replica that has
-        not applied it yet is asked again, briefly, before giving up with a RetryableError.
+        """The session's stored events from start_seq. at_least: the read includes the event
+        at that sequence (and so everything before it) — a handler passes the sequence of the
+        event it handles: a replica that has not applied it yet is asked again, briefly,
+        before giving up with a RetryableError.
 
         With a session cache (cache_sessions), a whole-session read asks the log only for the
         events after those already read. verify=False (the audit): every stored event, signed
         by its emitter or not (see read); the cache, which holds verified events only, is not
         used."""
-        trigger = _TRIGGER.get()
-        if trigger is not None and trigger[0] == session_id:
-            at_least = max(at_least, trigger[1])
         whole = start_seq <= 1
         cache = self._cache if verify else None
         known: list[Stored] = []
@@ -242,6 +237,15 @@ class Reader(Connection):
                 raise RetryableError(f"the log for {session_id} is behind seq {at_least}")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)
+
+    async def catch_up(self, session_id: str, seq: int) -> None:
+        """Returns once this bus's reads of the session include the event at `seq`, for a
+        handler whose reads of it do not say so themselves (session(at_least=…) does). A
+        single-replica log has no follower to lag: nothing to do. Otherwise the session is
+        read until it includes seq, and the session cache (cache_sessions, which such a
+        service must have) starts every later read of it from there."""
+        if await self.may_lag():
+            await self.session(session_id, at_least=seq)
 
     def not_acted_upon(self, tags: frozenset[str]) -> None:
         """Declares event types that this service's folds never look at (e.g. the planner and

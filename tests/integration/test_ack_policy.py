@@ -1,5 +1,6 @@
 """The one ack policy, on a real JetStream consumer: retryable failures back off and, on the
-last delivery, are terminated and recorded; reads made while handling an event include it."""
+last delivery, are terminated and recorded; a read made while handling an event, given its
+sequence, includes it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 
 import nats
 import pytest
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from schemas import subjects as S
@@ -60,6 +62,8 @@ async def test_a_retryable_failure_is_recorded_and_terminated_on_the_last_delive
 
 
 async def test_a_read_while_handling_an_event_includes_it(nats_env: NatsEnv) -> None:
+    """The handler says what its read must include (the handled event's sequence): no state
+    set by the ack policy changes what a read returns."""
     gw = await B.Bus.connect(nats_env.settings("gateway"), "gateway")
     pl = await B.Bus.connect(nats_env.settings("planner"), "planner")
     sid = new_session_id()
@@ -68,8 +72,8 @@ async def test_a_read_while_handling_an_event_includes_it(nats_env: NatsEnv) -> 
     admin, psub = await _consumer(nats_env, sid, 5)
     seen: list[int] = []
 
-    async def handler(msg: object) -> None:
-        stored = await pl.session(sid)
+    async def handler(msg: Msg) -> None:
+        stored = await pl.session(sid, at_least=int(msg.metadata.sequence.stream))
         seen.append(stored[-1].seq)
 
     try:
