@@ -8,9 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from nats.aio.msg import Msg
 
-from schemas import catalogue, chain
+from schemas import catalogue
 from schemas import subjects as S
 from schemas.approval import (
     GRANT_VERSION,
@@ -30,6 +29,7 @@ from schemas.approval import (
 )
 from schemas.base import Event
 from schemas.commands import ExecCommand, command_encoder
+from schemas.events import AnyEvent
 from schemas.execution import PreviewRecorded
 from schemas.ids import derived_id
 from schemas.planning import ToolProposed
@@ -37,7 +37,8 @@ from services.gate import domain, risk
 from services.gate.policy import Effect
 from services.gate.settings import GateSettings
 from services.runtime import signing
-from services.runtime.bus import Bus, Link, decode_stored
+from services.runtime.bus import Bus, Link
+from services.runtime.delivery import Delivery, Poisoned
 from services.runtime.errors import ConcurrencyConflict, PoisonMessage
 from services.runtime.identity import ForgedEvent
 from services.runtime.log import Expect
@@ -64,17 +65,17 @@ class Gate:
         self._requests: dict[str, ApprovalRequested] = {}
         self._changes: list[risk.Change] = []
 
-    async def handle(self, msg: Msg) -> None:
-        event = self.bus.decode(msg)  # signed by the emitter its subject names, or poison
-        seq = int(msg.metadata.sequence.stream)
+    async def handle(self, d: Delivery[AnyEvent]) -> None:
+        # Decoded and signed by the emitter its subject names: the consume loop checked it.
+        event = d.event
         if not isinstance(event, ToolProposed) or event.batch_id:
             # What follows reads the session, which must include this event (a replica may
             # lag the leader); a lone proposal is classified without reading it.
-            await self.bus.catch_up(event.session_id, seq)
+            await self.bus.catch_up(event.session_id, d.seq)
         match event:
             case ToolProposed():
                 # The proposal is the event its classification follows: chain to it directly.
-                await self.on_proposed(event, hint=(seq, chain.event_hash(msg.data)))
+                await self.on_proposed(event, hint=d.link)
             case PreviewRecorded():
                 await self.on_preview(event)
             case ApprovalDecided():
@@ -82,18 +83,16 @@ class Gate:
             case _:
                 raise PoisonMessage(f"the gate does not handle {event.type}")
 
-    async def on_poison(self, msg: Msg, exc: PoisonMessage) -> None:
+    async def on_poison(self, p: Poisoned[AnyEvent]) -> None:
         """A message the gate can never handle is recorded, so no session waits on it forever.
         Fails closed: a proposal that cannot be handled is refused, a decision rejected. A
         forged event (not signed by its emitter) is recorded the same way, naming the forgery,
         so the session shows that something was rejected rather than waiting on it."""
-        try:
-            event = decode_stored(msg.subject, msg.data)
-        except PoisonMessage:
+        event, exc = p.event, p.error
+        if event is None:
             return  # undecodable or misrouted: nothing trustworthy to attach it to (logged)
         if isinstance(exc, ForgedEvent):
-            seq = int(msg.metadata.sequence.stream)
-            reason = (f"rejected a forged {event.type} at seq {seq} ({exc.problem}): "
+            reason = (f"rejected a forged {event.type} at seq {p.seq} ({exc.problem}): "
                       f"{exc.detail}; it was not acted upon")[:2000]
         else:
             reason = f"the gate could not handle this: {exc}"[:2000]

@@ -13,28 +13,28 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import msgspec
-from nats.aio.msg import Msg
 
 from schemas import subjects as S
 from schemas.base import Event
+from schemas.events import AnyEvent
 from schemas.ids import derived_id
 from schemas.planning import CommandRejected, ModelRetried, StepPlanned, ToolProposed
 from services.planner import agent, direct, domain
 from services.planner.llm import ChatModel, ModelError
 from services.planner.settings import ModelSettings
 from services.runtime import sealing
-from services.runtime.bus import Bus, decode_stored
-from services.runtime.errors import ConcurrencyConflict, PoisonMessage, RetryableError
+from services.runtime.bus import Bus
+from services.runtime.delivery import Delivery, Poisoned
+from services.runtime.errors import ConcurrencyConflict, RetryableError
 from services.runtime.identity import ForgedEvent
 from services.runtime.log import Expect
 
 log = logging.getLogger(__name__)
 OCC_ATTEMPTS = 20
-HEARTBEAT_S = 10.0
 Sleep = Callable[[float], Awaitable[None]]
 E = TypeVar("E", bound=Event)
 
@@ -50,29 +50,25 @@ class Planner:
         self.model_calls = 0  # for tests and metrics
         self._sealer: sealing.Sealer | None = None
 
-    async def handle(self, msg: Msg) -> None:
-        trigger = self.bus.decode(msg)  # signed by the emitter its subject names, or poison
+    async def handle(self, d: Delivery[AnyEvent]) -> None:
+        # Decoded and signed by the emitter its subject names: the consume loop checked it,
+        # and keeps the message alive however long the model thinks.
+        trigger = d.event
         # The session as read must include the trigger (a replica may lag the leader).
-        seq = int(msg.metadata.sequence.stream)
-        await self.direct_step(trigger, at_least=seq)
+        await self.direct_step(trigger, at_least=d.seq)
         if self.model is not None:
-            async with _heartbeat(msg):
-                await self.model_step(trigger, at_least=seq)
+            await self.model_step(trigger, at_least=d.seq)
 
-    async def on_poison(self, msg: Msg, exc: PoisonMessage) -> None:
+    async def on_poison(self, p: Poisoned[AnyEvent]) -> None:
         """A forged event (a user.message or tool.result not signed by its emitter) is never
         acted upon, and the session records that it was rejected: the person sees it, and the
         model loop, which never folds it, goes on waiting for the real one. Other poison is
         only logged, as before."""
-        if not isinstance(exc, ForgedEvent):
+        event, exc, seq = p.event, p.error, p.seq
+        if not isinstance(exc, ForgedEvent) or event is None:
             return
-        try:
-            event = decode_stored(msg.subject, msg.data)
-        except PoisonMessage:
-            return  # undecodable or misrouted: nothing trustworthy to attach it to (logged)
-        seq = int(msg.metadata.sequence.stream)
-        with contextlib.suppress(ConcurrencyConflict):  # recorded by an earlier delivery
-            await self.bus.append(CommandRejected(
+        # None: recorded by an earlier delivery.
+        await self.bus.append_once(CommandRejected(
                 session_id=event.session_id, actor="planner", causation_id=event.event_id,
                 # One record per stored forgery: derived from its place in the log.
                 event_id=derived_id("e", event.event_id, f"forged-{seq}"),
@@ -258,21 +254,3 @@ def _delivered(event: Event) -> bool:
     """Whether the planner's consumer delivers this event (so some instance handles it)."""
     return (event.emitter, event.type) in _CONSUMED
 
-
-@contextlib.asynccontextmanager
-async def _heartbeat(msg: Msg) -> AsyncIterator[None]:
-    """Tells JetStream we are still working while a model thinks, so it does not redeliver."""
-
-    async def beat() -> None:
-        while True:
-            await asyncio.sleep(HEARTBEAT_S)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

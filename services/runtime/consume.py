@@ -1,5 +1,6 @@
-"""The consume loop: fetch from a service's durable consumer, hand each message to its handler
-(per session, in order), and settle it with the one reviewed ack policy."""
+"""The consume loop: fetch from a service's durable consumer, decode and check each message
+once, hand the handler a typed Delivery (per session, in order), keep every held message alive
+with the one in-progress heartbeat, and settle it with the one reviewed ack policy."""
 
 from __future__ import annotations
 
@@ -14,13 +15,11 @@ from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from schemas import subjects as S
-from schemas.events import AnyEvent
 from services.runtime.connection import TRANSIENT
+from services.runtime.delivery import Delivery, Poisoned, open_command, open_event
 from services.runtime.errors import PoisonMessage, RetryableError
-from services.runtime.identity import SIGNATURE_HEADER
 from services.runtime.provision import MAX_DELIVER, UNEXPECTED_ATTEMPTS
 from services.runtime.reader import Reader
-from services.runtime.stored import decode_stored
 
 log = logging.getLogger(__name__)
 
@@ -29,34 +28,39 @@ log = logging.getLogger(__name__)
 SESSIONS_AT_ONCE = 16
 HELD_PER_SESSION = 4
 
+# What a service gives the loop: a handler of deliveries, a recorder of poison, and (chosen by
+# the loop from the consumer's stream) how a message is opened and checked.
+Handler = Callable[[Delivery[Any]], Awaitable[None]]
+OnPoison = Callable[[Poisoned[Any]], Awaitable[None]]
+Opener = Callable[[Msg], Delivery[Any]]
+Check = Callable[[Delivery[Any]], None]
+
 
 class Consumer(Reader):
     """Consumes a durable consumer (it verifies what it decodes: a Reader)."""
 
     # -- verifying ---------------------------------------------------------------------------
 
-    def decode(self, msg: Msg) -> AnyEvent:
-        """The one way a consumer decodes what it is about to act on: the subject and payload
-        agree (decode_stored), and the event is signed by the key of the emitter its subject
-        names. Raises PoisonMessage (ForgedEvent for a signature) otherwise."""
-        event = decode_stored(msg.subject, msg.data)
-        signature = (msg.headers or {}).get(SIGNATURE_HEADER)
-        self.verify(int(msg.metadata.sequence.stream), msg.subject, msg.data, signature)
-        return event
+    def check(self, delivery: Delivery[Any]) -> None:
+        """The one check of who wrote what a service is about to act on: the event is signed
+        by the key of the emitter its subject names. Raises ForgedEvent (a PoisonMessage)
+        otherwise; the loop makes it for every event it consumes, once."""
+        self.verify(delivery.seq, delivery.subject, delivery.data, delivery.signature)
 
     # -- consuming ---------------------------------------------------------------------------
 
     async def consume(
         self,
         durable: str,
-        handler: Callable[[Msg], Awaitable[None]],
+        handler: Handler,
         stop: asyncio.Event,
         *,
         batch: int = 32,
-        on_poison: Callable[[Msg, PoisonMessage], Awaitable[None]] | None = None,
+        on_poison: OnPoison | None = None,
         sessions_at_once: int = 1,
     ) -> None:
-        """Fetches from an admin-provisioned durable pull consumer until `stop` is set.
+        """Fetches from an admin-provisioned durable pull consumer until `stop` is set. Events
+        (EVENTS) reach the handler decoded and signature-checked; commands (EXEC) decoded.
 
         sessions_at_once > 1: messages are handled per session — in order within a session, up
         to that many sessions at a time (see Dispatcher)."""
@@ -70,7 +74,12 @@ class Consumer(Reader):
         except Exception as exc:  # noqa: BLE001 - the default keeps messages alive too
             log.warning("consumer info unavailable: %s", exc)
         try:
-            await self._fetch_loop(psub, handler, stop, batch, on_poison, sessions_at_once)
+            if stream == S.EXEC_STREAM:
+                await self._fetch_loop(psub, handler, stop, batch, on_poison, sessions_at_once,
+                                       opener=open_command)
+            else:
+                await self._fetch_loop(psub, handler, stop, batch, on_poison, sessions_at_once,
+                                       opener=open_event, check=self.check)
         finally:
             # An open pull subscription makes drain() wait for its whole timeout.
             with contextlib.suppress(Exception):
@@ -79,14 +88,18 @@ class Consumer(Reader):
     async def _fetch_loop(
         self,
         psub: Any,
-        handler: Callable[[Msg], Awaitable[None]],
+        handler: Handler,
         stop: asyncio.Event,
         batch: int,
-        on_poison: Callable[[Msg, PoisonMessage], Awaitable[None]] | None,
+        on_poison: OnPoison | None,
         sessions_at_once: int = 1,
+        *,
+        opener: Opener = open_event,
+        check: Check | None = None,
     ) -> None:
         work = Dispatcher(handler, on_poison, sessions_at_once, self._ack_wait,
-                          max_held=max(batch, HELD_PER_SESSION * sessions_at_once))
+                          max_held=max(batch, HELD_PER_SESSION * sessions_at_once),
+                          opener=opener, check=check)
         try:
             while not stop.is_set() and not work.closed:
                 room = work.room()
@@ -145,21 +158,27 @@ class Dispatcher:
     Across sessions there was never an order to keep (N instances already handle them in
     parallel).
 
-    At most `max_held` messages are held at once; those waiting behind a slow one are kept
-    alive with in-progress heartbeats, so JetStream does not hand them to another instance
-    while this one holds them.
+    At most `max_held` messages are held at once, and every one of them — waiting behind a
+    slow one, or being handled however long that takes (a model thinking, a slow cluster, a
+    webhook retried) — is kept alive by the one in-progress heartbeat here, every third of
+    ack_wait, so JetStream does not hand it to another instance while this one holds it.
+    Handlers keep no heartbeat of their own.
     """
 
     def __init__(
         self,
-        handler: Callable[[Msg], Awaitable[None]],
-        on_poison: Callable[[Msg, PoisonMessage], Awaitable[None]] | None,
+        handler: Handler,
+        on_poison: OnPoison | None,
         sessions_at_once: int,
         ack_wait: float,
         max_held: int,
+        opener: Opener = open_event,
+        check: Check | None = None,
     ) -> None:
         self.handler = handler
         self.on_poison = on_poison
+        self.opener = opener
+        self.check = check
         self.ordered_by_session = sessions_at_once > 1
         self.slots = asyncio.Semaphore(max(1, sessions_at_once))
         self.ack_wait = ack_wait
@@ -190,7 +209,8 @@ class Dispatcher:
             if before is not None:
                 await asyncio.wait({before})  # the session's earlier message first
             async with self.slots:
-                await handle_with_policy(msg, self.handler, self.on_poison)
+                await handle_with_policy(msg, self.handler, self.on_poison,
+                                         opener=self.opener, check=self.check)
         except ConnectionClosedError:
             self.closed = True
         except Exception:  # a bad message must never end the service
@@ -236,29 +256,35 @@ async def _settle(msg: Msg, action: str, **kwargs: Any) -> None:
 
 async def handle_with_policy(
     msg: Msg,
-    handler: Callable[[Msg], Awaitable[None]],
-    on_poison: Callable[[Msg, PoisonMessage], Awaitable[None]] | None = None,
+    handler: Handler,
+    on_poison: OnPoison | None = None,
+    *,
+    opener: Opener = open_event,
+    check: Check | None = None,
 ) -> None:
-    """The ack policy, in one place: ack on success, nak with delay on a retryable error,
-    terminate (and record) a poison message, nak an unexpected failure (max_deliver bounds it).
+    """The ack policy, in one place: open (decode) and check the message once, then ack on
+    success, nak with delay on a retryable error, terminate (and record) a poison message —
+    undecodable, forged, or refused by the handler — and nak an unexpected failure
+    (max_deliver bounds it).
     """
     meta = msg.metadata
-    extra = {"subject": msg.subject, "seq": meta.sequence.stream}
+    seq = int(meta.sequence.stream)
+    extra = {"subject": msg.subject, "seq": seq}
+    delivery: Delivery[Any] | None = None
     try:
-        await handler(msg)
+        delivery = opener(msg)
+        if check is not None:
+            check(delivery)
+        await handler(delivery)
     except PoisonMessage as exc:
         log.error("poison message terminated: %s", exc, extra=extra)
-        if on_poison is not None:
-            try:
-                await on_poison(msg, exc)
-            except Exception:  # recording must not block termination
-                log.exception("recording a poison message failed", extra=extra)
+        await _record(on_poison, Poisoned(msg.subject, seq, _event(delivery), exc), extra)
         await _settle(msg, "term")
         return
     except (RetryableError, *TRANSIENT) as exc:
         if meta.num_delivered >= MAX_DELIVER:
-            await _give_up(msg, on_poison, f"still failing after {meta.num_delivered} "
-                           f"deliveries: {type(exc).__name__}: {exc}", extra)
+            await _give_up(msg, on_poison, delivery, f"still failing after "
+                           f"{meta.num_delivered} deliveries: {type(exc).__name__}: {exc}", extra)
             return
         # Patient: a bus or cluster outage of minutes must not use up the deliveries.
         delay = min(0.5 * 2 ** (meta.num_delivered - 1), 30.0)
@@ -270,7 +296,7 @@ async def handle_with_policy(
             # The last attempt: terminate and record it, so the session learns of the failure
             # instead of waiting forever for an answer that will never come.
             log.exception("handler failed on its last attempt", extra=extra)
-            await _give_up(msg, on_poison, f"failed {meta.num_delivered} times: "
+            await _give_up(msg, on_poison, delivery, f"failed {meta.num_delivered} times: "
                            f"{type(exc).__name__}: {exc}", extra)
             return
         log.exception("handler failed", extra=extra)
@@ -279,17 +305,30 @@ async def handle_with_policy(
     await _settle(msg, "ack")
 
 
+def _event(delivery: Delivery[Any] | None) -> Any:
+    return None if delivery is None else delivery.event
+
+
+async def _record(on_poison: OnPoison | None, poisoned: Poisoned[Any],
+                  extra: dict[str, Any]) -> None:
+    """Lets the service record a message that will never be handled; recording must not
+    block its termination."""
+    if on_poison is not None:
+        try:
+            await on_poison(poisoned)
+        except Exception:
+            log.exception("recording a failed message failed", extra=extra)
+
+
 async def _give_up(
     msg: Msg,
-    on_poison: Callable[[Msg, PoisonMessage], Awaitable[None]] | None,
+    on_poison: OnPoison | None,
+    delivery: Delivery[Any] | None,
     reason: str,
     extra: dict[str, Any],
 ) -> None:
     """Terminates a message that will never succeed, recording why where a session exists."""
     log.error("giving up: %s", reason, extra=extra)
-    if on_poison is not None:
-        try:
-            await on_poison(msg, PoisonMessage(reason))
-        except Exception:
-            log.exception("recording a failed message failed", extra=extra)
+    await _record(on_poison, Poisoned(msg.subject, int(msg.metadata.sequence.stream),
+                                      _event(delivery), PoisonMessage(reason)), extra)
     await _settle(msg, "term")

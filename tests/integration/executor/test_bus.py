@@ -188,7 +188,7 @@ async def test_bad_write_commands_never_run(
     signing.generate_keypair(other_private, tmp_path / "other.pub")
     settings = ExecutorSettings(nats=nats_env.settings("executor"), gate_public_key=public,
                                 kubeconfig=kubeconfig, allowed_contexts=("sandbox",),
-                                call_timeout_s=10, verify_timeout_s=5, progress_interval_s=1)
+                                call_timeout_s=10, verify_timeout_s=5)
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(settings, stop))
     try:
@@ -250,7 +250,6 @@ def start_executor(nats_env: NatsEnv, public: Path, kubeconfig: Path,
         "KUBECONFIG": str(kubeconfig),
         "INTERLOCK_KUBE_CONTEXTS": "sandbox",
         "INTERLOCK_CALL_TIMEOUT": "120",
-        "INTERLOCK_PROGRESS_INTERVAL": "1",
         "PYTHONUNBUFFERED": "1",
     })
     with open(logfile, "ab") as out:
@@ -311,7 +310,7 @@ async def executor_running(nats_env: NatsEnv, public: Path,
                            kubeconfig: Path) -> AsyncIterator[None]:
     settings = ExecutorSettings(nats=nats_env.settings("executor"), gate_public_key=public,
                                 kubeconfig=kubeconfig, allowed_contexts=("sandbox",),
-                                call_timeout_s=10, verify_timeout_s=5, progress_interval_s=1)
+                                call_timeout_s=10, verify_timeout_s=5)
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(settings, stop))
     try:
