@@ -54,8 +54,8 @@ class Expect:
     or filter below), so that of two writers racing for the same step exactly one wins.
     Build it with one of the constructors; each says what a ConcurrencyConflict means."""
 
-    # The filter the server checks (None: the event's own subject) and the sequence it must
-    # end at; both None: the session's tail, whatever it is (session_tail).
+    # What the server checks: check_filter (None: the event's own subject) ends at check_seq.
+    # check_seq None: the session ends at the event this one chains to (session_tail, after).
     check_filter: str | None = None
     check_seq: int | None = None
     # The event this one chains to, when the caller knows it (after, new_key's hint).
