@@ -10,13 +10,12 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
-from nats.aio.msg import Msg
 
 from schemas import catalogue
 from schemas import subjects as S
 from schemas.approval import GRANT_VERSION, Grant
 from schemas.base import Event
-from schemas.commands import ExecCommand, command_decoder
+from schemas.commands import ExecCommand
 from schemas.execution import (
     CommandRefused,
     PreviewRecorded,
@@ -31,7 +30,9 @@ from services.executor.selector import READERS  # kube_read's, with `logs -l`
 from services.executor.settings import ExecutorSettings
 from services.runtime import sealing, signing
 from services.runtime.bus import STALE_READ_WAIT_S, Bus, Link
-from services.runtime.errors import ConcurrencyConflict, PoisonMessage, RetryableError
+from services.runtime.delivery import Delivery
+from services.runtime.errors import ConcurrencyConflict, RetryableError
+from services.runtime.log import Expect
 from services.runtime.sealing import SealError, Unsealed
 
 log = logging.getLogger(__name__)
@@ -69,23 +70,22 @@ class Executor:
             raise SealError(f"with its sealed values, the call's args are not valid: "
                             f"{unsealed.scrub(str(exc))}") from exc
 
-    async def handle(self, msg: Msg) -> None:
-        try:
-            cmd = command_decoder.decode(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise PoisonMessage(f"undecodable command: {exc}") from exc
+    async def handle(self, d: Delivery[ExecCommand]) -> None:
+        # Decoded by the consume loop (an undecodable command is poison there), which also
+        # keeps the message alive however long the cluster takes.
+        cmd = d.event
         expected = S.exec_subject(cmd.kind, cmd.session_id)
         try:
-            if msg.subject != expected:
-                raise Refused(f"command of kind {cmd.kind} on the wrong subject {msg.subject}")
+            if d.subject != expected:
+                raise Refused(f"command of kind {cmd.kind} on the wrong subject {d.subject}")
             if cmd.kind == "read":
-                await self.run_read(cmd, msg)
+                await self.run_read(cmd)
             elif cmd.kind == "preview":
-                await self.run_preview(cmd, msg)
+                await self.run_preview(cmd)
             else:
-                await self.run_write(cmd, msg)
+                await self.run_write(cmd)
         except Refused as exc:
-            await self.refuse(cmd, str(exc), msg.subject)
+            await self.refuse(cmd, str(exc), d.subject)
 
     async def refuse(self, cmd: ExecCommand, reason: str, subject: str) -> None:
         reason = scrub(reason)
@@ -108,23 +108,19 @@ class Executor:
             raise Refused(f"invalid args for {cmd.tool}: {exc}") from exc
         return tool, args
 
-    async def _in_thread(self, msg: Msg, fn: Callable[[], Any]) -> Any:
-        """Runs a blocking Kubernetes call, telling JetStream we are still working on it."""
-        task = asyncio.create_task(asyncio.to_thread(fn))
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=self.settings.progress_interval_s)
-            if done:
-                return task.result()
-            await msg.in_progress()
+    async def _in_thread(self, fn: Callable[[], Any]) -> Any:
+        """Runs a blocking Kubernetes call in a thread: the event loop stays free, and with it
+        the consume loop's heartbeat that keeps the command alive meanwhile."""
+        return await asyncio.to_thread(fn)
 
     # -- reads -------------------------------------------------------------------------------
 
-    async def run_read(self, cmd: ExecCommand, msg: Msg) -> None:
+    async def run_read(self, cmd: ExecCommand) -> None:
         tool, args = self._tool(cmd, "read")
         reader = READERS.get(type(args))
         if reader is None:
             raise Refused(f"no reader for {tool.name}")
-        await self._record(cmd, msg, lambda: reader(self.kube, args), write=False)
+        await self._record(cmd, lambda: reader(self.kube, args), write=False)
 
     def _result(self, cmd: ExecCommand, out: Outcome) -> ToolResult:
         return result_of(cmd, out)
@@ -155,10 +151,10 @@ class Executor:
             causation_id=cmd.causation_id,
         )
 
-    async def _record(self, cmd: ExecCommand, msg: Msg, call: Callable[[], Outcome],
+    async def _record(self, cmd: ExecCommand, call: Callable[[], Outcome],
                       write: bool) -> None:
         try:
-            result = self._result(cmd, await self._in_thread(msg, call))
+            result = self._result(cmd, await self._in_thread(call))
         except KubeError as exc:
             result = self._failure(cmd, exc, write)
         await self._append_result(result, _hint(cmd), cleaned=True)
@@ -169,15 +165,11 @@ class Executor:
         was built by `_result`/`_failure`, which clean (once is enough: it is idempotent)."""
         if not cleaned:
             result = clean(result)
-        try:
-            return await self.bus.append_link(result, once_per_key=True, after_hint=hint)
-        except ConcurrencyConflict:
-            log.info("result already recorded", extra={"call_id": result.call_id})
-            return None
+        return await self.bus.append_once(result, Expect.new_key(hint=hint))
 
     # -- previews ----------------------------------------------------------------------------
 
-    async def run_preview(self, cmd: ExecCommand, msg: Msg) -> None:
+    async def run_preview(self, cmd: ExecCommand) -> None:
         tool, args = self._tool(cmd, "write")
         # Where it will run, for the approver: a kubeconfig read, no request to the cluster.
         context = self.kube.context_name(args.cluster)[:2000]
@@ -185,11 +177,11 @@ class Executor:
         try:
             # The dry run needs the real values; nothing recorded below may show them.
             args, unsealed = await self.unseal(cmd, tool)
-            pv: Preview = await self._in_thread(msg, lambda: kube_write.preview(self.kube, args))
+            pv: Preview = await self._in_thread(lambda: kube_write.preview(self.kube, args))
             # After the dry run (which decides whether there is anything to approve), the
             # facts an approver needs that no model has to be trusted for.
             found: evidence.Gathered = await self._in_thread(
-                msg, lambda: evidence.gather(self.kube, args))
+                lambda: evidence.gather(self.kube, args))
             radius = pv.radius
             if found.autoscaler:
                 radius = msgspec.structs.replace(radius, autoscaler=found.autoscaler[:2000])
@@ -206,11 +198,7 @@ class Executor:
                 session_id=cmd.session_id, call_id=cmd.call_id, ok=False,
                 error=error[:2000], actor=ACTOR, causation_id=cmd.causation_id, context=context,
             )
-        try:
-            await self.bus.append(unsealed.scrub(clean(event)), once_per_key=True,
-                                  after_hint=_hint(cmd))
-        except ConcurrencyConflict:
-            log.info("preview already recorded", extra={"call_id": cmd.call_id})
+        await self.bus.append_once(unsealed.scrub(clean(event)), Expect.new_key(hint=_hint(cmd)))
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -261,7 +249,7 @@ class Executor:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
 
-    async def run_write(self, cmd: ExecCommand, msg: Msg) -> None:
+    async def run_write(self, cmd: ExecCommand) -> None:
         tool, args = self.verify(cmd)
         grant = cmd.grant
         assert grant is not None
@@ -281,15 +269,14 @@ class Executor:
                 ToolStarted(session_id=cmd.session_id, call_id=cmd.call_id,
                             approval_id=grant.approval_id, actor=ACTOR,
                             causation_id=cmd.causation_id),
-                once_per_key=True, key_filter=claims,
+                Expect.new_key(claims),
             )
         except ConcurrencyConflict:
-            await self._claimed_before(cmd, args, msg, claims)
+            await self._claimed_before(cmd, args, claims)
             return
         try:
             out, plan, after = await self._in_thread(
-                msg, lambda: kube_write.execute(self.kube, real, grant.resource_version,
-                                                effect))
+                lambda: kube_write.execute(self.kube, real, grant.resource_version, effect))
         except KubeError as exc:
             await self._append_result(unsealed.scrub(self._failure(cmd, exc, write=True)), claim,
                                       cleaned=True)
@@ -298,15 +285,15 @@ class Executor:
                                              cleaned=True)
         if recorded is None:
             return
-        await self._verify_write(cmd, msg, real, plan, after, recorded, unsealed)
+        await self._verify_write(cmd, real, plan, after, recorded, unsealed)
 
-    async def _verify_write(self, cmd: ExecCommand, msg: Msg, args: Any,
+    async def _verify_write(self, cmd: ExecCommand, args: Any,
                             plan: kube_write.Plan, after: Any, result: Link,
                             unsealed: Unsealed | None = None) -> None:
         timeout = self.settings.verify_timeout_s
         try:
             v = await self._in_thread(
-                msg, lambda: kube_write.verify(self.kube, args, plan, after, timeout))
+                lambda: kube_write.verify(self.kube, args, plan, after, timeout))
         except KubeError as exc:
             v = kube_write.Verification("failed", f"re-reading {plan.ref}",
                                         f"{exc.reason}: {exc.message}")
@@ -316,11 +303,8 @@ class Executor:
             outcome=v.outcome, check=scrub(v.check)[:2000], detail=scrub(v.detail)[:MAX_OUTPUT],
             observed=observed, actor=ACTOR, causation_id=cmd.causation_id,
         ))
-        try:
-            await self.bus.append(unsealed.scrub(verified) if unsealed else verified,
-                                  once_per_key=True, after_hint=result)
-        except ConcurrencyConflict:
-            log.info("verification already recorded", extra={"call_id": cmd.call_id})
+        await self.bus.append_once(unsealed.scrub(verified) if unsealed else verified,
+                                   Expect.new_key(hint=result))
 
     async def _stored_last(self, subject_filter: str) -> tuple[int, Event | None] | None:
         """The last message STORED on a filter — (seq, its event, or None when that message
@@ -336,7 +320,7 @@ class Executor:
             return seq, stored.event if stored.seq == seq else None
         return seq, None
 
-    async def _claimed_before(self, cmd: ExecCommand, args: Any, msg: Msg,
+    async def _claimed_before(self, cmd: ExecCommand, args: Any,
                               claims: str) -> None:
         """The server refused the claim: say what really holds the claim subject."""
         held = await self._stored_last(claims)
@@ -359,9 +343,9 @@ class Executor:
             raise Refused(f"call {cmd.call_id} was already claimed in session "
                           f"{event.session_id} (seq {seq}); a call runs at most once across "
                           "all sessions")
-        await self._already_claimed(cmd, args, msg)
+        await self._already_claimed(cmd, args)
 
-    async def _already_claimed(self, cmd: ExecCommand, args: Any, msg: Msg) -> None:
+    async def _already_claimed(self, cmd: ExecCommand, args: Any) -> None:
         """A second delivery of a claimed call: never run it again."""
         results = S.tag_filter("executor", "tool.result", cmd.session_id, cmd.call_id)
         held = await self._stored_last(results)
@@ -376,7 +360,7 @@ class Executor:
         # The claimant died between calling the cluster and recording: say so, don't guess —
         # but show what the cluster looks like now, so the human can tell.
         try:
-            observed = await self._in_thread(msg, lambda: kube_write.observe(self.kube, args))
+            observed = await self._in_thread(lambda: kube_write.observe(self.kube, args))
         except KubeError as exc:
             observed = {"error": f"{exc.reason}: {exc.message}"}
         await self._append_result(ToolResult(

@@ -20,7 +20,6 @@ class ExecutorSettings:
     allowed_contexts: tuple[str, ...]  # empty: only the kubeconfig's current context
     call_timeout_s: float = 30.0  # per Kubernetes request
     verify_timeout_s: float = 120.0  # how long a write's verification (rollout) may wait
-    progress_interval_s: float = 5.0  # in_progress() to JetStream while a call runs
     # all: one consumer for every command; read: reads only; write: previews and writes (each
     # under its own Kubernetes identity, deploy/k8s). The provisioned layout must match.
     role: str = "all"
@@ -46,6 +45,5 @@ class ExecutorSettings:
             allowed_contexts=contexts,
             call_timeout_s=float(env.get("INTERLOCK_CALL_TIMEOUT", "30")),
             verify_timeout_s=float(env.get("INTERLOCK_VERIFY_TIMEOUT", "120")),
-            progress_interval_s=float(env.get("INTERLOCK_PROGRESS_INTERVAL", "5")),
             role=role,
         )

@@ -30,8 +30,8 @@ def install(bus: Bus, env: dict[str, str] | os._Environ[str] = os.environ) -> No
     log.warning("crash point armed: exiting after the first %s appended", point)
     inner: Callable[..., Awaitable[Link]] = bus.append_link
 
-    async def append_link(event: Event, **kwargs: Any) -> Link:
-        link = await inner(event, **kwargs)
+    async def append_link(event: Event, *args: Any, **kwargs: Any) -> Link:
+        link = await inner(event, *args, **kwargs)
         if event.type == point:
             logging.shutdown()
             os._exit(EXIT_CODE)

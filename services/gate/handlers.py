@@ -7,9 +7,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import msgspec
-from nats.aio.msg import Msg
 
-from schemas import chain, lifecycle
+from schemas import lifecycle
 from schemas import subjects as S
 from schemas.approval import (
     ApprovalDecided,
@@ -24,15 +23,18 @@ from schemas.approval import (
 )
 from schemas.base import Event
 from schemas.commands import ExecCommand, command_encoder
+from schemas.events import AnyEvent
 from schemas.execution import PreviewRecorded
 from schemas.ids import derived_id
 from schemas.planning import ToolProposed
 from services.gate import domain, risk
 from services.gate.settings import GateSettings
 from services.runtime import signing
-from services.runtime.bus import Bus, Link, decode_stored
+from services.runtime.bus import Bus, Link
+from services.runtime.delivery import Delivery, Poisoned
 from services.runtime.errors import ConcurrencyConflict, PoisonMessage
 from services.runtime.identity import ForgedEvent
+from services.runtime.log import Expect
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +58,18 @@ class Gate:
         self._requests: dict[str, ApprovalRequested] = {}
         self._changes: list[risk.Change] = []
 
-    async def handle(self, msg: Msg) -> None:
-        event = self.bus.decode(msg)  # signed by the emitter its subject names, or poison
+    async def handle(self, d: Delivery[AnyEvent]) -> None:
+        # Decoded and signed by the emitter its subject names: the consume loop checked it.
+        event = d.event
+        if not isinstance(event, ToolProposed) or event.batch_id:
+            # What follows reads the session, which must include this event (a replica may
+            # lag the leader); a lone proposal is classified without reading it.
+            await self.bus.catch_up(event.session_id, d.seq)
         match event:
             case ToolProposed() | ToolAmended():
                 # The proposal (or the gate's own amended call, consumed from the log like any
                 # other) is the event its classification follows: chain to it directly.
-                await self.on_proposed(event, hint=(int(msg.metadata.sequence.stream),
-                                                    chain.event_hash(msg.data)))
+                await self.on_proposed(event, hint=d.link)
             case PreviewRecorded():
                 await self.on_preview(event)
             case ApprovalDecided():
@@ -71,28 +77,26 @@ class Gate:
             case _:
                 raise PoisonMessage(f"the gate does not handle {event.type}")
 
-    async def on_poison(self, msg: Msg, exc: PoisonMessage) -> None:
+    async def on_poison(self, p: Poisoned[AnyEvent]) -> None:
         """A message the gate can never handle is recorded, so no session waits on it forever.
         Fails closed: a proposal that cannot be handled is refused, a decision rejected. A
         forged event (not signed by its emitter) is recorded the same way, naming the forgery,
         so the session shows that something was rejected rather than waiting on it."""
-        try:
-            event = decode_stored(msg.subject, msg.data)
-        except PoisonMessage:
+        event, exc = p.event, p.error
+        if event is None:
             return  # undecodable or misrouted: nothing trustworthy to attach it to (logged)
         if isinstance(exc, ForgedEvent):
-            seq = int(msg.metadata.sequence.stream)
-            reason = (f"rejected a forged {event.type} at seq {seq} ({exc.problem}): "
+            reason = (f"rejected a forged {event.type} at seq {p.seq} ({exc.problem}): "
                       f"{exc.detail}; it was not acted upon")[:2000]
         else:
             reason = f"the gate could not handle this: {exc}"[:2000]
         match event:
             case ToolProposed() | ToolAmended():
-                await self._append_once(ToolRefused(
+                await self.bus.append_once(ToolRefused(
                     session_id=event.session_id, call_id=event.call_id, tool=event.tool[:200],
                     reason=reason, actor=ACTOR, causation_id=event.event_id))
             case PreviewRecorded() | ApprovalDecided():
-                await self._append_once(DecisionRejected(
+                await self.bus.append_once(DecisionRejected(
                     session_id=event.session_id,
                     approval_id=getattr(event, "approval_id", "") or domain.approval_id_for(
                         getattr(event, "call_id", "")),
@@ -107,13 +111,13 @@ class Gate:
             session_id=p.session_id, call_id=p.call_id, access=c.access, rule=c.rule[:2000],
             actor=ACTOR, causation_id=p.event_id, correlation_id=p.correlation_id,
         )
-        link = await self._append_once(classified, after_hint=hint)
+        link = await self.bus.append_once(classified, Expect.new_key(hint=hint))
         # Reads are the bulk of the traffic and their record is the log: debug, not info.
         log.log(logging.DEBUG if c.access == "read" else logging.INFO,
                 "classified %s as %s", p.tool, c.access,
                 extra={"session_id": p.session_id, "call_id": p.call_id})
         if c.access == "refused" or c.args is None:
-            await self._append_once(
+            await self.bus.append_once(
                 ToolRefused(
                     session_id=p.session_id, call_id=p.call_id, tool=p.tool[:200],
                     reason=c.rule[:2000], actor=ACTOR, causation_id=classified.event_id,
@@ -153,14 +157,14 @@ class Gate:
         if batch is None:
             return
         for refused in batch.refusals():
-            await self._append_once(refused)
+            await self.bus.append_once(refused)
         if not batch.writes:
             return
         await self.refresh_history()
         request = domain.approval_request(
             events, batch, self.policy, self._changes, datetime.now(UTC),
             self.settings.approval_ttl_s, self.settings.history_window_s, cause)
-        await self._append_once(request)
+        await self.bus.append_once(request)
         log.info("approval requested", extra={"session_id": session_id,
                                               "approval_id": request.approval_id})
 
@@ -180,7 +184,7 @@ class Gate:
             if isinstance(state.outcome, ApprovalDenied) and state.outcome.superseded_by:
                 # Denied by modification: the amended call it names must exist. A gate killed
                 # between the two appends left only the denial; this completes it (once).
-                await self._append_once(domain.amended_of(state))
+                await self.bus.append_once(domain.amended_of(state))
                 if state.outcome.causation_id == d.event_id:
                     return  # the deciding decision itself, redelivered: nothing to reject
             if state.recorded != "pending":
@@ -191,11 +195,11 @@ class Gate:
             if not outputs:
                 return  # a valid approval that still waits for another approver
             try:
-                await self.bus.append(outputs[0], after=stored[-1])
+                await self.bus.append(outputs[0], Expect.after(stored[-1].link))
             except ConcurrencyConflict:
                 continue  # someone appended to the session meanwhile: fold again
             for out in outputs[1:]:
-                await self._append_once(out)
+                await self.bus.append_once(out)
             first = outputs[0]
             if isinstance(first, ApprovalGranted):
                 await self.release(state.request, first)
@@ -213,7 +217,7 @@ class Gate:
 
     async def _reject(self, d: ApprovalDecided, why: str) -> None:
         log.warning("decision rejected: %s", why, extra={"approval_id": d.approval_id})
-        await self._append_once(domain.rejection(d, why))
+        await self.bus.append_once(domain.rejection(d, why))
 
     async def release(self, req: ApprovalRequested, granted: ApprovalGranted) -> None:
         calls = {c.call_id: c for c in req.calls}
@@ -273,19 +277,11 @@ class Gate:
                     break
                 out = domain.expiry(req)
                 try:
-                    await self.bus.append(out, after=stored[-1])
+                    await self.bus.append(out, Expect.after(stored[-1].link))
                 except ConcurrencyConflict:
                     continue
                 expired += 1
                 break
             self._watch.pop(req.approval_id, None)
         return expired
-
-    async def _append_once(self, event: Event, after_hint: Link | None = None) -> Link | None:
-        """Appends an event once per key; None if it was already recorded."""
-        try:
-            return await self.bus.append_link(event, once_per_key=True, after_hint=after_hint)
-        except ConcurrencyConflict:
-            log.info("already recorded %s", event.type, extra={"session_id": event.session_id})
-            return None
 

@@ -43,6 +43,7 @@ from services.runtime.errors import (
     PoisonMessage,
     RetryableError,
 )
+from services.runtime.log import Expect
 
 # Re-exported for callers that imported the request types from here.
 __all__ = ["Api", "Cancel", "Decision", "HttpError", "NewMessage", "NewSession", "make_app"]
@@ -240,7 +241,7 @@ class Api:
         body = await body_of(request, NewSession)
         sid = new_session_id()
         await self.bus.append(SessionStarted(session_id=sid, title=body.title, actor=who.name),
-                              once_per_key=True)
+                              Expect.new_key())
         return web.json_response({"session_id": sid}, status=201)
 
     async def post_message(self, request: web.Request) -> web.Response:
@@ -351,7 +352,7 @@ class Api:
                              decision=body.decision, reason=body.reason, approver=who.name,
                              args=args, actor=who.name)
         try:
-            seq = await self.bus.append(ev, expect_subject_seq=expect)
+            seq = await self.bus.append(ev, Expect.subject_at(expect))
         except ConcurrencyConflict as exc:
             raise HttpError(409, "already_decided",
                             f"approval {approval_id} was decided concurrently") from exc

@@ -10,14 +10,15 @@ from typing import Any
 
 import aiohttp
 import msgspec
-from nats.aio.msg import Msg
 
 from schemas import lifecycle
 from schemas import subjects as S
 from schemas.approval import ApprovalDenied, ApprovalExpired, ApprovalGranted, ApprovalRequested
+from schemas.events import AnyEvent
 from services.notifier import webhooks
 from services.notifier.settings import NotifierSettings
 from services.runtime.bus import Bus
+from services.runtime.delivery import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,10 @@ class Notifier:
         self.http = http
         self.settings = settings
 
-    async def handle(self, msg: Msg) -> None:
-        event = self.bus.decode(msg)  # signed by the emitter its subject names, or poison
+    async def handle(self, d: Delivery[AnyEvent]) -> None:
+        # Decoded and signed by the emitter its subject names: the consume loop checked it,
+        # and keeps the message alive while webhooks are retried.
+        event = d.event
         if not isinstance(event, ApprovalRequested | ApprovalGranted | ApprovalDenied
                           | ApprovalExpired):
             return
@@ -48,13 +51,10 @@ class Notifier:
         req_data = msgspec.to_builtins(request) if request is not None else None
         p = webhooks.payload(event.type, data, req_data, self.settings.public_url)
 
-        async def keepalive() -> None:
-            await msg.in_progress()  # retries may outlast ack_wait: keep the message
-
         s = self.settings
         results = await asyncio.gather(*(
             webhooks.deliver(self.http, hook, p, s.secret, attempts=s.attempts,
-                             timeout_s=s.timeout_s, backoff_s=s.backoff_s, keepalive=keepalive)
+                             timeout_s=s.timeout_s, backoff_s=s.backoff_s)
             for hook in s.webhooks
         ))
         log.info("notified %d of %d webhooks", sum(results), len(results),

@@ -8,7 +8,6 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -90,12 +89,8 @@ def slack_message(p: dict[str, Any]) -> dict[str, Any]:
     return {"text": text[:2900], "blocks": blocks}
 
 
-Keepalive = Callable[[], Awaitable[None]]
-
-
 async def deliver(http: aiohttp.ClientSession, hook: Webhook, p: dict[str, Any], secret: str,
-                  *, attempts: int, timeout_s: float, backoff_s: float,
-                  keepalive: Keepalive | None = None) -> bool:
+                  *, attempts: int, timeout_s: float, backoff_s: float) -> bool:
     """Posts one notification; retries timeouts, 5xx, 408 and 429 with exponential backoff.
     Returns whether the webhook accepted it. Never raises: a webhook cannot block anything."""
     body = json.dumps(slack_message(p) if hook.format == "slack" else p,
@@ -122,8 +117,6 @@ async def deliver(http: aiohttp.ClientSession, hook: Webhook, p: dict[str, Any],
             delay = min(backoff_s * 2**attempt, 30.0)
             log.info("webhook %s failed (%s); retrying in %.1fs", hook.where, why, delay,
                      extra=extra)
-            if keepalive is not None:
-                await keepalive()
             await asyncio.sleep(delay)
     log.error("webhook %s gave up after %d attempts", hook.where, attempts, extra=extra)
     return False

@@ -13,27 +13,28 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import msgspec
-from nats.aio.msg import Msg
 
 from schemas import subjects as S
 from schemas.base import Event
+from schemas.events import AnyEvent
 from schemas.ids import derived_id
 from schemas.planning import CommandRejected, ModelRetried, StepPlanned, ToolProposed
 from services.planner import agent, direct, domain
 from services.planner.llm import ChatModel, ModelError
 from services.planner.settings import ModelSettings
 from services.runtime import sealing
-from services.runtime.bus import Bus, decode_stored
-from services.runtime.errors import ConcurrencyConflict, PoisonMessage, RetryableError
+from services.runtime.bus import Bus
+from services.runtime.delivery import Delivery, Poisoned
+from services.runtime.errors import ConcurrencyConflict, RetryableError
 from services.runtime.identity import ForgedEvent
+from services.runtime.log import Expect
 
 log = logging.getLogger(__name__)
 OCC_ATTEMPTS = 20
-HEARTBEAT_S = 10.0
 Sleep = Callable[[float], Awaitable[None]]
 E = TypeVar("E", bound=Event)
 
@@ -49,33 +50,31 @@ class Planner:
         self.model_calls = 0  # for tests and metrics
         self._sealer: sealing.Sealer | None = None
 
-    async def handle(self, msg: Msg) -> None:
-        trigger = self.bus.decode(msg)  # signed by the emitter its subject names, or poison
-        await self.direct_step(trigger)
+    async def handle(self, d: Delivery[AnyEvent]) -> None:
+        # Decoded and signed by the emitter its subject names: the consume loop checked it,
+        # and keeps the message alive however long the model thinks.
+        trigger = d.event
+        # The session as read must include the trigger (a replica may lag the leader).
+        await self.direct_step(trigger, at_least=d.seq)
         if self.model is not None:
-            async with _heartbeat(msg):
-                await self.model_step(trigger)
+            await self.model_step(trigger, at_least=d.seq)
 
-    async def on_poison(self, msg: Msg, exc: PoisonMessage) -> None:
+    async def on_poison(self, p: Poisoned[AnyEvent]) -> None:
         """A forged event (a user.message or tool.result not signed by its emitter) is never
         acted upon, and the session records that it was rejected: the person sees it, and the
         model loop, which never folds it, goes on waiting for the real one. Other poison is
         only logged, as before."""
-        if not isinstance(exc, ForgedEvent):
+        event, exc, seq = p.event, p.error, p.seq
+        if not isinstance(exc, ForgedEvent) or event is None:
             return
-        try:
-            event = decode_stored(msg.subject, msg.data)
-        except PoisonMessage:
-            return  # undecodable or misrouted: nothing trustworthy to attach it to (logged)
-        seq = int(msg.metadata.sequence.stream)
-        with contextlib.suppress(ConcurrencyConflict):  # recorded by an earlier delivery
-            await self.bus.append(CommandRejected(
+        # None: recorded by an earlier delivery.
+        await self.bus.append_once(CommandRejected(
                 session_id=event.session_id, actor="planner", causation_id=event.event_id,
                 # One record per stored forgery: derived from its place in the log.
                 event_id=derived_id("e", event.event_id, f"forged-{seq}"),
                 text="", reason=(f"rejected a forged {event.type} at seq {seq} ({exc.problem}): "
                                  f"{exc.detail}; it was not acted upon")[:2000]),
-                once_per_key=True)
+                Expect.new_key())
 
     # -- secret values -----------------------------------------------------------------------
 
@@ -120,9 +119,9 @@ class Planner:
 
     # -- direct mode -------------------------------------------------------------------------
 
-    async def direct_step(self, trigger: Event) -> None:
+    async def direct_step(self, trigger: Event, *, at_least: int = 0) -> None:
         for _ in range(OCC_ATTEMPTS):
-            stored = await self.bus.session(trigger.session_id)
+            stored = await self.bus.session(trigger.session_id, at_least=at_least)
             events = [s.event for s in stored]
             seen = {e.event_id for e in events}
             # A secret typed into a command is not repeated by the planner's own events, and
@@ -135,7 +134,7 @@ class Planner:
             try:
                 # Optimistic concurrency on the whole session: of several planner instances,
                 # exactly one takes the next step; the others fold again and find it done.
-                await self.bus.append(todo[0], expect_session_seq=stored[-1].seq)
+                await self.bus.append(todo[0], Expect.after(stored[-1].link))
             except ConcurrencyConflict:
                 continue
             for event in todo[1:]:
@@ -146,13 +145,13 @@ class Planner:
 
     # -- the model loop ----------------------------------------------------------------------
 
-    async def model_step(self, trigger: Event) -> None:
+    async def model_step(self, trigger: Event, *, at_least: int = 0) -> None:
         """Takes every step the session needs now (usually one)."""
         assert self.settings is not None
         sid = trigger.session_id
         conflicts = calls = completions = 0
         while True:
-            stored = await self.bus.session(sid)
+            stored = await self.bus.session(sid, at_least=at_least)
             events: list[Event] = [s.event for s in stored]
             if await self._complete(events):
                 completions += 1
@@ -178,7 +177,7 @@ class Planner:
                 step = await self.sealed_step(await self._ask(f, anchor))
             # Whatever arrived while the model was thinking may change the answer.
             later = await self.bus.session(sid, start_seq=stored[-1].seq + 1)
-            last_seq = later[-1].seq if later else stored[-1].seq
+            last = (later or stored)[-1]
             if later:
                 now = agent.fold(events + [s.event for s in later])
                 if now.version != f.version or now.need is None or \
@@ -187,7 +186,7 @@ class Planner:
                              extra={"session_id": sid})
                     continue
             try:
-                await self.bus.append(step, expect_session_seq=last_seq)
+                await self.bus.append(step, Expect.after(last.link))
             except ConcurrencyConflict:
                 conflicts += 1
                 if conflicts >= OCC_ATTEMPTS:
@@ -199,8 +198,8 @@ class Planner:
         """Appends the events of recorded steps that are missing (after a crash, or just now)."""
         missing = agent.missing_projections(events)
         for event in missing:
-            with contextlib.suppress(ConcurrencyConflict):  # another instance completed it
-                await self.bus.append(event, once_per_key=True)
+            # None: another instance completed it.
+            await self.bus.append_once(event, Expect.new_key())
         return bool(missing)
 
     async def _ask(self, f: agent.Fold, anchor: Event) -> StepPlanned:
@@ -255,21 +254,3 @@ def _delivered(event: Event) -> bool:
     """Whether the planner's consumer delivers this event (so some instance handles it)."""
     return (event.emitter, event.type) in _CONSUMED
 
-
-@contextlib.asynccontextmanager
-async def _heartbeat(msg: Msg) -> AsyncIterator[None]:
-    """Tells JetStream we are still working while a model thinks, so it does not redeliver."""
-
-    async def beat() -> None:
-        while True:
-            await asyncio.sleep(HEARTBEAT_S)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -132,7 +132,7 @@ async def create_targets(url: str, names: list[str], annotations: dict[str, str]
 
 async def start_stack(data: Path, sandbox: Sandbox, **cfg: Any) -> Stack:
     kubeconfig = write_kubeconfig(data / "sandbox-kubeconfig", sandbox.url)
-    extra = {"INTERLOCK_PROGRESS_INTERVAL": "0.5", **cfg.pop("extra_env", {})}
+    extra = dict(cfg.pop("extra_env", {}))
     cfg.setdefault("ack_wait_s", ACK_WAIT_S)
     stack = Stack(StackConfig(data_dir=data / "stack", http_port=free_port(),
                               admin_token="t" * 32, kubeconfig=kubeconfig, extra_env=extra,

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from nats.aio.msg import Msg
 
-from schemas import events as E
 from schemas import subjects as S
+from schemas.events import AnyEvent
 from schemas.session import UserMessage
 from services.runtime import identity, natsconf, provision
 from services.runtime.bus import Bus
+from services.runtime.delivery import Delivery
 from services.runtime.embedded import NatsServerProcess, free_port
 from services.runtime.settings import NatsSettings
 
@@ -68,8 +68,8 @@ async def test_an_ack_lost_to_a_server_restart_does_not_end_the_consume_loop(
     working = asyncio.Event()
     finish = asyncio.Event()
 
-    async def handler(msg: Msg) -> None:
-        event = E.decode(msg.data)
+    async def handler(d: Delivery[AnyEvent]) -> None:
+        event = d.event
         if not handled:
             working.set()
             await finish.wait()  # the server dies while this message is being handled

@@ -2,8 +2,9 @@
 ack_wait. The target is annotated with the sandbox's slow-write hook, so every stored write to
 it is answered several ack_waits late; two executor instances share the work queue, so a
 redelivery would reach the other instance and show as a second claim, a refused replay or an
-"outcome unknown" result. The executor's in_progress heartbeats must keep the command: it runs
-exactly once, on one instance, and its result is recorded."""
+"outcome unknown" result. The consume loop's in-progress heartbeat (the only one: the executor
+keeps none of its own) must keep the command: it runs exactly once, on one instance, and its
+result is recorded."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ async def test_calls_longer_than_ack_wait_run_once_and_are_recorded(
 ) -> None:
     began = time.monotonic()
     await create_targets(cluster.sandbox.url, TARGETS, annotations={SLOW_WRITE: str(SLOW_S)})
-    # Heartbeats every 0.5 s (support.start_stack), a quarter of ack_wait.
+    # The consume loop beats every third of ack_wait for every message it holds.
     stack = await start_stack(tmp_path_factory.mktemp("slow"), cluster.sandbox, replicas=2,
                               ack_wait_s=ACK_WAIT_S)
     witness = Witness()

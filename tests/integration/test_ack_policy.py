@@ -1,9 +1,11 @@
 """The one ack policy, on a real JetStream consumer: retryable failures back off and, on the
-last delivery, are terminated and recorded; reads made while handling an event include it."""
+last delivery, are terminated and recorded; a read made while handling an event, given its
+sequence, includes it."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import nats
 import pytest
@@ -13,7 +15,9 @@ from schemas import subjects as S
 from schemas.ids import new_session_id
 from schemas.session import SessionStarted, UserMessage
 from services.runtime import bus as B
-from services.runtime.errors import PoisonMessage, RetryableError
+from services.runtime import consume
+from services.runtime.delivery import Delivery, Poisoned
+from services.runtime.errors import RetryableError
 from tests.conftest import NatsEnv
 
 
@@ -30,7 +34,7 @@ async def _consumer(env: NatsEnv, sid: str, max_deliver: int) -> tuple[nats.NATS
 async def test_a_retryable_failure_is_recorded_and_terminated_on_the_last_delivery(
     nats_env: NatsEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(B, "MAX_DELIVER", 2)
+    monkeypatch.setattr(consume, "MAX_DELIVER", 2)
     gw = await B.Bus.connect(nats_env.settings("gateway"), "gateway")
     sid = new_session_id()
     await gw.append(SessionStarted(session_id=sid, actor="alice"))
@@ -38,18 +42,19 @@ async def test_a_retryable_failure_is_recorded_and_terminated_on_the_last_delive
     attempts: list[int] = []
     recorded: list[str] = []
 
-    async def handler(msg: object) -> None:
-        attempts.append(1)
+    async def handler(d: Delivery[Any]) -> None:
+        attempts.append(d.delivered)
         raise RetryableError("the cluster is away")
 
-    async def on_poison(msg: object, exc: PoisonMessage) -> None:
-        recorded.append(str(exc))
+    async def on_poison(p: Poisoned[Any]) -> None:
+        assert p.event is not None  # decoded: the event the failure is recorded for
+        recorded.append(str(p.error))
 
     try:
         for _ in range(2):
             [msg] = await psub.fetch(1, timeout=5)  # type: ignore[attr-defined]
             await B.handle_with_policy(msg, handler, on_poison)
-        assert len(attempts) == 2
+        assert attempts == [1, 2]
         assert recorded and "still failing after 2 deliveries" in recorded[0]
         with pytest.raises(nats.errors.TimeoutError):
             await psub.fetch(1, timeout=1.5)  # type: ignore[attr-defined]  # terminated: gone
@@ -59,6 +64,8 @@ async def test_a_retryable_failure_is_recorded_and_terminated_on_the_last_delive
 
 
 async def test_a_read_while_handling_an_event_includes_it(nats_env: NatsEnv) -> None:
+    """The handler says what its read must include (the handled event's sequence): no state
+    set by the ack policy changes what a read returns."""
     gw = await B.Bus.connect(nats_env.settings("gateway"), "gateway")
     pl = await B.Bus.connect(nats_env.settings("planner"), "planner")
     sid = new_session_id()
@@ -67,8 +74,8 @@ async def test_a_read_while_handling_an_event_includes_it(nats_env: NatsEnv) -> 
     admin, psub = await _consumer(nats_env, sid, 5)
     seen: list[int] = []
 
-    async def handler(msg: object) -> None:
-        stored = await pl.session(sid)
+    async def handler(d: Delivery[Any]) -> None:
+        stored = await pl.session(sid, at_least=d.seq)
         seen.append(stored[-1].seq)
 
     try:

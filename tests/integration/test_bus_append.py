@@ -1,4 +1,4 @@
-"""Appending with a chain hint (Bus.append_link's after_hint): one round trip when the hinted
+"""Appending with a chain hint (Expect.new_key's hint): one round trip when the hinted
 event is still the session's last, the usual once-per-key checks otherwise — never a second
 event of a key, never a broken chain."""
 
@@ -12,6 +12,7 @@ from schemas.ids import new_call_id, new_session_id
 from schemas.session import SessionStarted, UserMessage
 from services.runtime import bus as B
 from services.runtime.errors import ConcurrencyConflict
+from services.runtime.log import Expect
 from tests.conftest import NatsEnv
 
 
@@ -38,8 +39,8 @@ async def test_a_hint_that_is_still_the_last_event_saves_the_read(nats_env: Nats
     sid = new_session_id()
     try:
         hint = await gw.append_link(SessionStarted(session_id=sid, actor="alice"))
-        seq, digest = await ex.append_link(_result(sid, new_call_id()), once_per_key=True,
-                                           after_hint=hint)
+        seq, digest = await ex.append_link(_result(sid, new_call_id()),
+                                           Expect.new_key(hint=hint))
         assert reads == []  # chained to the hint, no read of the session's last event
         stored = await gw.session(sid)
         assert [s.seq for s in stored] == [hint[0], seq]
@@ -60,14 +61,14 @@ async def test_a_stale_hint_falls_back_to_the_checked_append(nats_env: NatsEnv) 
     try:
         hint = await gw.append_link(SessionStarted(session_id=sid, actor="alice"))
         later = await gw.append(UserMessage(session_id=sid, text="meanwhile", actor="alice"))
-        seq = await ex.append(_result(sid, call), once_per_key=True, after_hint=hint)
+        seq = await ex.append(_result(sid, call), Expect.new_key(hint=hint))
         stored = await gw.session(sid)
         assert stored[-1].seq == seq and stored[-1].event.prev_seq == later  # the real last
         # The key is still once: a second result for the call (a redelivered command, whose
         # hint is the event before the first result) is refused, as without a hint.
         for h in (hint, None):
             with pytest.raises(ConcurrencyConflict):
-                await ex.append(_result(sid, call, "again"), once_per_key=True, after_hint=h)
+                await ex.append(_result(sid, call, "again"), Expect.new_key(hint=h))
         assert len(await gw.session(sid)) == 3
         report = chain.verify_chain(await _links(gw, sid))
         assert report.ok and not report.forks
@@ -77,8 +78,9 @@ async def test_a_stale_hint_falls_back_to_the_checked_append(nats_env: NatsEnv) 
 
 
 async def test_a_key_filter_makes_a_key_once_across_sessions(nats_env: NatsEnv) -> None:
-    """`key_filter`: the server checks that a wildcard filter is empty, not only the event's
-    own subject — so a key taken in one session cannot be taken in another (issue 14)."""
+    """`Expect.new_key(key_filter)`: the server checks that a wildcard filter is empty, not
+    only the event's own subject — so a key taken in one session cannot be taken in another
+    (issue 14)."""
     gw = await B.Bus.connect(nats_env.settings("gateway"), "gateway")
     ex = await B.Bus.connect(nats_env.settings("executor"), "executor")
     call = new_call_id()
@@ -86,16 +88,18 @@ async def test_a_key_filter_makes_a_key_once_across_sessions(nats_env: NatsEnv) 
     taken = f"evt.*.executor.tool.result.{call}"
     try:
         assert await ex.last_stored(taken) is None
-        seq = await ex.append(_result(one, call), once_per_key=True, key_filter=taken)
+        seq = await ex.append(_result(one, call), Expect.new_key(taken))
         with pytest.raises(ConcurrencyConflict, match=f"wrong last sequence: {seq}"):
-            await ex.append(_result(two, call), once_per_key=True, key_filter=taken)
-        # A chain hint that is still the session's last event does not skip the filter.
+            await ex.append(_result(two, call), Expect.new_key(taken))
+        # A chain hint that is still the session's last event cannot skip the filter: the
+        # expectation refuses the pair, and the filter alone is checked in that session too.
         hint = await gw.append_link(SessionStarted(session_id=three, actor="alice"))
+        with pytest.raises(ValueError, match="no chain hint"):
+            Expect.new_key(taken, hint=hint)
         with pytest.raises(ConcurrencyConflict):
-            await ex.append(_result(three, call), once_per_key=True, key_filter=taken,
-                            after_hint=hint)
+            await ex.append(_result(three, call), Expect.new_key(taken))
         # What the filter adds: without it, only the event's own (empty) subject is checked.
-        later = await ex.append(_result(two, call), once_per_key=True)
+        later = await ex.append(_result(two, call), Expect.new_key())
         last = await ex.last_stored(taken)
         assert last is not None
         assert last[0] == later

@@ -6,6 +6,7 @@ cache: a service folding a session again reads only what is new."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig
@@ -14,6 +15,7 @@ from schemas import subjects as S
 from schemas.ids import new_session_id
 from schemas.session import SessionStarted, UserMessage
 from services.runtime import bus as B
+from services.runtime.delivery import Delivery
 from services.runtime.sessions import SessionCache
 from tests.conftest import NatsEnv
 
@@ -38,8 +40,8 @@ async def _until(condition: object) -> None:
     raise AssertionError("the condition never held")
 
 
-def _text(msg: object) -> str:
-    event = B.decode_stored(msg.subject, msg.data)  # type: ignore[attr-defined]
+def _text(d: Delivery[Any]) -> str:
+    event = d.event
     return getattr(event, "text", event.type)
 
 
@@ -53,8 +55,8 @@ async def test_a_slow_session_does_not_hold_up_work_that_arrives_later(
     a1_started, b1_done = asyncio.Event(), asyncio.Event()
     handled: list[str] = []
 
-    async def handler(msg: object) -> None:
-        text = _text(msg)
+    async def handler(d: Delivery[Any]) -> None:
+        text = _text(d)
         if text == "a1":
             a1_started.set()
             await asyncio.wait_for(b1_done.wait(), WAIT)  # TimeoutError: B1 was held up
@@ -87,8 +89,8 @@ async def test_one_sessions_messages_are_handled_in_order_and_a_stop_lets_them_f
     a1_started = asyncio.Event()
     handled: list[str] = []
 
-    async def handler(msg: object) -> None:
-        text = _text(msg)
+    async def handler(d: Delivery[Any]) -> None:
+        text = _text(d)
         if text == "a1":
             a1_started.set()
             await release.wait()

@@ -10,10 +10,11 @@ import nats
 
 from schemas import chain
 from schemas import subjects as S
+from schemas.execution import ToolStarted
 from schemas.ids import new_session_id
 from schemas.session import AssistantMessage, SessionStarted, UserMessage
-from schemas.execution import ToolStarted
 from services.runtime.bus import Bus
+from services.runtime.log import Expect
 from tests.conftest import NatsEnv
 
 
@@ -32,7 +33,7 @@ async def test_concurrent_appends_chain_and_verify(nats_env: NatsEnv) -> None:
             *(gw.append(UserMessage(session_id=sid, text=f"m{i}", actor="alice"))
               for i in range(20)),
             *(pl.append(AssistantMessage(session_id=sid, text=f"a{i}")) for i in range(20)),
-            *(ex.append(ToolStarted(session_id=sid, call_id=f"c_{i}"), once_per_key=True)
+            *(ex.append(ToolStarted(session_id=sid, call_id=f"c_{i}"), Expect.new_key())
               for i in range(10)),
         )
         links = await _links(gw, sid)

@@ -84,7 +84,7 @@ async def test_a_read_executor_never_receives_previews_or_writes(
         return ExecutorSettings(nats=nats_env.settings("executor"),
                                 gate_public_key=tmp_path / "gate.pub", kubeconfig=kubeconfig,
                                 allowed_contexts=("sandbox",), call_timeout_s=10,
-                                verify_timeout_s=5, progress_interval_s=1, role=role)
+                                verify_timeout_s=5, role=role)
 
     commands = [
         ExecCommand(kind="preview", session_id=session, call_id="c_preview", tool="scale",

@@ -41,6 +41,7 @@ from services.executor import service
 from services.executor.settings import ExecutorSettings
 from services.runtime import natsconf, signing
 from services.runtime.bus import Bus
+from services.runtime.log import Expect
 from tests.conftest import NatsEnv
 
 DEPLOY = by_plural("apps", "deployments")
@@ -187,7 +188,7 @@ async def test_bad_write_commands_never_run(
     signing.generate_keypair(other_private, tmp_path / "other.pub")
     settings = ExecutorSettings(nats=nats_env.settings("executor"), gate_public_key=public,
                                 kubeconfig=kubeconfig, allowed_contexts=("sandbox",),
-                                call_timeout_s=10, verify_timeout_s=5, progress_interval_s=1)
+                                call_timeout_s=10, verify_timeout_s=5)
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(settings, stop))
     try:
@@ -249,7 +250,6 @@ def start_executor(nats_env: NatsEnv, public: Path, kubeconfig: Path,
         "KUBECONFIG": str(kubeconfig),
         "INTERLOCK_KUBE_CONTEXTS": "sandbox",
         "INTERLOCK_CALL_TIMEOUT": "120",
-        "INTERLOCK_PROGRESS_INTERVAL": "1",
         "PYTHONUNBUFFERED": "1",
     })
     with open(logfile, "ab") as out:
@@ -310,7 +310,7 @@ async def executor_running(nats_env: NatsEnv, public: Path,
                            kubeconfig: Path) -> AsyncIterator[None]:
     settings = ExecutorSettings(nats=nats_env.settings("executor"), gate_public_key=public,
                                 kubeconfig=kubeconfig, allowed_contexts=("sandbox",),
-                                call_timeout_s=10, verify_timeout_s=5, progress_interval_s=1)
+                                call_timeout_s=10, verify_timeout_s=5)
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(settings, stop))
     try:
@@ -440,7 +440,7 @@ async def test_a_squatted_claim_or_result_subject_is_named_and_nothing_runs(
         await record_approval(nats_env, claimed)
         await ex.append(ToolStarted(session_id=session, call_id="c_claimed",
                                     approval_id="a_c_claimed", actor="executor"),
-                        once_per_key=True)
+                        Expect.new_key())
         junk_result = await js.publish(f"evt.{session}.executor.tool.result.c_claimed", b"{}")
         async with executor_running(nats_env, public, kubeconfig):
             for cmd in (squatted, elsewhere, claimed):

@@ -18,6 +18,7 @@ from services.gateway.ratelimit import Limits, Network, RateLimiter
 from services.gateway.sse import Connection
 from services.runtime.bus import Bus
 from services.runtime.embedded import free_port
+from services.runtime.log import Expect
 from services.runtime.settings import NatsSettings
 from tests.conftest import NatsEnv
 from tests.support import Client
@@ -72,7 +73,7 @@ class Gateway:
             rationale="the shop is busy", expected_outcome="4 pods ready",
             expires_at=datetime.now(UTC) + timedelta(seconds=ttl_s),
         )
-        await self.gate_bus.append(req, once_per_key=True)
+        await self.gate_bus.append(req, Expect.new_key())
         return req
 
 

@@ -20,6 +20,7 @@ from services.notifier.service import run
 from services.notifier.settings import NotifierSettings, parse_webhook
 from services.runtime.embedded import free_port
 from services.runtime.errors import ConfigError
+from services.runtime.log import Expect
 from tests.conftest import NatsEnv
 from tests.integration.gateway.conftest import Gateway
 
@@ -135,7 +136,7 @@ async def test_an_approval_is_notified_signed_and_its_outcome_too(
         denied = ApprovalDenied(session_id=sid, approval_id=req.approval_id,
                                 call_ids=req.call_ids, approver="alice",
                                 reason="not during the sale", actor="gate")
-        await gateway.gate_bus.append(denied, once_per_key=True)
+        await gateway.gate_bus.append(denied, Expect.new_key())
         got = {r.path: r for r in (await receiver.next(), await receiver.next())}
         out = got["/json"].json
         verify(got["/json"])

@@ -9,7 +9,6 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,36 +22,12 @@ from schemas.session import UserMessage
 from services.planner.handlers import Planner
 from services.planner.llm import OpenAIChat
 from services.planner.settings import ModelSettings
-from services.runtime.bus import Bus, Stored
-from services.runtime.identity import SIGNATURE_HEADER
+from services.runtime.bus import Bus
+from services.runtime.log import Expect
 from tests.conftest import NatsEnv
 from tests.support_llm import Script, ScriptedLLM
 
 API_KEY = "sk-test-DO-NOT-LEAK-0123456789"
-
-
-@dataclass
-class FakeMsg:
-    """A stored event as the consumer would deliver it, for calling a handler directly."""
-
-    subject: str
-    data: bytes
-    headers: dict[str, str] | None = None
-    seq: int = 0
-
-    @classmethod
-    def of(cls, stored: Stored) -> FakeMsg:
-        """As delivered: with the signature it was stored with, and its stream sequence."""
-        return cls(stored.subject, stored.raw,
-                   {SIGNATURE_HEADER: stored.signature} if stored.signature else None,
-                   stored.seq)
-
-    @property
-    def metadata(self) -> Any:
-        return SimpleNamespace(sequence=SimpleNamespace(stream=self.seq))
-
-    async def in_progress(self) -> None:
-        return None
 
 
 class Watch:
@@ -138,7 +113,7 @@ class Harness:
                      status: str = "ok") -> ToolResult:
         ev = ToolResult(session_id=sid, call_id=call_id, tool=tool, status=status,  # type: ignore[arg-type]
                         output=output, actor="executor")
-        await self.executor.append(ev, once_per_key=True)
+        await self.executor.append(ev, Expect.new_key())
         return ev
 
     async def events(self, sid: str) -> list[Event]:

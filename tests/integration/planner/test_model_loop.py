@@ -11,7 +11,9 @@ from schemas.approval import ApprovalDenied
 from schemas.planning import ModelRetried, StepPlanned, ToolProposed
 from schemas.session import AssistantMessage, SessionCancelled, TurnCompleted
 from services.planner import agent
-from tests.integration.planner.conftest import API_KEY, FakeMsg, Harness
+from services.runtime.delivery import delivery_of
+from services.runtime.log import Expect
+from tests.integration.planner.conftest import API_KEY, Harness
 from tests.support_llm import Reply, Request, call, calls, rate_limited, say, sequence
 
 OOM_LOG = ("WARN [gc-monitor] heap after GC 226Mi of 240Mi max (94%), "
@@ -173,7 +175,7 @@ async def test_a_redelivered_trigger_never_asks_the_model_twice(
     sid, _ = await harness.session()
     await harness.say(sid, "is web healthy?")
     stored = await harness.gateway.session(sid)
-    trigger = FakeMsg.of(stored[-1])
+    trigger = delivery_of(stored[-1])
     await planner.handle(trigger)
     assert len(harness.llm.requests) == 1
     first = await harness.events(sid)
@@ -197,10 +199,10 @@ async def test_a_step_recorded_by_an_instance_that_crashed_is_completed_without_
         agent.ModelCall("get", '{"kind": "deployment", "name": "web", "namespace": "shop"}'),))
     step = agent.plan_step(answer, agent.fold(events), msg, "scripted-1")
     # The crashed instance recorded its step, then died before deriving its events.
-    await harness.planner_bus.append(step, expect_session_seq=(
-        await harness.gateway.session(sid))[-1].seq)
+    await harness.planner_bus.append(step, Expect.after(
+        (await harness.gateway.session(sid))[-1].link))
     stored = await harness.gateway.session(sid)
-    await planner.handle(FakeMsg.of(stored[0]))
+    await planner.handle(delivery_of(stored[0]))
     assert harness.llm.requests == []
     after = await harness.events(sid)
     assert [e.type for e in after] == ["user.message", "step.planned", "assistant.message",

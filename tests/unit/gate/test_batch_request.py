@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,7 +17,7 @@ from services.gate.handlers import Gate
 from services.gate.settings import GateSettings
 from services.runtime import signing
 from services.runtime.bus import Stored
-from services.runtime.errors import ConcurrencyConflict
+from services.runtime.log import NEW_KEY, Expect
 from services.runtime.settings import NatsSettings
 
 SID = "s_gate_batch"
@@ -36,11 +35,10 @@ class MemoryBus:
         return [Stored(seq=i + 1, subject="", event=e, raw=b"")  # type: ignore[arg-type]
                 for i, e in enumerate(self.log) if e.session_id == session_id]
 
-    async def append_link(self, event: Event, once_per_key: bool = False,
-                          after_hint: Any = None) -> tuple[int, str]:
+    async def append_once(self, event: Event, expect: Expect = NEW_KEY) -> tuple[int, str] | None:
         key = (event.type, event.key())
-        if once_per_key and key in self.keys:
-            raise ConcurrencyConflict("already recorded")
+        if expect.new and key in self.keys:
+            return None  # already recorded
         self.keys.add(key)
         self.log.append(event)
         return len(self.log), "h"
