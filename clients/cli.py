@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from clients import commands, safe_text
-from clients.stack import Stack, StackConfig
+from launcher.stack import Stack, StackConfig
 from services.gate import policy as gate_policy
 from services.planner.settings import ModelSettings
 from services.runtime.errors import ConfigError

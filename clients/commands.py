@@ -290,7 +290,7 @@ async def _audit_search(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
     return 1 if broken else 0
 
 
-# Where `interlock up` keeps the keyring (clients/stack.py): the default for --verify.
+# Where `interlock up` keeps the keyring (launcher/stack.py): the default for --verify.
 LOCAL_KEYRING = Path(".interlock") / "keys" / identity.KEYRING_FILE
 
 

@@ -29,7 +29,7 @@ import aiohttp
 import nats
 from aiohttp import web
 
-from clients.stack import Stack, StackConfig
+from launcher.stack import Stack, StackConfig
 from sandbox.kubeconfig import write_kubeconfig
 from sandbox.resources import by_plural
 from sandbox.server import Sandbox

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from clients.stack import Stack, StackConfig
+from launcher.stack import Stack, StackConfig
 from services.runtime.embedded import free_port
 from tests.support import Client
 

@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 from kubernetes import client, config
 
-from clients.stack import Stack, StackConfig
+from launcher.stack import Stack, StackConfig
 from services.runtime.embedded import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]

@@ -22,7 +22,7 @@ import pytest_asyncio
 from kubernetes import client
 from nats.js.errors import NotFoundError
 
-from clients.stack import Stack, StackConfig
+from launcher.stack import Stack, StackConfig
 from sandbox.kubeconfig import write_kubeconfig
 from sandbox.resources import by_plural
 from sandbox.selectors import selector_from_spec

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from clients.stack import Stack
+from launcher.stack import Stack
 from schemas import chain
 from schemas import events as E
 from services.gateway import views

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from clients.stack import CALLER_ENV, SERVICES
+from launcher.stack import CALLER_ENV, SERVICES
 from services.runtime.childenv import BASE_NAMES, BASE_PREFIXES
 from services.runtime.embedded import free_port
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from clients.stack import SERVICES
+from launcher.stack import SERVICES
 from services.runtime import natsconf
 
 ROOT = Path(__file__).resolve().parents[3]
