@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from clients import render
-from clients.cli import describe_setup
+from launcher.cli import describe_setup
 from launcher.stack import Stack, StackConfig
 from schemas import catalogue
 from services.runtime.errors import ConfigError
