@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from clients import commands, safe_text
+from launcher import verify
 from launcher.stack import Stack, StackConfig
 from services.gate import policy as gate_policy
 from services.planner.settings import ModelSettings
@@ -189,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
                          "replicas); default 1")
     sb = sub.add_parser("sandbox", help="run the sandbox cluster alone", add_help=False)
     sb.add_argument("rest", nargs=argparse.REMAINDER)
-    commands.add_parsers(sub)
+    commands.add_parsers(sub, verify.add_options)
     args = parser.parse_args(argv)
+    if args.command == "audit" and args.verify:
+        return verify.run(args)
     if args.command in commands.COMMANDS:
         return commands.run(args)
     if args.command == "up":
