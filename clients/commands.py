@@ -21,7 +21,11 @@ import aiohttp
 
 from clients import render, safe_text
 from clients.http import ApiError, Event, Gateway
-from services.runtime.errors import ConfigError
+
+
+class UsageError(Exception):
+    """What was asked cannot be done here (a file that cannot be written): exit code 2. The
+    clients' own, so that a client needs nothing of the services' runtime."""
 
 
 class Out:
@@ -240,7 +244,7 @@ async def cmd_audit(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
         try:
             await asyncio.to_thread(Path(args.export).write_text, body)
         except OSError as exc:
-            raise ConfigError(f"cannot write {args.export}: {exc.strerror or exc}") from exc
+            raise UsageError(f"cannot write {args.export}: {exc.strerror or exc}") from exc
         out.line(f"exported session {args.session} to {args.export}")
         return 0
     try:
@@ -376,7 +380,7 @@ def run(args: argparse.Namespace) -> int:
     except ApiError as exc:
         sys.stderr.write(f"interlock {args.command}: {safe_text.line(exc)}\n")
         return 1
-    except ConfigError as exc:
+    except UsageError as exc:
         sys.stderr.write(f"interlock {args.command}: {safe_text.line(exc)}\n")
         return 2
     except json.JSONDecodeError as exc:
