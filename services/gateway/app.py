@@ -21,14 +21,14 @@ from schemas.approval import ApprovalDecided, decision_state
 from schemas.ids import InvalidId, check_token, new_session_id
 from schemas.session import SessionCancelled, SessionStarted, UserMessage
 from services.gateway import audit, openapi, sse, views
-from services.gateway.api import (
+from services.gateway.auth import Principal, Role, TokenStore
+from services.gateway.bodies import (
     STATE_FILTERS,
     Cancel,
     Decision,
     NewMessage,
     NewSession,
 )
-from services.gateway.auth import Principal, Role, TokenStore
 from services.gateway.errors import HttpError
 from services.gateway.metrics import Metrics
 from services.gateway.ratelimit import Limits, RateLimiter, client_address
