@@ -14,8 +14,8 @@ from launcher.stack import Stack
 from schemas import chain
 from schemas import events as E
 from services.gateway import views
-from services.gateway.app import Api
 from services.gateway.auth import TokenStore
+from services.gateway.routes import Api
 from services.runtime import audit, identity
 from tests.e2e.conftest import bus_as, token
 from tests.support import Client

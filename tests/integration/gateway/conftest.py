@@ -12,9 +12,9 @@ from aiohttp import web
 from schemas.approval import ApprovalCall, ApprovalRequested
 from schemas.base import Target
 from schemas.catalogue import call_hash
-from services.gateway.app import Api, make_app
 from services.gateway.auth import Principal, TokenStore
 from services.gateway.ratelimit import Limits, Network, RateLimiter
+from services.gateway.routes import Api, make_app
 from services.gateway.sse import Connection
 from services.runtime.bus import Bus
 from services.runtime.embedded import free_port

@@ -1,4 +1,5 @@
-"""The HTTP API (DESIGN.md §5)."""
+"""The HTTP API (DESIGN.md §5): its handlers (`Api`), the middleware every request passes and the
+route table (`make_app`)."""
 
 from __future__ import annotations
 
