@@ -11,7 +11,6 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -29,7 +28,8 @@ from sandbox.errors import (
     not_found,
     unsupported_media,
 )
-from sandbox.resources import RESOURCES, VIRTUAL_GROUPS, ResourceType, by_plural, lookup
+from sandbox.paths import Target, parse_path
+from sandbox.resources import RESOURCES, VIRTUAL_GROUPS, ResourceType, by_plural
 from sandbox.selectors import labels_match, parse_fields, parse_labels, selector_string
 from sandbox.store import Change, Obj, Store
 from sandbox.timeutil import now, now_iso
@@ -58,41 +58,6 @@ class LogSource(Protocol):
 class MetricsSource(Protocol):
     def pod_metrics(self, namespace: str | None) -> list[Obj]: ...
     def node_metrics(self) -> list[Obj]: ...
-
-
-@dataclass(frozen=True)
-class Target:
-    rt: ResourceType
-    namespace: str  # "" for cluster-scoped or all-namespaces
-    name: str
-    sub: str
-
-
-def parse_path(path: str) -> Target | None:
-    parts = [p for p in path.split("/") if p]
-    if not parts:
-        return None
-    if parts[0] == "api" and len(parts) >= 3:
-        group, version, rest = "", parts[1], parts[2:]
-    elif parts[0] == "apis" and len(parts) >= 4:
-        group, version, rest = parts[1], parts[2], parts[3:]
-    else:
-        return None
-    namespace = ""
-    if (
-        rest[0] == "namespaces"
-        and len(rest) >= 3
-        and not (len(rest) == 3 and rest[2] in ("status", "finalize"))
-    ):
-        namespace, rest = rest[1], rest[2:]
-    rt = lookup(group, version, rest[0])
-    if rt is None or len(rest) > 3:
-        return None
-    name = rest[1] if len(rest) > 1 else ""
-    sub = rest[2] if len(rest) > 2 else ""
-    if namespace and not rt.namespaced:
-        return None
-    return Target(rt, namespace, name, sub)
 
 
 def _json(

@@ -16,12 +16,13 @@ from aiohttp import web
 
 from sandbox import protowire
 from sandbox.errors import ApiError, bad_request
+from sandbox.paths import Target, parse_path
 from sandbox.resources import by_plural
 from sandbox.selectors import labels_match, selector_from_spec
 from sandbox.store import Obj, Store
 
 if TYPE_CHECKING:
-    from sandbox.api import ResourceApi, Target
+    from sandbox.api import ResourceApi
 
 SLOW_WRITE = "sandbox.interlock.dev/slow-write-seconds"
 SSAR_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
@@ -207,8 +208,6 @@ async def access_review(request: web.Request, store: Store | None = None) -> web
 
 async def delay_write(store: Store, request: web.Request, response: web.StreamResponse) -> None:
     """Holds the answer to a stored write on an object annotated with SLOW_WRITE."""
-    from sandbox.api import parse_path  # api imports this module
-
     if request.method not in ("POST", "PUT", "PATCH", "DELETE") or "All" in \
             request.query.getall("dryRun", []) or not 200 <= response.status < 300:
         return
