@@ -18,7 +18,7 @@ import yaml
 from aiohttp import web
 from multidict import CIMultiDict
 
-from sandbox import defaults, patch, policy, schema, tables
+from sandbox import defaults, gc, patch, policy, schema, tables
 from sandbox.errors import (
     ApiError,
     bad_request,
@@ -29,10 +29,10 @@ from sandbox.errors import (
     unsupported_media,
 )
 from sandbox.paths import Target, parse_path
-from sandbox.resources import RESOURCES, VIRTUAL_GROUPS, ResourceType, by_plural
+from sandbox.resources import VIRTUAL_GROUPS, ResourceType, by_plural
 from sandbox.selectors import labels_match, parse_fields, parse_labels, selector_string
 from sandbox.store import Change, Obj, Store
-from sandbox.timeutil import now, now_iso
+from sandbox.timeutil import now
 
 log = logging.getLogger(__name__)
 
@@ -370,7 +370,7 @@ class ResourceApi:
         policy = options.get("propagationPolicy") or (
             "Orphan" if options.get("orphanDependents") else "Background"
         )
-        deleted = self.delete_object(t.rt, current, policy)
+        deleted = gc.delete(self.store, t.rt, current, policy)
         return _json(
             deleted if t.rt.kind in DELETE_RETURNS_OBJECT else self._success(t.rt, deleted)
         )
@@ -390,35 +390,8 @@ class ResourceApi:
         }
 
     def delete_object(self, rt: ResourceType, obj: Obj, policy: str = "Background") -> Obj:
-        """Delete with garbage collection: dependents found through ownerReferences are
-        deleted too (Background/Foreground) or released (Orphan)."""
-        meta = obj["metadata"]
-        if rt.kind == "Namespace":
-            for other in RESOURCES:
-                if other.namespaced and other.group not in VIRTUAL_GROUPS:
-                    for child in self.store.list(other, meta["name"]):
-                        self.store.delete(other, meta["name"], child["metadata"]["name"])
-        deleted = self.store.delete(rt, meta.get("namespace", ""), meta["name"])
-        deleted["metadata"]["deletionTimestamp"] = now_iso()
-        uid = meta["uid"]
-        for other in RESOURCES:
-            if other.group in VIRTUAL_GROUPS or (not other.namespaced and rt.namespaced):
-                continue
-            for child in self.store.list(other, meta.get("namespace") or None):
-                refs = child["metadata"].get("ownerReferences") or []
-                if not any(r.get("uid") == uid for r in refs):
-                    continue
-                if policy == "Orphan":
-                    child["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
-                    self.store.update(other, child, check_rv=False)
-                elif (
-                    self.store.get(
-                        other, child["metadata"].get("namespace", ""), child["metadata"]["name"]
-                    )
-                    is not None
-                ):
-                    self.delete_object(other, child, policy)
-        return deleted
+        """Delete with garbage collection (gc.delete), as the API's own deletes do."""
+        return gc.delete(self.store, rt, obj, policy)
 
     async def _delete_collection(self, request: web.Request, t: Target) -> web.Response:
         items = self._select(request, t)
@@ -430,7 +403,7 @@ class ResourceApi:
                     )
                     is not None
                 ):
-                    self.delete_object(t.rt, obj)
+                    gc.delete(self.store, t.rt, obj)
         return _json(
             {
                 "kind": f"{t.rt.kind}List",
@@ -459,7 +432,7 @@ class ResourceApi:
         if t.sub == "log" and t.rt.kind == "Pod" and request.method == "GET":
             return await self._log(request, t)
         if t.sub == "eviction" and t.rt.kind == "Pod" and request.method == "POST":
-            return await policy.evict(self, request, t, _dry_run(request))
+            return await policy.evict(self.store, request, t, _dry_run(request))
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
 
     def _to_scale(self, obj: Obj) -> Obj:

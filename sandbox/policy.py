@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from sandbox import protowire
+from sandbox import gc, protowire
 from sandbox.errors import ApiError, bad_request
 from sandbox.paths import Target, parse_path
 from sandbox.resources import by_plural
 from sandbox.selectors import labels_match, selector_from_spec
 from sandbox.store import Obj, Store
-
-if TYPE_CHECKING:
-    from sandbox.api import ResourceApi
 
 SLOW_WRITE = "sandbox.interlock.dev/slow-write-seconds"
 SSAR_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
@@ -74,16 +71,16 @@ def budget_status(store: Store, pdb: Obj) -> dict[str, int]:
             "disruptionsAllowed": max(healthy - desired, 0)}
 
 
-async def evict(api: ResourceApi, request: web.Request, t: Target, dry_run: bool) -> web.Response:
+async def evict(store: Store, request: web.Request, t: Target, dry_run: bool) -> web.Response:
     """POST pods/<name>/eviction: refused with 429 while a budget allows no disruption."""
     raw = await request.read()
     body = json.loads(raw) if raw.strip() else {}
-    pod = api.store.must_get(PODS, t.namespace, t.name)
-    for pdb in api.store.list(PDBS, t.namespace):
+    pod = store.must_get(PODS, t.namespace, t.name)
+    for pdb in store.list(PDBS, t.namespace):
         reqs = selector_from_spec((pdb.get("spec") or {}).get("selector"))
         if not labels_match(reqs, pod["metadata"].get("labels")):
             continue
-        status = budget_status(api.store, pdb)
+        status = budget_status(store, pdb)
         if _ready(pod) and status["disruptionsAllowed"] < 1:
             raise ApiError(429, "TooManyRequests",
                            "Cannot evict pod as it would violate the pod's disruption budget.",
@@ -93,7 +90,7 @@ async def evict(api: ResourceApi, request: web.Request, t: Target, dry_run: bool
                                                f"and has {status['currentHealthy']} currently"}])
     dry_run = dry_run or "All" in ((body.get("deleteOptions") or {}).get("dryRun") or [])
     if not dry_run:
-        api.delete_object(PODS, pod)
+        gc.delete(store, PODS, pod)
     return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
                               "status": "Success", "code": 201}, status=201)
 
