@@ -18,8 +18,10 @@ import yaml
 from aiohttp import web
 from multidict import CIMultiDict
 
-from sandbox import defaults, gc, patch, policy, schema, tables
-from sandbox.errors import (
+from sandbox import policy, tables
+from sandbox.paths import Target, parse_path
+from sandbox.state import defaults, gc, patch, schema
+from sandbox.state.errors import (
     ApiError,
     bad_request,
     conflict,
@@ -28,11 +30,10 @@ from sandbox.errors import (
     not_found,
     unsupported_media,
 )
-from sandbox.paths import Target, parse_path
-from sandbox.resources import VIRTUAL_GROUPS, ResourceType, by_plural
-from sandbox.selectors import labels_match, parse_fields, parse_labels, selector_string
-from sandbox.store import Change, Obj, Store
-from sandbox.timeutil import now
+from sandbox.state.resources import VIRTUAL_GROUPS, ResourceType, by_plural
+from sandbox.state.selectors import labels_match, parse_fields, parse_labels, selector_string
+from sandbox.state.store import Change, Obj, Store
+from sandbox.state.timeutil import now
 
 log = logging.getLogger(__name__)
 

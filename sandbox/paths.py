@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sandbox.resources import ResourceType, lookup
+from sandbox.state.resources import ResourceType, lookup
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,13 @@ from typing import Any
 
 from aiohttp import web
 
-from sandbox import gc, protowire
-from sandbox.errors import ApiError, bad_request
+from sandbox import protowire
 from sandbox.paths import Target, parse_path
-from sandbox.resources import by_plural
-from sandbox.selectors import labels_match, selector_from_spec
-from sandbox.store import Obj, Store
+from sandbox.state import gc
+from sandbox.state.errors import ApiError, bad_request
+from sandbox.state.resources import by_plural
+from sandbox.state.selectors import labels_match, selector_from_spec
+from sandbox.state.store import Obj, Store
 
 SLOW_WRITE = "sandbox.interlock.dev/slow-write-seconds"
 SSAR_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"

@@ -12,10 +12,10 @@ from aiohttp import web
 from sandbox import discovery, policy
 from sandbox.api import ResourceApi, error_response
 from sandbox.controllers import Controllers
-from sandbox.errors import ApiError
 from sandbox.events import Recorder
 from sandbox.scenarios import CLUSTER, Loader, available, read
-from sandbox.store import Store
+from sandbox.state.errors import ApiError
+from sandbox.state.store import Store
 from sandbox.telemetry import LogBook, Metrics
 from sandbox.workloads import Workloads
 

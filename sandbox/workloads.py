@@ -26,12 +26,12 @@ from sandbox.controllers import (
     template_hash,
 )
 from sandbox.cron import Schedule
-from sandbox.defaults import apply_defaults
 from sandbox.policy import PDBS, budget_status
-from sandbox.selectors import labels_match, selector_from_spec
-from sandbox.store import Change, Obj
+from sandbox.state.defaults import apply_defaults
+from sandbox.state.selectors import labels_match, selector_from_spec
+from sandbox.state.store import Change, Obj
+from sandbox.state.timeutil import iso, now, parse_iso
 from sandbox.telemetry import Metrics, quantity
-from sandbox.timeutil import iso, now, parse_iso
 
 JOB_UID = "batch.kubernetes.io/controller-uid"
 JOB_NAME = "batch.kubernetes.io/job-name"

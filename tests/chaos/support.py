@@ -31,8 +31,8 @@ from aiohttp import web
 
 from launcher.stack import Stack, StackConfig
 from sandbox.kubeconfig import write_kubeconfig
-from sandbox.resources import by_plural
 from sandbox.server import Sandbox
+from sandbox.state.resources import by_plural
 from schemas import subjects as S
 from services.runtime.bus import Bus, Stored
 from services.runtime.embedded import free_port

@@ -24,9 +24,9 @@ from nats.js.errors import NotFoundError
 
 from launcher.stack import Stack, StackConfig
 from sandbox.kubeconfig import write_kubeconfig
-from sandbox.resources import by_plural
-from sandbox.selectors import selector_from_spec
 from sandbox.server import Sandbox
+from sandbox.state.resources import by_plural
+from sandbox.state.selectors import selector_from_spec
 from sandbox.telemetry import LogSpec
 from schemas import subjects as S
 from services.runtime.embedded import free_port

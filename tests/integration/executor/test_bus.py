@@ -20,8 +20,8 @@ import nats
 import pytest
 
 from sandbox.policy import SLOW_WRITE
-from sandbox.resources import by_plural
 from sandbox.server import Sandbox
+from sandbox.state.resources import by_plural
 from schemas import catalogue
 from schemas import events as E
 from schemas import subjects as S

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from sandbox.resources import by_plural
 from sandbox.server import Sandbox
-from sandbox.timeutil import now
+from sandbox.state.resources import by_plural
+from sandbox.state.timeutil import now
 from tests.integration.sandbox.conftest import Kubectl
 
 PODS = by_plural("", "pods")

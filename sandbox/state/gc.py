@@ -5,9 +5,9 @@ path that deletes (the resource API, an eviction) deletes the same way."""
 
 from __future__ import annotations
 
-from sandbox.resources import RESOURCES, VIRTUAL_GROUPS, ResourceType
-from sandbox.store import Obj, Store
-from sandbox.timeutil import now_iso
+from sandbox.state.resources import RESOURCES, VIRTUAL_GROUPS, ResourceType
+from sandbox.state.store import Obj, Store
+from sandbox.state.timeutil import now_iso
 
 
 def delete(store: Store, rt: ResourceType, obj: Obj, policy: str = "Background") -> Obj:
