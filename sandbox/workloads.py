@@ -26,7 +26,7 @@ from sandbox.controllers import (
     template_hash,
 )
 from sandbox.cron import Schedule
-from sandbox.policy import PDBS, budget_status
+from sandbox.disruption import PDBS, budget_status
 from sandbox.state.defaults import apply_defaults
 from sandbox.state.selectors import labels_match, selector_from_spec
 from sandbox.state.store import Change, Obj
