@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from sandbox import protowire
-from sandbox.disruption import PDBS, budget_status, ready
+from sandbox.controllers.disruption import PDBS, budget_status, ready
 from sandbox.paths import Target, parse_path
 from sandbox.state import gc
 from sandbox.state.errors import ApiError, bad_request

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from sandbox.controllers import (
+from sandbox.controllers.core import (
     CHANGE_CAUSE,
     DEPLOYMENTS,
     HASH_LABEL,
@@ -33,7 +33,8 @@ from sandbox.controllers import (
     owner_ref,
     template_hash,
 )
-from sandbox.events import Recorder
+from sandbox.controllers.events import Recorder
+from sandbox.controllers.telemetry import LogBook, LogSpec
 from sandbox.state import schema
 from sandbox.state.defaults import apply_defaults, validate
 from sandbox.state.errors import ApiError
@@ -42,7 +43,6 @@ from sandbox.state.resources import by_kind
 from sandbox.state.selectors import selector_from_spec
 from sandbox.state.store import Obj, Store
 from sandbox.state.timeutil import ago, iso, parse_duration
-from sandbox.telemetry import LogBook, LogSpec
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 CLUSTER = "cluster"

@@ -11,13 +11,13 @@ from aiohttp import web
 
 from sandbox import discovery, policy
 from sandbox.api import ResourceApi, error_response
-from sandbox.controllers import Controllers
-from sandbox.events import Recorder
+from sandbox.controllers.core import Controllers
+from sandbox.controllers.events import Recorder
+from sandbox.controllers.telemetry import LogBook, Metrics
+from sandbox.controllers.workloads import Workloads
 from sandbox.scenarios import CLUSTER, Loader, available, read
 from sandbox.state.errors import ApiError
 from sandbox.state.store import Store
-from sandbox.telemetry import LogBook, Metrics
-from sandbox.workloads import Workloads
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from kubernetes import client
 from nats.js.errors import NotFoundError
 
 from launcher.stack import Stack, StackConfig
+from sandbox.controllers.telemetry import LogSpec
 from sandbox.kubeconfig import write_kubeconfig
 from sandbox.server import Sandbox
 from sandbox.state.resources import by_plural
 from sandbox.state.selectors import selector_from_spec
-from sandbox.telemetry import LogSpec
 from schemas import subjects as S
 from services.runtime.embedded import free_port
 from tests import leaks as L

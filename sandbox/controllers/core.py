@@ -19,8 +19,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sandbox import kubelet
-from sandbox.events import Recorder
+from sandbox.controllers import kubelet
+from sandbox.controllers.events import Recorder
 from sandbox.state.defaults import apply_defaults
 from sandbox.state.resources import RESOURCES, VIRTUAL_GROUPS, ResourceType, by_plural
 from sandbox.state.selectors import Requirement, labels_match

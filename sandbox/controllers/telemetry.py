@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sandbox import kubelet
+from sandbox.controllers import kubelet
 from sandbox.state.errors import bad_request
 from sandbox.state.resources import by_plural
 from sandbox.state.selectors import Requirement, labels_match

@@ -1,6 +1,6 @@
 """PodDisruptionBudgets as the disruption controller computes them: how many of the pods a budget
 selects are healthy, how many must stay so, and so how many may be disrupted. Read by the PDB
-controller (workloads.py) and by the Eviction API (policy.py)."""
+controller (workloads.py) and by the Eviction API (apiserver/policy.py)."""
 
 from __future__ import annotations
 
