@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from sandbox import discovery, policy
-from sandbox.api import ResourceApi, error_response
+from sandbox.apiserver import discovery, policy
+from sandbox.apiserver.api import ResourceApi, error_response
 from sandbox.controllers.core import Controllers
 from sandbox.controllers.events import Recorder
 from sandbox.controllers.telemetry import LogBook, Metrics

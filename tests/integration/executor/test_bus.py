@@ -19,7 +19,7 @@ import msgspec
 import nats
 import pytest
 
-from sandbox.policy import SLOW_WRITE
+from sandbox.apiserver.policy import SLOW_WRITE
 from sandbox.server import Sandbox
 from sandbox.state.resources import by_plural
 from schemas import catalogue

@@ -18,8 +18,8 @@ import yaml
 from aiohttp import web
 from multidict import CIMultiDict
 
-from sandbox import policy, tables
-from sandbox.paths import Target, parse_path
+from sandbox.apiserver import policy, tables
+from sandbox.apiserver.paths import Target, parse_path
 from sandbox.state import defaults, gc, patch, schema
 from sandbox.state.errors import (
     ApiError,

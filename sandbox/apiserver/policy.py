@@ -14,9 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
-from sandbox import protowire
+from sandbox.apiserver import protowire
+from sandbox.apiserver.paths import Target, parse_path
 from sandbox.controllers.disruption import PDBS, budget_status, ready
-from sandbox.paths import Target, parse_path
 from sandbox.state import gc
 from sandbox.state.errors import ApiError, bad_request
 from sandbox.state.resources import by_plural
