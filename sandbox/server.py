@@ -15,7 +15,7 @@ from sandbox.controllers.core import Controllers
 from sandbox.controllers.events import Recorder
 from sandbox.controllers.telemetry import LogBook, Metrics
 from sandbox.controllers.workloads import Workloads
-from sandbox.scenarios import CLUSTER, Loader, available, read
+from sandbox.scenarios.loader import CLUSTER, Loader, available, read
 from sandbox.state.errors import ApiError
 from sandbox.state.store import Store
 

@@ -44,7 +44,7 @@ from sandbox.state.selectors import selector_from_spec
 from sandbox.state.store import Obj, Store
 from sandbox.state.timeutil import ago, iso, parse_duration
 
-SCENARIO_DIR = Path(__file__).parent / "scenarios"
+SCENARIO_DIR = Path(__file__).parent  # the YAML files live beside the loader
 CLUSTER = "cluster"
 AGE_ANNOTATION = "sandbox.interlock.dev/age"
 
