@@ -98,6 +98,64 @@ def test_the_sandbox_is_a_cluster_on_its_own() -> None:
         assert top not in ("schemas", "services", "clients", "launcher"), f"{path}: {mod}"
 
 
+# The sandbox by role, bottom up: a package imports its own and the ones below it. Scenarios and
+# the API server stand side by side: neither knows the other; server.py wires them together.
+SANDBOX_LAYERS = {"state": {"state"}, "controllers": {"state", "controllers"},
+                  "apiserver": {"state", "controllers", "apiserver"},
+                  "scenarios": {"state", "controllers", "scenarios"}}
+
+
+def _sandbox_module(mod: str, names: list[str]) -> list[str]:
+    """The sandbox modules an import names (`from sandbox.state import gc`: sandbox.state.gc)."""
+    found = [f"{mod}.{n}" for n in names if (ROOT / Path(*mod.split("."), f"{n}.py")).exists()]
+    return found or [mod]
+
+
+def _sandbox_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path in (ROOT / "sandbox").rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        deps = graph.setdefault(name, set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if node.module.split(".")[0] == "sandbox":
+                    deps.update(_sandbox_module(node.module, [a.name for a in node.names]))
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names if a.name.split(".")[0] == "sandbox")
+    return graph
+
+
+def test_the_sandbox_is_layered_by_role() -> None:
+    for module, deps in _sandbox_graph().items():
+        parts = module.split(".")
+        if len(parts) < 3 or parts[1] not in SANDBOX_LAYERS:
+            continue  # the top: server, cli, testing wire the roles together
+        for dep in deps:
+            dep_parts = dep.split(".")
+            role = dep_parts[1] if len(dep_parts) > 2 else None
+            assert role in SANDBOX_LAYERS[parts[1]], f"{module} imports {dep}"
+
+
+def test_no_sandbox_module_imports_itself_back() -> None:
+    graph = _sandbox_graph()
+    # Imports inside functions and under TYPE_CHECKING count: a cycle hidden there is still one.
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in graph:
+                continue  # a package's face (sandbox.state itself), not a module of code
+            assert state.get(nxt) != 1, " -> ".join([*trail, node, nxt])
+            if nxt not in state:
+                visit(nxt, [*trail, node])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+
+
 def test_only_the_launcher_starts_the_stack() -> None:
     for folder in ("schemas", "services", "clients", "sandbox"):
         for path, mod in _top_imports(folder):
