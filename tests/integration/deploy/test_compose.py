@@ -225,7 +225,7 @@ def test_the_gateway_port_is_published(compose: dict[str, Any], secrets: Path) -
 def test_the_image_installs_the_project_and_runs_unprivileged() -> None:
     text = (ROOT / "deploy" / "Dockerfile").read_text()
     assert text.startswith("# ") and "FROM python:3.11" in text
-    for part in ("schemas", "services", "clients", "deploy/healthcheck.py"):
+    for part in ("schemas", "services", "clients", "launcher", "sandbox", "deploy/healthcheck.py"):
         assert f"COPY {part}" in text
     assert "USER 10001" in text
 
