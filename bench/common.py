@@ -24,9 +24,9 @@ from typing import Any
 
 import nats
 
+from launcher.nats import free_port
 from launcher.stack import Stack, StackConfig
 from services.runtime.bus import Bus
-from services.runtime.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ANCHORS = Path(os.environ.get("INTERLOCK_ANCHORS", ROOT.parent.parent / "shared" / "anchors"))

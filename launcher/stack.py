@@ -17,10 +17,10 @@ from pathlib import Path
 
 import aiohttp
 
+from launcher.childenv import base_env
+from launcher.nats import NatsCluster, NatsServerProcess, free_port
 from schemas import subjects as S
 from services.runtime import identity, natsconf, provision, signing
-from services.runtime.childenv import base_env
-from services.runtime.embedded import NatsCluster, NatsServerProcess, free_port
 from services.runtime.errors import ConfigError
 from services.runtime.settings import NatsSettings
 

@@ -20,12 +20,12 @@ import pytest
 import pytest_asyncio
 from nats.aio.msg import Msg
 
+from launcher.nats import NatsServerProcess, free_port
 from schemas import events as E
 from schemas import subjects as S
 from schemas.session import UserMessage
 from services.runtime import identity, natsconf, provision
 from services.runtime.bus import Bus
-from services.runtime.embedded import NatsServerProcess, free_port
 from services.runtime.settings import NatsSettings
 
 pytestmark = [

@@ -236,7 +236,7 @@ def test_the_provisioning_job_provisions_a_real_server(secrets: Path, tmp_path: 
     import asyncio
     import os
 
-    from services.runtime.embedded import NatsServerProcess, free_port
+    from launcher.nats import NatsServerProcess, free_port
 
     conf = json.loads((secrets / "nats.conf").read_text())
     port = free_port()
