@@ -1,5 +1,9 @@
 """The `interlock` command."""
 
+# `up` and `sandbox` start processes on this machine and `audit --verify` checks an exported file
+# offline, so they live here; every other command is a client of a gateway (clients/commands.py),
+# handed over as it was parsed. (The docstring above is the command's --help text.)
+
 from __future__ import annotations
 
 import argparse
