@@ -24,9 +24,9 @@ from typing import Any
 
 import nats
 
-from clients.stack import Stack, StackConfig
+from launcher.nats import free_port
+from launcher.stack import Stack, StackConfig
 from services.runtime.bus import Bus
-from services.runtime.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ANCHORS = Path(os.environ.get("INTERLOCK_ANCHORS", ROOT.parent.parent / "shared" / "anchors"))
@@ -78,7 +78,7 @@ def cpu_seconds(pid: int) -> float:
 class BenchStack(Stack):
     """The real stack, plus: extra instances of a service (`start_extra`) and, optionally, an
     executor whose cluster adapter is a no-op (bench/noop_executor.py) so the cluster's own cost
-    can be taken out of the throughput figures. Nothing in clients/stack.py is changed."""
+    can be taken out of the throughput figures. Nothing in launcher/stack.py is changed."""
 
     def __init__(self, cfg: StackConfig, *, noop_cluster: bool = False) -> None:
         super().__init__(cfg)

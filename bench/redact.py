@@ -15,8 +15,8 @@ import sys
 import time
 from typing import Any
 
-from sandbox.resources import by_plural
 from sandbox.server import Sandbox
+from sandbox.state.resources import by_plural
 from schemas.commands import ExecCommand
 from schemas.execution import ToolResult
 from services.executor.handlers import bounded_data, bounded_text, result_of

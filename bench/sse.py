@@ -31,8 +31,8 @@ from bench.common import (
     start_stack,
     token,
 )
+from launcher.nats import free_port
 from schemas.session import AssistantMessage
-from services.runtime.embedded import free_port
 
 CLIENT = [sys.executable, "-m", "bench.sse_client"]
 

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from bench.common import ADMIN_TOKEN, ROOT
-from services.runtime.embedded import free_port
+from launcher.nats import free_port
 
 INTERLOCK = Path(sys.executable).parent / "interlock"
 

@@ -21,8 +21,11 @@ import aiohttp
 
 from clients import render, safe_text
 from clients.http import ApiError, Event, Gateway
-from services.runtime import audit, identity, signing
-from services.runtime.errors import ConfigError
+
+
+class UsageError(Exception):
+    """What was asked cannot be done here (a file that cannot be written): exit code 2. The
+    clients' own, so that a client needs nothing of the services' runtime."""
 
 
 class Out:
@@ -241,7 +244,7 @@ async def cmd_audit(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
         try:
             await asyncio.to_thread(Path(args.export).write_text, body)
         except OSError as exc:
-            raise ConfigError(f"cannot write {args.export}: {exc.strerror or exc}") from exc
+            raise UsageError(f"cannot write {args.export}: {exc.strerror or exc}") from exc
         out.line(f"exported session {args.session} to {args.export}")
         return 0
     try:
@@ -290,41 +293,6 @@ async def _audit_search(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
     return 1 if broken else 0
 
 
-# Where `interlock up` keeps the keyring (clients/stack.py): the default for --verify.
-LOCAL_KEYRING = Path(".interlock") / "keys" / identity.KEYRING_FILE
-
-
-def verify_export(path: Path, gate_key: Path | None, out: Out,
-                  keyring: Path | None = None) -> int:
-    """Verifies an exported file offline: chain, every event's writer signature (with the
-    keyring: --keyring, else the local data dir's), call hashes, gate signatures, both copies.
-    Without any keyring the verdict says the writers were not checked, and is not ok."""
-    key = signing.load_public(gate_key) if gate_key else None
-    if keyring is None and LOCAL_KEYRING.is_file():
-        keyring = LOCAL_KEYRING
-    ring = identity.load_keyring(keyring) if keyring is not None else None
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        # A wrong path is a typo, not a broken log: say so, and exit as a usage error.
-        raise ConfigError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
-    reports = audit.audit_file(text, key, ring)
-    if out.as_json:
-        out.data([r.to_json()["integrity"] | {"session_id": r.session_id} for r in reports])
-    else:
-        for r in reports:
-            verdict = "intact" if r.ok else "BROKEN"
-            # An exported file is anyone's text: its session ids and problems are shown escaped.
-            s = safe_text.line
-            out.line(f"{s(r.session_id)}: {verdict} ({r.chain.checked} events)")
-            for b in r.chain.breaks:
-                out.line(f"  #{s(b['seq'])}: {s(b['problem'])}")
-            for p in r.problems:
-                out.line(f"  #{s(p['seq'])}: {s(p['problem'])}" if p["seq"]
-                         else f"  {s(p['problem'])}")
-    return 0 if reports and all(r.ok for r in reports) else 1
-
-
 def _audit_line(seq: int, kind: str, d: dict[str, Any]) -> str:
     try:
         at = datetime.fromisoformat(str(d.get("occurred_at", "")).replace("Z", "+00:00"))
@@ -359,7 +327,10 @@ COMMANDS: dict[str, Callable[[Gateway, argparse.Namespace, Out], Any]] = {
 }
 
 
-def add_parsers(sub: Any) -> None:
+def add_parsers(sub: Any, audit_options: Callable[[argparse.ArgumentParser], None] | None = None
+                ) -> None:
+    """The client commands' parsers. `audit_options` adds what `audit` does offline (verifying an
+    exported file needs the runtime's audit code, which a client that speaks HTTP has not)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help="gateway URL (default: $INTERLOCK_URL or "
                                       "http://127.0.0.1:8080)")
@@ -386,11 +357,8 @@ def add_parsers(sub: Any) -> None:
                        help="a session's timeline, writes across sessions, export and verify")
     p.add_argument("session", nargs="?", help="a session (omit to search writes)")
     p.add_argument("--export", metavar="FILE", help="write the session's events as JSON lines")
-    p.add_argument("--verify", metavar="FILE", help="verify an exported file offline")
-    p.add_argument("--gate-key", metavar="PEM", help="the gate's public key, for --verify")
-    p.add_argument("--keyring", metavar="JSON",
-                   help="every service's public keys (keys/keyring.json), for --verify "
-                        f"(default: {LOCAL_KEYRING} if it exists)")
+    if audit_options is not None:
+        audit_options(p)
     p.add_argument("--since", help="ISO time, e.g. 2026-11-25T00:00:00Z")
     p.add_argument("--until", help="ISO time")
     p.add_argument("--namespace")
@@ -401,15 +369,6 @@ def add_parsers(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = Out(as_json=args.json)
-    if args.command == "audit" and args.verify:
-        # Offline: an exported file needs no gateway (nor a token) to be verified.
-        try:
-            return verify_export(Path(args.verify),
-                                 Path(args.gate_key) if args.gate_key else None,
-                                 out, Path(args.keyring) if args.keyring else None)
-        except ConfigError as exc:
-            sys.stderr.write(f"interlock audit: {safe_text.line(exc)}\n")
-            return 2
 
     async def main() -> int:
         async with aiohttp.ClientSession() as http:
@@ -421,7 +380,7 @@ def run(args: argparse.Namespace) -> int:
     except ApiError as exc:
         sys.stderr.write(f"interlock {args.command}: {safe_text.line(exc)}\n")
         return 1
-    except ConfigError as exc:
+    except UsageError as exc:
         sys.stderr.write(f"interlock {args.command}: {safe_text.line(exc)}\n")
         return 2
     except json.JSONDecodeError as exc:

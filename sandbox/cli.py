@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sandbox.kubeconfig import write_kubeconfig
-from sandbox.scenarios import ScenarioError, available
+from sandbox.scenarios.loader import ScenarioError, available
 from sandbox.server import Sandbox
 
 READY_PREFIX = "sandbox ready at "

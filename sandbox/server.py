@@ -9,15 +9,15 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from sandbox import discovery, policy
-from sandbox.api import ResourceApi, error_response
-from sandbox.controllers import Controllers
-from sandbox.errors import ApiError
-from sandbox.events import Recorder
-from sandbox.scenarios import CLUSTER, Loader, available, read
-from sandbox.store import Store
-from sandbox.telemetry import LogBook, Metrics
-from sandbox.workloads import Workloads
+from sandbox.apiserver import discovery, policy
+from sandbox.apiserver.api import ResourceApi, error_response
+from sandbox.controllers.core import Controllers
+from sandbox.controllers.events import Recorder
+from sandbox.controllers.telemetry import LogBook, Metrics
+from sandbox.controllers.workloads import Workloads
+from sandbox.scenarios.loader import CLUSTER, Loader, available, read
+from sandbox.state.errors import ApiError
+from sandbox.state.store import Store
 
 log = logging.getLogger(__name__)
 

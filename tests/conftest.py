@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from launcher.nats import NatsServerProcess, free_port
 from schemas import subjects as S
 from services.runtime import identity, natsconf, provision
-from services.runtime.embedded import NatsServerProcess, free_port
 from services.runtime.settings import NatsSettings
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.runtime.embedded import free_port
+from launcher.nats import free_port
 
 
 @dataclass

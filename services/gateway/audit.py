@@ -21,7 +21,7 @@ from services.gateway.errors import HttpError
 from services.runtime import audit, signing
 
 if TYPE_CHECKING:
-    from services.gateway.app import Api
+    from services.gateway.routes import Api
 
 FORMATS = ("json", "text", "jsonl")
 

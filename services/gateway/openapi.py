@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document of the gateway, generated from the msgspec types in `api.py` and the
+"""The OpenAPI 3.1 document of the gateway, generated from the msgspec types in `bodies.py` and the
 event types in `schemas/`, so the spec describes exactly what the code decodes and encodes."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import msgspec
 
 from schemas.approval import ApprovalRequested
 from schemas.events import EVENT_TYPES
-from services.gateway import api
+from services.gateway import bodies
 
 REF = "#/components/schemas/{name}"
 ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
@@ -67,9 +67,10 @@ def _op(summary: str, role: str | None, ok: tuple[str, dict[str, Any]], *,
 
 def build(version: str = "0.1.0") -> dict[str, Any]:
     types: list[Any] = [
-        api.NewSession, api.NewMessage, api.Decision, api.Cancel, api.ErrorBody, api.Health,
-        api.Me, api.SessionCreated, api.Accepted, api.DecisionAccepted, api.SessionList,
-        api.ApprovalStatus, api.ApprovalList, api.SessionViewOut, api.ToolList,
+        bodies.NewSession, bodies.NewMessage, bodies.Decision, bodies.Cancel, bodies.ErrorBody,
+        bodies.Health, bodies.Me, bodies.SessionCreated, bodies.Accepted, bodies.DecisionAccepted,
+        bodies.SessionList, bodies.ApprovalStatus, bodies.ApprovalList, bodies.SessionViewOut,
+        bodies.ToolList,
         ApprovalRequested, *EVENT_TYPES,
     ]
     _, components = msgspec.json.schema_components(types, ref_template=REF)
@@ -169,7 +170,7 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
             "get": _op("Approvals with their full context", "viewer",
                        ("200", _json(_ref("ApprovalList"), "approvals")), tag="approvals",
                        params=[{"name": "state", "in": "query", "required": False,
-                                "schema": {"type": "string", "enum": list(api.STATE_FILTERS),
+                                "schema": {"type": "string", "enum": list(bodies.STATE_FILTERS),
                                            "default": "pending"}}]),
         },
         "/v1/approvals/{approval_id}/decision": {

@@ -8,9 +8,9 @@ import logging
 
 from aiohttp import web
 
-from services.gateway.app import Api, make_app
 from services.gateway.auth import TokenStore
 from services.gateway.ratelimit import Limits, RateLimiter
+from services.gateway.routes import Api, make_app
 from services.gateway.settings import GatewaySettings
 from services.gateway.sse import Connection
 from services.runtime.bus import Bus

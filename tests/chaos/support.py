@@ -29,13 +29,13 @@ import aiohttp
 import nats
 from aiohttp import web
 
-from clients.stack import Stack, StackConfig
+from launcher.nats import free_port
+from launcher.stack import Stack, StackConfig
 from sandbox.kubeconfig import write_kubeconfig
-from sandbox.resources import by_plural
 from sandbox.server import Sandbox
+from sandbox.state.resources import by_plural
 from schemas import subjects as S
 from services.runtime.bus import Bus, Stored
-from services.runtime.embedded import free_port
 from tests.support import Client, SseEvent
 
 NAMESPACE = "chaos"

@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from launcher.nats import NatsServerProcess, free_port
 from schemas import subjects as S
 from schemas.events import AnyEvent
 from schemas.session import UserMessage
 from services.runtime import identity, natsconf, provision
 from services.runtime.bus import Bus
 from services.runtime.delivery import Delivery
-from services.runtime.embedded import NatsServerProcess, free_port
 from services.runtime.settings import NatsSettings
 
 pytestmark = [

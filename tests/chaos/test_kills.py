@@ -17,7 +17,7 @@ from collections import Counter
 import aiohttp
 import pytest
 
-from clients.stack import SERVICES, Stack
+from launcher.stack import SERVICES, Stack
 from tests.chaos.support import (
     Driver,
     WatchedSandbox,

@@ -23,7 +23,7 @@ import msgspec
 import pytest
 from nats.js.errors import NotFoundError
 
-from clients.stack import Stack
+from launcher.stack import Stack
 from schemas import events as E
 from schemas import subjects as S
 from schemas.approval import (

@@ -9,7 +9,7 @@ import time
 import aiohttp
 import pytest
 
-from clients.stack import SERVICES
+from launcher.stack import SERVICES
 from tests.chaos.support import (
     Driver,
     WatchedSandbox,

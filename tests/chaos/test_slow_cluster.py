@@ -15,7 +15,7 @@ import time
 import aiohttp
 import pytest
 
-from sandbox.policy import SLOW_WRITE
+from sandbox.apiserver.policy import SLOW_WRITE
 from schemas import subjects as S
 from tests.chaos.support import (
     Driver,

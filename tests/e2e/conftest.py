@@ -9,9 +9,9 @@ import pytest
 import pytest_asyncio
 from kubernetes import client, config
 
-from clients.stack import Stack, StackConfig
+from launcher.nats import free_port
+from launcher.stack import Stack, StackConfig
 from services.runtime.bus import Bus
-from services.runtime.embedded import free_port
 from tests.support import Client
 from tests.support_llm import ScriptedLLM
 

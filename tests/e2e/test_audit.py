@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from clients.stack import Stack
+from launcher.stack import Stack
 from schemas import chain
 from schemas.ids import new_call_id
 from schemas.planning import ToolProposed

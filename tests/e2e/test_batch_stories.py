@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from clients.stack import Stack
+from launcher.stack import Stack
 from schemas.ids import new_call_id, new_id
 from schemas.planning import ToolProposed
 from tests.e2e.conftest import bus_as, kube, people

@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from clients.stack import Stack, StackConfig
-from services.runtime.embedded import free_port
+from launcher.nats import free_port
+from launcher.stack import Stack, StackConfig
 from tests.support import Client
 
 CHROMIUM = Path(os.environ.get("INTERLOCK_CHROMIUM", "/usr/bin/chromium"))

@@ -19,8 +19,8 @@ import pytest
 import pytest_asyncio
 from kubernetes import client, config
 
-from clients.stack import Stack, StackConfig
-from services.runtime.embedded import free_port
+from launcher.nats import free_port
+from launcher.stack import Stack, StackConfig
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 INTERLOCK = str(Path(sys.prefix, "bin", "interlock"))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.runtime.embedded import free_port
+from launcher.nats import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
 INTERLOCK = str(Path(sys.prefix, "bin", "interlock"))

@@ -23,7 +23,7 @@ import pytest
 import pytest_asyncio
 from kubernetes import client, watch
 
-from clients.stack import Stack
+from launcher.stack import Stack
 from tests.e2e.conftest import kube, people, token
 from tests.support import Client
 from tests.support_llm import Reply, Request, ScriptedLLM, call, calls, say

@@ -42,7 +42,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from nats.js.errors import NotFoundError
 
-from clients.stack import Stack
+from launcher.stack import Stack
 from schemas import chain
 from schemas import events as E
 from schemas import subjects as S

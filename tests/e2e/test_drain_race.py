@@ -21,7 +21,7 @@ import pytest
 import pytest_asyncio
 from kubernetes import client, watch
 
-from clients.stack import Stack
+from launcher.stack import Stack
 from schemas.approval import effect_digest
 from tests.e2e.conftest import kube, people, start_stack
 from tests.support import Client

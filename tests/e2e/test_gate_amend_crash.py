@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from clients.stack import Stack
+from launcher.stack import Stack
 from services.gate import crashpoint
 from tests.e2e.conftest import bus_as, replicas, start_stack, token
 from tests.support import Client

@@ -20,7 +20,7 @@ import nats
 import pytest
 from kubernetes import client
 
-from clients.stack import Stack
+from launcher.stack import Stack
 from schemas import events
 from schemas import subjects as S
 from schemas.approval import GRANT_VERSION, ApprovalDecided, Grant

@@ -6,7 +6,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from clients.stack import Stack
+from launcher.stack import Stack
 from schemas.ids import new_call_id, new_id
 from schemas.planning import ToolProposed
 from tests.e2e.conftest import bus_as, replicas, token

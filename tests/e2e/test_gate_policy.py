@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from clients.stack import Stack
+from launcher.stack import Stack
 from tests.e2e.conftest import bus_as, replicas, start_stack, token
 from tests.support import Client
 

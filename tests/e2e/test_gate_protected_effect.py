@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from kubernetes import client
 
-from clients.stack import Stack
+from launcher.stack import Stack
 from tests.e2e.conftest import kube, token
 from tests.support import Client
 

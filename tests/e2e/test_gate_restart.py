@@ -8,7 +8,7 @@ import signal
 import aiohttp
 import pytest
 
-from clients.stack import Stack
+from launcher.stack import Stack
 from tests.e2e.conftest import bus_as, replicas, token
 from tests.support import Client
 

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from kubernetes import client
 
-from clients.stack import Stack
+from launcher.stack import Stack
 from schemas.ids import new_call_id, new_id
 from schemas.planning import ToolProposed
 from tests.e2e.conftest import bus_as, kube, replicas, token

@@ -26,7 +26,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from clients.stack import Stack
+from launcher.stack import Stack
 from schemas import subjects as S
 from schemas.ids import new_event_id
 from services.runtime.bus import Bus

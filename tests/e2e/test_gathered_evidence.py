@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from clients.stack import Stack
+from launcher.stack import Stack
 from tests.e2e.conftest import replicas, start_stack, token
 from tests.support import Client
 

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from kubernetes import client, config
 
-from clients.stack import Stack
+from launcher.stack import Stack
 from tests.e2e.conftest import people
 from tests.support import Client, SseEvent
 from tests.support_llm import Reply, Request, ScriptedLLM, call, calls, rate_limited, say

@@ -22,14 +22,14 @@ import pytest_asyncio
 from kubernetes import client
 from nats.js.errors import NotFoundError
 
-from clients.stack import Stack, StackConfig
+from launcher.nats import free_port
+from launcher.stack import Stack, StackConfig
+from sandbox.controllers.telemetry import LogSpec
 from sandbox.kubeconfig import write_kubeconfig
-from sandbox.resources import by_plural
-from sandbox.selectors import selector_from_spec
 from sandbox.server import Sandbox
-from sandbox.telemetry import LogSpec
+from sandbox.state.resources import by_plural
+from sandbox.state.selectors import selector_from_spec
 from schemas import subjects as S
-from services.runtime.embedded import free_port
 from tests import leaks as L
 from tests.e2e.conftest import bus_as, kube, people
 from tests.support import Client, SseEvent

@@ -10,12 +10,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from clients.stack import Stack
+from launcher.stack import Stack
 from schemas import chain
 from schemas import events as E
 from services.gateway import views
-from services.gateway.app import Api
 from services.gateway.auth import TokenStore
+from services.gateway.routes import Api
 from services.runtime import audit, identity
 from tests.e2e.conftest import bus_as, token
 from tests.support import Client

@@ -25,7 +25,7 @@ import aiohttp
 import pytest
 from kubernetes import client
 
-from clients.stack import Stack
+from launcher.stack import Stack
 from schemas import subjects as S
 from schemas.ids import new_call_id
 from schemas.planning import ToolProposed

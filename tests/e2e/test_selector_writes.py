@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 from kubernetes import client
 
-from clients.stack import Stack
+from launcher.stack import Stack
 from tests.e2e.conftest import kube, people, start_stack, token
 from tests.support import Client
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from clients.stack import CALLER_ENV, SERVICES
-from services.runtime.childenv import BASE_NAMES, BASE_PREFIXES
-from services.runtime.embedded import free_port
+from launcher.childenv import BASE_NAMES, BASE_PREFIXES
+from launcher.nats import free_port
+from launcher.stack import CALLER_ENV, SERVICES
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from clients.stack import Stack
+from launcher.stack import Stack
 from tests.e2e.conftest import replicas
 from tests.support import Client
 

@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from clients.stack import Stack, StackConfig
+from launcher.nats import free_port
+from launcher.stack import Stack, StackConfig
 from services.runtime import identity
-from services.runtime.embedded import free_port
 from tests.support import Client
 
 pytestmark = pytest.mark.e2e

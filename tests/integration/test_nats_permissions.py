@@ -16,10 +16,10 @@ import nats
 import pytest
 from nats.js.api import ConsumerConfig, StreamConfig
 
+from launcher.nats import NatsServerProcess, free_port
 from schemas import subjects as S
 from schemas.session import UserMessage
 from services.runtime import natsconf
-from services.runtime.embedded import NatsServerProcess, free_port
 from services.runtime.errors import ConfigError
 from tests.conftest import NatsEnv
 

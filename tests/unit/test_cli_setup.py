@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from clients import render
-from clients.cli import describe_setup
-from clients.stack import Stack, StackConfig
+from launcher.cli import describe_setup
+from launcher.stack import Stack, StackConfig
 from schemas import catalogue
 from services.runtime.errors import ConfigError
 

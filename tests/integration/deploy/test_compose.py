@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from clients.stack import SERVICES
+from launcher.stack import SERVICES
 from services.runtime import natsconf
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -225,7 +225,7 @@ def test_the_gateway_port_is_published(compose: dict[str, Any], secrets: Path) -
 def test_the_image_installs_the_project_and_runs_unprivileged() -> None:
     text = (ROOT / "deploy" / "Dockerfile").read_text()
     assert text.startswith("# ") and "FROM python:3.11" in text
-    for part in ("schemas", "services", "clients", "deploy/healthcheck.py"):
+    for part in ("schemas", "services", "clients", "launcher", "sandbox", "deploy/healthcheck.py"):
         assert f"COPY {part}" in text
     assert "USER 10001" in text
 
@@ -236,7 +236,7 @@ def test_the_provisioning_job_provisions_a_real_server(secrets: Path, tmp_path: 
     import asyncio
     import os
 
-    from services.runtime.embedded import NatsServerProcess, free_port
+    from launcher.nats import NatsServerProcess, free_port
 
     conf = json.loads((secrets / "nats.conf").read_text())
     port = free_port()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from clients.stack import SERVICES
+from launcher.stack import SERVICES
 from schemas import catalogue as C
 from services.runtime import natsconf
 from tests.integration.deploy.test_compose import SETTINGS, Recording

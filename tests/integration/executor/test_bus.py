@@ -19,9 +19,9 @@ import msgspec
 import nats
 import pytest
 
-from sandbox.policy import SLOW_WRITE
-from sandbox.resources import by_plural
+from sandbox.apiserver.policy import SLOW_WRITE
 from sandbox.server import Sandbox
+from sandbox.state.resources import by_plural
 from schemas import catalogue
 from schemas import events as E
 from schemas import subjects as S

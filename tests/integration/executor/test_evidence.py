@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sandbox.resources import by_plural
 from sandbox.server import Sandbox
+from sandbox.state.resources import by_plural
 from schemas import catalogue
 from services.executor import evidence
 from services.executor import kube_write as W

@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from sandbox.resources import by_plural
 from sandbox.server import Sandbox
+from sandbox.state.resources import by_plural
 from schemas import catalogue
 from services.executor.kube import Kube
 from services.executor.kube_read import READERS

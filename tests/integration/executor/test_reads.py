@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from sandbox.kubeconfig import write_kubeconfig
-from sandbox.resources import by_plural
 from sandbox.server import Sandbox
+from sandbox.state.resources import by_plural
 from schemas import catalogue
 from services.executor.kube import ContextRefused, Kube, KubeError
 from services.executor.kube_read import READERS

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from sandbox.resources import by_plural
 from sandbox.server import Sandbox
+from sandbox.state.resources import by_plural
 from schemas import catalogue
 from services.executor import evidence
 from services.executor import kube_write as W

@@ -9,15 +9,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from launcher.nats import free_port
 from schemas.approval import ApprovalCall, ApprovalRequested
 from schemas.base import Target
 from schemas.catalogue import call_hash
-from services.gateway.app import Api, make_app
 from services.gateway.auth import Principal, TokenStore
 from services.gateway.ratelimit import Limits, Network, RateLimiter
+from services.gateway.routes import Api, make_app
 from services.gateway.sse import Connection
 from services.runtime.bus import Bus
-from services.runtime.embedded import free_port
 from services.runtime.log import Expect
 from services.runtime.settings import NatsSettings
 from tests.conftest import NatsEnv

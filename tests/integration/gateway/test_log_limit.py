@@ -35,7 +35,7 @@ async def _reprovision(gateway: Gateway, limits: provision.StreamLimits) -> None
 async def test_the_log_fills_up_with_an_early_alert_and_a_clear_refusal(
     gateway: Gateway, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="services.gateway.app")
+    caplog.set_level(logging.WARNING, logger="services.gateway.routes")
     await _reprovision(gateway, SMALL)  # an update of the existing stream
     operator, viewer = gateway.client("operator"), gateway.client("viewer")
     sid = await operator.new_session()

@@ -20,7 +20,8 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
-from clients.commands import Out, verify_export
+from clients.commands import Out
+from launcher.verify import verify_export
 from schemas import chain
 from schemas import events as E
 from schemas import subjects as S

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from launcher.nats import free_port
 from schemas.approval import ApprovalDenied
 from services.notifier.service import run
 from services.notifier.settings import NotifierSettings, parse_webhook
-from services.runtime.embedded import free_port
 from services.runtime.errors import ConfigError
 from services.runtime.log import Expect
 from tests.conftest import NatsEnv

@@ -14,8 +14,8 @@ from kubernetes.aio import client as aio_client
 from kubernetes.aio import config as aio_config
 
 from sandbox.kubeconfig import write_kubeconfig
-from sandbox.resources import RESOURCES, VIRTUAL_GROUPS, ResourceType, by_plural
 from sandbox.server import Sandbox
+from sandbox.state.resources import RESOURCES, VIRTUAL_GROUPS, ResourceType, by_plural
 from tests.integration.sandbox.conftest import Call, api_client_for
 
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from sandbox.resources import by_plural
 from sandbox.server import Sandbox
-from sandbox.timeutil import now
+from sandbox.state.resources import by_plural
+from sandbox.state.timeutil import now
 from tests.integration.sandbox.conftest import Kubectl
 
 PODS = by_plural("", "pods")
@@ -382,7 +382,7 @@ async def test_cronjob_runs_when_its_schedule_comes_due(
     assert ("CronJob", "staging", "cache-warmer") in full_sandbox.controllers._timers
     before = {j["metadata"]["name"] for j in full_sandbox.store.list(JOBS, "staging")}
     later = now() + timedelta(minutes=31)  # */30: at least one run falls due
-    monkeypatch.setattr("sandbox.workloads.now", lambda: later)
+    monkeypatch.setattr("sandbox.controllers.workloads.now", lambda: later)
     full_sandbox.controllers.enqueue(("CronJob", "staging", "cache-warmer"))
     await full_sandbox.wait_for(
         lambda: {j["metadata"]["name"] for j in full_sandbox.store.list(JOBS, "staging")} - before

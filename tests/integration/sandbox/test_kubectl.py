@@ -8,8 +8,8 @@ import re
 import sys
 from pathlib import Path
 
-from sandbox.resources import by_plural
 from sandbox.server import Sandbox
+from sandbox.state.resources import by_plural
 from tests.integration.sandbox.conftest import KUBECTL, Kubectl, eventually
 
 PODS = by_plural("", "pods")

@@ -8,9 +8,9 @@ import re
 import pytest
 from kubernetes import client as k8s
 
-from sandbox.resources import by_plural
-from sandbox.scenarios import ScenarioError, available
+from sandbox.scenarios.loader import ScenarioError, available
 from sandbox.server import Sandbox
+from sandbox.state.resources import by_plural
 from tests.integration.sandbox.conftest import Call, Kubectl
 
 PODS = by_plural("", "pods")

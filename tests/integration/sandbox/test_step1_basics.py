@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from kubernetes import client as k8s
 
-from sandbox.resources import by_plural
 from sandbox.server import Sandbox
+from sandbox.state.resources import by_plural
 from tests.integration.sandbox.conftest import Call, Kubectl
 
 PODS = by_plural("", "pods")

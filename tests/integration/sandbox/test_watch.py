@@ -12,8 +12,8 @@ import aiohttp
 from kubernetes import client as k8s
 from kubernetes import watch
 
-from sandbox.resources import by_plural
 from sandbox.server import Sandbox
+from sandbox.state.resources import by_plural
 from tests.integration.sandbox.conftest import Call, Kubectl, eventually
 
 PODS = by_plural("", "pods")

@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sandbox.resources import by_plural
 from sandbox.server import Sandbox
+from sandbox.state.resources import by_plural
 
 DEPLOYMENTS = by_plural("apps", "deployments")
 PODS = by_plural("", "pods")
@@ -41,7 +41,7 @@ async def send(
 
 
 def snapshot(sandbox: Sandbox) -> tuple[str, list[Any]]:
-    from sandbox.resources import RESOURCES, VIRTUAL_GROUPS
+    from sandbox.state.resources import RESOURCES, VIRTUAL_GROUPS
 
     return sandbox.store.resource_version, [
         sandbox.store.list(rt) for rt in RESOURCES if rt.group not in VIRTUAL_GROUPS

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sandbox.cron import Schedule
+from sandbox.controllers.cron import Schedule
 
 AT = datetime(2026, 11, 25, 9, 47, 30, tzinfo=UTC)  # a Wednesday
 

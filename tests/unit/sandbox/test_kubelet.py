@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sandbox.kubelet import Behaviour, timeline
+from sandbox.controllers.kubelet import Behaviour, timeline
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox.errors import ApiError
-from sandbox.patch import json_patch, merge_patch, strategic_merge
+from sandbox.state.errors import ApiError
+from sandbox.state.patch import json_patch, merge_patch, strategic_merge
 
 DOC = {
     "metadata": {"labels": {"app": "web", "tier": "front"}},

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox.protowire import self_subject_access_review, unwrap
+from sandbox.apiserver.protowire import self_subject_access_review, unwrap
 
 # What kubectl 1.37 sends for `kubectl auth can-i delete pods/log -n shop`.
 CAN_I = (

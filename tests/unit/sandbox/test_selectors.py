@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox.errors import ApiError
-from sandbox.selectors import (
+from sandbox.state.errors import ApiError
+from sandbox.state.selectors import (
     labels_match,
     parse_fields,
     parse_labels,

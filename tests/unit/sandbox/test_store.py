@@ -4,9 +4,9 @@ from collections import deque
 
 import pytest
 
-from sandbox.errors import ApiError
-from sandbox.resources import by_plural
-from sandbox.store import Store
+from sandbox.state.errors import ApiError
+from sandbox.state.resources import by_plural
+from sandbox.state.store import Store
 
 CM = by_plural("", "configmaps")
 

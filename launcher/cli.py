@@ -1,5 +1,9 @@
 """The `interlock` command."""
 
+# `up` and `sandbox` start processes on this machine and `audit --verify` checks an exported file
+# offline, so they live here; every other command is a client of a gateway (clients/commands.py),
+# handed over as it was parsed. (The docstring above is the command's --help text.)
+
 from __future__ import annotations
 
 import argparse
@@ -11,7 +15,8 @@ import sys
 from pathlib import Path
 
 from clients import commands, safe_text
-from clients.stack import Stack, StackConfig
+from launcher import verify
+from launcher.stack import Stack, StackConfig
 from services.gate import policy as gate_policy
 from services.planner.settings import ModelSettings
 from services.runtime.errors import ConfigError
@@ -189,8 +194,10 @@ def main(argv: list[str] | None = None) -> int:
                          "replicas); default 1")
     sb = sub.add_parser("sandbox", help="run the sandbox cluster alone", add_help=False)
     sb.add_argument("rest", nargs=argparse.REMAINDER)
-    commands.add_parsers(sub)
+    commands.add_parsers(sub, verify.add_options)
     args = parser.parse_args(argv)
+    if args.command == "audit" and args.verify:
+        return verify.run(args)
     if args.command in commands.COMMANDS:
         return commands.run(args)
     if args.command == "up":

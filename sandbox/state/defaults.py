@@ -8,8 +8,8 @@ import ipaddress
 import re
 from typing import Any
 
-from sandbox.errors import bad_request, invalid
-from sandbox.resources import ResourceType
+from sandbox.state.errors import bad_request, invalid
+from sandbox.state.resources import ResourceType
 
 Obj = dict[str, Any]
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")

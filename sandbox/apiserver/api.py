@@ -11,7 +11,6 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -19,8 +18,10 @@ import yaml
 from aiohttp import web
 from multidict import CIMultiDict
 
-from sandbox import defaults, patch, policy, schema, tables
-from sandbox.errors import (
+from sandbox.apiserver import policy, tables
+from sandbox.apiserver.paths import Target, parse_path
+from sandbox.state import defaults, gc, patch, schema
+from sandbox.state.errors import (
     ApiError,
     bad_request,
     conflict,
@@ -29,10 +30,10 @@ from sandbox.errors import (
     not_found,
     unsupported_media,
 )
-from sandbox.resources import RESOURCES, VIRTUAL_GROUPS, ResourceType, by_plural, lookup
-from sandbox.selectors import labels_match, parse_fields, parse_labels, selector_string
-from sandbox.store import Change, Obj, Store
-from sandbox.timeutil import now, now_iso
+from sandbox.state.resources import VIRTUAL_GROUPS, ResourceType, by_plural
+from sandbox.state.selectors import labels_match, parse_fields, parse_labels, selector_string
+from sandbox.state.store import Change, Obj, Store
+from sandbox.state.timeutil import now
 
 log = logging.getLogger(__name__)
 
@@ -58,41 +59,6 @@ class LogSource(Protocol):
 class MetricsSource(Protocol):
     def pod_metrics(self, namespace: str | None) -> list[Obj]: ...
     def node_metrics(self) -> list[Obj]: ...
-
-
-@dataclass(frozen=True)
-class Target:
-    rt: ResourceType
-    namespace: str  # "" for cluster-scoped or all-namespaces
-    name: str
-    sub: str
-
-
-def parse_path(path: str) -> Target | None:
-    parts = [p for p in path.split("/") if p]
-    if not parts:
-        return None
-    if parts[0] == "api" and len(parts) >= 3:
-        group, version, rest = "", parts[1], parts[2:]
-    elif parts[0] == "apis" and len(parts) >= 4:
-        group, version, rest = parts[1], parts[2], parts[3:]
-    else:
-        return None
-    namespace = ""
-    if (
-        rest[0] == "namespaces"
-        and len(rest) >= 3
-        and not (len(rest) == 3 and rest[2] in ("status", "finalize"))
-    ):
-        namespace, rest = rest[1], rest[2:]
-    rt = lookup(group, version, rest[0])
-    if rt is None or len(rest) > 3:
-        return None
-    name = rest[1] if len(rest) > 1 else ""
-    sub = rest[2] if len(rest) > 2 else ""
-    if namespace and not rt.namespaced:
-        return None
-    return Target(rt, namespace, name, sub)
 
 
 def _json(
@@ -405,7 +371,7 @@ class ResourceApi:
         policy = options.get("propagationPolicy") or (
             "Orphan" if options.get("orphanDependents") else "Background"
         )
-        deleted = self.delete_object(t.rt, current, policy)
+        deleted = gc.delete(self.store, t.rt, current, policy)
         return _json(
             deleted if t.rt.kind in DELETE_RETURNS_OBJECT else self._success(t.rt, deleted)
         )
@@ -425,35 +391,8 @@ class ResourceApi:
         }
 
     def delete_object(self, rt: ResourceType, obj: Obj, policy: str = "Background") -> Obj:
-        """Delete with garbage collection: dependents found through ownerReferences are
-        deleted too (Background/Foreground) or released (Orphan)."""
-        meta = obj["metadata"]
-        if rt.kind == "Namespace":
-            for other in RESOURCES:
-                if other.namespaced and other.group not in VIRTUAL_GROUPS:
-                    for child in self.store.list(other, meta["name"]):
-                        self.store.delete(other, meta["name"], child["metadata"]["name"])
-        deleted = self.store.delete(rt, meta.get("namespace", ""), meta["name"])
-        deleted["metadata"]["deletionTimestamp"] = now_iso()
-        uid = meta["uid"]
-        for other in RESOURCES:
-            if other.group in VIRTUAL_GROUPS or (not other.namespaced and rt.namespaced):
-                continue
-            for child in self.store.list(other, meta.get("namespace") or None):
-                refs = child["metadata"].get("ownerReferences") or []
-                if not any(r.get("uid") == uid for r in refs):
-                    continue
-                if policy == "Orphan":
-                    child["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
-                    self.store.update(other, child, check_rv=False)
-                elif (
-                    self.store.get(
-                        other, child["metadata"].get("namespace", ""), child["metadata"]["name"]
-                    )
-                    is not None
-                ):
-                    self.delete_object(other, child, policy)
-        return deleted
+        """Delete with garbage collection (gc.delete), as the API's own deletes do."""
+        return gc.delete(self.store, rt, obj, policy)
 
     async def _delete_collection(self, request: web.Request, t: Target) -> web.Response:
         items = self._select(request, t)
@@ -465,7 +404,7 @@ class ResourceApi:
                     )
                     is not None
                 ):
-                    self.delete_object(t.rt, obj)
+                    gc.delete(self.store, t.rt, obj)
         return _json(
             {
                 "kind": f"{t.rt.kind}List",
@@ -494,7 +433,7 @@ class ResourceApi:
         if t.sub == "log" and t.rt.kind == "Pod" and request.method == "GET":
             return await self._log(request, t)
         if t.sub == "eviction" and t.rt.kind == "Pod" and request.method == "POST":
-            return await policy.evict(self, request, t, _dry_run(request))
+            return await policy.evict(self.store, request, t, _dry_run(request))
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
 
     def _to_scale(self, obj: Obj) -> Obj:

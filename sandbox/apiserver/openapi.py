@@ -9,9 +9,9 @@ import functools
 import re
 from typing import Any
 
-from sandbox import schema
-from sandbox.patch import MERGE_KEYS
-from sandbox.resources import ResourceType
+from sandbox.state import schema
+from sandbox.state.patch import MERGE_KEYS
+from sandbox.state.resources import ResourceType
 
 Obj = dict[str, Any]
 PREFIX = "#/components/schemas/"

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from services.runtime.childenv import base_env
+from launcher.childenv import base_env
 from services.runtime.errors import ConfigError
 
 

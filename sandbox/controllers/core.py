@@ -19,13 +19,13 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sandbox import kubelet
-from sandbox.defaults import apply_defaults
-from sandbox.events import Recorder
-from sandbox.resources import RESOURCES, VIRTUAL_GROUPS, ResourceType, by_plural
-from sandbox.selectors import Requirement, labels_match
-from sandbox.store import Change, Obj, Store
-from sandbox.timeutil import iso, now, parse_iso
+from sandbox.controllers import kubelet
+from sandbox.controllers.events import Recorder
+from sandbox.state.defaults import apply_defaults
+from sandbox.state.resources import RESOURCES, VIRTUAL_GROUPS, ResourceType, by_plural
+from sandbox.state.selectors import Requirement, labels_match
+from sandbox.state.store import Change, Obj, Store
+from sandbox.state.timeutil import iso, now, parse_iso
 
 log = logging.getLogger(__name__)
 

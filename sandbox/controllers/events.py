@@ -7,9 +7,9 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sandbox.resources import by_plural
-from sandbox.store import Obj, Store
-from sandbox.timeutil import iso, now
+from sandbox.state.resources import by_plural
+from sandbox.state.store import Obj, Store
+from sandbox.state.timeutil import iso, now
 
 EVENTS = by_plural("", "events")
 

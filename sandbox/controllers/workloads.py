@@ -8,7 +8,7 @@ import math
 import uuid
 from datetime import datetime
 
-from sandbox.controllers import (
+from sandbox.controllers.core import (
     CRONJOBS,
     DAEMONSETS,
     DEPLOYMENTS,
@@ -25,13 +25,13 @@ from sandbox.controllers import (
     owner_ref,
     template_hash,
 )
-from sandbox.cron import Schedule
-from sandbox.defaults import apply_defaults
-from sandbox.policy import PDBS, budget_status
-from sandbox.selectors import labels_match, selector_from_spec
-from sandbox.store import Change, Obj
-from sandbox.telemetry import Metrics, quantity
-from sandbox.timeutil import iso, now, parse_iso
+from sandbox.controllers.cron import Schedule
+from sandbox.controllers.disruption import PDBS, budget_status
+from sandbox.controllers.telemetry import Metrics, quantity
+from sandbox.state.defaults import apply_defaults
+from sandbox.state.selectors import labels_match, selector_from_spec
+from sandbox.state.store import Change, Obj
+from sandbox.state.timeutil import iso, now, parse_iso
 
 JOB_UID = "batch.kubernetes.io/controller-uid"
 JOB_NAME = "batch.kubernetes.io/job-name"

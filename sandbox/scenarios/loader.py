@@ -24,8 +24,7 @@ from typing import Any
 
 import yaml
 
-from sandbox import schema
-from sandbox.controllers import (
+from sandbox.controllers.core import (
     CHANGE_CAUSE,
     DEPLOYMENTS,
     HASH_LABEL,
@@ -34,17 +33,18 @@ from sandbox.controllers import (
     owner_ref,
     template_hash,
 )
-from sandbox.defaults import apply_defaults, validate
-from sandbox.errors import ApiError
-from sandbox.events import Recorder
-from sandbox.patch import strategic_merge
-from sandbox.resources import by_kind
-from sandbox.selectors import selector_from_spec
-from sandbox.store import Obj, Store
-from sandbox.telemetry import LogBook, LogSpec
-from sandbox.timeutil import ago, iso, parse_duration
+from sandbox.controllers.events import Recorder
+from sandbox.controllers.telemetry import LogBook, LogSpec
+from sandbox.state import schema
+from sandbox.state.defaults import apply_defaults, validate
+from sandbox.state.errors import ApiError
+from sandbox.state.patch import strategic_merge
+from sandbox.state.resources import by_kind
+from sandbox.state.selectors import selector_from_spec
+from sandbox.state.store import Obj, Store
+from sandbox.state.timeutil import ago, iso, parse_duration
 
-SCENARIO_DIR = Path(__file__).parent / "scenarios"
+SCENARIO_DIR = Path(__file__).parent  # the YAML files live beside the loader
 CLUSTER = "cluster"
 AGE_ANNOTATION = "sandbox.interlock.dev/age"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sandbox import openapi
-from sandbox.resources import RESOURCES, ResourceType, group_versions
+from sandbox.apiserver import openapi
+from sandbox.state.resources import RESOURCES, ResourceType, group_versions
 
 AGGREGATED_CT = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 

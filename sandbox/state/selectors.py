@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sandbox.errors import bad_request
+from sandbox.state.errors import bad_request
 
 Requirement = tuple[str, str, tuple[str, ...]]  # (key, op, values)
 

@@ -8,12 +8,12 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sandbox import kubelet
-from sandbox.errors import bad_request
-from sandbox.resources import by_plural
-from sandbox.selectors import Requirement, labels_match
-from sandbox.store import Obj, Store
-from sandbox.timeutil import iso, now, parse_iso
+from sandbox.controllers import kubelet
+from sandbox.state.errors import bad_request
+from sandbox.state.resources import by_plural
+from sandbox.state.selectors import Requirement, labels_match
+from sandbox.state.store import Obj, Store
+from sandbox.state.timeutil import iso, now, parse_iso
 
 PODS = by_plural("", "pods")
 NODES = by_plural("", "nodes")

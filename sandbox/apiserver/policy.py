@@ -10,22 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from sandbox import protowire
-from sandbox.errors import ApiError, bad_request
-from sandbox.resources import by_plural
-from sandbox.selectors import labels_match, selector_from_spec
-from sandbox.store import Obj, Store
-
-if TYPE_CHECKING:
-    from sandbox.api import ResourceApi, Target
+from sandbox.apiserver import protowire
+from sandbox.apiserver.paths import Target, parse_path
+from sandbox.controllers.disruption import PDBS, budget_status, ready
+from sandbox.state import gc
+from sandbox.state.errors import ApiError, bad_request
+from sandbox.state.resources import by_plural
+from sandbox.state.selectors import labels_match, selector_from_spec
+from sandbox.state.store import Store
 
 SLOW_WRITE = "sandbox.interlock.dev/slow-write-seconds"
 SSAR_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
-PDBS = by_plural("policy", "poddisruptionbudgets")
 PODS = by_plural("", "pods")
 
 # The sandbox's one user may do everything except what the design keeps from any agent.
@@ -42,48 +41,17 @@ _DENIED: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _ready(pod: Obj) -> bool:
-    conds = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
-
-
-def _int_or_percent(value: Any, total: int, *, round_up: bool) -> int:
-    if isinstance(value, str) and value.endswith("%"):
-        share = int(value[:-1]) * total
-        return -(-share // 100) if round_up else share // 100
-    return int(value)
-
-
-def budget_status(store: Store, pdb: Obj) -> dict[str, int]:
-    """A PDB's status as the disruption controller computes it, from the pods it selects."""
-    ns = pdb["metadata"]["namespace"]
-    reqs = selector_from_spec((pdb.get("spec") or {}).get("selector"))
-    pods = [p for p in store.list(PODS, ns) if labels_match(reqs, p["metadata"].get("labels"))
-            and not p["metadata"].get("deletionTimestamp")]
-    expected = len(pods)
-    healthy = sum(1 for p in pods if _ready(p))
-    spec = pdb.get("spec") or {}
-    if "minAvailable" in spec:
-        desired = _int_or_percent(spec["minAvailable"], expected, round_up=True)
-    elif "maxUnavailable" in spec:
-        desired = expected - _int_or_percent(spec["maxUnavailable"], expected, round_up=True)
-    else:
-        desired = expected
-    return {"currentHealthy": healthy, "desiredHealthy": desired, "expectedPods": expected,
-            "disruptionsAllowed": max(healthy - desired, 0)}
-
-
-async def evict(api: ResourceApi, request: web.Request, t: Target, dry_run: bool) -> web.Response:
+async def evict(store: Store, request: web.Request, t: Target, dry_run: bool) -> web.Response:
     """POST pods/<name>/eviction: refused with 429 while a budget allows no disruption."""
     raw = await request.read()
     body = json.loads(raw) if raw.strip() else {}
-    pod = api.store.must_get(PODS, t.namespace, t.name)
-    for pdb in api.store.list(PDBS, t.namespace):
+    pod = store.must_get(PODS, t.namespace, t.name)
+    for pdb in store.list(PDBS, t.namespace):
         reqs = selector_from_spec((pdb.get("spec") or {}).get("selector"))
         if not labels_match(reqs, pod["metadata"].get("labels")):
             continue
-        status = budget_status(api.store, pdb)
-        if _ready(pod) and status["disruptionsAllowed"] < 1:
+        status = budget_status(store, pdb)
+        if ready(pod) and status["disruptionsAllowed"] < 1:
             raise ApiError(429, "TooManyRequests",
                            "Cannot evict pod as it would violate the pod's disruption budget.",
                            causes=[{"reason": "DisruptionBudget",
@@ -92,7 +60,7 @@ async def evict(api: ResourceApi, request: web.Request, t: Target, dry_run: bool
                                                f"and has {status['currentHealthy']} currently"}])
     dry_run = dry_run or "All" in ((body.get("deleteOptions") or {}).get("dryRun") or [])
     if not dry_run:
-        api.delete_object(PODS, pod)
+        gc.delete(store, PODS, pod)
     return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
                               "status": "Success", "code": 201}, status=201)
 
@@ -207,8 +175,6 @@ async def access_review(request: web.Request, store: Store | None = None) -> web
 
 async def delay_write(store: Store, request: web.Request, response: web.StreamResponse) -> None:
     """Holds the answer to a stored write on an object annotated with SLOW_WRITE."""
-    from sandbox.api import parse_path  # api imports this module
-
     if request.method not in ("POST", "PUT", "PATCH", "DELETE") or "All" in \
             request.query.getall("dryRun", []) or not 200 <= response.status < 300:
         return

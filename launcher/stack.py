@@ -17,10 +17,10 @@ from pathlib import Path
 
 import aiohttp
 
+from launcher.childenv import base_env
+from launcher.nats import NatsCluster, NatsServerProcess, free_port
 from schemas import subjects as S
 from services.runtime import identity, natsconf, provision, signing
-from services.runtime.childenv import base_env
-from services.runtime.embedded import NatsCluster, NatsServerProcess, free_port
 from services.runtime.errors import ConfigError
 from services.runtime.settings import NatsSettings
 
@@ -195,7 +195,7 @@ class Stack:
             {"principal": name, "roles": roles, "token": f"il_{name}_{secrets.token_urlsafe(18)}"}
             for name, roles in people.items()
         ]})
-        self.tokens = {str(t["principal"]): t for t in doc["tokens"]}  # type: ignore[union-attr]
+        self.tokens = {str(t["principal"]): t for t in doc["tokens"]}  # type: ignore[attr-defined]
         if not self.cfg.admin_token:
             self.cfg.admin_token = str(
                 _load_or_create_json(self.data / "admin-token.json",

@@ -13,8 +13,8 @@ from typing import Any
 import pydantic
 from kubernetes import client as k8s
 
-from sandbox.errors import bad_request, invalid
-from sandbox.resources import ResourceType
+from sandbox.state.errors import bad_request, invalid
+from sandbox.state.resources import ResourceType
 
 Obj = dict[str, Any]
 _TYPE_ERRORS = ("_type", "_parsing", "model_attributes_type", "dict_type", "list_type")

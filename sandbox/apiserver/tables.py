@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sandbox.resources import ResourceType
-from sandbox.selectors import selector_string
-from sandbox.timeutil import human_age, parse_iso
+from sandbox.state.resources import ResourceType
+from sandbox.state.selectors import selector_string
+from sandbox.state.timeutil import human_age, parse_iso
 
 Obj = dict[str, Any]
 Column = tuple[str, str, int]  # name, type, priority (1 = only with -o wide)

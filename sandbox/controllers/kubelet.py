@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sandbox.timeutil import iso, parse_duration
+from sandbox.state.timeutil import iso, parse_duration
 
 Obj = dict[str, Any]
 PREFIX = "sandbox.interlock.dev/"

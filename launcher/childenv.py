@@ -4,7 +4,7 @@ certificates and reach the network — never the rest of the caller's environmen
 `interlock up` used to give every service the caller's whole environment, and so the model's
 key (OPENAI_API_KEY), cloud credentials and whatever else the person had exported, to services
 that need none of it: a compromised notifier held the model key. Each service now starts from
-this allow-list plus the settings that are its own (clients/stack.py `env_for`)."""
+this allow-list plus the settings that are its own (launcher/stack.py `env_for`)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from sandbox.errors import ApiError, bad_request
+from sandbox.state.errors import ApiError, bad_request
 
 # field name -> merge key for lists merged by key (patchStrategy=merge in the Go types).
 MERGE_KEYS: dict[str, str] = {

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox.errors import already_exists, conflict, expired, not_found
-from sandbox.resources import ResourceType
-from sandbox.timeutil import now_iso
+from sandbox.state.errors import already_exists, conflict, expired, not_found
+from sandbox.state.resources import ResourceType
+from sandbox.state.timeutil import now_iso
 
 Obj = dict[str, Any]
 HISTORY = 10_000

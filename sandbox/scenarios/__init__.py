@@ -1,0 +1,1 @@
+"""Scenario files (*.yaml beside this file), drawn from incidents, and their loader (loader.py)."""
