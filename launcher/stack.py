@@ -287,6 +287,8 @@ class Stack:
             "INTERLOCK_NATS_PASSWORD": self.credentials[service],
             "INTERLOCK_KEYRING_FILE": str(self.keys / identity.KEYRING_FILE),
             "PYTHONUNBUFFERED": "1",
+            # A launcher killed outright (SIGKILL, a crashed test run) takes its services along.
+            "INTERLOCK_PARENT_PID": str(os.getpid()),
         })
         if service in S.SERVICES:  # its own key only; the notifier writes no event
             env["INTERLOCK_SIGNING_KEY_FILE"] = str(self.keys / f"{service}.key")

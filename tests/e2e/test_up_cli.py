@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -171,3 +173,44 @@ def test_up_refuses_a_port_in_use_and_stops_its_services_on_sighup(tmp_path: Pat
     assert left.stdout == "", f"processes of the stack still run: {left.stdout}"
     with socket.socket() as again:  # the gateway let go of its port
         again.bind(("127.0.0.1", port))
+
+
+def test_services_stop_when_the_launcher_is_killed_outright(tmp_path: Path) -> None:
+    """SIGKILL leaves no chance to stop anything: each service notices that the launcher that
+    started it is gone (INTERLOCK_PARENT_PID) and drains and exits on its own."""
+    env = {**{k: v for k, v in os.environ.items()
+              if k not in ("INTERLOCK_MODEL", "OPENAI_API_KEY")}, "INTERLOCK_ADMIN_TOKEN": TOKEN}
+    exe = str(Path(sys.prefix, "bin", "interlock"))
+    proc = subprocess.Popen([exe, "up", "--port", str(free_port()), "--data",
+                             str(tmp_path / "data")],
+                            stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    assert proc.stdout is not None
+    children: list[int] = []
+    try:
+        for line in proc.stdout:
+            if "Press Ctrl-C" in line or "failed" in line:
+                break
+        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)],
+                                                   capture_output=True, text=True).stdout.split()]
+        services = [p for p in children
+                    if "services." in Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ")]
+        assert len(services) == 5, children
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        for pid in services:  # each drains and exits by itself (its stop event, not a signal)
+            while Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid):
+                time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        for pid in children:  # nats-server and the sandbox cannot watch for us
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (FileNotFoundError, IndexError):
+        return "zombie"
