@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -103,3 +106,24 @@ def kube(stack: Stack) -> client.ApiClient:
 def replicas(stack: Stack, name: str = "web", ns: str = "shop") -> int:
     """What the cluster says, not what Interlock says: the deployment's spec.replicas."""
     return int(client.AppsV1Api(kube(stack)).read_namespaced_deployment(name, ns).spec.replicas)
+
+
+# Headless Chromium (Debian's `chromium`), driven by Playwright: modules that use `browser` mark
+# themselves `browser` and skip when either is absent.
+CHROMIUM = Path(os.environ.get("INTERLOCK_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def browser() -> AsyncIterator[Any]:
+    playwright_api = pytest.importorskip("playwright.async_api",
+                                         reason="the playwright package is not installed")
+    pw = await playwright_api.async_playwright().start()
+    b = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                 headless=True)
+    try:
+        yield b
+    finally:
+        await b.close()
+        await pw.stop()

@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,11 +16,8 @@ import pytest_asyncio
 
 from launcher.nats import free_port
 from launcher.stack import Stack, StackConfig
+from tests.e2e.conftest import CHROMIUM
 from tests.support import Client
-
-CHROMIUM = Path(os.environ.get("INTERLOCK_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 pytestmark = [
     pytest.mark.browser,
@@ -46,18 +41,6 @@ async def cc_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[St
         yield s
     finally:
         await s.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def browser() -> AsyncIterator[Any]:
-    pw = await playwright_api.async_playwright().start()
-    b = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                 headless=True)
-    try:
-        yield b
-    finally:
-        await b.close()
-        await pw.stop()
 
 
 def _replicas(stack: Stack, name: str = "web", ns: str = "shop") -> int:

@@ -32,8 +32,8 @@ from schemas.ids import new_event_id
 from services.runtime.bus import Bus
 from services.runtime.identity import SIGNATURE_HEADER
 from services.runtime.settings import NatsSettings
-from tests.e2e.conftest import start_stack, token
-from tests.e2e.test_browser_command_center import CHROMIUM, CHROMIUM_ARGS, _count, _open
+from tests.e2e.conftest import CHROMIUM, start_stack, token
+from tests.e2e.test_browser_command_center import _count, _open
 from tests.support import Client, SseEvent
 
 pytestmark = [
@@ -60,18 +60,6 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         yield s
     finally:
         await s.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def browser() -> AsyncIterator[Any]:
-    pw = await playwright_api.async_playwright().start()
-    b = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                 headless=True)
-    try:
-        yield b
-    finally:
-        await b.close()
-        await pw.stop()
 
 
 def injected_body(session_id: str) -> bytes:
