@@ -74,6 +74,18 @@ async def scripted_stack(tmp_path_factory: pytest.TempPathFactory, llm: Scripted
         yield s
 
 
+async def approve_and_result(operator: Client, approver: Client, sid: str,
+                             req: dict[str, Any], after: int) -> dict[str, Any]:
+    """The approver approves the card `req`; the call's `tool.result`, as the operator sees it."""
+    status, body = await approver.call("POST", f"/v1/approvals/{req['approval_id']}/decision",
+                                       {"decision": "approve"})
+    assert status == 202, body
+    got = await operator.wait_for(sid, lambda e: e.event in ("tool.result", "command.refused"),
+                                  after=after)
+    assert got[-1].event == "tool.result", got[-1].data
+    return dict(got[-1].data)
+
+
 def people(stack: Stack, http: aiohttp.ClientSession) -> tuple[Client, Client]:
     """The operator who asks and the approver who decides, as HTTP clients."""
     return (Client(http, stack.url, str(stack.tokens["operator"]["token"])),

@@ -23,7 +23,7 @@ from kubernetes import client, watch
 
 from launcher.stack import Stack
 from schemas.approval import effect_digest
-from tests.e2e.conftest import kube, people, start_stack
+from tests.e2e.conftest import approve_and_result, kube, people, start_stack
 from tests.support import Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -110,17 +110,6 @@ async def _preview_drain(operator: Client, node: str) -> tuple[str, dict[str, An
     return sid, dict(got[-1].data), got[-1].id
 
 
-async def _approve(operator: Client, approver: Client, sid: str, req: dict[str, Any],
-                   after: int) -> dict[str, Any]:
-    status, body = await approver.call("POST", f"/v1/approvals/{req['approval_id']}/decision",
-                                       {"decision": "approve"})
-    assert status == 202, body
-    got = await operator.wait_for(sid, lambda e: e.event in ("tool.result", "command.refused"),
-                                  after=after)
-    assert got[-1].event == "tool.result", got[-1].data
-    return dict(got[-1].data)
-
-
 async def test_pods_scheduled_after_the_preview_are_not_evicted(
         stack: Stack, http: aiohttp.ClientSession) -> None:
     node = "race-grown"
@@ -144,7 +133,7 @@ async def test_pods_scheduled_after_the_preview_are_not_evicted(
     grown = _until_on(stack, node, lambda p: len(p) == 4)
     assert client.CoreV1Api(kube(stack)).read_node(node).metadata.resource_version == rv
 
-    result = await _approve(operator, approver, sid, req, seen)
+    result = await approve_and_result(operator, approver, sid, req, seen)
     # Nothing outside the card was evicted — nothing at all was: the set is not the approved
     # one, so the drain did not run, and the node was not even cordoned.
     assert _now_on(stack, node) == grown
@@ -172,7 +161,7 @@ async def test_a_previewed_pod_replaced_by_another_is_not_evicted(
     client.CoreV1Api(kube(stack)).delete_namespaced_pod(gone, NS)
     now = _until_on(stack, node, lambda p: len(p) == 2 and gone not in p)
 
-    result = await _approve(operator, approver, sid, req, seen)
+    result = await approve_and_result(operator, approver, sid, req, seen)
     assert _now_on(stack, node) == now
     assert not _cordoned(stack, node)
     assert result["status"] == "error", result
@@ -191,7 +180,7 @@ async def test_an_unchanged_set_evicts_exactly_the_previewed_pods(
     sid, req, seen = await _preview_drain(operator, node)
     assert req["calls"][0]["effect"] == [f"/node/{node}", *_refs(previewed)]
 
-    result = await _approve(operator, approver, sid, req, seen)
+    result = await approve_and_result(operator, approver, sid, req, seen)
     assert result["status"] == "ok", result
     assert _cordoned(stack, node)
     # Both previewed pods were evicted; their replacements cannot land on the cordoned node.

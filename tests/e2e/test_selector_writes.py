@@ -18,7 +18,7 @@ import pytest_asyncio
 from kubernetes import client
 
 from launcher.stack import Stack
-from tests.e2e.conftest import kube, people, start_stack, token
+from tests.e2e.conftest import approve_and_result, kube, people, start_stack, token
 from tests.support import Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -63,17 +63,6 @@ async def _held(operator: Client, line: str) -> tuple[str, dict[str, Any], int]:
     return sid, dict(got[-1].data), got[-1].id
 
 
-async def _approve(operator: Client, approver: Client, sid: str, req: dict[str, Any],
-                   after: int) -> dict[str, Any]:
-    status, body = await approver.call("POST", f"/v1/approvals/{req['approval_id']}/decision",
-                                       {"decision": "approve"})
-    assert status == 202, body
-    got = await operator.wait_for(sid, lambda e: e.event in ("tool.result", "command.refused"),
-                                  after=after)
-    assert got[-1].event == "tool.result", got[-1].data
-    return dict(got[-1].data)
-
-
 async def test_delete_by_selector_is_one_card_of_the_exact_pods_and_deletes_those(
         stack: Stack, http: aiohttp.ClientSession) -> None:
     for name in ("x-1", "x-2", "x-3"):
@@ -95,7 +84,7 @@ async def test_delete_by_selector_is_one_card_of_the_exact_pods_and_deletes_thos
     assert any(f.startswith("deletes 3 running pod(s): x-1, x-2, x-3")
                for f in req["risk_flags"]), req["risk_flags"]
 
-    result = await _approve(operator, approver, sid, req, seen)
+    result = await approve_and_result(operator, approver, sid, req, seen)
     assert result["status"] == "ok", result["output"]
     assert "3 pods matching app=x deleted" in result["output"]
     got = await operator.wait_for(sid, lambda e: e.event == "tool.verified", after=seen)
@@ -112,7 +101,7 @@ async def test_a_pod_that_joins_the_selector_before_approval_is_not_deleted(
     assert req["calls"][0]["effect"] == [f"{NS}/pod/r-1", f"{NS}/pod/r-2"]
 
     _pod(stack, "r-3", {"app": "race"})  # matches the selector now, was not on the card
-    result = await _approve(operator, approver, sid, req, seen)
+    result = await approve_and_result(operator, approver, sid, req, seen)
     assert result["status"] == "error", result
     assert result["data"]["effect_changed"] == {"added": [f"{NS}/pod/r-3"], "removed": []}
     assert "nothing was changed" in result["output"]
