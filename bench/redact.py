@@ -19,9 +19,9 @@ from sandbox.server import Sandbox
 from sandbox.state.resources import by_plural
 from schemas.commands import ExecCommand
 from schemas.execution import ToolResult
-from services.executor.handlers import bounded_data, bounded_text, result_of
 from services.executor.kube import Outcome
 from services.executor.redact import redact
+from services.executor.results import bounded_data, bounded_text, result_of
 from services.runtime import credentials
 
 PODS = by_plural("", "pods")

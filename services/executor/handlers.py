@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 
@@ -26,6 +26,13 @@ from schemas.execution import (
 from services.executor import domain, evidence, kube_write
 from services.executor.kube import Kube, KubeError, Outcome, Preview
 from services.executor.redact import scrub
+from services.executor.results import (
+    ACTOR,
+    MAX_OUTPUT,
+    bounded_data,
+    clean,
+    result_of,
+)
 from services.executor.selector import READERS  # kube_read's, with `logs -l`
 from services.executor.settings import ExecutorSettings
 from services.runtime import sealing, signing
@@ -37,10 +44,6 @@ from services.runtime.sealing import SealError, Unsealed
 
 log = logging.getLogger(__name__)
 
-ACTOR = "executor"
-E = TypeVar("E", bound=Event)
-MAX_OUTPUT = 16_000
-MAX_DATA = 48_000
 
 
 class Refused(Exception):
@@ -372,62 +375,6 @@ class Executor:
         ))
 
 
-# What each event the executor appends carries from the cluster: every string in it is masked
-# (services/executor/redact.py), whichever path produced it — reads, errors, previews, checks.
-_CONTENT: dict[type[Event], tuple[str, ...]] = {
-    ToolResult: ("output", "data", "before", "after"),
-    PreviewRecorded: ("error", "gathered"),
-    ToolVerified: ("check", "detail", "observed"),
-    CommandRefused: ("reason",),
-}
-
-
-def clean(event: E) -> E:
-    """The event with credential shapes masked in every field that holds cluster content."""
-    changes = {f: scrub(getattr(event, f)) for f in _CONTENT.get(type(event), ())}
-    if isinstance(event, PreviewRecorded):
-        changes["diff"] = tuple(msgspec.structs.replace(
-            c, path=scrub(c.path), before=scrub(c.before), after=scrub(c.after))
-            for c in event.diff)
-    return msgspec.structs.replace(event, **changes)
-
-
 def _hint(cmd: ExecCommand) -> Link | None:
     """The event the gate recorded just before this command: what its answer follows."""
     return (cmd.after_seq, cmd.after_hash) if cmd.after_seq and cmd.after_hash else None
-
-
-def result_of(cmd: ExecCommand, out: Outcome) -> ToolResult:
-    """A tool's outcome as its recorded result: credentials masked, sizes bounded."""
-    text, truncated = bounded_text(out.text, scrub)
-    data, data_cut = bounded_data(scrub(out.data))
-    return ToolResult(
-        session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="ok",
-        output=text, truncated=truncated or data_cut, data=data,
-        before=bounded_data(scrub(out.before))[0], after=bounded_data(scrub(out.after))[0],
-        actor=ACTOR, causation_id=cmd.causation_id,
-    )
-
-
-# Masked beyond the cut by this much, so a credential across it is recognised whole (a longer
-# private key is masked to the end of what is shown: its END line is not needed).
-CUT_MARGIN = 4096
-
-
-def bounded_text(text: str, mask: Callable[[str], str] = str) -> tuple[str, bool]:
-    """At most MAX_OUTPUT characters, `mask`ed — only what is shown, and before it is cut."""
-    if len(text) <= MAX_OUTPUT:
-        return mask(text), False
-    note = f"\n… [truncated: {len(text) - MAX_OUTPUT} more characters; narrow the query]"
-    return mask(text[: MAX_OUTPUT + CUT_MARGIN])[: MAX_OUTPUT - len(note)] + note, True
-
-
-def bounded_data(data: Any) -> tuple[Any, bool]:
-    """Structured data small enough for one event; larger data is replaced by a note."""
-    if data is None:
-        return None, False
-    size = len(msgspec.json.encode(data))
-    if size <= MAX_DATA:
-        return data, False
-    return {"truncated": True, "note": f"{size} bytes of data left out (limit {MAX_DATA}); "
-                                       "the text output has a summary"}, True
