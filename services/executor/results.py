@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 import msgspec
 
 from schemas.base import Event
-from schemas.commands import ExecCommand
 from schemas.execution import CommandRefused, PreviewRecorded, ToolResult, ToolVerified
+from services.executor.domain import Work
 from services.executor.kube import Outcome
 from services.executor.redact import scrub
 
@@ -40,15 +40,15 @@ def clean(event: E) -> E:
     return msgspec.structs.replace(event, **changes)
 
 
-def result_of(cmd: ExecCommand, out: Outcome) -> ToolResult:
+def result_of(work: Work, out: Outcome) -> ToolResult:
     """A tool's outcome as its recorded result: credentials masked, sizes bounded."""
     text, truncated = bounded_text(out.text, scrub)
     data, data_cut = bounded_data(scrub(out.data))
     return ToolResult(
-        session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="ok",
+        session_id=work.session_id, call_id=work.call_id, tool=work.tool, status="ok",
         output=text, truncated=truncated or data_cut, data=data,
         before=bounded_data(scrub(out.before))[0], after=bounded_data(scrub(out.after))[0],
-        actor=ACTOR, causation_id=cmd.causation_id,
+        actor=ACTOR, causation_id=work.causation_id,
     )
 
 
