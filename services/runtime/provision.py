@@ -27,6 +27,7 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from schemas import subjects as S
+from services.runtime.errors import ConfigError
 from services.runtime.natsconf import MAX_PAYLOAD
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,9 @@ def sealed_stream(replicas: int = 1, limits: StreamLimits | None = None) -> Stre
     )
 
 
-class PendingCommands(RuntimeError):
-    """The EXEC stream of a version before issue 17 still holds commands not yet executed."""
+class PendingCommands(ConfigError):
+    """The EXEC stream of a version before issue 17 still holds commands not yet executed: this
+    version must not start on it (`interlock up` says why and stops)."""
 
 
 def consumer_config(durable: str, filters: tuple[str, ...],
