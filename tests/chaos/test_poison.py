@@ -281,11 +281,12 @@ async def test_poison_on_every_consumed_subject_is_terminated_once_and_work_flow
         # and unsigned, and classifies a read whose args no reader accepts.
         call = requested.calls[0]
         grant = granted.grants[0]
-        elsewhere = ApprovalGranted(session_id=victim, approval_id=granted.approval_id,
+        # Under approval ids of their own, so that the audit below still finds exactly one
+        # outcome of the real approval: the grants inside are the real ones.
+        elsewhere = ApprovalGranted(session_id=victim, approval_id="a_elsewhere",
                                     approver=granted.approver, grants=granted.grants)
-        again = ApprovalGranted(session_id=write_sid, approval_id=granted.approval_id,
-                                approver=granted.approver, grants=granted.grants,
-                                event_id="e_grantagain")
+        again = ApprovalGranted(session_id=write_sid, approval_id="a_again",
+                                approver=granted.approver, grants=granted.grants)
         unsigned = ApprovalGranted(
             session_id=write_sid, approval_id="a_unsigned", approver=granted.approver,
             grants=(msgspec.structs.replace(grant, call_id="c_unsigned", signature=""),))
