@@ -17,11 +17,12 @@ from typing import Any
 
 from sandbox.server import Sandbox
 from sandbox.state.resources import by_plural
-from schemas.commands import ExecCommand
+from schemas.base import Target
 from schemas.execution import ToolResult
-from services.executor.handlers import bounded_data, bounded_text, result_of
+from services.executor.domain import Work
 from services.executor.kube import Outcome
 from services.executor.redact import redact
+from services.executor.results import bounded_data, bounded_text, result_of
 from services.runtime import credentials
 
 PODS = by_plural("", "pods")
@@ -36,7 +37,8 @@ def cpu_us(fn: Any, n: int) -> float:
     return (time.process_time() - t) / n * 1e6
 
 
-CMD = ExecCommand(session_id="s-bench", call_id="c-bench", kind="read", tool="get", args={})
+CMD = Work(session_id="s-bench", call_id="c-bench", kind="read", tool="get", args={},
+           target=Target(), causation_id="")
 
 
 def _plain(text: str, data: Any) -> ToolResult:

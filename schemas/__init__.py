@@ -1,2 +1,2 @@
-"""The contract between Interlock's services: events, executor commands, the tool catalogue and
+"""The contract between Interlock's services: events, the tool catalogue and
 subject names. Depends on msgspec alone (and the standard library)."""

@@ -55,12 +55,20 @@ class BlastRadius(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ToolClassified(Event, frozen=True, kw_only=True, tag="tool.classified"):
-    """Emitted by the gate for every proposal: read, write, or refused (fail closed)."""
+    """Emitted by the gate for every proposal: read, write, or refused (fail closed).
+
+    It is also what releases the call: the executor consumes it (issue 17, commands are events)
+    and runs a read, or the dry run of a write, exactly as classified here — the gate's parsed,
+    canonical args and target, signed by the gate like every event it writes. Unset for a
+    refusal. A classification of an old log carries no args and is never run."""
 
     emitter: ClassVar[Emitter] = "gate"
     call_id: str
     access: Literal["read", "write", "refused"]
     rule: ShortText
+    tool: ShortText = ""
+    args: dict[str, Any] | None = None
+    target: Target = msgspec.field(default_factory=Target)
 
     def key(self) -> str:
         return self.call_id
@@ -213,7 +221,8 @@ class Grant(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ApprovalGranted(Event, frozen=True, kw_only=True, tag="approval.granted"):
-    """Emitted by the gate, at most once per approval, just before it releases the signed calls."""
+    """Emitted by the gate, at most once per approval: the signed calls it releases. The
+    executor consumes it and runs each grant's call as the approval request recorded it."""
 
     emitter: ClassVar[Emitter] = "gate"
     approval_id: str

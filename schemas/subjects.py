@@ -13,10 +13,8 @@ from schemas.base import Emitter, Event
 from schemas.ids import check_token
 
 EVENTS_STREAM = "EVENTS"
-EXEC_STREAM = "EXEC"
 EVENTS_PREFIX = "evt"
 LIVE_PREFIX = "sse"  # EVENTS republishes every stored event here, with its stream sequence
-EXEC_PREFIX = "exec"
 # Core NATS, not stored: the planner's token deltas while a model answers (`delta.<session>`).
 # Only complete messages are events; a client that misses deltas loses nothing.
 DELTA_PREFIX = "delta"
@@ -29,6 +27,7 @@ SEALERS: tuple[Emitter, ...] = ("gateway", "planner")  # the services that first
 # Services that read the log but emit no events (their NATS users may publish none).
 OBSERVERS: tuple[str, ...] = ("notifier",)
 
+# What an executor runs: a read, the dry run (preview) of a write, an approved write.
 ExecKind = Literal["read", "write", "preview"]
 
 
@@ -65,10 +64,6 @@ def emitter_publish_allow(emitter: Emitter) -> str:
 def sealed_subject(sealer: str, session_id: str, blob_id: str) -> str:
     return (f"{SEALED_PREFIX}.{check_token(sealer, 'sealer')}."
             f"{check_token(session_id, 'session id')}.{check_token(blob_id, 'blob id')}")
-
-
-def exec_subject(kind: ExecKind, session_id: str) -> str:
-    return f"{EXEC_PREFIX}.{kind}.{check_token(session_id, 'session id')}"
 
 
 def parse_event_subject(subject: str) -> tuple[str, str, str, str]:
@@ -116,12 +111,23 @@ CONSUMER_FILTERS: dict[str, tuple[str, tuple[str, ...]]] = {
             tag_filter("gate", "tool.amended"),
         ),
     ),
-    # One executor consumer for every command (`interlock up`, compose) ...
-    "executor": (EXEC_STREAM, (f"{EXEC_PREFIX}.>",)),
+    # The executor's work is the gate's own recorded facts (issue 17, commands are events): a
+    # classification releases a read or the dry run of a write, an approval's signed grants
+    # release writes. One executor consumer for all of it (`interlock up`, compose) ...
+    "executor": (
+        EVENTS_STREAM,
+        (tag_filter("gate", "tool.classified"), tag_filter("gate", "approval.granted")),
+    ),
     # ... or two, so that reads and writes can run under different Kubernetes identities
-    # (deploy/k8s: a read-only and a write ServiceAccount). See EXECUTOR_LAYOUTS.
-    "executor-read": (EXEC_STREAM, (f"{EXEC_PREFIX}.read.>",)),
-    "executor-write": (EXEC_STREAM, (f"{EXEC_PREFIX}.preview.>", f"{EXEC_PREFIX}.write.>")),
+    # (deploy/k8s: a read-only and a write ServiceAccount). See EXECUTOR_LAYOUTS. Both see every
+    # classification (a subject does not say its access), and each skips — acks, unverified —
+    # those of the other's kind: one extra delivery per call on a split deployment, the price
+    # of one log with no command copies.
+    "executor-read": (EVENTS_STREAM, (tag_filter("gate", "tool.classified"),)),
+    "executor-write": (
+        EVENTS_STREAM,
+        (tag_filter("gate", "tool.classified"), tag_filter("gate", "approval.granted")),
+    ),
     # Webhooks for approvals; shared by every notifier instance, so each is sent once.
     "notifier": (
         EVENTS_STREAM,
@@ -134,15 +140,14 @@ CONSUMER_FILTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
 }
 
-# EXEC is a work queue, whose consumers' filters may not overlap: a deployment provisions one
-# layout of executor consumers. "single": `executor` takes every command. "split":
-# `executor-read` takes reads only and `executor-write` previews (a server-side dry run needs
-# write permissions) and writes.
+# A deployment provisions one layout of executor consumers (two layouts at once would run
+# every call twice). "single": `executor` runs everything. "split": `executor-read` runs reads
+# only and `executor-write` previews (a server-side dry run needs write permissions) and writes.
 EXECUTOR_LAYOUTS: dict[str, tuple[str, ...]] = {
     "single": ("executor",),
     "split": ("executor-read", "executor-write"),
 }
-# An executor's role (INTERLOCK_EXECUTOR_ROLE) -> the consumer it binds and the commands it gets.
+# An executor's role (INTERLOCK_EXECUTOR_ROLE) -> the consumer it binds and what it runs.
 EXECUTOR_ROLES: dict[str, tuple[str, tuple[ExecKind, ...]]] = {
     "all": ("executor", ("read", "preview", "write")),
     "read": ("executor-read", ("read",)),

@@ -3,16 +3,87 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from schemas.approval import (
+    ApprovalCall,
     ApprovalDecided,
     ApprovalGranted,
     ApprovalRequested,
     Grant,
+    ToolClassified,
     effect_digest,
 )
-from schemas.base import Event
+from schemas.base import Event, Target
+from schemas.execution import ToolResult, ToolStarted
 from schemas.lifecycle import decision_state
+from schemas.subjects import ExecKind
+
+
+@dataclass(frozen=True)
+class Work:
+    """One call the executor runs, as the gate's recorded facts released it (never a message
+    of its own on the wire): a read or a write's dry run from its `tool.classified`, a write
+    from its `approval.granted` and the `approval.requested` call that grant is for."""
+
+    kind: ExecKind
+    session_id: str
+    call_id: str
+    tool: str
+    args: dict[str, Any]
+    target: Target
+    causation_id: str
+    grant: Grant | None = None
+    # The event this work's first record follows (the classification's seq and hash): a hint
+    # for the append's chain, checked by the server; never a reason to run anything.
+    hint: tuple[int, str] | None = None
+
+
+def released(c: ToolClassified, kinds: tuple[ExecKind, ...]) -> ExecKind | None:
+    """What a classification releases for an executor that runs `kinds`: a read, a preview, or
+    nothing (refused, another role's, or an old log's classification without the call)."""
+    if c.args is None:
+        return None
+    kind: ExecKind | None = "read" if c.access == "read" else \
+        "preview" if c.access == "write" else None
+    return kind if kind in kinds else None
+
+
+def work_of(c: ToolClassified, kind: ExecKind, hint: tuple[int, str]) -> Work:
+    assert c.args is not None
+    return Work(kind=kind, session_id=c.session_id, call_id=c.call_id, tool=c.tool,
+                args=c.args, target=c.target, causation_id=c.causation_id, hint=hint)
+
+
+def write_of(granted: ApprovalGranted, grant: Grant, call: ApprovalCall | None) -> Work:
+    """A granted call as it will run: the approval request's call (empty when the request has
+    none of that id: verification then refuses it)."""
+    return Work(kind="write", session_id=granted.session_id, call_id=grant.call_id,
+                tool=call.tool if call else "", args=call.args if call else {},
+                target=call.target if call else Target(), causation_id=granted.event_id,
+                grant=grant)
+
+
+def request_of(events: Sequence[Event], approval_id: str) -> ApprovalRequested | None:
+    return next((e for e in events if isinstance(e, ApprovalRequested)
+                 and e.approval_id == approval_id), None)
+
+
+Progress = str  # "new" | "claimed" | "done"
+
+
+def progress(events: Sequence[Event], call_id: str) -> Progress:
+    """How far this session's log says a write got: not claimed, claimed without a recorded
+    result (the claimant stopped in between), or done (a result is recorded: only the
+    executor writes one)."""
+    claimed = done = False
+    for ev in events:
+        if isinstance(ev, ToolStarted) and ev.call_id == call_id:
+            claimed = True
+        elif isinstance(ev, ToolResult) and ev.call_id == call_id:
+            done = True
+    return "done" if done else "claimed" if claimed else "new"
 
 
 def approval_problem(events: Sequence[Event], session_id: str, grant: Grant) -> str | None:

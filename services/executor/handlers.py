@@ -1,4 +1,9 @@
-"""The executor's handlers: verify, claim, run, record. Nothing runs that fails verification."""
+"""The executor's handlers: verify, claim, run, record. Nothing runs that fails verification.
+
+Its work is the gate's own recorded facts, consumed from the log (issue 17, commands are
+events): a `tool.classified` releases a read or a write's dry run, an `approval.granted`
+releases each call it grants — as the `approval.requested` it answers recorded that call. Both
+are signed by the gate; the consume loop checks that before a handler sees them."""
 
 from __future__ import annotations
 
@@ -7,15 +12,15 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 
 from schemas import catalogue
 from schemas import subjects as S
-from schemas.approval import GRANT_VERSION, Grant
-from schemas.base import Event
-from schemas.commands import ExecCommand
+from schemas.approval import GRANT_VERSION, ApprovalGranted, ToolClassified
+from schemas.base import Event, Target
+from schemas.events import AnyEvent
 from schemas.execution import (
     CommandRefused,
     PreviewRecorded,
@@ -23,28 +28,33 @@ from schemas.execution import (
     ToolStarted,
     ToolVerified,
 )
+from schemas.ids import derived_id
 from services.executor import domain, evidence, kube_write
+from services.executor.domain import Work
 from services.executor.kube import Kube, KubeError, Outcome, Preview
 from services.executor.redact import scrub
+from services.executor.results import (
+    ACTOR,
+    MAX_OUTPUT,
+    bounded_data,
+    clean,
+    result_of,
+)
 from services.executor.selector import READERS  # kube_read's, with `logs -l`
 from services.executor.settings import ExecutorSettings
 from services.runtime import sealing, signing
-from services.runtime.bus import STALE_READ_WAIT_S, Bus, Link
-from services.runtime.delivery import Delivery
-from services.runtime.errors import ConcurrencyConflict, RetryableError
+from services.runtime.bus import Bus, Link
+from services.runtime.delivery import Delivery, Poisoned
+from services.runtime.errors import ConcurrencyConflict, PoisonMessage, RetryableError
+from services.runtime.identity import ForgedEvent
 from services.runtime.log import Expect
 from services.runtime.sealing import SealError, Unsealed
 
 log = logging.getLogger(__name__)
 
-ACTOR = "executor"
-E = TypeVar("E", bound=Event)
-MAX_OUTPUT = 16_000
-MAX_DATA = 48_000
-
 
 class Refused(Exception):
-    """A command that fails verification: recorded, never executed."""
+    """Work that fails verification: recorded, never executed."""
 
 
 class Executor:
@@ -54,110 +64,151 @@ class Executor:
         self.kube = kube
         self.public_key = signing.load_public(settings.gate_public_key)
         self._opener: sealing.Opener | None = None
+        # What this executor's role runs (S.EXECUTOR_ROLES): the rest of what its consumer
+        # delivers is another role's, acked unread.
+        self.kinds = S.EXECUTOR_ROLES[settings.role][1]
 
-    async def unseal(self, cmd: ExecCommand, tool: catalogue.Tool) -> tuple[Any, Unsealed]:
+    async def unseal(self, work: Work, tool: catalogue.Tool) -> tuple[Any, Unsealed]:
         """The call's args with its sealed secret values (sealing.py) resolved: the real args
         for the cluster, and what every event about this call must not repeat. SealError when
         a value cannot be had exactly as approved (missing, expired, swapped)."""
         if self._opener is None:
             self._opener = sealing.opener_for(self.bus)
-        unsealed = await self._opener.args(cmd.session_id, cmd.tool, cmd.args)
+        unsealed = await self._opener.args(work.session_id, work.tool, work.args)
         if not unsealed.values:
-            return tool.parse_args(cmd.args), unsealed
+            return tool.parse_args(work.args), unsealed
         try:
             return tool.parse_args(unsealed.args), unsealed
         except (msgspec.ValidationError, ValueError) as exc:
             raise SealError(f"with its sealed values, the call's args are not valid: "
                             f"{unsealed.scrub(str(exc))}") from exc
 
-    async def handle(self, d: Delivery[ExecCommand]) -> None:
-        # Decoded by the consume loop (an undecodable command is poison there), which also
-        # keeps the message alive however long the cluster takes.
-        cmd = d.event
-        expected = S.exec_subject(cmd.kind, cmd.session_id)
-        try:
-            if d.subject != expected:
-                raise Refused(f"command of kind {cmd.kind} on the wrong subject {d.subject}")
-            if cmd.kind == "read":
-                await self.run_read(cmd)
-            elif cmd.kind == "preview":
-                await self.run_preview(cmd)
-            else:
-                await self.run_write(cmd)
-        except Refused as exc:
-            await self.refuse(cmd, str(exc), d.subject)
+    def acts_on(self, event: AnyEvent) -> bool:
+        """Whether this executor acts on a consumed event: the consume loop verifies the
+        gate's signature of exactly these, and acks the rest unverified, without the handler —
+        refusals, the other role's classifications (a split layout delivers every one to both),
+        and an old log's classifications, which carry no call and were run from EXEC then."""
+        if isinstance(event, ToolClassified):
+            if event.access != "refused" and event.args is None:
+                log.debug("a classification without its call (an old log's): not run",
+                          extra={"session_id": event.session_id, "call_id": event.call_id})
+            return domain.released(event, self.kinds) is not None
+        return isinstance(event, ApprovalGranted) and "write" in self.kinds
 
-    async def refuse(self, cmd: ExecCommand, reason: str, subject: str) -> None:
+    async def handle(self, d: Delivery[AnyEvent]) -> None:
+        # Decoded, and checked to be signed by the gate, by the consume loop (which hands over
+        # only what acts_on selects); it also keeps the message alive however long the cluster
+        # takes.
+        event = d.event
+        if isinstance(event, ApprovalGranted):
+            await self.on_granted(event, d)
+            return
+        if not isinstance(event, ToolClassified):
+            raise PoisonMessage(f"the executor does not handle {event.type}")
+        kind = domain.released(event, self.kinds)
+        if kind is None:
+            return  # not this executor's (acts_on says so too)
+        # The result (or preview) chains directly after the classification that released it.
+        work = domain.work_of(event, kind, d.link)
+        try:
+            if kind == "read":
+                await self.run_read(work)
+            else:
+                await self.run_preview(work)
+        except Refused as exc:
+            await self.refuse(work, str(exc), d.subject)
+
+    async def on_poison(self, p: Poisoned[AnyEvent]) -> None:
+        """What the executor will never run is recorded where its session sees it: a forged
+        classification or grant (not signed by the gate key), or one that failed every time.
+        Nothing of it ran."""
+        event, exc = p.event, p.error
+        if event is None:
+            return  # undecodable or misrouted: nothing trustworthy to attach it to (logged)
+        what = (f"rejected a forged {event.type} at seq {p.seq} ({exc.problem}): {exc.detail}"
+                if isinstance(exc, ForgedEvent) else f"could not handle {event.type} at seq "
+                f"{p.seq}: {exc}")
+        calls = [g.call_id for g in event.grants] if isinstance(event, ApprovalGranted) else \
+            [event.call_id] if isinstance(event, ToolClassified) else []
+        for call_id in calls:
+            await self.refuse(Work(kind="write", session_id=event.session_id, call_id=call_id,
+                                   tool="", args={}, target=Target(),
+                                   causation_id=event.event_id),
+                              f"{what}; it was not run", p.subject)
+
+    async def refuse(self, work: Work, reason: str, subject: str) -> None:
         reason = scrub(reason)
-        log.warning("refused: %s", reason, extra={"session_id": cmd.session_id,
-                                                  "call_id": cmd.call_id, "subject": subject})
-        await self.bus.append(CommandRefused(
-            session_id=cmd.session_id, call_id=cmd.call_id, reason=reason[:2000],
-            subject=subject[:200], actor=ACTOR, causation_id=cmd.causation_id,
+        log.warning("refused: %s", reason, extra={"session_id": work.session_id,
+                                                  "call_id": work.call_id, "subject": subject})
+        # Derived from what released it: a redelivery records the same refusal once.
+        await self.bus.append_once(CommandRefused(
+            session_id=work.session_id, call_id=work.call_id, reason=reason[:2000],
+            subject=subject[:200], actor=ACTOR, causation_id=work.causation_id,
+            event_id=derived_id("e", work.causation_id, work.call_id, "refused"),
         ))
 
-    def _tool(self, cmd: ExecCommand, access: str) -> tuple[catalogue.Tool, Any]:
-        tool = catalogue.lookup(cmd.tool)
+    def _tool(self, work: Work, access: str) -> tuple[catalogue.Tool, Any]:
+        tool = catalogue.lookup(work.tool)
         if tool is None:
-            raise Refused(f"unknown tool {cmd.tool!r}")
+            raise Refused(f"unknown tool {work.tool!r}")
         if tool.access != access:
-            raise Refused(f"{cmd.tool} is a {tool.access}, not allowed as a {cmd.kind} command")
+            raise Refused(f"{work.tool} is a {tool.access}, not allowed as a {work.kind}")
         try:
-            args = tool.parse_args(cmd.args)
+            args = tool.parse_args(work.args)
         except msgspec.ValidationError as exc:
-            raise Refused(f"invalid args for {cmd.tool}: {exc}") from exc
+            raise Refused(f"invalid args for {work.tool}: {exc}") from exc
         return tool, args
 
     async def _in_thread(self, fn: Callable[[], Any]) -> Any:
         """Runs a blocking Kubernetes call in a thread: the event loop stays free, and with it
-        the consume loop's heartbeat that keeps the command alive meanwhile."""
+        the consume loop's heartbeat that keeps the delivery alive meanwhile."""
         return await asyncio.to_thread(fn)
 
     # -- reads -------------------------------------------------------------------------------
 
-    async def run_read(self, cmd: ExecCommand) -> None:
-        tool, args = self._tool(cmd, "read")
+    async def run_read(self, work: Work) -> None:
+        tool, args = self._tool(work, "read")
         reader = READERS.get(type(args))
         if reader is None:
             raise Refused(f"no reader for {tool.name}")
-        await self._record(cmd, lambda: reader(self.kube, args), write=False)
+        await self._record(work, lambda: reader(self.kube, args), write=False)
 
-    def _result(self, cmd: ExecCommand, out: Outcome) -> ToolResult:
-        return result_of(cmd, out)
+    def _result(self, work: Work, out: Outcome) -> ToolResult:
+        return result_of(work, out)
 
-    def _failure(self, cmd: ExecCommand, exc: KubeError, write: bool) -> ToolResult:
-        return clean(self._failed(cmd, exc, write))
+    def _failure(self, work: Work, exc: KubeError, write: bool) -> ToolResult:
+        return clean(self._failed(work, exc, write))
 
-    def _failed(self, cmd: ExecCommand, exc: KubeError, write: bool) -> ToolResult:
+    def _failed(self, work: Work, exc: KubeError, write: bool) -> ToolResult:
         if isinstance(exc, kube_write.EffectChanged):
             # Nothing was sent; what changed is data too, so a client (or the planner) can
             # show the objects added and removed without parsing the text.
             return ToolResult(
-                session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="error",
+                session_id=work.session_id, call_id=work.call_id, tool=work.tool, status="error",
                 output=f"{exc.reason}: {exc.message}"[:MAX_OUTPUT],
                 data=bounded_data({"effect_changed": {"added": list(exc.added),
                                                       "removed": list(exc.removed)}})[0],
-                actor=ACTOR, causation_id=cmd.causation_id,
+                actor=ACTOR, causation_id=work.causation_id,
             )
         if write and exc.uncertain:
             return ToolResult(
-                session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="unknown",
+                session_id=work.session_id, call_id=work.call_id, tool=work.tool, status="unknown",
                 output=f"outcome unknown — verify: {exc.reason}: {exc.message}"[:MAX_OUTPUT],
-                actor=ACTOR, causation_id=cmd.causation_id,
+                actor=ACTOR, causation_id=work.causation_id,
             )
         return ToolResult(
-            session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="error",
+            session_id=work.session_id, call_id=work.call_id, tool=work.tool, status="error",
             output=f"{exc.reason}: {exc.message}"[:MAX_OUTPUT], actor=ACTOR,
-            causation_id=cmd.causation_id,
+            causation_id=work.causation_id,
         )
 
-    async def _record(self, cmd: ExecCommand, call: Callable[[], Outcome],
+    async def _record(self, work: Work, call: Callable[[], Outcome],
                       write: bool) -> None:
         try:
-            result = self._result(cmd, await self._in_thread(call))
+            result = self._result(work, await self._in_thread(call))
         except KubeError as exc:
-            result = self._failure(cmd, exc, write)
-        await self._append_result(result, _hint(cmd), cleaned=True)
+            result = self._failure(work, exc, write)
+        await self._append_result(result, _hint(work), cleaned=True)
 
     async def _append_result(self, result: ToolResult, hint: Link | None = None, *,
                              cleaned: bool = False) -> Link | None:
@@ -169,14 +220,14 @@ class Executor:
 
     # -- previews ----------------------------------------------------------------------------
 
-    async def run_preview(self, cmd: ExecCommand) -> None:
-        tool, args = self._tool(cmd, "write")
+    async def run_preview(self, work: Work) -> None:
+        tool, args = self._tool(work, "write")
         # Where it will run, for the approver: a kubeconfig read, no request to the cluster.
         context = self.kube.context_name(args.cluster)[:2000]
-        unsealed = Unsealed(cmd.args)
+        unsealed = Unsealed(work.args)
         try:
             # The dry run needs the real values; nothing recorded below may show them.
-            args, unsealed = await self.unseal(cmd, tool)
+            args, unsealed = await self.unseal(work, tool)
             pv: Preview = await self._in_thread(lambda: kube_write.preview(self.kube, args))
             # After the dry run (which decides whether there is anything to approve), the
             # facts an approver needs that no model has to be trusted for.
@@ -186,24 +237,24 @@ class Executor:
             if found.autoscaler:
                 radius = msgspec.structs.replace(radius, autoscaler=found.autoscaler[:2000])
             event = PreviewRecorded(
-                session_id=cmd.session_id, call_id=cmd.call_id, ok=True, diff=pv.diff,
+                session_id=work.session_id, call_id=work.call_id, ok=True, diff=pv.diff,
                 blast_radius=radius, resource_version=pv.resource_version, actor=ACTOR,
-                causation_id=cmd.causation_id, gathered=tuple(found.lines), context=context,
+                causation_id=work.causation_id, gathered=tuple(found.lines), context=context,
                 effect=pv.effect,
             )
         except (KubeError, SealError) as exc:
             error = f"{exc.reason}: {exc.message}" if isinstance(exc, KubeError) else \
                 f"SealedValue: {exc}"
             event = PreviewRecorded(
-                session_id=cmd.session_id, call_id=cmd.call_id, ok=False,
-                error=error[:2000], actor=ACTOR, causation_id=cmd.causation_id, context=context,
+                session_id=work.session_id, call_id=work.call_id, ok=False,
+                error=error[:2000], actor=ACTOR, causation_id=work.causation_id, context=context,
             )
-        await self.bus.append_once(unsealed.scrub(clean(event)), Expect.new_key(hint=_hint(cmd)))
+        await self.bus.append_once(unsealed.scrub(clean(event)), Expect.new_key(hint=_hint(work)))
 
     # -- writes ------------------------------------------------------------------------------
 
-    def verify(self, cmd: ExecCommand) -> tuple[catalogue.Tool, Any]:
-        grant = cmd.grant
+    def verify(self, work: Work) -> tuple[catalogue.Tool, Any]:
+        grant = work.grant
         if grant is None or not grant.signature:
             raise Refused("unsigned write command")
         if not signing.verify(grant, self.public_key):
@@ -212,12 +263,15 @@ class Executor:
             # A v1 grant names neither session nor target: it could run in any session.
             raise Refused(f"a v{grant.version} grant is not accepted for execution (only "
                           f"v{GRANT_VERSION}, bound to its session and target)")
-        if grant.session_id != cmd.session_id:
-            raise Refused(f"the grant is for session {grant.session_id}, not {cmd.session_id}")
-        if grant.call_id != cmd.call_id:
+        if grant.session_id != work.session_id:
+            raise Refused(f"the grant is for session {grant.session_id}, not {work.session_id}")
+        if grant.call_id != work.call_id:
             raise Refused("the grant is for another call")
-        tool, args = self._tool(cmd, "write")
-        if catalogue.call_hash(cmd.tool, catalogue.canonical_args(args)) != grant.call_hash:
+        if not work.tool:
+            raise Refused(f"approval {grant.approval_id} requested no call {grant.call_id} in "
+                          f"session {work.session_id}; the write was not run")
+        tool, args = self._tool(work, "write")
+        if catalogue.call_hash(work.tool, catalogue.canonical_args(args)) != grant.call_hash:
             raise Refused("args differ from the approved call (hash mismatch)")
         if args.target() != grant.target:
             raise Refused(f"the target differs from the approved one: {args.target().describe()}"
@@ -230,64 +284,77 @@ class Executor:
             raise Refused(exc.message) from exc
         return tool, args
 
-    async def check_recorded(self, cmd: ExecCommand, grant: Grant) -> tuple[str, ...]:
-        """Refuses unless the command's session records this grant and a human's approval;
-        returns the effect that approval enumerated (what the write may act on)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + STALE_READ_WAIT_S
-        delay = 0.05
-        while True:
-            events: list[Event] = [s.event for s in await self.bus.session(cmd.session_id)]
-            why = domain.approval_problem(events, cmd.session_id, grant)
-            if why is None:
-                return domain.approved_effect(events, grant)
-            # The gate records the grant before it publishes the command, but a stream replica
-            # answering our read may not have applied it yet: look again, briefly. Never a
-            # reason to run: only the log read decides.
-            if loop.time() >= deadline or not await self.bus.may_lag():
-                raise Refused(why)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
+    async def on_granted(self, granted: ApprovalGranted, d: Delivery[AnyEvent]) -> None:
+        """Runs each call an approval grants, in order, as its request recorded it. One that
+        fails verification is refused (recorded) and the others still run."""
+        # Everything the checks need precedes the grant in the session: read up to it at least
+        # (a replica answering the read may lag the leader; this waits for it, briefly).
+        events: list[Event] = [s.event for s in await self.bus.session(
+            granted.session_id, at_least=d.seq)]
+        request = domain.request_of(events, granted.approval_id)
+        calls = {c.call_id: c for c in request.calls} if request else {}
+        for grant in granted.grants:
+            work = domain.write_of(granted, grant, calls.get(grant.call_id))
+            try:
+                await self.run_write(work, events)
+            except Refused as exc:
+                await self.refuse(work, str(exc), d.subject)
 
-    async def run_write(self, cmd: ExecCommand) -> None:
-        tool, args = self.verify(cmd)
-        grant = cmd.grant
+    async def run_write(self, work: Work, events: list[Event]) -> None:
+        grant = work.grant
         assert grant is not None
-        effect = await self.check_recorded(cmd, grant)
+        match domain.progress(events, work.call_id):
+            case "done":
+                # The same approval.granted again (a redelivery after a crash or an ack that
+                # was lost): this call ran and its result is recorded. Nothing to do.
+                log.info("already executed; not run again", extra={
+                    "session_id": work.session_id, "call_id": work.call_id})
+                return
+            case "claimed":
+                _, args = self._tool(work, "write")
+                await self._already_claimed(work, args)
+                return
+        tool, args = self.verify(work)
+        # The signature says the gate signed it; this says the gate also recorded it, in this
+        # session, for an approval a human made through the gateway.
+        why = domain.approval_problem(events, work.session_id, grant)
+        if why is not None:
+            raise Refused(why)
+        effect = domain.approved_effect(events, grant)
         # Before the claim: a sealed value that is gone or not the approved one (its keyed
         # fingerprint is in the approved, hashed args) means the write never runs.
         try:
-            real, unsealed = await self.unseal(cmd, tool)
+            real, unsealed = await self.unseal(work, tool)
         except SealError as exc:
             raise Refused(str(exc)) from exc
         # Claim the call exactly once, in the log, before touching the cluster — once across
         # ALL sessions: the server refuses the claim if any session's claim subject of this
         # call id holds anything. Always checked on the server (no chain hint).
-        claims = S.tag_filter("executor", "tool.started", "*", cmd.call_id)
+        claims = S.tag_filter("executor", "tool.started", "*", work.call_id)
         try:
             claim = await self.bus.append_link(
-                ToolStarted(session_id=cmd.session_id, call_id=cmd.call_id,
+                ToolStarted(session_id=work.session_id, call_id=work.call_id,
                             approval_id=grant.approval_id, actor=ACTOR,
-                            causation_id=cmd.causation_id),
+                            causation_id=work.causation_id),
                 Expect.new_key(claims),
             )
         except ConcurrencyConflict:
-            await self._claimed_before(cmd, args, claims)
+            await self._claimed_before(work, args, claims)
             return
         try:
             out, plan, after = await self._in_thread(
                 lambda: kube_write.execute(self.kube, real, grant.resource_version, effect))
         except KubeError as exc:
-            await self._append_result(unsealed.scrub(self._failure(cmd, exc, write=True)), claim,
+            await self._append_result(unsealed.scrub(self._failure(work, exc, write=True)), claim,
                                       cleaned=True)
             return
-        recorded = await self._append_result(unsealed.scrub(self._result(cmd, out)), claim,
+        recorded = await self._append_result(unsealed.scrub(self._result(work, out)), claim,
                                              cleaned=True)
         if recorded is None:
             return
-        await self._verify_write(cmd, real, plan, after, recorded, unsealed)
+        await self._verify_write(work, real, plan, after, recorded, unsealed)
 
-    async def _verify_write(self, cmd: ExecCommand, args: Any,
+    async def _verify_write(self, work: Work, args: Any,
                             plan: kube_write.Plan, after: Any, result: Link,
                             unsealed: Unsealed | None = None) -> None:
         timeout = self.settings.verify_timeout_s
@@ -299,9 +366,9 @@ class Executor:
                                         f"{exc.reason}: {exc.message}")
         observed, _ = bounded_data(v.observed)
         verified = clean(ToolVerified(
-            session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool,
+            session_id=work.session_id, call_id=work.call_id, tool=work.tool,
             outcome=v.outcome, check=scrub(v.check)[:2000], detail=scrub(v.detail)[:MAX_OUTPUT],
-            observed=observed, actor=ACTOR, causation_id=cmd.causation_id,
+            observed=observed, actor=ACTOR, causation_id=work.causation_id,
         ))
         await self.bus.append_once(unsealed.scrub(verified) if unsealed else verified,
                                    Expect.new_key(hint=result))
@@ -320,39 +387,44 @@ class Executor:
             return seq, stored.event if stored.seq == seq else None
         return seq, None
 
-    async def _claimed_before(self, cmd: ExecCommand, args: Any,
+    async def _claimed_before(self, work: Work, args: Any,
                               claims: str) -> None:
         """The server refused the claim: say what really holds the claim subject."""
         held = await self._stored_last(claims)
         if held is None:
             # Refused, yet nothing visible: a replica behind the leader. Look again later.
-            raise RetryableError(f"the claim of {cmd.call_id} was refused but {claims} "
+            raise RetryableError(f"the claim of {work.call_id} was refused but {claims} "
                                  "shows nothing stored yet")
         seq, event = held
-        if not (isinstance(event, ToolStarted) and event.call_id == cmd.call_id):
+        if not (isinstance(event, ToolStarted) and event.call_id == work.call_id):
             # Something other than the executor's claim squats the subject: the call was never
             # claimed, so it did not run — say exactly that, not "stopped after claiming".
             await self._append_result(ToolResult(
-                session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="error",
+                session_id=work.session_id, call_id=work.call_id, tool=work.tool, status="error",
                 output=f"the claim subject {claims} holds something that is not a claim "
                        f"(seq {seq}); the write was not run",
-                actor=ACTOR, causation_id=cmd.causation_id,
+                actor=ACTOR, causation_id=work.causation_id,
             ))
             return
-        if event.session_id != cmd.session_id:
-            raise Refused(f"call {cmd.call_id} was already claimed in session "
+        if event.session_id != work.session_id:
+            raise Refused(f"call {work.call_id} was already claimed in session "
                           f"{event.session_id} (seq {seq}); a call runs at most once across "
                           "all sessions")
-        await self._already_claimed(cmd, args)
+        await self._already_claimed(work, args)
 
-    async def _already_claimed(self, cmd: ExecCommand, args: Any) -> None:
-        """A second delivery of a claimed call: never run it again."""
-        results = S.tag_filter("executor", "tool.result", cmd.session_id, cmd.call_id)
+    async def _already_claimed(self, work: Work, args: Any) -> None:
+        """A claimed call delivered again: never run it again. Claimed without a recorded
+        result means the claimant stopped in between: said once (append_once)."""
+        results = S.tag_filter("executor", "tool.result", work.session_id, work.call_id)
         held = await self._stored_last(results)
         if held is not None:
             seq, event = held
             if isinstance(event, ToolResult):
-                raise Refused("replayed command: this call has already been executed")
+                # Its session's read did not show the result yet (a lagging replica): the call
+                # ran; nothing to do, nothing to refuse.
+                log.info("already executed; not run again", extra={
+                    "session_id": work.session_id, "call_id": work.call_id})
+                return
             # Not "the claimant died": something else was stored where the result goes, and
             # no result can be recorded there now.
             raise Refused(f"the result subject {results} holds something that is not a result "
@@ -364,70 +436,14 @@ class Executor:
         except KubeError as exc:
             observed = {"error": f"{exc.reason}: {exc.message}"}
         await self._append_result(ToolResult(
-            session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="unknown",
+            session_id=work.session_id, call_id=work.call_id, tool=work.tool, status="unknown",
             output="outcome unknown — verify: the executor stopped after claiming this call "
                    "and before recording its result; it was not run again. The target now: "
                    + json.dumps(observed, sort_keys=True)[:2000],
-            data={"observed": observed}, actor=ACTOR, causation_id=cmd.causation_id,
+            data={"observed": observed}, actor=ACTOR, causation_id=work.causation_id,
         ))
 
 
-# What each event the executor appends carries from the cluster: every string in it is masked
-# (services/executor/redact.py), whichever path produced it — reads, errors, previews, checks.
-_CONTENT: dict[type[Event], tuple[str, ...]] = {
-    ToolResult: ("output", "data", "before", "after"),
-    PreviewRecorded: ("error", "gathered"),
-    ToolVerified: ("check", "detail", "observed"),
-    CommandRefused: ("reason",),
-}
-
-
-def clean(event: E) -> E:
-    """The event with credential shapes masked in every field that holds cluster content."""
-    changes = {f: scrub(getattr(event, f)) for f in _CONTENT.get(type(event), ())}
-    if isinstance(event, PreviewRecorded):
-        changes["diff"] = tuple(msgspec.structs.replace(
-            c, path=scrub(c.path), before=scrub(c.before), after=scrub(c.after))
-            for c in event.diff)
-    return msgspec.structs.replace(event, **changes)
-
-
-def _hint(cmd: ExecCommand) -> Link | None:
-    """The event the gate recorded just before this command: what its answer follows."""
-    return (cmd.after_seq, cmd.after_hash) if cmd.after_seq and cmd.after_hash else None
-
-
-def result_of(cmd: ExecCommand, out: Outcome) -> ToolResult:
-    """A tool's outcome as its recorded result: credentials masked, sizes bounded."""
-    text, truncated = bounded_text(out.text, scrub)
-    data, data_cut = bounded_data(scrub(out.data))
-    return ToolResult(
-        session_id=cmd.session_id, call_id=cmd.call_id, tool=cmd.tool, status="ok",
-        output=text, truncated=truncated or data_cut, data=data,
-        before=bounded_data(scrub(out.before))[0], after=bounded_data(scrub(out.after))[0],
-        actor=ACTOR, causation_id=cmd.causation_id,
-    )
-
-
-# Masked beyond the cut by this much, so a credential across it is recognised whole (a longer
-# private key is masked to the end of what is shown: its END line is not needed).
-CUT_MARGIN = 4096
-
-
-def bounded_text(text: str, mask: Callable[[str], str] = str) -> tuple[str, bool]:
-    """At most MAX_OUTPUT characters, `mask`ed — only what is shown, and before it is cut."""
-    if len(text) <= MAX_OUTPUT:
-        return mask(text), False
-    note = f"\n… [truncated: {len(text) - MAX_OUTPUT} more characters; narrow the query]"
-    return mask(text[: MAX_OUTPUT + CUT_MARGIN])[: MAX_OUTPUT - len(note)] + note, True
-
-
-def bounded_data(data: Any) -> tuple[Any, bool]:
-    """Structured data small enough for one event; larger data is replaced by a note."""
-    if data is None:
-        return None, False
-    size = len(msgspec.json.encode(data))
-    if size <= MAX_DATA:
-        return data, False
-    return {"truncated": True, "note": f"{size} bytes of data left out (limit {MAX_DATA}); "
-                                       "the text output has a summary"}, True
+def _hint(work: Work) -> Link | None:
+    """The event that released this work (its classification): what its answer follows."""
+    return work.hint

@@ -1,4 +1,5 @@
-"""The executor service: consume EXEC, run calls against Kubernetes, record results."""
+"""The executor service: consume the gate's classifications and grants from the log, run the
+calls they release against Kubernetes, record results."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ async def run(settings: ExecutorSettings, stop: asyncio.Event) -> None:
     try:
         await _check_consumer(bus, settings)
         await bus.consume(settings.consumer, executor.handle, stop,
-                          sessions_at_once=SESSIONS_AT_ONCE)
+                          sessions_at_once=SESSIONS_AT_ONCE, select=executor.acts_on,
+                          on_poison=executor.on_poison)
     finally:
         await bus.close()
 

@@ -21,8 +21,7 @@ from schemas.approval import (
     ToolClassified,
     ToolRefused,
 )
-from schemas.base import Event
-from schemas.commands import ExecCommand, command_encoder
+from schemas.base import Event, Target
 from schemas.events import AnyEvent
 from schemas.execution import PreviewRecorded
 from schemas.ids import derived_id
@@ -107,16 +106,22 @@ class Gate:
 
     async def on_proposed(self, p: Proposal, hint: Link | None = None) -> None:
         c = domain.classify(self.policy, p)
+        runs = c.access != "refused" and c.args is not None
+        # The classification is also what releases the call: the executor consumes it and runs
+        # a read, or a write's dry run, exactly as recorded here (the parsed, canonical args).
+        # Nothing else is published (issue 17: commands are events).
         classified = ToolClassified(
             session_id=p.session_id, call_id=p.call_id, access=c.access, rule=c.rule[:2000],
+            tool=p.tool[:200] if runs else "", args=c.args if runs else None,
+            target=(c.target or p.target) if runs else Target(),
             actor=ACTOR, causation_id=p.event_id, correlation_id=p.correlation_id,
         )
-        link = await self.bus.append_once(classified, Expect.new_key(hint=hint))
+        await self.bus.append_once(classified, Expect.new_key(hint=hint))
         # Reads are the bulk of the traffic and their record is the log: debug, not info.
         log.log(logging.DEBUG if c.access == "read" else logging.INFO,
                 "classified %s as %s", p.tool, c.access,
                 extra={"session_id": p.session_id, "call_id": p.call_id})
-        if c.access == "refused" or c.args is None:
+        if not runs:
             await self.bus.append_once(
                 ToolRefused(
                     session_id=p.session_id, call_id=p.call_id, tool=p.tool[:200],
@@ -129,17 +134,6 @@ class Gate:
                 # member to be recorded: it will get no preview, so decide the rest now.
                 await self.request_approval(p.session_id, p.call_id, p.event_id)
             return
-        kind: S.ExecKind = "read" if c.access == "read" else "preview"
-        cmd = ExecCommand(
-            kind=kind, session_id=p.session_id, call_id=p.call_id, tool=p.tool, args=c.args,
-            target=c.target or p.target, causation_id=p.event_id,
-            after_seq=link[0] if link else 0, after_hash=link[1] if link else "",
-        )
-        # The Msg-Id makes a re-publish after a redelivery a no-op on the server.
-        await self.bus.publish_command(
-            S.exec_subject(kind, p.session_id), command_encoder.encode(cmd),
-            msg_id=f"{p.call_id}-{kind}",
-        )
 
     # -- previews → approval requests --------------------------------------------------------
 
@@ -178,8 +172,8 @@ class Gate:
                 await self._reject(d, "no such approval in this session")
                 return
             if isinstance(state.outcome, ApprovalGranted):
-                # Already granted (e.g. redelivered after a crash): make sure it was released.
-                await self.release(state.request, state.outcome)
+                # Already granted (e.g. redelivered after a crash): the grant is recorded, and
+                # that is what releases it — the executor consumes approval.granted itself.
                 return
             if isinstance(state.outcome, ApprovalDenied) and state.outcome.superseded_by:
                 # Denied by modification: the amended call it names must exist. A gate killed
@@ -200,10 +194,8 @@ class Gate:
                 continue  # someone appended to the session meanwhile: fold again
             for out in outputs[1:]:
                 await self.bus.append_once(out)
-            first = outputs[0]
-            if isinstance(first, ApprovalGranted):
-                await self.release(state.request, first)
-            # An amended call is classified when the gate consumes its `tool.amended` from the
+            # A grant, once recorded, is released: the executor consumes approval.granted. An
+            # amended call is classified when the gate consumes its `tool.amended` from the
             # log, like any proposal: a crash between here and there loses nothing.
             return
         raise ConcurrencyConflict(f"could not decide {d.approval_id}: session too busy")
@@ -218,21 +210,6 @@ class Gate:
     async def _reject(self, d: ApprovalDecided, why: str) -> None:
         log.warning("decision rejected: %s", why, extra={"approval_id": d.approval_id})
         await self.bus.append_once(domain.rejection(d, why))
-
-    async def release(self, req: ApprovalRequested, granted: ApprovalGranted) -> None:
-        calls = {c.call_id: c for c in req.calls}
-        for grant in granted.grants:
-            call = calls[grant.call_id]
-            cmd = ExecCommand(
-                kind="write", session_id=req.session_id, call_id=call.call_id, tool=call.tool,
-                args=call.args, target=call.target, grant=grant, causation_id=granted.event_id,
-            )
-            await self.bus.publish_command(
-                S.exec_subject("write", req.session_id), command_encoder.encode(cmd),
-                msg_id=f"{call.call_id}-write",
-            )
-            log.info("released", extra={"session_id": req.session_id, "call_id": call.call_id,
-                                        "approval_id": req.approval_id})
 
     # -- the gate's memory of released changes (rebuilt from the log) ------------------------
 

@@ -16,7 +16,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from schemas import subjects as S
 from services.runtime.connection import TRANSIENT
-from services.runtime.delivery import Delivery, Poisoned, open_command, open_event
+from services.runtime.delivery import Delivery, Poisoned, open_event
 from services.runtime.errors import PoisonMessage, RetryableError
 from services.runtime.provision import MAX_DELIVER, UNEXPECTED_ATTEMPTS
 from services.runtime.reader import Reader
@@ -34,6 +34,10 @@ Handler = Callable[[Delivery[Any]], Awaitable[None]]
 OnPoison = Callable[[Poisoned[Any]], Awaitable[None]]
 Opener = Callable[[Msg], Delivery[Any]]
 Check = Callable[[Delivery[Any]], None]
+# Which decoded events the handler acts on (None: all). The rest are acked without being
+# verified or handed over: a consumer whose filter delivers more than its service acts on (the
+# executor's: refused classifications, the other role's) pays no signature check for those.
+Select = Callable[[Any], bool]
 
 
 class Consumer(Reader):
@@ -58,9 +62,10 @@ class Consumer(Reader):
         batch: int = 32,
         on_poison: OnPoison | None = None,
         sessions_at_once: int = 1,
+        select: Select | None = None,
     ) -> None:
         """Fetches from an admin-provisioned durable pull consumer until `stop` is set. Events
-        (EVENTS) reach the handler decoded and signature-checked; commands (EXEC) decoded.
+        reach the handler decoded and signature-checked — those `select` picks, when given.
 
         sessions_at_once > 1: messages are handled per session — in order within a session, up
         to that many sessions at a time (see Dispatcher)."""
@@ -74,12 +79,8 @@ class Consumer(Reader):
         except Exception as exc:  # noqa: BLE001 - the default keeps messages alive too
             log.warning("consumer info unavailable: %s", exc)
         try:
-            if stream == S.EXEC_STREAM:
-                await self._fetch_loop(psub, handler, stop, batch, on_poison, sessions_at_once,
-                                       opener=open_command)
-            else:
-                await self._fetch_loop(psub, handler, stop, batch, on_poison, sessions_at_once,
-                                       opener=open_event, check=self.check)
+            await self._fetch_loop(psub, handler, stop, batch, on_poison, sessions_at_once,
+                                   opener=open_event, check=self.check, select=select)
         finally:
             # An open pull subscription makes drain() wait for its whole timeout.
             with contextlib.suppress(Exception):
@@ -96,10 +97,11 @@ class Consumer(Reader):
         *,
         opener: Opener = open_event,
         check: Check | None = None,
+        select: Select | None = None,
     ) -> None:
         work = Dispatcher(handler, on_poison, sessions_at_once, self._ack_wait,
                           max_held=max(batch, HELD_PER_SESSION * sessions_at_once),
-                          opener=opener, check=check)
+                          opener=opener, check=check, select=select)
         try:
             while not stop.is_set() and not work.closed:
                 room = work.room()
@@ -139,11 +141,9 @@ async def _next_batch(psub: Any, batch: int) -> list[Msg]:
 
 
 def session_of(subject: str) -> str:
-    """The session a consumed message belongs to: `evt.<session>.…` or `exec.<kind>.<session>`
-    (the subject itself when it has neither shape, so such messages are never grouped)."""
+    """The session a consumed message belongs to: `evt.<session>.…` (the subject itself when
+    it has another shape, so such messages are never grouped)."""
     parts = subject.split(".")
-    if parts[0] == S.EXEC_PREFIX and len(parts) >= 3:
-        return parts[2]
     if parts[0] == S.EVENTS_PREFIX and len(parts) >= 2:
         return parts[1]
     return subject
@@ -174,11 +174,13 @@ class Dispatcher:
         max_held: int,
         opener: Opener = open_event,
         check: Check | None = None,
+        select: Select | None = None,
     ) -> None:
         self.handler = handler
         self.on_poison = on_poison
         self.opener = opener
         self.check = check
+        self.select = select
         self.ordered_by_session = sessions_at_once > 1
         self.slots = asyncio.Semaphore(max(1, sessions_at_once))
         self.ack_wait = ack_wait
@@ -210,7 +212,8 @@ class Dispatcher:
                 await asyncio.wait({before})  # the session's earlier message first
             async with self.slots:
                 await handle_with_policy(msg, self.handler, self.on_poison,
-                                         opener=self.opener, check=self.check)
+                                         opener=self.opener, check=self.check,
+                                         select=self.select)
         except ConnectionClosedError:
             self.closed = True
         except Exception:  # a bad message must never end the service
@@ -261,11 +264,12 @@ async def handle_with_policy(
     *,
     opener: Opener = open_event,
     check: Check | None = None,
+    select: Select | None = None,
 ) -> None:
     """The ack policy, in one place: open (decode) and check the message once, then ack on
-    success, nak with delay on a retryable error, terminate (and record) a poison message —
-    undecodable, forged, or refused by the handler — and nak an unexpected failure
-    (max_deliver bounds it).
+    success (and at once, unchecked and unhandled, what `select` leaves out), nak with delay
+    on a retryable error, terminate (and record) a poison message — undecodable, forged, or
+    refused by the handler — and nak an unexpected failure (max_deliver bounds it).
     """
     meta = msg.metadata
     seq = int(meta.sequence.stream)
@@ -273,6 +277,9 @@ async def handle_with_policy(
     delivery: Delivery[Any] | None = None
     try:
         delivery = opener(msg)
+        if select is not None and not select(delivery.event):
+            await _settle(msg, "ack")
+            return
         if check is not None:
             check(delivery)
         await handler(delivery)

@@ -6,11 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-import msgspec
 from nats.aio.msg import Msg
 
 from schemas import chain
-from schemas.commands import ExecCommand, command_decoder
 from schemas.events import AnyEvent
 from services.runtime.errors import PoisonMessage
 from services.runtime.identity import SIGNATURE_HEADER
@@ -21,8 +19,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Delivery(Generic[T]):
-    """One message off a service's consumer: what it holds (an event, checked against its
-    emitter's signature, or a command), where it is stored, and how often it came."""
+    """One message off a service's consumer: the event it holds (checked against its
+    emitter's signature), where it is stored, and how often it came."""
 
     event: T
     seq: int  # its stream sequence
@@ -60,17 +58,6 @@ def open_event(msg: Msg) -> Delivery[AnyEvent]:
     seq, delivered = _place(msg)
     return Delivery(decode_stored(msg.subject, msg.data), seq, msg.subject, msg.data,
                     delivered, (msg.headers or {}).get(SIGNATURE_HEADER))
-
-
-def open_command(msg: Msg) -> Delivery[ExecCommand]:
-    """A command as consumed (EXEC: only the gate may publish there, and what it authorises
-    is the gate's signed grant inside, which the executor checks), or PoisonMessage."""
-    try:
-        cmd = command_decoder.decode(msg.data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise PoisonMessage(f"undecodable command: {exc}") from exc
-    seq, delivered = _place(msg)
-    return Delivery(cmd, seq, msg.subject, msg.data, delivered)
 
 
 def delivery_of(stored: Stored, delivered: int = 1) -> Delivery[AnyEvent]:

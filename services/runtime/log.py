@@ -39,7 +39,8 @@ EXPECTED_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 def write_error(subject: str, exc: APIError) -> Exception:
     """What a refused write means, said plainly: a full log is not "an unexpected error"."""
     if exc.err_code == STREAM_FULL:
-        stream = S.EXEC_STREAM if subject.startswith(S.EXEC_PREFIX + ".") else S.EVENTS_STREAM
+        stream = S.SEALED_STREAM if subject.startswith(S.SEALED_PREFIX + ".") \
+            else S.EVENTS_STREAM
         return LogFull(f"stream {stream} is full (its max_bytes limit is reached): writes are "
                        f"refused until an operator raises the limit; nothing stored is lost")
     if exc.err_code == MESSAGE_TOO_LARGE:
@@ -194,16 +195,6 @@ class Log(Reader):
                 last_exc = exc
                 await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
         raise RetryableError(f"append to {subject} failed: {last_exc}")
-
-    async def publish_command(
-        self, subject: str, data: bytes, msg_id: str, timeout: float = 5.0
-    ) -> int:
-        try:
-            ack = await self.js.publish(subject, data, timeout=timeout,
-                                        headers={"Nats-Msg-Id": msg_id})
-        except APIError as exc:
-            raise write_error(subject, exc) from exc
-        return int(ack.seq)
 
     async def log_usage(self) -> tuple[int, int]:
         """The event log's stored bytes and its limit (max_bytes; 0 or less: none)."""

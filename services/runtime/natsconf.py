@@ -5,7 +5,7 @@ server's own client, on the reply subject the requester chose, in the requester'
 publish permissions are not consulted (notes/nats.md §2 pitfall 4). In one shared account a reply
 aimed at `evt.<sid>.gateway.…` was stored as the gateway's event. So:
 
-- the streams (EVENTS, EXEC), their consumers and the admin identity live in an account of
+- the streams (EVENTS, SEALED), their consumers and the admin identity live in an account of
   their own, the log account (LOG_ACCOUNT, named APP);
 - each runtime identity (RUNTIME_USERS) has an account of its own, and reaches the log account
   only through service imports of exactly its own subjects. The server maps an imported
@@ -111,14 +111,12 @@ def _streamed(subject: str) -> bool:
 
 def log_imports(service: str) -> list[str]:
     """The log account's subjects a runtime identity reaches (service imports): its own event
-    subjects (none for an observer), the read API, its own consumers, and for the gate the commands.
+    subjects (none for an observer), the read API, its own consumers.
     Every one is a wildcard or an API subject: a reply aimed at a literally imported stream
     subject would be stored (notes/nats.md §2)."""
     subjects: list[str] = []
     if service in S.SERVICES:  # an observer (the notifier) may publish no event at all
         subjects.append(S.emitter_publish_allow(service))
-    if service == "gate":
-        subjects.append(f"{S.EXEC_PREFIX}.>")
     # Secret values of proposed writes (services/runtime/sealing.py): each sealer puts only on
     # its own subjects, only the executor reads (and only one blob at a time), nobody else
     # reaches the stream at all.
@@ -139,8 +137,6 @@ def permissions(service: str) -> dict[str, Any]:
     publish = log_imports(service)
     subscribe = [f"_INBOX_{service}.>"]
     deny = list(_ADMIN_API_DENY)
-    if service != "gate":
-        deny.append(f"{S.EXEC_PREFIX}.>")
     if service == "gateway":
         subscribe.append(f"{S.LIVE_PREFIX}.>")
         subscribe.append(f"{S.DELTA_PREFIX}.*")  # the planner's token deltas (core NATS)

@@ -23,13 +23,18 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
+from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from schemas import subjects as S
+from services.runtime.errors import ConfigError
 from services.runtime.natsconf import MAX_PAYLOAD
 
 log = logging.getLogger(__name__)
 
+# The command stream of the versions before issue 17 (commands are events now): only ever
+# looked at to retire it (_retire_exec).
+EXEC_STREAM = "EXEC"
 ACK_WAIT_S = 30.0
 # Deliveries of one message: enough for a retryable failure (the bus or the cluster away) to be
 # retried with backoff for minutes; an unexpected failure gives up (recorded) much sooner.
@@ -43,11 +48,9 @@ class StreamLimits:
     evicts history; no identity can grow the log past this, however it tries.
 
     EVENTS: 4 GiB is some millions of events, yet well within one machine's disk (nats-server
-    reserves a stream's max_bytes against its store when the stream is created). EXEC is a work
-    queue that the executor drains: it holds only commands not yet done."""
+    reserves a stream's max_bytes against its store when the stream is created)."""
 
     events_max_bytes: int = 4 << 30
-    exec_max_bytes: int = 256 << 20
     # The largest stored message: no client may publish more than MAX_PAYLOAD anyway, and the
     # schemas do not bound an event more tightly (an approval may carry several calls, each with
     # a body of up to 256 KiB), so a smaller limit could refuse a legitimate event.
@@ -59,16 +62,17 @@ class StreamLimits:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StreamLimits:
-        """INTERLOCK_EVENTS_MAX_BYTES / INTERLOCK_EXEC_MAX_BYTES (bytes), or the defaults."""
+        """INTERLOCK_EVENTS_MAX_BYTES (bytes), or the default. (INTERLOCK_EXEC_MAX_BYTES, the
+        limit of the EXEC stream that no longer exists, is ignored: an old deployment's
+        environment still starts.)"""
         default = cls()
         limits = cls(
             events_max_bytes=int(env.get("INTERLOCK_EVENTS_MAX_BYTES")
                                  or default.events_max_bytes),
-            exec_max_bytes=int(env.get("INTERLOCK_EXEC_MAX_BYTES") or default.exec_max_bytes),
             sealed_max_age_s=float(env.get("INTERLOCK_SEALED_MAX_AGE_S")
                                    or default.sealed_max_age_s),
         )
-        if min(limits.events_max_bytes, limits.exec_max_bytes) < limits.max_msg_size:
+        if limits.events_max_bytes < limits.max_msg_size:
             raise ValueError(f"a stream's max bytes must be at least {limits.max_msg_size}")
         return limits
 
@@ -96,22 +100,6 @@ def events_stream(replicas: int = 1, limits: StreamLimits | None = None) -> Stre
     )
 
 
-def exec_stream(replicas: int = 1, limits: StreamLimits | None = None) -> StreamConfig:
-    limits = limits or StreamLimits()
-    return StreamConfig(
-        name=S.EXEC_STREAM,
-        description="Executor commands (work queue); only the gate publishes here",
-        subjects=[f"{S.EXEC_PREFIX}.>"],
-        retention=RetentionPolicy.WORK_QUEUE,
-        storage=StorageType.FILE,
-        discard=DiscardPolicy.NEW,
-        max_bytes=limits.exec_max_bytes,
-        max_msg_size=limits.max_msg_size,
-        duplicate_window=120.0,
-        num_replicas=replicas,
-    )
-
-
 def sealed_stream(replicas: int = 1, limits: StreamLimits | None = None) -> StreamConfig:
     """Secret values of proposed writes, sealed to the executor (services/runtime/sealing.py).
     Outside EVENTS so that the log never holds them; one blob per subject for good (a second
@@ -136,11 +124,18 @@ def sealed_stream(replicas: int = 1, limits: StreamLimits | None = None) -> Stre
     )
 
 
+class PendingCommands(ConfigError):
+    """The EXEC stream of a version before issue 17 still holds commands not yet executed: this
+    version must not start on it (`interlock up` says why and stops)."""
+
+
 def consumer_config(durable: str, filters: tuple[str, ...],
-                    ack_wait: float = ACK_WAIT_S) -> ConsumerConfig:
+                    ack_wait: float = ACK_WAIT_S, deliver: DeliverPolicy = DeliverPolicy.ALL,
+                    start_seq: int | None = None) -> ConsumerConfig:
     cfg = ConsumerConfig(
         durable_name=durable,
-        deliver_policy=DeliverPolicy.ALL,
+        deliver_policy=deliver,
+        opt_start_seq=start_seq,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=ack_wait,
         max_deliver=MAX_DELIVER,
@@ -165,8 +160,12 @@ async def provision(url: str, admin_user: str, admin_password: str, replicas: in
     An existing stream takes the new `limits` (StreamLimits) too: raising a limit is a rerun.
 
     `executor_layout` (S.EXECUTOR_LAYOUTS) says which executor consumers exist; the other
-    layout's consumers are deleted first (their filters would overlap on the work queue; pending
-    commands stay in the stream and go to the new consumers).
+    layout's consumers are replaced (both would run every call), the new ones starting where
+    the old ones had got to (see _executor_start).
+
+    Upgrading a log written before issue 17: an empty EXEC stream (the old command queue) is
+    deleted; one still holding commands stops provisioning with PendingCommands (see
+    _retire_exec), never dropping them.
 
     Waits (up to `timeout`) for JetStream to answer: a fresh cluster has no meta leader for a
     few seconds, and a container may start before its server."""
@@ -203,21 +202,86 @@ async def _provision_once(url: str, admin_user: str, admin_password: str, replic
                             connect_timeout=5, allow_reconnect=False)
     try:
         js = nc.jetstream()
-        for cfg in (events_stream(replicas, limits), exec_stream(replicas, limits),
-                    sealed_stream(replicas, limits)):
+        await _retire_exec(js)
+        for cfg in (events_stream(replicas, limits), sealed_stream(replicas, limits)):
             try:
                 await js.stream_info(cfg.name or "")
                 await js.update_stream(cfg)
             except NotFoundError:
                 await js.add_stream(cfg)
+        start = await _executor_start(js, wanted)
         for durable in S.EXECUTOR_CONSUMERS:
             if durable not in wanted:
                 with contextlib.suppress(NotFoundError):
-                    await js.delete_consumer(S.EXEC_STREAM, durable)
+                    await js.delete_consumer(S.EVENTS_STREAM, durable)
         for durable, (stream, filters) in wanted.items():
-            await js.add_consumer(stream, consumer_config(durable, filters, ack_wait))
+            try:
+                # An existing consumer keeps where it delivers from (the server refuses to
+                # change it); everything else is brought up to date.
+                have = (await js.consumer_info(stream, durable)).config
+                ccfg = consumer_config(durable, filters, ack_wait,
+                                      have.deliver_policy or DeliverPolicy.ALL,
+                                      have.opt_start_seq)
+            except NotFoundError:
+                ccfg = consumer_config(durable, filters, ack_wait, *start.get(
+                    durable, (DeliverPolicy.ALL, None)))
+            await js.add_consumer(stream, ccfg)
     finally:
         await nc.close()
+
+
+async def _retire_exec(js: JetStreamContext) -> None:
+    """Before issue 17 the gate published each call to run on an EXEC work queue. An empty one
+    is deleted; one that still holds commands is not touched and provisioning stops: those
+    calls were classified (or granted) and not yet run, and this version would never run them.
+    Nothing is dropped silently."""
+    try:
+        info = await js.stream_info(EXEC_STREAM)
+    except NotFoundError:
+        return
+    pending = int(info.state.messages or 0)
+    if pending:
+        raise PendingCommands(
+            f"the {EXEC_STREAM} stream of an earlier Interlock version still holds {pending} "
+            f"command(s) not yet executed; this version does not run them. Start the previous "
+            f"version until its executor has drained {EXEC_STREAM} (its executor consumer "
+            f"shows no pending messages), stop it, then start this version, which deletes the "
+            f"empty stream.")
+    log.info("deleting the empty %s stream of an earlier version (its commands are events "
+             "now)", EXEC_STREAM)
+    await js.delete_stream(EXEC_STREAM)
+
+
+async def _executor_start(js: JetStreamContext, wanted: Mapping[str, object]
+                          ) -> dict[str, tuple[DeliverPolicy, int | None]]:
+    """Where each executor consumer to be created starts delivering. On an empty log, at the
+    start. When the other layout's consumers exist (a switch single <-> split), where the
+    slowest of them had got to (its ack floor + 1), so that nothing in flight is lost — a call
+    delivered twice is harmless, a read's result and a write's claim are recorded once. On a
+    log written before any executor consumer was on it (an upgrade: its classifications and
+    grants were all run from EXEC), from new events only: the history must not run again."""
+    missing = [d for d in S.EXECUTOR_CONSUMERS if d in wanted]
+    floors: list[int] = []
+    for durable in S.EXECUTOR_CONSUMERS:
+        try:
+            info = await js.consumer_info(S.EVENTS_STREAM, durable)
+        except NotFoundError:
+            continue
+        if durable in missing:
+            missing.remove(durable)
+        if durable not in wanted:
+            floors.append(int(info.ack_floor.stream_seq if info.ack_floor else 0))
+    if not missing:
+        return {}
+    if floors:
+        start: tuple[DeliverPolicy, int | None] = (
+            DeliverPolicy.BY_START_SEQUENCE, min(floors) + 1)
+    elif int((await js.stream_info(S.EVENTS_STREAM)).state.last_seq or 0) == 0:
+        start = (DeliverPolicy.ALL, None)
+    else:
+        start = (DeliverPolicy.NEW, None)
+    log.info("executor consumers %s start: %s", ", ".join(missing), start)
+    return dict.fromkeys(missing, start)
 
 
 def main() -> int:
@@ -238,12 +302,15 @@ def main() -> int:
     except ValueError as exc:
         log.error("invalid setting: %s", exc)
         return 2
-    asyncio.run(provision(env.get("INTERLOCK_NATS_URL", "nats://127.0.0.1:4222"),
-                          env.get("INTERLOCK_NATS_USER", "admin"), password, replicas, timeout,
-                          executor_layout=layout, limits=limits))
+    try:
+        asyncio.run(provision(env.get("INTERLOCK_NATS_URL", "nats://127.0.0.1:4222"),
+                              env.get("INTERLOCK_NATS_USER", "admin"), password, replicas,
+                              timeout, executor_layout=layout, limits=limits))
+    except PendingCommands as exc:
+        log.error("%s", exc)
+        return 3
     log.info("streams and consumers provisioned (replicas=%d, executor consumers: %s, "
-             "EVENTS max %d bytes, EXEC max %d bytes)", replicas, layout,
-             limits.events_max_bytes, limits.exec_max_bytes)
+             "EVENTS max %d bytes)", replicas, layout, limits.events_max_bytes)
     return 0
 
 

@@ -2,7 +2,8 @@
 it reads, the identity that may publish there sends (a) undecodable bytes, (b) valid JSON of the
 wrong shape, (c) a real event whose subject names another session (a replay into a session it
 does not belong to), and, once per consumer, (d) a valid event padded to nearly max_payload; the
-executor also gets signed write commands replayed, re-addressed, tampered with and unsigned.
+executor also gets signed grants recorded again, in another session, and unsigned, and a read
+classified with args no reader accepts, near max_payload.
 
 Each message is handled on its first delivery and never redelivered: a poison message is
 terminated (the server's MSG_TERMINATED advisory says so, with deliveries=1) and logged by the
@@ -33,9 +34,9 @@ from schemas.approval import (
     ApprovalGranted,
     ApprovalRequested,
     ToolAmended,
+    ToolClassified,
     ToolRefused,
 )
-from schemas.commands import ExecCommand, command_encoder
 from schemas.execution import PreviewRecorded, ToolVerified
 from schemas.planning import ToolProposed
 from schemas.session import SessionCancelled
@@ -91,9 +92,8 @@ async def provisioned(admin: Bus) -> dict[str, tuple[str, tuple[str, ...]]]:
 
 
 def consumers_of(subject: str) -> list[str]:
-    stream = S.EXEC_STREAM if subject.startswith(S.EXEC_PREFIX + ".") else S.EVENTS_STREAM
     return [d for d, (s, filters) in CONSUMERS.items()
-            if s == stream and any(matches(f, subject) for f in filters)]
+            if s == S.EVENTS_STREAM and any(matches(f, subject) for f in filters)]
 
 
 def service_of(durable: str) -> str:
@@ -138,8 +138,7 @@ async def quiescent(admin: Bus, timeout: float = 60.0) -> dict[str, Any]:
         nonlocal prev, got
         got = await consumer_infos(admin)
         events = await admin.js.stream_info(S.EVENTS_STREAM)
-        execs = await admin.js.stream_info(S.EXEC_STREAM)
-        key = (events.state.last_seq, execs.state.last_seq,
+        key = (events.state.last_seq,
                tuple(i.delivered.consumer_seq for i in got.values()))
         quiet = all(i.num_pending == 0 and i.num_ack_pending == 0 for i in got.values())
         same, prev = quiet and key == prev, (key if quiet else None)
@@ -277,33 +276,32 @@ async def test_poison_on_every_consumed_subject_is_terminated_once_and_work_flow
         poisons.append(Poison("planner tool.proposed: unknown tool", "planner",
                               S.event_subject(proposed), E.encode(proposed), False))
 
-        # The executor's work queue: only the gate may publish there.
+        # What the executor runs is released by the gate's own events: the gate (which may
+        # record them, signed with its key) records a real grant again, in another session,
+        # and unsigned, and classifies a read whose args no reader accepts.
         call = requested.calls[0]
         grant = granted.grants[0]
-        real_write = ExecCommand(kind="write", session_id=write_sid, call_id=call.call_id,
-                                 tool=call.tool, args=call.args, target=call.target,
-                                 grant=grant)
-        tampered = msgspec.structs.replace(real_write, args={**call.args, "replicas": 9})
-        unsigned = msgspec.structs.replace(real_write, call_id="c_unsigned", grant=None)
-        huge_read = ExecCommand(kind="read", session_id=victim, call_id="c_hugeread",
-                                tool=read_call.tool, args={"pad": "x" * (HUGE - 2_000)})
+        # Under approval ids of their own, so that the audit below still finds exactly one
+        # outcome of the real approval: the grants inside are the real ones.
+        elsewhere = ApprovalGranted(session_id=victim, approval_id="a_elsewhere",
+                                    approver=granted.approver, grants=granted.grants)
+        again = ApprovalGranted(session_id=write_sid, approval_id="a_again",
+                                approver=granted.approver, grants=granted.grants)
+        unsigned = ApprovalGranted(
+            session_id=write_sid, approval_id="a_unsigned", approver=granted.approver,
+            grants=(msgspec.structs.replace(grant, call_id="c_unsigned", signature=""),))
+        huge_read = ToolClassified(session_id=victim, call_id="c_hugeread", access="read",
+                                   rule="r", tool=read_call.tool,
+                                   args={"pad": "x" * (HUGE - 2_000)})
         poisons += [
-            Poison("exec.read: undecodable", "gate", S.exec_subject("read", victim),
-                   b"\x00\xff garbage", True),
-            Poison("exec.write: wrong shape", "gate", S.exec_subject("write", victim),
-                   json.dumps({"kind": "write", "grant": "yes please"}).encode(), True),
-            Poison("exec.preview: wrong shape", "gate", S.exec_subject("preview", victim),
-                   json.dumps([1, 2, 3]).encode(), True),
-            Poison("exec.write: a signed command re-addressed to another session", "gate",
-                   S.exec_subject("write", victim), command_encoder.encode(real_write), False),
-            Poison("exec.write: a signed command replayed", "gate",
-                   S.exec_subject("write", write_sid), command_encoder.encode(real_write), False),
-            Poison("exec.write: signed grant, tampered args", "gate",
-                   S.exec_subject("write", write_sid), command_encoder.encode(tampered), False),
-            Poison("exec.write: unsigned", "gate", S.exec_subject("write", write_sid),
-                   command_encoder.encode(unsigned), False),
-            Poison("exec.read: near max_payload", "gate", S.exec_subject("read", victim),
-                   command_encoder.encode(huge_read), False),
+            Poison("gate approval.granted: a signed grant in another session", "gate",
+                   S.event_subject(elsewhere), E.encode(elsewhere), False),
+            Poison("gate approval.granted: a signed grant recorded again", "gate",
+                   S.event_subject(again), E.encode(again), False),
+            Poison("gate approval.granted: unsigned", "gate", S.event_subject(unsigned),
+                   E.encode(unsigned), False),
+            Poison("gate tool.classified: a read near max_payload", "gate",
+                   S.event_subject(huge_read), E.encode(huge_read), False),
         ]
         assert {p.publisher for p in poisons} == {"gateway", "planner", "gate", "executor"}
         covered = {(d, f) for p in poisons for d in consumers_of(p.subject)
@@ -313,18 +311,16 @@ async def test_poison_on_every_consumed_subject_is_terminated_once_and_work_flow
 
         before = await quiescent(admin)
         events_from = (await admin.js.stream_info(S.EVENTS_STREAM)).state.last_seq
-        exec_from = (await admin.js.stream_info(S.EXEC_STREAM)).state.last_seq
         writes_before = len(cluster.writes)
         for p in poisons:
             # Poison from the identity that may write there, so signed with its own key: what
             # is tested here is a bad payload, not a forged signature (test_signatures.py).
             signer = buses[p.publisher].signer
             headers = {SIGNATURE_HEADER: signer.sign(p.subject, p.data)} \
-                if signer is not None and p.subject.startswith(S.EVENTS_PREFIX + ".") else None
+                if signer is not None else None
             ack = await buses[p.publisher].js.publish(p.subject, p.data, timeout=10,
                                                       headers=headers)
-            assert ack.stream == (S.EXEC_STREAM if p.subject.startswith("exec.")
-                                  else S.EVENTS_STREAM)
+            assert ack.stream == S.EVENTS_STREAM
             p.seq = int(ack.seq)
         after = await quiescent(admin)
 
@@ -345,16 +341,12 @@ async def test_poison_on_every_consumed_subject_is_terminated_once_and_work_flow
         # 2. No redelivery at all: each consumer's deliveries grew by exactly the number of
         #    messages it matched in the meantime (poison and the refusals it caused).
         events_to = (await admin.js.stream_info(S.EVENTS_STREAM)).state.last_seq
-        exec_to = (await admin.js.stream_info(S.EXEC_STREAM)).state.last_seq
         subjects = [(await admin.js.get_msg(S.EVENTS_STREAM, seq)).subject
                     for seq in range(events_from + 1, events_to + 1)]
-        for d, (stream, filters) in CONSUMERS.items():
+        for d, (_, filters) in CONSUMERS.items():
             delivered = (after[d].delivered.consumer_seq
                          - before[d].delivered.consumer_seq)
-            if stream == S.EXEC_STREAM:
-                matched = exec_to - exec_from
-            else:
-                matched = sum(any(matches(f, s) for f in filters) for s in subjects)
+            matched = sum(any(matches(f, s) for f in filters) for s in subjects)
             assert delivered == matched, f"{d}: {delivered} deliveries of {matched} messages"
             assert after[d].num_redelivered == 0, (d, after[d])
             assert after[d].num_ack_pending == 0, (d, after[d])
@@ -370,7 +362,8 @@ async def test_poison_on_every_consumed_subject_is_terminated_once_and_work_flow
 
         # 4. Recorded where a session exists, fail-closed.
         log = await read_log(admin)
-        new = [s.event for s in log if s.seq > events_from]
+        poisoned = {p.seq for p in poisons}
+        new = [s.event for s in log if s.seq > events_from and s.seq not in poisoned]
         kinds = Counter((e.type, e.session_id) for e in new)
         rejected = [e for e in new if e.type == "decision.rejected" and e.session_id == victim]
         assert {e.approval_id for e in rejected} >= {  # type: ignore[attr-defined]
@@ -379,15 +372,16 @@ async def test_poison_on_every_consumed_subject_is_terminated_once_and_work_flow
                    for e in new)
         refusals = [e for e in new if e.type == "command.refused"]
         reasons = " | ".join(e.reason for e in refusals)  # type: ignore[attr-defined]
-        assert kinds[("command.refused", write_sid)] >= 3, reasons
-        assert "already been executed" in reasons, reasons
-        assert "hash mismatch" in reasons, reasons
+        # The grant recorded again ran nothing and is refused nowhere: the call is done.
+        assert kinds[("command.refused", write_sid)] == 1, reasons
         assert "unsigned" in reasons, reasons
-        assert any(e.call_id == call.call_id and "wrong subject" in e.reason  # type: ignore[attr-defined]
+        assert any(e.call_id == call.call_id and e.session_id == victim  # type: ignore[attr-defined]
+                   and f"the grant is for session {write_sid}" in e.reason  # type: ignore[attr-defined]
                    for e in refusals), reasons
         assert any(getattr(e, "call_id", "") == "c_hugeread" for e in new
                    if e.type in ("command.refused", "tool.result")), "huge read not answered"
-        # Nothing was forged into the log by the services on the poison's behalf.
+        # Nothing was forged into the log by the services on the poison's behalf (the
+        # poison itself left out: the gate's grants above are poison).
         assert not any(isinstance(e, ApprovalGranted | ApprovalDenied) for e in new), new
 
         # 5. Zero executions: no claim, no write reached the cluster.

@@ -18,7 +18,8 @@ The assertions are about outcomes (what the cluster says, what the log holds, wh
 answered), never about how the fix words its rejections. "Nothing happened" is shown after a
 positive marker that would have come after any effect of the attack: the server has answered a
 later request of the attacker on its own inbox; a legitimate read in the same session has its
-result (each service handles one session's events in order); the executor's queue is empty.
+result (each service handles one session's events in order); the executor's consumers have
+nothing pending.
 """
 
 from __future__ import annotations
@@ -46,9 +47,14 @@ from launcher.stack import Stack
 from schemas import chain
 from schemas import events as E
 from schemas import subjects as S
-from schemas.approval import ApprovalDecided, ApprovalGranted, Grant
+from schemas.approval import (
+    ApprovalCall,
+    ApprovalDecided,
+    ApprovalGranted,
+    ApprovalRequested,
+    Grant,
+)
 from schemas.base import Event
-from schemas.commands import ExecCommand, command_encoder
 from schemas.execution import ToolResult
 from schemas.ids import new_call_id, new_event_id, new_id, new_session_id
 from schemas.planning import ToolProposed
@@ -207,12 +213,14 @@ async def barrier(api: Client, sid: str) -> bool:
 
 
 async def executor_idle(stack: Stack, timeout: float = WAIT_S) -> bool:
-    """Polls (with a deadline) until the executor has handled every command on EXEC."""
+    """Polls (with a deadline) until the executor has handled everything its consumers hold
+    (the gate's classifications and grants)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with identity(stack, "admin") as admin:
         while True:
-            infos = await admin.js.consumers_info(S.EXEC_STREAM)
+            infos = [c for c in await admin.js.consumers_info(S.EVENTS_STREAM)
+                     if c.name in S.EXECUTOR_CONSUMERS]
             if all(not c.num_pending and not c.num_ack_pending for c in infos):
                 return True
             if loop.time() >= deadline:
@@ -360,7 +368,6 @@ async def test_grant_does_not_replay_into_another_session(stack: Stack, people: 
     granted = next(e for e in await session_events(stack, sid)
                    if isinstance(e, ApprovalGranted))
     grant: Grant = granted.grants[0]
-    call = req["calls"][0]
     assert await executor_idle(stack)
     core.delete_namespaced_config_map(name, "shop")  # an admin removes it afterwards
 
@@ -375,9 +382,13 @@ async def test_grant_does_not_replay_into_another_session(stack: Stack, people: 
 
     assert not exists()
 
-    def replay(session_id: str) -> ExecCommand:
-        return ExecCommand(kind="write", session_id=session_id, call_id=call["call_id"],
-                           tool=call["tool"], args=call["args"], grant=grant)
+    approved = next(e for e in await session_events(stack, sid)
+                    if isinstance(e, ApprovalRequested)).calls[0]
+
+    def replay(session_id: str) -> ApprovalGranted:
+        """The approval's grant, released again in another session."""
+        return ApprovalGranted(session_id=session_id, approval_id=grant.approval_id,
+                               approver=grant.approver, grants=(grant,))
 
     other = await operator.new_session()
     recreated: list[str] = []
@@ -389,24 +400,29 @@ async def test_grant_does_not_replay_into_another_session(stack: Stack, people: 
             recreated.append(how)
             core.delete_namespaced_config_map(name, "shop")
 
-    # (a) the planner reflects the command onto EXEC for a session of its own making.
+    # (a) the planner reflects the grant onto the gate's subject of a session of its own making.
     made_up = new_session_id()
     async with identity(stack, "planner") as planner:
-        seq = await store_on_own_subject(planner, command_encoder.encode(replay(made_up)))
-        await reflect_stored(planner, seq, S.exec_subject("write", made_up))
+        seq = await store_on_own_subject(planner, E.encode(replay(made_up)))
+        await reflect_stored(planner, seq, S.event_subject(replay(made_up)))
         await answered(planner)
     await check("reflected by the planner onto a made-up session")
-    # (b) a compromised gate, which may publish commands, replays it into another session:
-    # a made-up one, and another real one.
+    # (b) a compromised gate, which may record grants, records it in another session — a
+    # made-up one and another real one — together with the approval request it answers, so
+    # that only the grant's binding to its session stands in the way.
     async with identity(stack, "gate") as gate:
-        for how, target in (("published by the gate into a made-up session", new_session_id()),
-                            ("published by the gate into another real session", other)):
-            await gate.publish_command(S.exec_subject("write", target),
-                                       command_encoder.encode(replay(target)),
-                                       msg_id=new_call_id())
+        for how, target in (("recorded by the gate in a made-up session", new_session_id()),
+                            ("recorded by the gate in another real session", other)):
+            await gate.append(ApprovalRequested(
+                session_id=target, approval_id=grant.approval_id, calls=(ApprovalCall(
+                    call_id=approved.call_id, tool=approved.tool, args=approved.args,
+                    call_hash=approved.call_hash, target=approved.target,
+                    effect=approved.effect),),
+                requested_by="operator", expires_at=grant.not_after))
+            await gate.append(replay(target))
             await check(how)
     claims = await stored_on(stack, S.tag_filter("executor", "tool.started", "*",
-                                                  call["call_id"]))
+                                                  approved.call_id))
     outcome = {"re-created by": recreated, "claims of the call": claims,
                "executor went idle": all(idle)}
     expected = {"re-created by": [], "claims of the call": 1, "executor went idle": True}

@@ -3,9 +3,9 @@ executions and a recorded rejection (DESIGN.md §3).
 
 "Zero executions" is shown three ways: no `tool.started` (the executor's claim, written before
 it touches the cluster), no `tool.result` for the call, and the deployment unchanged. Before
-asserting, each test pushes a harmless read through the same executor queue and waits for its
-result: the queue is consumed in order, so anything the attack had managed to enqueue would
-have been handled by then.
+asserting, each test pushes a harmless read of the same session through the executor and waits
+for its result: the executor handles a session's events in order, so anything the attack had
+managed to release would have been handled by then.
 """
 
 from __future__ import annotations
@@ -23,10 +23,16 @@ from kubernetes import client
 from launcher.stack import Stack
 from schemas import events
 from schemas import subjects as S
-from schemas.approval import GRANT_VERSION, ApprovalDecided, Grant
-from schemas.base import Target
-from schemas.commands import ExecCommand, command_encoder
-from schemas.ids import new_call_id
+from schemas.approval import (
+    GRANT_VERSION,
+    ApprovalCall,
+    ApprovalDecided,
+    ApprovalGranted,
+    ApprovalRequested,
+    Grant,
+)
+from schemas.base import Event, Target
+from schemas.ids import new_call_id, new_event_id
 from schemas.planning import ToolProposed
 from services.runtime import signing
 from tests.e2e.conftest import bus_as, kube, replicas, start_stack, token
@@ -44,7 +50,7 @@ async def _types(stack: Stack, sid: str) -> list[Any]:
 
 
 async def _barrier(api: Client, sid: str) -> None:
-    """A read through the executor's queue; returns once its result is recorded."""
+    """A read through the executor; returns once its turn has completed."""
     status, body = await api.call("GET", f"/v1/sessions/{sid}")
     after = int(body["last_seq"]) if status == 200 else 0
     await api.say(sid, "kubectl get deploy -n shop")
@@ -72,18 +78,18 @@ async def _approve_and_run(stack: Stack, api: Client, approver: Client, sid: str
     return req
 
 
-def _write_command(req: dict[str, Any], grant: Grant, **changes: Any) -> ExecCommand:
-    call = req["calls"][0]
-    cmd = ExecCommand(kind="write", session_id=req["session_id"], call_id=call["call_id"],
-                      tool=call["tool"], args=call["args"], grant=grant)
-    return msgspec.structs.replace(cmd, **changes) if changes else cmd
+def _granted(req: dict[str, Any], grant: Grant) -> ApprovalGranted:
+    """The approval.granted that would release the call of `req` with this grant."""
+    return ApprovalGranted(session_id=req["session_id"], approval_id=grant.approval_id,
+                           approver=grant.approver, grants=(grant,))
 
 
-async def _publish_as_gate(stack: Stack, cmd: ExecCommand) -> None:
+async def _record_as_gate(stack: Stack, *released: Event) -> None:
+    """Events recorded with the gate's identity and event key: a compromised gate."""
     bus = await bus_as(stack, "gate")
     try:
-        await bus.publish_command(S.exec_subject("write", cmd.session_id),
-                                  command_encoder.encode(cmd), msg_id=new_call_id())
+        for event in released:
+            await bus.append(event)
     finally:
         await bus.close()
 
@@ -111,68 +117,79 @@ async def test_non_gate_user_cannot_publish_a_write(stack: Stack, clients: Any) 
     sid = await operator.new_session()
     req = await _pending_scale(operator, sid, "web", "shop", 9)
     before = replicas(stack, "web", "shop")
-    cmd = _write_command(req, _grant(stack, req))  # even with a valid signature
+    released = _granted(req, _grant(stack, req))  # even with a valid signature
     for user in ("planner", "executor", "gateway"):
         bus = await bus_as(stack, user)
         try:
             with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
-                await bus.js.publish(S.exec_subject("write", sid), command_encoder.encode(cmd),
+                await bus.js.publish(S.event_subject(released), events.encode(released),
                                      timeout=1.0)
         finally:
             await bus.close()
     await _barrier(operator, sid)
-    assert _executions(await _types(stack, sid), cmd.call_id) == 0
+    assert _executions(await _types(stack, sid), req["calls"][0]["call_id"]) == 0
     assert replicas(stack, "web", "shop") == before
 
 
 @pytest.mark.parametrize("attack", ["unsigned", "forged", "expired", "changed_args"])
-async def test_bad_write_commands_are_refused(stack: Stack, clients: Any, attack: str) -> None:
+async def test_bad_grants_are_refused(stack: Stack, clients: Any, attack: str) -> None:
+    """A compromised gate records an approval.granted (signed with its event key, so the
+    executor acts on it) whose grant is bad: the grant's own signature and binding stop it."""
     operator, _, _ = clients
     sid = await operator.new_session()
     req = await _pending_scale(operator, sid, "web", "shop", 8)
     before = replicas(stack, "web", "shop")
+    recorded: list[Event] = []
     if attack == "unsigned":
-        cmd = _write_command(req, msgspec.structs.replace(_grant(stack, req), signature=""))
+        grant = msgspec.structs.replace(_grant(stack, req), signature="")
         expected = "unsigned"
     elif attack == "forged":
         other = signing.Ed25519PrivateKey.generate()
-        cmd = _write_command(req, _grant(stack, req, key=other))
+        grant = _grant(stack, req, key=other)
         expected = "invalid gate signature"
     elif attack == "expired":
-        cmd = _write_command(req, _grant(stack, req, not_after=datetime.now(UTC)
-                                         - timedelta(seconds=1)))
+        grant = _grant(stack, req, not_after=datetime.now(UTC) - timedelta(seconds=1))
         expected = "expired"
     else:
-        grant = _grant(stack, req)
-        args = {**req["calls"][0]["args"], "replicas": 50}
-        cmd = _write_command(req, grant, args=args)
+        # Other args under the approved call's hash: the gate records a request of its own
+        # with them, and a valid grant of the approved hash for it.
+        call = req["calls"][0]
+        changed = {**req, "approval_id": req["approval_id"] + "x"}
+        grant = _grant(stack, changed)
+        recorded.append(ApprovalRequested(
+            session_id=sid, approval_id=changed["approval_id"], calls=(ApprovalCall(
+                call_id=call["call_id"], tool=call["tool"],
+                args={**call["args"], "replicas": 50}, call_hash=call["call_hash"],
+                target=msgspec.convert(call["target"], Target)),),
+            requested_by="operator", expires_at=grant.not_after))
         expected = "hash mismatch"
-    await _publish_as_gate(stack, cmd)
+    await _record_as_gate(stack, *recorded, _granted(req, grant))
     evs = await operator.wait_for(sid, lambda e: e.event == "command.refused",
                                   after=int(req["seq"]))
     assert expected in evs[-1].data["reason"]
     await _barrier(operator, sid)
-    assert _executions(await _types(stack, sid), cmd.call_id) == 0
+    assert _executions(await _types(stack, sid), grant.call_id) == 0
     assert replicas(stack, "web", "shop") == before
 
 
-async def test_replayed_approved_command_runs_once(stack: Stack, clients: Any) -> None:
+async def test_a_grant_recorded_again_runs_once(stack: Stack, clients: Any) -> None:
     operator, approver, _ = clients
     sid = await operator.new_session()
-    req = await _approve_and_run(stack, operator, approver, sid, "web", "shop", 4)
+    await _approve_and_run(stack, operator, approver, sid, "web", "shop", 4)
     evs = await _types(stack, sid)
     granted = next(e for e in evs if e.type == "approval.granted")
-    cmd = _write_command(req, granted.grants[0])
+    call_id = granted.grants[0].call_id
     assert replicas(stack, "web", "shop") == 4
     # Someone scales it by hand; a replay would undo that.
     apps = client.AppsV1Api(kube(stack))
     apps.patch_namespaced_deployment_scale("web", "shop", {"spec": {"replicas": 3}})
-    await _publish_as_gate(stack, cmd)
-    got = await operator.wait_for(sid, lambda e: e.event == "command.refused", after=0)
-    assert "replayed" in got[-1].data["reason"]
+    # The same grant recorded again (as a redelivery would bring it back): nothing runs.
+    await _record_as_gate(stack, msgspec.structs.replace(granted, event_id=new_event_id()))
+    await _barrier(operator, sid)
     evs = await _types(stack, sid)
+    assert sum(1 for e in evs if e.type == "approval.granted") == 2
     assert sum(1 for e in evs if e.type == "tool.started") == 1
-    assert sum(1 for e in evs if e.type == "tool.result" and e.call_id == cmd.call_id) == 1
+    assert sum(1 for e in evs if e.type == "tool.result" and e.call_id == call_id) == 1
     assert replicas(stack, "web", "shop") == 3
 
 
@@ -337,3 +354,29 @@ async def test_expired_approval_cannot_be_approved(
     finally:
         await short.stop()
 
+
+
+async def test_a_gated_read_is_three_appends_and_no_command_stream(stack: Stack,
+                                                                   clients: Any) -> None:
+    """Commands are events (issue 17): a read is released by its classification, so the log
+    holds exactly the proposal, the classification and the result for it — and no second
+    stream of commands exists."""
+    operator, _, _ = clients
+    sid = await operator.new_session()
+    await _barrier(operator, sid)
+    evs = await _types(stack, sid)
+    proposed = [e for e in evs if e.type == "tool.proposed"]
+    assert len(proposed) == 1
+    call_id = proposed[0].call_id
+    assert [e.type for e in evs if getattr(e, "call_id", None) == call_id] == [
+        "tool.proposed", "tool.classified", "tool.result"]
+    classified = next(e for e in evs if e.type == "tool.classified")
+    assert classified.access == "read"
+    assert classified.tool == proposed[0].tool
+    assert classified.args is not None  # the parsed call the executor ran
+    bus = await bus_as(stack, "admin")
+    try:
+        streams = sorted(s.config.name for s in await bus.js.streams_info())
+    finally:
+        await bus.close()
+    assert streams == [S.EVENTS_STREAM, S.SEALED_STREAM]

@@ -20,7 +20,9 @@ import pytest_asyncio
 
 from launcher.nats import free_port
 from launcher.stack import Stack, StackConfig
+from schemas import subjects as S
 from services.runtime import identity
+from tests.e2e.conftest import bus_as
 from tests.support import Client
 
 pytestmark = pytest.mark.e2e
@@ -97,3 +99,12 @@ async def test_after_the_upgrade_new_work_is_signed_and_audits_intact(upgraded: 
         assert "tool.result" in types
         assert audit["integrity"]["problems"] == []
         assert audit["integrity"]["ok"] is True
+    # The old data dir's EXEC command queue was empty, so it was deleted (issue 17: commands are
+    # events); the old log's classifications and grants were not run again (the first test:
+    # its session holds exactly the events it had).
+    bus = await bus_as(upgraded, "admin")
+    try:
+        assert sorted(s.config.name for s in await bus.js.streams_info()) == [
+            S.EVENTS_STREAM, S.SEALED_STREAM]
+    finally:
+        await bus.close()

@@ -37,7 +37,7 @@ SEEDS: dict[str, tuple[str, str]] = {
     "planner": (S.EVENTS_STREAM, f"evt.{SEED_SID}.gateway.user.message.m_1"),
     "gate": (S.EVENTS_STREAM, f"evt.{SEED_SID}.planner.tool.proposed.c_1"),
     "notifier": (S.EVENTS_STREAM, f"evt.{SEED_SID}.gate.approval.requested.a_1"),
-    "executor": (S.EXEC_STREAM, f"exec.read.{SEED_SID}"),
+    "executor": (S.EVENTS_STREAM, f"evt.{SEED_SID}.gate.tool.classified.c_1"),
 }
 
 
@@ -45,8 +45,9 @@ def _targets(me: str) -> list[str]:
     """Reply subjects that belong to someone else (or to the log itself)."""
     out = [f"evt.{TARGET_SID}.{other}.approval.decided.a_{other}"
            for other in S.SERVICES if other != me]
-    if me != "gate":  # only the gate writes commands
-        out += [S.exec_subject("write", TARGET_SID), S.exec_subject("read", TARGET_SID)]
+    if me != "gate":  # what releases a call to the executor: only the gate says it
+        out += [f"evt.{TARGET_SID}.gate.tool.classified.c_x",
+                f"evt.{TARGET_SID}.gate.approval.granted.a_x"]
     if me != "gateway":  # the gateway's own feeds: only the server and the planner write there
         out.append(f"{S.LIVE_PREFIX}.{TARGET_SID}.gateway.approval.decided.a_1")
         if me != "planner":
@@ -60,8 +61,6 @@ def _targets(me: str) -> list[str]:
 
 def _own_subject(me: str) -> str | None:
     """A subject the identity may legitimately publish to (None: the notifier publishes none)."""
-    if me == "gate":
-        return S.exec_subject("write", ATTACKER_SID)
     if me in S.SERVICES:
         return f"evt.{ATTACKER_SID}.{me}.session.started.e_1"
     return None
@@ -79,7 +78,7 @@ class Snapshot:
 
 async def _snapshot(admin: Client) -> Snapshot:
     snap = Snapshot({})
-    for stream, prefix in ((S.EVENTS_STREAM, S.EVENTS_PREFIX), (S.EXEC_STREAM, S.EXEC_PREFIX),
+    for stream, prefix in ((S.EVENTS_STREAM, S.EVENTS_PREFIX),
                            (S.SEALED_STREAM, S.SEALED_PREFIX)):
         info = await admin.jetstream().stream_info(stream, subjects_filter=f"{prefix}.>")
         snap.totals[stream] = (int(info.state.messages), int(info.state.bytes))
@@ -239,10 +238,6 @@ async def test_no_reply_lands_on_another_identitys_subject(nats_env: NatsEnv, me
         assert final.totals[S.SEALED_STREAM] == before.totals[S.SEALED_STREAM], summary
         assert final.totals[S.EVENTS_STREAM][0] == before.totals[S.EVENTS_STREAM][0] + (
             gateway is not None), summary  # the sentinel alone
-        # EXEC is a work queue: the executor's own ack may remove its seeded command.
-        for snap in (after, final):
-            assert snap.totals[S.EXEC_STREAM][0] <= before.totals[S.EXEC_STREAM][0], summary
-            assert snap.totals[S.EXEC_STREAM][1] <= before.totals[S.EXEC_STREAM][1], summary
         assert feed == [], summary
     finally:
         for nc in (attacker, gateway, planner, admin):

@@ -1,5 +1,6 @@
-"""The bus itself enforces who may say what (DESIGN.md §3.1): only the gate may publish to
-exec.write.>, no runtime user may create or change streams or consumers, and each service may
+"""The bus itself enforces who may say what (DESIGN.md §3.1): only the gate may publish on
+the gate's subjects — among them `tool.classified` and `approval.granted`, which release what the
+executor runs — no runtime user may create or change streams or consumers, and each service may
 publish only events that name it as their emitter.
 
 Two layers (services/runtime/natsconf.py): the streams live in the log account (APP) and each runtime
@@ -38,40 +39,48 @@ async def _connect(env: NatsEnv, user: str) -> tuple[nats.NATS, list[Exception]]
     return nc, errors
 
 
-async def _exec_count(env: NatsEnv) -> int:
+# What releases a call to the executor: only the gate may say it.
+RELEASES = ("evt.s_1.gate.tool.classified.c_1", "evt.s_1.gate.approval.granted.a_1")
+
+
+async def _gate_count(env: NatsEnv) -> int:
+    """Messages stored on the gate's subjects."""
     nc = await nats.connect(env.url, user="admin", password=env.credentials["admin"])
     try:
-        info = await nc.jetstream().stream_info(S.EXEC_STREAM)
-        return int(info.state.messages)
+        info = await nc.jetstream().stream_info(S.EVENTS_STREAM,
+                                                subjects_filter="evt.*.gate.>")
+        return sum((info.state.subjects or {}).values())
     finally:
         await nc.close()
 
 
 @pytest.mark.parametrize("user", NON_GATE)
-async def test_only_the_gate_may_publish_write_commands(nats_env: NatsEnv, user: str) -> None:
+async def test_only_the_gate_may_release_calls(nats_env: NatsEnv, user: str) -> None:
     nc, errors = await _connect(nats_env, user)
     try:
         js = nc.jetstream()
-        with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
-            await js.publish("exec.write.anything", b"{}", timeout=1.0)
-        await nc.publish("exec.write.anything", b"{}")  # core publish, no ack expected
+        for subject in RELEASES:
+            with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+                await js.publish(subject, b"{}", timeout=1.0)
+            await nc.publish(subject, b"{}")  # core publish, no ack expected
         await nc.flush()
         await asyncio.sleep(0.2)  # let the server's -ERR reach the error callback
         assert any("permissions violation" in str(e).lower() for e in errors), errors
     finally:
         await nc.close()
-    assert await _exec_count(nats_env) == 0
+    assert await _gate_count(nats_env) == 0
 
 
-async def test_the_gate_may_publish_write_commands(nats_env: NatsEnv) -> None:
+async def test_the_gate_may_release_calls(nats_env: NatsEnv) -> None:
     nc, errors = await _connect(nats_env, "gate")
     try:
-        ack = await nc.jetstream().publish("exec.write.s_1", b"{}", timeout=2.0)
-        assert ack.stream == S.EXEC_STREAM
+        for subject in RELEASES:
+            ack = await nc.jetstream().publish(subject, b"{}", timeout=2.0)
+            assert ack.stream == S.EVENTS_STREAM
     finally:
         await nc.close()
     assert errors == []
-    assert await _exec_count(nats_env) == 1
+    assert await _gate_count(nats_env) == 2
 
 
 @pytest.mark.parametrize("user", ("planner", "executor", "gateway", "gate", "notifier"))
@@ -86,7 +95,8 @@ async def test_runtime_users_cannot_create_streams_or_consumers(
         with pytest.raises(nats.errors.TimeoutError):
             await js.add_consumer(
                 S.EVENTS_STREAM,
-                ConsumerConfig(durable_name="evil", deliver_subject="exec.write.injected"),
+                ConsumerConfig(durable_name="evil",
+                               deliver_subject="evt.s_1.gate.approval.granted.a_x"),
             )
         with pytest.raises(nats.errors.TimeoutError):
             await js.delete_stream(S.EVENTS_STREAM)
@@ -98,8 +108,7 @@ async def test_runtime_users_cannot_create_streams_or_consumers(
     admin = await nats.connect(nats_env.url, user="admin", password=nats_env.credentials["admin"])
     try:
         names = await admin.jetstream().streams_info()
-        assert sorted(s.config.name for s in names) == [S.EVENTS_STREAM, S.EXEC_STREAM,
-                                                        S.SEALED_STREAM]
+        assert sorted(s.config.name for s in names) == [S.EVENTS_STREAM, S.SEALED_STREAM]
     finally:
         await admin.close()
 

@@ -30,7 +30,7 @@ SETTINGS = {
 # The provisioning job reads these (services/runtime/provision.py main()).
 PROVISION_KEYS = {"INTERLOCK_NATS_URL", "INTERLOCK_NATS_USER", "INTERLOCK_NATS_PASSWORD",
                   "INTERLOCK_STREAM_REPLICAS", "INTERLOCK_PROVISION_TIMEOUT",
-                  "INTERLOCK_EVENTS_MAX_BYTES", "INTERLOCK_EXEC_MAX_BYTES"}
+                  "INTERLOCK_EVENTS_MAX_BYTES"}
 
 
 # Plausible values for the variables compose passes through from the operator's environment.

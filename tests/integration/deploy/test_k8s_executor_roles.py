@@ -1,11 +1,12 @@
 """Two executor identities (deploy/k8s): with the "split" consumer layout, an executor in the
-`read` role binds `executor-read` and never receives a preview or a write — those wait for the
+`read` role binds `executor-read` and never runs a preview or a write — those wait for the
 `write` role — so reads can run under a read-only Kubernetes ServiceAccount."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import nats
@@ -13,8 +14,17 @@ import pytest
 
 from sandbox.kubeconfig import write_kubeconfig
 from sandbox.server import Sandbox
+from schemas import catalogue
 from schemas import subjects as S
-from schemas.commands import ExecCommand, command_encoder
+from schemas.approval import (
+    GRANT_VERSION,
+    ApprovalCall,
+    ApprovalGranted,
+    ApprovalRequested,
+    Grant,
+    ToolClassified,
+)
+from schemas.base import Target
 from schemas.ids import new_event_id
 from services.executor import service
 from services.executor.settings import ExecutorSettings
@@ -40,18 +50,21 @@ async def _consumers(nats_env: NatsEnv) -> dict[str, object]:
                             password=nats_env.credentials[natsconf.ADMIN_USER])
     try:
         js = nc.jetstream()
-        return {c.name: c for c in await js.consumers_info(S.EXEC_STREAM)}
+        return {c.name: c for c in await js.consumers_info(S.EVENTS_STREAM)}
     finally:
         await nc.close()
 
 
-def test_roles_and_layouts_cover_exec_without_overlap() -> None:
+def test_roles_and_layouts_run_every_kind_once() -> None:
+    released = {S.tag_filter("gate", "tool.classified"), S.tag_filter("gate", "approval.granted")}
     for layout, durables in S.EXECUTOR_LAYOUTS.items():
         kinds = [k for role, (d, ks) in S.EXECUTOR_ROLES.items() if d in durables for k in ks]
         assert sorted(kinds) == ["preview", "read", "write"], layout
-        filters = [f for d in durables for f in S.CONSUMER_FILTERS[d][1]]
-        if layout == "split":
-            assert sorted(filters) == ["exec.preview.>", "exec.read.>", "exec.write.>"]
+        filters = {f for d in durables for f in S.CONSUMER_FILTERS[d][1]}
+        assert filters == released, layout
+        assert all(S.CONSUMER_FILTERS[d][0] == S.EVENTS_STREAM for d in durables)
+    # Only the write role needs the grants.
+    assert S.CONSUMER_FILTERS["executor-read"][1] == (S.tag_filter("gate", "tool.classified"),)
     with pytest.raises(ValueError, match="executor layout"):
         provision.consumers("both")
     assert set(provision.consumers("split")) & set(S.EXECUTOR_CONSUMERS) == \
@@ -86,20 +99,32 @@ async def test_a_read_executor_never_receives_previews_or_writes(
                                 allowed_contexts=("sandbox",), call_timeout_s=10,
                                 verify_timeout_s=5, role=role)
 
-    commands = [
-        ExecCommand(kind="preview", session_id=session, call_id="c_preview", tool="scale",
-                    args={"name": "web", "namespace": "shop", "replicas": 5}),
-        ExecCommand(kind="write", session_id=session, call_id="c_write", tool="scale",
-                    args={"name": "web", "namespace": "shop", "replicas": 5}),
-        ExecCommand(kind="read", session_id=session, call_id="c_read", tool="list",
-                    args={"kind": "deployment", "namespace": "shop"}),
+    scale = {"name": "web", "namespace": "shop", "replicas": 5}
+    web = Target(namespace="shop", kind="deployment", name="web")
+    unsigned = Grant(call_id="c_write", call_hash=catalogue.call_hash("scale", scale),
+                     approval_id="a_write", approver="alice",
+                     not_after=datetime.now(UTC) + timedelta(minutes=5), session_id=session,
+                     target=web, version=GRANT_VERSION)
+    # What the gate records: the preview's and the read's classifications, and a grant that
+    # the write role refuses (unsigned). The first two are queued before the read.
+    released = [
+        ToolClassified(session_id=session, call_id="c_preview", access="write", rule="t",
+                       tool="scale", args=scale, target=web),
+        ApprovalRequested(session_id=session, approval_id="a_write", calls=(ApprovalCall(
+            call_id="c_write", tool="scale", args=scale, call_hash=unsigned.call_hash,
+            target=web),), requested_by="bob",
+            expires_at=datetime.now(UTC) + timedelta(minutes=15)),
+        ApprovalGranted(session_id=session, approval_id="a_write", approver="alice",
+                        grants=(unsigned,)),
+        ToolClassified(session_id=session, call_id="c_read", access="read", rule="t",
+                       tool="list", args={"kind": "deployment", "namespace": "shop"},
+                       target=Target(namespace="shop", kind="deployment")),
     ]
     stops: list[asyncio.Event] = []
     tasks: list[asyncio.Task[None]] = []
     try:
-        for cmd in commands:  # the preview and the write are queued before the read
-            await gate.publish_command(S.exec_subject(cmd.kind, cmd.session_id),
-                                       command_encoder.encode(cmd), cmd.call_id)
+        for event in released:
+            await gate.append(event)
         stops.append(asyncio.Event())
         tasks.append(asyncio.create_task(service.run(settings("read"), stops[-1])))
         result = await log.until(lambda e: e.type == "tool.result" and e.call_id == "c_read")
@@ -107,10 +132,12 @@ async def test_a_read_executor_never_receives_previews_or_writes(
         assert "web" in result.output
         info = await _consumers(nats_env)
         read, write = info["executor-read"], info["executor-write"]
-        assert read.delivered.consumer_seq == 1  # type: ignore[attr-defined]
-        assert write.num_pending == 2  # type: ignore[attr-defined]
+        # Both classifications reached the read role, which ran only the read.
+        assert read.delivered.consumer_seq == 2  # type: ignore[attr-defined]
+        assert write.num_pending == 3  # type: ignore[attr-defined]
         assert write.delivered.consumer_seq == 0  # type: ignore[attr-defined]
-        assert not [e for e in log.events if e.call_id in ("c_preview", "c_write")]
+        assert not [e for e in log.events if e.emitter == "executor"
+                    and getattr(e, "call_id", "") in ("c_preview", "c_write")]
 
         # The write role takes them: a preview is recorded, an unsigned write refused.
         stops.append(asyncio.Event())
@@ -122,7 +149,7 @@ async def test_a_read_executor_never_receives_previews_or_writes(
                                   and e.call_id == "c_write")
         assert refused.reason == "unsigned write command"
         info = await _consumers(nats_env)
-        assert info["executor-read"].delivered.consumer_seq == 1  # type: ignore[attr-defined]
+        assert info["executor-read"].delivered.consumer_seq == 2  # type: ignore[attr-defined]
     finally:
         for stop in stops:
             stop.set()

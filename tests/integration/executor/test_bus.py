@@ -1,11 +1,17 @@
-"""The executor on a real nats-server: forged, stale, altered and replayed write commands never
-run and each leaves a `command.refused`; an executor SIGKILLed after calling the cluster and
-before recording does not run the call again after a restart and reports its outcome."""
+"""The executor on a real nats-server, consuming the gate's `approval.granted` from the log:
+forged, stale, altered and misbound grants never run and each leaves a `command.refused`; a
+grant recorded again runs nothing a second time; an executor SIGKILLed after calling the cluster
+and before recording does not run the call again after a restart and reports its outcome.
+
+Each grant here is recorded with the gate's own NATS identity and event key, as a compromised
+gate could: what stops a bad one is the executor's checks of the grant (signed by the gate's
+grant key) against the session's log."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -34,12 +40,12 @@ from schemas.approval import (
     Grant,
 )
 from schemas.base import Target
-from schemas.commands import ExecCommand, command_encoder
 from schemas.execution import ToolStarted
 from schemas.ids import new_event_id
 from services.executor import service
+from services.executor.domain import Work
 from services.executor.settings import ExecutorSettings
-from services.runtime import natsconf, signing
+from services.runtime import natsconf, provision, signing
 from services.runtime.bus import Bus
 from services.runtime.log import Expect
 from tests.conftest import NatsEnv
@@ -116,7 +122,8 @@ async def gate(nats_env: NatsEnv) -> AsyncIterator[Bus]:
 
 def scale_command(session: str, call_id: str, replicas: int, key_path: Path | None,
                   rv: str, *, ttl: timedelta = timedelta(minutes=5),
-                  signed_replicas: int | None = None, **grant_fields: Any) -> ExecCommand:
+                  signed_replicas: int | None = None, **grant_fields: Any) -> Work:
+    """A write as the gate would release it: the call and its grant (unsigned without a key)."""
     tool = catalogue.TOOLS["scale"]
     parsed = tool.parse_args({"name": "web", "namespace": "shop", "replicas": replicas})
     args = catalogue.canonical_args(parsed)
@@ -130,15 +137,15 @@ def scale_command(session: str, call_id: str, replicas: int, key_path: Path | No
     grant = msgspec.structs.replace(grant, **grant_fields)
     if key_path is not None:
         grant = signing.sign(grant, signing.load_private(key_path))
-    return ExecCommand(kind="write", session_id=session, call_id=call_id, tool="scale",
-                       args=args, target=parsed.target(),
-                       grant=grant if key_path is not None else None)
+    return Work(kind="write", session_id=session, call_id=call_id, tool="scale", args=args,
+                target=parsed.target(), causation_id="", grant=grant)
 
 
-async def record_approval(nats_env: NatsEnv, cmd: ExecCommand, *, decided: bool = True,
-                          granted: bool = True) -> None:
-    """What the gate and the gateway record before a write is released: the request, a human
-    decision (the gateway's), and the grant (the gate's) — each with its own service's user."""
+async def record_approval(nats_env: NatsEnv, cmd: Work, *, decided: bool = True,
+                          granted: bool = True) -> int:
+    """What the gate and the gateway record for a write: the request (the call exactly as it
+    will run), a human decision (the gateway's), and the grant (the gate's), which is what
+    releases it to the executor — each with its own service's user. Returns the grant's seq."""
     assert cmd.grant is not None
     g = cmd.grant
     sid = cmd.session_id
@@ -154,17 +161,34 @@ async def record_approval(nats_env: NatsEnv, cmd: ExecCommand, *, decided: bool 
             await gateway.append(ApprovalDecided(session_id=sid, approval_id=g.approval_id,
                                                  decision="approve", approver=g.approver,
                                                  actor=g.approver))
-        if granted:
-            await gate.append(ApprovalGranted(session_id=sid, approval_id=g.approval_id,
-                                              approver=g.approver, grants=(g,)))
+        return await grant_again(gate, cmd) if granted else 0
     finally:
         await gate.close()
         await gateway.close()
 
 
-async def publish(gate: Bus, cmd: ExecCommand, msg_id: str | None = None) -> None:
-    await gate.publish_command(S.exec_subject("write", cmd.session_id),
-                               command_encoder.encode(cmd), msg_id or cmd.call_id)
+async def grant_again(gate: Bus, cmd: Work) -> int:
+    """The gate records (another) approval.granted of the call's grant in its session: what
+    releases it to the executor. Returns its stream sequence."""
+    assert cmd.grant is not None
+    return await gate.append(ApprovalGranted(
+        session_id=cmd.session_id, approval_id=cmd.grant.approval_id,
+        approver=cmd.grant.approver, grants=(cmd.grant,)))
+
+
+async def handled(nats_env: NatsEnv, seq: int, durable: str = "executor") -> None:
+    """Waits until the executor has acked everything up to `seq` (a skip records nothing)."""
+    nc = await nats.connect(nats_env.url, user=natsconf.ADMIN_USER,
+                            password=nats_env.credentials[natsconf.ADMIN_USER])
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                info = await nc.jetstream().consumer_info(S.EVENTS_STREAM, durable)
+                if info.ack_floor and info.ack_floor.stream_seq >= seq:
+                    return
+                await asyncio.sleep(0.05)
+    finally:
+        await nc.close()
 
 
 def replicas(cluster: Sandbox) -> int:
@@ -202,7 +226,7 @@ async def test_bad_write_commands_never_run(
                                           signed_replicas=4),
         }
         for cmd in bad.values():
-            await publish(gate, cmd)
+            await record_approval(nats_env, cmd)
         reasons = {}
         for what, cmd in bad.items():
             ev = await log.until(lambda e, c=cmd.call_id: e.type == "command.refused"
@@ -215,17 +239,16 @@ async def test_bad_write_commands_never_run(
             "args changed": "args differ from the approved call (hash mismatch)",
         }
         assert reasons["expired"].startswith("the grant expired at")
-        # A valid one runs once; the same command published again is a refused replay.
+        # A valid one runs once; the same grant recorded again (a redelivery, or a gate that
+        # records it twice) runs nothing and records nothing.
         good = scale_command(session, "c_good", 4, private, current)
         await record_approval(nats_env, good)
-        await publish(gate, good)
         result = await log.until(lambda e: e.type == "tool.result" and e.call_id == "c_good")
-        assert result.status == "ok" and replicas(cluster) == 4
+        assert result.status == "ok"
+        assert replicas(cluster) == 4
         await log.until(lambda e: e.type == "tool.verified" and e.call_id == "c_good")
-        await publish(gate, good, msg_id="replay-" + good.call_id)
-        replay = await log.until(lambda e: e.type == "command.refused"
-                                 and e.call_id == "c_good")
-        assert replay.reason == "replayed command: this call has already been executed"
+        await handled(nats_env, await grant_again(gate, good))
+        assert not log.of("command.refused", "c_good")
         for cmd in bad.values():
             assert not log.of("tool.started", cmd.call_id)
             assert not log.of("tool.result", cmd.call_id)
@@ -263,6 +286,9 @@ async def test_sigkill_after_the_cluster_call_is_not_run_again(
         gate: Bus, session_log: tuple[str, Log], tmp_path: Path) -> None:
     session, log = session_log
     private, public = keys
+    # Redelivery comes after the consumer's ack wait: a short one, so the test takes seconds.
+    await provision.provision(nats_env.url, natsconf.ADMIN_USER,
+                              nats_env.credentials[natsconf.ADMIN_USER], ack_wait=2.0)
     # The sandbox stores the write, then holds its answer: the executor dies in between.
     obj = cluster.store.get(DEPLOY, "shop", "web")
     assert obj is not None
@@ -282,7 +308,6 @@ async def test_sigkill_after_the_cluster_call_is_not_run_again(
     try:
         cmd = scale_command(session, "c_killed", 6, private, rv(cluster))
         await record_approval(nats_env, cmd)
-        await publish(gate, cmd)
         await cluster.wait_for(lambda: replicas(cluster) == 6, timeout=30)
         await log.until(lambda e: e.type == "tool.started" and e.call_id == "c_killed")
         os.kill(first.pid, signal.SIGKILL)
@@ -329,31 +354,29 @@ async def refusal(log: Log, call_id: str, index: int = 0) -> str:
 async def test_a_grant_runs_only_in_its_session_for_its_target_with_a_recorded_approval(
         cluster: Sandbox, kubeconfig: Path, nats_env: NatsEnv, keys: tuple[Path, Path],
         gate: Bus, session_log: tuple[str, Log]) -> None:
-    """Issue 14, attack 2: a valid gate-signed grant copied into another session's command
-    (published with the gate's own credentials on exec.write.<other>) must not run; nor may a
-    grant whose session never recorded it, or recorded no human decision."""
+    """Issue 14, attack 2: a valid gate-signed grant copied into another session (recorded
+    there with the gate's own credentials, request and human decision included) must not run;
+    nor may a grant whose session recorded no human decision, nor one for another target."""
     session, log = session_log
     private, public = keys
     current = rv(cluster)
     approved = scale_command(session, "c_bound", 8, private, current)
-    await record_approval(nats_env, approved)
     async with executor_running(nats_env, public, kubeconfig), \
             watching(nats_env) as (other, other_log):
-        copied = msgspec.structs.replace(approved, session_id=other)
-        await publish(gate, copied, msg_id="copied")
+        copied = dataclasses.replace(approved, session_id=other)
+        await record_approval(nats_env, copied)
         assert await refusal(other_log, "c_bound") == (
             f"the grant is for session {session}, not {other}")
-        # Re-signed for the other session with the gate's key (a compromised gate): the other
-        # session recorded neither the grant nor a human decision.
-        resigned = scale_command(other, "c_bound", 8, private, current)
-        await publish(gate, resigned, msg_id="resigned")
-        assert await refusal(other_log, "c_bound", 1) == (
-            f"session {other} holds no approval.granted of a_c_bound carrying this grant; "
-            "the write was not run")
+        # Re-signed for the other session with the gate's key (a compromised gate), and
+        # recorded there, but no human decided there: the decision above is another session's.
+        resigned = scale_command(other, "c_bound2", 8, private, current)
+        await record_approval(nats_env, resigned, decided=False)
+        assert await refusal(other_log, "c_bound2") == (
+            f"session {other} records no human approval of a_c_bound2 (the decisions "
+            "recorded leave it pending); the write was not run")
         # The gate recorded the grant, but no human decided through the gateway.
         undecided = scale_command(session, "c_undecided", 8, private, current)
         await record_approval(nats_env, undecided, decided=False)
-        await publish(gate, undecided)
         assert await refusal(log, "c_undecided") == (
             f"session {session} records no human approval of a_c_undecided (the decisions "
             "recorded leave it pending); the write was not run")
@@ -362,22 +385,20 @@ async def test_a_grant_runs_only_in_its_session_for_its_target_with_a_recorded_a
                                   target=Target(namespace="production", kind="deployment",
                                                 name="web"))
         await record_approval(nats_env, elsewhere)
-        await publish(gate, elsewhere)
         assert await refusal(log, "c_elsewhere") == (
             "the target differs from the approved one: deployment/web in shop is not "
             "deployment/web in production")
         # A v1 grant (not bound to a session), even signed by the gate's key.
         v1 = scale_command(session, "c_v1", 8, private, current, version=1)
         await record_approval(nats_env, v1)
-        await publish(gate, v1)
         assert (await refusal(log, "c_v1")).startswith("a v1 grant is not accepted")
-        for who, call in [(other_log, "c_bound"), (log, "c_undecided"), (log, "c_elsewhere"),
-                          (log, "c_v1")]:
+        for who, call in [(other_log, "c_bound"), (other_log, "c_bound2"),
+                          (log, "c_undecided"), (log, "c_elsewhere"), (log, "c_v1")]:
             assert not who.of("tool.started", call)
             assert not who.of("tool.result", call)
         assert replicas(cluster) == 3
         # The same grant in its own session runs: the refusals above were the binding.
-        await publish(gate, approved)
+        await record_approval(nats_env, approved)
         result = await log.until(lambda e: e.type == "tool.result" and e.call_id == "c_bound")
         assert result.status == "ok"
         assert replicas(cluster) == 8
@@ -392,7 +413,6 @@ async def test_a_call_id_is_claimed_once_across_all_sessions(
             watching(nats_env) as (other, other_log):
         first = scale_command(session, "c_once", 5, private, rv(cluster))
         await record_approval(nats_env, first)
-        await publish(gate, first)
         done = await log.until(lambda e: e.type == "tool.result" and e.call_id == "c_once")
         assert done.status == "ok"
         assert replicas(cluster) == 5
@@ -400,7 +420,6 @@ async def test_a_call_id_is_claimed_once_across_all_sessions(
         # resource version is current) but for the claim, which the server holds for the id.
         second = scale_command(other, "c_once", 6, private, rv(cluster))
         await record_approval(nats_env, second)
-        await publish(gate, second, msg_id="c_once-other")
         claim = await gate.first(S.tag_filter("executor", "tool.started", session, "c_once"))
         assert claim is not None
         assert await refusal(other_log, "c_once") == (
@@ -426,25 +445,25 @@ async def test_a_squatted_claim_or_result_subject_is_named_and_nothing_runs(
     try:
         js = admin.jetstream()
         squatted = scale_command(session, "c_squat", 9, private, current)
-        await record_approval(nats_env, squatted)
+        await record_approval(nats_env, squatted, granted=False)
         junk = await js.publish(f"evt.{session}.executor.tool.started.c_squat", b"\x00junk")
         # The claim filter spans sessions: a decodable event of another session's subject.
         elsewhere = scale_command(session, "c_squat2", 9, private, current)
-        await record_approval(nats_env, elsewhere)
+        await record_approval(nats_env, elsewhere, granted=False)
         foreign = await js.publish(
             "evt.sother.executor.tool.started.c_squat2",
             E.encode(ToolStarted(session_id="sother", call_id="c_other", approval_id="a")))
         # A claim the executor really made, then junk where its result goes: a redelivery
         # must not take the junk for a crash (a decoding read would skip it).
         claimed = scale_command(session, "c_claimed", 9, private, current)
-        await record_approval(nats_env, claimed)
+        await record_approval(nats_env, claimed, granted=False)
         await ex.append(ToolStarted(session_id=session, call_id="c_claimed",
                                     approval_id="a_c_claimed", actor="executor"),
                         Expect.new_key())
         junk_result = await js.publish(f"evt.{session}.executor.tool.result.c_claimed", b"{}")
         async with executor_running(nats_env, public, kubeconfig):
             for cmd in (squatted, elsewhere, claimed):
-                await publish(gate, cmd)
+                await grant_again(gate, cmd)
             for call, seq in (("c_squat", junk.seq), ("c_squat2", foreign.seq)):
                 result = await log.until(lambda e, c=call: e.type == "tool.result"
                                          and e.call_id == c)
@@ -466,3 +485,4 @@ async def test_a_squatted_claim_or_result_subject_is_named_and_nothing_runs(
     finally:
         await ex.close()
         await admin.close()
+

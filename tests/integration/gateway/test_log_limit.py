@@ -16,8 +16,7 @@ from services.runtime.errors import LogFull
 from tests.integration.gateway.conftest import Gateway
 
 LIMIT = 24 * 1024
-SMALL = provision.StreamLimits(events_max_bytes=LIMIT, exec_max_bytes=LIMIT,
-                               max_msg_size=4096)
+SMALL = provision.StreamLimits(events_max_bytes=LIMIT, max_msg_size=4096)
 
 
 def _gauge(text: str, name: str) -> float:
@@ -75,7 +74,7 @@ async def test_the_log_fills_up_with_an_early_alert_and_a_clear_refusal(
     assert status in (413, 507), body  # too large, or refused for the full log first
     # Raising the limit is a re-run of provisioning: writes resume where they stopped.
     await _reprovision(gateway, provision.StreamLimits(events_max_bytes=4 * LIMIT,
-                                                       exec_max_bytes=LIMIT, max_msg_size=4096))
+                                                       max_msg_size=4096))
     status, body = await operator.call("POST", f"/v1/sessions/{sid}/messages", {"text": "again"})
     assert status == 202, body
     _, text = await viewer.call("GET", "/metrics")
@@ -93,9 +92,10 @@ async def test_an_event_over_the_size_limit_is_refused_as_too_large(gateway: Gat
 
 
 def test_limits_come_from_the_environment() -> None:
-    limits = provision.StreamLimits.from_env({"INTERLOCK_EVENTS_MAX_BYTES": str(8 << 30)})
+    # The EXEC stream's limit of earlier versions is accepted and ignored (there is no EXEC).
+    limits = provision.StreamLimits.from_env({"INTERLOCK_EVENTS_MAX_BYTES": str(8 << 30),
+                                              "INTERLOCK_EXEC_MAX_BYTES": "1000"})
     assert limits.events_max_bytes == 8 << 30
-    assert limits.exec_max_bytes == provision.StreamLimits().exec_max_bytes
     with pytest.raises(ValueError, match="at least"):
         provision.StreamLimits.from_env({"INTERLOCK_EVENTS_MAX_BYTES": "1000"})
     cfg = provision.events_stream(limits=limits)
@@ -115,7 +115,7 @@ async def test_a_limit_below_what_is_stored_evicts_nothing(gateway: Gateway) -> 
     before = [s.seq for s in await gateway.bus.session(sid)]
     used, _ = await gateway.bus.log_usage()
     await _reprovision(gateway, provision.StreamLimits(events_max_bytes=used // 2,
-                                                       exec_max_bytes=LIMIT, max_msg_size=1024))
+                                                       max_msg_size=1024))
     assert [s.seq for s in await gateway.bus.session(sid)] == before
     with pytest.raises(LogFull):
         await gateway.bus.append(UserMessage(session_id=sid, text="one more", actor="otto"))

@@ -13,8 +13,8 @@ import pytest
 from schemas.approval import FieldChange
 from schemas.execution import CommandRefused, PreviewRecorded, ToolResult, ToolVerified
 from services.executor.diff import diff
-from services.executor.handlers import clean
 from services.executor.redact import REDACTED, redact
+from services.executor.results import clean
 from services.runtime.credentials import (
     contains_credential,
     is_secret_name,

@@ -29,7 +29,6 @@ class MemoryBus:
     def __init__(self) -> None:
         self.log: list[Event] = []
         self.keys: set[tuple[str, str]] = set()
-        self.commands: list[str] = []
 
     async def session(self, session_id: str, start_seq: int = 1) -> list[Stored]:
         return [Stored(seq=i + 1, subject="", event=e, raw=b"")  # type: ignore[arg-type]
@@ -46,9 +45,6 @@ class MemoryBus:
     async def read(self, subject_filter: str, start_seq: int = 1) -> AsyncIterator[Stored]:
         for _ in ():
             yield _
-
-    async def publish_command(self, subject: str, data: bytes, msg_id: str = "") -> None:
-        self.commands.append(msg_id)
 
 
 @pytest.fixture
