@@ -11,6 +11,8 @@ fresh: web has 3 replicas), so a grant of the old log run again would show as 4 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -100,3 +102,31 @@ async def test_the_old_log_audits_intact_and_nothing_in_it_runs_again(upgraded: 
         assert len(again["timeline"]) == n  # type: ignore[arg-type]
         new_audit = await audit_of(operator, new)
         assert new_audit["integrity"]["ok"] is True, new_audit["integrity"]  # type: ignore[index]
+
+
+PENDING = Path(__file__).parent / "data" / "data-dir-pending-exec-command.tar.gz"
+
+
+def test_a_command_still_waiting_in_exec_stops_the_upgrade_and_is_kept(tmp_path: Path) -> None:
+    """`data/data-dir-pending-exec-command.tar.gz`: the same session at 0a9661d, then the
+    executor stopped and `kubectl get deploy -n shop` asked: its command waits in EXEC. This
+    version does not run EXEC commands, so `interlock up` must refuse to start on it — saying
+    why and what to do — rather than drop an acknowledged command; the stream stays as it was."""
+    data = tmp_path / "data"
+    with tarfile.open(PENDING) as tar:
+        tar.extractall(data, filter="data")
+    exec_dir = data / "jetstream" / "jetstream" / "APP" / "streams" / "EXEC"
+    assert exec_dir.is_dir()
+    exe = str(Path(sys.prefix, "bin", "interlock"))
+    up = subprocess.run([exe, "up", "--port", str(free_port()), "--data", str(data)],
+                        capture_output=True, text=True, timeout=300)
+    assert up.returncode == 1, up.stdout + up.stderr
+    said = up.stdout + up.stderr
+    assert "interlock up failed" in said
+    assert "still holds 1 command(s) not yet executed" in said
+    assert "Start the previous version" in said
+    assert "Traceback" not in said
+    # Kept: not deleted, and no executor consumer of this version was created on the log.
+    assert exec_dir.is_dir()
+    assert not (data / "jetstream" / "jetstream" / "APP" / "streams" / "EVENTS" / "obs" /
+                "executor").exists()
