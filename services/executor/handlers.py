@@ -28,12 +28,13 @@ from services.executor.kube import Kube, KubeError, Outcome, Preview
 from services.executor.redact import scrub
 from services.executor.selector import READERS  # kube_read's, with `logs -l`
 from services.executor.settings import ExecutorSettings
-from services.runtime import sealing, signing
+from services.runtime import signing
 from services.runtime.bus import STALE_READ_WAIT_S, Bus, Link
 from services.runtime.delivery import Delivery
 from services.runtime.errors import ConcurrencyConflict, RetryableError
 from services.runtime.log import Expect
-from services.runtime.sealing import SealError, Unsealed
+from services.runtime.sealing.blobs import SealError
+from services.runtime.sealing.opener import Opener, Unsealed, opener_for
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +54,14 @@ class Executor:
         self.settings = settings
         self.kube = kube
         self.public_key = signing.load_public(settings.gate_public_key)
-        self._opener: sealing.Opener | None = None
+        self._opener: Opener | None = None
 
     async def unseal(self, cmd: ExecCommand, tool: catalogue.Tool) -> tuple[Any, Unsealed]:
         """The call's args with its sealed secret values (sealing.py) resolved: the real args
         for the cluster, and what every event about this call must not repeat. SealError when
         a value cannot be had exactly as approved (missing, expired, swapped)."""
         if self._opener is None:
-            self._opener = sealing.opener_for(self.bus)
+            self._opener = opener_for(self.bus)
         unsealed = await self._opener.args(cmd.session_id, cmd.tool, cmd.args)
         if not unsealed.values:
             return tool.parse_args(cmd.args), unsealed

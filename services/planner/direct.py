@@ -19,7 +19,7 @@ import msgspec
 import yaml
 
 from schemas import catalogue
-from services.runtime import sealing
+from services.runtime.sealing.blobs import REF, show_refs
 
 _PLURALS = {
     "pod": ("po", "pods"), "deployment": ("deploy", "deployments"),
@@ -62,7 +62,7 @@ def implied(text: str) -> str:
     """A message of kubectl commands typed without the word kubectl (`get pods -n shop`), as
     those commands; anything else as it is. Only without a model: with one, such a sentence is
     the model's to read. The gateway seals the values of such lines as it seals a command's
-    (services/runtime/sealing.py), so nothing typed this way is recorded in the clear."""
+    (services/runtime/sealing/), so nothing typed this way is recorded in the clear."""
     lines = [line.strip() for line in text.strip().split("\n") if line.strip()]
     if not lines or lines[0].split(None, 1)[0] not in _VERBS or is_command(lines[0]):
         return text
@@ -898,14 +898,14 @@ _LITERAL = re.compile(r"""(--from-literal(?:=|\s+))(?:(["'])([-._a-zA-Z0-9]+=)[^
 def shown(text: str) -> str:
     """The command as it may be repeated (a rationale, a log line): a secret's literal values
     are replaced, so an approval card or a transcript never spells them out again. A value the
-    gateway sealed (services/runtime/sealing.py) is a reference with a keyed fingerprint: it is
+    gateway sealed (services/runtime/sealing/) is a reference with a keyed fingerprint: it is
     shown as the card's diff shows it (`<sealed value, fingerprint 3b58d0ad0ba5…>`), so the
     command and the diff can be compared."""
     if re.search(r"\bcreate\s+secret\b", text):
-        text = _LITERAL.sub(lambda m: m.group(0) if sealing.REF.search(m.group(0)) else
+        text = _LITERAL.sub(lambda m: m.group(0) if REF.search(m.group(0)) else
                             f"{m.group(1)}{m.group(2) or ''}{m.group(3) or m.group(4)}"
                             f"<redacted>{m.group(2) or ''}", text)
-    return sealing.show_refs(text)
+    return show_refs(text)
 
 
 E = TypeVar("E", bound=msgspec.Struct)
