@@ -12,6 +12,7 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from schemas import kubectl
 from schemas import subjects as S
 from schemas.approval import FieldChange
 from schemas.execution import PreviewRecorded, ToolVerified
@@ -420,9 +421,9 @@ async def test_a_command_typed_without_the_word_kubectl_is_sealed_too(
     assert secret not in out
     assert blobs.REF.search(out)
     # As typed: with a model, the message is still the model's to read; direct mode implies
-    # the word (services/planner/direct.implied) and parses it as the command.
+    # the word (schemas/kubectl.implied) and parses it as the command.
     assert not out.startswith("kubectl ")
-    for line in direct.split_commands(direct.implied(out)):
+    for line in direct.split_commands(kubectl.implied(out)):
         assert isinstance(direct.parse(line), direct.Call), line
 
 
