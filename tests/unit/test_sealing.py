@@ -437,3 +437,47 @@ async def test_sentences_that_start_like_a_verb_are_recorded_as_typed(
                  "apply the fix we talked about\nkind: of urgent, name: token rotation"):
         assert await g.text(SID, text) == text
     assert store.blobs == {}
+
+
+# One command direct mode runs for each verb it takes (schemas/kubectl.VERBS); `apply` reads its
+# manifest from the lines that follow, so it stands alone (the manifest case above).
+RUNS = {
+    "get": "get pods -n shop", "describe": "describe pod web-1 -n shop",
+    "logs": "logs web-1 -n shop", "events": "events -n shop", "top": "top pods -n shop",
+    "scale": "scale deploy/web --replicas=2 -n shop",
+    "rollout": "rollout status deploy/web -n shop",
+    "set": "set image deploy/web web=nginx:1.25 -n shop", "delete": "delete pod web-1 -n shop",
+    "cordon": "cordon node-1", "uncordon": "uncordon node-1",
+    "drain": "drain node-1 --ignore-daemonsets", "label": "label pod web-1 tier=web -n shop",
+    "annotate": "annotate pod web-1 note=x -n shop",
+    "patch": """patch deploy web -n shop -p '{"spec":{"replicas":2}}'""",
+    "create": "create configmap app-config --from-literal=color=blue -n shop",
+    "cluster-info": "cluster-info", "auth": "auth can-i get pods -n shop",
+}
+
+
+def test_every_verb_direct_mode_takes_has_a_command_here() -> None:
+    assert {*RUNS, "apply"} == kubectl.VERBS
+    for verb, command in RUNS.items():
+        assert isinstance(direct.parse(kubectl.implied(command)), direct.Call), verb
+
+
+@pytest.mark.parametrize("verb", sorted(RUNS))
+async def test_a_secret_beside_any_command_direct_mode_runs_is_sealed(
+    key: X25519PrivateKey, store: Store, verb: str
+) -> None:
+    """The sealer and direct mode read a message's lines with one list of verbs: a line direct
+    mode runs that the sealer did not take for a command would leave the message as typed."""
+    secret = f"Div-Tok-{verb}"
+    with_secret = f"set env deploy/web API_TOKEN={secret} -n shop"
+    ran = 0
+    for lines in ((RUNS[verb], with_secret), (with_secret, RUNS[verb])):
+        for word in ("", "kubectl "):
+            text = "\n".join(word + line for line in lines)
+            commands = direct.split_commands(kubectl.implied(text))
+            if not all(isinstance(direct.parse(c), direct.Call) for c in commands):
+                continue  # direct mode refuses the message whole: nothing of it runs
+            ran += 1
+            out = await sealer(key, store, "gateway").text(SID, text)
+            assert secret not in out, text
+    assert ran, "direct mode runs none of the messages: the test proves nothing"

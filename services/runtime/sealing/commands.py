@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from schemas.kubectl import MANIFEST_HEAD, implied, is_command
 from services.runtime.credentials import contains_credential
 from services.runtime.sealing.blobs import Ref, Unsealable
 from services.runtime.sealing.slots import USERINFO, copy, is_secret
@@ -22,13 +23,14 @@ async def seal_text(sealer: Sealer, session_id: str, text: str) -> str:
     """A person's message with the secret values of its kubectl commands sealed (direct
     mode parses the message the log stores). Anything that is not a command is returned
     as it is."""
-    t = _implied(text.strip())
-    if not _is_command(t):
+    # Read as direct mode reads it (schemas/kubectl.py): whatever it would run is sealed.
+    t = implied(text.strip())
+    if not is_command(t):
         return text
     lines = [line for line in t.split("\n") if line.strip()]
-    if len(lines) > 1 and _MANIFEST_HEAD.match(lines[0].strip()):
+    if len(lines) > 1 and MANIFEST_HEAD.match(lines[0].strip()):
         out_text = await _manifest_text(sealer, session_id, t)
-    elif len(lines) > 1 and not all(_is_command(line.strip()) for line in lines):
+    elif len(lines) > 1 and not all(is_command(line.strip()) for line in lines):
         return text  # the planner refuses such a message whole, so nothing is proposed
     else:
         out_text = "\n".join([await _line(sealer, session_id, line.strip()) for line in lines])
@@ -104,7 +106,7 @@ async def _patch_words(sealer: Sealer, session_id: str, words: list[str], kind: 
 
 async def _manifest_text(sealer: Sealer, session_id: str, text: str) -> str:
     head, _, body = text.partition("\n")
-    m = _MANIFEST_HEAD.match(head.strip())
+    m = MANIFEST_HEAD.match(head.strip())
     assert m is not None
     # Whatever follows, the command line itself may carry a literal (the planner reads
     # `create secret … --from-literal` followed by lines as one command, and refuses it).
@@ -112,7 +114,7 @@ async def _manifest_text(sealer: Sealer, session_id: str, text: str) -> str:
     if sealed_head != head.strip():
         return sealed_head + "\n" + (await seal_text(sealer, session_id, body) if body.strip()
                                      else body)
-    marker = m.group(2)
+    marker = m.group(4)
     lines = body.rstrip().split("\n")
     tail = ""
     if marker and lines and lines[-1].strip() == marker:
@@ -152,35 +154,8 @@ def _kind_word(words: list[str]) -> str:
     return ""
 
 
-_MANIFEST_HEAD = re.compile(r"^/?kubectl\s+(apply|create)\s+.*?(?:<<-?\s*['\"]?(\w+)['\"]?)?$")
-
-
-# kubectl's verbs that direct mode takes (services/planner/direct.py); the ones that can carry a
-# value are create, set, patch and apply, the others count so that a message of several lines
-# is still read as commands.
-_BARE = re.compile(r"^(create|set|patch|apply|get|describe|logs|top|events|scale|delete|label|"
-                   r"annotate|rollout|cordon|uncordon|drain)\s")
-_BARE_MANIFEST = re.compile(r"^(apply|create)\b.*\s(-f|--filename)(\s|=|$)")
-
-
-def _implied(text: str) -> str:
-    """A message whose lines are commands without the word kubectl (`create secret generic …`),
-    as the commands direct mode runs (it implies the word): sealed like them, never recorded as
-    typed. Anything else is returned as it is."""
-    lines = [line.strip() for line in text.split("\n") if line.strip()]
-    if not lines or not _BARE.match(lines[0]):
-        return text
-    if len(lines) > 1 and _BARE_MANIFEST.match(lines[0]):
-        return "kubectl " + text
-    return "\n".join("kubectl " + line if _BARE.match(line) else line for line in lines)
-
-
 def _unimplied(text: str) -> str:
     return "\n".join(line.removeprefix("kubectl ") for line in text.split("\n"))
-
-
-def _is_command(text: str) -> bool:
-    return text.startswith(("kubectl ", "/kubectl ", "kubectl\n", "/kubectl\n"))
 
 
 def _may_hold_secret(text: str) -> bool:
