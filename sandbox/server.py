@@ -11,6 +11,8 @@ from aiohttp import web
 
 from sandbox.apiserver import discovery, policy
 from sandbox.apiserver.api import ResourceApi, error_response
+from sandbox.controllers.autoscaling import Autoscaler
+from sandbox.controllers.batch import Batch
 from sandbox.controllers.core import Controllers
 from sandbox.controllers.events import Recorder
 from sandbox.controllers.telemetry import LogBook, Metrics
@@ -46,7 +48,10 @@ class Sandbox:
         self.metrics = Metrics(self.store)
         self.api = ResourceApi(self.store, self.logbook, self.metrics)
         self.controllers = Controllers(self.store, self.recorder, time_scale=time_scale, seed=seed)
-        self.workloads = Workloads(self.controllers, self.metrics)
+        # Each registers its reconcilers (and what wakes them) on the one queue.
+        self.workloads = Workloads(self.controllers)
+        self.batch = Batch(self.controllers)
+        self.autoscaler = Autoscaler(self.controllers, self.metrics)
         self.url = ""
         self._runner: web.AppRunner | None = None
         loader = Loader(self.store, self.logbook, self.recorder, self.api.allocate_ip)
