@@ -14,7 +14,9 @@ from sandbox.apiserver.api import ResourceApi, error_response
 from sandbox.controllers.autoscaling import Autoscaler
 from sandbox.controllers.batch import Batch
 from sandbox.controllers.core import Controllers
+from sandbox.controllers.endpoints import Endpoints
 from sandbox.controllers.events import Recorder
+from sandbox.controllers.rollouts import Rollouts
 from sandbox.controllers.telemetry import LogBook, Metrics
 from sandbox.controllers.workloads import Workloads
 from sandbox.scenarios.loader import CLUSTER, Loader, available, read
@@ -49,6 +51,8 @@ class Sandbox:
         self.api = ResourceApi(self.store, self.logbook, self.metrics)
         self.controllers = Controllers(self.store, self.recorder, time_scale=time_scale, seed=seed)
         # Each registers its reconcilers (and what wakes them) on the one queue.
+        self.rollouts = Rollouts(self.controllers)
+        self.endpoints = Endpoints(self.controllers)
         self.workloads = Workloads(self.controllers)
         self.batch = Batch(self.controllers)
         self.autoscaler = Autoscaler(self.controllers, self.metrics)

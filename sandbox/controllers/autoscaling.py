@@ -192,5 +192,3 @@ class Autoscaler:
             requested += quantity(req)
             used += self.metrics.container_usage(pod, c["name"])[0]
         return 100 * used / requested if requested else None
-
-

@@ -236,7 +236,6 @@ class Batch:
                         self.store.delete(PODS, ns, pod["metadata"]["name"])
 
 
-
 def _job_done(job: Obj) -> str:
     for c in (job.get("status") or {}).get("conditions") or []:
         if c["type"] in ("Complete", "Failed") and c["status"] == "True":

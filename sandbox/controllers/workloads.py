@@ -277,4 +277,3 @@ def _tolerated(taint: Obj, tolerations: list[Obj]) -> bool:
 def _ordinal(pod_name: str, set_name: str) -> int:
     suffix = pod_name[len(set_name) + 1 :]
     return int(suffix) if suffix.isdigit() else -1
-
