@@ -10,7 +10,8 @@ from collections.abc import Callable
 from aiohttp import web
 
 from sandbox.apiserver import discovery, policy
-from sandbox.apiserver.api import ResourceApi, error_response
+from sandbox.apiserver.api import ResourceApi
+from sandbox.apiserver.responses import error_response
 from sandbox.controllers.autoscaling import Autoscaler
 from sandbox.controllers.batch import Batch
 from sandbox.controllers.core import Controllers
