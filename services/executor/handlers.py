@@ -57,7 +57,7 @@ class Executor:
         self._opener: Opener | None = None
 
     async def unseal(self, cmd: ExecCommand, tool: catalogue.Tool) -> tuple[Any, Unsealed]:
-        """The call's args with its sealed secret values (sealing.py) resolved: the real args
+        """The call's args with its sealed secret values (runtime/sealing/) resolved: the real args
         for the cluster, and what every event about this call must not repeat. SealError when
         a value cannot be had exactly as approved (missing, expired, swapped)."""
         if self._opener is None:

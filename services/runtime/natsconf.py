@@ -119,7 +119,7 @@ def log_imports(service: str) -> list[str]:
         subjects.append(S.emitter_publish_allow(service))
     if service == "gate":
         subjects.append(f"{S.EXEC_PREFIX}.>")
-    # Secret values of proposed writes (services/runtime/sealing.py): each sealer puts only on
+    # Secret values of proposed writes (services/runtime/sealing/): each sealer puts only on
     # its own subjects, only the executor reads (and only one blob at a time), nobody else
     # reaches the stream at all.
     if service in S.SEALERS:
