@@ -480,8 +480,3 @@ def test_without_the_word_kubectl_a_command_means_the_same_with_no_model() -> No
     assert kubectl.implied("apply -f - <<EOF\nkind: ConfigMap\nEOF").startswith(
         "kubectl apply -f - <<EOF\n")
 
-
-def test_direct_mode_parses_exactly_the_verbs_schemas_kubectl_names() -> None:
-    # The sealer recognises a message as commands by schemas/kubectl.VERBS: a verb direct mode
-    # parses that the list lacks would run with its secret values recorded as typed.
-    assert set(direct._VERBS) == kubectl.VERBS
