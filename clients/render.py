@@ -4,19 +4,34 @@ Every value an event or an approval carries was written by a model, a cluster or
 passes through clients.safe_text before it is part of a line: `_s` for what stays on one line,
 `_lines` for texts that have lines (answers, logs, a rationale), whose later lines are indented so
 that they never stand where the CLI's own labels do.
+
+Secret values are not this module's to mask: the log never holds one. The gateway seals a
+person's typed secrets and the planner a proposal's before either is recorded, and the executor
+masks what it reads; what the gateway sends is what every viewer (the browser page, the audit)
+sees, and the terminal shows no less and no more. It only writes a sealed value's reference the
+way an approval card's diff does, so that a command and its diff can be compared.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 from clients import safe_text
-from services.executor.redact import redact
-from services.planner import direct
 
 _s = safe_text.line
 _lines = safe_text.indented
+
+# A sealed secret value's reference, as the gateway's events carry it
+# (`sealed:<sealer>:<blob id>:<fingerprint>`), and as a card's diff shows it: the fingerprint's
+# first 12 digits. Part of the JSON contract; a unit test holds it to the services' own format.
+_SEALED_REF = re.compile(r"sealed:(?:gateway|planner):[0-9a-f]{32}:([0-9a-f]{12})[0-9a-f]{52}")
+
+
+def sealed_refs(text: str) -> str:
+    """Text with every sealed value's reference written as a card shows it."""
+    return _SEALED_REF.sub(lambda m: f"<sealed value, fingerprint {m.group(1)}…>", text)
 
 
 def target(t: dict[str, Any] | None, args: dict[str, Any] | None = None) -> str:
@@ -33,21 +48,6 @@ def target(t: dict[str, Any] | None, args: dict[str, Any] | None = None) -> str:
         where = " in all namespaces"
     ctx = f" on {t['cluster']}" if t.get("cluster") else ""
     return _s(f"{obj}{where}{ctx}")
-
-
-def shown_args(args: Any) -> Any:
-    """A call's args as a terminal may show them: a Secret's values (a manifest's, or a patch
-    body's) are masked as the executor masks them in its answers."""
-    if not isinstance(args, dict):
-        return args
-    out = dict(args)
-    if isinstance(out.get("manifest"), dict):
-        out["manifest"] = redact(out["manifest"])
-    if str(out.get("kind", "")).lower() == "secret" and isinstance(out.get("body"), dict):
-        out["body"] = redact({**out["body"], "kind": "Secret"})
-        if "kind" not in args["body"]:
-            out["body"].pop("kind")
-    return out
 
 
 def value(v: Any) -> str:
@@ -128,14 +128,13 @@ def event(ev_id: int, kind: str, d: dict[str, Any]) -> str | None:
         case "session.started":
             return f"[{ev_id}] session started by {_s(d.get('actor'))}"
         case "user.message":
-            # A secret typed into a direct command is not spelled out again on the terminal.
             return (f"[{ev_id}] {_s(d.get('actor'))}: "
-                    f"{_lines(direct.shown(str(d.get('text'))), ' ' * 6)}")
+                    f"{_lines(sealed_refs(str(d.get('text'))), ' ' * 6)}")
         case "assistant.message":
             return f"[{ev_id}] interlock: {_lines(d.get('text'), ' ' * 6)}"
         case "tool.proposed":
             return (f"[{ev_id}] → {_s(d.get('tool'))} {target(d.get('target'), d.get('args'))} "
-                    f"{_s(shown_args(d.get('args')))}")
+                    f"{_s(sealed_refs(str(d.get('args'))))}")
         case "tool.classified":
             return f"[{ev_id}]   {_s(d.get('access'))} ({_s(d.get('rule'))})"
         case "tool.refused" | "command.rejected" | "command.refused":

@@ -10,9 +10,14 @@ from collections.abc import Callable
 from aiohttp import web
 
 from sandbox.apiserver import discovery, policy
-from sandbox.apiserver.api import ResourceApi, error_response
+from sandbox.apiserver.api import ResourceApi
+from sandbox.apiserver.responses import error_response
+from sandbox.controllers.autoscaling import Autoscaler
+from sandbox.controllers.batch import Batch
 from sandbox.controllers.core import Controllers
+from sandbox.controllers.endpoints import Endpoints
 from sandbox.controllers.events import Recorder
+from sandbox.controllers.rollouts import Rollouts
 from sandbox.controllers.telemetry import LogBook, Metrics
 from sandbox.controllers.workloads import Workloads
 from sandbox.scenarios.loader import CLUSTER, Loader, available, read
@@ -46,7 +51,12 @@ class Sandbox:
         self.metrics = Metrics(self.store)
         self.api = ResourceApi(self.store, self.logbook, self.metrics)
         self.controllers = Controllers(self.store, self.recorder, time_scale=time_scale, seed=seed)
-        self.workloads = Workloads(self.controllers, self.metrics)
+        # Each registers its reconcilers (and what wakes them) on the one queue.
+        self.rollouts = Rollouts(self.controllers)
+        self.endpoints = Endpoints(self.controllers)
+        self.workloads = Workloads(self.controllers)
+        self.batch = Batch(self.controllers)
+        self.autoscaler = Autoscaler(self.controllers, self.metrics)
         self.url = ""
         self._runner: web.AppRunner | None = None
         loader = Loader(self.store, self.logbook, self.recorder, self.api.allocate_ip)

@@ -20,7 +20,7 @@ LIVE_PREFIX = "sse"  # EVENTS republishes every stored event here, with its stre
 DELTA_PREFIX = "delta"
 SERVICES: tuple[Emitter, ...] = ("gateway", "planner", "gate", "executor")
 # Secret values of proposed writes, sealed to the executor, outside the log:
-# `sealed.<sealer>.<session>.<blob id>` in the SEALED stream (services/runtime/sealing.py).
+# `sealed.<sealer>.<session>.<blob id>` in the SEALED stream (services/runtime/sealing/).
 SEALED_STREAM = "SEALED"
 SEALED_PREFIX = "sealed"
 SEALERS: tuple[Emitter, ...] = ("gateway", "planner")  # the services that first hold a secret

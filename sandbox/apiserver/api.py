@@ -1,25 +1,25 @@
-"""HTTP handlers for the resource API: path parsing, the verbs, subresources, watch streams.
+"""HTTP handlers for the resource API: dispatch, the verbs and the status and scale subresources
+(logs, metrics and watch streams are reads.py's; how an answer is written, responses.py's).
 Objects flow as plain dicts; the store owns versions, `defaults` owns defaulting/validation."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import copy
 import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import yaml
 from aiohttp import web
-from multidict import CIMultiDict
 
 from sandbox.apiserver import policy, tables
 from sandbox.apiserver.paths import Target, parse_path
+from sandbox.apiserver.reads import LogSource, MetricsSource, Reads
+from sandbox.apiserver.responses import error_response, json_response, wants_table
 from sandbox.state import defaults, gc, patch, schema
 from sandbox.state.errors import (
     ApiError,
@@ -31,13 +31,11 @@ from sandbox.state.errors import (
     unsupported_media,
 )
 from sandbox.state.resources import VIRTUAL_GROUPS, ResourceType, by_plural
-from sandbox.state.selectors import labels_match, parse_fields, parse_labels, selector_string
-from sandbox.state.store import Change, Obj, Store
-from sandbox.state.timeutil import now
+from sandbox.state.selectors import selector_string
+from sandbox.state.store import Obj, Store
 
 log = logging.getLogger(__name__)
 
-JSON_CT = "application/json"
 NAMESPACES = by_plural("", "namespaces")
 SCALABLE = {"Deployment", "ReplicaSet", "StatefulSet"}
 # Kinds whose DELETE answers with the object (graceful deletion or finalizers upstream); the
@@ -52,47 +50,6 @@ DELETE_RETURNS_OBJECT = {
 }
 
 
-class LogSource(Protocol):
-    def logs(self, pod: Obj, container: str, *, previous: bool) -> list[tuple[datetime, str]]: ...
-
-
-class MetricsSource(Protocol):
-    def pod_metrics(self, namespace: str | None) -> list[Obj]: ...
-    def node_metrics(self) -> list[Obj]: ...
-
-
-def _json(
-    body: Any, status: int = 200, content_type: str = JSON_CT, warnings: list[str] | None = None
-) -> web.Response:
-    headers: CIMultiDict[str] = CIMultiDict()
-    if ";" in content_type:
-        headers["Content-Type"] = content_type
-    for text in warnings or []:
-        # RFC 7234 warn-code 299, as apiserver sends them; kubectl prints "Warning: <text>".
-        headers.add("Warning", f"299 - {json.dumps(text)}")
-    return web.Response(
-        body=json.dumps(body).encode(),
-        status=status,
-        content_type=None if ";" in content_type else content_type,
-        headers=headers,
-    )
-
-
-def _container_status(pod: Obj, name: str) -> Obj:
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-        if cs.get("name") == name:
-            return cs  # type: ignore[no-any-return]
-    return {}
-
-
-def error_response(err: ApiError) -> web.Response:
-    return _json(err.status(), err.code)
-
-
-def _wants_table(request: web.Request) -> bool:
-    return "as=Table" in request.headers.get("Accept", "")
-
-
 def _dry_run(request: web.Request) -> bool:
     return "All" in request.query.getall("dryRun", [])
 
@@ -102,7 +59,7 @@ def _random_suffix(n: int = 5) -> str:
     return "".join(random.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(n))
 
 
-class ResourceApi:
+class ResourceApi(Reads):
     def __init__(self, store: Store, logs: LogSource, metrics: MetricsSource) -> None:
         self.store = store
         self.logs = logs
@@ -236,15 +193,6 @@ class ResourceApi:
         return self.store.update(rt, new)
 
     # ---- verbs ---------------------------------------------------------------------------
-    def _select(self, request: web.Request, t: Target) -> list[Obj]:
-        label_reqs = parse_labels(request.query.get("labelSelector", ""))
-        field_match = parse_fields(request.query.get("fieldSelector", ""))
-        return [
-            o
-            for o in self.store.list(t.rt, t.namespace or None)
-            if labels_match(label_reqs, o["metadata"].get("labels")) and field_match(o)
-        ]
-
     def _list(self, request: web.Request, t: Target) -> web.Response:
         items = self._select(request, t)
         rv = self.store.resource_version
@@ -256,13 +204,13 @@ class ResourceApi:
         if limit and start + limit < len(items):
             meta["continue"] = base64.b64encode(str(start + limit).encode()).decode()
             meta["remainingItemCount"] = len(items) - start - limit
-        if _wants_table(request):
+        if wants_table(request):
             body = tables.table(
                 t.rt, page, rv, include=request.query.get("includeObject", "Metadata")
             )
             body["metadata"] = meta
-            return _json(body)
-        return _json(
+            return json_response(body)
+        return json_response(
             {
                 "kind": f"{t.rt.kind}List",
                 "apiVersion": t.rt.api_version,
@@ -273,8 +221,8 @@ class ResourceApi:
 
     async def _get(self, request: web.Request, t: Target) -> web.Response:
         obj = self.store.must_get(t.rt, t.namespace, t.name)
-        if _wants_table(request):
-            return _json(
+        if wants_table(request):
+            return json_response(
                 tables.table(
                     t.rt,
                     [obj],
@@ -282,7 +230,7 @@ class ResourceApi:
                     include=request.query.get("includeObject", "Metadata"),
                 )
             )
-        return _json(obj)
+        return json_response(obj)
 
     async def _create(self, request: web.Request, t: Target) -> web.Response:
         obj = await self._body(request)
@@ -303,8 +251,8 @@ class ResourceApi:
         obj = self._prepare(t.rt, obj)
         warnings = self._schema(request, t.rt, obj)
         if _dry_run(request):
-            return _json(self.store.prepare_new(t.rt, obj), 201, warnings=warnings)
-        return _json(self.store.create(t.rt, obj), 201, warnings=warnings)
+            return json_response(self.store.prepare_new(t.rt, obj), 201, warnings=warnings)
+        return json_response(self.store.create(t.rt, obj), 201, warnings=warnings)
 
     @staticmethod
     def _schema(request: web.Request, rt: ResourceType, obj: Obj) -> list[str]:
@@ -328,7 +276,7 @@ class ResourceApi:
         current = self.store.must_get(t.rt, t.namespace, t.name)
         new = self._finish_write(t.rt, current, new)
         warnings = self._schema(request, t.rt, new)
-        return _json(self._commit(request, t.rt, current, new), warnings=warnings)
+        return json_response(self._commit(request, t.rt, current, new), warnings=warnings)
 
     def _apply_patch(self, request: web.Request, doc: Obj, body: Any) -> Obj:
         ct = request.headers.get("Content-Type", "").split(";")[0].strip()
@@ -350,7 +298,7 @@ class ResourceApi:
         new = self._apply_patch(request, current, body)
         new = self._finish_write(t.rt, current, new)
         warnings = self._schema(request, t.rt, new)
-        return _json(self._commit(request, t.rt, current, new), warnings=warnings)
+        return json_response(self._commit(request, t.rt, current, new), warnings=warnings)
 
     async def _delete(self, request: web.Request, t: Target) -> web.Response:
         options: Mapping[str, Any] = {}
@@ -365,14 +313,14 @@ class ResourceApi:
         ):
             raise conflict(t.rt.plural, t.rt.group, t.name)
         if _dry_run(request) or "All" in (options.get("dryRun") or []):
-            return _json(
+            return json_response(
                 current if t.rt.kind in DELETE_RETURNS_OBJECT else self._success(t.rt, current)
             )
         policy = options.get("propagationPolicy") or (
             "Orphan" if options.get("orphanDependents") else "Background"
         )
         deleted = gc.delete(self.store, t.rt, current, policy)
-        return _json(
+        return json_response(
             deleted if t.rt.kind in DELETE_RETURNS_OBJECT else self._success(t.rt, deleted)
         )
 
@@ -405,7 +353,7 @@ class ResourceApi:
                     is not None
                 ):
                     gc.delete(self.store, t.rt, obj)
-        return _json(
+        return json_response(
             {
                 "kind": f"{t.rt.kind}List",
                 "apiVersion": t.rt.api_version,
@@ -419,7 +367,7 @@ class ResourceApi:
         if t.sub == "status" and any(s.name == "status" for s in t.rt.subresources):
             current = self.store.must_get(t.rt, t.namespace, t.name)
             if request.method == "GET":
-                return _json(current)
+                return json_response(current)
             if request.method == "PUT":
                 new = await self._body(request)
             elif request.method == "PATCH":
@@ -427,7 +375,7 @@ class ResourceApi:
             else:
                 raise method_not_allowed(request.method.lower(), f"{t.rt.plural}/status")
             new = self._finish_write(t.rt, current, new, sub="status")
-            return _json(self._commit(request, t.rt, current, new))
+            return json_response(self._commit(request, t.rt, current, new))
         if t.sub == "scale" and t.rt.kind in SCALABLE:
             return await self._scale(request, t)
         if t.sub == "log" and t.rt.kind == "Pod" and request.method == "GET":
@@ -457,7 +405,7 @@ class ResourceApi:
         current = self.store.must_get(t.rt, t.namespace, t.name)
         scale = self._to_scale(current)
         if request.method == "GET":
-            return _json(scale)
+            return json_response(scale)
         body = await self._body(request)
         if request.method == "PUT":
             new_scale = body
@@ -483,191 +431,4 @@ class ResourceApi:
         want_rv = (new_scale.get("metadata") or {}).get("resourceVersion")
         new["metadata"]["resourceVersion"] = want_rv or current["metadata"]["resourceVersion"]
         new = self._finish_write(t.rt, current, new)
-        return _json(self._to_scale(self._commit(request, t.rt, current, new)))
-
-    async def _log(self, request: web.Request, t: Target) -> web.StreamResponse:
-        pod = self.store.must_get(t.rt, t.namespace, t.name)
-        containers = [c["name"] for c in pod["spec"].get("containers") or []]
-        name = request.query.get("container", "")
-        if not name:
-            if len(containers) != 1:
-                raise bad_request(
-                    f"a container name must be specified for pod {t.name}, "
-                    f"choose one of: [{' '.join(containers)}]"
-                )
-            name = containers[0]
-        if name not in containers:
-            raise bad_request(f"container {name} is not valid for pod {t.name}")
-        previous = request.query.get("previous") in ("true", "1")
-        lines = self.logs.logs(pod, name, previous=previous)
-        since = request.query.get("sinceSeconds")
-        if since:
-            cutoff = now() - timedelta(seconds=int(since))
-            lines = [(ts, line) for ts, line in lines if ts >= cutoff]
-        tail = request.query.get("tailLines")
-        if tail is not None and int(tail) >= 0:
-            lines = lines[len(lines) - int(tail) :] if int(tail) else []
-        stamped = request.query.get("timestamps") in ("true", "1")
-        text = "".join(
-            (f"{ts.strftime('%Y-%m-%dT%H:%M:%S.%f')}000Z " if stamped else "") + line + "\n"
-            for ts, line in lines
-        )
-        limit = request.query.get("limitBytes")
-        if limit:
-            text = text[: int(limit)]
-        if request.query.get("follow") not in ("true", "1") or previous:
-            return web.Response(text=text, content_type="text/plain")
-        return await self._follow(request, t, pod, name, text)
-
-    async def _follow(
-        self, request: web.Request, t: Target, pod: Obj, container: str, text: str
-    ) -> web.StreamResponse:
-        """`logs -f`: what there is, then the stream stays open, as kubelet's does, until the
-        container stops running (restart, deletion) or the client hangs up."""
-        resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
-        resp.enable_chunked_encoding()
-        await resp.prepare(request)
-        await resp.write(text.encode())
-        uid = pod["metadata"]["uid"]
-
-        def same_run(current: Obj | None) -> bool:
-            if current is None or current["metadata"]["uid"] != uid:
-                return False
-            before = _container_status(pod, container)
-            now_cs = _container_status(current, container)
-            return before.get("restartCount") == now_cs.get("restartCount") and (
-                "running" in (now_cs.get("state") or {}) or "waiting" in (before.get("state") or {})
-            )
-
-        queue = self.store.subscribe()
-        try:
-            while not self._stopping.is_set():
-                if not same_run(self.store.get(t.rt, t.namespace, t.name)):
-                    break
-                if await queue.get() is None:
-                    break
-        finally:
-            self.store.unsubscribe(queue)
-        await resp.write_eof()
-        return resp
-
-    def _metrics(self, request: web.Request, t: Target) -> web.Response:
-        if t.rt.plural == "pods":
-            items = self.metrics.pod_metrics(t.namespace or None)
-        else:
-            items = self.metrics.node_metrics()
-        if t.name:
-            for item in items:
-                if item["metadata"]["name"] == t.name:
-                    return _json(item)
-            raise not_found(t.rt.plural, t.rt.group, t.name)
-        label_reqs = parse_labels(request.query.get("labelSelector", ""))
-        items = [i for i in items if labels_match(label_reqs, i["metadata"].get("labels"))]
-        return _json(
-            {
-                "kind": f"{t.rt.kind}List",
-                "apiVersion": t.rt.api_version,
-                "metadata": {},
-                "items": items,
-            }
-        )
-
-    # ---- watch ---------------------------------------------------------------------------
-    async def _watch(self, request: web.Request, t: Target) -> web.StreamResponse:
-        label_reqs = parse_labels(request.query.get("labelSelector", ""))
-        field_match = parse_fields(request.query.get("fieldSelector", ""))
-        as_table = _wants_table(request)
-        include = request.query.get("includeObject", "Metadata")
-
-        def passes(obj: Obj) -> bool:
-            if t.namespace and obj["metadata"].get("namespace") != t.namespace:
-                return False
-            return labels_match(label_reqs, obj["metadata"].get("labels")) and field_match(obj)
-
-        def translate(change: Change) -> tuple[str, Obj] | None:
-            """Upstream's cacheWatcher: an object that starts or stops matching the selectors
-            arrives as ADDED or DELETED (the last matching state, at the new version)."""
-            if change.rt.key != t.rt.key:
-                return None
-            if change.type != "MODIFIED" or change.old is None:
-                return (change.type, change.obj) if passes(change.obj) else None
-            now_in, was_in = passes(change.obj), passes(change.old)
-            if now_in:
-                return ("MODIFIED" if was_in else "ADDED", change.obj)
-            if was_in:
-                gone = copy.deepcopy(change.old)
-                gone["metadata"]["resourceVersion"] = str(change.rv)
-                return ("DELETED", gone)
-            return None
-
-        queue = self.store.subscribe()
-        first_table = [True]
-
-        def frame(kind: str, obj: Obj) -> bytes:
-            if as_table and kind != "BOOKMARK":
-                obj = tables.table(
-                    t.rt,
-                    [obj],
-                    obj["metadata"].get("resourceVersion", ""),
-                    include=include,
-                    with_columns=first_table[0],
-                )
-                first_table[0] = False
-            return json.dumps({"type": kind, "object": obj}).encode() + b"\n"
-
-        resp = web.StreamResponse(headers={"Content-Type": JSON_CT, "Cache-Control": "no-cache"})
-        resp.enable_chunked_encoding()
-        try:
-            rv_param = request.query.get("resourceVersion", "")
-            initial = request.query.get("sendInitialEvents") == "true"
-            sent_upto = self.store.resource_version
-            replay: list[bytes] = []
-            if initial or rv_param in ("", "0"):
-                for obj in self._select(request, t):
-                    replay.append(frame("ADDED", obj))
-            else:
-                for change in self.store.history_since(int(rv_param)):
-                    event = translate(change)
-                    if event is not None:
-                        replay.append(frame(*event))
-            if initial:
-                replay.append(
-                    frame(
-                        "BOOKMARK",
-                        {
-                            "kind": t.rt.kind,
-                            "apiVersion": t.rt.api_version,
-                            "metadata": {
-                                "resourceVersion": sent_upto,
-                                "annotations": {"k8s.io/initial-events-end": "true"},
-                            },
-                        },
-                    )
-                )
-            await resp.prepare(request)
-            self.open_watches += 1
-            for chunk in replay:
-                await resp.write(chunk)
-            timeout = float(request.query.get("timeoutSeconds", "1800") or 1800)
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancellation
-            # that aiohttp sends when the client hangs up while an item is being delivered.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    while not self._stopping.is_set():
-                        item = await queue.get()
-                        if item is None:
-                            break
-                        event = translate(item) if item.rv > int(sent_upto) else None
-                        if event is not None:
-                            await resp.write(frame(*event))
-        except ConnectionError:
-            log.debug("watch client went away")
-        except ApiError as err:
-            if not resp.prepared:
-                return error_response(err)
-            await resp.write(json.dumps({"type": "ERROR", "object": err.status()}).encode() + b"\n")
-        finally:
-            if resp.prepared:
-                self.open_watches -= 1
-            self.store.unsubscribe(queue)
-        return resp
+        return json_response(self._to_scale(self._commit(request, t.rt, current, new)))

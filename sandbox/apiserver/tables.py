@@ -3,363 +3,12 @@ follow upstream's printers (pkg/printers/internalversion) for the columns people
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
+from sandbox.apiserver import rows
+from sandbox.apiserver.rows import Column, Obj, Row
 from sandbox.state.resources import ResourceType
 from sandbox.state.selectors import selector_string
-from sandbox.state.timeutil import human_age, parse_iso
-
-Obj = dict[str, Any]
-Column = tuple[str, str, int]  # name, type, priority (1 = only with -o wide)
-Row = Callable[[Obj], list[Any]]
-
-
-def _age(obj: Obj) -> str:
-    ts = obj.get("metadata", {}).get("creationTimestamp")
-    return human_age(parse_iso(ts)) if ts else "<unknown>"
-
-
-def _since(ts: str | None) -> str:
-    return human_age(parse_iso(ts)) if ts else "<unknown>"
-
-
-def _name(obj: Obj) -> str:
-    return str(obj["metadata"]["name"])
-
-
-def _containers(spec: Obj) -> tuple[str, str]:
-    cs = (spec.get("template") or {}).get("spec", {}).get("containers") or []
-    return ",".join(c.get("name", "") for c in cs), ",".join(c.get("image", "") for c in cs)
-
-
-def pod_status_reason(pod: Obj) -> str:
-    """The STATUS column: the most telling container state, as kubectl shows it."""
-    meta, status = pod["metadata"], pod.get("status") or {}
-    reason = status.get("reason") or status.get("phase") or "Unknown"
-    for cs in reversed(status.get("containerStatuses") or []):
-        state = cs.get("state") or {}
-        if state.get("waiting", {}).get("reason"):
-            reason = state["waiting"]["reason"]
-        elif state.get("terminated"):
-            term = state["terminated"]
-            reason = term.get("reason") or f"ExitCode:{term.get('exitCode')}"
-        elif state.get("running") and cs.get("ready") and reason != "Running":
-            reason = "Running"
-    if meta.get("deletionTimestamp"):
-        reason = "Terminating"
-    return reason
-
-
-def _pod_row(pod: Obj) -> list[Any]:
-    spec, status = pod.get("spec") or {}, pod.get("status") or {}
-    statuses = status.get("containerStatuses") or []
-    ready = sum(1 for c in statuses if c.get("ready"))
-    restarts = sum(c.get("restartCount", 0) for c in statuses)
-    last = max(
-        (c.get("lastState", {}).get("terminated", {}).get("finishedAt", "") for c in statuses),
-        default="",
-    )
-    restarts_cell = f"{restarts} ({_since(last)} ago)" if restarts and last else str(restarts)
-    return [
-        _name(pod),
-        f"{ready}/{len(spec.get('containers') or [])}",
-        pod_status_reason(pod),
-        restarts_cell,
-        _age(pod),
-        status.get("podIP") or "<none>",
-        spec.get("nodeName") or "<none>",
-        "<none>",
-        "<none>",
-    ]
-
-
-def _deploy_row(d: Obj) -> list[Any]:
-    spec, st = d.get("spec") or {}, d.get("status") or {}
-    names, images = _containers(spec)
-    return [
-        _name(d),
-        f"{st.get('readyReplicas', 0)}/{spec.get('replicas', 0)}",
-        st.get("updatedReplicas", 0),
-        st.get("availableReplicas", 0),
-        _age(d),
-        names,
-        images,
-        selector_string(spec.get("selector")),
-    ]
-
-
-def _rs_row(rs: Obj) -> list[Any]:
-    spec, st = rs.get("spec") or {}, rs.get("status") or {}
-    names, images = _containers(spec)
-    return [
-        _name(rs),
-        spec.get("replicas", 0),
-        st.get("replicas", 0),
-        st.get("readyReplicas", 0),
-        _age(rs),
-        names,
-        images,
-        selector_string(spec.get("selector")),
-    ]
-
-
-def _sts_row(s: Obj) -> list[Any]:
-    spec, st = s.get("spec") or {}, s.get("status") or {}
-    names, images = _containers(spec)
-    return [
-        _name(s),
-        f"{st.get('readyReplicas', 0)}/{spec.get('replicas', 0)}",
-        _age(s),
-        names,
-        images,
-    ]
-
-
-def _svc_row(s: Obj) -> list[Any]:
-    spec = s.get("spec") or {}
-    ports = ",".join(
-        f"{p['port']}"
-        + (f":{p['nodePort']}" if p.get("nodePort") else "")
-        + f"/{p.get('protocol', 'TCP')}"
-        for p in spec.get("ports") or []
-    )
-    ingress = (s.get("status") or {}).get("loadBalancer", {}).get("ingress") or []
-    external = ",".join(i.get("ip") or i.get("hostname", "") for i in ingress) or (
-        "<pending>" if spec.get("type") == "LoadBalancer" else "<none>"
-    )
-    selector = ",".join(f"{k}={v}" for k, v in (spec.get("selector") or {}).items()) or "<none>"
-    return [
-        _name(s),
-        spec.get("type", "ClusterIP"),
-        spec.get("clusterIP") or "<none>",
-        external,
-        ports or "<none>",
-        _age(s),
-        selector,
-    ]
-
-
-def _node_row(n: Obj) -> list[Any]:
-    status = n.get("status") or {}
-    ready: Obj = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-    state = "Ready" if ready.get("status") == "True" else "NotReady"
-    if (n.get("spec") or {}).get("unschedulable"):
-        state += ",SchedulingDisabled"
-    labels = n["metadata"].get("labels") or {}
-    roles = (
-        ",".join(
-            sorted(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/"))
-        )
-        or "<none>"
-    )
-    info = status.get("nodeInfo") or {}
-    addr = {a["type"]: a["address"] for a in status.get("addresses") or []}
-    return [
-        _name(n),
-        state,
-        roles,
-        _age(n),
-        info.get("kubeletVersion", ""),
-        addr.get("InternalIP", "<none>"),
-        addr.get("ExternalIP", "<none>"),
-        info.get("osImage", ""),
-        info.get("kernelVersion", ""),
-        info.get("containerRuntimeVersion", ""),
-    ]
-
-
-def _event_row(e: Obj) -> list[Any]:
-    inv = e.get("involvedObject") or {}
-    last = e.get("lastTimestamp") or e.get("eventTime") or e["metadata"].get("creationTimestamp")
-    first = e.get("firstTimestamp") or e.get("eventTime")
-    source = (e.get("source") or {}).get("component") or e.get("reportingComponent") or ""
-    return [
-        _since(last),
-        e.get("type", ""),
-        e.get("reason", ""),
-        f"{inv.get('kind', '').lower()}/{inv.get('name', '')}",
-        inv.get("fieldPath", ""),
-        source,
-        e.get("message", ""),
-        _since(first),
-        e.get("count", 1),
-        _name(e),
-    ]
-
-
-def _pvc_row(p: Obj) -> list[Any]:
-    spec, st = p.get("spec") or {}, p.get("status") or {}
-    modes = {
-        "ReadWriteOnce": "RWO",
-        "ReadOnlyMany": "ROX",
-        "ReadWriteMany": "RWX",
-        "ReadWriteOncePod": "RWOP",
-    }
-    return [
-        _name(p),
-        st.get("phase", "Pending"),
-        spec.get("volumeName", ""),
-        (st.get("capacity") or {}).get("storage", ""),
-        ",".join(modes.get(m, m) for m in st.get("accessModes") or []),
-        spec.get("storageClassName") or "",
-        "<unset>",
-        _age(p),
-        spec.get("volumeMode", "Filesystem"),
-    ]
-
-
-def _pv_row(p: Obj) -> list[Any]:
-    spec, st = p.get("spec") or {}, p.get("status") or {}
-    claim = spec.get("claimRef") or {}
-    return [
-        _name(p),
-        (spec.get("capacity") or {}).get("storage", ""),
-        ",".join(spec.get("accessModes") or []),
-        spec.get("persistentVolumeReclaimPolicy", ""),
-        st.get("phase", ""),
-        f"{claim.get('namespace')}/{claim.get('name')}" if claim else "",
-        spec.get("storageClassName", ""),
-        "<unset>",
-        "",
-        _age(p),
-    ]
-
-
-def _ds_row(d: Obj) -> list[Any]:
-    spec, st = d.get("spec") or {}, d.get("status") or {}
-    names, images = _containers(spec)
-    selector = ",".join(
-        f"{k}={v}"
-        for k, v in ((spec.get("template") or {}).get("spec", {}).get("nodeSelector") or {}).items()
-    )
-    return [
-        _name(d),
-        st.get("desiredNumberScheduled", 0),
-        st.get("currentNumberScheduled", 0),
-        st.get("numberReady", 0),
-        st.get("updatedNumberScheduled", 0),
-        st.get("numberAvailable", 0),
-        selector or "<none>",
-        _age(d),
-        names,
-        images,
-        selector_string(spec.get("selector")),
-    ]
-
-
-def _ingress_row(i: Obj) -> list[Any]:
-    spec, st = i.get("spec") or {}, i.get("status") or {}
-    hosts = ",".join(r.get("host", "*") for r in spec.get("rules") or []) or "*"
-    lb = (st.get("loadBalancer") or {}).get("ingress") or []
-    address = ",".join(x.get("ip") or x.get("hostname", "") for x in lb)
-    ports = "80, 443" if spec.get("tls") else "80"
-    return [_name(i), spec.get("ingressClassName") or "<none>", hosts, address, ports, _age(i)]
-
-
-def _job_row(j: Obj) -> list[Any]:
-    spec, st = j.get("spec") or {}, j.get("status") or {}
-    conds = {c["type"]: c["status"] for c in st.get("conditions") or []}
-    state = (
-        "Complete"
-        if conds.get("Complete") == "True"
-        else "Failed"
-        if conds.get("Failed") == "True"
-        else "Running"
-    )
-    dur = ""
-    if st.get("startTime"):
-        end = st.get("completionTime")
-        dur = human_age(parse_iso(st["startTime"]), parse_iso(end) if end else None)
-    names, images = _containers(spec)
-    return [
-        _name(j),
-        state,
-        f"{st.get('succeeded', 0)}/{spec.get('completions', 1)}",
-        dur,
-        _age(j),
-        names,
-        images,
-        selector_string(spec.get("selector")),
-    ]
-
-
-def _cronjob_row(c: Obj) -> list[Any]:
-    spec, st = c.get("spec") or {}, c.get("status") or {}
-    names, images = _containers((spec.get("jobTemplate") or {}).get("spec") or {})
-    last = st.get("lastScheduleTime")
-    return [
-        _name(c),
-        spec.get("schedule", ""),
-        spec.get("timeZone") or "<none>",
-        str(spec.get("suspend", False)),
-        len(st.get("active") or []),
-        _since(last) if last else "<none>",
-        _age(c),
-        names,
-        images,
-        "<none>",
-    ]
-
-
-def _hpa_row(h: Obj) -> list[Any]:
-    spec, st = h.get("spec") or {}, h.get("status") or {}
-    ref = spec.get("scaleTargetRef") or {}
-    targets = []
-    current = {m.get("resource", {}).get("name"): m for m in st.get("currentMetrics") or []}
-    for m in spec.get("metrics") or []:
-        res = m.get("resource") or {}
-        want = (res.get("target") or {}).get("averageUtilization")
-        have = (
-            (current.get(res.get("name")) or {})
-            .get("resource", {})
-            .get("current", {})
-            .get("averageUtilization")
-        )
-        cur = f"{have}%" if have is not None else "<unknown>"
-        targets.append(f"{res.get('name')}: {cur}/{want}%")
-    return [
-        _name(h),
-        f"{ref.get('kind')}/{ref.get('name')}",
-        ", ".join(targets) or "<none>",
-        spec.get("minReplicas", 1),
-        spec.get("maxReplicas"),
-        st.get("currentReplicas", 0),
-        _age(h),
-    ]
-
-
-def _endpoints_row(e: Obj) -> list[Any]:
-    addrs = [
-        f"{a['ip']}:{p['port']}"
-        for s in e.get("subsets") or []
-        for a in s.get("addresses") or []
-        for p in s.get("ports") or [{"port": 0}]
-    ]
-    text = ",".join(addrs[:3]) + (f" + {len(addrs) - 3} more..." if len(addrs) > 3 else "")
-    return [_name(e), text or "<none>", _age(e)]
-
-
-def _binding_row(b: Obj) -> list[Any]:
-    ref = b.get("roleRef") or {}
-    subjects = b.get("subjects") or []
-
-    def of(kind: str) -> str:
-        return ",".join(
-            (f"{s.get('namespace')}/{s['name']}" if kind == "ServiceAccount" else s["name"])
-            for s in subjects
-            if s.get("kind") == kind
-        )
-
-    return [
-        _name(b),
-        f"{ref.get('kind')}/{ref.get('name')}",
-        _age(b),
-        of("User"),
-        of("Group"),
-        of("ServiceAccount"),
-    ]
-
 
 S, N = "string", "integer"
 TABLES: dict[str, tuple[list[Column], Row]] = {
@@ -375,7 +24,7 @@ TABLES: dict[str, tuple[list[Column], Row]] = {
             ("Nominated Node", S, 1),
             ("Readiness Gates", S, 1),
         ],
-        _pod_row,
+        rows.pod_row,
     ),
     "Deployment": (
         [
@@ -388,7 +37,7 @@ TABLES: dict[str, tuple[list[Column], Row]] = {
             ("Images", S, 1),
             ("Selector", S, 1),
         ],
-        _deploy_row,
+        rows.deploy_row,
     ),
     "ReplicaSet": (
         [
@@ -401,11 +50,11 @@ TABLES: dict[str, tuple[list[Column], Row]] = {
             ("Images", S, 1),
             ("Selector", S, 1),
         ],
-        _rs_row,
+        rows.rs_row,
     ),
     "StatefulSet": (
         [("Name", S, 0), ("Ready", S, 0), ("Age", S, 0), ("Containers", S, 1), ("Images", S, 1)],
-        _sts_row,
+        rows.sts_row,
     ),
     "DaemonSet": (
         [
@@ -421,7 +70,7 @@ TABLES: dict[str, tuple[list[Column], Row]] = {
             ("Images", S, 1),
             ("Selector", S, 1),
         ],
-        _ds_row,
+        rows.ds_row,
     ),
     "PodDisruptionBudget": (
         [
@@ -432,19 +81,19 @@ TABLES: dict[str, tuple[list[Column], Row]] = {
             ("Age", S, 0),
         ],
         lambda p: [
-            _name(p),
+            rows.name(p),
             str((p.get("spec") or {}).get("minAvailable", "N/A")),
             str((p.get("spec") or {}).get("maxUnavailable", "N/A")),
             (p.get("status") or {}).get("disruptionsAllowed", 0),
-            _age(p),
+            rows.age(p),
         ],
     ),
     "NetworkPolicy": (
         [("Name", S, 0), ("Pod-Selector", S, 0), ("Age", S, 0)],
         lambda n: [
-            _name(n),
+            rows.name(n),
             selector_string((n.get("spec") or {}).get("podSelector")) or "<none>",
-            _age(n),
+            rows.age(n),
         ],
     ),
     "Ingress": (
@@ -456,11 +105,16 @@ TABLES: dict[str, tuple[list[Column], Row]] = {
             ("Ports", S, 0),
             ("Age", S, 0),
         ],
-        _ingress_row,
+        rows.ingress_row,
     ),
     "IngressClass": (
         [("Name", S, 0), ("Controller", S, 0), ("Parameters", S, 0), ("Age", S, 0)],
-        lambda c: [_name(c), (c.get("spec") or {}).get("controller", ""), "<none>", _age(c)],
+        lambda c: [
+            rows.name(c),
+            (c.get("spec") or {}).get("controller", ""),
+            "<none>",
+            rows.age(c),
+        ],
     ),
     "StorageClass": (
         [
@@ -472,7 +126,7 @@ TABLES: dict[str, tuple[list[Column], Row]] = {
             ("Age", S, 0),
         ],
         lambda c: [
-            _name(c)
+            rows.name(c)
             + (
                 " (default)"
                 if (c["metadata"].get("annotations") or {}).get(
@@ -485,7 +139,7 @@ TABLES: dict[str, tuple[list[Column], Row]] = {
             c.get("reclaimPolicy", "Delete"),
             c.get("volumeBindingMode", "Immediate"),
             str(c.get("allowVolumeExpansion", False)).lower(),
-            _age(c),
+            rows.age(c),
         ],
     ),
     "PriorityClass": (
@@ -497,10 +151,10 @@ TABLES: dict[str, tuple[list[Column], Row]] = {
             ("PreemptionPolicy", S, 0),
         ],
         lambda c: [
-            _name(c),
+            rows.name(c),
             c.get("value", 0),
             str(c.get("globalDefault", False)).lower(),
-            _age(c),
+            rows.age(c),
             c.get("preemptionPolicy", "PreemptLowerPriority"),
         ],
     ),
@@ -513,17 +167,17 @@ TABLES: dict[str, tuple[list[Column], Row]] = {
             ("Age", S, 0),
         ],
         lambda e: [
-            _name(e),
+            rows.name(e),
             e.get("addressType", ""),
             ",".join(str(p.get("port")) for p in e.get("ports") or []) or "<unset>",
             ",".join(a for x in e.get("endpoints") or [] for a in x.get("addresses", []))
             or "<unset>",
-            _age(e),
+            rows.age(e),
         ],
     ),
     "Lease": (
         [("Name", S, 0), ("Holder", S, 0), ("Age", S, 0)],
-        lambda x: [_name(x), (x.get("spec") or {}).get("holderIdentity", ""), _age(x)],
+        lambda x: [rows.name(x), (x.get("spec") or {}).get("holderIdentity", ""), rows.age(x)],
     ),
     "Service": (
         [
@@ -535,7 +189,7 @@ TABLES: dict[str, tuple[list[Column], Row]] = {
             ("Age", S, 0),
             ("Selector", S, 1),
         ],
-        _svc_row,
+        rows.svc_row,
     ),
     "Node": (
         [
@@ -550,11 +204,11 @@ TABLES: dict[str, tuple[list[Column], Row]] = {
             ("Kernel-Version", S, 1),
             ("Container-Runtime", S, 1),
         ],
-        _node_row,
+        rows.node_row,
     ),
     "Namespace": (
         [("Name", S, 0), ("Status", S, 0), ("Age", S, 0)],
-        lambda n: [_name(n), (n.get("status") or {}).get("phase", ""), _age(n)],
+        lambda n: [rows.name(n), (n.get("status") or {}).get("phase", ""), rows.age(n)],
     ),
     "Event": (
         [
@@ -569,15 +223,19 @@ TABLES: dict[str, tuple[list[Column], Row]] = {
             ("Count", N, 1),
             ("Name", S, 1),
         ],
-        _event_row,
+        rows.event_row,
     ),
     "ConfigMap": (
         [("Name", S, 0), ("Data", N, 0), ("Age", S, 0)],
-        lambda c: [_name(c), len(c.get("data") or {}) + len(c.get("binaryData") or {}), _age(c)],
+        lambda c: [
+            rows.name(c),
+            len(c.get("data") or {}) + len(c.get("binaryData") or {}),
+            rows.age(c),
+        ],
     ),
     "Secret": (
         [("Name", S, 0), ("Type", S, 0), ("Data", N, 0), ("Age", S, 0)],
-        lambda s: [_name(s), s.get("type", "Opaque"), len(s.get("data") or {}), _age(s)],
+        lambda s: [rows.name(s), s.get("type", "Opaque"), len(s.get("data") or {}), rows.age(s)],
     ),
     "PersistentVolumeClaim": (
         [
@@ -591,7 +249,7 @@ TABLES: dict[str, tuple[list[Column], Row]] = {
             ("Age", S, 0),
             ("VolumeMode", S, 1),
         ],
-        _pvc_row,
+        rows.pvc_row,
     ),
     "PersistentVolume": (
         [
@@ -606,7 +264,7 @@ TABLES: dict[str, tuple[list[Column], Row]] = {
             ("Reason", S, 0),
             ("Age", S, 0),
         ],
-        _pv_row,
+        rows.pv_row,
     ),
     "Job": (
         [
@@ -619,7 +277,7 @@ TABLES: dict[str, tuple[list[Column], Row]] = {
             ("Images", S, 1),
             ("Selector", S, 1),
         ],
-        _job_row,
+        rows.job_row,
     ),
     "CronJob": (
         [
@@ -634,7 +292,7 @@ TABLES: dict[str, tuple[list[Column], Row]] = {
             ("Images", S, 1),
             ("Selector", S, 1),
         ],
-        _cronjob_row,
+        rows.cronjob_row,
     ),
     "HorizontalPodAutoscaler": (
         [
@@ -646,20 +304,20 @@ TABLES: dict[str, tuple[list[Column], Row]] = {
             ("Replicas", N, 0),
             ("Age", S, 0),
         ],
-        _hpa_row,
+        rows.hpa_row,
     ),
-    "Endpoints": ([("Name", S, 0), ("Endpoints", S, 0), ("Age", S, 0)], _endpoints_row),
+    "Endpoints": ([("Name", S, 0), ("Endpoints", S, 0), ("Age", S, 0)], rows.endpoints_row),
     "ServiceAccount": (
         [("Name", S, 0), ("Secrets", N, 0), ("Age", S, 0)],
-        lambda s: [_name(s), len(s.get("secrets") or []), _age(s)],
+        lambda s: [rows.name(s), len(s.get("secrets") or []), rows.age(s)],
     ),
     "Role": (
         [("Name", S, 0), ("Created At", "date", 0)],
-        lambda r: [_name(r), r["metadata"].get("creationTimestamp")],
+        lambda r: [rows.name(r), r["metadata"].get("creationTimestamp")],
     ),
     "ClusterRole": (
         [("Name", S, 0), ("Created At", "date", 0)],
-        lambda r: [_name(r), r["metadata"].get("creationTimestamp")],
+        lambda r: [rows.name(r), r["metadata"].get("creationTimestamp")],
     ),
     "RoleBinding": (
         [
@@ -670,7 +328,7 @@ TABLES: dict[str, tuple[list[Column], Row]] = {
             ("Groups", S, 1),
             ("ServiceAccounts", S, 1),
         ],
-        _binding_row,
+        rows.binding_row,
     ),
     "ClusterRoleBinding": (
         [
@@ -681,10 +339,13 @@ TABLES: dict[str, tuple[list[Column], Row]] = {
             ("Groups", S, 1),
             ("ServiceAccounts", S, 1),
         ],
-        _binding_row,
+        rows.binding_row,
     ),
 }
-DEFAULT: tuple[list[Column], Row] = ([("Name", S, 0), ("Age", S, 0)], lambda o: [_name(o), _age(o)])
+DEFAULT: tuple[list[Column], Row] = (
+    [("Name", S, 0), ("Age", S, 0)],
+    lambda o: [rows.name(o), rows.age(o)],
+)
 
 
 def column_definitions(rt: ResourceType) -> list[dict[str, Any]]:

@@ -1,19 +1,14 @@
-"""Controllers for StatefulSets, Jobs, CronJobs and HorizontalPodAutoscalers, registered on
-the shared `Controllers` queue (which owns Deployments, ReplicaSets, pods and endpoints)."""
+"""Controllers for StatefulSets, DaemonSets and PodDisruptionBudgets, registered on the shared
+`Controllers` queue (which owns Deployments, ReplicaSets, pods and endpoints; batch.py runs Jobs
+and CronJobs, autoscaling.py HorizontalPodAutoscalers)."""
 
 from __future__ import annotations
 
 import copy
-import math
 import uuid
-from datetime import datetime
 
 from sandbox.controllers.core import (
-    CRONJOBS,
     DAEMONSETS,
-    DEPLOYMENTS,
-    HPAS,
-    JOBS,
     NODES,
     PODS,
     PVCS,
@@ -21,37 +16,21 @@ from sandbox.controllers.core import (
     Controllers,
     Key,
     _is_ready,
-    controller_of,
-    owner_ref,
     template_hash,
 )
-from sandbox.controllers.cron import Schedule
 from sandbox.controllers.disruption import PDBS, budget_status
-from sandbox.controllers.telemetry import Metrics, quantity
 from sandbox.state.defaults import apply_defaults
-from sandbox.state.selectors import labels_match, selector_from_spec
 from sandbox.state.store import Change, Obj
-from sandbox.state.timeutil import iso, now, parse_iso
-
-JOB_UID = "batch.kubernetes.io/controller-uid"
-JOB_NAME = "batch.kubernetes.io/job-name"
-
-
-def _terminal(pod: Obj) -> bool:
-    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+from sandbox.state.timeutil import iso, now
 
 
 class Workloads:
-    def __init__(self, ctl: Controllers, metrics: Metrics) -> None:
+    def __init__(self, ctl: Controllers) -> None:
         self.ctl = ctl
         self.store = ctl.store
-        self.metrics = metrics
         ctl._reconcilers.update(
             {
                 "StatefulSet": self._statefulset,
-                "Job": self._job,
-                "CronJob": self._cronjob,
-                "HorizontalPodAutoscaler": self._hpa,
                 "DaemonSet": self._daemonset,
                 "PodDisruptionBudget": self._pdb,
             }
@@ -59,7 +38,7 @@ class Workloads:
         ctl.extra.append(self._related)
 
     def _related(self, change: Change) -> list[Key]:
-        """HPAs follow their target and its pods; CronJobs follow their Jobs."""
+        """DaemonSets follow the nodes; PDBs follow the pods of their namespace."""
         kind, meta = change.rt.kind, change.obj["metadata"]
         ns = meta.get("namespace", "")
         keys: list[Key] = []
@@ -73,12 +52,6 @@ class Workloads:
                 ("PodDisruptionBudget", ns, p["metadata"]["name"])
                 for p in self.store.iter_raw(PDBS)
                 if p["metadata"]["namespace"] == ns
-            )
-        if kind in ("Pod", "Deployment", "StatefulSet", "ReplicaSet"):
-            keys.extend(
-                ("HorizontalPodAutoscaler", ns, h["metadata"]["name"])
-                for h in self.store.iter_raw(HPAS)
-                if h["metadata"]["namespace"] == ns
             )
         return keys
 
@@ -287,360 +260,6 @@ class Workloads:
         ]
         self.ctl._set_status(PDBS, pdb, status)
 
-    # ---- jobs ----------------------------------------------------------------------------
-    def _job(self, ns: str, name: str) -> None:
-        j = self.store.get(JOBS, ns, name)
-        if j is None:
-            return
-        spec, uid = j["spec"], j["metadata"]["uid"]
-        if not spec.get("selector"):
-            # apiserver generates the selector on create; done here because uid is known now.
-            labels = {JOB_UID: uid, JOB_NAME: name, "controller-uid": uid, "job-name": name}
-            spec["selector"] = {"matchLabels": {JOB_UID: uid}}
-            tmeta = spec["template"].setdefault("metadata", {})
-            tmeta["labels"] = {**(tmeta.get("labels") or {}), **labels}
-            self.ctl._write(JOBS, j)
-            return
-        status = copy.deepcopy(j.get("status") or {})
-        conditions = status.get("conditions") or []
-        finished = any(
-            c["type"] in ("Complete", "Failed") and c["status"] == "True" for c in conditions
-        )
-        pods = self.ctl._owned(PODS, j)
-        succeeded = sum(1 for p in pods if p["status"].get("phase") == "Succeeded")
-        failed = sum(1 for p in pods if p["status"].get("phase") == "Failed")
-        active = [p for p in pods if not _terminal(p)]
-        completions = spec.get("completions", 1)
-        born = j["metadata"]["creationTimestamp"]
-        if not finished and not spec.get("suspend"):
-            if succeeded >= completions:
-                ends = [
-                    c["state"]["terminated"]["finishedAt"]
-                    for p in pods
-                    for c in p["status"].get("containerStatuses") or []
-                    if "terminated" in c.get("state", {})
-                ]
-                when = max(ends) if ends else iso(now())
-                status["completionTime"] = when
-                conditions = [
-                    {
-                        "type": "SuccessCriteriaMet",
-                        "status": "True",
-                        "reason": "CompletionsReached",
-                        "message": "Reached expected number of succeeded pods",
-                        "lastProbeTime": when,
-                        "lastTransitionTime": when,
-                    },
-                    {
-                        "type": "Complete",
-                        "status": "True",
-                        "reason": "CompletionsReached",
-                        "message": "Reached expected number of succeeded pods",
-                        "lastProbeTime": when,
-                        "lastTransitionTime": when,
-                    },
-                ]
-                self.ctl.recorder.record(
-                    j,
-                    "Normal",
-                    "Completed",
-                    "Job completed",
-                    component="job-controller",
-                    last=parse_iso(when),
-                )
-            elif failed > spec.get("backoffLimit", 6):
-                when = iso(now())
-                conditions = [
-                    {
-                        "type": "Failed",
-                        "status": "True",
-                        "reason": "BackoffLimitExceeded",
-                        "message": "Job has reached the specified backoff limit",
-                        "lastProbeTime": when,
-                        "lastTransitionTime": when,
-                    }
-                ]
-                for p in active:
-                    self.store.delete(PODS, ns, p["metadata"]["name"])
-                active = []
-            else:
-                want = min(spec.get("parallelism", 1), completions - succeeded) - len(active)
-                for _ in range(max(0, want)):
-                    pod = self.ctl.new_pod(j, spec["template"], self.ctl.pod_name(name), {})
-                    active.append(pod)
-                    self.ctl.recorder.record(
-                        j,
-                        "Normal",
-                        "SuccessfulCreate",
-                        f"Created pod: {pod['metadata']['name']}",
-                        component="job-controller",
-                        last=self.ctl._when(j),
-                    )
-        status.update(
-            {
-                "startTime": status.get("startTime") or born,
-                "active": len(active),
-                "succeeded": succeeded,
-                "failed": failed,
-                "ready": sum(1 for p in active if _is_ready(p)),
-                "terminating": 0,
-                "uncountedTerminatedPods": {},
-            }
-        )
-        if conditions:
-            status["conditions"] = conditions
-        status = {k: v for k, v in status.items() if v not in (0, None) or k == "ready"}
-        self.ctl._set_status(JOBS, j, status)
-
-    # ---- cronjobs ------------------------------------------------------------------------
-    def _cronjob(self, ns: str, name: str) -> None:
-        cj = self.store.get(CRONJOBS, ns, name)
-        if cj is None:
-            return
-        spec = cj["spec"]
-        try:
-            schedule = Schedule(spec.get("schedule", ""), spec.get("timeZone"))
-        except ValueError:
-            return
-        born = parse_iso(cj["metadata"]["creationTimestamp"])
-        at = now()
-        jobs = self.ctl._owned(JOBS, cj)
-        have = {j["metadata"]["name"] for j in jobs}
-        due = schedule.previous(
-            at, limit=spec.get("successfulJobsHistoryLimit", 3) if self.ctl.settling else 1
-        )
-        if not spec.get("suspend"):
-            for t in sorted(d for d in due if d >= born):
-                job_name = f"{name}-{int(t.timestamp() // 60)}"
-                if job_name not in have:
-                    self._create_job(cj, job_name, t)
-                    have.add(job_name)
-        jobs = self.ctl._owned(JOBS, cj)
-        self._trim_history(cj, jobs)
-        jobs = self.ctl._owned(JOBS, cj)
-        done = [j for j in jobs if _job_done(j) == "Complete"]
-        active = [j for j in jobs if not _job_done(j)]
-        status: Obj = {}
-        if active:
-            status["active"] = [
-                {
-                    "kind": "Job",
-                    "namespace": ns,
-                    "name": j["metadata"]["name"],
-                    "uid": j["metadata"]["uid"],
-                    "apiVersion": "batch/v1",
-                    "resourceVersion": j["metadata"]["resourceVersion"],
-                }
-                for j in active
-            ]
-        if jobs:
-            status["lastScheduleTime"] = max(j["metadata"]["creationTimestamp"] for j in jobs)
-        if done:
-            status["lastSuccessfulTime"] = max(j["status"].get("completionTime", "") for j in done)
-        self.ctl._set_status(CRONJOBS, cj, status)
-        upcoming = schedule.next(at)
-        if upcoming is not None:
-            self.ctl.after((upcoming - at).total_seconds(), ("CronJob", ns, name))
-
-    def _create_job(self, cj: Obj, job_name: str, t: datetime) -> None:
-        template = copy.deepcopy(cj["spec"].get("jobTemplate") or {})
-        job = {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {
-                "name": job_name,
-                "namespace": cj["metadata"]["namespace"],
-                "labels": dict((template.get("metadata") or {}).get("labels") or {}),
-                "annotations": {
-                    "batch.kubernetes.io/cronjob-scheduled-timestamp": t.strftime(
-                        "%Y-%m-%dT%H:%M:%SZ"
-                    )
-                },
-                "ownerReferences": [owner_ref(cj)],
-                "creationTimestamp": iso(t) if self.ctl.settling else iso(now()),
-            },
-            "spec": template.get("spec") or {},
-        }
-        apply_defaults(JOBS, job)
-        self.store.create(JOBS, job)
-        self.ctl.recorder.record(
-            cj,
-            "Normal",
-            "SuccessfulCreate",
-            f"Created job {job_name}",
-            component="cronjob-controller",
-            last=t if self.ctl.settling else None,
-        )
-
-    def _trim_history(self, cj: Obj, jobs: list[Obj]) -> None:
-        for state, limit in (
-            ("Complete", cj["spec"].get("successfulJobsHistoryLimit", 3)),
-            ("Failed", cj["spec"].get("failedJobsHistoryLimit", 1)),
-        ):
-            finished = sorted(
-                (j for j in jobs if _job_done(j) == state),
-                key=lambda j: j["metadata"]["creationTimestamp"],
-            )
-            for j in finished[: max(0, len(finished) - limit)]:
-                ns = j["metadata"]["namespace"]
-                self.store.delete(JOBS, ns, j["metadata"]["name"])
-                for pod in self.store.list(PODS, ns):
-                    if (controller_of(pod) or {}).get("uid") == j["metadata"]["uid"]:
-                        self.store.delete(PODS, ns, pod["metadata"]["name"])
-
-    # ---- horizontal pod autoscalers ------------------------------------------------------
-    def _hpa(self, ns: str, name: str) -> None:
-        hpa = self.store.get(HPAS, ns, name)
-        if hpa is None:
-            return
-        spec = hpa["spec"]
-        ref = spec.get("scaleTargetRef") or {}
-        rt = {"Deployment": DEPLOYMENTS, "StatefulSet": STATEFULSETS}.get(ref.get("kind", ""))
-        target = self.store.get(rt, ns, ref.get("name", "")) if rt else None
-        old = hpa.get("status") or {}
-        when = iso(now())
-        if target is None:
-            self.ctl._set_status(
-                HPAS,
-                hpa,
-                {
-                    "currentReplicas": old.get("currentReplicas", 0),
-                    "desiredReplicas": 0,
-                    "conditions": [
-                        {
-                            "type": "AbleToScale",
-                            "status": "False",
-                            "reason": "FailedGetScale",
-                            "lastTransitionTime": when,
-                            "message": f"the HPA controller was unable to get the target's "
-                            f"current scale: {ref.get('kind', '').lower()}s.apps "
-                            f'"{ref.get("name")}" not found',
-                        }
-                    ],
-                },
-            )
-            return
-        reqs = selector_from_spec(target["spec"].get("selector"))
-        pods = [
-            p
-            for p in self.store.list(PODS, ns)
-            if labels_match(reqs, p["metadata"].get("labels"))
-            and p["status"].get("phase") == "Running"
-        ]
-        current = (target.get("status") or {}).get("replicas", target["spec"].get("replicas", 1))
-        cpu_target = next(
-            (
-                m["resource"]["target"].get("averageUtilization")
-                for m in spec.get("metrics")
-                or [
-                    {
-                        "type": "Resource",
-                        "resource": {"name": "cpu", "target": {"averageUtilization": 80}},
-                    }
-                ]
-                if m.get("type") == "Resource" and m["resource"].get("name") == "cpu"
-            ),
-            80,
-        )
-        utils = [u for u in (self._cpu_utilization(p) for p in pods) if u is not None]
-        min_r, max_r = spec.get("minReplicas", 1), spec["maxReplicas"]
-        status: Obj = {"currentReplicas": current}
-        if utils and cpu_target:
-            util = round(sum(utils) / len(utils))
-            avg_cores = sum(
-                self.metrics.container_usage(p, c["name"])[0]
-                for p in pods
-                for c in p["spec"]["containers"]
-            ) / len(pods)
-            status["currentMetrics"] = [
-                {
-                    "type": "Resource",
-                    "resource": {
-                        "name": "cpu",
-                        "current": {
-                            "averageUtilization": util,
-                            "averageValue": f"{round(avg_cores * 1000)}m",
-                        },
-                    },
-                }
-            ]
-            ratio = util / cpu_target
-            raw = current if abs(ratio - 1) <= 0.1 else math.ceil(current * ratio)
-        else:
-            util, raw = None, current
-        desired = max(min_r, min(max_r, raw))
-        status["desiredReplicas"] = desired
-        limited = raw > max_r or raw < min_r
-        old_conds = {c["type"]: c for c in old.get("conditions") or []}
-
-        def cond(type_: str, ok: bool, reason: str, message: str) -> Obj:
-            prev = old_conds.get(type_)
-            t = prev["lastTransitionTime"] if prev and prev.get("reason") == reason else when
-            return {
-                "type": type_,
-                "status": "True" if ok else "False",
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": t,
-            }
-
-        status["conditions"] = [
-            cond(
-                "AbleToScale",
-                True,
-                "ReadyForNewScale",
-                "recommended size matches current size"
-                if desired == current
-                else "the last scale time was sufficiently old as to warrant a new scale",
-            ),
-            cond(
-                "ScalingActive",
-                util is not None,
-                "ValidMetricFound" if util is not None else "FailedGetResourceMetric",
-                "the HPA was able to successfully calculate a replica count from cpu resource "
-                "utilization (percentage of request)"
-                if util is not None
-                else "the HPA was unable to compute the replica count: no metrics returned",
-            ),
-            cond(
-                "ScalingLimited",
-                limited,
-                ("TooManyReplicas" if raw > max_r else "TooFewReplicas")
-                if limited
-                else "DesiredWithinRange",
-                "the desired replica count is more than the maximum replica count"
-                if raw > max_r
-                else "the desired count is within the acceptable range",
-            ),
-        ]
-        if old.get("lastScaleTime"):
-            status["lastScaleTime"] = old["lastScaleTime"]
-        if desired != current and rt is not None and target["spec"].get("replicas") != desired:
-            target["spec"]["replicas"] = desired
-            target["metadata"]["generation"] = target["metadata"].get("generation", 1) + 1
-            self.ctl._write(rt, target)
-            status["lastScaleTime"] = when
-            direction = "above" if desired > current else "below"
-            self.ctl.recorder.record(
-                hpa,
-                "Normal",
-                "SuccessfulRescale",
-                f"New size: {desired}; reason: cpu resource utilization (percentage of "
-                f"request) {direction} target",
-                component="horizontal-pod-autoscaler",
-            )
-        self.ctl._set_status(HPAS, hpa, status)
-
-    def _cpu_utilization(self, pod: Obj) -> float | None:
-        used = requested = 0.0
-        for c in pod["spec"].get("containers") or []:
-            req = ((c.get("resources") or {}).get("requests") or {}).get("cpu")
-            if req is None:
-                return None
-            requested += quantity(req)
-            used += self.metrics.container_usage(pod, c["name"])[0]
-        return 100 * used / requested if requested else None
-
 
 def _tolerated(taint: Obj, tolerations: list[Obj]) -> bool:
     if taint.get("effect") not in ("NoSchedule", "NoExecute"):
@@ -658,10 +277,3 @@ def _tolerated(taint: Obj, tolerations: list[Obj]) -> bool:
 def _ordinal(pod_name: str, set_name: str) -> int:
     suffix = pod_name[len(set_name) + 1 :]
     return int(suffix) if suffix.isdigit() else -1
-
-
-def _job_done(job: Obj) -> str:
-    for c in (job.get("status") or {}).get("conditions") or []:
-        if c["type"] in ("Complete", "Failed") and c["status"] == "True":
-            return str(c["type"])
-    return ""

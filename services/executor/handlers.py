@@ -42,13 +42,14 @@ from services.executor.results import (
 )
 from services.executor.selector import READERS  # kube_read's, with `logs -l`
 from services.executor.settings import ExecutorSettings
-from services.runtime import sealing, signing
+from services.runtime import signing
 from services.runtime.bus import Bus, Link
 from services.runtime.delivery import Delivery, Poisoned
 from services.runtime.errors import ConcurrencyConflict, PoisonMessage, RetryableError
 from services.runtime.identity import ForgedEvent
 from services.runtime.log import Expect
-from services.runtime.sealing import SealError, Unsealed
+from services.runtime.sealing.blobs import SealError
+from services.runtime.sealing.opener import Opener, Unsealed, opener_for
 
 log = logging.getLogger(__name__)
 
@@ -63,17 +64,17 @@ class Executor:
         self.settings = settings
         self.kube = kube
         self.public_key = signing.load_public(settings.gate_public_key)
-        self._opener: sealing.Opener | None = None
+        self._opener: Opener | None = None
         # What this executor's role runs (S.EXECUTOR_ROLES): the rest of what its consumer
         # delivers is another role's, acked unread.
         self.kinds = S.EXECUTOR_ROLES[settings.role][1]
 
     async def unseal(self, work: Work, tool: catalogue.Tool) -> tuple[Any, Unsealed]:
-        """The call's args with its sealed secret values (sealing.py) resolved: the real args
+        """The call's args with its sealed secret values (runtime/sealing/) resolved: the real args
         for the cluster, and what every event about this call must not repeat. SealError when
         a value cannot be had exactly as approved (missing, expired, swapped)."""
         if self._opener is None:
-            self._opener = sealing.opener_for(self.bus)
+            self._opener = opener_for(self.bus)
         unsealed = await self._opener.args(work.session_id, work.tool, work.args)
         if not unsealed.values:
             return tool.parse_args(work.args), unsealed

@@ -46,13 +46,14 @@ from services.gateway.middleware import (
     ratelimit_middleware,
 )
 from services.gateway.ratelimit import Limits, RateLimiter
-from services.runtime import sealing
 from services.runtime.bus import Bus, Stored, decode_stored
 from services.runtime.errors import (
     ConcurrencyConflict,
     PoisonMessage,
 )
 from services.runtime.log import Expect
+from services.runtime.sealing.blobs import Unsealable
+from services.runtime.sealing.sealer import sealer_for
 
 # Re-exported for callers that imported the request types from here.
 __all__ = ["Api", "Cancel", "Decision", "HttpError", "NewMessage", "NewSession", "make_app"]
@@ -241,8 +242,8 @@ class Api:
         # A secret typed into a kubectl command is sealed to the executor before anything is
         # recorded: the log holds a reference with a keyed fingerprint (services/runtime/sealing).
         try:
-            text = await sealing.sealer_for(self.bus).text(sid, body.text)
-        except sealing.Unsealable as exc:
+            text = await sealer_for(self.bus).text(sid, body.text)
+        except Unsealable as exc:
             raise HttpError(400, "unreadable_secret", str(exc)) from exc
         ev = UserMessage(session_id=sid, text=text, actor=who.name)
         seq = await self.bus.append(ev)
@@ -323,7 +324,7 @@ class Api:
         req = entry.request
         args = self.modified_args(entry, body.args)
         if args is not None:  # a value the approver typed is sealed like any other
-            args, _ = await sealing.sealer_for(self.bus).args(req.session_id,
+            args, _ = await sealer_for(self.bus).args(req.session_id,
                                                               req.calls[0].tool, args)
         now = datetime.now(UTC)
         # The gate decides; this is the same check (schemas.lifecycle) made early, so a decision

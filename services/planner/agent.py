@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from schemas import catalogue, ids
+from schemas import catalogue, ids, kubectl
 from schemas.approval import (
     ApprovalDenied,
     ApprovalExpired,
@@ -27,7 +27,6 @@ from schemas.base import Event, Target
 from schemas.execution import CommandRefused, ToolResult, ToolVerified
 from schemas.planning import PlannedCall, StepPlanned, ToolProposed
 from schemas.session import AssistantMessage, SessionCancelled, TurnCompleted, UserMessage
-from services.planner import direct
 
 ACTOR = "planner"
 # A step's writes are one approval: the seed's cleanup ("3 PVCs, 5 services, 12 pods") is 20.
@@ -225,7 +224,7 @@ def fold(events: Sequence[Event]) -> Fold:
         match ev:
             case UserMessage():
                 f.version.append(ev.event_id)
-                if direct.is_command(ev.text):
+                if kubectl.is_command(ev.text):
                     f.messages.append({"role": "user", "content": (
                         f"[note from Interlock: {ev.actor} ran a direct command, handled without "
                         f"you] {ev.text[:2000]}")})

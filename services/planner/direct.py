@@ -19,7 +19,8 @@ import msgspec
 import yaml
 
 from schemas import catalogue
-from services.runtime import sealing
+from schemas.kubectl import MANIFEST_HEAD, is_command
+from services.runtime.sealing.blobs import REF, show_refs
 
 _PLURALS = {
     "pod": ("po", "pods"), "deployment": ("deploy", "deployments"),
@@ -38,7 +39,6 @@ _PLURALS = {
 KINDS: dict[str, str] = {a: k for k, alts in _PLURALS.items() for a in (k, *alts)}
 _GROUPS = {"apps", "batch", "autoscaling", "policy", "rbac.authorization.k8s.io", "v1", ""}
 _SHELL = set("|;&><`$()\n\\")
-_APPLY_HEAD = re.compile(r"^/?kubectl\s+(apply|create)\s+(.*?)\s*(<<-?\s*['\"]?(\w+)['\"]?)?$")
 
 
 @dataclass(frozen=True)
@@ -52,26 +52,6 @@ class Refusal:
     reason: str
 
 
-def is_command(text: str) -> bool:
-    t = text.strip()
-    return t.startswith(("kubectl ", "/kubectl ", "kubectl\n", "/kubectl\n")) or \
-        t in ("kubectl", "/kubectl")
-
-
-def implied(text: str) -> str:
-    """A message of kubectl commands typed without the word kubectl (`get pods -n shop`), as
-    those commands; anything else as it is. Only without a model: with one, such a sentence is
-    the model's to read. The gateway seals the values of such lines as it seals a command's
-    (services/runtime/sealing.py), so nothing typed this way is recorded in the clear."""
-    lines = [line.strip() for line in text.strip().split("\n") if line.strip()]
-    if not lines or lines[0].split(None, 1)[0] not in _VERBS or is_command(lines[0]):
-        return text
-    if len(lines) > 1 and _APPLY_HEAD.match("kubectl " + lines[0]):
-        return "kubectl " + text.strip()  # the manifest follows on its own lines
-    return "\n".join(line if is_command(line) or line.split(None, 1)[0] not in _VERBS
-                     else "kubectl " + line for line in lines)
-
-
 MAX_LINES = 20  # commands in one message
 
 
@@ -81,7 +61,7 @@ def split_commands(text: str) -> list[str]:
     not a kubectl command on every line (parse then refuses it as one, never guessing)."""
     t = text.strip()
     lines = [line.strip() for line in t.split("\n") if line.strip()]
-    if len(lines) < 2 or _APPLY_HEAD.match(lines[0]) or not all(map(is_command, lines)) \
+    if len(lines) < 2 or MANIFEST_HEAD.match(lines[0]) or not all(map(is_command, lines)) \
             or len(lines) > MAX_LINES:
         return [t]
     return lines
@@ -304,7 +284,7 @@ def _outside_quotes(text: str) -> str:
 def _parse(text: str) -> Call | Refusal:
     t = text.strip()
     head = t.split("\n", 1)[0]
-    if "\n" in t and _APPLY_HEAD.match(head.strip()):
+    if "\n" in t and MANIFEST_HEAD.match(head.strip()):
         return _manifest_command(t)
     if t.startswith("/"):
         t = t[1:]
@@ -789,7 +769,7 @@ def _manifest_command(text: str) -> Call | Refusal:
     """`kubectl apply -f -` (or create), then the manifest on the following lines, optionally
     as a here-document: `kubectl apply -f - <<EOF` … `EOF`."""
     head, _, body = text.partition("\n")
-    m = _APPLY_HEAD.match(head.strip())
+    m = MANIFEST_HEAD.match(head.strip())
     assert m is not None
     verb, flagtext, marker = m.group(1), m.group(2), m.group(4)
     if any(ch in _SHELL for ch in flagtext):
@@ -898,14 +878,14 @@ _LITERAL = re.compile(r"""(--from-literal(?:=|\s+))(?:(["'])([-._a-zA-Z0-9]+=)[^
 def shown(text: str) -> str:
     """The command as it may be repeated (a rationale, a log line): a secret's literal values
     are replaced, so an approval card or a transcript never spells them out again. A value the
-    gateway sealed (services/runtime/sealing.py) is a reference with a keyed fingerprint: it is
+    gateway sealed (services/runtime/sealing/) is a reference with a keyed fingerprint: it is
     shown as the card's diff shows it (`<sealed value, fingerprint 3b58d0ad0ba5…>`), so the
     command and the diff can be compared."""
     if re.search(r"\bcreate\s+secret\b", text):
-        text = _LITERAL.sub(lambda m: m.group(0) if sealing.REF.search(m.group(0)) else
+        text = _LITERAL.sub(lambda m: m.group(0) if REF.search(m.group(0)) else
                             f"{m.group(1)}{m.group(2) or ''}{m.group(3) or m.group(4)}"
                             f"<redacted>{m.group(2) or ''}", text)
-    return sealing.show_refs(text)
+    return show_refs(text)
 
 
 E = TypeVar("E", bound=msgspec.Struct)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from schemas import catalogue, ids
+from schemas import catalogue, ids, kubectl
 from schemas.approval import ApprovalDenied, ApprovalExpired, ToolAmended, ToolRefused
 from schemas.base import Event
 from schemas.execution import CommandRefused, ToolResult, ToolVerified
@@ -127,10 +127,10 @@ def decide(trigger: Event, events: Sequence[Event], *, model: bool = False) -> l
         out.append(TurnCompleted(reason=reason, event_id=derived_id("e", trigger, 9), **common))
 
     # Without a model, `get pods -n shop` means what `kubectl get pods -n shop` means.
-    text = direct.implied(trigger.text) if isinstance(trigger, UserMessage) and not model \
+    text = kubectl.implied(trigger.text) if isinstance(trigger, UserMessage) and not model \
         else ""
     match trigger:
-        case UserMessage() if direct.is_command(text or trigger.text):
+        case UserMessage() if kubectl.is_command(text or trigger.text):
             commands = direct.split_commands(text or trigger.text)
             parsed = [direct.parse(c) for c in commands]
             bad = next(((i, p) for i, p in enumerate(parsed) if isinstance(p, direct.Refusal)),

@@ -26,12 +26,13 @@ from schemas.planning import CommandRejected, ModelRetried, StepPlanned, ToolPro
 from services.planner import agent, direct, domain
 from services.planner.llm import ChatModel, ModelError
 from services.planner.settings import ModelSettings
-from services.runtime import sealing
 from services.runtime.bus import Bus
 from services.runtime.delivery import Delivery, Poisoned
 from services.runtime.errors import ConcurrencyConflict, RetryableError
 from services.runtime.identity import ForgedEvent
 from services.runtime.log import Expect
+from services.runtime.sealing.blobs import Ref, scrub_text
+from services.runtime.sealing.sealer import Sealer, sealer_for
 
 log = logging.getLogger(__name__)
 OCC_ATTEMPTS = 20
@@ -48,7 +49,7 @@ class Planner:
         self.sleep = sleep
         self.tools = agent.tool_specs()
         self.model_calls = 0  # for tests and metrics
-        self._sealer: sealing.Sealer | None = None
+        self._sealer: Sealer | None = None
 
     async def handle(self, d: Delivery[AnyEvent]) -> None:
         # Decoded and signed by the emitter its subject names: the consume loop checked it,
@@ -79,13 +80,13 @@ class Planner:
     # -- secret values -----------------------------------------------------------------------
 
     @property
-    def sealer(self) -> sealing.Sealer:
+    def sealer(self) -> Sealer:
         if self._sealer is None:
-            self._sealer = sealing.sealer_for(self.bus)
+            self._sealer = sealer_for(self.bus)
         return self._sealer
 
     async def sealed(self, event: E) -> E:
-        """A proposal with its secret values sealed to the executor (sealing.py): the log, the
+        """A proposal with its secret values sealed to the executor (runtime/sealing/): the log, the
         card and the model see a reference with a keyed fingerprint, never the value."""
         if not isinstance(event, ToolProposed):
             return event
@@ -93,15 +94,15 @@ class Planner:
         if args == event.args:
             return event
         return msgspec.structs.replace(
-            event, args=args, rationale=sealing.scrub_text(event.rationale, refs),
-            evidence=tuple(sealing.scrub_text(e, refs) for e in event.evidence),
-            expected_outcome=sealing.scrub_text(event.expected_outcome, refs))
+            event, args=args, rationale=scrub_text(event.rationale, refs),
+            evidence=tuple(scrub_text(e, refs) for e in event.evidence),
+            expected_outcome=scrub_text(event.expected_outcome, refs))
 
     async def sealed_step(self, step: StepPlanned) -> StepPlanned:
         """A model's step with every call's secret values sealed before it is recorded, and
         not repeated in its text: what the model is sent back is folded from the log, so it
         sees its own calls sealed too."""
-        refs: dict[str, sealing.Ref] = {}
+        refs: dict[str, Ref] = {}
         calls = []
         for c in step.calls:
             args, found = await self.sealer.args(step.session_id, c.tool, c.args)
@@ -110,12 +111,12 @@ class Planner:
         if not refs:
             return step
         calls = [msgspec.structs.replace(
-            c, rationale=sealing.scrub_text(c.rationale, refs),
-            evidence=tuple(sealing.scrub_text(e, refs) for e in c.evidence),
-            expected_outcome=sealing.scrub_text(c.expected_outcome, refs),
-            rejected=sealing.scrub_text(c.rejected, refs)) for c in calls]
+            c, rationale=scrub_text(c.rationale, refs),
+            evidence=tuple(scrub_text(e, refs) for e in c.evidence),
+            expected_outcome=scrub_text(c.expected_outcome, refs),
+            rejected=scrub_text(c.rejected, refs)) for c in calls]
         return msgspec.structs.replace(step, calls=tuple(calls),
-                                       text=sealing.scrub_text(step.text, refs))
+                                       text=scrub_text(step.text, refs))
 
     # -- direct mode -------------------------------------------------------------------------
 

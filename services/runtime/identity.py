@@ -40,7 +40,7 @@ SIGNATURE_HEADER_BYTES = SIGNATURE_HEADER.encode()
 _DOMAIN = b"interlock.event.v1\x00"
 KEYRING_FILE = "keyring.json"
 KEYRING_VERSION = 1
-# Who secret values in proposed writes are sealed to (services/runtime/sealing.py).
+# Who secret values in proposed writes are sealed to (services/runtime/sealing/).
 SEALING_RECIPIENT = "executor"
 _SEALING_INFO = b"interlock.sealing.x25519.v1"
 

@@ -117,7 +117,7 @@ def log_imports(service: str) -> list[str]:
     subjects: list[str] = []
     if service in S.SERVICES:  # an observer (the notifier) may publish no event at all
         subjects.append(S.emitter_publish_allow(service))
-    # Secret values of proposed writes (services/runtime/sealing.py): each sealer puts only on
+    # Secret values of proposed writes (services/runtime/sealing/): each sealer puts only on
     # its own subjects, only the executor reads (and only one blob at a time), nobody else
     # reaches the stream at all.
     if service in S.SEALERS:

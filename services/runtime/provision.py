@@ -101,7 +101,7 @@ def events_stream(replicas: int = 1, limits: StreamLimits | None = None) -> Stre
 
 
 def sealed_stream(replicas: int = 1, limits: StreamLimits | None = None) -> StreamConfig:
-    """Secret values of proposed writes, sealed to the executor (services/runtime/sealing.py).
+    """Secret values of proposed writes, sealed to the executor (services/runtime/sealing/).
     Outside EVENTS so that the log never holds them; one blob per subject for good (a second
     put is refused, so not even its sealer can swap it), and none outlives `sealed_max_age_s`."""
     limits = limits or StreamLimits()

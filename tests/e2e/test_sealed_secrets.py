@@ -29,7 +29,8 @@ from launcher.stack import Stack
 from schemas import subjects as S
 from schemas.ids import new_call_id
 from schemas.planning import ToolProposed
-from services.runtime import sealing
+from services.runtime.sealing.blobs import Ref
+from services.runtime.sealing.sealer import sealer_for
 from tests.e2e.conftest import bus_as, kube, people
 from tests.support import Client, SseEvent
 from tests.support_llm import Reply, Request, ScriptedLLM, calls, say
@@ -297,11 +298,11 @@ async def test_a_sealed_value_that_is_missing_or_not_the_approved_one_never_runs
     sid = await operator.new_session()
     planner = await bus_as(stack, "planner")
     try:
-        real = await sealing.sealer_for(planner).value(sid, secret_value("real"))
-        other = await sealing.sealer_for(planner).value(sid, secret_value("other"))
+        real = await sealer_for(planner).value(sid, secret_value("real"))
+        other = await sealer_for(planner).value(sid, secret_value("other"))
     finally:
         await planner.close()
-    swapped = sealing.Ref(real.sealer, real.blob_id, other.fingerprint).text
+    swapped = Ref(real.sealer, real.blob_id, other.fingerprint).text
     events = await _propose_sealed_env(stack, operator, sid, "SWAPPED_TOKEN", swapped)
     await _approved_write_is_refused(operator, approver, sid, events,
                                      "does not match the approved fingerprint")

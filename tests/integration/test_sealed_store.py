@@ -1,4 +1,4 @@
-"""Sealed secret values on a real nats-server, as provisioned (services/runtime/sealing.py):
+"""Sealed secret values on a real nats-server, as provisioned (services/runtime/sealing/):
 only the gateway and the planner may put, each only on its own subjects; only the executor may
 read; a subject holds one blob for good, so not even its sealer can swap it."""
 
@@ -10,9 +10,11 @@ import nats
 import pytest
 
 from schemas import subjects as S
-from services.runtime import sealing
 from services.runtime.bus import Bus
 from services.runtime.errors import ConcurrencyConflict
+from services.runtime.sealing.blobs import Ref, SealError
+from services.runtime.sealing.opener import opener_for
+from services.runtime.sealing.sealer import sealer_for
 from tests.conftest import NatsEnv
 
 SID = "s_sealed"
@@ -35,21 +37,21 @@ async def test_a_sealer_puts_and_only_the_executor_opens(nats_env: NatsEnv, seal
     bus, executor = await _bus(nats_env, sealer), await _bus(nats_env, "executor")
     try:
         args = {"name": "web", "env": {"DB_PASSWORD": f"{sealer}-Pw-1"}}
-        out, refs = await sealing.sealer_for(bus).args(SID, "set_env", args)
+        out, refs = await sealer_for(bus).args(SID, "set_env", args)
         assert list(refs) == [f"{sealer}-Pw-1"]
-        ref = sealing.Ref.parse(out["env"]["DB_PASSWORD"])
+        ref = Ref.parse(out["env"]["DB_PASSWORD"])
         assert ref is not None
         assert ref.sealer == sealer
-        unsealed = await sealing.opener_for(executor).args(SID, "set_env", out)
+        unsealed = await opener_for(executor).args(SID, "set_env", out)
         assert unsealed.args == args
         # Another session's command cannot use it.
-        with pytest.raises(sealing.SealError, match="not available"):
-            await sealing.opener_for(executor).args("s_other", "set_env", out)
+        with pytest.raises(SealError, match="not available"):
+            await opener_for(executor).args("s_other", "set_env", out)
         # Not even its sealer can put a second blob where the reference points.
         subject = S.sealed_subject(sealer, SID, ref.blob_id)
         with pytest.raises(ConcurrencyConflict):
             await bus.put_once(subject, b"swapped")
-        assert (await sealing.opener_for(executor).args(SID, "set_env", out)).args == args
+        assert (await opener_for(executor).args(SID, "set_env", out)).args == args
     finally:
         await bus.close()
         await executor.close()
@@ -79,7 +81,7 @@ async def test_nobody_puts_on_another_sealers_subjects(
 async def test_only_the_executor_reads_sealed_blobs(nats_env: NatsEnv, user: str) -> None:
     planner = await _bus(nats_env, "planner")
     try:
-        await sealing.sealer_for(planner).value(SID, "read-me-Pw-2")
+        await sealer_for(planner).value(SID, "read-me-Pw-2")
     finally:
         await planner.close()
     nc = await nats.connect(nats_env.url, user=user, password=nats_env.credentials[user],

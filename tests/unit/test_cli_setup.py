@@ -5,12 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from clients import render
 from launcher.cli import describe_setup
 from launcher.stack import Stack, StackConfig
 from schemas import catalogue
+from schemas import subjects as S
 from services.runtime.errors import ConfigError
+from services.runtime.sealing import blobs
+from services.runtime.sealing.blobs import Ref
 
 
 def _setup(tmp_path: Path, **env: str) -> str:
@@ -53,23 +57,32 @@ def test_an_all_namespaces_read_is_not_in_default() -> None:
     assert render.target(None, raw) == "pod in all namespaces"
     assert render.target({"kind": "pod", "namespace": "default"}, raw) == "pod in all namespaces"
     assert render.target(None, {"kind": "pod", "namespace": "shop"}) == "pod in shop"
+
+
+def _ref(sealer: str = "gateway") -> Ref:
+    ref, _ = blobs.seal("hunter2", X25519PrivateKey.generate().public_key(), sealer, "s_1")
+    return ref
+
+
+@pytest.mark.parametrize("sealer", S.SEALERS)
+def test_the_terminal_shows_a_sealed_reference_as_the_services_do(sealer: str) -> None:
+    # clients/ shares no code with the services (tests/unit/test_boundaries.py): the format of a
+    # reference in the gateway's JSON is held here to the one the services write and show.
+    ref = _ref(sealer)
+    text = f"--from-literal=pw={ref.text} and env {ref.text}"
+    assert render.sealed_refs(text) == blobs.show_refs(text)
+    assert ref.text not in render.sealed_refs(text)
+    assert render.sealed_refs(ref.text[:-1]) == ref.text[:-1]  # not a reference
+
+
+def test_a_sealed_value_is_shown_as_the_card_shows_it() -> None:
+    ref = _ref()
     assert render.event(3, "user.message", {
-        "actor": "ann", "text": "kubectl create secret generic a --from-literal=pw=hunter2"}) \
-        == "[3] ann: kubectl create secret generic a --from-literal=pw=<redacted>"
-
-
-def test_a_secrets_values_are_masked_in_a_proposal_line() -> None:
+        "actor": "ann", "text": f"kubectl create secret generic a --from-literal=pw={ref.text}"}) \
+        == f"[3] ann: kubectl create secret generic a --from-literal=pw={ref.shown}"
     manifest = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "a"},
-                "data": {"pw": "aHVudGVyMg=="}}
+                "stringData": {"pw": ref.text}}
     line = render.event(4, "tool.proposed", {"tool": "create", "args": {"manifest": manifest}})
     assert line is not None
-    assert "aHVudGVyMg" not in line
-    assert "'pw': '<redacted>'" in line
-    patch = render.event(5, "tool.proposed", {"tool": "patch", "args": {
-        "kind": "secret", "name": "a", "body": {"stringData": {"pw": "hunter2"}}}})
-    assert patch is not None
-    assert "hunter2" not in patch
-    cm = render.event(6, "tool.proposed", {"tool": "create", "args": {"manifest": {
-        **manifest, "kind": "ConfigMap", "data": {"k": "visible"}}}})
-    assert cm is not None
-    assert "visible" in cm
+    assert f"'pw': '{ref.shown}'" in line
+    assert ref.fingerprint not in line

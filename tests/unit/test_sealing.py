@@ -1,4 +1,4 @@
-"""Secret values in proposed writes (services/runtime/sealing.py): what is sealed where, that a
+"""Secret values in proposed writes (services/runtime/sealing/): what is sealed where, that a
 reference resolves only to the value it was approved with, and that nothing the executor records
 repeats the value. Pure: the store is a dict."""
 
@@ -12,12 +12,16 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from schemas import kubectl
 from schemas import subjects as S
 from schemas.approval import FieldChange
 from schemas.execution import PreviewRecorded, ToolVerified
 from services.planner import direct
-from services.runtime import identity, sealing
-from services.runtime.sealing import Opener, Ref, Sealer, SealError
+from services.runtime import identity
+from services.runtime.sealing import blobs
+from services.runtime.sealing.blobs import Ref, SealError
+from services.runtime.sealing.opener import Opener, Unsealed
+from services.runtime.sealing.sealer import Sealer
 
 SID = "s_1234"
 
@@ -60,8 +64,8 @@ def opener(key: X25519PrivateKey, store: Store) -> Opener:
 def test_a_reference_carries_a_keyed_fingerprint_not_a_hash_of_the_value(
     key: X25519PrivateKey
 ) -> None:
-    ref, blob = sealing.seal("hunter2", key.public_key(), "gateway", SID)
-    again, _ = sealing.seal("hunter2", key.public_key(), "gateway", SID)
+    ref, blob = blobs.seal("hunter2", key.public_key(), "gateway", SID)
+    again, _ = blobs.seal("hunter2", key.public_key(), "gateway", SID)
     assert Ref.parse(ref.text) == ref
     # A fresh key per value: the same password never shows the same fingerprint twice, so the
     # log cannot be searched or brute-forced for it.
@@ -69,29 +73,29 @@ def test_a_reference_carries_a_keyed_fingerprint_not_a_hash_of_the_value(
     import hashlib
     assert hashlib.sha256(b"hunter2").hexdigest() not in ref.text
     assert b"hunter2" not in blob
-    assert sealing.open_blob(ref, blob, key, SID) == "hunter2"
+    assert blobs.open_blob(ref, blob, key, SID) == "hunter2"
     assert "fingerprint " + ref.fingerprint[:12] in ref.shown
 
 
 def test_a_blob_opens_only_for_its_reference_its_session_and_the_executors_key(
     key: X25519PrivateKey
 ) -> None:
-    ref, blob = sealing.seal("s3cret-Pw!", key.public_key(), "planner", SID)
+    ref, blob = blobs.seal("s3cret-Pw!", key.public_key(), "planner", SID)
     with pytest.raises(SealError, match="does not open"):
-        sealing.open_blob(ref, blob, key, "s_other")  # copied into another session
+        blobs.open_blob(ref, blob, key, "s_other")  # copied into another session
     with pytest.raises(SealError, match="does not open"):
-        sealing.open_blob(Ref("gateway", ref.blob_id, ref.fingerprint), blob, key, SID)
+        blobs.open_blob(Ref("gateway", ref.blob_id, ref.fingerprint), blob, key, SID)
     with pytest.raises(SealError, match="does not open"):
-        sealing.open_blob(ref, blob, X25519PrivateKey.generate(), SID)
+        blobs.open_blob(ref, blob, X25519PrivateKey.generate(), SID)
     with pytest.raises(SealError, match="does not open"):
-        sealing.open_blob(ref, blob[:-1] + bytes([blob[-1] ^ 1]), key, SID)
+        blobs.open_blob(ref, blob[:-1] + bytes([blob[-1] ^ 1]), key, SID)
 
 
 def test_a_swapped_blob_under_the_same_reference_is_refused(key: X25519PrivateKey) -> None:
     """Whoever could put another blob where an approved reference points (its own sealer, say)
     must also match the approved keyed fingerprint: the executor refuses anything else."""
-    ref, _ = sealing.seal("approved-Pw!", key.public_key(), "planner", SID)
-    other, swapped = sealing.seal("attacker-Pw!", key.public_key(), "planner", SID)
+    ref, _ = blobs.seal("approved-Pw!", key.public_key(), "planner", SID)
+    other, swapped = blobs.seal("attacker-Pw!", key.public_key(), "planner", SID)
     # The attacker seals its own value under the approved blob id (same info binding)...
     forged_ref = Ref(ref.sealer, ref.blob_id, other.fingerprint)
     from cryptography.hazmat.primitives import hpke
@@ -100,9 +104,9 @@ def test_a_swapped_blob_under_the_same_reference_is_refused(key: X25519PrivateKe
     plain = json.dumps({"v": 1, "value": "attacker-Pw!",
                         "key": base64.b64encode(b"k" * 32).decode()}).encode()
     blob = suite.encrypt(plain, key.public_key(),
-                         info=sealing._info(ref.sealer, SID, ref.blob_id))
+                         info=blobs._info(ref.sealer, SID, ref.blob_id))
     with pytest.raises(SealError, match="approved fingerprint"):
-        sealing.open_blob(ref, blob, key, SID)
+        blobs.open_blob(ref, blob, key, SID)
     assert forged_ref != ref
     assert swapped
 
@@ -232,7 +236,7 @@ async def test_a_persons_command_is_recorded_with_its_secrets_sealed(
     out = await sealer(key, store, "gateway").text(SID, text)
     assert secret not in out
     assert kept in out
-    assert sealing.REF.search(out)
+    assert blobs.REF.search(out)
     # Direct mode parses what is recorded, and the executor gets the value back.
     for line in out.split("\n"):
         call = direct.parse(line)
@@ -290,13 +294,13 @@ async def test_an_unreadable_manifest_that_may_hold_a_secret_is_refused(
     for text in ("kubectl apply -f -\nkind: Secret\nstringData: {password: [unclosed",
                  "kubectl apply -f -\napiVersion: v1\nkind: Secret\nmetadata: {name: a}\n"
                  "stringData: {password: p-Pw-24, when: 2026-01-01}"):
-        with pytest.raises(sealing.Unsealable):
+        with pytest.raises(blobs.Unsealable):
             await sealer(key, store, "gateway").text(SID, text)
     assert store.blobs == {}
 
 
 async def test_without_the_executors_key_nothing_is_sealed_or_stored(store: Store) -> None:
-    with pytest.raises(sealing.SealingUnavailable):
+    with pytest.raises(blobs.SealingUnavailable):
         await Sealer("gateway", None, store.put).text(
             SID, "kubectl set env deploy/web DB_PASSWORD=x-Pw-15")
     assert store.blobs == {}
@@ -397,7 +401,7 @@ def test_a_diff_without_sealed_values_still_masks_credentials_where_they_sit() -
                     after="postgres://u:old-Pw-23@db/app"),
         FieldChange(path="spec.template.spec.containers[name=app].image", before="a:1",
                     after="a:2")))
-    scrubbed = sealing.Unsealed({}).scrub(ev)
+    scrubbed = Unsealed({}).scrub(ev)
     assert scrubbed.diff[0] == FieldChange(path=path, before="<redacted>", after="<redacted>")
     assert scrubbed.diff[1] == ev.diff[1]
 
@@ -415,11 +419,11 @@ async def test_a_command_typed_without_the_word_kubectl_is_sealed_too(
     value recorded as typed."""
     out = await sealer(key, store, "gateway").text(SID, text)
     assert secret not in out
-    assert sealing.REF.search(out)
+    assert blobs.REF.search(out)
     # As typed: with a model, the message is still the model's to read; direct mode implies
-    # the word (services/planner/direct.implied) and parses it as the command.
+    # the word (schemas/kubectl.implied) and parses it as the command.
     assert not out.startswith("kubectl ")
-    for line in direct.split_commands(direct.implied(out)):
+    for line in direct.split_commands(kubectl.implied(out)):
         assert isinstance(direct.parse(line), direct.Call), line
 
 
@@ -433,3 +437,4 @@ async def test_sentences_that_start_like_a_verb_are_recorded_as_typed(
                  "apply the fix we talked about\nkind: of urgent, name: token rotation"):
         assert await g.text(SID, text) == text
     assert store.blobs == {}
+

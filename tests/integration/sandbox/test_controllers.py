@@ -382,7 +382,7 @@ async def test_cronjob_runs_when_its_schedule_comes_due(
     assert ("CronJob", "staging", "cache-warmer") in full_sandbox.controllers._timers
     before = {j["metadata"]["name"] for j in full_sandbox.store.list(JOBS, "staging")}
     later = now() + timedelta(minutes=31)  # */30: at least one run falls due
-    monkeypatch.setattr("sandbox.controllers.workloads.now", lambda: later)
+    monkeypatch.setattr("sandbox.controllers.batch.now", lambda: later)
     full_sandbox.controllers.enqueue(("CronJob", "staging", "cache-warmer"))
     await full_sandbox.wait_for(
         lambda: {j["metadata"]["name"] for j in full_sandbox.store.list(JOBS, "staging")} - before

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from schemas import catalogue
+from schemas import catalogue, kubectl
 from services.planner import direct
 
 MANIFEST = """apiVersion: v1
@@ -476,6 +476,7 @@ def test_without_the_word_kubectl_a_command_means_the_same_with_no_model() -> No
         e.text for e in said if isinstance(e, AssistantMessage))
     # With a model, such a sentence is the model's to read.
     assert step("get pods -n shop", model=True) == []
-    assert direct.implied("why is web slow?") == "why is web slow?"
-    assert direct.implied("apply -f - <<EOF\nkind: ConfigMap\nEOF").startswith(
+    assert kubectl.implied("why is web slow?") == "why is web slow?"
+    assert kubectl.implied("apply -f - <<EOF\nkind: ConfigMap\nEOF").startswith(
         "kubectl apply -f - <<EOF\n")
+
