@@ -7,8 +7,6 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-import openai
-
 from services.planner.agent import ModelAnswer, ModelCall
 from services.planner.settings import ModelSettings
 from services.runtime.errors import InterlockError
@@ -60,6 +58,10 @@ class OpenAIChat:
     """Streams one chat completion. Retries are ours (recorded as events), not the client's."""
 
     def __init__(self, settings: ModelSettings) -> None:
+        # Imported here, not at the top: the client costs most of a second of CPU to import,
+        # paid at every planner start even with no model configured (direct mode).
+        import openai
+
         self.name = settings.model
         self.settings = settings
         self.client = openai.AsyncOpenAI(
@@ -81,6 +83,8 @@ class OpenAIChat:
         text: list[str] = []
         slots: dict[int, dict[str, str]] = {}
         model, usage = "", (0, 0)
+        import openai  # already imported by __init__
+
         try:
             stream = await self.client.chat.completions.create(**kwargs)
             async for chunk in stream:

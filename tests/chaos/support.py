@@ -302,7 +302,7 @@ class Driver:
                 stored = await bus.session(sid)
                 return any(s.event.type == "user.message" and s.event.text == text  # type: ignore[union-attr]
                            for s in stored)
-            except Exception:  # noqa: BLE001 - NATS may be away: ask again
+            except Exception:  # NATS may be away: ask again
                 if loop.time() > deadline:
                     raise
                 await asyncio.sleep(0.2)
@@ -465,7 +465,7 @@ async def audit(stack: Stack, driver: Driver, cluster: WatchedSandbox,
             rep.double_executions += 1
             rep.problems.append(f"call {call_id} has {len(rs)} results")
 
-    for approval, decision in driver.decided.items():
+    for approval in driver.decided:
         if decided[approval] != 1:
             rep.lost_approvals += 1
             rep.problems.append(f"approval {approval}: {decided[approval]} decisions in the log")

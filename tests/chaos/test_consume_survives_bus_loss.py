@@ -67,6 +67,7 @@ async def test_an_ack_lost_to_a_server_restart_does_not_end_the_consume_loop(
     handled: list[str] = []
     working = asyncio.Event()
     finish = asyncio.Event()
+    progress = asyncio.Event()  # set each time the handler finishes a message
 
     async def handler(d: Delivery[AnyEvent]) -> None:
         event = d.event
@@ -74,6 +75,7 @@ async def test_an_ack_lost_to_a_server_restart_does_not_end_the_consume_loop(
             working.set()
             await finish.wait()  # the server dies while this message is being handled
         handled.append(event.event_id)
+        progress.set()
 
     stop = asyncio.Event()
     loop_task = asyncio.create_task(planner.consume("planner", handler, stop))
@@ -85,7 +87,8 @@ async def test_an_ack_lost_to_a_server_restart_does_not_end_the_consume_loop(
         finish.set()
         async with asyncio.timeout(30):
             while first.event_id not in handled:
-                await asyncio.sleep(0.05)
+                progress.clear()
+                await progress.wait()
         await nats.start()
 
         # The loop must still be consuming: a later message is handled.

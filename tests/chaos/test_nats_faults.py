@@ -66,7 +66,8 @@ async def test_three_stream_leader_kills_in_a_three_node_cluster(
                     assert stack.cluster is not None
                     stack.cluster.kill(leader)
                     killed.append(leader)
-                    print(f"[chaos] killed stream leader {leader} at {time.monotonic() - began:.1f}s")
+                    print(f"[chaos] killed stream leader {leader} "
+                          f"at {time.monotonic() - began:.1f}s")
                     last = functools.partial(_retrying, bus.last_sequence)
                     await log_grows(last, await last(), 10, f"progress without {leader}")
                     new_leader = await _leader(bus)
@@ -95,7 +96,7 @@ async def test_the_whole_nats_server_killed_and_restarted(
 ) -> None:
     began = time.monotonic()
     names = [f"restart-{i}" for i in range(WORKERS)]
-    await create_targets(cluster.sandbox.url, names + ["restart-held"])
+    await create_targets(cluster.sandbox.url, [*names, "restart-held"])
     stack = await start_stack(tmp_path_factory.mktemp("restart"), cluster.sandbox)
     assert stack.nats is not None
     witness = Witness()
@@ -149,7 +150,7 @@ async def _retrying(fn, timeout: float = 60.0):  # type: ignore[no-untyped-def]
     while True:
         try:
             return await fn()
-        except Exception:  # noqa: BLE001 - no leader yet
+        except Exception:  # no leader yet
             if loop.time() > deadline:
                 raise
             await asyncio.sleep(0.2)
@@ -158,7 +159,8 @@ async def _retrying(fn, timeout: float = 60.0):  # type: ignore[no-untyped-def]
 async def _leader(bus) -> str:  # type: ignore[no-untyped-def]
     async def get() -> str:
         info = await bus.js.stream_info(S.EVENTS_STREAM)
-        assert info.cluster is not None and info.cluster.leader
+        assert info.cluster is not None
+        assert info.cluster.leader
         return str(info.cluster.leader)
 
     return str(await _retrying(get))

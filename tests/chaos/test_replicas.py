@@ -34,7 +34,8 @@ async def test_two_instances_of_each_service_share_a_workload(
     witness = Witness()
     try:
         await witness.follow(stack)
-        assert len(stack.procs) == 2 * len(SERVICES) and len(stack.gateway_urls) == 2
+        assert len(stack.procs) == 2 * len(SERVICES)
+        assert len(stack.gateway_urls) == 2
         driver = Driver(http, stack, witness)
         expected: dict[str, tuple[str, int]] = {}
 

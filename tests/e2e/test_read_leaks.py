@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from nats.js.errors import NotFoundError
 
 from launcher.nats import free_port
@@ -138,9 +139,17 @@ async def seed(stack: Stack, cluster: Sandbox) -> None:
     def second() -> None:
         # A replace, not a (merging) patch: revision 1's env stays only in its ReplicaSet.
         body = _deployment(L.env_v2(), L.ARGS_V2, L.CHANGE_CAUSE)
-        body["metadata"]["resourceVersion"] = apps.read_namespaced_deployment(
-            APP, NS).metadata.resource_version
-        apps.replace_namespaced_deployment(APP, NS, body)
+        for attempt in range(20):
+            body["metadata"]["resourceVersion"] = apps.read_namespaced_deployment(
+                APP, NS).metadata.resource_version
+            try:
+                apps.replace_namespaced_deployment(APP, NS, body)
+                break
+            except ApiException as exc:
+                # The sandbox's controllers were still writing the first rollout's status
+                # between the read and the replace: read again, as any client would.
+                if exc.status != 409 or attempt == 19:
+                    raise
         core.create_namespaced_event(NS, {
             "metadata": {"name": f"{APP}.chart"},
             "involvedObject": {"kind": "Deployment", "name": APP, "namespace": NS,
