@@ -60,13 +60,20 @@ def parse_after(request: web.Request) -> int:
 
 
 class Connection:
-    """Counts the NATS connection's disconnects, so a stream knows when to re-read the log."""
+    """Counts the NATS connection's disconnects, so a stream knows when to re-read the log, and
+    wakes every stream that waits idle for live frames: events stored while the connection was
+    down are never republished to it, so an idle client would otherwise hear of them only at its
+    next heartbeat (up to 15 s later)."""
 
     def __init__(self) -> None:
         self.generation = 0
+        self.followers: weakref.WeakSet[Follower] = weakref.WeakSet()
 
     async def changed(self) -> None:
         self.generation += 1
+        for f in list(self.followers):
+            if f.direct:
+                f.hand_over()  # its task sees the new generation and reads the log again
 
 
 Live = tuple[int, bytes]  # (stream sequence, the SSE frame)
@@ -87,8 +94,8 @@ class Follower:
     the NATS connection, a gone client — hands the client back to its own task (`wake`), and
     the hub keeps what arrives meanwhile in `pending` for it."""
 
-    __slots__ = ("chunked", "connection", "direct", "generation", "high_water", "last",
-                 "metrics", "pending", "reread", "sent_at", "transport", "wake")
+    __slots__ = ("__weakref__", "chunked", "connection", "direct", "generation", "high_water",
+                 "last", "metrics", "pending", "reread", "sent_at", "transport", "wake")
 
     def __init__(self, transport: asyncio.Transport, is_chunked: bool, metrics: Metrics,
                  connection: Connection | None) -> None:
@@ -97,6 +104,8 @@ class Follower:
         self.metrics = metrics
         self.connection = connection
         self.generation = connection.generation if connection else 0
+        if connection is not None:
+            connection.followers.add(self)
         self.high_water = transport.get_write_buffer_limits()[1]
         self.last = 0  # the last id written to the client
         self.direct = False

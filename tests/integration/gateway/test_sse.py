@@ -181,10 +181,13 @@ async def test_unknown_session_is_a_404_before_streaming(gateway: Gateway) -> No
 
 
 async def test_the_live_tail_catches_up_after_a_nats_reconnect(
-    gateway: Gateway, nats_env: NatsEnv
+    gateway_factory: GatewayFactory, nats_env: NatsEnv
 ) -> None:
     """Events stored while the gateway's NATS connection was down are not lost: the stream
-    re-reads the log from its last id (the republish is core NATS and is not replayed)."""
+    re-reads the log from its last id (the republish is core NATS and is not replayed) as soon
+    as the connection changed — not at its next heartbeat, which here would be an hour away
+    (the reader gives up after 30 s)."""
+    gateway = await gateway_factory(heartbeat_s=3600.0)
     sid, _seqs = await _seed(gateway, 2)
     reader = asyncio.create_task(_read(gateway, sid, 5, within=30))
     for _ in range(2000):
