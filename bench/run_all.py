@@ -95,6 +95,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     note("gated reads/s before issue 14 (accounts, signatures) and now, alternated")
     res["before_after"] = await asyncio.to_thread(before_after.compare, 2 if q else 5,
                                                   5.0 if q else 10.0)
+    note("gated reads/s before commands were events (issue 17) and now, no-op cluster")
+    res["before_after_commands"] = await asyncio.to_thread(
+        before_after.compare, 2 if q else 5, 5.0 if q else 10.0, before_after.BASE_COMMANDS,
+        True)
 
     note("startup of `interlock up`")
     res["startup"] = await startup.startup(1 if q else 3)
@@ -247,6 +251,11 @@ def table(r: dict[str, Any]) -> str:
                      f"{ba['after_median']:.0f} calls/s", f"{ba['before_median']:.0f} calls/s",
                      f"{ba['change_pct']:+.1f}% (aim: loss < 15%; {ba['rounds']} rounds each, "
                      "alternated)"))
+    bc = r.get("before_after_commands")
+    if bc:
+        rows.append((f"gated reads/s, no-op cluster, now vs EXEC commands ({bc['base']})",
+                     f"{bc['after_median']:.0f} calls/s", f"{bc['before_median']:.0f} calls/s",
+                     f"{bc['change_pct']:+.1f}% ({bc['rounds']} rounds each, alternated)"))
     b = r.get("budget", {})
     if b:
         per = ", ".join(f"{k} {v:.2f}" for k, v in b["cpu_ms_per_call"].items())
