@@ -3,8 +3,9 @@ verifying by a reader, on events of the sizes a gated read and a gated write pro
 
 Usage: python -m bench.signing [N]
 Prints µs per event (process CPU time, one core) and, from them, what signatures add to a gated
-read: 3 events are signed (tool.proposed by the planner, tool.classified, tool.result) and 2
-verified (the gate the proposal, the planner the result it consumes); everything else a service
+read: 3 events are signed (tool.proposed by the planner, tool.classified, tool.result) and 3
+verified (the gate the proposal, the executor the classification it runs — since commands are
+events —, the planner the result it consumes); everything else a service
 reads of a session is its own, already verified (Bus.verify), or of a type it never acts upon
 (the planner and tool.classified: Bus.not_acted_upon).
 """
@@ -31,7 +32,7 @@ from services.runtime import identity
 
 # Per gated read (see the module docstring).
 SIGNS_PER_READ = 3
-VERIFIES_PER_READ = 2
+VERIFIES_PER_READ = 3
 
 
 def samples() -> dict[str, Event]:
