@@ -20,6 +20,20 @@ from schemas.execution import ToolResult, ToolStarted
 from schemas.lifecycle import decision_state
 from schemas.subjects import ExecKind
 
+# Other services' events that none of the executor's folds of a session (`request_of`,
+# `progress`, `approval_problem`, `approved_effect`) ever looks at. Its session reads return them
+# without verifying their signatures (Bus.not_acted_upon): the read before each grant otherwise
+# verified every event of the session, ~190 µs each. What it acts on stays verified: what it
+# runs (a classification or a grant) is checked by the consume loop whatever this set says, and
+# what a grant is checked against — the request, the decisions, the grants — on every read.
+# tests/unit/executor/test_not_acted_upon.py keeps this true.
+NOT_ACTED_UPON: frozenset[str] = frozenset({
+    "session.started", "user.message", "session.cancelled", "assistant.message",
+    "turn.completed", "tool.proposed", "command.rejected", "step.planned", "model.retried",
+    "tool.classified", "tool.refused", "tool.amended", "approval.denied", "approval.expired",
+    "decision.rejected",
+})
+
 
 @dataclass(frozen=True)
 class Work:

@@ -8,6 +8,7 @@ import asyncio
 from nats.js.errors import NotFoundError
 
 from schemas import subjects as S
+from services.executor import domain
 from services.executor.handlers import Executor
 from services.executor.kube import Kube
 from services.executor.settings import ExecutorSettings
@@ -17,6 +18,7 @@ from services.runtime.errors import ConfigError
 
 async def run(settings: ExecutorSettings, stop: asyncio.Event) -> None:
     bus = await Bus.connect(settings.nats, "executor")
+    bus.not_acted_upon(domain.NOT_ACTED_UPON)
     executor = Executor(bus, settings, Kube(settings.kubeconfig, settings.allowed_contexts,
                                            settings.call_timeout_s))
     try:

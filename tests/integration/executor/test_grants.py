@@ -12,7 +12,14 @@ import nats
 from sandbox.server import Sandbox
 from schemas import events as E
 from schemas import subjects as S
-from schemas.approval import ApprovalCall, ApprovalDecided, ApprovalGranted, ApprovalRequested
+from schemas.approval import (
+    ApprovalCall,
+    ApprovalDecided,
+    ApprovalGranted,
+    ApprovalRequested,
+    ToolClassified,
+)
+from schemas.base import Target
 from services.runtime import natsconf
 from services.runtime.bus import Bus
 from tests.conftest import NatsEnv
@@ -93,3 +100,27 @@ async def test_a_grant_the_gate_did_not_sign_is_recorded_and_not_run(
     assert reason.endswith("it was not run")
     assert not log.of("tool.started", "c_forged")
     assert replicas(cluster) == 3
+
+
+async def test_a_classification_the_gate_did_not_sign_is_recorded_and_not_run(
+        cluster: Sandbox, kubeconfig: Path, nats_env: NatsEnv, keys: tuple[Path, Path],
+        session_log: tuple[str, Log]) -> None:
+    """A read released by a `tool.classified` on the gate's subject that the gate's event key
+    did not sign runs nothing, although the executor's session reads skip verifying
+    classifications (domain.NOT_ACTED_UPON): what it runs is checked by the consume loop."""
+    session, log = session_log
+    _, public = keys
+    event = ToolClassified(session_id=session, call_id="c_forged_read", access="read",
+                           rule="get is a read", tool="get",
+                           args={"kind": "deployment", "name": "web", "namespace": "shop"},
+                           target=Target(namespace="shop", kind="deployment", name="web"))
+    admin = await nats.connect(nats_env.url, user=natsconf.ADMIN_USER,
+                               password=nats_env.credentials[natsconf.ADMIN_USER])
+    try:
+        await admin.jetstream().publish(S.event_subject(event), E.encode(event))
+    finally:
+        await admin.close()
+    async with executor_running(nats_env, public, kubeconfig):
+        reason = await refusal(log, "c_forged_read")
+    assert reason.startswith("rejected a forged tool.classified"), reason
+    assert not log.of("tool.result", "c_forged_read")
