@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,17 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         codes = await s.stop()
     # SIGTERM → drain → exit 0 for every service that is still ours to stop.
     assert all(c == 0 for c in codes.values()), codes
+
+
+async def stack_on_old_data(tmp_path_factory: pytest.TempPathFactory, fixture: Path) -> Stack:
+    """A stack started on a data dir written by an earlier version (a tar.gz under data/), as
+    an operator upgrading in place would: the upgrade tests' body."""
+    data = tmp_path_factory.mktemp("old-data")
+    with tarfile.open(fixture) as tar:
+        tar.extractall(data, filter="data")
+    stack = Stack(StackConfig(data_dir=data, http_port=free_port(), sandbox_time_scale=0.05))
+    await stack.start()
+    return stack
 
 
 async def model_stack(tmp_path_factory: pytest.TempPathFactory, base_url: str,

@@ -18,11 +18,10 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from launcher.nats import free_port
-from launcher.stack import Stack, StackConfig
+from launcher.stack import Stack
 from schemas import subjects as S
 from services.runtime import identity
-from tests.e2e.conftest import bus_as
+from tests.e2e.conftest import bus_as, stack_on_old_data
 from tests.support import Client
 
 pytestmark = pytest.mark.e2e
@@ -32,12 +31,9 @@ FIXTURE = Path(__file__).parent / "data" / "data-dir-before-issue-14.tar.gz"
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def upgraded(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    data = tmp_path_factory.mktemp("old-data")
-    with tarfile.open(FIXTURE) as tar:
-        tar.extractall(data, filter="data")
-    assert not (data / "keys").exists()  # the old layout: no signing keys yet
-    stack = Stack(StackConfig(data_dir=data, http_port=free_port(), sandbox_time_scale=0.05))
-    await stack.start()
+    with tarfile.open(FIXTURE) as tar:  # the old layout: no signing keys yet
+        assert not [n for n in tar.getnames() if n.split("/")[0] == "keys"]
+    stack = await stack_on_old_data(tmp_path_factory, FIXTURE)
     try:
         yield stack
     finally:

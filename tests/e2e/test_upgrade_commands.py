@@ -22,7 +22,8 @@ import pytest
 import pytest_asyncio
 
 from launcher.nats import free_port
-from launcher.stack import Stack, StackConfig
+from launcher.stack import Stack
+from tests.e2e.conftest import stack_on_old_data
 from tests.support import Client
 
 pytestmark = pytest.mark.e2e
@@ -32,11 +33,7 @@ FIXTURE = Path(__file__).parent / "data" / "data-dir-before-issue-17.tar.gz"
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def upgraded(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    data = tmp_path_factory.mktemp("old-data")
-    with tarfile.open(FIXTURE) as tar:
-        tar.extractall(data, filter="data")
-    stack = Stack(StackConfig(data_dir=data, http_port=free_port(), sandbox_time_scale=0.05))
-    await stack.start()
+    stack = await stack_on_old_data(tmp_path_factory, FIXTURE)
     try:
         yield stack
     finally:

@@ -19,7 +19,7 @@ from schemas.approval import (
     ApprovalRequested,
     ToolClassified,
 )
-from schemas.base import Target
+from schemas.base import Event, Target
 from services.runtime import natsconf
 from services.runtime.bus import Bus
 from tests.conftest import NatsEnv
@@ -37,6 +37,17 @@ from tests.integration.executor.test_bus import (
 )
 
 __all__ = ["gate", "keys", "session_log"]  # fixtures, used by name
+
+
+async def store_unsigned(nats_env: NatsEnv, event: Event) -> None:
+    """Stores `event` on its own subject unsigned, as the admin identity (the only one besides
+    its emitter that can write there): a forgery the consume loop must catch."""
+    admin = await nats.connect(nats_env.url, user=natsconf.ADMIN_USER,
+                               password=nats_env.credentials[natsconf.ADMIN_USER])
+    try:
+        await admin.jetstream().publish(S.event_subject(event), E.encode(event))
+    finally:
+        await admin.close()
 
 
 async def test_one_bad_grant_of_an_approval_does_not_stop_the_others(
@@ -86,14 +97,9 @@ async def test_a_grant_the_gate_did_not_sign_is_recorded_and_not_run(
     forged = scale_command(session, "c_forged", 6, private, rv(cluster))
     assert forged.grant is not None
     await record_approval(nats_env, forged, granted=False)
-    admin = await nats.connect(nats_env.url, user=natsconf.ADMIN_USER,
-                               password=nats_env.credentials[natsconf.ADMIN_USER])
-    try:
-        event = ApprovalGranted(session_id=session, approval_id=forged.grant.approval_id,
-                                approver="alice", grants=(forged.grant,))
-        await admin.jetstream().publish(S.event_subject(event), E.encode(event))
-    finally:
-        await admin.close()
+    await store_unsigned(nats_env, ApprovalGranted(
+        session_id=session, approval_id=forged.grant.approval_id, approver="alice",
+        grants=(forged.grant,)))
     async with executor_running(nats_env, public, kubeconfig):
         reason = await refusal(log, "c_forged")
     assert reason.startswith("rejected a forged approval.granted"), reason
@@ -114,12 +120,7 @@ async def test_a_classification_the_gate_did_not_sign_is_recorded_and_not_run(
                            rule="get is a read", tool="get",
                            args={"kind": "deployment", "name": "web", "namespace": "shop"},
                            target=Target(namespace="shop", kind="deployment", name="web"))
-    admin = await nats.connect(nats_env.url, user=natsconf.ADMIN_USER,
-                               password=nats_env.credentials[natsconf.ADMIN_USER])
-    try:
-        await admin.jetstream().publish(S.event_subject(event), E.encode(event))
-    finally:
-        await admin.close()
+    await store_unsigned(nats_env, event)
     async with executor_running(nats_env, public, kubeconfig):
         reason = await refusal(log, "c_forged_read")
     assert reason.startswith("rejected a forged tool.classified"), reason
