@@ -337,14 +337,6 @@ def _signature_text(bad: ForgedEvent) -> str:
     return f"{what[bad.problem]}: {bad.detail}"
 
 
-def load_public_key(raw: bytes) -> Ed25519PublicKey:
-    from cryptography.hazmat.primitives import serialization
-
-    key = serialization.load_pem_public_key(raw)
-    assert isinstance(key, Ed25519PublicKey)
-    return key
-
-
 def export_lines(links: list[chain.Link]) -> str:
     """JSON lines for SIEM export: `event` to read, `raw` the exact stored text that the chain
     hashes, `signature` the writer's signature header (null: unsigned). `verify` checks all
