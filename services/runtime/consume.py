@@ -28,11 +28,10 @@ log = logging.getLogger(__name__)
 SESSIONS_AT_ONCE = 16
 HELD_PER_SESSION = 4
 
-# What a service gives the loop: a handler of deliveries, a recorder of poison, and (chosen by
-# the loop from the consumer's stream) how a message is opened and checked.
+# What a service gives the loop: a handler of deliveries and a recorder of poison. The loop
+# opens every message as an event (open_event) and checks it (Consumer.check).
 Handler = Callable[[Delivery[Any]], Awaitable[None]]
 OnPoison = Callable[[Poisoned[Any]], Awaitable[None]]
-Opener = Callable[[Msg], Delivery[Any]]
 Check = Callable[[Delivery[Any]], None]
 # Which decoded events the handler acts on (None: all). The rest are acked without being
 # verified or handed over: a consumer whose filter delivers more than its service acts on (the
@@ -80,7 +79,7 @@ class Consumer(Reader):
             log.warning("consumer info unavailable: %s", exc)
         try:
             await self._fetch_loop(psub, handler, stop, batch, on_poison, sessions_at_once,
-                                   opener=open_event, check=self.check, select=select)
+                                   select=select)
         finally:
             # An open pull subscription makes drain() wait for its whole timeout.
             with contextlib.suppress(Exception):
@@ -95,13 +94,11 @@ class Consumer(Reader):
         on_poison: OnPoison | None,
         sessions_at_once: int = 1,
         *,
-        opener: Opener = open_event,
-        check: Check | None = None,
         select: Select | None = None,
     ) -> None:
         work = Dispatcher(handler, on_poison, sessions_at_once, self._ack_wait,
                           max_held=max(batch, HELD_PER_SESSION * sessions_at_once),
-                          opener=opener, check=check, select=select)
+                          check=self.check, select=select)
         try:
             while not stop.is_set() and not work.closed:
                 room = work.room()
@@ -172,13 +169,11 @@ class Dispatcher:
         sessions_at_once: int,
         ack_wait: float,
         max_held: int,
-        opener: Opener = open_event,
-        check: Check | None = None,
+        check: Check,
         select: Select | None = None,
     ) -> None:
         self.handler = handler
         self.on_poison = on_poison
-        self.opener = opener
         self.check = check
         self.select = select
         self.ordered_by_session = sessions_at_once > 1
@@ -212,8 +207,7 @@ class Dispatcher:
                 await asyncio.wait({before})  # the session's earlier message first
             async with self.slots:
                 await handle_with_policy(msg, self.handler, self.on_poison,
-                                         opener=self.opener, check=self.check,
-                                         select=self.select)
+                                         check=self.check, select=self.select)
         except ConnectionClosedError:
             self.closed = True
         except Exception:  # a bad message must never end the service
@@ -262,7 +256,6 @@ async def handle_with_policy(
     handler: Handler,
     on_poison: OnPoison | None = None,
     *,
-    opener: Opener = open_event,
     check: Check | None = None,
     select: Select | None = None,
 ) -> None:
@@ -276,7 +269,7 @@ async def handle_with_policy(
     extra = {"subject": msg.subject, "seq": seq}
     delivery: Delivery[Any] | None = None
     try:
-        delivery = opener(msg)
+        delivery = open_event(msg)
         if select is not None and not select(delivery.event):
             await _settle(msg, "ack")
             return
