@@ -58,9 +58,7 @@ def record_transitions(
                 pod,
                 "Warning",
                 "BackOff",
-                f"Back-off restarting failed container {name} in pod "
-                f"{pod['metadata']['name']}_{pod['metadata']['namespace']}"
-                f"({pod['metadata']['uid']})",
+                _backoff(name, pod),
                 component="kubelet",
                 host=host,
                 field_path=field,
@@ -92,13 +90,18 @@ def record_transitions(
                 pod,
                 "Warning",
                 "BackOff",
-                f"Back-off restarting failed container {name} in pod "
-                f"{pod['metadata']['name']}_{pod['metadata']['namespace']}"
-                f"({pod['metadata']['uid']})",
+                _backoff(name, pod),
                 component="kubelet",
                 host=host,
                 field_path=field,
             )
+
+
+def _backoff(container: str, pod: Obj) -> str:
+    """A kubelet's BackOff message, as `kubectl describe pod` shows it."""
+    meta = pod["metadata"]
+    return (f"Back-off restarting failed container {container} in pod "
+            f"{meta['name']}_{meta['namespace']}({meta['uid']})")
 
 
 def record_killed(recorder: Recorder, pod: Obj) -> None:
