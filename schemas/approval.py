@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal
 
 import msgspec
 
+from schemas.approvers import Signature
 from schemas.base import Emitter, Event, LongText, ShortText, Target, UtcTime
 
 
@@ -148,6 +149,11 @@ class ApprovalDecided(Event, frozen=True, kw_only=True, tag="approval.decided"):
     All decisions of one approval share one subject and are appended with optimistic
     concurrency on it, so concurrent deciders are serialised: one wins, the other is told 409.
     `args` set on an approval means "approve these modified args instead" (a new proposal).
+
+    The gateway records who it says decided; only `signed` makes it count (issue 18): the
+    approver's own signature over a decision statement (schemas/approvers.py), which the gate
+    verifies against the approver registry. `edits` are the changes the approver signed, `args`
+    the recorded args with those edits applied (the gate checks they agree).
     """
 
     emitter: ClassVar[Emitter] = "gateway"
@@ -156,6 +162,8 @@ class ApprovalDecided(Event, frozen=True, kw_only=True, tag="approval.decided"):
     reason: LongText = ""
     approver: ShortText
     args: dict[str, Any] | None = None
+    signed: Signature | None = None
+    edits: dict[str, Any] | None = None
 
     def key(self) -> str:
         return self.approval_id

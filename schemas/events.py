@@ -17,6 +17,7 @@ from schemas.approval import (
     ToolClassified,
     ToolRefused,
 )
+from schemas.approvers import ApproverEnrolled, ApproverRevoked, PasskeyRegistered
 from schemas.base import Event
 from schemas.execution import (
     CommandRefused,
@@ -58,6 +59,9 @@ AnyEvent: TypeAlias = (
     | ToolResult
     | ToolVerified
     | CommandRefused
+    | ApproverEnrolled
+    | ApproverRevoked
+    | PasskeyRegistered
 )
 
 EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__

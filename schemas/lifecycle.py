@@ -10,7 +10,7 @@ always an argument, so a live service, a replay and a test apply the same rules.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
@@ -23,6 +23,7 @@ from schemas.approval import (
     ApprovalExpired,
     ApprovalGranted,
     ApprovalRequested,
+    DecisionRejected,
 )
 from schemas.base import Event
 
@@ -63,9 +64,16 @@ class DecisionState(msgspec.Struct, kw_only=True):
         return None
 
 
-def decision_state(request: ApprovalRequested, decisions: list[ApprovalDecided]) -> DecisionState:
+# Why a decision's signature does not count (None: it does) — the gate's registry check
+# (services/runtime/approvers.py), which only the gate and the audit can make.
+Verifier = Callable[[ApprovalRequested, ApprovalDecided], "str | None"]
+
+
+def decision_state(request: ApprovalRequested, decisions: list[ApprovalDecided],
+                   verify: Verifier | None = None) -> DecisionState:
     """Folds decisions in log order: the first valid deny or modify settles it; approvals from
-    distinct permitted approvers count until `required_approvals` is reached."""
+    distinct permitted approvers count until `required_approvals` is reached. With `verify`,
+    a decision whose signature does not count is rejected and changes nothing."""
     state = DecisionState()
     approved: list[str] = []
     rejected: list[tuple[ApprovalDecided, str]] = []
@@ -73,7 +81,7 @@ def decision_state(request: ApprovalRequested, decisions: list[ApprovalDecided])
         if d.approval_id != request.approval_id:
             continue
         state.approved_by = tuple(approved)
-        why = state.check(request, d.approver)
+        why = state.check(request, d.approver) or (verify(request, d) if verify else None)
         if why is not None:
             rejected.append((d, why))
             continue
@@ -118,14 +126,18 @@ class ApprovalState:
     request: ApprovalRequested
     decisions: tuple[ApprovalDecided, ...] = ()
     outcome: Outcome | None = None
+    # Decisions the gate rejected (`decision.rejected` names them): they count for no reader.
+    refused: frozenset[str] = frozenset()
 
     @property
     def recorded(self) -> Recorded:
         return "pending" if self.outcome is None else _RECORDED[type(self.outcome)]
 
-    def decision(self) -> DecisionState:
-        """The decisions folded by the rules (`decision_state`)."""
-        return decision_state(self.request, list(self.decisions))
+    def decision(self, verify: Verifier | None = None) -> DecisionState:
+        """The decisions folded by the rules (`decision_state`), leaving out those the gate
+        rejected; `verify` checks each one's signature (the gate's registry)."""
+        return decision_state(self.request, [d for d in self.decisions
+                                             if d.event_id not in self.refused], verify)
 
     def status(self, now: datetime) -> Status:
         if self.outcome is not None:
@@ -161,6 +173,8 @@ def evolve(state: ApprovalState | None, event: Event) -> ApprovalState | None:
             return state
         case ApprovalDecided():
             return replace(state, decisions=(*state.decisions, event))
+        case DecisionRejected():
+            return replace(state, refused=state.refused | {event.causation_id})
         case ApprovalGranted() | ApprovalDenied() | ApprovalExpired():
             return replace(state, outcome=event)
     return state

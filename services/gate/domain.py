@@ -295,18 +295,21 @@ def _gathered(writes: Sequence[Member], previews: dict[str, PreviewRecorded]) ->
 
 # -- decisions -------------------------------------------------------------------------------
 
-def decide(state: lifecycle.ApprovalState, d: ApprovalDecided, now: datetime) -> list[Event]:
+def decide(state: lifecycle.ApprovalState, d: ApprovalDecided, now: datetime,
+           verify: lifecycle.Verifier | None = None) -> list[Event]:
     """The outcome of a pending approval once decision `d` is in the log (`state` folds it):
     [] while it waits for another approver; a rejection of `d` if it cannot count; else the
     outcome to record — an expiry, a denial (with the amended call for modified args), or a
-    grant whose per-call grants are UNSIGNED (the handler signs them)."""
+    grant whose per-call grants are UNSIGNED (the handler signs them). `verify` says why a
+    decision's signature does not count (the handler's registry): such a decision counts for
+    nothing, so two-approver rules count distinct principals with valid signatures."""
     req = state.request
     common: dict[str, Any] = {"session_id": d.session_id, "actor": ACTOR,
                               "causation_id": d.event_id,
                               "correlation_id": req.correlation_id}
     if lifecycle.is_expired(req, now):
         return [ApprovalExpired(approval_id=req.approval_id, call_ids=req.call_ids, **common)]
-    folded = state.decision()
+    folded = state.decision(verify)
     for rejected, why in folded.rejected:
         if rejected.event_id == d.event_id:
             return [rejection(d, why)]
@@ -341,12 +344,30 @@ def decide(state: lifecycle.ApprovalState, d: ApprovalDecided, now: datetime) ->
                             **common)]
 
 
-def amended_of(state: lifecycle.ApprovalState) -> ToolAmended:
+def amended_of(state: lifecycle.ApprovalState,
+               verify: lifecycle.Verifier | None = None) -> ToolAmended:
     """The amended call of an approval denied by modification, rebuilt from the decision that
     modified it (deterministic ids: appending it again is a no-op)."""
-    decider = state.decision().deciding
+    decider = state.decision(verify).deciding
     assert decider is not None
     return amended_call(state.request, decider)
+
+
+def edits_problem(req: ApprovalRequested, d: ApprovalDecided) -> str | None:
+    """Why a decision's modified args are not the recorded args with the edits its approver
+    signed applied (None: they are, or nothing was modified)."""
+    if d.args is None:
+        return None
+    tool = catalogue.lookup(req.calls[0].tool) if len(req.calls) == 1 else None
+    if tool is None or d.edits is None:
+        return "modified args without the approver's signed edits"
+    try:
+        expected = catalogue.canonical_args(tool.parse_args({**req.calls[0].args, **d.edits}))
+    except msgspec.ValidationError as exc:
+        return f"the signed edits are not valid args: {exc}"
+    if expected != d.args:
+        return "the modified args are not the edits the approver signed"
+    return None
 
 
 def rejection(d: ApprovalDecided, why: str) -> DecisionRejected:

@@ -21,6 +21,7 @@ from schemas.approval import (
     ToolClassified,
     ToolRefused,
 )
+from schemas.approvers import REGISTRY_SESSION
 from schemas.base import Event, Target
 from schemas.events import AnyEvent
 from schemas.execution import PreviewRecorded
@@ -28,7 +29,7 @@ from schemas.ids import derived_id
 from schemas.planning import ToolProposed
 from services.gate import domain, risk
 from services.gate.settings import GateSettings
-from services.runtime import signing
+from services.runtime import approvers, signing
 from services.runtime.bus import Bus, Link
 from services.runtime.delivery import Delivery, Poisoned
 from services.runtime.errors import ConcurrencyConflict, PoisonMessage
@@ -56,6 +57,11 @@ class Gate:
         self._history_lock = asyncio.Lock()
         self._requests: dict[str, ApprovalRequested] = {}
         self._changes: list[risk.Change] = []
+        # Who may approve, with which keys: folded from the log (admin-signed enrolments and
+        # revocations), trusting only the admin keys it was provisioned with (issue 18).
+        self.registry = approvers.Registry(approvers.load_admin_keys(settings.admin_keys_file))
+        self._registry_cursor = 1
+        self._registry_lock = asyncio.Lock()
 
     async def handle(self, d: Delivery[AnyEvent]) -> None:
         # Decoded and signed by the emitter its subject names: the consume loop checked it.
@@ -165,6 +171,7 @@ class Gate:
     # -- decisions ---------------------------------------------------------------------------
 
     async def on_decided(self, d: ApprovalDecided) -> None:
+        await self.refresh_registry()
         for _ in range(OCC_ATTEMPTS):
             stored = await self.bus.session(d.session_id)
             state = lifecycle.fold(s.event for s in stored).get(d.approval_id)
@@ -178,14 +185,21 @@ class Gate:
             if isinstance(state.outcome, ApprovalDenied) and state.outcome.superseded_by:
                 # Denied by modification: the amended call it names must exist. A gate killed
                 # between the two appends left only the denial; this completes it (once).
-                await self.bus.append_once(domain.amended_of(state))
+                await self.bus.append_once(domain.amended_of(state, self.unsigned))
                 if state.outcome.causation_id == d.event_id:
                     return  # the deciding decision itself, redelivered: nothing to reject
             if state.recorded != "pending":
                 await self._reject(d, f"approval {d.approval_id} is already {state.recorded}")
                 return
+            # A decision counts only with its approver's own signature, by a key enrolled for
+            # them, over exactly this approval (there is no setting that skips this): one that
+            # does not is recorded as rejected and changes nothing.
+            why = self.unsigned(state.request, d)
+            if why is not None:
+                await self._reject(d, why)
+                return
             outputs = [self._signed(out)
-                       for out in domain.decide(state, d, datetime.now(UTC))]
+                       for out in domain.decide(state, d, datetime.now(UTC), self.unsigned)]
             if not outputs:
                 return  # a valid approval that still waits for another approver
             try:
@@ -199,6 +213,22 @@ class Gate:
             # log, like any proposal: a crash between here and there loses nothing.
             return
         raise ConcurrencyConflict(f"could not decide {d.approval_id}: session too busy")
+
+    def unsigned(self, request: ApprovalRequested, d: ApprovalDecided) -> str | None:
+        """Why decision `d` has no valid signature of its approver (None: it has one)."""
+        try:
+            self.registry.verify_decision(request, d)
+        except approvers.Rejected as exc:
+            return f"{exc}; the decision was not counted"
+        return domain.edits_problem(request, d)
+
+    async def refresh_registry(self) -> None:
+        async with self._registry_lock:
+            async for s in self.bus.read(
+                    f"{S.EVENTS_PREFIX}.{REGISTRY_SESSION}.gateway.approver.*.*",
+                    self._registry_cursor):
+                self._registry_cursor = s.seq + 1
+                self.registry.apply(s.event)
 
     def _signed(self, out: Event) -> Event:
         """A grant's calls signed with the gate's key (the domain returns them unsigned)."""

@@ -16,6 +16,9 @@ from services.runtime.settings import NatsSettings, require
 class GateSettings:
     nats: NatsSettings
     key_file: Path
+    # The admin public keys whose enrolments the gate believes (issue 18): required, since no
+    # decision counts without an enrolled approver's signature.
+    admin_keys_file: Path
     approval_ttl_s: float = 900.0
     policy: Policy = field(default_factory=Policy)
     history_window_s: float = 3600.0
@@ -23,7 +26,8 @@ class GateSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GateSettings:
         env = os.environ if env is None else env
-        require(env, "INTERLOCK_NATS_PASSWORD", "INTERLOCK_GATE_KEY_FILE", service="gate")
+        require(env, "INTERLOCK_NATS_PASSWORD", "INTERLOCK_GATE_KEY_FILE",
+                "INTERLOCK_ADMIN_KEYS_FILE", service="gate")
         try:
             ttl = float(env.get("INTERLOCK_APPROVAL_TTL", "900"))
         except ValueError as exc:
@@ -33,6 +37,7 @@ class GateSettings:
         return cls(
             nats=NatsSettings.from_env("gate", env),
             key_file=Path(env["INTERLOCK_GATE_KEY_FILE"]),
+            admin_keys_file=Path(env["INTERLOCK_ADMIN_KEYS_FILE"]),
             approval_ttl_s=ttl,
             policy=load(Path(env["INTERLOCK_POLICY_FILE"]) if env.get("INTERLOCK_POLICY_FILE")
                         else None),
