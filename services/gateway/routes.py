@@ -22,7 +22,7 @@ from schemas.approval import ApprovalDecided
 from schemas.ids import InvalidId, check_token, new_session_id
 from schemas.lifecycle import Refusal
 from schemas.session import SessionCancelled, SessionStarted, UserMessage
-from services.gateway import audit, openapi, sse, views
+from services.gateway import audit, openapi, passkeys, sse, views
 from services.gateway.auth import Principal, Role, TokenStore
 from services.gateway.bodies import (
     STATE_FILTERS,
@@ -460,4 +460,5 @@ def make_app(api: Api, limiter: RateLimiter | None = None,
     r.add_get("/v1/tools", api.tools)
     r.add_get("/v1/sessions/{session_id}/audit", functools.partial(audit.session_audit, api))
     r.add_get("/v1/audit", functools.partial(audit.search, api))
+    passkeys.install(app, api, app[SPEC])
     return app
