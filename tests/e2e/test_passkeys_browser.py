@@ -1,0 +1,331 @@
+"""Passkeys in the Command Center (issue 18), in a real headless Chromium with a virtual
+authenticator (CDP `WebAuthn.addVirtualAuthenticator`), against the whole stack as processes:
+an approver registers a passkey in the page, an admin enrols it, and one click on Approve signs
+the decision with it; another principal's passkey cannot sign for the approver; without the
+authenticator, approving is impossible and the card says so.
+
+The page is opened at http://localhost:<port>: a passkey belongs to a host name (browsers
+refuse an IP address as its relying party)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+import pytest_asyncio
+
+from launcher.nats import free_port
+from launcher.stack import Stack, StackConfig
+from schemas.approval import ApprovalDecided
+from schemas.approvers import ApproverKey, Signature
+from services.runtime import approvers
+from services.runtime.bus import Bus
+from services.runtime.settings import NatsSettings
+from tests.e2e.conftest import CHROMIUM, replicas
+from tests.support import Client
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.e2e,
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.skipif(not CHROMIUM.exists(),
+                       reason=f"{CHROMIUM} is absent: apt-get install -y chromium "
+                              "(`make test` does it when run as root)"),
+]
+playwright_api = pytest.importorskip("playwright.async_api",
+                                     reason="the playwright package is not installed")
+WAIT_MS = 30_000
+# A WebAuthn request nobody answers ends at its timeout (the page asks for 60 s).
+UNANSWERED_MS = 120_000
+AUTHENTICATOR = {"protocol": "ctap2", "transport": "internal", "hasResidentKey": True,
+                 "hasUserVerification": True, "isUserVerified": True,
+                 "automaticPresenceSimulation": True}
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def pk_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    s = Stack(StackConfig(data_dir=tmp_path_factory.mktemp("passkeys"), http_port=free_port(),
+                          admin_token="p" * 32))
+    try:
+        await s.start()
+        yield s
+    finally:
+        await s.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def _token(stack: Stack, who: str) -> str:
+    return stack.cfg.admin_token if who == "admin" else str(stack.tokens[who]["token"])
+
+
+def _client(stack: Stack, http: aiohttp.ClientSession, who: str) -> Client:
+    return Client(http, stack.url, _token(stack, who))
+
+
+def _local(stack: Stack) -> str:
+    return f"http://localhost:{stack.cfg.http_port}"
+
+
+async def _open(browser: Any, stack: Stack, who: str, width: int = 1440,
+                height: int = 900) -> Any:
+    """The Command Center as `who`, with a virtual authenticator of its own."""
+    page = await browser.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(WAIT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.errors = errors
+    decisions: list[str] = []  # every decision the page POSTed
+    page.on("request", lambda r: decisions.append(r.url)
+            if r.method == "POST" and r.url.endswith("/decision") else None)
+    page.decisions = decisions
+    await page.goto(f"{_local(stack)}/#token={_token(stack, who)}")
+    await page.wait_for_selector("body[data-ready]")
+    cdp = await page.context.new_cdp_session(page)
+    await cdp.send("WebAuthn.enable", {"enableUI": False})
+    added = await cdp.send("WebAuthn.addVirtualAuthenticator", {"options": AUTHENTICATOR})
+    page.cdp, page.authenticator = cdp, added["authenticatorId"]
+    return page
+
+
+async def _register(page: Any, label: str) -> tuple[str, str]:
+    """Registers a passkey in the page; its fingerprint and the request id the page shows."""
+    box = page.locator("#passkeys")
+    if not await box.evaluate("e => e.open"):
+        await page.click("#passkeys-summary")
+    await page.fill("#passkey-label", label)
+    await page.click("#passkey-register")
+    done = page.locator("#passkey-result .registered")
+    await done.wait_for()
+    key_id = (await done.locator("code.fingerprint").inner_text()).strip()
+    command = (await done.locator("code.enrol-command").inner_text()).strip()
+    request_id = str(await done.get_attribute("data-request-id"))
+    assert command == f"interlock keys enroll --request {request_id}", command
+    assert key_id.startswith("SHA256:"), key_id
+    return key_id, request_id
+
+
+async def _enrol(stack: Stack, admin: Client, principal: str, request_id: str) -> ApproverKey:
+    """What `interlock keys enroll --request ID` does: the admin signs the registered
+    passkey's enrolment with the stack's admin key."""
+    status, body = await admin.call("GET", "/v1/approvers")
+    assert status == 200, body
+    [reg] = [r for r in body["registered"] if r["request_id"] == request_id]
+    assert reg["principal"] == principal
+    key = msgspec.convert(reg["credential"], ApproverKey)
+    admin_key = approvers.load_private_key(stack.person_key("admin"))
+    sig = approvers.sign_statement(approvers.enrol_statement(principal, key), admin_key)
+    status, body = await admin.call("POST", "/v1/approvers", {
+        "principal": principal, "credential": msgspec.to_builtins(key),
+        "admin": msgspec.to_builtins(sig)})
+    assert status == 201, body
+    return key
+
+
+async def _pending(operator: Client, command: str) -> tuple[str, dict[str, Any]]:
+    sid = await operator.new_session()
+    await operator.say(sid, command)
+    seen = await operator.wait_for(sid, lambda e: e.event == "approval.requested", timeout=120)
+    return sid, dict(seen[-1].data)
+
+
+async def _events(stack: Stack, sid: str) -> list[Any]:
+    bus = await Bus.connect(stack.nats_settings("admin"), "admin")
+    try:
+        return [s.event for s in await bus.session(sid)]
+    finally:
+        await bus.close()
+
+
+def _count(events: list[Any], kind: str) -> int:
+    return sum(1 for e in events if e.type == kind)
+
+
+async def _card(page: Any, approval_id: str) -> Any:
+    card = page.locator(f".approval-card[data-approval-id='{approval_id}']")
+    await card.wait_for()
+    return card
+
+
+async def test_a_passkey_registered_in_the_page_approves_with_one_click(
+        pk_stack: Stack, browser: Any, http: aiohttp.ClientSession) -> None:
+    stack = pk_stack
+    operator, admin = _client(stack, http, "operator"), _client(stack, http, "admin")
+    page = await _open(browser, stack, "approver")
+    assert "No passkey enrolled for approver" in await page.inner_text("#passkeys-summary")
+    key_id, request_id = await _register(page, "laptop")
+    # Registered is not enrolled: the page says an admin must, with the command.
+    await page.locator("#passkey-list li.waiting", has_text=key_id).wait_for()
+    key = await _enrol(stack, admin, "approver", request_id)
+    assert (key.key_id, key.kind, key.rp_id, key.label) == (key_id, "passkey", "localhost",
+                                                            "laptop")
+
+    before = replicas(stack)
+    sid, req = await _pending(operator, f"kubectl scale deploy/web --replicas={before + 1} "
+                                        "-n shop")
+    card = await _card(page, req["approval_id"])
+    await card.locator(".actions button.approve").click()  # one click, one touch
+    await card.locator(".card-status", has_text="Approved").wait_for()
+    got = await operator.wait_for(sid, lambda e: e.event in ("tool.result", "command.refused"))
+    assert got[-1].event == "tool.result", got[-1].data
+    assert replicas(stack) == before + 1  # the cluster says so, not Interlock
+
+    events = await _events(stack, sid)
+    assert _count(events, "tool.result") == 1
+    assert _count(events, "approval.granted") == 1
+    assert _count(events, "decision.rejected") == 0
+    [decided] = [e for e in events if isinstance(e, ApprovalDecided)]
+    assert decided.approver == "approver"
+    assert decided.signed is not None
+    assert decided.signed.key_id == key_id
+    statement = json.loads(decided.signed.statement)
+    assert statement == {
+        "interlock": "decision/v1", "approval_id": req["approval_id"], "session_id": sid,
+        "approver": "approver", "decision": "approve", "reason": "",
+        "call_hashes": [c["call_hash"] for c in req["calls"]],
+        "expires_at": req["expires_at"], "edits": None}
+    # The assertion answered the statement's hash, on this origin.
+    client_data = json.loads(base64.urlsafe_b64decode(
+        decided.signed.client_data_json + "=" * (-len(decided.signed.client_data_json) % 4)))
+    assert client_data["type"] == "webauthn.get"
+    assert client_data["origin"] == _local(stack)
+    assert client_data["challenge"] == base64.urlsafe_b64encode(hashlib.sha256(
+        decided.signed.statement.encode()).digest()).decode().rstrip("=")
+    assert page.decisions == [f"{_local(stack)}/v1/approvals/{req['approval_id']}/decision"]
+    assert page.errors == []
+    await page.close()
+
+
+async def test_another_principals_passkey_cannot_sign_for_the_approver(
+        pk_stack: Stack, browser: Any, http: aiohttp.ClientSession) -> None:
+    stack = pk_stack
+    operator, admin = _client(stack, http, "operator"), _client(stack, http, "admin")
+    approver = _client(stack, http, "approver")
+    # The admin (who may approve too) registers a passkey of their own; it is enrolled.
+    page = await _open(browser, stack, "admin")
+    admin_key_id, request_id = await _register(page, "admin's key")
+    admin_key = await _enrol(stack, admin, "admin", request_id)
+
+    before = replicas(stack)
+    sid, req = await _pending(operator, f"kubectl scale deploy/web --replicas={before + 2} "
+                                        "-n shop")
+    statement = json.dumps({
+        "interlock": "decision/v1", "approval_id": req["approval_id"], "session_id": sid,
+        "approver": "approver", "decision": "approve", "reason": "",
+        "call_hashes": [c["call_hash"] for c in req["calls"]],
+        "expires_at": req["expires_at"], "edits": None})
+    # The admin's authenticator signs a decision naming "approver" (the page's own helpers
+    # encode the bytes).
+    signed = await page.evaluate(
+        """async ([statement, credentialId]) => {
+             const challenge = await crypto.subtle.digest("SHA-256",
+                 new TextEncoder().encode(statement));
+             const a = await navigator.credentials.get({ publicKey: { challenge,
+                 rpId: location.hostname, userVerification: "preferred",
+                 allowCredentials: [{ type: "public-key", id: unb64url(credentialId) }] } });
+             return { signature: b64url(a.response.signature),
+                      authenticator_data: b64url(a.response.authenticatorData),
+                      client_data_json: b64url(a.response.clientDataJSON),
+                      credential_id: b64url(a.rawId) };
+           }""", [statement, admin_key.credential_id])
+    sig = Signature(statement=statement, key_id=admin_key_id, **signed)
+
+    # Over HTTP, as the approver: the gateway's early check refuses it.
+    status, body = await approver.call(
+        "POST", f"/v1/approvals/{req['approval_id']}/decision",
+        {"decision": "approve", "signature": msgspec.to_builtins(sig)})
+    assert status == 403, body
+    assert body["error"]["code"] == "bad_signature", body
+    # With the gateway's own NATS identity (a compromised gateway): the gate rejects it.
+    gw = await Bus.connect(NatsSettings.from_env("gateway", stack.env_for("gateway")),
+                           "gateway")
+    try:
+        await gw.append(ApprovalDecided(
+            session_id=sid, approval_id=req["approval_id"], decision="approve",
+            approver="approver", actor="approver", signed=sig))
+    finally:
+        await gw.close()
+    got = await operator.wait_for(sid, lambda e: e.event in (
+        "decision.rejected", "approval.granted", "tool.result"))
+    assert got[-1].event == "decision.rejected", got[-1].data
+    # Nothing ran, and the approval still waits for its approver.
+    status, body = await admin.call("GET", "/v1/approvals?state=pending")
+    assert req["approval_id"] in {a["approval_id"] for a in body["approvals"]}
+    events = await _events(stack, sid)
+    assert _count(events, "approval.granted") == 0
+    assert _count(events, "tool.started") + _count(events, "tool.result") == 0
+    assert replicas(stack) == before
+
+    # In the approver's page, on a device holding only the admin's passkey, Approve signs
+    # nothing and sends nothing.
+    held = await page.cdp.send("WebAuthn.getCredentials",
+                               {"authenticatorId": page.authenticator})
+    mine = await _open(browser, stack, "approver")
+    await mine.cdp.send("WebAuthn.removeVirtualAuthenticator",
+                        {"authenticatorId": mine.authenticator})
+    other = await mine.cdp.send("WebAuthn.addVirtualAuthenticator", {"options": AUTHENTICATOR})
+    for cred in held["credentials"]:
+        await mine.cdp.send("WebAuthn.addCredential",
+                            {"authenticatorId": other["authenticatorId"], "credential": cred})
+    card = await _card(mine, req["approval_id"])
+    await card.locator(".actions button.approve").click()
+    status_line = card.locator(".card-status.error")
+    await status_line.wait_for()
+    text = await status_line.inner_text()
+    assert "No passkey on this device can sign for approver" in text, text
+    assert mine.decisions == []
+    assert page.errors == []
+    assert mine.errors == []
+    await mine.close()
+    await page.close()
+
+
+async def test_without_the_authenticator_approving_is_impossible(
+        pk_stack: Stack, browser: Any, http: aiohttp.ClientSession) -> None:
+    stack = pk_stack
+    operator, admin = _client(stack, http, "operator"), _client(stack, http, "admin")
+    # On a phone: the approver's passkey on this device is registered and enrolled...
+    page = await _open(browser, stack, "approver", 390, 844)
+    _, request_id = await _register(page, "phone")
+    await _enrol(stack, admin, "approver", request_id)
+    before = replicas(stack)
+    sid, req = await _pending(operator, f"kubectl scale deploy/web --replicas={before + 3} "
+                                        "-n shop")
+    # ...and then the authenticator is gone.
+    await page.cdp.send("WebAuthn.removeVirtualAuthenticator",
+                        {"authenticatorId": page.authenticator})
+    card = await _card(page, req["approval_id"])
+    await card.scroll_into_view_if_needed()
+    await card.locator(".actions button.approve").click()
+    # Nothing answers the browser's request until its timeout: then the card says so.
+    status_line = card.locator(".card-status.error")
+    await status_line.wait_for(timeout=UNANSWERED_MS)
+    text = await status_line.inner_text()
+    assert "No passkey on this device can sign for approver" in text, text
+    assert f"interlock approve {req['approval_id']}" in text, text
+    # Nothing was posted; the approval still waits; the buttons work again.
+    assert page.decisions == []
+    assert await card.locator(".actions button.approve").is_enabled()
+    _, body = await admin.call("GET", "/v1/approvals?state=pending")
+    assert req["approval_id"] in {a["approval_id"] for a in body["approvals"]}
+    events = await _events(stack, sid)
+    assert _count(events, "approval.decided") == 0
+    assert replicas(stack) == before
+    # The message is inside the card at 390 px; nothing scrolls sideways.
+    box, cbox = await status_line.bounding_box(), await card.bounding_box()
+    assert box["x"] + box["width"] <= cbox["x"] + cbox["width"] + 0.5, (box, cbox)
+    sw, vw = await page.evaluate(
+        "() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert sw <= vw, (sw, vw)
+    assert page.errors == []
+    await page.close()
