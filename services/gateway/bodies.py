@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from schemas.approvers import Signature
+
 ApprovalState = Literal["pending", "decided", "granted", "denied", "expired"]
 STATE_FILTERS: tuple[str, ...] = ("pending", "granted", "denied", "expired", "decided", "all")
 
@@ -35,6 +37,8 @@ class Decision(msgspec.Struct, forbid_unknown_fields=True):
     decision: Literal["approve", "deny"]
     reason: Annotated[str, msgspec.Meta(max_length=2_000)] = ""
     args: dict[str, Any] | None = None
+    # The approver's signature over the decision statement (schemas/approvers.py): required.
+    signature: Signature | None = None
 
 
 class Cancel(msgspec.Struct, forbid_unknown_fields=True):
@@ -107,6 +111,17 @@ class SessionList(msgspec.Struct):
     sessions: list[SessionSummary]
 
 
+class SignedBy(msgspec.Struct):
+    """One decision recorded for an approval: who, with which key (issue 18), and whether the
+    gate rejected it (then it counted for nothing)."""
+
+    approver: str
+    decision: Literal["approve", "deny"]
+    key_id: str = ""
+    kind: Literal["ed25519", "passkey", ""] = ""
+    rejected: bool = False
+
+
 class ApprovalStatus(msgspec.Struct):
     """What the gateway adds to an `approval.requested` event in its answers."""
 
@@ -115,6 +130,7 @@ class ApprovalStatus(msgspec.Struct):
     approvals: list[str] = msgspec.field(default_factory=list)
     decided_by: str = ""
     decision_reason: str = ""
+    signed_by: list[SignedBy] = msgspec.field(default_factory=list)
 
 
 class ApprovalList(msgspec.Struct):
