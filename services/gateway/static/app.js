@@ -965,11 +965,16 @@ async function signDecision(a, body) {
   const command = cliCommand(a, body);
   const why = passkeysUnavailable();
   if (why) throw new CannotSign(`${why} Or decide with`, command);
-  let keys = myPasskeys();
-  if (!keys.length) { await loadKeys(); keys = myPasskeys(); }
-  if (!keys.length)
+  let all = myPasskeys();
+  if (!all.length) { await loadKeys(); all = myPasskeys(); }
+  if (!all.length)
     throw new CannotSign(`No passkey is enrolled for ${me}: register one (Your passkeys, above) and ` +
       "have an admin enrol it, or decide with", command);
+  // A passkey signs only for the host it was registered on.
+  const keys = all.filter((k) => !k.rp_id || k.rp_id === location.hostname);
+  if (!keys.length)
+    throw new CannotSign(`Your passkeys were registered at ${[...new Set(all.map((k) => k.rp_id))].join(", ")}, ` +
+      `not ${location.hostname}: open the Command Center there, register one here, or decide with`, command);
   const statement = decisionStatement(a, body);
   const challenge = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(statement));
   let assertion;
