@@ -77,6 +77,27 @@ def _local(stack: Stack) -> str:
     return f"http://localhost:{stack.cfg.http_port}"
 
 
+async def add_authenticator(page: Any) -> str:
+    """A virtual platform authenticator (user verification on, presence automatic) for the
+    page; its id, to remove it again through `page.cdp`."""
+    page.cdp = await page.context.new_cdp_session(page)
+    await page.cdp.send("WebAuthn.enable", {"enableUI": False})
+    added = await page.cdp.send("WebAuthn.addVirtualAuthenticator", {"options": AUTHENTICATOR})
+    page.authenticator = str(added["authenticatorId"])
+    return page.authenticator
+
+
+async def signing_passkey(page: Any, stack: Stack, who: str, label: str = "browser") -> str:
+    """Makes the page (opened at http://localhost:<port>) able to sign for `who`: a virtual
+    authenticator, a passkey registered in the page, enrolled with the stack's admin key.
+    Returns its fingerprint."""
+    await add_authenticator(page)
+    key_id, request_id = await _register(page, label)
+    async with aiohttp.ClientSession() as http:
+        await _enrol(stack, _client(stack, http, "admin"), who, request_id)
+    return key_id
+
+
 async def _open(browser: Any, stack: Stack, who: str, width: int = 1440,
                 height: int = 900) -> Any:
     """The Command Center as `who`, with a virtual authenticator of its own."""
@@ -91,10 +112,7 @@ async def _open(browser: Any, stack: Stack, who: str, width: int = 1440,
     page.decisions = decisions
     await page.goto(f"{_local(stack)}/#token={_token(stack, who)}")
     await page.wait_for_selector("body[data-ready]")
-    cdp = await page.context.new_cdp_session(page)
-    await cdp.send("WebAuthn.enable", {"enableUI": False})
-    added = await cdp.send("WebAuthn.addVirtualAuthenticator", {"options": AUTHENTICATOR})
-    page.cdp, page.authenticator = cdp, added["authenticatorId"]
+    await add_authenticator(page)
     return page
 
 
