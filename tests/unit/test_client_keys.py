@@ -6,6 +6,7 @@ the client."""
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import shutil
 import stat
@@ -171,11 +172,11 @@ def test_fingerprints_are_ssh_keygens_and_the_gates(tmp_path: Path) -> None:
     # there, else refused with what to do (never a traceback).
     subprocess.run([SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "pass phrase", "-f",
                     str(tmp_path / "enc")], check=True)
-    try:
-        enc = keys.load_key(tmp_path / "enc", passphrase=lambda p: b"pass phrase")
-    except keys.KeyProblem as exc:
-        assert "bcrypt" in str(exc)
+    if importlib.util.find_spec("bcrypt") is None:
+        with pytest.raises(keys.KeyProblem, match="install the bcrypt package"):
+            keys.load_key(tmp_path / "enc", passphrase=lambda p: b"pass phrase")
     else:
+        enc = keys.load_key(tmp_path / "enc", passphrase=lambda p: b"pass phrase")
         assert keys.fingerprint(enc.public_key()) == _ssh_keygen_fingerprint(
             tmp_path / "enc.pub")
 
