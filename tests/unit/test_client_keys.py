@@ -286,3 +286,28 @@ def test_a_signed_decision_counts_for_nothing_else() -> None:
 def test_an_approval_without_what_a_decision_signs_is_refused() -> None:
     with pytest.raises(keys.KeyProblem, match="lacks what a decision signs"):
         keys.decision_statement({"approval_id": "a_1"}, approver="bob", decision="approve")
+
+
+def test_the_readmes_signing_snippet_signs_what_the_gate_verifies(tmp_path: Path) -> None:
+    """The README's Python for a script without the CLI, run as it is printed there."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("```python\nimport base64, hashlib, json")
+    snippet = readme[start + len("```python\n"):readme.index("```\n", start + 10)]
+    scope: dict[str, Any] = {}
+    exec(compile(snippet, "README.md", "exec"), scope)  # the documented code, verbatim
+    admin = Ed25519PrivateKey.generate()
+    key = keys.create_key(tmp_path / "key")
+    registry = _registry(admin)
+    _enrol(registry, admin, "bob", key)
+    request = _request()
+    for decision, reason, edits in (("approve", "", None), ("deny", "no", None),
+                                    ("approve", "", {"replicas": 2})):
+        body = scope["signed_decision"](_as_served(request), "bob", decision,
+                                        str(tmp_path / "key"), reason=reason, edits=edits)
+        assert body.get("args") == edits
+        decided = ApprovalDecided(session_id=request.session_id,
+                                  approval_id=request.approval_id, decision=body["decision"],
+                                  reason=body["reason"], approver="bob", edits=body.get("args"),
+                                  signed=msgspec.convert(body["signature"], Signature))
+        assert registry.verify_decision(request, decided).key_id == keys.fingerprint(
+            key.public_key())
