@@ -27,6 +27,7 @@ from launcher.stack import Stack
 from schemas.approval import ApprovalDecided
 from schemas.approvers import Signature
 from tests.e2e.conftest import bus_as, replicas, token
+from tests.e2e.test_cli_chat import Terminal
 from tests.support import Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -263,3 +264,27 @@ async def test_an_ssh_key_imported_with_from_ssh_signs(stack: Stack, operator: C
     code, out, err = await _cli(_env(stack, "viewer", home), "keys", "list")
     [row] = [ln for ln in out.splitlines() if fp in ln]
     assert "approver@laptop" in row  # the .pub line's comment is its label
+
+
+async def test_chat_without_a_key_says_so_and_sends_nothing(stack: Stack, operator: Client,
+                                                            tmp_path: Path) -> None:
+    term = Terminal([INTERLOCK, "chat", "--title", "no key"],
+                    _env(stack, "approver", tmp_path / "empty"))
+    try:
+        sid = (await term.expect(r"Session (s_\w+) as approver \(approver\)")).group(1)
+        await term.expect(r"you cannot sign decisions here: no signing key at "
+                          r"\S+/empty/interlock/key: create one with `interlock keys init`")
+        await term.expect(r"> ")
+        term.send(f"kubectl scale deploy/web --replicas={replicas(stack) + 4} -n shop")
+        card = await term.expect(r"APPROVAL (a_\w+)(?s:.*?)Approve\? \[y\]es / \[n\]o / \[s\]kip: ")
+        term.send("y")
+        await term.expect(r"decision not sent: you cannot sign decisions here: no signing key")
+        term.send("/quit")
+        assert await term.exit_code() == 0
+    finally:
+        term.close()
+    await _barrier(operator, sid)
+    evs = await _session_events(stack, sid)
+    assert not any(e.type in ("approval.decided", "decision.rejected") for e in evs)
+    _, pending = await operator.call("GET", "/v1/approvals?state=pending")
+    assert card.group(1) in [a["approval_id"] for a in pending["approvals"]]
