@@ -12,6 +12,7 @@ nothing is posted and the person is told how to get one.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -25,7 +26,8 @@ import pytest
 
 from launcher.stack import Stack
 from schemas.approval import ApprovalDecided
-from schemas.approvers import Signature
+from schemas.approvers import REGISTRY_SESSION, ApproverKey, PasskeyRegistered, Signature
+from services.runtime import approvers
 from tests.e2e.conftest import bus_as, replicas, token
 from tests.e2e.test_cli_chat import Terminal
 from tests.support import Client
@@ -288,3 +290,54 @@ async def test_chat_without_a_key_says_so_and_sends_nothing(stack: Stack, operat
     assert not any(e.type in ("approval.decided", "decision.rejected") for e in evs)
     _, pending = await operator.call("GET", "/v1/approvals?state=pending")
     assert card.group(1) in [a["approval_id"] for a in pending["approvals"]]
+
+
+async def test_enroll_request_enrols_exactly_the_registered_passkey(
+        stack: Stack, tmp_path: Path) -> None:
+    """`keys enroll --request ID`: the passkey a person registered in the Command Center (here
+    its `approver.registered` event, recorded with the gateway's identity as the registration
+    route records it), shown with its fingerprint, enrolled as it is; a registration whose
+    fingerprint does not match its key is refused."""
+    cose = os.urandom(77)  # what the registry binds: the COSE key's bytes and where it signs
+    key_id = approvers.fingerprint_of("passkey", cose)
+    good = ApproverKey(key_id=key_id, kind="passkey", public_key=base64.b64encode(cose).decode(),
+                       credential_id="Y3JlZC1pZC0x", rp_id="127.0.0.1",
+                       origin=stack.url, label="yubikey")
+    lying = msgspec.structs.replace(good, key_id="SHA256:" + "A" * 43,
+                                    credential_id="Y3JlZC1pZC0y")
+    regs = [PasskeyRegistered(session_id=REGISTRY_SESSION, principal="approver", credential=c,
+                              registration="{}", nonce=f"n-{i}")
+            for i, c in enumerate((good, lying))]
+    bus = await bus_as(stack, "gateway")
+    try:
+        for reg in regs:
+            await bus.append(reg)
+    finally:
+        await bus.close()
+    viewer = _env(stack, "viewer", tmp_path / "viewer-home")
+    code, out, err = await _cli(viewer, "keys", "list")
+    assert code == 0, err
+    assert "passkeys waiting to be enrolled (interlock keys enroll --request ID):" in out
+    [row] = [ln for ln in out.splitlines() if regs[0].key() in ln]
+    assert row.split()[1:4] == ["approver", key_id, "yubikey"], row
+
+    admin = _admin(stack, tmp_path / "admin-home")
+    code, out, err = await _cli(admin, "keys", "enroll", "--request", regs[1].key())
+    assert code == 2, (out, err)
+    assert "its key's fingerprint is" in err
+    assert "not enrolled" in err
+    code, out, err = await _cli(admin, "keys", "enroll", "--request", regs[0].key(),
+                                "--principal", "admin")
+    assert code == 2, (out, err)
+    assert f"registration {regs[0].key()} is approver's, not admin's" in err
+    code, out, err = await _cli(admin, "keys", "enroll", "--request", regs[0].key())
+    assert code == 0, (out, err)
+    assert "passkey of approver, registered " in out
+    assert key_id in out.splitlines()[0]
+    assert f"enrolled {key_id} (passkey) for approver" in out
+
+    code, out, err = await _cli(viewer, "keys", "list", "--json")
+    listing = json.loads(out)
+    [held] = [a for a in listing["approvers"] if a["key_id"] == key_id]
+    assert (held["principal"], held["kind"], held["revoked"]) == ("approver", "passkey", False)
+    assert regs[0].key() not in [r["request_id"] for r in listing["registered"]]
