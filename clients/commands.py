@@ -333,6 +333,8 @@ async def keys_enroll(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
     admin = keys.load_key(keys.admin_key_path(args.admin_key))
     s = safe_text.line
     principal = args.principal
+    if args.key and (args.request or args.public_key):
+        raise UsageError("name one key to enrol: --key, --public-key or --request")
     if args.request:
         registered = (await gw.approvers()).get("registered", [])
         found = [r for r in registered if r.get("request_id") == args.request]
