@@ -341,3 +341,35 @@ async def test_enroll_request_enrols_exactly_the_registered_passkey(
     [held] = [a for a in listing["approvers"] if a["key_id"] == key_id]
     assert (held["principal"], held["kind"], held["revoked"]) == ("approver", "passkey", False)
     assert regs[0].key() not in [r["request_id"] for r in listing["registered"]]
+
+
+async def test_approve_with_modified_args_signs_the_edits(stack: Stack, operator: Client,
+                                                          tmp_path: Path) -> None:
+    """`interlock approve ID --args …`: the edits are part of what is signed; the gate takes
+    them as a new proposal, which the same key then approves."""
+    approver = _env(stack, "approver", tmp_path / "home",
+                    INTERLOCK_KEY=str(stack.person_key("approver")))
+    sid = await operator.new_session()
+    before = replicas(stack)
+    first = await _pending_scale(operator, sid, before + 7)
+    code, out, err = await _cli(approver, "approve", first["approval_id"], "--args",
+                                json.dumps({"replicas": before + 1}), "--reason", "fewer")
+    assert code == 0, (out, err)
+    got = await operator.wait_for(sid, lambda e: e.event == "approval.requested",
+                                  after=int(first["seq"]))
+    second = got[-1].data
+    assert second["calls"][0]["diff"] == [
+        {"path": "spec.replicas", "before": before, "after": before + 1}]
+    code, out, err = await _cli(approver, "approve", second["approval_id"])
+    assert code == 0, (out, err)
+    call_id = second["calls"][0]["call_id"]
+    await operator.wait_for(sid, lambda e: e.event == "tool.result"
+                            and e.data["call_id"] == call_id, after=got[-1].id)
+    assert replicas(stack) == before + 1
+    evs = await _session_events(stack, sid)
+    [modified] = [e for e in evs if isinstance(e, ApprovalDecided)
+                  and e.approval_id == first["approval_id"]]
+    assert modified.edits == {"replicas": before + 1}
+    assert modified.signed is not None
+    assert json.loads(modified.signed.statement)["edits"] == {"replicas": before + 1}
+    assert not any(e.type == "decision.rejected" for e in evs)
