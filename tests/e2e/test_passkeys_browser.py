@@ -9,10 +9,14 @@ refuse an IP address as its relying party)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
+import os
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -41,6 +45,7 @@ pytestmark = [
 playwright_api = pytest.importorskip("playwright.async_api",
                                      reason="the playwright package is not installed")
 WAIT_MS = 30_000
+INTERLOCK = str(Path(sys.prefix, "bin", "interlock"))
 # A WebAuthn request nobody answers ends at its timeout (the page asks for 60 s).
 UNANSWERED_MS = 120_000
 AUTHENTICATOR = {"protocol": "ctap2", "transport": "internal", "hasResidentKey": True,
@@ -150,6 +155,20 @@ async def _enrol(stack: Stack, admin: Client, principal: str, request_id: str) -
     return key
 
 
+async def _interlock(stack: Stack, home: Path, *args: str) -> tuple[int, str, str]:
+    """The `interlock` CLI as the admin runs it: their token, the admin key `interlock up`
+    made, a config dir of their own."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("INTERLOCK_KEY", "INTERLOCK_ADMIN_KEY", "XDG_CONFIG_HOME")}
+    env.update(INTERLOCK_URL=stack.url, INTERLOCK_TOKEN=_token(stack, "admin"),
+               INTERLOCK_ADMIN_KEY=str(stack.person_key("admin")), XDG_CONFIG_HOME=str(home))
+    proc = await asyncio.create_subprocess_exec(
+        INTERLOCK, *args, env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return int(proc.returncode or 0), out.decode(), err.decode()
+
+
 async def _pending(operator: Client, command: str) -> tuple[str, dict[str, Any]]:
     sid = await operator.new_session()
     await operator.say(sid, command)
@@ -176,17 +195,26 @@ async def _card(page: Any, approval_id: str) -> Any:
 
 
 async def test_a_passkey_registered_in_the_page_approves_with_one_click(
-        pk_stack: Stack, browser: Any, http: aiohttp.ClientSession) -> None:
+        pk_stack: Stack, browser: Any, http: aiohttp.ClientSession, tmp_path: Path) -> None:
     stack = pk_stack
     operator, admin = _client(stack, http, "operator"), _client(stack, http, "admin")
     page = await _open(browser, stack, "approver")
     assert "No passkey enrolled for approver" in await page.inner_text("#passkeys-summary")
     key_id, request_id = await _register(page, "laptop")
-    # Registered is not enrolled: the page says an admin must, with the command.
-    await page.locator("#passkey-list li.waiting", has_text=key_id).wait_for()
-    key = await _enrol(stack, admin, "approver", request_id)
-    assert (key.key_id, key.kind, key.rp_id, key.label) == (key_id, "passkey", "localhost",
-                                                            "laptop")
+    # Registered is not enrolled: the page says an admin must, with the command...
+    waiting = page.locator("#passkey-list li.waiting", has_text=key_id)
+    await waiting.wait_for()
+    command = (await waiting.locator("code", has_text="interlock keys enroll").inner_text())
+    assert command == f"interlock keys enroll --request {request_id}", command
+    # ...which the admin runs as shown, with the admin key `interlock up` made.
+    code, out, err = await _interlock(stack, tmp_path, *command.split()[1:])
+    assert code == 0, (out, err)
+    assert key_id in out, out
+    status, listing = await admin.call("GET", "/v1/approvers")
+    assert status == 200, listing
+    [key] = [k for k in listing["approvers"] if k["key_id"] == key_id]
+    assert (key["principal"], key["kind"], key["rp_id"], key["label"], key["revoked"]) == \
+        ("approver", "passkey", "localhost", "laptop", False)
 
     before = replicas(stack)
     sid, req = await _pending(operator, f"kubectl scale deploy/web --replicas={before + 1} "
@@ -220,6 +248,39 @@ async def test_a_passkey_registered_in_the_page_approves_with_one_click(
     assert client_data["challenge"] == base64.urlsafe_b64encode(hashlib.sha256(
         decided.signed.statement.encode()).digest()).decode().rstrip("=")
     assert page.decisions == [f"{_local(stack)}/v1/approvals/{req['approval_id']}/decision"]
+
+    # Modify and Deny sign the same way: the edits and the reason are in what was signed.
+    now = replicas(stack)
+    sid, req = await _pending(operator, f"kubectl scale deploy/web --replicas={now + 5} -n shop")
+    card = await _card(page, req["approval_id"])
+    await card.locator(".actions button", has_text="Modify").click()
+    edits = {**req["calls"][0]["args"], "replicas": now + 4}
+    await card.locator("textarea.modify-args").fill(json.dumps(edits))
+    await card.locator("button.confirm-modify").click()
+    await card.locator(".card-status", has_text="Approved with changes").wait_for()
+    seen = await operator.wait_for(sid, lambda e: e.event == "approval.requested"
+                                   and e.data["approval_id"] != req["approval_id"])
+    modified = seen[-1].data
+    assert modified["calls"][0]["args"]["replicas"] == now + 4
+    card = await _card(page, modified["approval_id"])
+    await card.locator(".actions button", has_text="Deny").click()
+    await card.locator("input.deny-reason").fill("not today")
+    await card.locator("button.confirm-deny").click()
+    await card.locator(".card-status", has_text="Denied").wait_for()
+    await operator.wait_for(sid, lambda e: e.event == "approval.denied")
+    events = await _events(stack, sid)
+    signed = {e.approval_id: json.loads(e.signed.statement) for e in events
+              if isinstance(e, ApprovalDecided) and e.signed is not None}
+    assert signed[req["approval_id"]]["edits"] == edits
+    assert signed[modified["approval_id"]]["decision"] == "deny"
+    assert signed[modified["approval_id"]]["reason"] == "not today"
+    assert _count(events, "decision.rejected") == 0
+    assert _count(events, "tool.result") == 0
+    assert replicas(stack) == now
+    assert len(page.decisions) == 3
+    sw, vw = await page.evaluate(
+        "() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert sw <= vw, (sw, vw)
     assert page.errors == []
     await page.close()
 
@@ -296,6 +357,10 @@ async def test_another_principals_passkey_cannot_sign_for_the_approver(
         await mine.cdp.send("WebAuthn.addCredential",
                             {"authenticatorId": other["authenticatorId"], "credential": cred})
     card = await _card(mine, req["approval_id"])
+    # The card says who signed the decision the gate rejected, and with which key.
+    rejected = card.locator("dd.signed li.rejected")
+    await rejected.wait_for()
+    assert admin_key_id in await rejected.inner_text()
     await card.locator(".actions button.approve").click()
     status_line = card.locator(".card-status.error")
     await status_line.wait_for()

@@ -362,7 +362,8 @@ function summary(type, d) {
         d.calls.map((c) => `${c.tool} ${describeTarget(c.target)} ` +
           (c.diff || []).map((f) => `${f.path}: ${fmtValue(f.before)} → ${fmtValue(f.after)}`).join(", ")).join("; ")];
     case "approval.decided":
-      return [`${d.approver} decided: ${d.decision}`, d.reason ? ` — ${d.reason}` : (d.args ? " (modified)" : "")];
+      return [`${d.approver} decided: ${d.decision}`, (d.reason ? ` — ${d.reason}` : (d.args ? " (modified)" : "")) +
+        (d.signed ? ` · signed with ${d.signed.authenticator_data ? "passkey" : "key"} ${d.signed.key_id}` : " · not signed")];
     case "approval.granted": return [`Granted by ${d.approver}`, ""];
     case "approval.denied": return [`Denied by ${d.approver}`, d.reason ? `: ${d.reason}` : ""];
     case "approval.expired": return ["Approval expired", ""];
@@ -664,8 +665,10 @@ function renderCard(a) {
     el("dt", { text: "Expected" }), el("dd", { text: a.expected_outcome || "(not stated)" }),
     el("dt", { text: "Requested by" }), el("dd", { text: a.requested_by || a.actor || "" }),
     el("dt", { text: "Expires" }), el("dd", {}, el("span", { class: "expiry", dataset: { approvalId: a.approval_id } })),
-    el("dt", { text: "Approvals" }), el("dd", { class: "count", text: `${(a.approvals || []).length} of ${a.required_approvals || 1}` }));
+    el("dt", { text: "Approvals" }), el("dd", { class: "count", text: `${(a.approvals || []).length} of ${a.required_approvals || 1}` }),
+    el("dt", { class: "signed-label", text: "Signed" }), el("dd", { class: "signed" }));
   card.append(info);
+  showSigned(card, a);
   const policy = [...(a.policy || [])];
   if ((a.forbidden_approvers || []).length)
     policy.push(`may not approve: ${a.forbidden_approvers.join(", ")} (asked for or changed it)`);
@@ -727,9 +730,21 @@ function renderCard(a) {
   return card;
 }
 
+// Who signed each decision so far, with which key; a decision the gate rejected says so.
+function showSigned(card, a) {
+  const dd = card.querySelector("dd.signed");
+  if (!dd) return;
+  const signed = a.signed_by || [];
+  dd.hidden = card.querySelector("dt.signed-label").hidden = signed.length === 0;
+  dd.replaceChildren(el("ul", {}, ...signed.map((x) => el("li", { class: x.rejected ? "rejected" : "",
+    text: `${x.approver} ${x.decision === "deny" ? "denied" : "approved"} · ` +
+      (x.key_id ? `${x.kind || "key"} ${x.key_id}` : "not signed") + (x.rejected ? " — rejected by the gate" : "") }))));
+}
+
 function updateCard(card, a) {
   const count = card.querySelector(".count");
   if (count) count.textContent = `${(a.approvals || []).length} of ${a.required_approvals || 1}`;
+  showSigned(card, a);
   if (state.me && state.me.can_decide && !state.inflight.has(a.approval_id) && !state.submitted.has(a.approval_id))
     applyBar(card, a);
 }
