@@ -134,6 +134,9 @@ async def _register(page: Any, label: str) -> tuple[str, str]:
     command = (await done.locator("code.enrol-command").inner_text()).strip()
     request_id = str(await done.get_attribute("data-request-id"))
     assert command == f"interlock keys enroll --request {request_id}", command
+    # This device holds it already: registering again makes no second one.
+    await page.click("#passkey-register")
+    await page.locator("#passkey-result .error", has_text="already holds").wait_for()
     assert key_id.startswith("SHA256:"), key_id
     return key_id, request_id
 
@@ -206,6 +209,9 @@ async def test_a_passkey_registered_in_the_page_approves_with_one_click(
     await waiting.wait_for()
     command = (await waiting.locator("code", has_text="interlock keys enroll").inner_text())
     assert command == f"interlock keys enroll --request {request_id}", command
+    # This device holds it already: registering again makes no second one.
+    await page.click("#passkey-register")
+    await page.locator("#passkey-result .error", has_text="already holds").wait_for()
     # ...which the admin runs as shown, with the admin key `interlock up` made.
     code, out, err = await _interlock(stack, tmp_path, *command.split()[1:])
     assert code == 0, (out, err)

@@ -910,7 +910,9 @@ async function registerPasskey() {
   out.replaceChildren(el("p", { class: "muted", text: "Follow your browser to create the passkey…" }));
   try {
     const opts = await api("POST", "/v1/passkeys/challenge", {});
-    const mine = ((state.keys && state.keys.approvers) || [])
+    // Enrolled or waiting for an admin: either way this device need not make another.
+    const mine = [...((state.keys && state.keys.approvers) || []),
+                  ...((state.keys && state.keys.registered) || []).map((r) => ({ ...r.credential, principal: r.principal }))]
       .filter((k) => k.principal === state.me.name && k.kind === "passkey" && k.credential_id);
     let cred;
     try {
@@ -927,7 +929,7 @@ async function registerPasskey() {
       } });
     } catch (err) {
       const text = err.name === "InvalidStateError"
-        ? "This device already holds one of your enrolled passkeys."
+        ? "This device already holds one of your passkeys (see the list above)."
         : `No passkey was created (${err.name === "NotAllowedError" ? "cancelled, or no authenticator answered" : err.message}).`;
       out.replaceChildren(el("p", { class: "error", text }));
       return;
