@@ -329,3 +329,54 @@ def test_an_export_whose_decision_was_re_signed_fails_naming_the_approval(keys: 
     assert "is not enrolled" in str(named[0]["problem"])
     # Its writer signature holds: only the human signature (and the chain) say it was altered.
     assert not [p for p in session.problems if p.get("signature")]
+
+
+def test_verify_re_checks_signatures_offline_with_the_admin_keys_file(
+        keys: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`interlock audit --verify FILE --admin-keys admins.pub` (launcher/verify.py)."""
+    import io
+
+    monkeypatch.chdir(tmp_path)  # no ./.interlock/keys/admins.pub to fall back on
+
+    from clients.commands import Out
+    from launcher import verify
+
+    log = Log(keys)
+    log.enrol("alice", ALICE)
+    req = log.append(request())
+    assert isinstance(req, ApprovalRequested)
+    log.append(decided(req, "alice", ALICE))
+    log.append(granted(req, "alice"))
+    trust = tmp_path / "admins.pub"
+    trust.write_text(approvers.public_line(ADMIN.public_key(), "admin") + "\n")
+    good = tmp_path / "good.jsonl"
+    good.write_text(_export(log))
+
+    def run(path: Path, admin_keys: Path | None) -> tuple[int, str]:
+        buf = io.StringIO()
+        code = verify.verify_export(path, None, Out(buf), keys / identity.KEYRING_FILE,
+                                    admin_keys)
+        return code, buf.getvalue()
+
+    code, text = run(good, trust)
+    assert code == 0, text
+    assert f"{SID}: intact" in text
+    assert f"approval a_1: approve by alice (#3, granted) · signed by alice with ed25519 key " \
+           f"{fingerprint(ALICE)}" in text
+    code, text = run(good, None)  # no admin keys (and none in ./.interlock): not checked
+    assert code == 1
+    assert "decision signatures were not checked" in text
+
+    # A gate that granted on a decision signed with a key nobody enrolled.
+    bad_log = Log(keys)
+    bad_log.enrol("alice", ALICE)
+    req = bad_log.append(request())
+    assert isinstance(req, ApprovalRequested)
+    bad_log.append(decided(req, "alice", MALLORY))
+    bad_log.append(granted(req, "alice"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(_export(bad_log))
+    code, text = run(bad, trust)
+    assert code == 1
+    assert f"  #3: approval a_1 was granted on a decision by alice that does not count: key " \
+           f"{fingerprint(MALLORY)} is not enrolled" in text
