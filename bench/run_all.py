@@ -19,7 +19,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import before_after, budget, cycles, redact, replay, signing, sse, startup, throughput
+from bench import (
+    before_after,
+    budget,
+    cycles,
+    decisions,
+    redact,
+    replay,
+    signing,
+    sse,
+    startup,
+    throughput,
+)
 from bench.common import ANCHOR_PY, ANCHORS, ROOT, Observer, admin_url, start_stack
 
 PG_DSN = os.environ.get("INTERLOCK_BENCH_PG", "postgresql://postgres:pg@127.0.0.1:5432/lg")
@@ -87,6 +98,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     note("event signatures: CPU per event (sign, verify)")
     res["signing"] = signing.measure(500 if q else 2000)
     print(signing.report(res["signing"]), flush=True)
+
+    note("decision signatures: CPU per human decision to verify (issue 18)")
+    res["decisions"] = decisions.measure(200 if q else 1000)
+    print(decisions.report(res["decisions"]), flush=True)
 
     note("redaction of read results: CPU per result (issue 16)")
     res["redact"] = redact.measure(100 if q else 300)
@@ -237,6 +252,12 @@ def table(r: dict[str, Any]) -> str:
                      f"{sg['sign_us']:.0f} / {sg['verify_us']:.0f} µs", "",
                      f"{sg['per_gated_read_us']:.0f} µs per gated read "
                      f"({signing.SIGNS_PER_READ} signs, {signing.VERIFIES_PER_READ} verifies)"))
+    dc = r.get("decisions")
+    if dc:
+        ed, pk = dc["decisions"]["ed25519, 1 call(s)"], dc["decisions"]["passkey, 1 call(s)"]
+        rows.append(("decision signature: verify ed25519 / passkey, CPU per decision",
+                     f"{ed['verify_us']:.0f} / {pk['verify_us']:.0f} µs", "",
+                     f"once per human decision (registry of {dc['registry_keys']} keys)"))
     rd = r.get("redact")
     if rd:
         get, logs = rd.get("get deployment -o json"), rd.get("logs, 200 clean lines")
