@@ -23,6 +23,7 @@ from bench import (
     before_after,
     budget,
     cycles,
+    decide_path,
     decisions,
     redact,
     replay,
@@ -114,6 +115,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     res["before_after_commands"] = await asyncio.to_thread(
         before_after.compare, 2 if q else 5, 5.0 if q else 10.0, before_after.BASE_COMMANDS,
         True)
+
+    note("the decide path before decisions were signed (issue 18) and now, alternated")
+    res["decide_path"] = await asyncio.to_thread(decide_path.compare, 2 if q else 3,
+                                                 10 if q else 30)
+    print(decide_path.report(res["decide_path"]), flush=True)
 
     note("startup of `interlock up`")
     res["startup"] = await startup.startup(1 if q else 3)
@@ -258,6 +264,14 @@ def table(r: dict[str, Any]) -> str:
         rows.append(("decision signature: verify ed25519 / passkey, CPU per decision",
                      f"{ed['verify_us']:.0f} / {pk['verify_us']:.0f} µs", "",
                      f"once per human decision (registry of {dc['registry_keys']} keys)"))
+    dp = r.get("decide_path")
+    if dp:
+        b, a = dp["median_ms"]["before"], dp["median_ms"]["after"]
+        rows.append((f"decision POST→granted, no-op cluster, now vs unsigned ({dp['base']})",
+                     f"{a['POST→decided recorded'] + a['decided→granted']:.2f} ms",
+                     f"{b['POST→decided recorded'] + b['decided→granted']:.2f} ms",
+                     f"POST→result {b['POST→result']:.2f} → {a['POST→result']:.2f} ms "
+                     f"({dp['rounds']} rounds each, alternated)"))
     rd = r.get("redact")
     if rd:
         get, logs = rd.get("get deployment -o json"), rd.get("logs, 200 clean lines")
