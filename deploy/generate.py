@@ -14,6 +14,10 @@ writes, once (existing files are kept, so re-running never rotates a live secret
   keys/<service>.key  each event-writing service's own Ed25519 event signing key (0600)
   keys/keyring.json   every service's public event key, by key id (all services and the audit)
   tokens.json         bearer tokens for the gateway (operator, approver, viewer)
+  admin.key           the approver registry's admin key (issue 18): it signs enrolments of
+                      people's keys (`interlock keys enroll --admin-key`). Move it off the
+                      machine that runs Interlock: no service may hold it.
+  admins.pub          its public half, the registry's trust root (gate and gateway)
 For compose you provide DIR/kubeconfig: the cluster the executor works on. In Kubernetes the
 executor needs none: it runs as its pod's ServiceAccount (deploy/k8s/README.md).
 """
@@ -29,8 +33,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: E402
+    Ed25519PrivateKey,
+)
+
 from schemas import subjects as S  # noqa: E402
-from services.runtime import identity, natsconf, signing  # noqa: E402
+from services.runtime import approvers, identity, natsconf, signing  # noqa: E402
 
 NATS_PORT = 4222
 NATS_MONITOR_PORT = 8222
@@ -70,6 +78,10 @@ def compose(out: Path) -> None:
     if not (out / "gate.key").exists():
         signing.generate_keypair(out / "gate.key", out / "gate.pub")
     identity.provision_keys(out / "keys", S.SERVICES)
+    if not (out / "admin.key").exists():
+        approvers.write_private_key(out / "admin.key", Ed25519PrivateKey.generate())
+    admin = approvers.load_private_key(out / "admin.key").public_key()
+    _write(out / "admins.pub", approvers.public_line(admin, "interlock-admin") + "\n")
     _write(out / "tokens.json", json.dumps({"tokens": [
         {"principal": name, "roles": roles, "token": f"il_{name}_{secrets.token_urlsafe(18)}"}
         for name, roles in PEOPLE.items()]}, indent=2) + "\n")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from clients import commands, safe_text
 from launcher import verify
-from launcher.stack import Stack, StackConfig
+from launcher.stack import APPROVERS, Stack, StackConfig
 from services.gate import policy as gate_policy
 from services.planner.settings import ModelSettings
 from services.runtime.errors import ConfigError
@@ -90,6 +90,10 @@ async def _up(args: argparse.Namespace) -> int:
     _out(f"    admin     {cfg.admin_token}")
     for name, t in stack.tokens.items():
         _out(f"    {name:<9} {t['token']}")
+    _out("  Signing keys (a decision counts only when its approver signs it: INTERLOCK_KEY):")
+    for name in APPROVERS:
+        _out(f"    {name:<9} {stack.person_key(name)}")
+    _out(f"    admin key (enrols others' keys: INTERLOCK_ADMIN_KEY) {stack.person_key('admin')}")
     for line in setup:
         _out(line)
     _out(f"  Logs            {stack.data / 'logs'}")

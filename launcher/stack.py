@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from launcher.childenv import base_env
 from launcher.nats import NatsCluster, NatsServerProcess, free_port
 from schemas import subjects as S
-from services.runtime import identity, natsconf, provision, signing
+from services.runtime import approvers, identity, natsconf, provision, signing
 from services.runtime.errors import ConfigError
 from services.runtime.settings import NatsSettings
 
@@ -34,6 +36,8 @@ PLANNER_MODEL_ENV = ("INTERLOCK_MODEL", "INTERLOCK_TEMPERATURE", "INTERLOCK_MAX_
 GATE_ENV = ("INTERLOCK_POLICY_FILE",)
 
 SERVICES = ("executor", "gate", "planner", "gateway", "notifier")
+# The principals `interlock up` makes that may approve: each gets a key, enrolled at start.
+APPROVERS = ("admin", "approver")
 # Passed through to the notifier from the environment of `interlock up`.
 NOTIFIER_ENV = ("INTERLOCK_WEBHOOKS", "INTERLOCK_WEBHOOK_SECRET", "INTERLOCK_PUBLIC_URL",
                 "INTERLOCK_WEBHOOK_ATTEMPTS", "INTERLOCK_WEBHOOK_TIMEOUT",
@@ -148,6 +152,16 @@ class Stack:
         `keyring.json` (every service's public keys, given to all and to the audit)."""
         return self.data / "keys"
 
+    @property
+    def admin_keys(self) -> Path:
+        """The admin public keys the gate believes enrolments from (issue 18)."""
+        return self.keys / "admins.pub"
+
+    def person_key(self, principal: str) -> Path:
+        """The Ed25519 key `interlock up` made for a principal it created that may approve
+        (`admin`, `approver`): the people's own keys, which no service is given."""
+        return self.data / "people" / f"{principal}.key"
+
     def nats_settings(self, user: str) -> NatsSettings:
         """NATS settings of one identity, with its signing key if it writes events and the
         keyring in any case (the admin reads, and verifies what it reads, but never writes)."""
@@ -196,11 +210,47 @@ class Stack:
             for name, roles in people.items()
         ]})
         self.tokens = {str(t["principal"]): t for t in doc["tokens"]}  # type: ignore[attr-defined]
+        self._prepare_people_keys()
         if not self.cfg.admin_token:
             self.cfg.admin_token = str(
                 _load_or_create_json(self.data / "admin-token.json",
                                      {"token": f"il_admin_{secrets.token_urlsafe(24)}"})["token"]
             )
+
+    def _prepare_people_keys(self) -> None:
+        """A key for each principal made here that may approve, and the admin's public key as
+        the trust root of the approver registry (appended to, never rewritten: an admin key
+        added by hand stays)."""
+        for principal in APPROVERS:
+            path = self.person_key(principal)
+            if not path.exists():
+                approvers.write_private_key(path, Ed25519PrivateKey.generate())
+        admin = approvers.load_private_key(self.person_key("admin")).public_key()
+        line = approvers.public_line(admin, "interlock-admin")
+        held = self.admin_keys.read_text() if self.admin_keys.exists() else ""
+        if line.split()[1] not in held:
+            self.admin_keys.write_text(held + line + "\n")
+
+    async def enrol_people(self) -> None:
+        """Enrols the key of each principal made here that may approve, signed by the admin
+        key, through the gateway like any enrolment (once: a second time changes nothing)."""
+        admin = approvers.load_private_key(self.person_key("admin"))
+        headers = {"Authorization": f"Bearer {self.cfg.admin_token}"}
+        async with aiohttp.ClientSession() as http:
+            for principal in APPROVERS:
+                if principal != "admin" and principal not in self.tokens:
+                    continue
+                key = approvers.ed25519_key(
+                    approvers.load_private_key(self.person_key(principal)).public_key(),
+                    label="made by interlock up")
+                body = {"principal": principal, "credential": msgspec.to_builtins(key),
+                        "admin": msgspec.to_builtins(approvers.sign_statement(
+                            approvers.enrol_statement(principal, key), admin))}
+                async with http.post(f"{self.url}/v1/approvers", json=body,
+                                     headers=headers) as r:
+                    if r.status != 201:
+                        raise ConfigError(f"could not enrol the key of {principal}: "
+                                          f"{r.status} {await r.text()}")
 
     async def start_nats(self) -> None:
         size = self.cfg.nats_cluster
@@ -292,6 +342,8 @@ class Stack:
         })
         if service in S.SERVICES:  # its own key only; the notifier writes no event
             env["INTERLOCK_SIGNING_KEY_FILE"] = str(self.keys / f"{service}.key")
+        if service in ("gate", "gateway"):
+            env["INTERLOCK_ADMIN_KEYS_FILE"] = str(self.admin_keys)
         if service == "gate":
             env["INTERLOCK_GATE_KEY_FILE"] = str(self.data / "gate.key")
             env["INTERLOCK_APPROVAL_TTL"] = str(self.cfg.approval_ttl_s)
@@ -359,6 +411,7 @@ class Stack:
             for name in self.instances(s):
                 self.start_service(name)
         await asyncio.gather(*(self.wait_gateway(name=n) for n in self.instances("gateway")))
+        await self.enrol_people()
 
     # -- tear-down ---------------------------------------------------------------------------
 

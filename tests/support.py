@@ -7,9 +7,15 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from schemas.approvers import Signature
+from services.runtime import approvers
 
 
 @dataclass
@@ -48,11 +54,66 @@ async def sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[SseEvent]:
             data.append(value)
 
 
+# The signing key of each token's principal, as the stacks under test made them (issue 18: a
+# decision counts only when its approver signs it). `remember_keys` fills it when a stack starts.
+KEYS: dict[str, Path] = {}
+
+
+def remember_keys(stack: Any) -> None:
+    """Records the keys `interlock up` made for the principals that may approve."""
+    for who in ("admin", "approver"):
+        token = stack.cfg.admin_token if who == "admin" else stack.tokens.get(who, {}).get("token")
+        if token:
+            KEYS[str(token)] = stack.person_key(who)
+
+
+def decision_signature(approval: dict[str, Any], approver: str, body: dict[str, Any],
+                       key: Ed25519PrivateKey | Path) -> Signature:
+    """The approver's signature over the statement of decision `body` (decision, reason, args)
+    of `approval` as served — what a client builds from the card its person saw."""
+    if isinstance(key, Path):
+        key = approvers.load_private_key(key)
+    statement = json.dumps({
+        "interlock": "decision/v1", "approval_id": approval["approval_id"],
+        "session_id": approval["session_id"], "approver": approver,
+        "decision": body.get("decision"), "reason": body.get("reason", ""),
+        "call_hashes": [c["call_hash"] for c in approval["calls"]],
+        "expires_at": approval["expires_at"], "edits": body.get("args"),
+    })
+    return approvers.sign_statement(statement, key)
+
+
+def signed_decision(approval: dict[str, Any], approver: str, body: dict[str, Any],
+                    key: Ed25519PrivateKey | Path) -> dict[str, Any]:
+    """`body` of a decision with its approver's signature (decision_signature)."""
+    return {**body, "signature": msgspec.to_builtins(
+        decision_signature(approval, approver, body, key))}
+
+
 class Client:
-    def __init__(self, http: aiohttp.ClientSession, base: str, token: str) -> None:
+    def __init__(self, http: aiohttp.ClientSession, base: str, token: str,
+                 key: Path | None = None) -> None:
         self.http = http
         self.base = base
         self.token = token
+        self.key = key
+
+    async def sign(self, path: str, body: Any, token: str) -> Any:
+        """A decision posted without a signature is signed with the token's key, if known."""
+        key_file = self.key if token == self.token and self.key else KEYS.get(token)
+        if not (key_file and isinstance(body, dict) and "signature" not in body
+                and path.startswith("/v1/approvals/") and path.endswith("/decision")):
+            return body
+        approval_id = path.split("/")[3]
+        headers = {"Authorization": f"Bearer {token}"}
+        async with self.http.get(self.base + "/v1/approvals?state=all", headers=headers) as r:
+            listed = (await r.json()).get("approvals", []) if r.status == 200 else []
+        async with self.http.get(self.base + "/v1/me", headers=headers) as r:
+            me = await r.json() if r.status == 200 else {}
+        approval = next((a for a in listed if a["approval_id"] == approval_id), None)
+        if approval is None or "name" not in me:
+            return body  # nothing to sign for: the gateway answers as it would
+        return signed_decision(approval, me["name"], body, key_file)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -61,6 +122,8 @@ class Client:
     async def call(self, method: str, path: str, body: Any = None,
                    token: str | None = None) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {token or self.token}"}
+        if method == "POST":
+            body = await self.sign(path, body, token or self.token)
         async with self.http.request(method, self.base + path, json=body, headers=headers) as r:
             text = await r.text()
             try:

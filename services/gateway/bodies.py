@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from schemas.approvers import Signature
+
 ApprovalState = Literal["pending", "decided", "granted", "denied", "expired"]
 STATE_FILTERS: tuple[str, ...] = ("pending", "granted", "denied", "expired", "decided", "all")
 
@@ -35,6 +37,8 @@ class Decision(msgspec.Struct, forbid_unknown_fields=True):
     decision: Literal["approve", "deny"]
     reason: Annotated[str, msgspec.Meta(max_length=2_000)] = ""
     args: dict[str, Any] | None = None
+    # The approver's signature over the decision statement (schemas/approvers.py): required.
+    signature: Signature | None = None
 
 
 class Cancel(msgspec.Struct, forbid_unknown_fields=True):

@@ -19,10 +19,12 @@ from aiohttp import web
 from schemas import catalogue
 from schemas import subjects as S
 from schemas.approval import ApprovalDecided
+from schemas.base import Event
 from schemas.ids import InvalidId, check_token, new_session_id
 from schemas.lifecycle import Refusal
 from schemas.session import SessionCancelled, SessionStarted, UserMessage
 from services.gateway import audit, openapi, sse, views
+from services.gateway.approvers import Enrolment, Registry, Revocation
 from services.gateway.auth import Principal, Role, TokenStore
 from services.gateway.bodies import (
     STATE_FILTERS,
@@ -55,6 +57,9 @@ from services.runtime.log import Expect
 from services.runtime.sealing.blobs import Unsealable
 from services.runtime.sealing.sealer import sealer_for
 
+SIGN_HOW = ("a decision counts only with the approver's own signature: approve in the Command "
+            "Center with your passkey, or with `interlock approve` and your key (`interlock keys "
+            "init`, enrolled by an admin with `interlock keys enroll`)")
 # Re-exported for callers that imported the request types from here.
 __all__ = ["Api", "Cancel", "Decision", "HttpError", "NewMessage", "NewSession", "make_app"]
 
@@ -94,8 +99,10 @@ def _path_token(request: web.Request, name: str, what: str) -> str:
 class Api:
     def __init__(self, bus: Bus, tokens: TokenStore, heartbeat_s: float = 15.0,
                  metrics: Metrics | None = None,
-                 sse_per_principal: int = SSE_STREAMS_PER_PRINCIPAL) -> None:
+                 sse_per_principal: int = SSE_STREAMS_PER_PRINCIPAL,
+                 admin_keys_file: Path | None = None) -> None:
         self.bus = bus
+        self.registry = Registry(bus, admin_keys_file)
         self.tokens = tokens
         self.sse_per_principal = sse_per_principal
         self._streams: dict[str, int] = {}  # principal name -> its open SSE streams
@@ -103,6 +110,8 @@ class Api:
         self.metrics = metrics or Metrics()
         self._approvals: dict[str, views.ApprovalEntry] = {}
         self._approvals_cursor = 1
+        self._rejections_cursor = 1
+        self._rejections: list[tuple[int, Event]] = []
         self._sessions: dict[str, views.SessionSummary] = {}
         self._sessions_cursor = 1
         self.connection = sse.Connection()
@@ -156,6 +165,18 @@ class Api:
                                      self._approvals_cursor):
             self._approvals_cursor = s.seq + 1
             views.apply_approval(self._approvals, s.seq, s.event)
+        # The decisions the gate rejected count for nobody (an unsigned one, say). One whose
+        # approval this index has not read yet waits for it.
+        async for s in self.bus.read(S.tag_filter("gate", "decision.rejected"),
+                                     self._rejections_cursor):
+            self._rejections_cursor = s.seq + 1
+            self._rejections.append((s.seq, s.event))
+        waiting = [(seq, ev) for seq, ev in self._rejections
+                   if getattr(ev, "approval_id", "") not in self._approvals]
+        for seq, ev in self._rejections:
+            views.apply_approval(self._approvals, seq, ev)
+        # (bounded: a rejection of a decision for no approval at all never finds one)
+        self._rejections = waiting[-1000:]
         return self._approvals
 
     async def refresh_sessions(self) -> dict[str, views.SessionSummary]:
@@ -323,9 +344,15 @@ class Api:
         entry = await self.approval(approval_id)
         req = entry.request
         args = self.modified_args(entry, body.args)
+        if body.signature is None:
+            raise HttpError(400, "signature_required", SIGN_HOW)
         if args is not None:  # a value the approver typed is sealed like any other
-            args, _ = await sealer_for(self.bus).args(req.session_id,
-                                                              req.calls[0].tool, args)
+            sealed, _ = await sealer_for(self.bus).args(req.session_id, req.calls[0].tool, args)
+            if sealed != args:
+                # The approver signed the values they typed; a sealed value is not what they
+                # signed, and typing it into the log unsealed would leak it.
+                raise HttpError(400, "invalid_args", "a modification holding a secret value "
+                                "cannot be signed: deny, and ask for a new proposal")
         now = datetime.now(UTC)
         # The gate decides; this is the same check (schemas.lifecycle) made early, so a decision
         # that cannot count is a clear 4xx now rather than a `decision.rejected` later.
@@ -340,7 +367,10 @@ class Api:
         folded = fresh.decision()
         ev = ApprovalDecided(session_id=req.session_id, approval_id=approval_id,
                              decision=body.decision, reason=body.reason, approver=who.name,
-                             args=args, actor=who.name)
+                             args=args, actor=who.name, signed=body.signature,
+                             edits=body.args)
+        # The gate counts it only with a valid signature of its approver; checked early here.
+        await self.registry.check_decision(req, ev)
         try:
             seq = await self.bus.append(ev, Expect.subject_at(expect))
         except ConcurrencyConflict as exc:
@@ -415,6 +445,20 @@ class Api:
             raise HttpError(400, "invalid_args", f"invalid args for {tool.name}: {exc}") from exc
         return None if args == calls[0].args else args
 
+    async def approvers(self, request: web.Request) -> web.Response:
+        self.principal(request, "viewer")
+        return web.json_response(await self.registry.listing())
+
+    async def enrol(self, request: web.Request) -> web.Response:
+        who = self.principal(request, "admin")
+        body = await body_of(request, Enrolment, required=True)
+        return web.json_response(await self.registry.enrol(who.name, body), status=201)
+
+    async def revoke(self, request: web.Request) -> web.Response:
+        who = self.principal(request, "admin")
+        body = await body_of(request, Revocation, required=True)
+        return web.json_response(await self.registry.revoke(who.name, body), status=201)
+
     async def tools(self, request: web.Request) -> web.Response:
         self.principal(request, "viewer")
         return web.json_response({"tools": [
@@ -458,6 +502,9 @@ def make_app(api: Api, limiter: RateLimiter | None = None,
     r.add_get("/v1/approvals", api.approvals)
     r.add_post("/v1/approvals/{approval_id}/decision", api.decide)
     r.add_get("/v1/tools", api.tools)
+    r.add_get("/v1/approvers", api.approvers)
+    r.add_post("/v1/approvers", api.enrol)
+    r.add_post("/v1/approvers/revocations", api.revoke)
     r.add_get("/v1/sessions/{session_id}/audit", functools.partial(audit.session_audit, api))
     r.add_get("/v1/audit", functools.partial(audit.search, api))
     return app

@@ -27,7 +27,8 @@ async def run(settings: GatewaySettings, stop: asyncio.Event,
     bus = await Bus.connect(settings.nats, "gateway", disconnected_cb=connection.changed,
                             reconnected_cb=connection.changed)
     api = Api(bus, tokens, settings.heartbeat_s,
-              sse_per_principal=settings.sse_streams_per_principal)
+              sse_per_principal=settings.sse_streams_per_principal,
+              admin_keys_file=settings.admin_keys_file)
     api.connection = connection
     app = make_app(api, limits=Limits.default(
         RateLimiter(settings.rate_per_s, settings.rate_burst),

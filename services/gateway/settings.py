@@ -28,6 +28,9 @@ class GatewaySettings:
     sse_streams_per_principal: int = 32
     # Peers whose X-Forwarded-For is believed (reverse proxies); none: the peer address.
     trusted_proxies: tuple[Network, ...] = ()
+    # The admin public keys (issue 18): to check enrolments and decisions' signatures early.
+    # The gate checks them regardless; without them the gateway only carries.
+    admin_keys_file: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -71,4 +74,6 @@ class GatewaySettings:
             auth_failure_burst=fail_burst,
             sse_streams_per_principal=streams,
             trusted_proxies=proxies,
+            admin_keys_file=Path(env["INTERLOCK_ADMIN_KEYS_FILE"])
+            if env.get("INTERLOCK_ADMIN_KEYS_FILE") else None,
         )

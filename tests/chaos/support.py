@@ -36,7 +36,7 @@ from sandbox.server import Sandbox
 from sandbox.state.resources import by_plural
 from schemas import subjects as S
 from services.runtime.bus import Bus, Stored
-from tests.support import Client, SseEvent
+from tests.support import Client, SseEvent, remember_keys
 
 NAMESPACE = "chaos"
 DEPLOYMENTS = by_plural("apps", "deployments")
@@ -138,6 +138,7 @@ async def start_stack(data: Path, sandbox: Sandbox, **cfg: Any) -> Stack:
                               admin_token="t" * 32, kubeconfig=kubeconfig, extra_env=extra,
                               **cfg))
     await stack.start()
+    remember_keys(stack)
     return stack
 
 

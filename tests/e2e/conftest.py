@@ -16,7 +16,7 @@ from kubernetes import client, config
 from launcher.nats import free_port
 from launcher.stack import Stack, StackConfig
 from services.runtime.bus import Bus
-from tests.support import Client
+from tests.support import Client, remember_keys
 from tests.support_llm import ScriptedLLM
 
 
@@ -25,6 +25,7 @@ async def start_stack(tmp_path_factory: pytest.TempPathFactory, **cfg: object) -
     s = Stack(StackConfig(data_dir=data, http_port=free_port(), admin_token="t" * 32,
                           **cfg))  # type: ignore[arg-type]
     await s.start()
+    remember_keys(s)
     return s
 
 
@@ -47,6 +48,7 @@ async def stack_on_old_data(tmp_path_factory: pytest.TempPathFactory, fixture: P
         tar.extractall(data, filter="data")
     stack = Stack(StackConfig(data_dir=data, http_port=free_port(), sandbox_time_scale=0.05))
     await stack.start()
+    remember_keys(stack)
     return stack
 
 
@@ -62,6 +64,7 @@ async def model_stack(tmp_path_factory: pytest.TempPathFactory, base_url: str,
     ))
     try:
         await s.start()
+        remember_keys(s)
         yield s
     finally:
         codes = await s.stop()

@@ -17,7 +17,7 @@ import pytest_asyncio
 from launcher.nats import free_port
 from launcher.stack import Stack, StackConfig
 from tests.e2e.conftest import CHROMIUM
-from tests.support import Client
+from tests.support import Client, remember_keys
 
 pytestmark = [
     pytest.mark.browser,
@@ -38,6 +38,7 @@ async def cc_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[St
                           admin_token="b" * 32))
     try:
         await s.start()
+        remember_keys(s)
         yield s
     finally:
         await s.stop()

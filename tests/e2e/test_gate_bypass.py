@@ -36,7 +36,7 @@ from schemas.ids import new_call_id, new_event_id
 from schemas.planning import ToolProposed
 from services.runtime import signing
 from tests.e2e.conftest import bus_as, kube, replicas, start_stack, token
-from tests.support import Client
+from tests.support import Client, decision_signature
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -228,8 +228,11 @@ async def test_self_approval_in_production_is_refused(stack: Stack, clients: Any
                                        {"decision": "approve"})
     assert status == 403 and "separation of duties" in body["error"]["message"], body
     # Even if the gateway's check were skipped, the gate applies the same rule.
+    # (Signed with the approver's own key: the signature is valid, the rule is what refuses.)
     bypass = ApprovalDecided(session_id=sid, approval_id=req["approval_id"], decision="approve",
-                             approver="approver", actor="approver")
+                             approver="approver", actor="approver",
+                             signed=decision_signature(req, "approver", {"decision": "approve"},
+                                                       stack.person_key("approver")))
     bus = await bus_as(stack, "gateway")
     try:
         await bus.append(bypass)

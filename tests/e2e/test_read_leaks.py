@@ -33,7 +33,7 @@ from sandbox.state.selectors import selector_from_spec
 from schemas import subjects as S
 from tests import leaks as L
 from tests.e2e.conftest import bus_as, kube, people
-from tests.support import Client, SseEvent
+from tests.support import Client, SseEvent, remember_keys
 from tests.support_llm import Reply, Request, ScriptedLLM, calls, say
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -101,6 +101,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory, cluster: Sandbox,
                    "INTERLOCK_MODEL": "scripted-1", "INTERLOCK_MODEL_RETRY_BASE": "0"}))
     try:
         await s.start()
+        remember_keys(s)
         await seed(s, cluster)
         yield s
     finally:

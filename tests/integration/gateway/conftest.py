@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from launcher.nats import free_port
 from schemas.approval import ApprovalCall, ApprovalRequested
@@ -17,11 +20,12 @@ from services.gateway.auth import Principal, TokenStore
 from services.gateway.ratelimit import Limits, Network, RateLimiter
 from services.gateway.routes import Api, make_app
 from services.gateway.sse import Connection
+from services.runtime import approvers
 from services.runtime.bus import Bus
 from services.runtime.log import Expect
 from services.runtime.settings import NatsSettings
 from tests.conftest import NatsEnv
-from tests.support import Client
+from tests.support import KEYS, Client
 
 TOKENS = {
     "viewer": ("vera", ("viewer",)),
@@ -87,9 +91,37 @@ def tokens() -> TokenStore:
 GatewayFactory = Callable[..., Awaitable[Gateway]]
 
 
+# The people who may decide, each with a key an admin enrolled (issue 18): tests.support.Client
+# signs their decisions with it.
+SIGNERS = ("approver", "admin")
+
+
+async def enrol_signers(url: str, http: aiohttp.ClientSession, keys: Path,
+                        admin: Ed25519PrivateKey) -> None:
+    """Enrols, signed by the `admin` key, a key (made once in `keys`) for each signer's
+    principal, through the gateway like any enrolment."""
+    for role in SIGNERS:
+        path = keys / f"{role}.key"
+        if not path.exists():
+            approvers.write_private_key(path, Ed25519PrivateKey.generate())
+        KEYS[token_of(role)] = path
+        principal = TOKENS[role][0]
+        key = approvers.ed25519_key(approvers.load_private_key(path).public_key())
+        body = {"principal": principal, "credential": msgspec.to_builtins(key),
+                "admin": msgspec.to_builtins(approvers.sign_statement(
+                    approvers.enrol_statement(principal, key), admin))}
+        async with http.post(f"{url}/v1/approvers", json=body,
+                             headers={"Authorization": f"Bearer {token_of('admin')}"}) as r:
+            assert r.status == 201, await r.text()
+
+
 @pytest.fixture
-async def gateway_factory(nats_env: NatsEnv) -> AsyncIterator[GatewayFactory]:
+async def gateway_factory(nats_env: NatsEnv,
+                          tmp_path: Path) -> AsyncIterator[GatewayFactory]:
     cleanups: list[Callable[[], Awaitable[None]]] = []
+    admin = Ed25519PrivateKey.generate()
+    roots = tmp_path / "admins.pub"
+    roots.write_text(approvers.public_line(admin.public_key()) + "\n")
 
     async def start(rate: float = 1000.0, burst: int = 10_000,
                     heartbeat_s: float = 15.0, *, failure_rate: float = 1000.0,
@@ -101,7 +133,8 @@ async def gateway_factory(nats_env: NatsEnv) -> AsyncIterator[GatewayFactory]:
                                 disconnected_cb=connection.changed,
                                 reconnected_cb=connection.changed)
         gate_bus = await Bus.connect(nats_env.settings("gate"), "gate")
-        api = Api(bus, tokens(), heartbeat_s, sse_per_principal=sse_per_principal)
+        api = Api(bus, tokens(), heartbeat_s, sse_per_principal=sse_per_principal,
+                  admin_keys_file=roots)
         api.connection = connection
         limits = Limits.default(RateLimiter(rate, burst, max_keys=principal_keys),
                                 RateLimiter(failure_rate, failure_burst), trusted_proxies)
@@ -111,6 +144,7 @@ async def gateway_factory(nats_env: NatsEnv) -> AsyncIterator[GatewayFactory]:
         port = free_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         http = aiohttp.ClientSession()
+        await enrol_signers(f"http://127.0.0.1:{port}", http, tmp_path, admin)
 
         async def stop() -> None:
             await http.close()

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 import nats
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.msg import Msg
 
 from clients.commands import Out
@@ -32,7 +33,7 @@ from services.gate import service as gate_service
 from services.gate.settings import GateSettings
 from services.planner import service as planner_service
 from services.planner.settings import PlannerSettings
-from services.runtime import identity, natsconf, signing
+from services.runtime import approvers, identity, natsconf, signing
 from services.runtime.bus import Bus
 from services.runtime.identity import SIGNATURE_HEADER
 from tests.conftest import NatsEnv
@@ -67,10 +68,13 @@ class Live:
 async def services(nats_env: NatsEnv, tmp_path: Path) -> AsyncIterator[None]:
     """The real gate and planner (direct mode), consuming as they do in production."""
     signing.generate_keypair(tmp_path / "grant.key", tmp_path / "grant.pub")
+    roots = tmp_path / "admins.pub"  # an admin key nobody uses: these decisions are forged
+    roots.write_text(approvers.public_line(Ed25519PrivateKey.generate().public_key()) + "\n")
     stop = asyncio.Event()
     tasks = [
         asyncio.create_task(gate_service.run(
-            GateSettings(nats=nats_env.settings("gate"), key_file=tmp_path / "grant.key"), stop)),
+            GateSettings(nats=nats_env.settings("gate"), key_file=tmp_path / "grant.key",
+                         admin_keys_file=roots), stop)),
         asyncio.create_task(planner_service.run(
             PlannerSettings(nats=nats_env.settings("planner")), stop)),
     ]

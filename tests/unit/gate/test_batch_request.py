@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from schemas.approval import ApprovalRequested, ToolRefused
 from schemas.base import Event
@@ -15,7 +16,7 @@ from schemas.execution import PreviewRecorded
 from schemas.planning import ToolProposed
 from services.gate.handlers import Gate
 from services.gate.settings import GateSettings
-from services.runtime import signing
+from services.runtime import approvers, signing
 from services.runtime.bus import Stored
 from services.runtime.log import NEW_KEY, Expect
 from services.runtime.settings import NatsSettings
@@ -50,8 +51,10 @@ class MemoryBus:
 @pytest.fixture
 def gate(tmp_path: Path) -> Gate:
     signing.generate_keypair(tmp_path / "gate.key", tmp_path / "gate.pub")
+    roots = tmp_path / "admins.pub"
+    roots.write_text(approvers.public_line(Ed25519PrivateKey.generate().public_key()) + "\n")
     settings = GateSettings(nats=NatsSettings(url="", user="gate", password=""),
-                            key_file=tmp_path / "gate.key")
+                            key_file=tmp_path / "gate.key", admin_keys_file=roots)
     return Gate(MemoryBus(), settings)  # type: ignore[arg-type]
 
 
