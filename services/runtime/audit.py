@@ -193,7 +193,6 @@ class Approvers:
         return who
 
 
-
 def _short(text: str, n: int = 160) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 1] + "…"
@@ -475,7 +474,7 @@ def audit(session_id: str, links: list[chain.Link],
             case ApprovalGranted() | ApprovalDenied() | ApprovalExpired():
                 if (approval := approvals.get(ev.approval_id)) is not None:
                     acted = _acted_on(approval, signers)
-                    report.problems += _unsigned_grounds(approval, acted)
+                    report.problems += _unsigned_grounds(acted)
                     _settle(writes, approval, acted)
             case ToolResult() if ev.call_id in writes:
                 writes[ev.call_id].result = ev.status
@@ -503,8 +502,7 @@ def _acted_on(approval: lifecycle.ApprovalState, signers: dict[str, Signer]) -> 
     return acted
 
 
-def _unsigned_grounds(approval: lifecycle.ApprovalState,
-                      acted: list[Signer]) -> list[dict[str, object]]:
+def _unsigned_grounds(acted: list[Signer]) -> list[dict[str, object]]:
     """A problem for every decision the gate acted on whose approver's signature does not
     count (unchecked ones are said once, by _registry_problems)."""
     return [{"seq": s.seq, "approval_id": s.approval_id,
