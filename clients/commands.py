@@ -1,4 +1,5 @@
-"""The client commands of `interlock`: chat, approvals, approve, deny, watch, audit, sessions.
+"""The client commands of `interlock`: chat, approvals, approve, deny, watch, audit, sessions,
+keys.
 
 They talk to a gateway over HTTP and SSE only (INTERLOCK_URL, INTERLOCK_TOKEN), so they work
 against any Interlock, local or remote.
@@ -18,8 +19,9 @@ from typing import Any, TextIO
 from urllib.parse import urlencode
 
 import aiohttp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from clients import render, safe_text
+from clients import keys, render, safe_text
 from clients.http import ApiError, Event, Gateway
 
 
@@ -75,10 +77,15 @@ class Chat:
     """An interactive session: what you type is sent; the session's events are printed as they
     happen; an approval is asked for inline when you hold the approver role."""
 
-    def __init__(self, gw: Gateway, out: Out, me: dict[str, Any]) -> None:
+    def __init__(self, gw: Gateway, out: Out, me: dict[str, Any],
+                 signer: Signer | None = None, no_key: str = "") -> None:
         self.gw = gw
         self.out = out
         self.me = me
+        # The approver's key, loaded (and its passphrase asked) before stdin is read; else why
+        # there is none, said again at each decision.
+        self.signer = signer
+        self.no_key = no_key
         self.to_ask: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.asked: set[str] = set()
 
@@ -157,11 +164,11 @@ class Chat:
             if not text:
                 self.out.prompt("A denial needs a reason: ")
                 return a, True
-            await self.decide(aid, "deny", text)
+            await self.decide(a, "deny", text)
             return None, False
         choice = text.lower()[:1]
         if choice == "y":
-            await self.decide(aid, "approve", "")
+            await self.decide(a, "approve", "")
             return None, False
         if choice == "n":
             self.out.prompt("Reason for denying: ")
@@ -172,15 +179,46 @@ class Chat:
         self.out.prompt("Please answer y, n or s: ")
         return a, False
 
-    async def decide(self, approval_id: str, decision: str, reason: str) -> None:
+    async def decide(self, a: dict[str, Any], decision: str, reason: str) -> None:
+        """Signs the decision over the card as it was shown (the approval.requested event) and
+        sends it; without a key nothing is sent."""
+        approval_id = str(a["approval_id"])
+        if self.signer is None:
+            self.out.line(f"decision not sent: {safe_text.line(self.no_key)}")
+            return
         try:
-            res = await self.gw.decide(approval_id, decision, reason)
-        except ApiError as exc:
+            signature = self.signer.sign(a, self.me["name"], decision, reason)
+            res = await self.gw.decide(approval_id, decision, reason, signature=signature)
+        except (ApiError, keys.KeyProblem) as exc:
             self.out.line(f"decision not recorded: {safe_text.line(exc)}")
             return
         self.out.line(safe_text.line(
             f"recorded: {decision} {approval_id} "
-            f"({res.get('approvals', 0)} of {res.get('required_approvals', 1)})"))
+            f"({res.get('approvals', 0)} of {res.get('required_approvals', 1)}); "
+            f"signed with {self.signer.key_id}"))
+
+
+class Signer:
+    """The person's key and how a decision is signed with it (clients/keys builds the
+    statement: exactly this approval, session, calls, expiry, decision, reason and edits)."""
+
+    def __init__(self, key: Ed25519PrivateKey, path: Path) -> None:
+        self.key = key
+        self.path = path
+        self.key_id = keys.fingerprint(key.public_key())
+
+    @classmethod
+    def load(cls, explicit: str | None) -> Signer:
+        """`--key`, else $INTERLOCK_KEY, else the config dir's; KeyProblem saying how to get
+        one when there is none."""
+        path = keys.key_path(explicit)
+        return cls(keys.load_key(path), path)
+
+    def sign(self, approval: dict[str, Any], approver: str, decision: str, reason: str,
+             edits: dict[str, Any] | None = None) -> dict[str, str]:
+        statement = keys.decision_statement(approval, approver=approver, decision=decision,
+                                            reason=reason, edits=edits)
+        return keys.sign(statement, self.key)
 
 
 # -- the commands ------------------------------------------------------------------------------
@@ -195,8 +233,17 @@ async def cmd_chat(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
     out.line(f"Session {safe_text.line(sid)} as {safe_text.line(me['name'])}"
              f"{' (approver)' if me['can_decide'] else ''}. "
              "Type a question or a kubectl command; /approvals, /quit.")
+    signer, no_key = None, ""
+    if me["can_decide"]:
+        try:
+            signer = Signer.load(getattr(args, "key", None))
+            out.line(safe_text.line(f"Decisions are signed with {signer.key_id} "
+                                    f"({signer.path})."))
+        except keys.KeyProblem as exc:
+            no_key = f"you cannot sign decisions here: {exc}"
+            out.line(safe_text.line(no_key))
     lines = _stdin_lines(asyncio.get_running_loop())
-    return await Chat(gw, out, me).run(sid, lines)
+    return await Chat(gw, out, me, signer, no_key).run(sid, lines)
 
 
 async def cmd_approvals(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
@@ -213,18 +260,191 @@ async def cmd_approvals(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
     return 0
 
 
+def _modified(args: argparse.Namespace) -> dict[str, Any] | None:
+    if not getattr(args, "args", None):
+        return None
+    modified = json.loads(args.args)
+    if not isinstance(modified, dict):
+        raise UsageError("--args must be a JSON object, e.g. '{\"replicas\": 4}'")
+    return modified
+
+
+async def signed_decision(gw: Gateway, args: argparse.Namespace,
+                          decision: str) -> tuple[dict[str, Any], Signer]:
+    """The body of POST /v1/approvals/{id}/decision, signed with the person's key over the
+    approval as the gateway shows it. The key is loaded first: without one nothing is asked
+    of the gateway, let alone posted."""
+    modified = _modified(args)
+    signer = Signer.load(args.key)
+    me = await gw.me()
+    approval = await gw.approval(args.approval_id)
+    reason = args.reason or ""
+    body: dict[str, Any] = {"decision": decision, "reason": reason}
+    if modified is not None:
+        body["args"] = modified
+    body["signature"] = signer.sign(approval, str(me["name"]), decision, reason, modified)
+    return body, signer
+
+
 async def cmd_decide(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
     decision = "approve" if args.command == "approve" else "deny"
-    modified = json.loads(args.args) if getattr(args, "args", None) else None
-    res = await gw.decide(args.approval_id, decision, args.reason or "", modified)
+    body, signer = await signed_decision(gw, args, decision)
+    res = await gw.decide(args.approval_id, decision, body["reason"], body.get("args"),
+                          body["signature"])
     if out.as_json:
-        out.data(res)
+        out.data({**res, "signed_with": signer.key_id})
     else:
         what = "approved" if decision == "approve" else "denied"
         out.line(safe_text.line(f"{what} {args.approval_id} ({res.get('approvals', 0)} of "
                                 f"{res.get('required_approvals', 1)} approvals; "
-                                f"event {res['event_id']})"))
+                                f"event {res['event_id']}); signed with {signer.key_id}"))
     return 0
+
+
+# -- keys --------------------------------------------------------------------------------------
+
+
+def keys_init(args: argparse.Namespace, out: Out) -> int:
+    """Creates the person's key, or imports an SSH Ed25519 key; offline."""
+    path = keys.key_path(args.key)
+    if args.from_ssh:
+        key = keys.import_ssh_key(Path(args.from_ssh).expanduser(), path, args.force)
+        what = f"imported {args.from_ssh} as {path}"
+    elif path.exists() and not args.force:
+        key = keys.load_key(path)
+        what = f"a key is already at {path} (--force replaces it)"
+    else:
+        key = keys.create_key(path, args.force)
+        what = f"created {path} (mode 0600)"
+    public = key.public_key()
+    line = keys.public_line(public)
+    if out.as_json:
+        out.data({"path": str(path), "key_id": keys.fingerprint(public), "public_key": line})
+        return 0
+    out.line(safe_text.line(what))
+    out.line(f"  fingerprint  {keys.fingerprint(public)}")
+    out.line(f"  public key   {line}")
+    out.line("It signs nothing until an admin enrols it for you:")
+    out.line(f"  interlock keys enroll --principal YOUR_NAME --public-key '{line}'")
+    return 0
+
+
+async def keys_enroll(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
+    admin = keys.load_key(keys.admin_key_path(args.admin_key))
+    s = safe_text.line
+    principal = args.principal
+    if args.key and (args.request or args.public_key):
+        raise UsageError("name one key to enrol: --key, --public-key or --request")
+    if args.request:
+        registered = (await gw.approvers()).get("registered", [])
+        found = [r for r in registered if r.get("request_id") == args.request]
+        if not found:
+            raise UsageError(f"no passkey registration {args.request} is waiting "
+                             "(`interlock keys list` shows them)")
+        reg = found[0]
+        if principal and principal != reg["principal"]:
+            raise UsageError(f"registration {args.request} is {reg['principal']}'s, "
+                             f"not {principal}'s")
+        principal = str(reg["principal"])
+        cred = dict(reg["credential"])
+        key_id = keys.credential_fingerprint(cred)
+        if key_id != cred.get("key_id"):
+            raise UsageError(f"registration {args.request} says {cred.get('key_id')} but its "
+                             f"key's fingerprint is {key_id}: not enrolled")
+        if args.label:
+            cred["label"] = args.label
+        out.line(s(f"passkey of {principal}, registered {reg.get('registered_at', '?')}: "
+                   f"{key_id} {cred.get('label') or ''}".rstrip()))
+        out.line(s(f"  credential id {cred.get('credential_id')} for {cred.get('origin')}"))
+        out.line("  (check this fingerprint with its owner: the Command Center shows it)")
+    else:
+        public = (keys.parse_public_line(args.public_key) if args.public_key
+                  else keys.public_key_of(keys.key_path(args.key)))
+        label = args.label
+        if not label and args.public_key and len(args.public_key.split()) > 2:
+            label = " ".join(args.public_key.split()[2:])  # the .pub line's comment
+        cred = keys.credential(public, label[:100])
+    if not principal:
+        principal = str((await gw.me())["name"])
+    admin_sig = keys.sign(keys.enrol_statement(principal, cred), admin)
+    res = await gw.enrol(principal, cred, admin_sig)
+    if out.as_json:
+        out.data(res)
+        return 0
+    out.line(s(f"enrolled {cred['key_id']} ({cred['kind']}) for {principal}; signed by the "
+               f"admin key {admin_sig['key_id']}"))
+    return 0
+
+
+async def keys_list(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
+    data = await gw.approvers()
+    if out.as_json:
+        out.data(data)
+        return 0
+    s = safe_text.line
+    enrolled = data.get("approvers", [])
+    if not enrolled:
+        out.line("no keys enrolled")
+    for a in enrolled:
+        state = "REVOKED" if a.get("revoked") else "active"
+        out.line(s(f"{a.get('principal', '?'):<12} {a.get('kind', '?'):<8} {a.get('key_id')}  "
+                   f"{state}  {a.get('label') or '-'}"))
+        out.line(s(f"    enrolled by {a.get('enrolled_by') or '?'} at "
+                   f"{str(a.get('enrolled_at') or '?')[:19].replace('T', ' ')}"))
+    registered = data.get("registered", [])
+    if registered:
+        out.line("")
+        out.line("passkeys waiting to be enrolled (interlock keys enroll --request ID):")
+    for r in registered:
+        cred = r.get("credential", {})
+        out.line(s(f"  {r.get('request_id')}  {r.get('principal')}  {cred.get('key_id')}  "
+                   f"{cred.get('label') or '-'}  registered "
+                   f"{str(r.get('registered_at') or '?')[:19].replace('T', ' ')}"))
+    admins = data.get("admin_keys", [])
+    if admins:
+        out.line("")
+        out.line(s(f"admin keys (trusted to enrol and revoke): {', '.join(admins)}"))
+    return 0
+
+
+async def keys_revoke(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
+    admin = keys.load_key(keys.admin_key_path(args.admin_key))
+    principal = args.principal
+    if not principal:
+        held = [a for a in (await gw.approvers()).get("approvers", [])
+                if a.get("key_id") == args.key_id]
+        if not held:
+            raise UsageError(f"{args.key_id} is not enrolled (`interlock keys list`); name its "
+                             "owner with --principal to revoke it anyway")
+        principal = str(held[0]["principal"])
+    admin_sig = keys.sign(keys.revoke_statement(principal, args.key_id), admin)
+    res = await gw.revoke(principal, args.key_id, admin_sig)
+    if out.as_json:
+        out.data(res)
+        return 0
+    out.line(safe_text.line(f"revoked {args.key_id} of {principal}: no decision it signs "
+                            f"counts from now on (signed by the admin key {admin_sig['key_id']})"))
+    return 0
+
+
+async def keys_sign_decision(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
+    """Prints the signed body of a decision for a script to POST (`curl -d @-`)."""
+    body, signer = await signed_decision(gw, args, args.decision)
+    sys.stderr.write(safe_text.line(f"signed with {signer.key_id} ({signer.path})") + "\n")
+    out.data(body)
+    return 0
+
+
+KEY_COMMANDS: dict[str, Callable[[Gateway, argparse.Namespace, Out], Any]] = {
+    "enroll": keys_enroll,
+    "list": keys_list,
+    "revoke": keys_revoke,
+    "sign-decision": keys_sign_decision,
+}
+
+
+async def cmd_keys(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
+    return int(await KEY_COMMANDS[args.keys_command](gw, args, out))
 
 
 async def cmd_watch(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
@@ -324,6 +544,7 @@ COMMANDS: dict[str, Callable[[Gateway, argparse.Namespace, Out], Any]] = {
     "watch": cmd_watch,
     "audit": cmd_audit,
     "sessions": cmd_sessions,
+    "keys": cmd_keys,
 }
 
 
@@ -336,19 +557,27 @@ def add_parsers(sub: Any, audit_options: Callable[[argparse.ArgumentParser], Non
                                       "http://127.0.0.1:8080)")
     common.add_argument("--token", help="bearer token (default: $INTERLOCK_TOKEN)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
-    p = sub.add_parser("chat", parents=[common], help="talk to Interlock; approve inline")
+    signing = argparse.ArgumentParser(add_help=False)
+    signing.add_argument("--key", metavar="PATH",
+                         help="your signing key (default: $INTERLOCK_KEY, else "
+                              "${XDG_CONFIG_HOME:-~/.config}/interlock/key)")
+    p = sub.add_parser("chat", parents=[common, signing],
+                       help="talk to Interlock; approve inline")
     p.add_argument("--session", help="continue this session instead of starting one")
     p.add_argument("--title", help="title of a new session")
     p = sub.add_parser("approvals", parents=[common], help="list approvals")
     p.add_argument("--state", default="pending",
                    choices=("pending", "granted", "denied", "expired", "decided", "all"))
-    p = sub.add_parser("approve", parents=[common], help="approve a pending approval")
+    p = sub.add_parser("approve", parents=[common, signing],
+                       help="approve a pending approval (signed with your key)")
     p.add_argument("approval_id")
     p.add_argument("--reason", default="")
     p.add_argument("--args", help="approve these modified args instead (JSON object)")
-    p = sub.add_parser("deny", parents=[common], help="deny a pending approval")
+    p = sub.add_parser("deny", parents=[common, signing],
+                       help="deny a pending approval (signed with your key)")
     p.add_argument("approval_id")
     p.add_argument("--reason", required=True)
+    _add_keys_parsers(sub, common, signing)
     p = sub.add_parser("watch", parents=[common], help="follow a session's events")
     p.add_argument("session")
     p.add_argument("--after", type=int, default=0, help="start after this event id")
@@ -367,10 +596,47 @@ def add_parsers(sub: Any, audit_options: Callable[[argparse.ArgumentParser], Non
     p.add_argument("--limit", type=int, default=50)
 
 
+def _add_keys_parsers(sub: Any, common: argparse.ArgumentParser,
+                      signing: argparse.ArgumentParser) -> None:
+    admin = argparse.ArgumentParser(add_help=False)
+    admin.add_argument("--admin-key", metavar="PATH",
+                       help="the admin's signing key (default: $INTERLOCK_ADMIN_KEY)")
+    k = sub.add_parser("keys", help="signing keys: yours, and who may approve with which")
+    ks = k.add_subparsers(dest="keys_command", required=True)
+    p = ks.add_parser("init", parents=[common, signing],
+                      help="create your signing key (or import an SSH Ed25519 key)")
+    p.add_argument("--from-ssh", metavar="PATH",
+                   help="use this OpenSSH Ed25519 private key (e.g. ~/.ssh/id_ed25519)")
+    p.add_argument("--force", action="store_true", help="replace the key already there")
+    p = ks.add_parser("enroll", parents=[common, signing, admin],
+                      help="(admin) let a key sign a principal's decisions")
+    p.add_argument("--principal", help="whose key it is (default: the token's principal; "
+                                       "with --request, who registered the passkey)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--public-key", metavar="'ssh-ed25519 …'",
+                       help="enrol this public key (a .pub line)")
+    which.add_argument("--request", metavar="REQUEST_ID",
+                       help="enrol the passkey registered in the Command Center under this id")
+    p.add_argument("--label", default="", help="what to call the key (laptop, yubikey)")
+    ks.add_parser("list", parents=[common], help="enrolled keys and waiting passkeys")
+    p = ks.add_parser("revoke", parents=[common, admin],
+                      help="(admin) a key signs nothing from now on")
+    p.add_argument("key_id", metavar="KEY_ID", help="its fingerprint, SHA256:…")
+    p.add_argument("--principal", help="whose key it is (default: looked up)")
+    p = ks.add_parser("sign-decision", parents=[common, signing],
+                      help="print a signed decision body for a script to POST")
+    p.add_argument("approval_id")
+    p.add_argument("decision", choices=("approve", "deny"))
+    p.add_argument("--reason", default="")
+    p.add_argument("--args", help="modified args (JSON object), with approve")
+
+
 def run(args: argparse.Namespace) -> int:
     out = Out(as_json=args.json)
 
     async def main() -> int:
+        if args.command == "keys" and args.keys_command == "init":
+            return keys_init(args, out)  # a key is made on this machine: no gateway
         async with aiohttp.ClientSession() as http:
             gw = Gateway.from_env(http, args.url, args.token)
             return int(await COMMANDS[args.command](gw, args, out))
@@ -383,6 +649,9 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         sys.stderr.write(f"interlock {args.command}: {safe_text.line(exc)}\n")
         return 2
+    except keys.KeyProblem as exc:
+        sys.stderr.write(f"interlock {args.command}: {safe_text.line(exc)}\n")
+        return 1
     except json.JSONDecodeError as exc:
         sys.stderr.write(f"interlock {args.command}: --args is not JSON: "
                          f"{safe_text.line(exc)}\n")

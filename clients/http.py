@@ -97,13 +97,42 @@ class Gateway:
         data = await self.call("GET", f"/v1/approvals?state={state}")
         return list(data["approvals"])
 
+    async def approval(self, approval_id: str) -> dict[str, Any]:
+        """One approval as GET /v1/approvals shows it (pending first: what is decided)."""
+        for state in ("pending", "all"):
+            for a in await self.approvals(state):
+                if a.get("approval_id") == approval_id:
+                    return a
+        raise ApiError(404, "not_found", f"no approval {approval_id}")
+
     async def decide(self, approval_id: str, decision: str, reason: str = "",
-                     args: dict[str, Any] | None = None) -> dict[str, Any]:
+                     args: dict[str, Any] | None = None,
+                     signature: dict[str, str] | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"decision": decision, "reason": reason}
         if args is not None:
             body["args"] = args
+        if signature is not None:
+            body["signature"] = signature
         data: dict[str, Any] = await self.call(
             "POST", f"/v1/approvals/{approval_id}/decision", body)
+        return data
+
+    async def approvers(self) -> dict[str, Any]:
+        """The registry: enrolled keys, passkeys waiting to be enrolled, the admin keys."""
+        data: dict[str, Any] = await self.call("GET", "/v1/approvers")
+        return data
+
+    async def enrol(self, principal: str, credential: dict[str, Any],
+                    admin: dict[str, str]) -> dict[str, Any]:
+        data: dict[str, Any] = await self.call(
+            "POST", "/v1/approvers",
+            {"principal": principal, "credential": credential, "admin": admin})
+        return data
+
+    async def revoke(self, principal: str, key_id: str, admin: dict[str, str]) -> dict[str, Any]:
+        data: dict[str, Any] = await self.call(
+            "POST", "/v1/approvers/revocations",
+            {"principal": principal, "key_id": key_id, "admin": admin})
         return data
 
     async def events(self, session_id: str, after: int = 0,

@@ -11,6 +11,7 @@ from schemas.approval import (
     ApprovalDecided,
     ApprovalGranted,
     ApprovalRequested,
+    DecisionRejected,
     Grant,
     ToolClassified,
     effect_digest,
@@ -31,7 +32,6 @@ NOT_ACTED_UPON: frozenset[str] = frozenset({
     "session.started", "user.message", "session.cancelled", "assistant.message",
     "turn.completed", "tool.proposed", "command.rejected", "step.planned", "model.retried",
     "tool.classified", "tool.refused", "tool.amended", "approval.denied", "approval.expired",
-    "decision.rejected",
 })
 
 
@@ -110,6 +110,7 @@ def approval_problem(events: Sequence[Event], session_id: str, grant: Grant) -> 
     aid = grant.approval_id
     request: ApprovalRequested | None = None
     decisions: list[ApprovalDecided] = []
+    refused: set[str] = set()  # decisions the gate rejected (unsigned, say): they count for none
     granted = False
     for ev in events:
         match ev:
@@ -117,6 +118,8 @@ def approval_problem(events: Sequence[Event], session_id: str, grant: Grant) -> 
                 request = ev
             case ApprovalDecided() if ev.approval_id == aid:
                 decisions.append(ev)
+            case DecisionRejected() if ev.approval_id == aid:
+                refused.add(ev.causation_id)
             case ApprovalGranted() if ev.approval_id == aid:
                 # Equality covers every field, the signature included: exactly this grant.
                 granted = granted or grant in ev.grants
@@ -135,7 +138,7 @@ def approval_problem(events: Sequence[Event], session_id: str, grant: Grant) -> 
         return (f"the grant does not bind the objects that approval {aid} listed for call "
                 f"{grant.call_id}; the write was not run")
     # The same fold the gateway and the gate apply: only the gateway's approval.decided count.
-    state = decision_state(request, decisions)
+    state = decision_state(request, [d for d in decisions if d.event_id not in refused])
     if state.verdict != "approved":
         return (f"session {session_id} records no human approval of {aid} (the decisions "
                 f"recorded leave it {state.verdict}); the write was not run")

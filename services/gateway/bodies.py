@@ -111,6 +111,17 @@ class SessionList(msgspec.Struct):
     sessions: list[SessionSummary]
 
 
+class SignedBy(msgspec.Struct):
+    """One decision recorded for an approval: who, with which key (issue 18), and whether the
+    gate rejected it (then it counted for nothing)."""
+
+    approver: str
+    decision: Literal["approve", "deny"]
+    key_id: str = ""
+    kind: Literal["ed25519", "passkey", ""] = ""
+    rejected: bool = False
+
+
 class ApprovalStatus(msgspec.Struct):
     """What the gateway adds to an `approval.requested` event in its answers."""
 
@@ -119,6 +130,7 @@ class ApprovalStatus(msgspec.Struct):
     approvals: list[str] = msgspec.field(default_factory=list)
     decided_by: str = ""
     decision_reason: str = ""
+    signed_by: list[SignedBy] = msgspec.field(default_factory=list)
 
 
 class ApprovalList(msgspec.Struct):

@@ -10,6 +10,7 @@ import msgspec
 from schemas.approval import ApprovalRequested
 from schemas.events import EVENT_TYPES
 from services.gateway import bodies
+from services.gateway.approvers import Enrolment, Revocation
 
 REF = "#/components/schemas/{name}"
 ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
@@ -70,7 +71,7 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
         bodies.NewSession, bodies.NewMessage, bodies.Decision, bodies.Cancel, bodies.ErrorBody,
         bodies.Health, bodies.Me, bodies.SessionCreated, bodies.Accepted, bodies.DecisionAccepted,
         bodies.SessionList, bodies.ApprovalStatus, bodies.ApprovalList, bodies.SessionViewOut,
-        bodies.ToolList,
+        bodies.ToolList, Enrolment, Revocation,
         ApprovalRequested, *EVENT_TYPES,
     ]
     _, components = msgspec.json.schema_components(types, ref_template=REF)
@@ -180,7 +181,9 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
                            errors=(("404", "no such approval"),
                                    ("409", "already decided, or the decision subject holds "
                                            "something that is not a decision"),
-                                   ("410", "expired"))),
+                                   ("410", "expired"),
+                                   ("403", "not an approver, separation of duties, or the "
+                                           "signature does not verify"))),
                      "requestBody": {"required": True, "content": {
                          "application/json": {"schema": _ref("Decision")}}}},
         },
@@ -213,6 +216,23 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
                             "schema": {"type": "string", "maxLength": 200}},
                            {"name": "format", "in": "query", "required": False,
                             "schema": {"type": "string", "enum": ["json", "jsonl"]}}]),
+        },
+        "/v1/approvers": {
+            "get": _op("The approver registry: enrolled keys, passkeys waiting for an admin, "
+                       "the admin keys' fingerprints", "viewer",
+                       ("200", _json({"type": "object"}, "the registry")), tag="approvers"),
+            "post": {**_op("Enrol a key for a principal (signed by an admin key)", "admin",
+                           ("201", _json({"type": "object"}, "recorded")), tag="approvers",
+                           errors=(("403", "not signed by an admin key"),)),
+                     "requestBody": {"required": True, "content": {
+                         "application/json": {"schema": _ref("Enrolment")}}}},
+        },
+        "/v1/approvers/revocations": {
+            "post": {**_op("Revoke a key (signed by an admin key)", "admin",
+                           ("201", _json({"type": "object"}, "recorded")), tag="approvers",
+                           errors=(("403", "not signed by an admin key"),)),
+                     "requestBody": {"required": True, "content": {
+                         "application/json": {"schema": _ref("Revocation")}}}},
         },
         "/v1/tools": {
             "get": _op("The tool catalogue", "viewer",

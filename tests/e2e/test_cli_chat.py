@@ -20,7 +20,7 @@ import pytest_asyncio
 from kubernetes import client, config
 
 from launcher.nats import free_port
-from launcher.stack import Stack, StackConfig
+from launcher.stack import APPROVERS, Stack, StackConfig
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 INTERLOCK = str(Path(sys.prefix, "bin", "interlock"))
@@ -38,8 +38,14 @@ async def cli_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[S
 
 
 def _env(stack: Stack, who: str) -> dict[str, str]:
-    return {**os.environ, "INTERLOCK_URL": stack.url,
-            "INTERLOCK_TOKEN": str(stack.tokens[who]["token"]), "TERM": "dumb"}
+    """A person's shell: their token and, if they may approve, the signing key `interlock up`
+    made for them (issue 18); nobody's own config dir (no key of the machine's user leaks in)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("INTERLOCK_KEY", "XDG_CONFIG_HOME")}
+    env.update({"INTERLOCK_URL": stack.url, "INTERLOCK_TOKEN": str(stack.tokens[who]["token"]),
+                "TERM": "dumb", "XDG_CONFIG_HOME": str(stack.data / "no-config")})
+    if who in APPROVERS:
+        env["INTERLOCK_KEY"] = str(stack.person_key(who))
+    return env
 
 
 def _replicas(stack: Stack) -> int:
@@ -108,6 +114,12 @@ class Terminal:
         os.close(self.master)
 
 
+def _fingerprint(key: Path) -> str:
+    out = subprocess.run([INTERLOCK, "keys", "init", "--key", str(key), "--json"],
+                         capture_output=True, text=True, check=True)
+    return str(json.loads(out.stdout)["key_id"])
+
+
 async def _run(stack: Stack, who: str, *args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         INTERLOCK, *args, env=_env(stack, who), stdout=asyncio.subprocess.PIPE,
@@ -132,7 +144,9 @@ async def test_chat_through_an_approval_in_a_terminal(cli_stack: Stack) -> None:
         assert "expires: in " in text
         assert _replicas(cli_stack) == 3  # held until the answer
         term.send("y")
-        await term.expect(rf"recorded: approve {card.group(1)} \(1 of 1\)")
+        signed = (await term.expect(rf"recorded: approve {card.group(1)} \(1 of 1\); "
+                                    r"signed with (SHA256:\S+)")).group(1)
+        assert signed == _fingerprint(cli_stack.person_key("approver"))
         # The grant's event may be printed before or after the CLI's own "recorded" line.
         if "✓ granted by approver" not in term.seen:
             await term.expect(r"✓ granted by approver")
@@ -162,8 +176,14 @@ async def test_operator_chat_waits_and_approver_denies_from_the_cli(cli_stack: S
         assert f"APPROVAL {pending['approval_id']}" in out
         assert f"spec.replicas: {before} → {before + 5}" in out
 
+        # The operator has no key: nothing is sent, and they are told how to get one; with a
+        # key (the approver's, say) the gateway still refuses a principal without the role.
         code, out = await _run(cli_stack, "operator", "deny", pending["approval_id"],
                                "--reason", "x")
+        assert (code, "no signing key" in out, "interlock keys init" in out) == (1, True, True)
+        code, out = await _run(cli_stack, "operator", "deny", pending["approval_id"],
+                               "--reason", "x", "--key",
+                               str(cli_stack.person_key("approver")))
         assert (code, "403" in out) == (1, True), out
         code, out = await _run(cli_stack, "approver", "deny", pending["approval_id"],
                                "--reason", "not now")

@@ -114,9 +114,11 @@ async def test_forged_decisions_by_the_gateway_are_rejected(stack: Stack, client
     status, body = await approver.call("POST", f"/v1/approvals/{req['approval_id']}/decision",
                                        approve)
     assert status == 202, body
-    await operator.wait_for(sid, lambda e: e.event == "tool.result", after=int(req["seq"]))
+    call_id = req["calls"][0]["call_id"]
+    await operator.wait_for(sid, lambda e: e.event == "tool.result"
+                            and e.data["call_id"] == call_id, after=int(req["seq"]))
     evs = await _types(stack, sid)
-    assert _executions(evs, req["calls"][0]["call_id"]) == 2  # started + result, once
+    assert _executions(evs, call_id) == 2  # started + result, once
     assert replicas(stack, "auth-service", "production") == before + 1
 
 

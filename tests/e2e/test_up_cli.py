@@ -110,9 +110,22 @@ def test_interlock_up_and_the_readme_requests(tmp_path: Path) -> None:
         pending = json.loads(_curl("-H", auth, f"{base}/v1/approvals?state=pending"))
         [approval] = [a for a in pending["approvals"] if a["session_id"] == sid]
         assert approval["calls"][0]["diff"][0]["path"] == "spec.replicas"
-        decided = json.loads(_curl("-X", "POST", "-H", auth, "-d", '{"decision": "approve"}',
-                                   f"{base}/v1/approvals/{approval['approval_id']}/decision"))
-        assert decided["decision"] == "approve"
+        # The README's signed approve step: the CLI signs with the admin key `interlock up`
+        # made (and printed), curl posts the body it printed.
+        data = tmp_path / "data"
+        assert f"    admin     {data / 'people' / 'admin.key'}" in text
+        assert f"INTERLOCK_ADMIN_KEY) {data / 'people' / 'admin.key'}" in text
+        aid = approval["approval_id"]
+        signed = subprocess.run(
+            ["sh", "-c", f'interlock keys sign-decision {aid} approve | curl -s -X POST '
+                         f'-H "{auth}" -d @- {base}/v1/approvals/{aid}/decision'],
+            env={**env, "PATH": f"{Path(exe).parent}:{env['PATH']}",
+                 "INTERLOCK_URL": base, "INTERLOCK_TOKEN": TOKEN,
+                 "INTERLOCK_KEY": str(data / "people" / "admin.key")},
+            capture_output=True, text=True, check=True, timeout=60)
+        decided = json.loads(signed.stdout)
+        assert decided["decision"] == "approve", decided
+        assert "signed with SHA256:" in signed.stderr
         events = _sse_until(f"{base}/v1/sessions/{sid}/events", TOKEN, "tool.result",
                             after=int(events[-1]["id"]))  # type: ignore[call-overload]
         result = events[-1]["data"]
