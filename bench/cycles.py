@@ -6,7 +6,9 @@ write: half 1: `tool.proposed` recorded → `approval.requested` recorded (class
        executor's server-side dry run, the gate's approval request);
        half 2: decision POSTed to the gateway → `tool.result` recorded (gateway checks and records
        the decision, the gate grants and signs, the executor verifies, claims, runs, records).
-       No human time: the decision is posted as soon as the request is seen.
+       No human time: the decision is posted as soon as the request is seen. Since issue 18 it
+       carries the approver's signature, made (like the human's client makes it) before the
+       POST's clock starts: its cost is bench/decisions.py's.
 cluster: the same Kubernetes calls made directly with the executor's adapter (no bus), so the
        cluster's own share is reported on its own.
 
@@ -24,11 +26,16 @@ import time
 from typing import Any
 
 import aiohttp
+import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.common import BenchStack, Observer, bus_as, start_stack, summary, token
+from schemas.approval import ApprovalRequested
 from schemas.ids import new_call_id, new_session_id
 from schemas.planning import ToolProposed
 from services.gate.domain import approval_id_for
+from services.runtime import approvers
+from services.runtime.bus import Bus
 
 READ = ("get", {"kind": "deployment", "namespace": "shop", "name": "web"})
 
@@ -67,6 +74,27 @@ async def read_cycle(stack: BenchStack, obs: Observer, n: int, warmup: int = 20,
             "classified_to_result": summary(execute)}
 
 
+def approver_key(stack: BenchStack) -> Ed25519PrivateKey | None:
+    """The key `interlock up` enrolled for the approver (issue 18), if the stack has one."""
+    person_key = getattr(stack, "person_key", None)
+    if person_key is None:
+        return None
+    path = person_key("approver")
+    return approvers.load_private_key(path) if path.exists() else None
+
+
+async def decision(bus: Bus, sid: str, key: Ed25519PrivateKey | None) -> dict[str, Any]:
+    """The approver's decision body: signed over the approval as recorded, when a key is
+    enrolled (what `interlock approve` and the Command Center send)."""
+    body: dict[str, Any] = {"decision": "approve"}
+    if key is not None:
+        req = next(s.event for s in await bus.session(sid)
+                   if isinstance(s.event, ApprovalRequested))
+        statement = approvers.decision_statement(req, approver="approver", decision="approve")
+        body["signature"] = msgspec.to_builtins(approvers.sign_statement(statement, key))
+    return body
+
+
 async def write_cycle(stack: BenchStack, obs: Observer, n: int, warmup: int = 5) -> dict[str, Any]:
     bus = await bus_as(stack, "planner")
     half1: list[float] = []
@@ -76,6 +104,7 @@ async def write_cycle(stack: BenchStack, obs: Observer, n: int, warmup: int = 5)
     post: list[float] = []
     stages: dict[str, list[float]] = {}
     headers = {"Authorization": f"Bearer {token(stack, 'approver')}"}
+    key = approver_key(stack)
     try:
         async with aiohttp.ClientSession() as http:
             for i in range(warmup + n):
@@ -90,11 +119,12 @@ async def write_cycle(stack: BenchStack, obs: Observer, n: int, warmup: int = 5)
                 tp = await obs.wait("preview.recorded", p.call_id)
                 t1 = await obs.wait("approval.requested", aid)
                 # The human's time is excluded: decide as soon as the request is recorded.
+                body = await decision(bus, sid, key)
                 t2 = time.perf_counter()
                 async with http.post(f"{stack.url}/v1/approvals/{aid}/decision",
-                                     json={"decision": "approve"}, headers=headers) as r:
-                    body = await r.text()
-                    assert r.status == 202, (r.status, body)
+                                     json=body, headers=headers) as r:
+                    answer = await r.text()
+                    assert r.status == 202, (r.status, answer)
                 t_posted = time.perf_counter()
                 t3 = await obs.wait("tool.result", p.call_id)
                 td = await obs.wait("approval.decided", aid)

@@ -19,7 +19,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import before_after, budget, cycles, redact, replay, signing, sse, startup, throughput
+from bench import (
+    before_after,
+    budget,
+    cycles,
+    decide_path,
+    decisions,
+    redact,
+    replay,
+    signing,
+    sse,
+    startup,
+    throughput,
+)
 from bench.common import ANCHOR_PY, ANCHORS, ROOT, Observer, admin_url, start_stack
 
 PG_DSN = os.environ.get("INTERLOCK_BENCH_PG", "postgresql://postgres:pg@127.0.0.1:5432/lg")
@@ -88,6 +100,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     res["signing"] = signing.measure(500 if q else 2000)
     print(signing.report(res["signing"]), flush=True)
 
+    note("decision signatures: CPU per human decision to verify (issue 18)")
+    res["decisions"] = decisions.measure(200 if q else 1000)
+    print(decisions.report(res["decisions"]), flush=True)
+
     note("redaction of read results: CPU per result (issue 16)")
     res["redact"] = redact.measure(100 if q else 300)
     print(redact.report(res["redact"]), flush=True)
@@ -99,6 +115,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     res["before_after_commands"] = await asyncio.to_thread(
         before_after.compare, 2 if q else 5, 5.0 if q else 10.0, before_after.BASE_COMMANDS,
         True)
+
+    note("the decide path before decisions were signed (issue 18) and now, alternated")
+    res["decide_path"] = await asyncio.to_thread(decide_path.compare, 2 if q else 3,
+                                                 10 if q else 30)
+    print(decide_path.report(res["decide_path"]), flush=True)
 
     note("startup of `interlock up`")
     res["startup"] = await startup.startup(1 if q else 3)
@@ -237,6 +258,20 @@ def table(r: dict[str, Any]) -> str:
                      f"{sg['sign_us']:.0f} / {sg['verify_us']:.0f} µs", "",
                      f"{sg['per_gated_read_us']:.0f} µs per gated read "
                      f"({signing.SIGNS_PER_READ} signs, {signing.VERIFIES_PER_READ} verifies)"))
+    dc = r.get("decisions")
+    if dc:
+        ed, pk = dc["decisions"]["ed25519, 1 call(s)"], dc["decisions"]["passkey, 1 call(s)"]
+        rows.append(("decision signature: verify ed25519 / passkey, CPU per decision",
+                     f"{ed['verify_us']:.0f} / {pk['verify_us']:.0f} µs", "",
+                     f"once per human decision (registry of {dc['registry_keys']} keys)"))
+    dp = r.get("decide_path")
+    if dp:
+        b, a = dp["median_ms"]["before"], dp["median_ms"]["after"]
+        rows.append((f"decision POST→granted, no-op cluster, now vs unsigned ({dp['base']})",
+                     f"{a['POST→decided recorded'] + a['decided→granted']:.2f} ms",
+                     f"{b['POST→decided recorded'] + b['decided→granted']:.2f} ms",
+                     f"POST→result {b['POST→result']:.2f} → {a['POST→result']:.2f} ms "
+                     f"({dp['rounds']} rounds each, alternated)"))
     rd = r.get("redact")
     if rd:
         get, logs = rd.get("get deployment -o json"), rd.get("logs, 200 clean lines")

@@ -278,6 +278,8 @@ async def signed_decision(gw: Gateway, args: argparse.Namespace,
     signer = Signer.load(args.key)
     me = await gw.me()
     approval = await gw.approval(args.approval_id)
+    if modified is not None:  # a secret value typed here is signed as its sealed reference
+        modified = await gw.sealed_edits(args.approval_id, modified)
     reason = args.reason or ""
     body: dict[str, Any] = {"decision": decision, "reason": reason}
     if modified is not None:

@@ -117,6 +117,12 @@ class Gateway:
             "POST", f"/v1/approvals/{approval_id}/decision", body)
         return data
 
+    async def sealed_edits(self, approval_id: str, edits: dict[str, Any]) -> dict[str, Any]:
+        """The edits with any secret value sealed by the gateway: what is signed and sent."""
+        data: dict[str, Any] = await self.call(
+            "POST", f"/v1/approvals/{approval_id}/edits", {"args": edits})
+        return dict(data["edits"])
+
     async def approvers(self) -> dict[str, Any]:
         """The registry: enrolled keys, passkeys waiting to be enrolled, the admin keys."""
         data: dict[str, Any] = await self.call("GET", "/v1/approvers")

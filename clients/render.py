@@ -65,6 +65,36 @@ def expires_in(iso: str, now: datetime | None = None) -> str:
     return f"in {left // 60}m{left % 60:02d}s ({when:%H:%M:%S} UTC)"
 
 
+def fingerprint(key_id: Any) -> str:
+    """A key's fingerprint as a line shows it: `SHA256:` and its first 12 digits (the audit,
+    `interlock audit`, shows it whole)."""
+    text = str(key_id or "")
+    head, _, digits = text.partition(":")
+    if not digits or len(digits) <= 12:
+        return _s(text)
+    return _s(f"{head}:{digits[:12]}…")
+
+
+def signed_with(signed: Any, kind: Any = None) -> str:
+    """How a decision was signed, as the gateway's JSON carries it (an event's `signed`, or an
+    approval's `signatures`): the key's kind and fingerprint. Whether the signature counts is the
+    gate's to say: a `decision.rejected` follows one that does not."""
+    if not isinstance(signed, dict) or not signed.get("key_id"):
+        return "not signed"
+    if kind is None:
+        kind = "passkey" if signed.get("authenticator_data") else "ed25519"
+    what = "passkey" if kind == "passkey" else "key"
+    return f"signed with {what} {fingerprint(signed['key_id'])}"
+
+
+def _signer(sig: Any) -> str:
+    """One entry of an approval's `signatures` ({approver, decision, key_id, kind})."""
+    if not isinstance(sig, dict):
+        return ""
+    what = {"approve": "approved", "deny": "denied"}.get(str(sig.get("decision")), "decided")
+    return f"{what} by {_s(sig.get('approver'))} · {signed_with(sig, sig.get('kind'))}"
+
+
 def approval(a: dict[str, Any]) -> str:
     """An approval card: what, where, why, expected outcome, diff, blast radius, flags, expiry.
 
@@ -118,6 +148,8 @@ def approval(a: dict[str, Any]) -> str:
     required = a.get("required_approvals", 1)
     if required and required > 1:
         lines.append(f"  needs:   {_s(required)} approvers ({len(a.get('approvals', []))} so far)")
+    for sig in a.get("signatures") or ():
+        lines.append(f"  signed:  {_signer(sig)}")
     lines.append(f"  expires: {expires_in(str(a.get('expires_at', '')))}")
     return "\n".join(lines)
 
@@ -142,10 +174,15 @@ def event(ev_id: int, kind: str, d: dict[str, Any]) -> str | None:
         case "approval.requested":
             return f"[{ev_id}] ⏸ waiting for approval {_s(d.get('approval_id'))}"
         case "approval.decided":
-            how = _s(d.get("decision"))
+            how = {"approve": "approved", "deny": "denied"}.get(str(d.get("decision")),
+                                                                _s(d.get("decision")))
             extra = f": {_s(d['reason'])}" if d.get("reason") else (" (modified)" if d.get("args")
                                                                    else "")
-            return f"[{ev_id}]   {_s(d.get('approver'))} decided {how}{extra}"
+            return (f"[{ev_id}]   {how} by {_s(d.get('approver'))}{extra} · "
+                    f"{signed_with(d.get('signed'))}")
+        case "decision.rejected":
+            return (f"[{ev_id}] ✗ decision by {_s(d.get('approver') or '?')} rejected: "
+                    f"{_s(d.get('reason'))}")
         case "approval.granted":
             return f"[{ev_id}] ✓ granted by {_s(d.get('approver'))}"
         case "approval.denied":

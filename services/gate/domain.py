@@ -365,7 +365,9 @@ def edits_problem(req: ApprovalRequested, d: ApprovalDecided) -> str | None:
         expected = catalogue.canonical_args(tool.parse_args({**req.calls[0].args, **d.edits}))
     except msgspec.ValidationError as exc:
         return f"the signed edits are not valid args: {exc}"
-    if expected != d.args:
+    # Compared as JSON (a tuple in the canonical args is a list in the decoded event).
+    if msgspec.json.encode(expected, order="sorted") != msgspec.json.encode(d.args,
+                                                                           order="sorted"):
         return "the modified args are not the edits the approver signed"
     return None
 

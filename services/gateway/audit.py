@@ -16,9 +16,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from schemas import chain
 from schemas import subjects as S
 from schemas.approval import ApprovalRequested
+from schemas.approvers import REGISTRY_SESSION
 from schemas.ids import InvalidId, check_token
 from services.gateway.errors import HttpError
-from services.runtime import audit, signing
+from services.runtime import approvers, audit, signing
+from services.runtime.errors import ConfigError
 
 if TYPE_CHECKING:
     from services.gateway.routes import Api
@@ -31,6 +33,33 @@ def gate_key() -> Ed25519PublicKey | None:
     """The gate's public key, to verify grants on replay (INTERLOCK_GATE_PUBKEY_FILE)."""
     path = os.environ.get("INTERLOCK_GATE_PUBKEY_FILE")
     return signing.load_public(Path(path)) if path else None
+
+
+@functools.cache
+def admin_keys() -> dict[str, Ed25519PublicKey] | None:
+    """The admin public keys that the approver registry is trusted with, to check who signed
+    each decision (INTERLOCK_ADMIN_KEYS_FILE, as the gate has them). Without them, or if they
+    cannot be read, the audit says the decisions were not checked (never intact)."""
+    path = os.environ.get("INTERLOCK_ADMIN_KEYS_FILE")
+    if not path:
+        return None
+    try:
+        return approvers.load_admin_keys(Path(path))
+    except ConfigError:
+        return None
+
+
+async def _links(api: Api, session_id: str) -> list[chain.Link]:
+    # Every stored event, forged ones too: the audit names them, where a read would skip them.
+    stored = await api.bus.session(session_id, verify=False)
+    return [chain.Link(s.seq, s.subject, s.raw, s.signature) for s in stored]
+
+
+async def _approvers(api: Api) -> tuple[audit.Approvers, list[chain.Link]]:
+    """The approver registry as the log holds it, with the admin keys, and its stored events
+    (an export carries them)."""
+    links = await _links(api, REGISTRY_SESSION)
+    return audit.Approvers(admin_keys(), links, api.bus.keyring), links
 
 
 def _format(request: web.Request) -> str:
@@ -60,14 +89,17 @@ async def session_audit(api: Api, request: web.Request) -> web.Response:
     except InvalidId as exc:
         raise HttpError(400, "invalid_id", str(exc)) from exc
     fmt = _format(request)
-    # Every stored event, forged ones too: the audit names them, where a read would skip them.
-    stored = await api.bus.session(sid, verify=False)
-    if not stored:
+    links = await _links(api, sid)
+    if not links:
         raise HttpError(404, "not_found", f"no session {sid}")
-    links = [chain.Link(s.seq, s.subject, s.raw, s.signature) for s in stored]
+    people, registry = await _approvers(api)
     if fmt == "jsonl":
-        return web.Response(text=audit.export_lines(links), content_type="application/x-ndjson")
-    report = audit.audit(sid, links, gate_key(), api.bus.keyring)
+        # The registry's events too: `interlock audit --verify` re-checks every decision's
+        # signature with them (and the admin keys, which it takes from its reader, not the file).
+        extra = registry if sid != REGISTRY_SESSION else []
+        return web.Response(text=audit.export_lines(links + extra),
+                            content_type="application/x-ndjson")
+    report = audit.audit(sid, links, gate_key(), api.bus.keyring, people)
     if fmt == "text":
         return web.Response(text=report.render() + "\n", content_type="text/plain")
     return web.json_response(report.to_json())
@@ -96,10 +128,9 @@ async def search(api: Api, request: web.Request) -> web.Response:
             sessions.append(ev.session_id)
     writes: list[dict[str, object]] = []
     integrity: dict[str, bool] = {}
+    people, _ = await _approvers(api)
     for sid in sessions[:500]:
-        stored = await api.bus.session(sid, verify=False)
-        report = audit.audit(sid, [chain.Link(s.seq, s.subject, s.raw, s.signature)
-                                   for s in stored], gate_key(), api.bus.keyring)
+        report = audit.audit(sid, await _links(api, sid), gate_key(), api.bus.keyring, people)
         integrity[sid] = report.ok
         for w in report.writes:
             at = datetime.fromisoformat(w.requested_at)

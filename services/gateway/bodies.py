@@ -41,6 +41,12 @@ class Decision(msgspec.Struct, forbid_unknown_fields=True):
     signature: Signature | None = None
 
 
+class Edits(msgspec.Struct, forbid_unknown_fields=True):
+    """An approver's changes to a single-call approval's args, to be sealed before signing."""
+
+    args: dict[str, Any]
+
+
 class Cancel(msgspec.Struct, forbid_unknown_fields=True):
     """Stops the session's run."""
 

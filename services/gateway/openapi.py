@@ -71,7 +71,7 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
         bodies.NewSession, bodies.NewMessage, bodies.Decision, bodies.Cancel, bodies.ErrorBody,
         bodies.Health, bodies.Me, bodies.SessionCreated, bodies.Accepted, bodies.DecisionAccepted,
         bodies.SessionList, bodies.ApprovalStatus, bodies.ApprovalList, bodies.SessionViewOut,
-        bodies.ToolList, Enrolment, Revocation,
+        bodies.ToolList, bodies.Edits, Enrolment, Revocation,
         ApprovalRequested, *EVENT_TYPES,
     ]
     _, components = msgspec.json.schema_components(types, ref_template=REF)
@@ -216,6 +216,15 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
                             "schema": {"type": "string", "maxLength": 200}},
                            {"name": "format", "in": "query", "required": False,
                             "schema": {"type": "string", "enum": ["json", "jsonl"]}}]),
+        },
+        "/v1/approvals/{approval_id}/edits": {
+            "post": {**_op("An approver's edits with secret values sealed: what to sign and "
+                           "send as the decision's args", "approver",
+                           ("200", _json({"type": "object"}, "the sealed edits")),
+                           tag="approvals", params=[aid],
+                           errors=(("404", "no such approval"),)),
+                     "requestBody": {"required": True, "content": {
+                         "application/json": {"schema": _ref("Edits")}}}},
         },
         "/v1/approvers": {
             "get": _op("The approver registry: enrolled keys, passkeys waiting for an admin, "

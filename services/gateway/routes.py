@@ -30,6 +30,7 @@ from services.gateway.bodies import (
     STATE_FILTERS,
     Cancel,
     Decision,
+    Edits,
     NewMessage,
     NewSession,
 )
@@ -346,13 +347,16 @@ class Api:
         args = self.modified_args(entry, body.args)
         if body.signature is None:
             raise HttpError(400, "signature_required", SIGN_HOW)
-        if args is not None:  # a value the approver typed is sealed like any other
-            sealed, _ = await sealer_for(self.bus).args(req.session_id, req.calls[0].tool, args)
-            if sealed != args:
-                # The approver signed the values they typed; a sealed value is not what they
-                # signed, and typing it into the log unsealed would leak it.
-                raise HttpError(400, "invalid_args", "a modification holding a secret value "
-                                "cannot be signed: deny, and ask for a new proposal")
+        if args is not None:
+            # A secret value the approver types is sealed like any other — before they sign,
+            # so that what they sign (and the log records) is its reference, never the value:
+            # POST …/edits seals the edits and returns what to sign. Edits still holding a
+            # value are refused rather than recorded.
+            _, typed = await sealer_for(self.bus).args(req.session_id, req.calls[0].tool, args)
+            if typed:
+                raise HttpError(400, "unsealed_edits", "the edits hold a secret value: POST "
+                                f"/v1/approvals/{approval_id}/edits with them first, and sign "
+                                "and send the sealed edits it returns")
         now = datetime.now(UTC)
         # The gate decides; this is the same check (schemas.lifecycle) made early, so a decision
         # that cannot count is a clear 4xx now rather than a `decision.rejected` later.
@@ -385,6 +389,21 @@ class Api:
                                   "required_approvals": req.required_approvals,
                                   "modified": args is not None,
                                   "event_id": ev.event_id, "seq": seq}, status=202)
+
+    async def seal_edits(self, request: web.Request) -> web.Response:
+        """An approver's edits with every secret value sealed (references in their place): what
+        the approver signs and sends as the decision's args."""
+        self.principal(request, "approver")
+        approval_id = _path_token(request, "approval_id", "approval id")
+        body = await body_of(request, Edits, required=True)
+        entry = await self.approval(approval_id)
+        merged = self.modified_args(entry, body.args)
+        if merged is None:
+            return web.json_response({"edits": body.args, "changed": False})
+        req = entry.request
+        sealed, _ = await sealer_for(self.bus).args(req.session_id, req.calls[0].tool, merged)
+        return web.json_response({"edits": {k: sealed.get(k, v) for k, v in body.args.items()},
+                                  "changed": True})
 
     @staticmethod
     def _refuse(approval_id: str, refusal: Refusal | None) -> None:
@@ -501,6 +520,7 @@ def make_app(api: Api, limiter: RateLimiter | None = None,
     r.add_get("/v1/log", api.log_bounds)
     r.add_get("/v1/approvals", api.approvals)
     r.add_post("/v1/approvals/{approval_id}/decision", api.decide)
+    r.add_post("/v1/approvals/{approval_id}/edits", api.seal_edits)
     r.add_get("/v1/tools", api.tools)
     r.add_get("/v1/approvers", api.approvers)
     r.add_post("/v1/approvers", api.enrol)

@@ -57,11 +57,28 @@ class ApprovalEntry:
             return outcome.approver, reason
         return (deciding.approver if deciding is not None else ""), reason
 
+    def signatures(self) -> list[dict[str, str]]:
+        """Who signed the decisions that count so far, with which key (its fingerprint and
+        kind), for the card; those the gate rejected (`decision.rejected`) are left out."""
+        folded = self.state.decision()
+        ruled_out = {d.event_id for d, _ in folded.rejected}
+        out = []
+        for d in self.state.decisions:
+            if d.event_id in self.state.refused or d.event_id in ruled_out:
+                continue
+            sig = d.signed
+            out.append({"approver": d.approver, "decision": d.decision,
+                        "key_id": sig.key_id if sig else "",
+                        "kind": ("passkey" if sig.authenticator_data else "ed25519")
+                        if sig else ""})
+        return out
+
     def to_json(self, now: datetime) -> dict[str, Any]:
         body: dict[str, Any] = msgspec.to_builtins(self.request)
         body["state"] = self.effective_state(now)
         body["seq"] = self.seq
         body["approvals"] = list(self.state.decision().approved_by)
+        body["signatures"] = self.signatures()
         decided_by, reason = self.decided()
         if decided_by:
             body["decided_by"] = decided_by

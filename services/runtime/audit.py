@@ -1,11 +1,21 @@
 """The audit read model: a session as a readable timeline, its writes as records, and an
-integrity verdict (hash chain, every event's writer signature, gate signatures, call hashes).
+integrity verdict (hash chain, every event's writer signature, gate signatures, call hashes, and
+the approver's own signature on every decision the gate acted on).
 Pure functions over stored events, shared by the gateway's audit endpoints and the CLI's
-export/verify, so a live log, a stream copy and an exported file are judged by the same code."""
+export/verify, so a live log, a stream copy and an exported file are judged by the same code.
+
+Who signed each decision (issue 18) is re-checked with the approver registry as the log has it
+(session `approvers`: enrolments and revocations, each signed by an admin key) and the admin
+keys the reader trusts, which are never taken from the log itself. Each decision is checked
+against the registry as it stood when the decision was stored (a key revoked later still signed
+it then). An export carries the registry's events next to the session's, so that `--verify`
+needs only the admin public keys (`--admin-keys`, e.g. `keys/admins.pub`)."""
 
 from __future__ import annotations
 
+import bisect
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,6 +37,12 @@ from schemas.approval import (
     ToolRefused,
     effect_digest,
 )
+from schemas.approvers import (
+    REGISTRY_SESSION,
+    ApproverEnrolled,
+    ApproverRevoked,
+    PasskeyRegistered,
+)
 from schemas.base import Event
 from schemas.execution import (
     CommandRefused,
@@ -43,6 +59,7 @@ from schemas.session import (
     TurnCompleted,
     UserMessage,
 )
+from services.runtime import approvers as registry
 from services.runtime import signing
 from services.runtime.identity import ForgedEvent, Keyring
 
@@ -52,6 +69,128 @@ UNCHECKED = ("event signatures were not checked: no keyring (every service's pub
 
 VERIFIED = {"verified": "verified", "failed": "failing", "timed_out": "timed out",
             "skipped": "nothing to wait for", "not_as_approved": "NOT AS APPROVED"}
+
+# The verdicts of a decision's signature when it could not be checked, and why.
+NO_ADMIN_KEYS = ("decision signatures were not checked: no admin keys (the trust roots of the "
+                 "approver registry, keys/admins.pub) were given, so who signed each decision is "
+                 "unknown")
+NO_REGISTRY = ("decision signatures cannot be checked: the approver registry (the events of "
+               "session `approvers`) is not here — an export made before decisions were signed, "
+               "or one it was cut from")
+
+
+@dataclass
+class Signer:
+    """Who signed one recorded decision, with which key, and whether that signature counts.
+
+    verdict: "valid"; "rejected" (reason says why it does not count); "unchecked" (no admin keys
+    or no registry to check it with); "before signing" (unsigned, and stored before the log held
+    any enrolment: an old log, from before decisions were signed). `counted`: "granted" or
+    "denied" when the gate acted on this decision."""
+
+    seq: int
+    approval_id: str
+    approver: str
+    decision: str
+    key_id: str = ""
+    kind: str = ""
+    label: str = ""
+    verdict: str = "unchecked"
+    reason: str = ""
+    counted: str = ""
+
+    def key_text(self) -> str:
+        what = "passkey" if self.kind == "passkey" else "ed25519 key"
+        label = f" ({self.label})" if self.label else ""
+        return f"{what} {self.key_id}{label}"
+
+    def text(self) -> str:
+        if self.verdict == "valid":
+            return f"signed by {self.approver} with {self.key_text()}"
+        if self.verdict == "rejected":
+            return f"signature REJECTED: {self.reason}"
+        if self.verdict == "before signing":
+            return f"unsigned: {self.reason}"
+        signed = f"signed with {self.key_text()}" if self.key_id else "unsigned"
+        return f"{signed}, not checked: {self.reason}"
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Approvers:
+    """The approver registry as a log holds it (the stored events of session `approvers`),
+    trusted with the admin keys the reader was given — `admins` None: none, so no decision can
+    be checked and the verdict says so. Registry events not signed by their writer (given a
+    keyring) are left out, as every reader leaves them out; the admin signature inside each is
+    what makes it count (services/runtime/approvers.Registry)."""
+
+    admins: dict[str, Ed25519PublicKey] | None
+    links: list[chain.Link] = field(default_factory=list)
+    keyring: Keyring | None = None
+
+    def __post_init__(self) -> None:
+        self.chain = chain.verify_chain(self.links)
+        # The stream sequence of the first enrolment an admin signed (0: none): an unsigned
+        # decision stored before it was made before decisions were signed.
+        self.enrolled_since = 0
+        # The admin keys the registry's events say signed them (to name what is missing).
+        self.signed_by: set[str] = set()
+        # (seq, why) of each registry event whose admin signature does not count.
+        self.refused: list[tuple[int, str]] = []
+        self._seqs: list[int] = []
+        self._states: list[registry.Registry] = []
+        state = registry.Registry(dict(self.admins or {}))
+        for link in sorted(self.links, key=lambda x: x.seq):
+            if self.keyring is not None and signature_problem(link, self.keyring) is not None:
+                continue
+            try:
+                ev = E.decode(link.raw)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            if not isinstance(ev, ApproverEnrolled | ApproverRevoked):
+                continue
+            self.signed_by.add(ev.admin.key_id)
+            if self.admins is None:
+                continue
+            state = registry.Registry(state.admins, dict(state.keys), dict(state.revoked))
+            state.apply(ev)
+            if state.refused:
+                self.refused.append((link.seq, state.refused[0][1]))
+                continue
+            if isinstance(ev, ApproverEnrolled) and not self.enrolled_since:
+                self.enrolled_since = link.seq
+            self._seqs.append(link.seq)
+            self._states.append(state)
+
+    def at(self, seq: int) -> registry.Registry:
+        """The registry as it stood just before stream sequence `seq`."""
+        i = bisect.bisect_left(self._seqs, seq)
+        return self._states[i - 1] if i else registry.Registry(dict(self.admins or {}))
+
+    def check(self, seq: int, request: ApprovalRequested, d: ApprovalDecided) -> Signer:
+        """Who signed decision `d` (stored at `seq`) of `request`, and whether it counts."""
+        sig = d.signed
+        who = Signer(seq, d.approval_id, d.approver, d.decision)
+        if sig is not None:
+            who.key_id = sig.key_id
+            who.kind = "passkey" if sig.authenticator_data else "ed25519"
+        if self.admins is None:
+            who.reason = "no admin keys were given"
+        elif not self.links:
+            who.reason = "the approver registry is not here"
+        elif sig is None and (not self.enrolled_since or seq < self.enrolled_since):
+            who.verdict = "before signing"
+            who.reason = "recorded before any approver was enrolled (before decisions were signed)"
+        else:
+            try:
+                key = self.at(seq).verify_decision(request, d)
+            except registry.Rejected as exc:
+                who.verdict, who.reason = "rejected", str(exc)
+            else:
+                who.verdict, who.kind, who.label = "valid", key.kind, key.label
+        return who
 
 
 def _short(text: str, n: int = 160) -> str:
@@ -132,6 +271,16 @@ def describe(ev: Event) -> str:
                 "planner finished the turn"
         case SessionCancelled():
             return f"{ev.actor} cancelled the run"
+        case ApproverEnrolled():
+            what = "passkey" if ev.credential.kind == "passkey" else "ed25519 key"
+            label = f" ({ev.credential.label})" if ev.credential.label else ""
+            return (f"admin key {ev.admin.key_id} enrolled {what} {ev.credential.key_id}{label} "
+                    f"for {ev.principal}")
+        case ApproverRevoked():
+            return f"admin key {ev.admin.key_id} revoked key {ev.key_id} of {ev.principal}"
+        case PasskeyRegistered():
+            return (f"{ev.principal} registered passkey {ev.credential.key_id} (it signs nothing "
+                    "until an admin enrols it)")
     return f"{ev.emitter}: {ev.type}"
 
 
@@ -142,6 +291,7 @@ class Entry:
     actor: str
     type: str
     text: str
+    signer: Signer | None = None
 
 
 @dataclass
@@ -164,6 +314,8 @@ class WriteRecord:
     reason: str = ""
     result: str = ""
     output: str = ""
+    # Who signed each decision the gate acted on: principal, key_id, kind, verdict.
+    signatures: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -173,6 +325,7 @@ class AuditReport:
     writes: list[WriteRecord] = field(default_factory=list)
     chain: chain.ChainReport = field(default_factory=chain.ChainReport)
     problems: list[dict[str, object]] = field(default_factory=list)
+    decisions: list[Signer] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -184,8 +337,11 @@ class AuditReport:
             "integrity": {"ok": self.ok, "chain": self.chain.to_json(),
                           "problems": self.problems},
             "timeline": [{"seq": e.seq, "at": e.at.isoformat(), "actor": e.actor,
-                          "type": e.type, "text": e.text} for e in self.entries],
+                          "type": e.type, "text": e.text}
+                         | ({"signature": e.signer.to_json()} if e.signer else {})
+                         for e in self.entries],
             "writes": [msgspec.to_builtins(w.__dict__) for w in self.writes],
+            "decisions": [d.to_json() for d in self.decisions],
         }
 
     def render(self) -> str:
@@ -199,7 +355,8 @@ class AuditReport:
             lines.append(f"  chain break at #{b['seq']}: {b['problem']}")
         for p in self.problems:
             where = f"at #{p['seq']}" if p["seq"] else "overall"
-            lines.append(f"  signature problem {where}: {p['problem']}")
+            what = "decision" if "approval_id" in p else "signature"
+            lines.append(f"  {what} problem {where}: {p['problem']}")
         return "\n".join(lines)
 
 
@@ -251,10 +408,15 @@ def signature_problem(link: chain.Link, keyring: Keyring) -> ForgedEvent | None:
 
 def audit(session_id: str, links: list[chain.Link],
           gate_key: Ed25519PublicKey | None = None,
-          keyring: Keyring | None = None) -> AuditReport:
+          keyring: Keyring | None = None,
+          approvers: Approvers | None = None) -> AuditReport:
     """keyring: every service's public keys. Without it no writer signature is checked, and
-    the verdict says so (never ok)."""
+    the verdict says so (never ok). approvers: the approver registry and the admin keys to trust
+    it with; without them no decision's signature is checked, and a session whose approvals the
+    gate settled on decisions is never ok either."""
     report = AuditReport(session_id)
+    people = approvers if approvers is not None else Approvers(None)
+    signers: dict[str, Signer] = {}  # decision event id -> who signed it
     report.chain = chain.verify_chain(links)
     approvals: dict[str, lifecycle.ApprovalState] = {}
     writes: dict[str, WriteRecord] = {}
@@ -281,8 +443,15 @@ def audit(session_id: str, links: list[chain.Link],
             continue
         bad = forged.get(link.seq)
         mark = f"[NOT SIGNED BY ITS WRITER — {bad.problem}] " if bad is not None else ""
+        signer = None
+        if isinstance(ev, ApprovalDecided) and (bad is None or legacy):
+            state = approvals.get(ev.approval_id)
+            if state is not None:
+                signer = signers[ev.event_id] = people.check(link.seq, state.request, ev)
+                report.decisions.append(signer)
+        text = mark + describe(ev) + (f" · {signer.text()}" if signer else "")
         report.entries.append(Entry(link.seq, ev.occurred_at, ev.actor or ev.emitter, ev.type,
-                                    mark + describe(ev)))
+                                    text, signer))
         if bad is not None and not legacy:
             continue
         report.problems += _check_signatures(link.seq, ev, approvals, gate_key)
@@ -304,15 +473,78 @@ def audit(session_id: str, links: list[chain.Link],
                         diff=[d.describe() for d in c.diff], approval_id=ev.approval_id)
             case ApprovalGranted() | ApprovalDenied() | ApprovalExpired():
                 if (approval := approvals.get(ev.approval_id)) is not None:
-                    _settle(writes, approval)
+                    acted = _acted_on(approval, signers)
+                    report.problems += _unsigned_grounds(acted)
+                    _settle(writes, approval, acted)
             case ToolResult() if ev.call_id in writes:
                 writes[ev.call_id].result = ev.status
                 writes[ev.call_id].output = _short(ev.output, 500)
     report.writes = list(writes.values())
+    report.problems += _registry_problems(session_id, people, report.decisions)
     return report
 
 
-def _settle(writes: dict[str, WriteRecord], approval: lifecycle.ApprovalState) -> None:
+def _acted_on(approval: lifecycle.ApprovalState, signers: dict[str, Signer]) -> list[Signer]:
+    """The decisions the gate settled `approval` on, as its outcome says: those it did not
+    reject (`decision.rejected`) that the rules counted (schemas.lifecycle), by the approvers
+    the outcome names."""
+    outcome = approval.outcome
+    if not isinstance(outcome, ApprovalGranted | ApprovalDenied):
+        return []
+    named = set(outcome.approver.split("+"))
+    folded = approval.decision()
+    ruled_out = {d.event_id for d, _ in folded.rejected}
+    acted = [signers[d.event_id] for d in approval.decisions
+             if d.event_id not in approval.refused and d.event_id not in ruled_out
+             and d.approver in named and d.event_id in signers]
+    for s in acted:
+        s.counted = "granted" if isinstance(outcome, ApprovalGranted) else "denied"
+    return acted
+
+
+def _unsigned_grounds(acted: list[Signer]) -> list[dict[str, object]]:
+    """A problem for every decision the gate acted on whose approver's signature does not
+    count (unchecked ones are said once, by _registry_problems)."""
+    return [{"seq": s.seq, "approval_id": s.approval_id,
+             "problem": f"approval {s.approval_id} was {s.counted} on a decision by "
+                        f"{s.approver} that does not count: {s.reason}"}
+            for s in acted if s.verdict == "rejected"]
+
+
+def _registry_problems(session_id: str, people: Approvers,
+                       decisions: list[Signer]) -> list[dict[str, object]]:
+    """What the reader could not check of the decisions the gate acted on (said once), and, in
+    the registry's own audit, every registry event whose admin signature does not count."""
+    problems: list[dict[str, object]] = []
+    if session_id == REGISTRY_SESSION:
+        for seq, why in people.refused:
+            problems.append({"seq": seq, "approval_id": "",
+                             "problem": f"a registry event that counts for nobody: {why}"})
+        if people.admins is None and people.links:
+            problems.append({"seq": 0, "signature": "unchecked",
+                             "problem": NO_ADMIN_KEYS + _named_admins(people)})
+        return problems
+    acted = [s for s in decisions if s.counted]
+    if any(s.verdict == "unchecked" for s in acted):
+        problems.append({"seq": 0, "signature": "unchecked",
+                         "problem": NO_ADMIN_KEYS + _named_admins(people)}
+                        if people.admins is None else
+                        {"seq": 0, "approval_id": "", "problem": NO_REGISTRY})
+    elif acted and not people.chain.ok:
+        breaks = "; ".join(f"#{b['seq']}: {b['problem']}" for b in people.chain.breaks)
+        problems.append({"seq": 0, "approval_id": "", "problem": "the approver registry these "
+                         f"decisions were checked with is not intact: {breaks}"})
+    return problems
+
+
+def _named_admins(people: Approvers) -> str:
+    if not people.signed_by:
+        return ""
+    return f" (the registry names admin key(s) {', '.join(sorted(people.signed_by))})"
+
+
+def _settle(writes: dict[str, WriteRecord], approval: lifecycle.ApprovalState,
+            acted: list[Signer]) -> None:
     """The writes of an approval the gate settled, as its recorded outcome says."""
     outcome = approval.outcome
     assert outcome is not None
@@ -321,6 +553,8 @@ def _settle(writes: dict[str, WriteRecord], approval: lifecycle.ApprovalState) -
         if w is None:
             continue
         w.decided_at = outcome.occurred_at.isoformat()
+        w.signatures = [{"principal": s.approver, "key_id": s.key_id, "kind": s.kind,
+                         "verdict": s.verdict} for s in acted]
         if isinstance(outcome, ApprovalGranted):
             w.decision, w.approvers = "approved", outcome.approver.split("+")
         elif isinstance(outcome, ApprovalDenied):
@@ -337,10 +571,12 @@ def _signature_text(bad: ForgedEvent) -> str:
     return f"{what[bad.problem]}: {bad.detail}"
 
 
-def export_lines(links: list[chain.Link]) -> str:
+def export_lines(links: Iterable[chain.Link]) -> str:
     """JSON lines for SIEM export: `event` to read, `raw` the exact stored text that the chain
     hashes, `signature` the writer's signature header (null: unsigned). `verify` checks all
-    three, so editing either copy, or the signature, is caught."""
+    three, so editing either copy, or the signature, is caught. A session's export is its own
+    events followed by the approver registry's (session `approvers`), which `verify` needs to
+    re-check who signed each decision."""
     out = []
     for link in links:
         text = link.raw.decode()
@@ -374,13 +610,17 @@ def import_lines(text: str) -> tuple[list[chain.Link], list[dict[str, object]]]:
 
 
 def audit_file(text: str, gate_key: Ed25519PublicKey | None = None,
-               keyring: Keyring | None = None) -> list[AuditReport]:
-    """Audits every session in an exported file."""
+               keyring: Keyring | None = None,
+               admins: dict[str, Ed25519PublicKey] | None = None) -> list[AuditReport]:
+    """Audits every session in an exported file. The approver registry's events (session
+    `approvers`, which an export carries) are trusted with `admins`, the admin public keys
+    (never with keys the file could carry itself), and audited as a session of their own."""
     links, problems = import_lines(text)
     by_session: dict[str, list[chain.Link]] = {}
     for link in links:
         by_session.setdefault(link.subject.split(".")[1], []).append(link)
-    reports = [audit(sid, ls, gate_key, keyring) for sid, ls in by_session.items()]
+    people = Approvers(admins, by_session.get(REGISTRY_SESSION, []), keyring)
+    reports = [audit(sid, ls, gate_key, keyring, people) for sid, ls in by_session.items()]
     for p in problems:
         for r in reports:
             if any(link.seq == p["seq"] for link in by_session[r.session_id]):

@@ -13,10 +13,11 @@ import pytest
 from launcher.stack import Stack
 from schemas import chain
 from schemas import events as E
+from schemas.approvers import REGISTRY_SESSION
 from services.gateway import views
 from services.gateway.auth import TokenStore
 from services.gateway.routes import Api
-from services.runtime import audit, identity
+from services.runtime import approvers, audit, identity
 from tests.e2e.conftest import bus_as, token
 from tests.support import Client
 
@@ -67,6 +68,8 @@ async def test_a_long_scripted_run_replays_to_the_live_state(
     bus = await bus_as(stack, "admin")
     try:
         stored = {sid: await bus.session(sid) for sid in sessions}
+        registry = [chain.Link(s.seq, s.subject, s.raw, s.signature)
+                    for s in await bus.session(REGISTRY_SESSION)]
     finally:
         await bus.close()
     total = sum(len(v) for v in stored.values())
@@ -99,5 +102,7 @@ async def test_a_long_scripted_run_replays_to_the_live_state(
         folded = views.fold_session(sid, [(link.seq, E.decode(link.raw)) for link in reread])
         assert folded.to_json(datetime.now(UTC))["calls"] == view["calls"]
         assert folded.last_seq == view["last_seq"]
-        assert audit.audit(sid, reread, keyring=identity.load_keyring(
-            stack.keys / identity.KEYRING_FILE)).ok
+        ring = identity.load_keyring(stack.keys / identity.KEYRING_FILE)
+        people = audit.Approvers(approvers.load_admin_keys(stack.admin_keys), registry, ring)
+        report = audit.audit(sid, reread, keyring=ring, approvers=people)
+        assert report.ok, report.problems

@@ -363,7 +363,7 @@ function summary(type, d) {
           (c.diff || []).map((f) => `${f.path}: ${fmtValue(f.before)} → ${fmtValue(f.after)}`).join(", ")).join("; ")];
     case "approval.decided":
       return [`${d.approver} decided: ${d.decision}`, (d.reason ? ` — ${d.reason}` : (d.args ? " (modified)" : "")) +
-        (d.signed ? ` · signed with ${d.signed.authenticator_data ? "passkey" : "key"} ${d.signed.key_id}` : " · not signed")];
+        (d.signed && d.signed.key_id ? ` · signed with ${d.signed.authenticator_data ? "passkey" : "key"} ${d.signed.key_id}` : " · not signed")];
     case "approval.granted": return [`Granted by ${d.approver}`, ""];
     case "approval.denied": return [`Denied by ${d.approver}`, d.reason ? `: ${d.reason}` : ""];
     case "approval.expired": return ["Approval expired", ""];

@@ -68,3 +68,31 @@ def test_modified_args_are_a_new_proposal_not_an_approval() -> None:
     s = decision_state(_req(calls=2), [_d("bob", args={**ARGS, "replicas": 4})])
     assert s.verdict == "pending"
     assert "single-call" in s.rejected[0][1]
+
+
+def test_a_verifier_leaves_out_decisions_whose_signature_does_not_count() -> None:
+    """Issue 18: two-approver rules count distinct principals with valid signatures."""
+    def verify(req: ApprovalRequested, d: ApprovalDecided) -> str | None:
+        return None if d.approver != "mallory" else "not signed by mallory"
+
+    s = decision_state(_req(required=2), [_d("bob"), _d("mallory")], verify)
+    assert s.verdict == "pending"
+    assert s.approved_by == ("bob",)
+    assert [why for _, why in s.rejected] == ["not signed by mallory"]
+    s = decision_state(_req(required=2), [_d("bob"), _d("mallory"), _d("carol")], verify)
+    assert s.verdict == "approved"
+    assert s.approved_by == ("bob", "carol")
+
+
+def test_modified_args_must_be_the_signed_edits_applied() -> None:
+    from schemas import catalogue
+    from services.gate.domain import edits_problem
+
+    req = _req()
+    tool = catalogue.lookup("scale")
+    assert tool is not None
+    merged = catalogue.canonical_args(tool.parse_args({**ARGS, "replicas": 7}))
+    assert edits_problem(req, _d("bob", args=merged, edits={"replicas": 7})) is None
+    assert edits_problem(req, _d("bob", args=merged, edits={"replicas": 6})) is not None
+    assert edits_problem(req, _d("bob", args=merged)) is not None  # no signed edits
+    assert edits_problem(req, _d("bob")) is None  # nothing modified
