@@ -786,6 +786,12 @@ async function decide(card, a, body) {
   state.inflight.add(id);
   lockCard(card, "Sign with your passkey…");
   try {
+    if (body.args !== undefined) {
+      // A secret value typed into Modify is sealed first: what is signed (and recorded) is its
+      // reference, never the value.
+      const sealed = await api("POST", `/v1/approvals/${encodeURIComponent(id)}/edits`, { args: body.args });
+      body = { ...body, args: sealed.edits };
+    }
     let signature;
     try {
       signature = await signDecision(a, body);
