@@ -64,12 +64,6 @@ async def pk_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[St
         await s.stop()
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def _token(stack: Stack, who: str) -> str:
     return stack.cfg.admin_token if who == "admin" else str(stack.tokens[who]["token"])
 
