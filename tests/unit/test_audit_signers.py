@@ -338,7 +338,7 @@ def test_verify_re_checks_signatures_offline_with_the_admin_keys_file(
 
     monkeypatch.chdir(tmp_path)  # no ./.interlock/keys/admins.pub to fall back on
 
-    from clients.commands import Out
+    from clients.output import Out
     from launcher import verify
 
     log = Log(keys)
