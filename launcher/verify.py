@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from clients import safe_text
-from clients.commands import Out
+from clients.output import Out
 from services.runtime import approvers, audit, identity, signing
 from services.runtime.errors import ConfigError
 

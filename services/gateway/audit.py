@@ -19,7 +19,7 @@ from schemas.approval import ApprovalRequested
 from schemas.approvers import REGISTRY_SESSION
 from schemas.ids import InvalidId, check_token
 from services.gateway.errors import HttpError
-from services.runtime import approvers, audit, signing
+from services.runtime import approvers, audit, audit_signers, signing
 from services.runtime.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -55,11 +55,11 @@ async def _links(api: Api, session_id: str) -> list[chain.Link]:
     return [chain.Link(s.seq, s.subject, s.raw, s.signature) for s in stored]
 
 
-async def _approvers(api: Api) -> tuple[audit.Approvers, list[chain.Link]]:
+async def _approvers(api: Api) -> tuple[audit_signers.Approvers, list[chain.Link]]:
     """The approver registry as the log holds it, with the admin keys, and its stored events
     (an export carries them)."""
     links = await _links(api, REGISTRY_SESSION)
-    return audit.Approvers(admin_keys(), links, api.bus.keyring), links
+    return audit_signers.Approvers(admin_keys(), links, api.bus.keyring), links
 
 
 def _format(request: web.Request) -> str:

@@ -118,14 +118,13 @@ class SessionList(msgspec.Struct):
 
 
 class SignedBy(msgspec.Struct):
-    """One decision recorded for an approval: who, with which key (issue 18), and whether the
-    gate rejected it (then it counted for nothing)."""
+    """One decision that counts so far: who, with which key (issue 18). Those the gate rejected
+    are left out."""
 
     approver: str
     decision: Literal["approve", "deny"]
     key_id: str = ""
     kind: Literal["ed25519", "passkey", ""] = ""
-    rejected: bool = False
 
 
 class ApprovalStatus(msgspec.Struct):
@@ -136,7 +135,7 @@ class ApprovalStatus(msgspec.Struct):
     approvals: list[str] = msgspec.field(default_factory=list)
     decided_by: str = ""
     decision_reason: str = ""
-    signed_by: list[SignedBy] = msgspec.field(default_factory=list)
+    signatures: list[SignedBy] = msgspec.field(default_factory=list)
 
 
 class ApprovalList(msgspec.Struct):

@@ -82,14 +82,6 @@ class ApprovalEntry:
         decided_by, reason = self.decided()
         if decided_by:
             body["decided_by"] = decided_by
-        # Who signed each decision with which key (the gate's rejections marked as such).
-        body["signed_by"] = [
-            {"approver": d.approver, "decision": d.decision,
-             "key_id": d.signed.key_id if d.signed else "",
-             "kind": ("passkey" if d.signed and d.signed.authenticator_data else
-                      "ed25519" if d.signed else ""),
-             "rejected": d.event_id in self.state.refused}
-            for d in self.state.decisions]
         if reason:
             body["decision_reason"] = reason
         return body

@@ -13,7 +13,6 @@ needs only the admin public keys (`--admin-keys`, e.g. `keys/admins.pub`)."""
 
 from __future__ import annotations
 
-import bisect
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -59,8 +58,15 @@ from schemas.session import (
     TurnCompleted,
     UserMessage,
 )
-from services.runtime import approvers as registry
 from services.runtime import signing
+from services.runtime.audit_signers import (
+    Approvers,
+    Signer,
+    acted_on,
+    registry_problems,
+    signature_problem,
+    unsigned_grounds,
+)
 from services.runtime.identity import ForgedEvent, Keyring
 
 # The verdict of an audit made without the services' public keys: it cannot say who wrote what.
@@ -69,129 +75,6 @@ UNCHECKED = ("event signatures were not checked: no keyring (every service's pub
 
 VERIFIED = {"verified": "verified", "failed": "failing", "timed_out": "timed out",
             "skipped": "nothing to wait for", "not_as_approved": "NOT AS APPROVED"}
-
-# The verdicts of a decision's signature when it could not be checked, and why.
-NO_ADMIN_KEYS = ("decision signatures were not checked: no admin keys (the trust roots of the "
-                 "approver registry, keys/admins.pub) were given, so who signed each decision is "
-                 "unknown")
-NO_REGISTRY = ("decision signatures cannot be checked: the approver registry (the events of "
-               "session `approvers`) is not here — an export made before decisions were signed, "
-               "or one it was cut from")
-
-
-@dataclass
-class Signer:
-    """Who signed one recorded decision, with which key, and whether that signature counts.
-
-    verdict: "valid"; "rejected" (reason says why it does not count); "unchecked" (no admin keys
-    or no registry to check it with); "before signing" (unsigned, and stored before the log held
-    any enrolment: an old log, from before decisions were signed). `counted`: "granted" or
-    "denied" when the gate acted on this decision."""
-
-    seq: int
-    approval_id: str
-    approver: str
-    decision: str
-    key_id: str = ""
-    kind: str = ""
-    label: str = ""
-    verdict: str = "unchecked"
-    reason: str = ""
-    counted: str = ""
-
-    def key_text(self) -> str:
-        what = "passkey" if self.kind == "passkey" else "ed25519 key"
-        label = f" ({self.label})" if self.label else ""
-        return f"{what} {self.key_id}{label}"
-
-    def text(self) -> str:
-        if self.verdict == "valid":
-            return f"signed by {self.approver} with {self.key_text()}"
-        if self.verdict == "rejected":
-            return f"signature REJECTED: {self.reason}"
-        if self.verdict == "before signing":
-            return f"unsigned: {self.reason}"
-        signed = f"signed with {self.key_text()}" if self.key_id else "unsigned"
-        return f"{signed}, not checked: {self.reason}"
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass
-class Approvers:
-    """The approver registry as a log holds it (the stored events of session `approvers`),
-    trusted with the admin keys the reader was given — `admins` None: none, so no decision can
-    be checked and the verdict says so. Registry events not signed by their writer (given a
-    keyring) are left out, as every reader leaves them out; the admin signature inside each is
-    what makes it count (services/runtime/approvers.Registry)."""
-
-    admins: dict[str, Ed25519PublicKey] | None
-    links: list[chain.Link] = field(default_factory=list)
-    keyring: Keyring | None = None
-
-    def __post_init__(self) -> None:
-        self.chain = chain.verify_chain(self.links)
-        # The stream sequence of the first enrolment an admin signed (0: none): an unsigned
-        # decision stored before it was made before decisions were signed.
-        self.enrolled_since = 0
-        # The admin keys the registry's events say signed them (to name what is missing).
-        self.signed_by: set[str] = set()
-        # (seq, why) of each registry event whose admin signature does not count.
-        self.refused: list[tuple[int, str]] = []
-        self._seqs: list[int] = []
-        self._states: list[registry.Registry] = []
-        state = registry.Registry(dict(self.admins or {}))
-        for link in sorted(self.links, key=lambda x: x.seq):
-            if self.keyring is not None and signature_problem(link, self.keyring) is not None:
-                continue
-            try:
-                ev = E.decode(link.raw)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                continue
-            if not isinstance(ev, ApproverEnrolled | ApproverRevoked):
-                continue
-            self.signed_by.add(ev.admin.key_id)
-            if self.admins is None:
-                continue
-            state = registry.Registry(state.admins, dict(state.keys), dict(state.revoked))
-            state.apply(ev)
-            if state.refused:
-                self.refused.append((link.seq, state.refused[0][1]))
-                continue
-            if isinstance(ev, ApproverEnrolled) and not self.enrolled_since:
-                self.enrolled_since = link.seq
-            self._seqs.append(link.seq)
-            self._states.append(state)
-
-    def at(self, seq: int) -> registry.Registry:
-        """The registry as it stood just before stream sequence `seq`."""
-        i = bisect.bisect_left(self._seqs, seq)
-        return self._states[i - 1] if i else registry.Registry(dict(self.admins or {}))
-
-    def check(self, seq: int, request: ApprovalRequested, d: ApprovalDecided) -> Signer:
-        """Who signed decision `d` (stored at `seq`) of `request`, and whether it counts."""
-        sig = d.signed
-        who = Signer(seq, d.approval_id, d.approver, d.decision)
-        if sig is not None:
-            who.key_id = sig.key_id
-            who.kind = "passkey" if sig.authenticator_data else "ed25519"
-        if self.admins is None:
-            who.reason = "no admin keys were given"
-        elif not self.links:
-            who.reason = "the approver registry is not here"
-        elif sig is None and (not self.enrolled_since or seq < self.enrolled_since):
-            who.verdict = "before signing"
-            who.reason = "recorded before any approver was enrolled (before decisions were signed)"
-        else:
-            try:
-                key = self.at(seq).verify_decision(request, d)
-            except registry.Rejected as exc:
-                who.verdict, who.reason = "rejected", str(exc)
-            else:
-                who.verdict, who.kind, who.label = "valid", key.kind, key.label
-        return who
-
 
 def _short(text: str, n: int = 160) -> str:
     text = " ".join(text.split())
@@ -396,16 +279,6 @@ def _check_signatures(seq: int, ev: Event, approvals: dict[str, lifecycle.Approv
     return problems
 
 
-def signature_problem(link: chain.Link, keyring: Keyring) -> ForgedEvent | None:
-    """Why the event's writer signature does not hold, or None if it does. An event stored
-    before signing existed is named unsigned too: the audit says what it can prove."""
-    try:
-        keyring.check(link.subject, link.raw, link.signature)
-    except ForgedEvent as exc:
-        return exc
-    return None
-
-
 def audit(session_id: str, links: list[chain.Link],
           gate_key: Ed25519PublicKey | None = None,
           keyring: Keyring | None = None,
@@ -473,74 +346,15 @@ def audit(session_id: str, links: list[chain.Link],
                         diff=[d.describe() for d in c.diff], approval_id=ev.approval_id)
             case ApprovalGranted() | ApprovalDenied() | ApprovalExpired():
                 if (approval := approvals.get(ev.approval_id)) is not None:
-                    acted = _acted_on(approval, signers)
-                    report.problems += _unsigned_grounds(acted)
+                    acted = acted_on(approval, signers)
+                    report.problems += unsigned_grounds(acted)
                     _settle(writes, approval, acted)
             case ToolResult() if ev.call_id in writes:
                 writes[ev.call_id].result = ev.status
                 writes[ev.call_id].output = _short(ev.output, 500)
     report.writes = list(writes.values())
-    report.problems += _registry_problems(session_id, people, report.decisions)
+    report.problems += registry_problems(session_id, people, report.decisions)
     return report
-
-
-def _acted_on(approval: lifecycle.ApprovalState, signers: dict[str, Signer]) -> list[Signer]:
-    """The decisions the gate settled `approval` on, as its outcome says: those it did not
-    reject (`decision.rejected`) that the rules counted (schemas.lifecycle), by the approvers
-    the outcome names."""
-    outcome = approval.outcome
-    if not isinstance(outcome, ApprovalGranted | ApprovalDenied):
-        return []
-    named = set(outcome.approver.split("+"))
-    folded = approval.decision()
-    ruled_out = {d.event_id for d, _ in folded.rejected}
-    acted = [signers[d.event_id] for d in approval.decisions
-             if d.event_id not in approval.refused and d.event_id not in ruled_out
-             and d.approver in named and d.event_id in signers]
-    for s in acted:
-        s.counted = "granted" if isinstance(outcome, ApprovalGranted) else "denied"
-    return acted
-
-
-def _unsigned_grounds(acted: list[Signer]) -> list[dict[str, object]]:
-    """A problem for every decision the gate acted on whose approver's signature does not
-    count (unchecked ones are said once, by _registry_problems)."""
-    return [{"seq": s.seq, "approval_id": s.approval_id,
-             "problem": f"approval {s.approval_id} was {s.counted} on a decision by "
-                        f"{s.approver} that does not count: {s.reason}"}
-            for s in acted if s.verdict == "rejected"]
-
-
-def _registry_problems(session_id: str, people: Approvers,
-                       decisions: list[Signer]) -> list[dict[str, object]]:
-    """What the reader could not check of the decisions the gate acted on (said once), and, in
-    the registry's own audit, every registry event whose admin signature does not count."""
-    problems: list[dict[str, object]] = []
-    if session_id == REGISTRY_SESSION:
-        for seq, why in people.refused:
-            problems.append({"seq": seq, "approval_id": "",
-                             "problem": f"a registry event that counts for nobody: {why}"})
-        if people.admins is None and people.links:
-            problems.append({"seq": 0, "signature": "unchecked",
-                             "problem": NO_ADMIN_KEYS + _named_admins(people)})
-        return problems
-    acted = [s for s in decisions if s.counted]
-    if any(s.verdict == "unchecked" for s in acted):
-        problems.append({"seq": 0, "signature": "unchecked",
-                         "problem": NO_ADMIN_KEYS + _named_admins(people)}
-                        if people.admins is None else
-                        {"seq": 0, "approval_id": "", "problem": NO_REGISTRY})
-    elif acted and not people.chain.ok:
-        breaks = "; ".join(f"#{b['seq']}: {b['problem']}" for b in people.chain.breaks)
-        problems.append({"seq": 0, "approval_id": "", "problem": "the approver registry these "
-                         f"decisions were checked with is not intact: {breaks}"})
-    return problems
-
-
-def _named_admins(people: Approvers) -> str:
-    if not people.signed_by:
-        return ""
-    return f" (the registry names admin key(s) {', '.join(sorted(people.signed_by))})"
 
 
 def _settle(writes: dict[str, WriteRecord], approval: lifecycle.ApprovalState,

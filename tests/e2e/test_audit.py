@@ -13,7 +13,7 @@ from schemas import chain
 from schemas.approvers import REGISTRY_SESSION
 from schemas.ids import new_call_id
 from schemas.planning import ToolProposed
-from services.runtime import approvers, audit, identity
+from services.runtime import approvers, audit, audit_signers, identity
 from tests.e2e.conftest import bus_as, token
 from tests.support import Client
 
@@ -38,10 +38,10 @@ def _admin_keys(stack: Stack) -> Path:
     return stack.keys / "admins.pub"
 
 
-async def _approvers(stack: Stack) -> tuple[audit.Approvers, list[chain.Link]]:
+async def _approvers(stack: Stack) -> tuple[audit_signers.Approvers, list[chain.Link]]:
     """The approver registry as the log holds it, trusted with the stack's admin keys."""
     links = await _links(stack, REGISTRY_SESSION)
-    return audit.Approvers(approvers.load_admin_keys(_admin_keys(stack)), links,
+    return audit_signers.Approvers(approvers.load_admin_keys(_admin_keys(stack)), links,
                            _keyring(stack)), links
 
 

@@ -17,7 +17,7 @@ from schemas.approvers import REGISTRY_SESSION
 from services.gateway import views
 from services.gateway.auth import TokenStore
 from services.gateway.routes import Api
-from services.runtime import approvers, audit, identity
+from services.runtime import approvers, audit, audit_signers, identity
 from tests.e2e.conftest import bus_as, token
 from tests.support import Client
 
@@ -103,6 +103,7 @@ async def test_a_long_scripted_run_replays_to_the_live_state(
         assert folded.to_json(datetime.now(UTC))["calls"] == view["calls"]
         assert folded.last_seq == view["last_seq"]
         ring = identity.load_keyring(stack.keys / identity.KEYRING_FILE)
-        people = audit.Approvers(approvers.load_admin_keys(stack.admin_keys), registry, ring)
+        people = audit_signers.Approvers(approvers.load_admin_keys(stack.admin_keys), registry,
+                                         ring)
         report = audit.audit(sid, reread, keyring=ring, approvers=people)
         assert report.ok, report.problems

@@ -28,7 +28,7 @@ from schemas.approval import (
 )
 from schemas.approvers import REGISTRY_SESSION, ApproverEnrolled, ApproverRevoked, Signature
 from schemas.base import Event, Target
-from services.runtime import approvers, audit, identity
+from services.runtime import approvers, audit, audit_signers, identity
 from services.runtime.identity import Keyring, Signer
 
 SID = "s_audit1"
@@ -125,7 +125,7 @@ def fingerprint(key: Ed25519PrivateKey) -> str:
 
 def report(log: Log, keys: Path, trust: dict[str, Ed25519PublicKey] | None = None,
            ) -> audit.AuditReport:
-    people = audit.Approvers(admins() if trust is None else trust, log.of(REGISTRY_SESSION),
+    people = audit_signers.Approvers(admins() if trust is None else trust, log.of(REGISTRY_SESSION),
                              ring(keys))
     return audit.audit(SID, log.of(SID), keyring=ring(keys), approvers=people)
 
@@ -297,7 +297,7 @@ def test_an_export_carries_the_registry_and_verifies_offline(keys: Path) -> None
     only = audit.export_lines(log.of(SID))
     [cut] = audit.audit_file(only, keyring=ring(keys), admins=admins())
     assert not cut.ok
-    assert [p["problem"] for p in cut.problems] == [audit.NO_REGISTRY]
+    assert [p["problem"] for p in cut.problems] == [audit_signers.NO_REGISTRY]
 
 
 def test_an_export_whose_decision_was_re_signed_fails_naming_the_approval(keys: Path) -> None:
@@ -338,7 +338,7 @@ def test_verify_re_checks_signatures_offline_with_the_admin_keys_file(
 
     monkeypatch.chdir(tmp_path)  # no ./.interlock/keys/admins.pub to fall back on
 
-    from clients.commands import Out
+    from clients.output import Out
     from launcher import verify
 
     log = Log(keys)

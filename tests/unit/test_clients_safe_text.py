@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from clients import render, safe_text
-from clients.commands import Out
+from clients.output import Out
 
 ESC = "\x1b"
 # Every class of sequence a terminal acts on, with how it must read once shown.

@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.msg import Msg
 
-from clients.commands import Out
+from clients.output import Out
 from launcher.verify import verify_export
 from schemas import chain
 from schemas import events as E
