@@ -730,15 +730,16 @@ function renderCard(a) {
   return card;
 }
 
-// Who signed each decision so far, with which key; a decision the gate rejected says so.
+// Who signed the decisions that count so far, with which key (the gate's rejections are not
+// among them: they count for nothing).
 function showSigned(card, a) {
   const dd = card.querySelector("dd.signed");
   if (!dd) return;
-  const signed = a.signed_by || [];
+  const signed = a.signatures || [];
   dd.hidden = card.querySelector("dt.signed-label").hidden = signed.length === 0;
-  dd.replaceChildren(el("ul", {}, ...signed.map((x) => el("li", { class: x.rejected ? "rejected" : "",
+  dd.replaceChildren(el("ul", {}, ...signed.map((x) => el("li", {
     text: `${x.approver} ${x.decision === "deny" ? "denied" : "approved"} · ` +
-      (x.key_id ? `${x.kind || "key"} ${x.key_id}` : "not signed") + (x.rejected ? " — rejected by the gate" : "") }))));
+      (x.key_id ? `${x.kind || "key"} ${x.key_id}` : "not signed") }))));
 }
 
 function updateCard(card, a) {
