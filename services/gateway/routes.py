@@ -23,7 +23,7 @@ from schemas.base import Event
 from schemas.ids import InvalidId, check_token, new_session_id
 from schemas.lifecycle import Refusal
 from schemas.session import SessionCancelled, SessionStarted, UserMessage
-from services.gateway import audit, openapi, sse, views
+from services.gateway import audit, openapi, passkeys, sse, views
 from services.gateway.approvers import Enrolment, Registry, Revocation
 from services.gateway.auth import Principal, Role, TokenStore
 from services.gateway.bodies import (
@@ -527,4 +527,5 @@ def make_app(api: Api, limiter: RateLimiter | None = None,
     r.add_post("/v1/approvers/revocations", api.revoke)
     r.add_get("/v1/sessions/{session_id}/audit", functools.partial(audit.session_audit, api))
     r.add_get("/v1/audit", functools.partial(audit.search, api))
+    passkeys.install(app, api, app[SPEC])
     return app

@@ -17,6 +17,7 @@ import pytest_asyncio
 from launcher.nats import free_port
 from launcher.stack import Stack, StackConfig
 from tests.e2e.conftest import CHROMIUM
+from tests.e2e.test_passkeys_browser import signing_passkey
 from tests.support import Client, remember_keys
 
 pytestmark = [
@@ -91,7 +92,10 @@ async def _chat(page: Any, text: str) -> None:
 
 
 async def test_approve_a_scale_from_the_command_center(cc_stack: Stack, browser: Any) -> None:
-    page = await _open(browser, cc_stack, "approver")
+    # At a host name, with a passkey enrolled for the approver: Approve signs with it.
+    page = await _open(browser, cc_stack, "approver",
+                       base=f"http://localhost:{cc_stack.cfg.http_port}")
+    await signing_passkey(page, cc_stack, "approver")
     await _chat(page, "kubectl scale deploy/web --replicas=4 -n shop")
 
     card = page.locator(".approval-card").first

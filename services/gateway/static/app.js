@@ -22,6 +22,7 @@ const state = {
   submitted: new Set(),  // approval ids this page decided: never submitted twice
   highlight: "",
   sending: false,
+  keys: null,            // GET /v1/approvers: the enrolled keys and registered passkeys (null: not yet read)
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -106,6 +107,7 @@ async function signIn(wantedSession) {
   $("#new-session").disabled = !state.me.can_chat;
   if (!state.me.can_chat) $("#chat-input").placeholder = "Your role may watch but not chat.";
   await loadEventTypes();
+  if (state.me.can_decide) await setUpPasskeys();
   await refreshSessions();
   await refreshApprovals();
   // A session opened meanwhile (New clicked while the lists loaded) is not taken away.
@@ -360,7 +362,8 @@ function summary(type, d) {
         d.calls.map((c) => `${c.tool} ${describeTarget(c.target)} ` +
           (c.diff || []).map((f) => `${f.path}: ${fmtValue(f.before)} → ${fmtValue(f.after)}`).join(", ")).join("; ")];
     case "approval.decided":
-      return [`${d.approver} decided: ${d.decision}`, (d.reason ? ` — ${d.reason}` : (d.args ? " (modified)" : "")) + (d.signed && d.signed.key_id ? ` · signed with ${d.signed.authenticator_data ? "passkey" : "key"} ${d.signed.key_id}` : " · not signed")];
+      return [`${d.approver} decided: ${d.decision}`, (d.reason ? ` — ${d.reason}` : (d.args ? " (modified)" : "")) +
+        (d.signed && d.signed.key_id ? ` · signed with ${d.signed.authenticator_data ? "passkey" : "key"} ${d.signed.key_id}` : " · not signed")];
     case "approval.granted": return [`Granted by ${d.approver}`, ""];
     case "approval.denied": return [`Denied by ${d.approver}`, d.reason ? `: ${d.reason}` : ""];
     case "approval.expired": return ["Approval expired", ""];
@@ -662,8 +665,10 @@ function renderCard(a) {
     el("dt", { text: "Expected" }), el("dd", { text: a.expected_outcome || "(not stated)" }),
     el("dt", { text: "Requested by" }), el("dd", { text: a.requested_by || a.actor || "" }),
     el("dt", { text: "Expires" }), el("dd", {}, el("span", { class: "expiry", dataset: { approvalId: a.approval_id } })),
-    el("dt", { text: "Approvals" }), el("dd", { class: "count", text: `${(a.approvals || []).length} of ${a.required_approvals || 1}` }));
+    el("dt", { text: "Approvals" }), el("dd", { class: "count", text: `${(a.approvals || []).length} of ${a.required_approvals || 1}` }),
+    el("dt", { class: "signed-label", text: "Signed" }), el("dd", { class: "signed" }));
   card.append(info);
+  showSigned(card, a);
   const policy = [...(a.policy || [])];
   if ((a.forbidden_approvers || []).length)
     policy.push(`may not approve: ${a.forbidden_approvers.join(", ")} (asked for or changed it)`);
@@ -702,13 +707,13 @@ function renderCard(a) {
     status.textContent = "You may view this approval; an approver must decide.";
   } else applyBar(card, a);
 
-  approve.addEventListener("click", () => decide(card, { decision: "approve" }));
+  approve.addEventListener("click", () => decide(card, a, { decision: "approve" }));
   deny.addEventListener("click", () => { denyBox.hidden = !denyBox.hidden; modifyBox.hidden = true; });
   modify.addEventListener("click", () => { modifyBox.hidden = !modifyBox.hidden; denyBox.hidden = true; });
   denyBox.querySelector("button").addEventListener("click", () => {
     const reason = denyBox.querySelector("input").value.trim();
     if (!reason) { status.textContent = "A denial needs a reason."; return; }
-    decide(card, { decision: "deny", reason });
+    decide(card, a, { decision: "deny", reason });
   });
   modifyBox.querySelector("button").addEventListener("click", () => {
     let args;
@@ -718,16 +723,29 @@ function renderCard(a) {
     if (!args || typeof args !== "object" || Array.isArray(args)) {
       status.textContent = "The args must be a JSON object."; return;
     }
-    decide(card, { decision: "approve", args });
+    decide(card, a, { decision: "approve", args });
   });
   if (state.submitted.has(a.approval_id)) lockCard(card, "Decision sent.");
   setTimeout(tickExpiry, 0);
   return card;
 }
 
+// Who signed the decisions that count so far, with which key (the gate's rejections are not
+// among them: they count for nothing).
+function showSigned(card, a) {
+  const dd = card.querySelector("dd.signed");
+  if (!dd) return;
+  const signed = a.signatures || [];
+  dd.hidden = card.querySelector("dt.signed-label").hidden = signed.length === 0;
+  dd.replaceChildren(el("ul", {}, ...signed.map((x) => el("li", {
+    text: `${x.approver} ${x.decision === "deny" ? "denied" : "approved"} · ` +
+      (x.key_id ? `${x.kind || "key"} ${x.key_id}` : "not signed") }))));
+}
+
 function updateCard(card, a) {
   const count = card.querySelector(".count");
   if (count) count.textContent = `${(a.approvals || []).length} of ${a.required_approvals || 1}`;
+  showSigned(card, a);
   if (state.me && state.me.can_decide && !state.inflight.has(a.approval_id) && !state.submitted.has(a.approval_id))
     applyBar(card, a);
 }
@@ -743,21 +761,48 @@ function applyBar(card, a) {
   }
 }
 
+// A decision that could not be signed: the buttons work again and the card says why (and, where
+// it helps, the CLI command that can decide instead).
+function unlockCard(card, a, text, command) {
+  const s = card.querySelector(".card-status");
+  s.replaceChildren(text, ...(command ? [" ", el("code", { text: command })] : []));
+  s.classList.remove("ok");
+  s.classList.add("error");
+  for (const b of card.querySelectorAll("button")) b.disabled = false;
+  applyBar(card, state.approvals.get(a.approval_id) || a);
+}
+
 function lockCard(card, text, ok = true) {
   for (const b of card.querySelectorAll("button")) b.disabled = true;
   const s = card.querySelector(".card-status");
   s.textContent = text;
   s.classList.toggle("ok", ok);
+  s.classList.remove("error");
 }
 
-async function decide(card, body) {
+async function decide(card, a, body) {
   const id = card.dataset.approvalId;
   // One decision per approval from this page, whatever is clicked how often.
   if (state.inflight.has(id) || state.submitted.has(id)) return;
   state.inflight.add(id);
-  lockCard(card, "Sending…");
+  lockCard(card, "Sign with your passkey…");
   try {
-    const res = await api("POST", `/v1/approvals/${encodeURIComponent(id)}/decision`, body);
+    if (body.args !== undefined) {
+      // A secret value typed into Modify is sealed first: what is signed (and recorded) is its
+      // reference, never the value.
+      const sealed = await api("POST", `/v1/approvals/${encodeURIComponent(id)}/edits`, { args: body.args });
+      body = { ...body, args: sealed.edits };
+    }
+    let signature;
+    try {
+      signature = await signDecision(a, body);
+    } catch (err) {
+      // Nothing was sent: the card stays as it was, with why it could not be signed.
+      unlockCard(card, a, err instanceof CannotSign ? err.message : `Not signed: ${err.message}`, err.command);
+      return;
+    }
+    lockCard(card, "Sending…");
+    const res = await api("POST", `/v1/approvals/${encodeURIComponent(id)}/decision`, { ...body, signature });
     state.submitted.add(id);
     const what = body.decision === "deny" ? "Denied" : (res.modified ? "Approved with changes" : "Approved");
     lockCard(card, `${what} — ${res.approvals || 0} of ${res.required_approvals || 1} approvals; the gate takes it from here.`);
@@ -780,6 +825,207 @@ async function decide(card, body) {
   } finally {
     state.inflight.delete(id);
   }
+}
+
+// -- passkeys: registering one, and signing decisions with it ---------------------------------
+
+// The bytes WebAuthn takes and gives, as the base64url text the API speaks (no padding).
+function b64url(buf) {
+  let bin = "";
+  for (const b of new Uint8Array(buf)) bin += String.fromCharCode(b);
+  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function unb64url(text) {
+  const b64 = String(text).replace(/-/g, "+").replace(/_/g, "/");
+  return Uint8Array.from(atob(b64 + "=".repeat((4 - (b64.length % 4)) % 4)), (c) => c.charCodeAt(0));
+}
+
+class CannotSign extends Error {
+  constructor(message, command) { super(message); this.command = command || ""; }
+}
+
+// Why this page cannot use passkeys at all ("" when it can).
+function passkeysUnavailable() {
+  if (!window.PublicKeyCredential || !navigator.credentials || !window.isSecureContext || !crypto.subtle)
+    return "This browser cannot use passkeys here (they need HTTPS, or http://localhost).";
+  if (/^[0-9.]+$/.test(location.hostname) || location.hostname.includes(":"))
+    return `Passkeys belong to a host name, not an IP address: open the Command Center at ` +
+      `${location.protocol}//localhost${location.port ? ":" + location.port : ""}/ (or its DNS name).`;
+  return "";
+}
+
+async function loadKeys() {
+  try {
+    state.keys = await api("GET", "/v1/approvers");
+  } catch (err) {
+    state.keys = state.keys || null;
+  }
+  showPasskeys();
+  return state.keys;
+}
+
+// This principal's passkeys that can sign: enrolled, not revoked.
+function myPasskeys() {
+  const me = state.me && state.me.name;
+  return ((state.keys && state.keys.approvers) || []).filter((k) =>
+    k.principal === me && k.kind === "passkey" && !k.revoked && k.credential_id);
+}
+
+function showPasskeys() {
+  const box = $("#passkeys");
+  if (!box || !state.me || !state.me.can_decide) return;
+  box.hidden = false;
+  const me = state.me.name;
+  const keys = (state.keys && state.keys.approvers) || [];
+  const enrolledIds = new Set(keys.map((k) => k.key_id));
+  const mine = keys.filter((k) => k.principal === me);
+  const waiting = ((state.keys && state.keys.registered) || []).filter((r) =>
+    r.principal === me && !enrolledIds.has(r.credential && r.credential.key_id));
+  const usable = mine.filter((k) => !k.revoked);
+  const passkeys = usable.filter((k) => k.kind === "passkey");
+  $("#passkeys-summary").textContent = passkeys.length
+    ? `Signing as ${me} with ${passkeys.length} passkey(s)`
+    : `No passkey enrolled for ${me}: register one to approve here`;
+  box.classList.toggle("none", passkeys.length === 0);
+  if (!passkeys.length && !box.dataset.touched) box.open = true;
+  $("#passkey-list").replaceChildren(
+    ...mine.map((k) => el("li", { class: k.revoked ? "revoked" : "", dataset: { keyId: k.key_id } },
+      el("code", { text: k.key_id }), ` ${k.kind}${k.label ? " · " + k.label : ""} · `,
+      k.revoked ? "revoked" : `enrolled${k.enrolled_by ? " by " + k.enrolled_by : ""}`)),
+    ...waiting.map((r) => el("li", { class: "waiting", dataset: { keyId: r.credential.key_id } },
+      el("code", { text: r.credential.key_id }), ` passkey${r.credential.label ? " · " + r.credential.label : ""}` +
+        " · waiting for an admin: ", el("code", { text: `interlock keys enroll --request ${r.request_id}` }))));
+  const why = passkeysUnavailable();
+  $("#passkey-register").disabled = Boolean(why);
+  if (why) $("#passkey-result").replaceChildren(el("p", { class: "error", text: why }));
+}
+
+async function setUpPasskeys() {
+  $("#passkeys").addEventListener("toggle", () => { $("#passkeys").dataset.touched = "1"; });
+  $("#passkey-register").addEventListener("click", registerPasskey);
+  await loadKeys();
+  setInterval(loadKeys, 30000);
+}
+
+async function registerPasskey() {
+  const out = $("#passkey-result");
+  const button = $("#passkey-register");
+  const why = passkeysUnavailable();
+  if (why) { out.replaceChildren(el("p", { class: "error", text: why })); return; }
+  button.disabled = true;
+  out.replaceChildren(el("p", { class: "muted", text: "Follow your browser to create the passkey…" }));
+  try {
+    const opts = await api("POST", "/v1/passkeys/challenge", {});
+    // Enrolled or waiting for an admin: either way this device need not make another.
+    const mine = [...((state.keys && state.keys.approvers) || []),
+                  ...((state.keys && state.keys.registered) || []).map((r) => ({ ...r.credential, principal: r.principal }))]
+      .filter((k) => k.principal === state.me.name && k.kind === "passkey" && k.credential_id);
+    let cred;
+    try {
+      cred = await navigator.credentials.create({ publicKey: {
+        challenge: unb64url(opts.challenge),
+        rp: opts.rp,
+        user: { ...opts.user, id: unb64url(opts.user.id) },
+        pubKeyCredParams: opts.pubKeyCredParams,
+        timeout: opts.timeout,
+        attestation: "none",
+        authenticatorSelection: opts.authenticatorSelection,
+        // One passkey per person and authenticator: one already enrolled here is not made twice.
+        excludeCredentials: mine.map((k) => ({ type: "public-key", id: unb64url(k.credential_id) })),
+      } });
+    } catch (err) {
+      const text = err.name === "InvalidStateError"
+        ? "This device already holds one of your passkeys (see the list above)."
+        : `No passkey was created (${err.name === "NotAllowedError" ? "cancelled, or no authenticator answered" : err.message}).`;
+      out.replaceChildren(el("p", { class: "error", text }));
+      return;
+    }
+    if (!cred) { out.replaceChildren(el("p", { class: "error", text: "No passkey was created." })); return; }
+    const registration = {
+      id: cred.id, rawId: b64url(cred.rawId), type: cred.type,
+      response: { clientDataJSON: b64url(cred.response.clientDataJSON),
+                  attestationObject: b64url(cred.response.attestationObject) },
+    };
+    if (cred.authenticatorAttachment) registration.authenticatorAttachment = cred.authenticatorAttachment;
+    const res = await api("POST", "/v1/passkeys", {
+      nonce: opts.nonce, registration, label: $("#passkey-label").value.trim() });
+    $("#passkey-label").value = "";
+    out.replaceChildren(el("div", { class: "registered", dataset: { keyId: res.key_id, requestId: res.request_id } },
+      el("p", {}, "Registered your passkey ", el("code", { class: "fingerprint", text: res.key_id }), "."),
+      el("p", { text: "It signs once an admin enrols it; they check this fingerprint with you and run:" }),
+      el("code", { class: "enrol-command", text: res.enrol })));
+    await loadKeys();
+  } catch (err) {
+    out.replaceChildren(el("p", { class: "error", text: `Not registered: ${err.message}` }));
+  } finally {
+    button.disabled = Boolean(passkeysUnavailable());
+  }
+}
+
+// The decision statement this principal signs (docs/architecture.md, "Decisions signed by
+// people"): exactly what the card shows and what is sent.
+function decisionStatement(a, body) {
+  return JSON.stringify({
+    interlock: "decision/v1",
+    approval_id: a.approval_id,
+    session_id: a.session_id,
+    approver: state.me.name,
+    decision: body.decision,
+    reason: body.reason || "",
+    call_hashes: a.calls.map((c) => c.call_hash),
+    expires_at: a.expires_at,
+    edits: body.args === undefined ? null : body.args,
+  });
+}
+
+function cliCommand(a, body) {
+  return body.decision === "deny" ? `interlock deny ${a.approval_id} --reason "…"` : `interlock approve ${a.approval_id}`;
+}
+
+// One touch: the authenticator signs the SHA-256 of the statement as its WebAuthn challenge.
+async function signDecision(a, body) {
+  const me = state.me.name;
+  const command = cliCommand(a, body);
+  const why = passkeysUnavailable();
+  if (why) throw new CannotSign(`${why} Or decide with`, command);
+  let all = myPasskeys();
+  if (!all.length) { await loadKeys(); all = myPasskeys(); }
+  if (!all.length)
+    throw new CannotSign(`No passkey is enrolled for ${me}: register one (Your passkeys, above) and ` +
+      "have an admin enrol it, or decide with", command);
+  // A passkey signs only for the host it was registered on.
+  const keys = all.filter((k) => !k.rp_id || k.rp_id === location.hostname);
+  if (!keys.length)
+    throw new CannotSign(`Your passkeys were registered at ${[...new Set(all.map((k) => k.rp_id))].join(", ")}, ` +
+      `not ${location.hostname}: open the Command Center there, register one here, or decide with`, command);
+  const statement = decisionStatement(a, body);
+  const challenge = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(statement));
+  let assertion;
+  try {
+    assertion = await navigator.credentials.get({ publicKey: {
+      challenge,
+      rpId: location.hostname,
+      allowCredentials: keys.map((k) => ({ type: "public-key", id: unb64url(k.credential_id) })),
+      userVerification: "preferred",
+      timeout: 60000,
+    } });
+  } catch (err) {
+    assertion = null;
+  }
+  const key = assertion && keys.find((k) => b64url(unb64url(k.credential_id)) === b64url(assertion.rawId));
+  if (!assertion || !key)
+    throw new CannotSign(`No passkey on this device can sign for ${me} (none answered, or it was cancelled): ` +
+      "nothing was sent. Register one here, or decide with", command);
+  const r = assertion.response;
+  return {
+    statement,
+    key_id: key.key_id,
+    signature: b64url(r.signature),
+    authenticator_data: b64url(r.authenticatorData),
+    client_data_json: b64url(r.clientDataJSON),
+    credential_id: b64url(assertion.rawId),
+  };
 }
 
 // -- start -------------------------------------------------------------------------------------
