@@ -75,7 +75,8 @@ async def _up(args: argparse.Namespace) -> int:
         await stack.stop()
         return 1
     _out(f"Interlock is up: {stack.url}")
-    _out(f"  Command Center  {stack.url}/")
+    # At a host name, not 127.0.0.1: a browser makes passkeys only for a name (WebAuthn).
+    _out(f"  Command Center  {stack.url.replace('127.0.0.1', 'localhost')}/")
     if stack.cluster is not None:
         _out(f"  NATS            {stack.nats_url} ({cfg.nats_cluster}-node JetStream cluster, "
              f"data in {stack.data})")

@@ -198,7 +198,7 @@ def _verify_ed25519(public: Ed25519PublicKey, sig: Signature) -> None:
 def _verify_passkey(key: ApproverKey, sig: Signature) -> None:
     from webauthn import verify_authentication_response
     from webauthn.helpers import bytes_to_base64url
-    from webauthn.helpers.exceptions import InvalidAuthenticationResponse
+    from webauthn.helpers.exceptions import WebAuthnException
 
     if not (sig.authenticator_data and sig.client_data_json):
         raise Rejected("a passkey signature needs its authenticator data and client data")
@@ -218,7 +218,7 @@ def _verify_passkey(key: ApproverKey, sig: Signature) -> None:
             credential=credential, expected_challenge=challenge_of(sig.statement),
             expected_rp_id=key.rp_id, expected_origin=key.origin,
             credential_public_key=_b64decode(key.public_key), credential_current_sign_count=0)
-    except (InvalidAuthenticationResponse, ValueError, KeyError) as exc:
+    except (WebAuthnException, ValueError, KeyError, TypeError) as exc:
         raise Rejected(f"the passkey assertion by {key.key_id} does not verify: {exc}") from exc
 
 
@@ -238,13 +238,13 @@ def verify_registration(principal: str, nonce: str, registration: str, rp_id: st
     library against the challenge derived from `nonce`, the relying party and the origin)."""
     from webauthn import verify_registration_response
     from webauthn.helpers import bytes_to_base64url
-    from webauthn.helpers.exceptions import InvalidRegistrationResponse
+    from webauthn.helpers.exceptions import WebAuthnException
 
     try:
         verified = verify_registration_response(
             credential=registration, expected_challenge=registration_challenge(principal, nonce),
             expected_rp_id=rp_id, expected_origin=origin)
-    except (InvalidRegistrationResponse, ValueError, KeyError, TypeError) as exc:
+    except (WebAuthnException, ValueError, KeyError, TypeError) as exc:
         raise Rejected(f"the passkey registration does not verify: {exc}") from exc
     cose = verified.credential_public_key
     return ApproverKey(key_id=fingerprint_of("passkey", cose), kind="passkey",
