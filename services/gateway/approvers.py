@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+from aiohttp import web
 
 from schemas import subjects as S
 from schemas.approval import ApprovalDecided, ApprovalRequested
@@ -26,8 +27,12 @@ from schemas.approvers import (
     Signature,
 )
 from services.gateway.errors import HttpError
+from services.gateway.requests import body_of
 from services.runtime import approvers
 from services.runtime.bus import Bus
+
+if TYPE_CHECKING:
+    from services.gateway.routes import Api
 
 REGISTRY_FILTER = f"{S.EVENTS_PREFIX}.{REGISTRY_SESSION}.gateway.approver.*.*"
 
@@ -132,3 +137,19 @@ class Registry:
         # Already recorded (the same enrolment again): the registry has it; say where.
         return link[0] if link is not None else 0
 
+
+# -- the routes ---------------------------------------------------------------------------------
+
+async def list_approvers(api: Api, request: web.Request) -> web.Response:
+    api.principal(request, "viewer")
+    return web.json_response(await api.registry.listing())
+
+async def enrol(api: Api, request: web.Request) -> web.Response:
+    who = api.principal(request, "admin")
+    body = await body_of(request, Enrolment, required=True)
+    return web.json_response(await api.registry.enrol(who.name, body), status=201)
+
+async def revoke(api: Api, request: web.Request) -> web.Response:
+    who = api.principal(request, "admin")
+    body = await body_of(request, Revocation, required=True)
+    return web.json_response(await api.registry.revoke(who.name, body), status=201)

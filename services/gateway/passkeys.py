@@ -31,6 +31,7 @@ from aiohttp import web
 
 from schemas.approvers import REGISTRY_SESSION, PasskeyRegistered
 from services.gateway.errors import HttpError
+from services.gateway.requests import body_of
 from services.runtime import approvers
 
 if TYPE_CHECKING:
@@ -134,7 +135,6 @@ async def register(api: Api, request: web.Request) -> web.Response:
     """Checks a registration and records it for an admin to enrol."""
     from webauthn.helpers.exceptions import WebAuthnException
 
-    from services.gateway.routes import body_of
 
     who = api.principal(request, "approver")
     rp_id, origin = relying_party(request)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import logging
 import math
@@ -13,24 +12,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import msgspec
 from aiohttp import web
 
 from schemas import catalogue
 from schemas import subjects as S
-from schemas.approval import ApprovalDecided
 from schemas.base import Event
-from schemas.ids import InvalidId, check_token, new_session_id
-from schemas.lifecycle import Refusal
+from schemas.ids import new_session_id
 from schemas.session import SessionCancelled, SessionStarted, UserMessage
-from services.gateway import audit, openapi, passkeys, sse, views
-from services.gateway.approvers import Enrolment, Registry, Revocation
+from services.gateway import approvers, audit, decisions, openapi, passkeys, sse, views
+from services.gateway.approvers import Registry
 from services.gateway.auth import Principal, Role, TokenStore
 from services.gateway.bodies import (
     STATE_FILTERS,
     Cancel,
     Decision,
-    Edits,
     NewMessage,
     NewSession,
 )
@@ -49,18 +44,12 @@ from services.gateway.middleware import (
     ratelimit_middleware,
 )
 from services.gateway.ratelimit import Limits, RateLimiter
-from services.runtime.bus import Bus, Stored, decode_stored
-from services.runtime.errors import (
-    ConcurrencyConflict,
-    PoisonMessage,
-)
+from services.gateway.requests import body_of, path_token
+from services.runtime.bus import Bus
 from services.runtime.log import Expect
 from services.runtime.sealing.blobs import Unsealable
 from services.runtime.sealing.sealer import sealer_for
 
-SIGN_HOW = ("a decision counts only with the approver's own signature: approve in the Command "
-            "Center with your passkey, or with `interlock approve` and your key (`interlock keys "
-            "init`, enrolled by an admin with `interlock keys enroll`)")
 # Re-exported for callers that imported the request types from here.
 __all__ = ["Api", "Cancel", "Decision", "HttpError", "NewMessage", "NewSession", "make_app"]
 
@@ -72,29 +61,6 @@ T = TypeVar("T")
 PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("principal")
 # Concurrent SSE streams one principal may hold open (INTERLOCK_SSE_STREAMS_PER_PRINCIPAL).
 SSE_STREAMS_PER_PRINCIPAL = 32
-
-
-async def body_of(request: web.Request, kind: type[T], *, required: bool = False) -> T:
-    if request.content_length and request.content_length > MAX_BODY:
-        raise HttpError(413, "too_large", f"body over {MAX_BODY} bytes")
-    raw = await request.read()
-    if not raw.strip():
-        if required:
-            raise HttpError(400, "invalid_body", "a JSON body is required")
-        raw = b"{}"
-    try:
-        return msgspec.json.decode(raw, type=kind)
-    except msgspec.ValidationError as exc:
-        raise HttpError(400, "invalid_body", str(exc)) from exc
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise HttpError(400, "malformed_json", f"malformed JSON: {exc}") from exc
-
-
-def _path_token(request: web.Request, name: str, what: str) -> str:
-    try:
-        return check_token(request.match_info[name], what)
-    except InvalidId as exc:
-        raise HttpError(400, "invalid_id", str(exc)) from exc
 
 
 class Api:
@@ -258,7 +224,7 @@ class Api:
 
     async def post_message(self, request: web.Request) -> web.Response:
         who = self.principal(request, "operator")
-        sid = _path_token(request, "session_id", "session id")
+        sid = path_token(request, "session_id", "session id")
         body = await body_of(request, NewMessage, required=True)
         await self.require_session(sid)
         # A secret typed into a kubectl command is sealed to the executor before anything is
@@ -273,7 +239,7 @@ class Api:
 
     async def cancel(self, request: web.Request) -> web.Response:
         who = self.principal(request, "operator")
-        sid = _path_token(request, "session_id", "session id")
+        sid = path_token(request, "session_id", "session id")
         body = await body_of(request, Cancel)
         await self.require_session(sid)
         ev = SessionCancelled(session_id=sid, reason=body.reason, actor=who.name)
@@ -282,7 +248,7 @@ class Api:
 
     async def get_session(self, request: web.Request) -> web.Response:
         self.principal(request, "viewer")
-        sid = _path_token(request, "session_id", "session id")
+        sid = path_token(request, "session_id", "session id")
         stored = await self.bus.session(sid)
         if not stored:
             raise HttpError(404, "not_found", f"no session {sid}")
@@ -291,7 +257,7 @@ class Api:
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         who = self.principal(request, "viewer")
-        sid = _path_token(request, "session_id", "session id")
+        sid = path_token(request, "session_id", "session id")
         after = sse.parse_after(request)
         await self.require_session(sid)
         # A stream holds a subscription share, a task and a socket for as long as it is open:
@@ -334,150 +300,6 @@ class Api:
         out = [e.to_json(now) for e in entries if state == "all" or e.effective_state(now) == state]
         return web.json_response({"approvals": out})
 
-    async def decide(self, request: web.Request) -> web.Response:
-        who = self.principal(request, "approver")
-        approval_id = _path_token(request, "approval_id", "approval id")
-        body = await body_of(request, Decision, required=True)
-        if body.decision == "deny" and not body.reason.strip():
-            raise HttpError(400, "reason_required", "a denial needs a reason")
-        if body.args is not None and body.decision != "approve":
-            raise HttpError(400, "invalid_body", "modified args go with decision=approve")
-        entry = await self.approval(approval_id)
-        req = entry.request
-        args = self.modified_args(entry, body.args)
-        if body.signature is None:
-            raise HttpError(400, "signature_required", SIGN_HOW)
-        if args is not None:
-            # A secret value the approver types is sealed like any other — before they sign,
-            # so that what they sign (and the log records) is its reference, never the value:
-            # POST …/edits seals the edits and returns what to sign. Edits still holding a
-            # value are refused rather than recorded.
-            _, typed = await sealer_for(self.bus).args(req.session_id, req.calls[0].tool, args)
-            if typed:
-                raise HttpError(400, "unsealed_edits", "the edits hold a secret value: POST "
-                                f"/v1/approvals/{approval_id}/edits with them first, and sign "
-                                "and send the sealed edits it returns")
-        now = datetime.now(UTC)
-        # The gate decides; this is the same check (schemas.lifecycle) made early, so a decision
-        # that cannot count is a clear 4xx now rather than a `decision.rejected` later.
-        self._refuse(approval_id, entry.state.settled(now))
-        subject = S.tag_filter("gateway", "approval.decided", req.session_id, approval_id)
-        prior = [s async for s in self.bus.read(subject)]
-        expect = await self._decisions_end(subject, prior)
-        # The decisions as stored now (the index may lag a decision made a moment ago).
-        fresh = dataclasses.replace(entry.state, decisions=tuple(
-            p.event for p in prior if isinstance(p.event, ApprovalDecided)))
-        self._refuse(approval_id, fresh.check(who.name, now))
-        folded = fresh.decision()
-        ev = ApprovalDecided(session_id=req.session_id, approval_id=approval_id,
-                             decision=body.decision, reason=body.reason, approver=who.name,
-                             args=args, actor=who.name, signed=body.signature,
-                             edits=body.args)
-        # The gate counts it only with a valid signature of its approver; checked early here.
-        await self.registry.check_decision(req, ev)
-        try:
-            seq = await self.bus.append(ev, Expect.subject_at(expect))
-        except ConcurrencyConflict as exc:
-            raise HttpError(409, "already_decided",
-                            f"approval {approval_id} was decided concurrently") from exc
-        self.metrics.decided(body.decision, (now - req.occurred_at).total_seconds())
-        log.info("decision recorded", extra={"approval_id": approval_id, "seq": seq,
-                                             "tag": body.decision})
-        approvals = len(folded.approved_by) + (1 if body.decision == "approve" else 0)
-        return web.json_response({"approval_id": approval_id, "decision": body.decision,
-                                  "approvals": approvals,
-                                  "required_approvals": req.required_approvals,
-                                  "modified": args is not None,
-                                  "event_id": ev.event_id, "seq": seq}, status=202)
-
-    async def seal_edits(self, request: web.Request) -> web.Response:
-        """An approver's edits with every secret value sealed (references in their place): what
-        the approver signs and sends as the decision's args."""
-        self.principal(request, "approver")
-        approval_id = _path_token(request, "approval_id", "approval id")
-        body = await body_of(request, Edits, required=True)
-        entry = await self.approval(approval_id)
-        merged = self.modified_args(entry, body.args)
-        if merged is None:
-            return web.json_response({"edits": body.args, "changed": False})
-        req = entry.request
-        sealed, _ = await sealer_for(self.bus).args(req.session_id, req.calls[0].tool, merged)
-        return web.json_response({"edits": {k: sealed.get(k, v) for k, v in body.args.items()},
-                                  "changed": True})
-
-    @staticmethod
-    def _refuse(approval_id: str, refusal: Refusal | None) -> None:
-        """A decision the lifecycle says would not count, as the answer a person reads."""
-        if refusal is None:
-            return
-        if refusal.kind == "expired":
-            raise HttpError(410, "expired", f"approval {approval_id} expired")
-        if refusal.kind == "settled":
-            raise HttpError(409, "already_decided", f"approval {approval_id} is "
-                            f"{refusal.reason.removeprefix('already ')}")
-        if refusal.kind == "separation":
-            raise HttpError(403, "forbidden", refusal.reason)
-        raise HttpError(409, "already_decided", refusal.reason)
-
-    async def _decisions_end(self, subject: str, prior: list[Stored]) -> int:
-        """The sequence a new decision must follow: the last message STORED on the decision
-        subject, which is what the server checks — not the last decision a decoding read
-        returned. If something that is not a decision is stored there, every append would be
-        refused as concurrent (a 409 loop until the approval expires): say what it is."""
-        last = await self.bus.last_stored(subject)
-        if last is None or (prior and prior[-1].seq == last[0]):
-            return last[0] if last else 0
-        seq, raw = last
-        try:
-            event = decode_stored(subject, raw)
-        except PoisonMessage:
-            event = None
-        if isinstance(event, ApprovalDecided):
-            # A decision stored after our read (or a replica behind the one that answered).
-            raise HttpError(409, "already_decided",
-                            f"a decision was recorded meanwhile (seq {seq}); look again")
-        log.error("decision subject holds something that is not a decision",
-                  extra={"subject": subject, "seq": seq})
-        raise HttpError(409, "decision_subject_taken",
-                        f"the decision subject {subject} holds something that is not a decision "
-                        f"(seq {seq}); no decision can be recorded for this approval — an "
-                        "administrator must look at the log")
-
-    @staticmethod
-    def modified_args(entry: views.ApprovalEntry,
-                      edits: dict[str, Any] | None) -> dict[str, Any] | None:
-        """The approver's edits applied to the recorded args (what they saw), validated against
-        the call's tool so a typo is a 400 here rather than a refusal later; None when nothing
-        changed."""
-        if edits is None:
-            return None
-        calls = entry.request.calls
-        if len(calls) != 1:
-            raise HttpError(400, "invalid_body", "modify the calls of a batch one by one")
-        merged = {**calls[0].args, **edits}
-        tool = catalogue.lookup(calls[0].tool)
-        if tool is None:
-            raise HttpError(400, "invalid_args", f"unknown tool {calls[0].tool[:100]!r}")
-        try:
-            args = catalogue.canonical_args(tool.parse_args(merged))
-        except msgspec.ValidationError as exc:
-            raise HttpError(400, "invalid_args", f"invalid args for {tool.name}: {exc}") from exc
-        return None if args == calls[0].args else args
-
-    async def approvers(self, request: web.Request) -> web.Response:
-        self.principal(request, "viewer")
-        return web.json_response(await self.registry.listing())
-
-    async def enrol(self, request: web.Request) -> web.Response:
-        who = self.principal(request, "admin")
-        body = await body_of(request, Enrolment, required=True)
-        return web.json_response(await self.registry.enrol(who.name, body), status=201)
-
-    async def revoke(self, request: web.Request) -> web.Response:
-        who = self.principal(request, "admin")
-        body = await body_of(request, Revocation, required=True)
-        return web.json_response(await self.registry.revoke(who.name, body), status=201)
-
     async def tools(self, request: web.Request) -> web.Response:
         self.principal(request, "viewer")
         return web.json_response({"tools": [
@@ -519,12 +341,14 @@ def make_app(api: Api, limiter: RateLimiter | None = None,
     r.add_get("/v1/sessions/{session_id}/events", api.events, allow_head=False)
     r.add_get("/v1/log", api.log_bounds)
     r.add_get("/v1/approvals", api.approvals)
-    r.add_post("/v1/approvals/{approval_id}/decision", api.decide)
-    r.add_post("/v1/approvals/{approval_id}/edits", api.seal_edits)
+    r.add_post("/v1/approvals/{approval_id}/decision",
+               functools.partial(decisions.decide, api))
+    r.add_post("/v1/approvals/{approval_id}/edits",
+               functools.partial(decisions.seal_edits, api))
     r.add_get("/v1/tools", api.tools)
-    r.add_get("/v1/approvers", api.approvers)
-    r.add_post("/v1/approvers", api.enrol)
-    r.add_post("/v1/approvers/revocations", api.revoke)
+    r.add_get("/v1/approvers", functools.partial(approvers.list_approvers, api))
+    r.add_post("/v1/approvers", functools.partial(approvers.enrol, api))
+    r.add_post("/v1/approvers/revocations", functools.partial(approvers.revoke, api))
     r.add_get("/v1/sessions/{session_id}/audit", functools.partial(audit.session_audit, api))
     r.add_get("/v1/audit", functools.partial(audit.search, api))
     passkeys.install(app, api, app[SPEC])
