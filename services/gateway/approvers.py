@@ -107,22 +107,25 @@ class Registry:
                 "admin_keys": [] if reg is None else sorted(reg.admins)}
 
     async def enrol(self, who: str, body: Enrolment) -> dict[str, Any]:
-        ev = ApproverEnrolled(session_id=REGISTRY_SESSION, principal=body.principal,
-                              credential=body.credential, admin=body.admin, actor=who)
-        reg = await self.refresh()
-        if reg is not None:
-            self._check(reg, ev)
-        seq = await self._append(ev)
+        seq = await self._record(ApproverEnrolled(
+            session_id=REGISTRY_SESSION, principal=body.principal, credential=body.credential,
+            admin=body.admin, actor=who))
         return {"principal": body.principal, "key_id": body.credential.key_id, "seq": seq}
 
     async def revoke(self, who: str, body: Revocation) -> dict[str, Any]:
-        ev = ApproverRevoked(session_id=REGISTRY_SESSION, principal=body.principal,
-                             key_id=body.key_id, admin=body.admin, actor=who)
+        seq = await self._record(ApproverRevoked(
+            session_id=REGISTRY_SESSION, principal=body.principal, key_id=body.key_id,
+            admin=body.admin, actor=who))
+        return {"principal": body.principal, "key_id": body.key_id, "seq": seq}
+
+    async def _record(self, ev: ApproverEnrolled | ApproverRevoked) -> int:
+        """Appends an admin's act once, if the registry's rules would count it (else a 403)."""
         reg = await self.refresh()
         if reg is not None:
             self._check(reg, ev)
-        seq = await self._append(ev)
-        return {"principal": body.principal, "key_id": body.key_id, "seq": seq}
+        link = await self.bus.append_once(ev)
+        # Already recorded (the same enrolment again): the registry has it; say where.
+        return link[0] if link is not None else 0
 
     @staticmethod
     def _check(reg: approvers.Registry, ev: ApproverEnrolled | ApproverRevoked) -> None:
@@ -132,10 +135,6 @@ class Registry:
         if trial.refused:
             raise HttpError(403, "bad_signature", trial.refused[-1][1])
 
-    async def _append(self, ev: ApproverEnrolled | ApproverRevoked) -> int:
-        link = await self.bus.append_once(ev)
-        # Already recorded (the same enrolment again): the registry has it; say where.
-        return link[0] if link is not None else 0
 
 
 # -- the routes ---------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from kubernetes import client, config
 
 from launcher.nats import free_port
 from launcher.stack import Stack, StackConfig
+from schemas.base import Event
 from services.runtime.bus import Bus
 from tests.support import Client, remember_keys
 from tests.support_llm import ScriptedLLM
@@ -116,6 +117,17 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 async def bus_as(stack: Stack, user: str) -> Bus:
     """A bus connection with one of the stack's NATS identities (to attack, or to audit)."""
     return await Bus.connect(stack.nats_settings(user), user)
+
+
+async def record_as(stack: Stack, user: str, *events: Event) -> None:
+    """Events appended with a service's own NATS identity and event key, in order: what that
+    service, compromised, could record."""
+    bus = await bus_as(stack, user)
+    try:
+        for event in events:
+            await bus.append(event)
+    finally:
+        await bus.close()
 
 
 def token(stack: Stack, who: str) -> str:

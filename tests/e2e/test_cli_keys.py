@@ -28,7 +28,7 @@ from launcher.stack import Stack
 from schemas.approval import ApprovalDecided
 from schemas.approvers import REGISTRY_SESSION, ApproverKey, PasskeyRegistered, Signature
 from services.runtime import approvers
-from tests.e2e.conftest import bus_as, replicas, token
+from tests.e2e.conftest import bus_as, record_as, replicas, token
 from tests.e2e.test_cli_chat import Terminal
 from tests.support import Client
 
@@ -308,12 +308,7 @@ async def test_enroll_request_enrols_exactly_the_registered_passkey(
     regs = [PasskeyRegistered(session_id=REGISTRY_SESSION, principal="approver", credential=c,
                               registration="{}", nonce=f"n-{i}")
             for i, c in enumerate((good, lying))]
-    bus = await bus_as(stack, "gateway")
-    try:
-        for reg in regs:
-            await bus.append(reg)
-    finally:
-        await bus.close()
+    await record_as(stack, "gateway", *regs)
     viewer = _env(stack, "viewer", tmp_path / "viewer-home")
     code, out, err = await _cli(viewer, "keys", "list")
     assert code == 0, err

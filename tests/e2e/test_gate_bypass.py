@@ -35,7 +35,7 @@ from schemas.base import Event, Target
 from schemas.ids import new_call_id, new_event_id
 from schemas.planning import ToolProposed
 from services.runtime import signing
-from tests.e2e.conftest import bus_as, kube, replicas, start_stack, token
+from tests.e2e.conftest import bus_as, kube, record_as, replicas, start_stack, token
 from tests.support import Client, decision_signature
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -86,12 +86,7 @@ def _granted(req: dict[str, Any], grant: Grant) -> ApprovalGranted:
 
 async def _record_as_gate(stack: Stack, *released: Event) -> None:
     """Events recorded with the gate's identity and event key: a compromised gate."""
-    bus = await bus_as(stack, "gate")
-    try:
-        for event in released:
-            await bus.append(event)
-    finally:
-        await bus.close()
+    await record_as(stack, "gate", *released)
 
 
 def _grant(stack: Stack, req: dict[str, Any], *, key: Any = None, approver: str = "approver",

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from launcher.stack import Stack
 from schemas.approval import ApprovalDecided
-from tests.e2e.conftest import bus_as, replicas, start_stack, token
+from tests.e2e.conftest import bus_as, record_as, replicas, start_stack, token
 from tests.support import Client, decision_signature
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -96,12 +96,7 @@ async def test_two_approvers_count_only_valid_signatures(strict: Stack,
         ApprovalDecided(session_id=sid, approval_id=req["approval_id"], decision="approve",
                         approver="admin", actor="admin"),
     ]
-    bus = await bus_as(strict, "gateway")
-    try:
-        for d in forged:
-            await bus.append(d)
-    finally:
-        await bus.close()
+    await record_as(strict, "gateway", *forged)
     rejected = await operator.wait_for(
         sid, lambda e: e.event == "decision.rejected"
         and e.data["causation_id"] == forged[-1].event_id, after=got[-1].id)

@@ -22,7 +22,7 @@ from schemas.approval import ApprovalDecided
 from schemas.approvers import REGISTRY_SESSION, ApproverEnrolled
 from schemas.base import Event
 from services.runtime import approvers
-from tests.e2e.conftest import bus_as, replicas, token
+from tests.e2e.conftest import record_as, replicas, token
 from tests.e2e.test_gate_bypass import _barrier, _executions, _pending_scale, _types
 from tests.support import Client, decision_signature
 
@@ -36,12 +36,7 @@ def clients(stack: Stack, http: aiohttp.ClientSession) -> tuple[Client, Client]:
 
 
 async def _as_gateway(stack: Stack, *forged: Event) -> None:
-    bus = await bus_as(stack, "gateway")
-    try:
-        for event in forged:
-            await bus.append(event)
-    finally:
-        await bus.close()
+    await record_as(stack, "gateway", *forged)
 
 
 def _decided(req: dict[str, Any], approver: str = "approver", **kw: Any) -> ApprovalDecided:
