@@ -90,6 +90,15 @@ def signed_decision(approval: dict[str, Any], approver: str, body: dict[str, Any
         decision_signature(approval, approver, body, key))}
 
 
+class Unsigned(Exception):
+    """A decision that could not be signed: reading its approval failed with `status`."""
+
+    def __init__(self, status: int, answer: str) -> None:
+        super().__init__(status, answer)
+        self.status = status
+        self.answer = answer
+
+
 class Client:
     def __init__(self, http: aiohttp.ClientSession, base: str, token: str,
                  key: Path | None = None) -> None:
@@ -107,6 +116,10 @@ class Client:
         approval_id = path.split("/")[3]
         headers = {"Authorization": f"Bearer {token}"}
         async with self.http.get(self.base + "/v1/approvals?state=all", headers=headers) as r:
+            if r.status >= 500 or r.status == 429:
+                # What the person's client saw of the card failed (NATS away, say): the decision
+                # is not sent, and the caller hears the same answer it would have.
+                raise Unsigned(r.status, await r.text())
             listed = (await r.json()).get("approvals", []) if r.status == 200 else []
         async with self.http.get(self.base + "/v1/me", headers=headers) as r:
             me = await r.json() if r.status == 200 else {}
@@ -128,7 +141,10 @@ class Client:
                    token: str | None = None) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {token or self.token}"}
         if method == "POST":
-            body = await self.sign(path, body, token or self.token)
+            try:
+                body = await self.sign(path, body, token or self.token)
+            except Unsigned as exc:
+                return exc.status, exc.answer
         async with self.http.request(method, self.base + path, json=body, headers=headers) as r:
             text = await r.text()
             try:
