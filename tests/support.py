@@ -115,15 +115,22 @@ class Client:
             return body
         approval_id = path.split("/")[3]
         headers = {"Authorization": f"Bearer {token}"}
-        async with self.http.get(self.base + "/v1/approvals?state=all", headers=headers) as r:
-            if r.status >= 500 or r.status == 429:
-                # What the person's client saw of the card failed (NATS away, say): the decision
-                # is not sent, and the caller hears the same answer it would have.
-                raise Unsigned(r.status, await r.text())
-            listed = (await r.json()).get("approvals", []) if r.status == 200 else []
+        approval = None
+        for attempt in range(5):
+            async with self.http.get(self.base + "/v1/approvals?state=all",
+                                     headers=headers) as r:
+                if r.status >= 500 or r.status == 429:
+                    # What the person's client saw of the card failed (NATS away, say): the
+                    # decision is not sent, and the caller hears the same answer it would have.
+                    raise Unsigned(r.status, await r.text())
+                listed = (await r.json()).get("approvals", []) if r.status == 200 else []
+            approval = next((a for a in listed if a["approval_id"] == approval_id), None)
+            if approval is not None or r.status != 200:
+                break
+            # A replica behind the one the card came from (a NATS cluster): look again.
+            await asyncio.sleep(0.2 * (attempt + 1))
         async with self.http.get(self.base + "/v1/me", headers=headers) as r:
             me = await r.json() if r.status == 200 else {}
-        approval = next((a for a in listed if a["approval_id"] == approval_id), None)
         if approval is None or "name" not in me:
             return body  # nothing to sign for: the gateway answers as it would
         if isinstance(body.get("args"), dict):  # secret values sealed first, as a client does
