@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -24,8 +25,14 @@ from services.runtime.errors import ConfigError
 
 def _out(text: str = "") -> None:
     # Errors quote a cluster's or a service's words (a sandbox that did not start, a kubeconfig).
-    sys.stdout.write(safe_text.block(text) + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(safe_text.block(text) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `interlock up | tee log` and Ctrl-C: the reader is gone first. Saying "stopping…" to
+        # nobody must not keep the launcher from stopping NATS and the sandbox.
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
 
 
 def _in_use(port: int) -> str:

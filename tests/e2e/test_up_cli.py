@@ -227,3 +227,32 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
     except (FileNotFoundError, IndexError):
         return "zombie"
+
+
+def test_ctrl_c_stops_everything_when_its_output_reader_is_gone(tmp_path: Path) -> None:
+    """`interlock up | tee up.log`, then Ctrl-C: the terminal interrupts tee as well, so the
+    launcher's "stopping…" met a closed pipe, and the BrokenPipeError left NATS and the sandbox
+    running (found in a new-user walk-through)."""
+    env = {**{k: v for k, v in os.environ.items()
+              if k not in ("INTERLOCK_MODEL", "OPENAI_API_KEY")}, "INTERLOCK_ADMIN_TOKEN": TOKEN}
+    exe = str(Path(sys.prefix, "bin", "interlock"))
+    data = tmp_path / "data"
+    proc = subprocess.Popen([exe, "up", "--port", str(free_port()), "--data", str(data)],
+                            stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            if "Press Ctrl-C" in line or "failed" in line:
+                break
+        proc.stdout.close()  # the reader (tee) is gone ...
+        os.kill(proc.pid, signal.SIGINT)  # ... and Ctrl-C reaches the launcher
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    left = subprocess.run(["pgrep", "-f", str(data)], capture_output=True, text=True)
+    for pid in left.stdout.split():  # (do not leave them to the next test)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+    assert left.stdout == "", f"processes of the stack still run: {left.stdout}"
