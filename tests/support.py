@@ -116,8 +116,9 @@ class Client:
         approval_id = path.split("/")[3]
         headers = {"Authorization": f"Bearer {token}"}
         approval = None
-        for attempt in range(5):
-            async with self.http.get(self.base + "/v1/approvals?state=all",
+        # Pending first (what is decided, and a short list), then every state.
+        for attempt, state in enumerate(("pending", "all", "pending", "all", "all")):
+            async with self.http.get(f"{self.base}/v1/approvals?state={state}",
                                      headers=headers) as r:
                 if r.status >= 500 or r.status == 429:
                     # What the person's client saw of the card failed (NATS away, say): the
@@ -127,8 +128,8 @@ class Client:
             approval = next((a for a in listed if a["approval_id"] == approval_id), None)
             if approval is not None or r.status != 200:
                 break
-            # A replica behind the one the card came from (a NATS cluster): look again.
-            await asyncio.sleep(0.2 * (attempt + 1))
+            if state == "all":  # a replica behind the one the card came from: look again
+                await asyncio.sleep(0.2 * attempt)
         async with self.http.get(self.base + "/v1/me", headers=headers) as r:
             me = await r.json() if r.status == 200 else {}
         if approval is None or "name" not in me:
