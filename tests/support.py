@@ -14,6 +14,7 @@ import aiohttp
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from clients import keys
 from schemas.approvers import Signature
 from services.runtime import approvers
 
@@ -73,13 +74,10 @@ def decision_signature(approval: dict[str, Any], approver: str, body: dict[str, 
     of `approval` as served — what a client builds from the card its person saw."""
     if isinstance(key, Path):
         key = approvers.load_private_key(key)
-    statement = json.dumps({
-        "interlock": "decision/v1", "approval_id": approval["approval_id"],
-        "session_id": approval["session_id"], "approver": approver,
-        "decision": body.get("decision"), "reason": body.get("reason", ""),
-        "call_hashes": [c["call_hash"] for c in approval["calls"]],
-        "expires_at": approval["expires_at"], "edits": body.get("args"),
-    })
+    # Built as the CLI builds it (clients/keys), from the card as served.
+    statement = keys.decision_statement(approval, approver=approver,
+                                        decision=str(body.get("decision")),
+                                        reason=body.get("reason", ""), edits=body.get("args"))
     return approvers.sign_statement(statement, key)
 
 
