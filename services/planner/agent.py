@@ -27,12 +27,12 @@ from schemas.base import Event, Target
 from schemas.execution import CommandRefused, ToolResult, ToolVerified
 from schemas.planning import PlannedCall, StepPlanned, ToolProposed
 from schemas.session import AssistantMessage, SessionCancelled, TurnCompleted, UserMessage
+from schemas.tool_schema import parameters_schema
 
 ACTOR = "planner"
 # A step's writes are one approval: the seed's cleanup ("3 PVCs, 5 services, 12 pods") is 20.
 MAX_CALLS_PER_STEP = 24
 RESULT_CHARS = 12_000  # of one tool result, as the model sees it
-META_FIELDS = ("rationale", "evidence", "expected_outcome")
 
 SYSTEM_PROMPT = """\
 You are Interlock, an operations agent for Kubernetes. You work through tools. Reads (get, list, \
@@ -79,47 +79,6 @@ def step_id_for(anchor: Event) -> str:
 
 
 # -- the tools as the model sees them ------------------------------------------------------------
-
-
-def _inline(node: Any, defs: dict[str, Any]) -> Any:
-    """Resolves `$ref`s into `$defs`: some OpenAI-compatible servers do not follow references."""
-    if isinstance(node, dict):
-        ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
-        return {k: _inline(v, defs) for k, v in node.items() if k not in ("$defs", "title")}
-    if isinstance(node, list):
-        return [_inline(v, defs) for v in node]
-    return node
-
-
-_META_SCHEMA: dict[str, Any] = {
-    "rationale": {"type": "string", "maxLength": 4000,
-                  "description": "Why this call, in one or two sentences."},
-    "evidence": {"type": "array", "maxItems": 10,
-                 "items": {"type": "string", "maxLength": 1000},
-                 "description": "Short quotes copied verbatim from earlier tool results (or the "
-                                "person's messages) that justify this call."},
-    "expected_outcome": {"type": "string", "maxLength": 4000,
-                         "description": "What should be true afterwards and how to verify it."},
-}
-
-
-def parameters_schema(tool: catalogue.Tool) -> dict[str, Any]:
-    raw = tool.args_schema()
-    schema: dict[str, Any] = _inline(raw, raw.get("$defs", {}))
-    schema = {"type": "object", **schema}
-    props = dict(schema.get("properties", {}))
-    required = list(schema.get("required", []))
-    if tool.access == "write":
-        props.update(_META_SCHEMA)
-        required += list(META_FIELDS)
-    else:
-        props["rationale"] = _META_SCHEMA["rationale"]
-    schema["properties"] = props
-    schema["required"] = required
-    schema["additionalProperties"] = False
-    return schema
 
 
 @cache

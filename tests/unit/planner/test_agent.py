@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from schemas import catalogue
+from schemas import catalogue, tool_schema
 from schemas.approval import ApprovalDenied, ApprovalExpired
 from schemas.execution import ToolResult
 from schemas.planning import StepPlanned, ToolProposed
@@ -43,7 +43,7 @@ def test_tools_are_generated_from_the_catalogue_without_references() -> None:
         assert params["type"] == "object"
         assert params["additionalProperties"] is False
         if catalogue.TOOLS[name].access == "write":
-            assert set(agent.META_FIELDS) <= set(params["required"]), name
+            assert set(tool_schema.META_FIELDS) <= set(params["required"]), name
             assert "WRITE" in fn["description"]
     limits = specs["set_resources"]["parameters"]["properties"]["limits"]
     assert "memory" in json.dumps(limits)  # nested msgspec structs are inlined
