@@ -26,7 +26,13 @@ from schemas.execution import (
     ToolStarted,
     ToolVerified,
 )
-from schemas.planning import CommandRejected, ModelRetried, StepPlanned, ToolProposed
+from schemas.planning import (
+    CommandRejected,
+    ModelRetried,
+    StepPlanned,
+    ToolProposed,
+    ToolRequested,
+)
 from schemas.session import (
     AssistantMessage,
     SessionCancelled,
@@ -41,6 +47,7 @@ AnyEvent: TypeAlias = (
     | SessionCancelled
     | AssistantMessage
     | TurnCompleted
+    | ToolRequested
     | ToolProposed
     | CommandRejected
     | StepPlanned

@@ -21,7 +21,7 @@ class ToolProposed(Event, frozen=True, kw_only=True, tag="tool.proposed"):
     rationale: LongText = ""
     evidence: tuple[LongText, ...] = ()
     expected_outcome: LongText = ""
-    source: Literal["direct", "llm"] = "direct"
+    source: Literal["direct", "llm", "mcp"] = "direct"
     requested_by: ShortText = ""
     # Proposals made together (one model step) share a batch: their writes are approved in one
     # decision, each call still shown and hashed. batch_size counts every proposal of the batch.
@@ -30,6 +30,21 @@ class ToolProposed(Event, frozen=True, kw_only=True, tag="tool.proposed"):
 
     def key(self) -> str:
         return self.call_id
+
+
+class ToolRequested(Event, frozen=True, kw_only=True, tag="tool.requested"):
+    """Emitted by the gateway when an MCP client calls a tool (services/gateway/mcp.py): what
+    the client asked for, raw like a model's call, for the planner to propose or reject by the
+    rules it applies to its model's calls. The actor is the token's principal; `client` is the
+    MCP client as it named itself (never proof of anything). Secret values arrive sealed."""
+
+    emitter: ClassVar[Emitter] = "gateway"
+    tool: ShortText
+    args: dict[str, Any] = msgspec.field(default_factory=dict)
+    rationale: LongText = ""
+    evidence: tuple[LongText, ...] = ()
+    expected_outcome: LongText = ""
+    client: ShortText = ""
 
 
 class CommandRejected(Event, frozen=True, kw_only=True, tag="command.rejected"):

@@ -90,6 +90,7 @@ CONSUMER_FILTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         EVENTS_STREAM,
         (
             tag_filter("gateway", "user.message"),
+            tag_filter("gateway", "tool.requested"),  # an MCP client's call (issue 19)
             tag_filter("gateway", "session.cancelled"),
             tag_filter("executor", "tool.result"),
             tag_filter("gate", "tool.refused"),

@@ -9,9 +9,9 @@ from schemas import catalogue, ids, kubectl
 from schemas.approval import ApprovalDenied, ApprovalExpired, ToolAmended, ToolRefused
 from schemas.base import Event
 from schemas.execution import CommandRefused, ToolResult, ToolVerified
-from schemas.planning import CommandRejected, ToolProposed
+from schemas.planning import CommandRejected, ToolProposed, ToolRequested
 from schemas.session import AssistantMessage, SessionCancelled, TurnCompleted, UserMessage
-from services.planner import direct
+from services.planner import agent, direct
 
 ACTOR = "planner"
 # Other services' events that neither `decide` nor `agent.fold` ever looks at. The planner's
@@ -111,6 +111,30 @@ def _proposals(trigger: UserMessage, parsed: list[direct.Call], commands: list[s
     return out
 
 
+def _requested(trigger: ToolRequested, events: Sequence[Event],
+               common: dict[str, Any]) -> list[Event]:
+    """An MCP client's call, proposed like a model's: the gate classifies it (an unknown tool,
+    an approval tool or args its type refuses are refused there, recorded), a write is held.
+    Evidence, when given, must be quoted verbatim from what this session has read, the rule
+    the model's calls follow; otherwise nothing is proposed and the rejection is recorded."""
+    here = next((i for i, e in enumerate(events) if e.event_id == trigger.event_id), len(events))
+    corpus = [e.output for e in events[:here] if isinstance(e, ToolResult)]
+    corpus += [e.detail for e in events[:here] if isinstance(e, ToolVerified)]
+    if trigger.evidence and (bad := agent.unquoted(trigger.evidence, corpus)):
+        return [CommandRejected(
+            text=f"{trigger.tool} (MCP call)"[:64_000],
+            reason=(f"evidence must be quoted verbatim from what this session has read; not "
+                    f"found: {bad[0][:200]!r}; nothing was proposed")[:2000],
+            event_id=derived_id("e", trigger, 1), **common)]
+    via = f" via {trigger.client}" if trigger.client else ""
+    return [ToolProposed(
+        call_id=derived_id("c", trigger, 0), tool=trigger.tool, args=trigger.args,
+        source="mcp", requested_by=trigger.actor,
+        rationale=trigger.rationale or f"MCP call from {trigger.actor}{via}",
+        evidence=trigger.evidence, expected_outcome=trigger.expected_outcome,
+        event_id=derived_id("e", trigger, 2), **common)]
+
+
 def decide(trigger: Event, events: Sequence[Event], *, model: bool = False) -> list[Event]:
     """The direct-mode step for a trigger. With a model configured (`model`), only direct
     commands and the outcomes of their calls are decided here; the model loop does the rest."""
@@ -130,6 +154,8 @@ def decide(trigger: Event, events: Sequence[Event], *, model: bool = False) -> l
     text = kubectl.implied(trigger.text) if isinstance(trigger, UserMessage) and not model \
         else ""
     match trigger:
+        case ToolRequested():
+            out += _requested(trigger, events, common)
         case UserMessage() if kubectl.is_command(text or trigger.text):
             commands = direct.split_commands(text or trigger.text)
             parsed = [direct.parse(c) for c in commands]
