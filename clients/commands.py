@@ -369,6 +369,11 @@ def add_parsers(sub: Any, audit_options: Callable[[argparse.ArgumentParser], Non
     p.add_argument("--until", help="ISO time")
     p.add_argument("--namespace")
     p.add_argument("--approver")
+    p = sub.add_parser("mcp", parents=[common],
+                       help="serve Interlock's MCP tools over stdio (for a local MCP client)")
+    p.add_argument("--session", help="record the calls in this session (default: a new one "
+                                     "per run of the command)")
+    p.add_argument("--title", help="title of the new session")
     p = sub.add_parser("sessions", parents=[common], help="list sessions")
     p.add_argument("--limit", type=int, default=50)
 

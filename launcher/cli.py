@@ -212,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         return verify.run(args)
     if args.command in commands.COMMANDS:
         return commands.run(args)
+    if args.command == "mcp":  # stdout is the MCP wire: nothing else may be written there
+        from clients import mcp_bridge
+
+        return mcp_bridge.run(args.url, args.token, args.session, args.title)
     if args.command == "up":
         return asyncio.run(_up(args))
     if args.command == "sandbox":

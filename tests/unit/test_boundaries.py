@@ -36,8 +36,10 @@ def _top_imports(folder: str) -> list[tuple[str, str]]:
 
 
 # What clients/ may import beyond the standard library and itself: the HTTP client library, and
-# the crypto library a person's signing key needs (clients/keys.py; no crypto is hand-rolled).
-CLIENT_THIRD_PARTY = ("aiohttp", "cryptography")
+# the crypto library a person's signing key needs (clients/keys.py; no crypto is hand-rolled),
+# and the official MCP SDK (with anyio, which it runs on) that `interlock mcp` bridges stdio to
+# the gateway's /mcp with (clients/mcp_bridge.py): MCP over HTTP, to the gateway only.
+CLIENT_THIRD_PARTY = ("aiohttp", "cryptography", "mcp", "mcp_types", "anyio")
 
 
 @pytest.mark.parametrize("service", SERVICES)
