@@ -325,7 +325,14 @@ class McpServer:
             session = ids.check_token(raw, "session id") if raw else ""
         except ids.InvalidId as exc:
             raise HttpError(400, "invalid_id", f"{SESSION_HEADER}: {exc}") from exc
-        caller = Caller(who, session, f"{request.scheme}://{request.host}")
+        origin = f"{request.scheme}://{request.host}"
+        # The transport's rule against DNS rebinding: a browser's request from another origin is
+        # refused (MCP clients that are not browsers send no Origin).
+        sent = request.headers.get("Origin")
+        if sent is not None and sent != origin:
+            raise HttpError(403, "forbidden_origin", f"requests from {sent[:100]!r} are not "
+                            f"accepted; MCP clients send none, or {origin}")
+        caller = Caller(who, session, origin)
         return await asgi.serve(request, self.manager.handle_request, {_STATE: caller})
 
     async def run(self, ready: asyncio.Event, stop: asyncio.Event) -> None:
