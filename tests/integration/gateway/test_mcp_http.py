@@ -31,7 +31,8 @@ async def post(gateway: Gateway, role: str | None, headers: dict[str, str] | Non
 async def test_only_operators_speak_mcp(gateway: Gateway) -> None:
     assert (await post(gateway, None))[0] == 401
     status, text = await post(gateway, "viewer")
-    assert status == 403 and "operator" in text
+    assert status == 403
+    assert "operator" in text
     status, text = await post(gateway, "operator")
     assert status == 200, text
     names = {t["name"] for t in json.loads(text)["result"]["tools"]}
@@ -41,7 +42,8 @@ async def test_only_operators_speak_mcp(gateway: Gateway) -> None:
 async def test_a_browser_page_of_another_origin_is_refused(gateway: Gateway) -> None:
     # DNS rebinding: a page elsewhere that got hold of a token still may not drive /mcp.
     status, text = await post(gateway, "operator", {"Origin": "http://evil.example"})
-    assert status == 403 and "forbidden_origin" in text
+    assert status == 403
+    assert "forbidden_origin" in text
     status, _ = await post(gateway, "operator", {"Origin": gateway.url})
     assert status == 200
 
@@ -50,12 +52,14 @@ async def test_no_stream_and_no_session_to_delete(gateway: Gateway) -> None:
     for method in ("GET", "DELETE"):
         async with gateway.http.request(method, f"{gateway.url}/mcp", headers={
                 "Authorization": f"Bearer {token_of('operator')}"}) as r:
-            assert r.status == 405 and r.headers["Allow"] == "POST"
+            assert r.status == 405
+            assert r.headers["Allow"] == "POST"
 
 
 async def test_a_malformed_session_header_is_a_400(gateway: Gateway) -> None:
     status, text = await post(gateway, "operator", {"Interlock-Session": "../../x"})
-    assert status == 400 and "invalid_id" in text
+    assert status == 400
+    assert "invalid_id" in text
 
 
 async def test_the_official_client_lists_the_catalogue_with_hints(gateway: Gateway) -> None:
