@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -325,22 +325,21 @@ class McpServer:
             session = ids.check_token(raw, "session id") if raw else ""
         except ids.InvalidId as exc:
             raise HttpError(400, "invalid_id", f"{SESSION_HEADER}: {exc}") from exc
-        caller = Caller(who, session, f"{request.scheme}://{request.host}")
+        origin = f"{request.scheme}://{request.host}"
+        # The transport's rule against DNS rebinding: a browser's request from another origin is
+        # refused (MCP clients that are not browsers send no Origin).
+        sent = request.headers.get("Origin")
+        if sent is not None and sent != origin:
+            raise HttpError(403, "forbidden_origin", f"requests from {sent[:100]!r} are not "
+                            f"accepted; MCP clients send none, or {origin}")
+        caller = Caller(who, session, origin)
         return await asgi.serve(request, self.manager.handle_request, {_STATE: caller})
 
-    async def lifespan(self, app: web.Application) -> AsyncIterator[None]:
-        stop, ready = asyncio.Event(), asyncio.Event()
-
-        async def run() -> None:
-            async with self.manager.run():
-                ready.set()
-                await stop.wait()
-
-        task = asyncio.create_task(run())
-        await ready.wait()
-        yield
-        stop.set()
-        await task
+    async def run(self, ready: asyncio.Event, stop: asyncio.Event) -> None:
+        """The SDK's session manager, for as long as the gateway serves (in one task)."""
+        async with self.manager.run():
+            ready.set()
+            await stop.wait()
 
 
 def _about(ev: Event, call_id: str, trigger_id: str) -> bool:
@@ -362,20 +361,4 @@ async def _progress(ctx: Any, done: float, total: float, message: str) -> None:
         log.debug("no progress sent: %s", exc)
 
 
-def install(app: web.Application, api: Any) -> McpServer:
-    server = McpServer(api)
-    app.router.add_post("/mcp", server.handle)
-    app.router.add_route("GET", "/mcp", _not_allowed)
-    app.router.add_route("DELETE", "/mcp", _not_allowed)
-    app.cleanup_ctx.append(server.lifespan)
-    return server
-
-
-async def _not_allowed(request: web.Request) -> web.Response:
-    # 2026-07-28: no GET stream and no session to delete (subscriptions/listen is a POST).
-    return web.json_response({"error": "method_not_allowed", "message": (
-        "POST JSON-RPC requests to /mcp; there is no GET stream or session to delete")},
-        status=405, headers={"Allow": "POST"})
-
-
-__all__ = ["SPEC_REVISION", "STATUS_TOOL", "McpServer", "install"]
+__all__ = ["SPEC_REVISION", "STATUS_TOOL", "McpServer"]
