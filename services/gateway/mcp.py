@@ -112,7 +112,8 @@ def tools() -> list[types.Tool]:
 
 def client_name(ctx: Any) -> str:
     """The client as it named itself (2026-07-28: each request's _meta; earlier revisions: its
-    initialize), for the record; never proof of anything."""
+    initialize, which a stateless server never links to the later requests, so their
+    User-Agent), for the record; never proof of anything."""
     meta = (ctx.params or {}).get("_meta") or {}
     info = meta.get(CLIENT_INFO_META_KEY) if isinstance(meta, Mapping) else None
     if info is None:
@@ -122,7 +123,10 @@ def client_name(ctx: Any) -> str:
         version = info.get("version")
         return f"{info['name']} {version}".strip()[:120] if isinstance(version, str) \
             else str(info["name"])[:120]
-    return "an MCP client"
+    request = getattr(ctx, "request", None)
+    agent = request.headers.get("user-agent", "") if request is not None else ""
+    agent = "".join(ch for ch in agent if ch.isprintable()).strip()[:120]
+    return agent or "an MCP client"
 
 
 class McpServer:
@@ -265,7 +269,8 @@ class McpServer:
         while True:
             entry = await self.api.approval(approval_id)
             doc = await self.outcome(entry, caller)
-            if doc["status"] not in ("pending", "approved_running") or loop.time() >= deadline:
+            if (doc["status"] not in ("pending", "approved_running") and not _verifying(doc)) \
+                    or loop.time() >= deadline:
                 return _result(doc, error=doc["status"] in ("denied", "expired", "failed"))
             ticks += 1
             if ticks % int(PROGRESS_EVERY_S / 0.5) == 0:
@@ -341,6 +346,13 @@ class McpServer:
         yield
         stop.set()
         await task
+
+
+def _verifying(doc: dict[str, Any]) -> bool:
+    """Executed, but a call that ran has no verification yet (the executor checks each write
+    that succeeded, after its result): worth waiting for, the client was promised it."""
+    return doc["status"] == "executed" and any(
+        r["status"] == "ok" and r["verification"] is None for r in doc["results"])
 
 
 def _about(ev: Event, call_id: str, trigger_id: str) -> bool:
