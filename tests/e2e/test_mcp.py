@@ -19,6 +19,7 @@ log with the admin identity.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -95,9 +96,10 @@ async def over_stdio(stack: Stack, name: str) -> AsyncIterator[Client]:
         yield c
 
 
-async def call(c: Client, tool: str, args: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+async def call(c: Client, tool: str, args: dict[str, Any], **kw: Any
+               ) -> tuple[bool, dict[str, Any]]:
     """A tool call: whether it is an error, and its structured result (the text is the same)."""
-    r = await c.call_tool(tool, args)
+    r = await c.call_tool(tool, args, **kw)
     doc = r.structured_content or {}
     [text] = r.content
     assert isinstance(text, types.TextContent)
@@ -242,8 +244,19 @@ async def test_http_2026_read_then_a_write_approved_a_write_denied_a_write_expir
         assert "DENIED by approver: not during the sale" in doc["error"]
         assert "Nothing was executed" in doc["error"]
 
-        err, doc = await call(c, STATUS_TOOL, {"approval_id": late_id, "wait_seconds": 60})
+        # Waiting for it, the call stays open and tells how it stands every 5 s.
+        progress: list[str | None] = []
+
+        async def told(done: float, total: float | None, message: str | None) -> None:
+            progress.append(message)
+
+        started = asyncio.get_running_loop().time()
+        err, doc = await call(c, STATUS_TOOL, {"approval_id": late_id, "wait_seconds": 60},
+                              progress_callback=told)
+        waited = asyncio.get_running_loop().time() - started
         assert (err, doc["status"]) == (True, "expired"), doc
+        assert progress or waited < 5.5, waited  # nothing to tell before 5 s
+        assert all(m == f"{late_id}: pending" for m in progress), progress
         assert doc["error"].startswith("EXPIRED at ")
         assert "Nothing was executed" in doc["error"]
 
