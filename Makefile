@@ -24,7 +24,7 @@ chromium:
 		apt-get update && apt-get install -y chromium; fi
 
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest --durations=30 $(ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not e2e and not chaos and not browser" $(ARGS)

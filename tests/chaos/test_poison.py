@@ -38,7 +38,7 @@ from schemas.approval import (
     ToolRefused,
 )
 from schemas.execution import PreviewRecorded, ToolVerified
-from schemas.planning import ToolProposed
+from schemas.planning import ToolProposed, ToolRequested
 from schemas.session import SessionCancelled
 from services.gate import domain
 from services.runtime.bus import Bus
@@ -209,6 +209,10 @@ async def test_poison_on_every_consumed_subject_is_terminated_once_and_work_flow
                 "session.cancelled": lambda: SessionCancelled(session_id=read_sid),
                 "tool.refused": lambda: ToolRefused(session_id=read_sid, call_id="c_forged",
                                                     tool="get", reason="forged"),
+                # An MCP client's call (issue 19): a read, as the gateway records it.
+                "tool.requested": lambda: ToolRequested(
+                    session_id=read_sid, actor="operator", tool="get", client="forged",
+                    args={"kind": "deployment", "name": "web", "namespace": "shop"}),
                 "approval.expired": lambda: ApprovalExpired(
                     session_id=write_sid, approval_id=requested.approval_id,
                     call_ids=requested.call_ids),
