@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import secrets
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,7 +57,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 APPROVAL_TTL_S = 12.0
 ROOT = Path(__file__).resolve().parents[2]
-PYTHON = Path(os.environ.get("INTERLOCK_PYTHON", "/work/main/.venv/bin/python"))
 RAN = ("tool.started", "tool.result")  # what an execution leaves in the log
 
 
@@ -89,7 +89,7 @@ async def over_http(stack: Stack, who: str, name: str, mode: str = "auto"
 async def over_stdio(stack: Stack, name: str) -> AsyncIterator[Client]:
     """The SDK's client on `interlock mcp` (this tree's code) as a process, the operator's."""
     params = StdioServerParameters(
-        command=str(PYTHON), args=["-m", "launcher.cli", "mcp"], cwd=str(ROOT),
+        command=sys.executable, args=["-m", "launcher.cli", "mcp"], cwd=str(ROOT),
         env={**os.environ, "PYTHONPATH": str(ROOT), "INTERLOCK_URL": stack.url,
              "INTERLOCK_TOKEN": token(stack, "operator")})
     async with Client(params, client_info=types.Implementation(name=name, version="1.0")) as c:
