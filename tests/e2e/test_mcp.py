@@ -48,6 +48,7 @@ from mcp_types import (
 from launcher.stack import Stack
 from schemas import catalogue, ids
 from schemas import subjects as S
+from schemas.approval import ApprovalRequested
 from schemas.base import Event
 from schemas.planning import CommandRejected, ToolProposed, ToolRequested
 from services.gateway.mcp import SPEC_REVISION, STATUS_TOOL
@@ -384,9 +385,10 @@ async def test_attacks_from_an_mcp_client_are_refused_or_held_never_run_and_reco
             refused(events, err, doc)
     for name in ("approve", "interlock_approve", "approval.decided", "decide", "deny"):
         assert "unknown tool" in answers[name][1]["error"], answers[name]
-    assert about(events, obeyed["call_id"], "approval.requested") or [
-        e for e in events if e.type == "approval.requested"
-        and obeyed["call_id"] in getattr(e, "call_ids", ())]
+    [card] = [e for e in events if isinstance(e, ApprovalRequested)
+              and obeyed["call_id"] in e.call_ids]
+    assert card.approval_id == obeyed["approval_id"]
+    assert card.calls[0].target.name == "production"
     assert executions(events, obeyed["call_id"]) == 0
     no_decision(events)
     assert replicas(stack) == web
