@@ -265,7 +265,10 @@ class McpServer:
         while True:
             entry = await self.api.approval(approval_id)
             doc = await self.outcome(entry, caller)
-            if doc["status"] not in ("pending", "approved_running") or loop.time() >= deadline:
+            # Executed but not verified yet (a rollout settling): worth the wait it was given.
+            settled = doc["status"] not in ("pending", "approved_running") and all(
+                r["verification"] is not None for r in doc.get("results", ()))
+            if settled or loop.time() >= deadline:
                 return _result(doc, error=doc["status"] in ("denied", "expired", "failed"))
             ticks += 1
             if ticks % int(PROGRESS_EVERY_S / 0.5) == 0:
@@ -299,9 +302,11 @@ class McpServer:
         results = await self._results(req)
         if len(results) < len(req.calls):
             return {**base, "status": "approved_running", "approved_by": who}
-        failed = any(r["status"] != "ok" for r in results)
+        failed = any(r["status"] != "ok" or (r["verification"] or {}).get("outcome") not in (
+            None, "verified", "skipped") for r in results)
         return {**base, "status": "failed" if failed else "executed", "approved_by": who,
-                "results": results, **({"error": "a call did not succeed"} if failed else {})}
+                "results": results, **({"error": "it ran, but a call failed or its verification did not confirm "
+                              "the expected state: read the results"} if failed else {})}
 
     async def _results(self, req: ApprovalRequested) -> list[dict[str, Any]]:
         wanted = set(req.call_ids)
