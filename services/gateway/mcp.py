@@ -304,9 +304,10 @@ class McpServer:
             return {**base, "status": "approved_running", "approved_by": who}
         failed = any(r["status"] != "ok" or (r["verification"] or {}).get("outcome") not in (
             None, "verified", "skipped") for r in results)
+        problem = ("it ran, but a call failed or its verification did not confirm the "
+                   "expected state: read the results")
         return {**base, "status": "failed" if failed else "executed", "approved_by": who,
-                "results": results, **({"error": "it ran, but a call failed or its verification did not confirm "
-                              "the expected state: read the results"} if failed else {})}
+                "results": results, **({"error": problem} if failed else {})}
 
     async def _results(self, req: ApprovalRequested) -> list[dict[str, Any]]:
         wanted = set(req.call_ids)
