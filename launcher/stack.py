@@ -405,11 +405,16 @@ class Stack:
     async def start(self) -> None:
         self.prepare()
         await self.start_nats()
-        if self.kubeconfig is None:
-            await self.start_sandbox()
+        # Every service but the executor needs only NATS: they start (and import) while the
+        # sandbox starts; the executor needs the sandbox's kubeconfig.
         for s in SERVICES:
             for name in self.instances(s):
-                self.start_service(name)
+                if s != "executor":
+                    self.start_service(name)
+        if self.kubeconfig is None:
+            await self.start_sandbox()
+        for name in self.instances("executor"):
+            self.start_service(name)
         await asyncio.gather(*(self.wait_gateway(name=n) for n in self.instances("gateway")))
         await self.enrol_people()
 

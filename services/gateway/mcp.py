@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -269,8 +269,11 @@ class McpServer:
         while True:
             entry = await self.api.approval(approval_id)
             doc = await self.outcome(entry, caller)
-            if (doc["status"] not in ("pending", "approved_running") and not _verifying(doc)) \
-                    or loop.time() >= deadline:
+            # Executed but not verified yet (a rollout settling): worth the wait it was given.
+            # A call that failed is never verified: nothing to wait for there.
+            settled = doc["status"] not in ("pending", "approved_running") and \
+                not _verifying(doc)
+            if settled or loop.time() >= deadline:
                 return _result(doc, error=doc["status"] in ("denied", "expired", "failed"))
             ticks += 1
             if ticks % int(PROGRESS_EVERY_S / 0.5) == 0:
@@ -304,9 +307,12 @@ class McpServer:
         results = await self._results(req)
         if len(results) < len(req.calls):
             return {**base, "status": "approved_running", "approved_by": who}
-        failed = any(r["status"] != "ok" for r in results)
+        failed = any(r["status"] != "ok" or (r["verification"] or {}).get("outcome") not in (
+            None, "verified", "skipped") for r in results)
+        problem = ("it ran, but a call failed or its verification did not confirm the "
+                   "expected state: read the results")
         return {**base, "status": "failed" if failed else "executed", "approved_by": who,
-                "results": results, **({"error": "a call did not succeed"} if failed else {})}
+                "results": results, **({"error": problem} if failed else {})}
 
     async def _results(self, req: ApprovalRequested) -> list[dict[str, Any]]:
         wanted = set(req.call_ids)
@@ -330,29 +336,28 @@ class McpServer:
             session = ids.check_token(raw, "session id") if raw else ""
         except ids.InvalidId as exc:
             raise HttpError(400, "invalid_id", f"{SESSION_HEADER}: {exc}") from exc
-        caller = Caller(who, session, f"{request.scheme}://{request.host}")
+        origin = f"{request.scheme}://{request.host}"
+        # The transport's rule against DNS rebinding: a browser's request from another origin is
+        # refused (MCP clients that are not browsers send no Origin).
+        sent = request.headers.get("Origin")
+        if sent is not None and sent != origin:
+            raise HttpError(403, "forbidden_origin", f"requests from {sent[:100]!r} are not "
+                            f"accepted; MCP clients send none, or {origin}")
+        caller = Caller(who, session, origin)
         return await asgi.serve(request, self.manager.handle_request, {_STATE: caller})
 
-    async def lifespan(self, app: web.Application) -> AsyncIterator[None]:
-        stop, ready = asyncio.Event(), asyncio.Event()
-
-        async def run() -> None:
-            async with self.manager.run():
-                ready.set()
-                await stop.wait()
-
-        task = asyncio.create_task(run())
-        await ready.wait()
-        yield
-        stop.set()
-        await task
+    async def run(self, ready: asyncio.Event, stop: asyncio.Event) -> None:
+        """The SDK's session manager, for as long as the gateway serves (in one task)."""
+        async with self.manager.run():
+            ready.set()
+            await stop.wait()
 
 
 def _verifying(doc: dict[str, Any]) -> bool:
-    """Executed, but a call that ran has no verification yet (the executor checks each write
-    that succeeded, after its result): worth waiting for, the client was promised it."""
-    return doc["status"] == "executed" and any(
-        r["status"] == "ok" and r["verification"] is None for r in doc["results"])
+    """A call that ran has no verification yet (the executor checks each write that
+    succeeded, after its result; never one that failed): worth waiting for."""
+    return any(r["status"] == "ok" and r["verification"] is None
+               for r in doc.get("results", ()))
 
 
 def _about(ev: Event, call_id: str, trigger_id: str) -> bool:
@@ -374,20 +379,4 @@ async def _progress(ctx: Any, done: float, total: float, message: str) -> None:
         log.debug("no progress sent: %s", exc)
 
 
-def install(app: web.Application, api: Any) -> McpServer:
-    server = McpServer(api)
-    app.router.add_post("/mcp", server.handle)
-    app.router.add_route("GET", "/mcp", _not_allowed)
-    app.router.add_route("DELETE", "/mcp", _not_allowed)
-    app.cleanup_ctx.append(server.lifespan)
-    return server
-
-
-async def _not_allowed(request: web.Request) -> web.Response:
-    # 2026-07-28: no GET stream and no session to delete (subscriptions/listen is a POST).
-    return web.json_response({"error": "method_not_allowed", "message": (
-        "POST JSON-RPC requests to /mcp; there is no GET stream or session to delete")},
-        status=405, headers={"Allow": "POST"})
-
-
-__all__ = ["SPEC_REVISION", "STATUS_TOOL", "McpServer", "install"]
+__all__ = ["SPEC_REVISION", "STATUS_TOOL", "McpServer"]

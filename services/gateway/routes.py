@@ -19,7 +19,7 @@ from schemas import subjects as S
 from schemas.base import Event
 from schemas.ids import new_session_id
 from schemas.session import SessionCancelled, SessionStarted, UserMessage
-from services.gateway import approvers, audit, decisions, mcp, openapi, passkeys, sse, views
+from services.gateway import approvers, audit, decisions, mcp_mount, openapi, passkeys, sse, views
 from services.gateway.approvers import Registry
 from services.gateway.auth import Principal, Role, TokenStore
 from services.gateway.bodies import (
@@ -352,5 +352,5 @@ def make_app(api: Api, limiter: RateLimiter | None = None,
     r.add_get("/v1/sessions/{session_id}/audit", functools.partial(audit.session_audit, api))
     r.add_get("/v1/audit", functools.partial(audit.search, api))
     passkeys.install(app, api, app[SPEC])
-    mcp.install(app, api)
+    mcp_mount.install(app, api)
     return app

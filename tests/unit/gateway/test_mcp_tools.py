@@ -93,5 +93,6 @@ def test_an_executed_write_is_waited_on_until_its_verification_is_in() -> None:
 
     assert mcp._verifying(doc("executed", ("ok", None)))
     assert not mcp._verifying(doc("executed", ("ok", {"outcome": "verified"})))
-    assert not mcp._verifying(doc("failed", ("error", None)))  # nothing ran to verify
+    assert not mcp._verifying(doc("failed", ("error", None)))  # never verified: no wait
+    assert mcp._verifying(doc("failed", ("error", None), ("ok", None)))
     assert mcp._verifying(doc("executed", ("ok", {"outcome": "verified"}), ("ok", None)))
