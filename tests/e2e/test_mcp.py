@@ -79,10 +79,12 @@ async def over_http(stack: Stack, who: str, name: str, mode: str = "auto"
     """The SDK's client on the gateway's /mcp with `who`'s token, named `name`."""
     # A 2025 client names itself only in its initialize, which a stateless server cannot link
     # to its later requests: those are named by their User-Agent.
-    http = create_mcp_http_client(headers={"Authorization": f"Bearer {token(stack, who)}",
-                                           "User-Agent": f"{name}/1.0"})
-    async with Client(streamable_http_client(f"{stack.url}/mcp", http_client=http), mode=mode,
-                      client_info=types.Implementation(name=name, version="1.0")) as c:
+    # The httpx client is ours to close: left to the garbage collector, its socket's
+    # ResourceWarning may fire inside a later ast.parse and break it (Python 3.11).
+    async with create_mcp_http_client(headers={"Authorization": f"Bearer {token(stack, who)}",
+                                               "User-Agent": f"{name}/1.0"}) as http, \
+            Client(streamable_http_client(f"{stack.url}/mcp", http_client=http), mode=mode,
+                   client_info=types.Implementation(name=name, version="1.0")) as c:
         yield c
 
 
