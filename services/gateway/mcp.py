@@ -112,7 +112,8 @@ def tools() -> list[types.Tool]:
 
 def client_name(ctx: Any) -> str:
     """The client as it named itself (2026-07-28: each request's _meta; earlier revisions: its
-    initialize), for the record; never proof of anything."""
+    initialize, which a stateless server never links to the later requests, so their
+    User-Agent), for the record; never proof of anything."""
     meta = (ctx.params or {}).get("_meta") or {}
     info = meta.get(CLIENT_INFO_META_KEY) if isinstance(meta, Mapping) else None
     if info is None:
@@ -122,7 +123,10 @@ def client_name(ctx: Any) -> str:
         version = info.get("version")
         return f"{info['name']} {version}".strip()[:120] if isinstance(version, str) \
             else str(info["name"])[:120]
-    return "an MCP client"
+    request = getattr(ctx, "request", None)
+    agent = request.headers.get("user-agent", "") if request is not None else ""
+    agent = "".join(ch for ch in agent if ch.isprintable()).strip()[:120]
+    return agent or "an MCP client"
 
 
 class McpServer:
@@ -266,8 +270,9 @@ class McpServer:
             entry = await self.api.approval(approval_id)
             doc = await self.outcome(entry, caller)
             # Executed but not verified yet (a rollout settling): worth the wait it was given.
-            settled = doc["status"] not in ("pending", "approved_running") and all(
-                r["verification"] is not None for r in doc.get("results", ()))
+            # A call that failed is never verified: nothing to wait for there.
+            settled = doc["status"] not in ("pending", "approved_running") and \
+                not _verifying(doc)
             if settled or loop.time() >= deadline:
                 return _result(doc, error=doc["status"] in ("denied", "expired", "failed"))
             ticks += 1
@@ -346,6 +351,13 @@ class McpServer:
         async with self.manager.run():
             ready.set()
             await stop.wait()
+
+
+def _verifying(doc: dict[str, Any]) -> bool:
+    """A call that ran has no verification yet (the executor checks each write that
+    succeeded, after its result; never one that failed): worth waiting for."""
+    return any(r["status"] == "ok" and r["verification"] is None
+               for r in doc.get("results", ()))
 
 
 def _about(ev: Event, call_id: str, trigger_id: str) -> bool:
