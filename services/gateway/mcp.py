@@ -17,9 +17,10 @@ opens one per conversation), else one per principal and client name per UTC day.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp_types import CLIENT_INFO_META_KEY
 
 from schemas import catalogue, ids
+from schemas import subjects as S
 from schemas.approval import ApprovalDenied, ApprovalRequested, ToolRefused
 from schemas.base import Event
 from schemas.execution import CommandRefused, ToolResult, ToolVerified
@@ -54,6 +56,7 @@ READ_WAIT_S = 120.0  # a read answers with its result; one still running after t
 HELD_WAIT_S = 60.0  # a write answers once its card exists (the dry run done)
 MAX_WAIT_S = 60  # what interlock_approval_status may be asked to wait
 PROGRESS_EVERY_S = 5.0
+POLL_S = 0.5  # the longest a waiter goes without reading the log again
 _STATE = "interlock"  # the ASGI scope state key for what the gateway proved about the caller
 
 
@@ -112,7 +115,8 @@ def tools() -> list[types.Tool]:
 
 def client_name(ctx: Any) -> str:
     """The client as it named itself (2026-07-28: each request's _meta; earlier revisions: its
-    initialize), for the record; never proof of anything."""
+    initialize, which a stateless server never links to the later requests, so their
+    User-Agent), for the record; never proof of anything."""
     meta = (ctx.params or {}).get("_meta") or {}
     info = meta.get(CLIENT_INFO_META_KEY) if isinstance(meta, Mapping) else None
     if info is None:
@@ -122,7 +126,10 @@ def client_name(ctx: Any) -> str:
         version = info.get("version")
         return f"{info['name']} {version}".strip()[:120] if isinstance(version, str) \
             else str(info["name"])[:120]
-    return "an MCP client"
+    request = getattr(ctx, "request", None)
+    agent = request.headers.get("user-agent", "") if request is not None else ""
+    agent = "".join(ch for ch in agent if ch.isprintable()).strip()[:120]
+    return agent or "an MCP client"
 
 
 class McpServer:
@@ -231,22 +238,46 @@ class McpServer:
                      "follow it."),
         }
 
+    @contextlib.asynccontextmanager
+    async def _news(self, sid: str) -> AsyncIterator[asyncio.Event]:
+        """Set whenever the session gets an event (the log's live feed, the one SSE follows):
+        a waiter reads the log again at once instead of at its next poll."""
+        news = asyncio.Event()
+
+        async def heard(msg: Any) -> None:
+            news.set()
+
+        sub = await self.api.bus.nc.subscribe(S.live_filter(sid), cb=heard)
+        try:
+            yield news
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
     async def _first(self, sid: str, start: int, wait_s: float,
                      match: Callable[[Event], bool]) -> Event | None:
         """The first event of the session from `start` that `match`es, within `wait_s`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
-        delay = 0.01
-        while True:
-            for s in await self.api.bus.session(sid, start_seq=start):
-                start = s.seq + 1
-                ev: Event = s.event
-                if match(ev):
-                    return ev
-            if loop.time() >= deadline:
-                return None
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+        async with self._news(sid) as news:
+            heard = False
+            while True:
+                news.clear()
+                before = start
+                for s in await self.api.bus.session(sid, start_seq=start):
+                    start = s.seq + 1
+                    ev: Event = s.event
+                    if match(ev):
+                        return ev
+                left = deadline - loop.time()
+                if left <= 0:
+                    return None
+                # News the read did not show yet (a replica behind the leader whose feed woke
+                # us): read again soon; otherwise wait for news, reading again now and then.
+                lagging = heard and start == before
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(news.wait(), min(left, 0.02 if lagging else POLL_S))
+                heard = news.is_set()
 
     # -- interlock_approval_status -----------------------------------------------------------
 
@@ -261,16 +292,33 @@ class McpServer:
         except ids.InvalidId as exc:
             return _error(str(exc))
         loop = asyncio.get_running_loop()
-        deadline, ticks = loop.time() + wait, 0
+        deadline = loop.time() + wait
+        entry = await self.api.approval(approval_id)
+        async with self._news(entry.request.session_id) as news:
+            return await self._follow(ctx, caller, approval_id, news, deadline, wait)
+
+    async def _follow(self, ctx: Any, caller: Caller, approval_id: str, news: asyncio.Event,
+                      deadline: float, wait: int) -> types.CallToolResult:
+        loop = asyncio.get_running_loop()
+        told = loop.time()
         while True:
+            news.clear()
             entry = await self.api.approval(approval_id)
             doc = await self.outcome(entry, caller)
-            if doc["status"] not in ("pending", "approved_running") or loop.time() >= deadline:
+            # Executed but not verified yet (a rollout settling): worth the wait it was given.
+            # A call that failed is never verified: nothing to wait for there.
+            settled = doc["status"] not in ("pending", "approved_running") and \
+                not _verifying(doc)
+            if settled or loop.time() >= deadline:
                 return _result(doc, error=doc["status"] in ("denied", "expired", "failed"))
-            ticks += 1
-            if ticks % int(PROGRESS_EVERY_S / 0.5) == 0:
-                await _progress(ctx, ticks * 0.5, wait, f"{approval_id}: {doc['status']}")
-            await asyncio.sleep(0.5)
+            now = loop.time()
+            if now - told >= PROGRESS_EVERY_S:
+                told = now
+                await _progress(ctx, wait - (deadline - now), wait,
+                                f"{approval_id}: {doc['status']}")
+            # An expiry is no event: it is read again at least every POLL_S.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(news.wait(), min(deadline - now, POLL_S))
 
     async def outcome(self, entry: ApprovalEntry, caller: Caller) -> dict[str, Any]:
         req = entry.request
@@ -299,9 +347,12 @@ class McpServer:
         results = await self._results(req)
         if len(results) < len(req.calls):
             return {**base, "status": "approved_running", "approved_by": who}
-        failed = any(r["status"] != "ok" for r in results)
+        failed = any(r["status"] != "ok" or (r["verification"] or {}).get("outcome") not in (
+            None, "verified", "skipped") for r in results)
+        problem = ("it ran, but a call failed or its verification did not confirm the "
+                   "expected state: read the results")
         return {**base, "status": "failed" if failed else "executed", "approved_by": who,
-                "results": results, **({"error": "a call did not succeed"} if failed else {})}
+                "results": results, **({"error": problem} if failed else {})}
 
     async def _results(self, req: ApprovalRequested) -> list[dict[str, Any]]:
         wanted = set(req.call_ids)
@@ -340,6 +391,13 @@ class McpServer:
         async with self.manager.run():
             ready.set()
             await stop.wait()
+
+
+def _verifying(doc: dict[str, Any]) -> bool:
+    """A call that ran has no verification yet (the executor checks each write that
+    succeeded, after its result; never one that failed): worth waiting for."""
+    return any(r["status"] == "ok" and r["verification"] is None
+               for r in doc.get("results", ()))
 
 
 def _about(ev: Event, call_id: str, trigger_id: str) -> bool:

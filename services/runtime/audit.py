@@ -50,7 +50,7 @@ from schemas.execution import (
     ToolStarted,
     ToolVerified,
 )
-from schemas.planning import CommandRejected, ToolProposed
+from schemas.planning import CommandRejected, ToolProposed, ToolRequested
 from schemas.session import (
     AssistantMessage,
     SessionCancelled,
@@ -96,10 +96,16 @@ def describe(ev: Event) -> str:
             return f"planner said: {_short(ev.text)}"
         case CommandRejected():
             return f"planner refused the command: {ev.reason}"
+        case ToolRequested():
+            ev_txt = f"; evidence: {_short(' | '.join(ev.evidence), 200)}" if ev.evidence else ""
+            why = f"; why: {_short(ev.rationale)}" if ev.rationale else ""
+            return (f"{ev.actor} asked over MCP via {ev.client or 'an unnamed client'}: "
+                    f"{ev.tool}({_args(ev.args)}){why}{ev_txt}")
         case ToolProposed():
             ev_txt = f"; evidence: {_short(' | '.join(ev.evidence), 200)}" if ev.evidence else ""
             why = f"; why: {_short(ev.rationale)}" if ev.rationale else ""
-            return f"planner proposed {ev.tool}({_args(ev.args)}){why}{ev_txt}"
+            asked = f" for {ev.requested_by}'s MCP call" if ev.source == "mcp" else ""
+            return f"planner proposed {ev.tool}({_args(ev.args)}){asked}{why}{ev_txt}"
         case ToolClassified():
             return f"gate classified {ev.call_id} as {ev.access} ({ev.rule})"
         case ToolRefused():
@@ -188,6 +194,8 @@ class WriteRecord:
     args: dict[str, Any]
     requested_by: str = ""
     requested_at: str = ""
+    # The MCP client the requester called through, as it named itself ("" for other sources).
+    requested_via: str = ""
     evidence: list[str] = field(default_factory=list)
     diff: list[str] = field(default_factory=list)
     approval_id: str = ""
@@ -294,6 +302,7 @@ def audit(session_id: str, links: list[chain.Link],
     approvals: dict[str, lifecycle.ApprovalState] = {}
     writes: dict[str, WriteRecord] = {}
     proposals: dict[str, ToolProposed | ToolAmended] = {}
+    mcp_calls: dict[str, ToolRequested] = {}  # by event id: what an MCP client asked for
     ordered = sorted(links, key=lambda x: x.seq)
     forged: dict[int, ForgedEvent] = {}
     if keyring is None:
@@ -333,15 +342,21 @@ def audit(session_id: str, links: list[chain.Link],
         if isinstance(aid, str) and (state := lifecycle.evolve(approvals.get(aid), ev)):
             approvals[aid] = state
         match ev:
+            case ToolRequested():
+                mcp_calls[ev.event_id] = ev
             case ToolProposed() | ToolAmended():
                 proposals[ev.call_id] = ev
             case ApprovalRequested():
                 for c in ev.calls:
                     p = proposals.get(c.call_id)
+                    asked = mcp_calls.get(p.causation_id) if isinstance(p, ToolProposed) \
+                        and p.source == "mcp" else None
                     writes[c.call_id] = WriteRecord(
                         session_id=ev.session_id, call_id=c.call_id, tool=c.tool,
                         target=msgspec.to_builtins(c.target), args=c.args,
                         requested_by=ev.requested_by, requested_at=ev.occurred_at.isoformat(),
+                        requested_via=f"MCP: {asked.client or 'an unnamed client'}"
+                        if asked is not None else "",
                         evidence=list(p.evidence) if p else [],
                         diff=[d.describe() for d in c.diff], approval_id=ev.approval_id)
             case ApprovalGranted() | ApprovalDenied() | ApprovalExpired():

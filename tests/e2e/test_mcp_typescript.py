@@ -167,12 +167,13 @@ async def test_typescript_sdk_lists_reads_and_gets_a_held_write_executed_after_a
     assert replicas(stack) == before
     # The call is on record as the operator's, from this client as it named itself: 2026-07-28
     # names the client in every request's _meta; the 2025 revisions name it only in
-    # initialize, a request of its own to a stateless server, so the call's client is unnamed.
+    # initialize, a request of its own to a stateless server, so the call's User-Agent does.
     [req] = [e for e in evs if e.type == "tool.requested"
              and ids.derived_id("c", e.event_id, "0") == call_id]
     assert req.actor == "operator"
     assert req.client == (f"interlock-e2e-typescript-{sdk} {got['sdk']['version']}"
-                          if revision == "2026-07-28" else "an MCP client")
+                          if revision == "2026-07-28"
+                          else f"interlock-e2e-typescript-{sdk}/{got['sdk']['version']}")
 
     # The client waits on the status tool while a human approves over HTTP (signed).
     waiting = asyncio.create_task(ts(node, stack, sdk, "status", aid, "60"))

@@ -17,6 +17,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 import pytest_asyncio
+from mcp import Client as McpClient
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 from launcher.stack import Stack
 from schemas import subjects as S
@@ -95,6 +98,16 @@ async def test_after_the_upgrade_new_work_is_signed_and_audits_intact(upgraded: 
         assert "tool.result" in types
         assert audit["integrity"]["problems"] == []
         assert audit["integrity"]["ok"] is True
+        # The planner's consumer, provisioned before MCP existed, takes an MCP client's calls
+        # (its filters were brought up to date at start-up, issue 19).
+        http_mcp = create_mcp_http_client(
+            headers={"Authorization": f"Bearer {upgraded.tokens['operator']['token']}"})
+        async with McpClient(streamable_http_client(f"{upgraded.url}/mcp",
+                                                    http_client=http_mcp)) as mcp:
+            read = await mcp.call_tool("get", {"kind": "deployment", "name": "web",
+                                               "namespace": "shop"})
+        assert not read.is_error, read
+        assert "web" in str((read.structured_content or {}).get("output")), read
     # The old data dir's EXEC command queue was empty, so it was deleted (issue 17: commands are
     # events); the old log's classifications and grants were not run again (the first test:
     # its session holds exactly the events it had).

@@ -3,6 +3,7 @@ verifies grants of both versions."""
 
 from __future__ import annotations
 
+import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from schemas import catalogue, chain
@@ -92,3 +93,35 @@ def test_the_audit_checks_that_a_grant_binds_the_objects_its_request_listed() ->
     report = audit("s_1", _granted_session(bound), KEY.public_key())
     assert _grant_problems(report) == [
         {"seq": 2, "problem": "grant for c_1 does not bind the objects the request listed"}]
+
+
+def test_an_mcp_call_names_its_client_and_requester_in_the_timeline_and_the_write() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from schemas.planning import ToolProposed, ToolRequested
+
+    args = {"kind": "deployment", "name": "web", "namespace": "shop", "replicas": 5}
+    asked = ToolRequested(session_id="s_1", actor="alice", tool="scale", args=args,
+                          evidence=("3/3",), client="claude-code 2.1")
+    proposed = ToolProposed(session_id="s_1", call_id="c_1", tool="scale", args=args,
+                            source="mcp", requested_by="alice", evidence=("3/3",),
+                            causation_id=asked.event_id)
+    req = ApprovalRequested(
+        session_id="s_1", approval_id="a_1", requested_by="alice",
+        expires_at=datetime.now(UTC) + timedelta(hours=1),
+        calls=(ApprovalCall(call_id="c_1", tool="scale", args=args,
+                            call_hash=catalogue.call_hash("scale", args),
+                            target=Target(namespace="shop", kind="deployment", name="web")),))
+    assert describe(asked) == ("alice asked over MCP via claude-code 2.1: scale(kind=deployment, "
+                               "name=web, namespace=shop, replicas=5); evidence: 3/3")
+    assert describe(proposed).startswith("planner proposed scale(kind=deployment, name=web, "
+                                         "namespace=shop, replicas=5) for alice's MCP call")
+    links = [chain.Link(seq, S.event_subject(ev), E.encode(ev))
+             for seq, ev in enumerate((asked, proposed, req), start=1)]
+    [write] = audit("s_1", links).writes
+    assert (write.requested_by, write.requested_via) == ("alice", "MCP: claude-code 2.1")
+    # Another source's write names no client.
+    other = msgspec.structs.replace(proposed, source="llm")
+    links[1] = chain.Link(2, S.event_subject(other), E.encode(other))
+    [write] = audit("s_1", links).writes
+    assert write.requested_via == ""

@@ -66,7 +66,14 @@ async function connect(sdk, url, token) {
   const { Client } = await import(spec.client);
   const { StreamableHTTPClientTransport } = await import(spec.transport);
   const transport = new StreamableHTTPClientTransport(new URL("/mcp", url), {
-    requestInit: { headers: { Authorization: `Bearer ${token}` } },
+    // A 2025 client names itself to a stateless server only by its User-Agent (its initialize
+    // is a request of its own); 2026-07-28 names it in every request's _meta as well.
+    requestInit: {
+      headers: {
+        Authorization: `Bearer ${token}`,
+        "User-Agent": `interlock-e2e-typescript-${sdk}/${version}`,
+      },
+    },
   });
   const client = new Client(
     { name: `interlock-e2e-typescript-${sdk}`, version },
