@@ -25,6 +25,7 @@ from bench import (
     cycles,
     decide_path,
     decisions,
+    mcp_read,
     redact,
     replay,
     signing,
@@ -199,6 +200,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                              "after_big_session": await replay.small_session_read(stack, small)}}
     finally:
         await stack.stop()
+    note("a read through the MCP server vs the same read through the HTTP API (issue 19)")
+    stack = await start_stack()
+    obs = await Observer().start(stack)
+    try:
+        await asyncio.sleep(2)
+        res["mcp_read"] = await mcp_read.measure(stack, obs, 50 if q else 300)
+        print(mcp_read.report(res["mcp_read"]), flush=True)
+    finally:
+        await obs.close()
+        await stack.stop()
     note("done")
     return res
 
@@ -320,6 +331,14 @@ def table(r: dict[str, Any]) -> str:
     if "seconds" in rp["ours"].get("http_audit", {}):
         rows.append(("  GET /audit over HTTP", f"{rp['ours']['http_audit']['events_per_s']:.0f} ev/s",
                      "", ""))
+    mr = r.get("mcp_read")
+    if mr:
+        m_, h_ = mr["mcp"]["client"], mr["http"]["client"]
+        rows.append((f"read via MCP (Streamable HTTP, {mr['revision']}) p50 / p95",
+                     f"{m_['p50']:.2f} / {m_['p95']:.2f} ms",
+                     f"{h_['p50']:.2f} / {h_['p95']:.2f} ms",
+                     f"vs POST message + SSE: ratio {ratio(m_['p50'], h_['p50'])} "
+                     f"({mr['reads']} reads each, alternated)"))
     for svc in ("planner", "gate", "executor", "gateway"):
         rows.append((f"RSS {svc} idle / under load",
                      f"{r['rss_idle_mb'].get(svc, 0):.0f} / "

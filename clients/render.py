@@ -14,6 +14,7 @@ way an approval card's diff does, so that a command and its diff can be compared
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +49,46 @@ def target(t: dict[str, Any] | None, args: dict[str, Any] | None = None) -> str:
         where = " in all namespaces"
     ctx = f" on {t['cluster']}" if t.get("cluster") else ""
     return _s(f"{obj}{where}{ctx}")
+
+
+_WHERE = ("kind", "name", "namespace", "cluster")
+
+
+def call_line(tool: Any, args: Any) -> str:
+    """A call as one compact, kubectl-like line: `scale deployment/web --replicas=5 -n shop`.
+    The args are raw (an MCP client's or a model's, not yet checked by the gate): every one is
+    shown, nested ones as `--limits.memory=512Mi`, whatever their types."""
+    if not isinstance(args, dict):
+        return _s(f"{tool} {args!r}")
+    kind, name = args.get("kind"), args.get("name")
+    obj = f"{kind}/{name}" if kind and name else str(name or kind or "")
+    flags: list[str] = []
+
+    def walk(prefix: str, v: Any) -> None:
+        if isinstance(v, dict) and v:
+            for k, x in v.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), x)
+        elif v is True:
+            flags.append(f"--{prefix}")
+        elif v is not None and v is not False and v != "" and v != [] and v != {}:
+            shown = v if isinstance(v, str) else json.dumps(v, default=str, separators=(",", ":"))
+            flags.append(f"--{prefix}={shown}")
+
+    for k, v in args.items():
+        if k not in _WHERE:
+            walk(str(k), v)
+    if args.get("namespace") and not args.get("all_namespaces"):
+        flags.append(f"-n {args['namespace']}")
+    if args.get("cluster"):
+        flags.append(f"--context={args['cluster']}")
+    text = " ".join(str(x) for x in (tool, obj, *flags) if x)
+    return _s(sealed_refs(text if len(text) <= 400 else text[:400] + "…"))
+
+
+def requested_by(d: dict[str, Any]) -> str:
+    """Who asked for an MCP call: the token's principal, and the client as it named itself."""
+    via = f" via {_s(d['client'])}" if d.get("client") else ""
+    return f"{_s(d.get('actor') or '?')}{via} (MCP)"
 
 
 def value(v: Any) -> str:
@@ -164,6 +205,16 @@ def event(ev_id: int, kind: str, d: dict[str, Any]) -> str | None:
                     f"{_lines(sealed_refs(str(d.get('text'))), ' ' * 6)}")
         case "assistant.message":
             return f"[{ev_id}] interlock: {_lines(d.get('text'), ' ' * 6)}"
+        case "tool.requested":
+            call = call_line(d.get("tool"), d.get("args"))
+            lines = [f"[{ev_id}] {requested_by(d)} asked: {call}"]
+            if d.get("rationale"):
+                lines.append(f"      why:    {_lines(d['rationale'], ' ' * 14)}")
+            for e in d.get("evidence") or ():
+                lines.append(f"              - {_lines(e, ' ' * 16)}")
+            if d.get("expected_outcome"):
+                lines.append(f"      expect: {_lines(d['expected_outcome'], ' ' * 14)}")
+            return "\n".join(lines)
         case "tool.proposed":
             return (f"[{ev_id}] → {_s(d.get('tool'))} {target(d.get('target'), d.get('args'))} "
                     f"{_s(sealed_refs(str(d.get('args'))))}")

@@ -84,6 +84,8 @@ async def _up(args: argparse.Namespace) -> int:
     _out(f"Interlock is up: {stack.url}")
     # At a host name, not 127.0.0.1: a browser makes passkeys only for a name (WebAuthn).
     _out(f"  Command Center  {stack.url.replace('127.0.0.1', 'localhost')}/")
+    for line in mcp_lines(stack.url, str(stack.tokens.get("operator", {}).get("token", ""))):
+        _out(line)
     if stack.cluster is not None:
         _out(f"  NATS            {stack.nats_url} ({cfg.nats_cluster}-node JetStream cluster, "
              f"data in {stack.data})")
@@ -113,6 +115,18 @@ async def _up(args: argparse.Namespace) -> int:
     await stack.stop()
     _out("stopped.")
     return 0
+
+
+def mcp_lines(url: str, operator_token: str) -> list[str]:
+    """Where an MCP client (Claude Code, Cursor, …) reaches Interlock: the gateway's /mcp over
+    Streamable HTTP, or `interlock mcp` over stdio, both with an operator's token (an MCP client
+    proposes; it never approves)."""
+    token = operator_token or "<an operator's token>"
+    return [
+        f"  MCP             {url.replace('127.0.0.1', 'localhost')}/mcp  (Streamable HTTP; "
+        f"Authorization: Bearer {token})",
+        f"    stdio         INTERLOCK_URL={url} INTERLOCK_TOKEN={token} interlock mcp",
+    ]
 
 
 def _names(items: tuple[str, ...]) -> str:

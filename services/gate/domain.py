@@ -33,7 +33,7 @@ from schemas.approval import (
 from schemas.base import Event, Target
 from schemas.execution import PreviewRecorded
 from schemas.ids import derived_id
-from schemas.planning import ToolProposed
+from schemas.planning import ToolProposed, ToolRequested
 from schemas.session import SessionStarted, UserMessage
 from services.gate import card, risk
 from services.gate.policy import Effect, Policy
@@ -92,8 +92,9 @@ class Asker:
 def asker_of(events: Sequence[Event], proposal: ToolProposed | ToolAmended) -> Asker:
     """The person behind a proposal: the author of the `user.message` it answers (matched by
     correlation or causation id), else of the latest `user.message` before it, else whoever
-    started the session. An amendment is followed back to the proposal it replaces; its
-    approver is barred too."""
+    started the session. An MCP client's `tool.requested` counts as a message: its actor is the
+    token's principal, as the gateway recorded it. An amendment is followed back to the proposal
+    it replaces; its approver is barred too."""
     amended_by: set[str] = set()
     current: ToolProposed | ToolAmended = proposal
     seen: set[str] = set()
@@ -109,14 +110,14 @@ def asker_of(events: Sequence[Event], proposal: ToolProposed | ToolAmended) -> A
                          frozenset({current.requested_by, *amended_by}) - {""})
         current = original
     started = ""
-    messages: dict[str, UserMessage] = {}
+    messages: dict[str, UserMessage | ToolRequested] = {}
     latest = ""
     for ev in events:
         if ev.event_id == current.event_id:
             break  # a message recorded after the proposal cannot be what it answers
         if isinstance(ev, SessionStarted) and not started:
             started = ev.actor
-        elif isinstance(ev, UserMessage):
+        elif isinstance(ev, UserMessage | ToolRequested):
             messages[ev.event_id] = ev
             latest = ev.actor
     answered = messages.get(current.correlation_id) or messages.get(current.causation_id)

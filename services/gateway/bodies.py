@@ -147,6 +147,7 @@ class MessageOut(msgspec.Struct):
     text: str
     seq: int
     who: str = ""
+    via: str = ""  # a user's MCP call: the client that made it, e.g. "Claude Code 1.2 (MCP)"
 
 
 class CallOut(msgspec.Struct):

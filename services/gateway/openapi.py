@@ -247,6 +247,27 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
             "get": _op("The tool catalogue", "viewer",
                        ("200", _json(_ref("ToolList"), "tools")), tag="ops"),
         },
+        "/mcp": {
+            "post": {**_op(
+                "The MCP server (Streamable HTTP, revision 2026-07-28; the 2025 revisions too): "
+                "the tool catalogue as MCP tools and interlock_approval_status. A write answers "
+                "held for approval; no tool decides one",
+                "operator",
+                ("200", {"description": (
+                    "a JSON-RPC response, as JSON or as a text/event-stream of JSON-RPC messages "
+                    "(progress notifications, then the response), as the MCP specification "
+                    "says; a tool's outcome is in the result, never in the HTTP status"),
+                    "content": {"application/json": {"schema": {"type": "object"}},
+                                "text/event-stream": {"schema": {"type": "string"}}}}),
+                tag="mcp"),
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "description": "a JSON-RPC 2.0 request or notification (MCP)",
+                    "type": "object", "required": ["jsonrpc", "method"],
+                    "properties": {"jsonrpc": {"const": "2.0"},
+                                   "method": {"type": "string"},
+                                   "id": {"type": ["string", "integer"]},
+                                   "params": {"type": "object"}}}}}}},
+        },
     }
     return {
         "openapi": "3.1.0",

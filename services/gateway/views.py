@@ -20,7 +20,7 @@ from schemas.approval import (
 from schemas.base import Event
 from schemas.execution import CommandRefused, ToolResult, ToolStarted
 from schemas.lifecycle import ApprovalState, Status, evolve
-from schemas.planning import CommandRejected, ToolProposed
+from schemas.planning import CommandRejected, ToolProposed, ToolRequested
 from schemas.session import (
     AssistantMessage,
     SessionCancelled,
@@ -118,6 +118,35 @@ def apply_session_started(index: dict[str, SessionSummary], seq: int, ev: Event)
                                               ev.occurred_at.isoformat(), seq)
 
 
+def requested_text(ev: ToolRequested) -> str:
+    """An MCP client's call as the session view's message says it, kubectl-like and compact:
+    `scale deployment/web --replicas=5 -n shop`, then the requester's why, if given. The args
+    are raw (the gate has not seen them yet), shown whatever their types."""
+    args = ev.args
+    kind, name = args.get("kind"), args.get("name")
+    words = [ev.tool, f"{kind}/{name}" if kind and name else str(name or kind or "")]
+
+    def flags(prefix: str, v: Any) -> None:
+        if isinstance(v, dict) and v:
+            for k, x in v.items():
+                flags(f"{prefix}.{k}", x)
+        elif v is True:
+            words.append(f"--{prefix}")
+        elif v not in (None, False, "", [], {}):
+            shown = v if isinstance(v, str) else msgspec.json.encode(v).decode()
+            words.append(f"--{prefix}={shown}")
+
+    for k, v in args.items():
+        if k not in ("kind", "name", "namespace", "cluster"):
+            flags(k, v)
+    if args.get("namespace") and not args.get("all_namespaces"):
+        words.append(f"-n {args['namespace']}")
+    if args.get("cluster"):
+        words.append(f"--context={args['cluster']}")
+    text = " ".join(str(w) for w in words if w)
+    return text + (f" — {ev.rationale}" if ev.rationale else "")
+
+
 @dataclass
 class SessionView:
     session_id: str
@@ -163,6 +192,12 @@ def fold_session(session_id: str, stored: list[tuple[int, Event]]) -> SessionVie
                 view.status = "running"
             case AssistantMessage():
                 view.messages.append({"role": "assistant", "text": ev.text, "seq": seq})
+            case ToolRequested():
+                # An MCP client's call: a person's request, made through an agent. The planner's
+                # `tool.proposed` (or its rejection) follows; the status is theirs to change.
+                via = f"{ev.client} (MCP)" if ev.client else "MCP"
+                view.messages.append({"role": "user", "who": ev.actor, "via": via,
+                                      "text": requested_text(ev), "seq": seq})
             case CommandRejected():
                 view.messages.append({"role": "system", "text": f"refused: {ev.reason}",
                                       "seq": seq})

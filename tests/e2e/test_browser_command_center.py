@@ -399,7 +399,10 @@ NEW_FIELDS_JS = """() => {
   const step = stepLine({iteration: 2, text: "Memory is short.\\nRaise it.", calls: [
     {tool: "set_resources",
      args: {kind: "deployment", name: "payment-service", namespace: "production"}}]});
-  return [card.innerText, verified.join(""), step.join("")];
+  const asked = summary("tool.requested", {actor: "alice", client: "Claude Code 1.2",
+    tool: "scale", args: {kind: "deployment", name: "web", namespace: "shop", replicas: 5},
+    evidence: ["ready 3/3"]});
+  return [card.innerText, verified.join(""), step.join(""), asked.join("")];
 }"""
 
 
@@ -409,7 +412,7 @@ async def test_fields_other_parts_add_render_in_words(
     namespaces, "not as approved", a model step) are shown in words when present; a card without
     them (above) still renders."""
     page = await _open(browser, cc_stack, "approver", width=PHONE[0], height=PHONE[1])
-    card_text, verified, step = await page.evaluate(NEW_FIELDS_JS)
+    card_text, verified, step, asked = await page.evaluate(NEW_FIELDS_JS)
     await page.locator("body > .approval-card").screenshot(
         path=str(tmp_path_factory.mktemp("screenshots") / "phone-390-new-fields.png"))
     for needle in ("Approve: Delete 3 PVCs, 5 services, 12 pods in staging",
@@ -425,5 +428,8 @@ async def test_fields_other_parts_add_render_in_words(
     assert step.startswith("Model step 2: asks for 1 call(s): set_resources "
                            "deployment/payment-service in production")
     assert "\n" not in step
+    # An MCP client's call (issue 19): who, through which client, the call compact.
+    assert asked == ("alice via Claude Code 1.2 (MCP) asked: scale deployment/web --replicas=5 "
+                     "-n shop — quoting: “ready 3/3”")
     assert page.errors == []
     await page.close()

@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from clients import render
-from launcher.cli import describe_setup
+from launcher.cli import describe_setup, mcp_lines
 from launcher.stack import Stack, StackConfig
 from schemas import catalogue
 from schemas import subjects as S
@@ -19,6 +19,15 @@ from services.runtime.sealing.blobs import Ref
 
 def _setup(tmp_path: Path, **env: str) -> str:
     return "\n".join(describe_setup(Stack(StackConfig(data_dir=tmp_path, extra_env=env))))
+
+
+def test_up_names_the_mcp_endpoint_and_the_stdio_command_with_an_operator_token() -> None:
+    http, stdio = mcp_lines("http://127.0.0.1:8080", "op-token-0123456789")
+    assert http == ("  MCP             http://localhost:8080/mcp  (Streamable HTTP; "
+                    "Authorization: Bearer op-token-0123456789)")
+    assert stdio == ("    stdio         INTERLOCK_URL=http://127.0.0.1:8080 "
+                     "INTERLOCK_TOKEN=op-token-0123456789 interlock mcp")
+    assert "<an operator's token>" in mcp_lines("http://127.0.0.1:8080", "")[1]
 
 
 def test_a_model_is_named_with_its_server_and_never_its_key(tmp_path: Path) -> None:

@@ -139,7 +139,7 @@ async function loadEventTypes() {
   ["session.started", "user.message", "assistant.message", "tool.proposed", "tool.classified",
    "tool.refused", "approval.requested", "approval.decided", "approval.granted",
    "approval.denied", "approval.expired", "tool.started", "tool.result", "turn.completed",
-   "command.rejected", "session.cancelled"].forEach((t) => types.add(t));
+   "command.rejected", "session.cancelled", "tool.requested"].forEach((t) => types.add(t));
   state.eventTypes = [...types];
 }
 
@@ -347,11 +347,45 @@ function fmtArgs(args) {
   return out.join(", ");
 }
 
+// A call as one compact, kubectl-like line: "scale deployment/web --replicas=5 -n shop". The args
+// are raw (an MCP client's, not yet checked by the gate): every one is shown, whatever its type.
+function callLine(tool, args) {
+  if (!args || typeof args !== "object" || Array.isArray(args)) return `${tool} ${JSON.stringify(args)}`;
+  const obj = args.kind && args.name ? `${args.kind}/${args.name}` : String(args.name || args.kind || "");
+  const flags = [];
+  const walk = (prefix, v) => {
+    if (v && typeof v === "object" && !Array.isArray(v) && Object.keys(v).length) {
+      for (const [k, x] of Object.entries(v)) walk(`${prefix}.${k}`, x);
+    } else if (v === true) flags.push(`--${prefix}`);
+    else if (v !== null && v !== undefined && v !== false && v !== "" &&
+             !(typeof v === "object" && Object.keys(v).length === 0)) {
+      flags.push(`--${prefix}=${typeof v === "string" ? v : JSON.stringify(v)}`);
+    }
+  };
+  for (const [k, v] of Object.entries(args)) {
+    if (!["kind", "name", "namespace", "cluster"].includes(k)) walk(k, v);
+  }
+  if (args.namespace && !args.all_namespaces) flags.push(`-n ${args.namespace}`);
+  if (args.cluster) flags.push(`--context=${args.cluster}`);
+  const text = [tool, obj, ...flags].filter(Boolean).join(" ");
+  return text.length > 400 ? text.slice(0, 400) + "…" : text;
+}
+
+// An MCP client's call: who asked (the token's principal), through which client (as it named
+// itself), what; then the requester's why, quotes and expected outcome, if given.
+function requestedLine(d) {
+  const why = [d.rationale && ` — ${d.rationale}`,
+    (d.evidence || []).length && ` — quoting: ${d.evidence.map((e) => `“${e}”`).join(" ")}`,
+    d.expected_outcome && ` — expects: ${d.expected_outcome}`].filter(Boolean).join("");
+  return [`${d.actor}${d.client ? " via " + d.client : ""} (MCP) asked: `, callLine(d.tool, d.args) + why];
+}
+
 function summary(type, d) {
   switch (type) {
     case "session.started": return [`Session started by ${d.actor}`, d.title || ""];
     case "user.message": return [`${d.actor}: `, d.text];
     case "assistant.message": return ["Interlock: ", d.text];
+    case "tool.requested": return requestedLine(d);
     case "tool.proposed":
       return [`Proposed ${d.tool} ${describeTarget(d.target)}`, d.rationale ? ` — ${d.rationale}` : ""];
     case "tool.classified": return [`Classified as ${d.access}`, ` (${d.rule})`];

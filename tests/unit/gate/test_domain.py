@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from schemas.approval import ToolAmended
-from schemas.planning import ToolProposed
+from schemas.planning import ToolProposed, ToolRequested
 from schemas.session import SessionStarted, UserMessage
 from services.gate import domain
 from services.gate.policy import Policy
@@ -87,6 +87,19 @@ def test_with_no_message_the_session_starter_asked() -> None:
     started, _, _ = _asked()
     p = _proposal("mallory")
     assert domain.asker_of([started, p], p) == domain.Asker("alice", frozenset({"alice"}))
+
+
+def test_an_mcp_call_was_asked_by_the_token_principal_not_the_last_to_speak() -> None:
+    """issue 19: in a session where others spoke (one named by Interlock-Session, or a person
+    typing into the MCP conversation), the MCP client's principal asked for its write, and is
+    the one barred from approving it in a protected namespace."""
+    started, bob, carol = _asked()
+    asked = ToolRequested(session_id="s_1", actor="dave", tool="scale", client="Claude Code",
+                          args={"name": "web", "namespace": "production", "replicas": 5})
+    p = _proposal("dave", causation_id=asked.event_id, correlation_id=asked.event_id)
+    asker = domain.asker_of([started, bob, carol, asked, p], p)
+    assert asker.requested_by == "dave"
+    assert "dave" in asker.barred
 
 
 def test_an_amendment_keeps_the_original_asker_and_bars_the_amender() -> None:
