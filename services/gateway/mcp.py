@@ -102,7 +102,7 @@ def tools() -> list[types.Tool]:
             "Where a held write stands: pending (who may decide, until when), or its outcome. "
             "Approved: the executed result and its verification. Denied or expired: an error "
             "with the reason; nothing was executed. wait_seconds (0-60) waits for a change. "
-            "It cannot decide: a human approves in the Command Center, the CLI or Slack."),
+            "It cannot decide: a human approves in the Command Center or with the CLI."),
         input_schema={"type": "object", "additionalProperties": False,
                       "required": ["approval_id"],
                       "properties": {"approval_id": {"type": "string", "maxLength": 64},

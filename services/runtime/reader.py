@@ -31,8 +31,11 @@ READ_BATCH = 20_000
 # follower answering Direct Get may lag behind the leader.
 STALE_READ_WAIT_S = 3.0
 SESSION_STARTS_KEPT = 50_000
-# What a service that folds sessions keeps of them between events (see cache_sessions).
-SESSION_CACHE_BYTES = 4 << 20
+# What a service that folds sessions keeps of them between events (see cache_sessions); a
+# session over a quarter of it is not kept, and is read and verified whole at every event. At
+# 4 MB (1 MB a session) an MCP client's session of the day passed that after ~150 reads and
+# every read took 5x longer (BENCHMARKS.md, issue 19): 64 MB keeps sessions up to 16 MB.
+SESSION_CACHE_BYTES = 64 << 20
 # (stream seq → signature) pairs a Bus has verified, so that an event consumed and then folded
 # by the same service is verified once (an Ed25519 verify costs ~170 µs here).
 VERIFIED_KEPT = 100_000
