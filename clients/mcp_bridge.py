@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -26,7 +25,6 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 from mcp.shared._httpx_utils import create_mcp_http_client
-from mcp_types import CLIENT_INFO_META_KEY
 
 from clients.http import DEFAULT_URL
 
@@ -38,14 +36,10 @@ class BridgeError(Exception):
 
 
 def _client_name(ctx: Any) -> str:
-    meta = (ctx.params or {}).get("_meta") or {}
-    info = meta.get(CLIENT_INFO_META_KEY) if isinstance(meta, Mapping) else None
-    if info is None:
-        params = getattr(ctx.session, "client_params", None)
-        info = params.client_info.model_dump() if params is not None else None
-    if isinstance(info, Mapping) and isinstance(info.get("name"), str):
-        return str(info["name"])[:80]
-    return "an MCP client"
+    """How the local client named itself (the SDK keeps it as the connection's client_params,
+    from its initialize or, 2026-07-28, from each request's _meta)."""
+    params = getattr(ctx.session, "client_params", None)
+    return str(params.client_info.name)[:80] if params is not None else "an MCP client"
 
 
 class Bridge:

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +29,6 @@ import mcp_types as types
 from aiohttp import web
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp_types import CLIENT_INFO_META_KEY
 
 from schemas import catalogue, ids
 from schemas import subjects as S
@@ -52,6 +51,7 @@ log = logging.getLogger(__name__)
 SPEC_REVISION = "2026-07-28"  # the revision implemented; the SDK also serves 2024-11-05..2025-11-25
 SESSION_HEADER = "interlock-session"
 STATUS_TOOL = "interlock_approval_status"
+
 READ_WAIT_S = 120.0  # a read answers with its result; one still running after this says so
 HELD_WAIT_S = 60.0  # a write answers once its card exists (the dry run done)
 MAX_WAIT_S = 60  # what interlock_approval_status may be asked to wait
@@ -114,18 +114,14 @@ def tools() -> list[types.Tool]:
 
 
 def client_name(ctx: Any) -> str:
-    """The client as it named itself (2026-07-28: each request's _meta; earlier revisions: its
-    initialize, which a stateless server never links to the later requests, so their
-    User-Agent), for the record; never proof of anything."""
-    meta = (ctx.params or {}).get("_meta") or {}
-    info = meta.get(CLIENT_INFO_META_KEY) if isinstance(meta, Mapping) else None
-    if info is None:
-        params = getattr(ctx.session, "client_params", None)
-        info = params.client_info.model_dump() if params is not None else None
-    if isinstance(info, Mapping) and isinstance(info.get("name"), str):
-        version = info.get("version")
-        return f"{info['name']} {version}".strip()[:120] if isinstance(version, str) \
-            else str(info["name"])[:120]
+    """The client as it named itself, for the record (never proof of anything): 2026-07-28 in
+    each request's _meta, earlier revisions in their initialize (the SDK keeps both as the
+    connection's client_params); a 2025 client over stateless HTTP, whose initialize was
+    another request, by its User-Agent."""
+    params = getattr(ctx.session, "client_params", None)
+    if params is not None:
+        info = params.client_info
+        return f"{info.name} {info.version or ''}".strip()[:120]
     request = getattr(ctx, "request", None)
     agent = request.headers.get("user-agent", "") if request is not None else ""
     agent = "".join(ch for ch in agent if ch.isprintable()).strip()[:120]

@@ -8,8 +8,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from mcp_types import CLIENT_INFO_META_KEY
-
 from schemas import catalogue
 from schemas.tool_schema import META_FIELDS
 from services.gateway import mcp
@@ -66,24 +64,26 @@ def test_the_status_tool_reads_and_nothing_decides() -> None:
     assert not set(catalogue.ABSENT) & set(tools)
 
 
-def ctx(meta: dict[str, Any] | None = None, initialize: dict[str, Any] | None = None,
-        agent: str | None = None) -> Any:
+def ctx(initialize: dict[str, Any] | None = None, agent: str | None = None) -> Any:
+    """A request's context as the SDK hands it over: the client's self-description is the
+    connection's client_params (from its initialize, or a 2026-07-28 request's _meta; the e2e
+    tests check the SDK does that), else only the HTTP request is there."""
     params = None if initialize is None else SimpleNamespace(
-        client_info=SimpleNamespace(model_dump=lambda: initialize))
+        client_info=SimpleNamespace(**initialize))
     headers = {} if agent is None else {"user-agent": agent}
-    return SimpleNamespace(params={"_meta": meta} if meta is not None else {},
-                           session=SimpleNamespace(client_params=params),
+    return SimpleNamespace(params={}, session=SimpleNamespace(client_params=params),
                            request=SimpleNamespace(headers=headers))
 
 
-def test_the_client_is_named_by_its_meta_its_initialize_or_its_user_agent() -> None:
-    named = {CLIENT_INFO_META_KEY: {"name": "claude-code", "version": "2.1"}}
+def test_the_client_is_named_by_what_it_said_or_its_user_agent() -> None:
+    named = {"name": "claude-code", "version": "2.1"}
     assert mcp.client_name(ctx(named, agent="curl/8")) == "claude-code 2.1"
-    assert mcp.client_name(ctx(initialize={"name": "cursor", "version": None})) == "cursor"
+    assert mcp.client_name(ctx({"name": "cursor", "version": None})) == "cursor"
     # A 2025 client over stateless HTTP: its initialize is not linked to this request.
     assert mcp.client_name(ctx(agent="vscode-mcp/1.4\x1b[2J")) == "vscode-mcp/1.4[2J"
     assert mcp.client_name(ctx()) == "an MCP client"
     assert len(mcp.client_name(ctx(agent="x" * 500))) == 120
+    assert len(mcp.client_name(ctx({"name": "y" * 500, "version": "1"}))) == 120
 
 
 def test_an_executed_write_is_waited_on_until_its_verification_is_in() -> None:
