@@ -148,6 +148,9 @@ def approval(a: dict[str, Any]) -> str:
     if a.get("title"):  # a batch is one item: its summary, then every call it holds
         lines.append(f"  {_s(a['title'])}" + (f"  ({len(calls)} calls, one decision)"
                                               if len(calls) > 1 else ""))
+    if a.get("requested_by"):
+        via = f" via {_s(a['requested_via'])}" if a.get("requested_via") else ""
+        lines.append(f"  asked:   by {_s(a['requested_by'])}{via}")
     if a.get("rationale"):
         lines.append(f"  why:     {_lines(a['rationale'], ' ' * 11)}")
     for e in a.get("evidence", []):

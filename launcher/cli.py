@@ -122,9 +122,11 @@ def mcp_lines(url: str, operator_token: str) -> list[str]:
     Streamable HTTP, or `interlock mcp` over stdio, both with an operator's token (an MCP client
     proposes; it never approves)."""
     token = operator_token or "<an operator's token>"
+    # localhost, like the Command Center: the links to approval cards in MCP results are made
+    # from the address the client used, and a browser keeps passkeys for a host name only.
+    url = url.replace("127.0.0.1", "localhost")
     return [
-        f"  MCP             {url.replace('127.0.0.1', 'localhost')}/mcp  (Streamable HTTP; "
-        f"Authorization: Bearer {token})",
+        f"  MCP             {url}/mcp  (Streamable HTTP; Authorization: Bearer {token})",
         f"    stdio         INTERLOCK_URL={url} INTERLOCK_TOKEN={token} interlock mcp",
     ]
 

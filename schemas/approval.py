@@ -119,6 +119,9 @@ class ApprovalRequested(Event, frozen=True, kw_only=True, tag="approval.requeste
     evidence: tuple[LongText, ...] = ()
     expected_outcome: LongText = ""
     requested_by: ShortText = ""
+    # When an agent asked for the person: the MCP client that made the call, as it named itself
+    # ("claude-code 2.1.0 (MCP)"; issue 19). Empty when they asked in their own words.
+    requested_via: ShortText = ""
     risk_flags: tuple[ShortText, ...] = ()
     history: tuple[ShortText, ...] = ()
     expires_at: UtcTime

@@ -87,6 +87,9 @@ class Asker:
     # separation of duties applies. Which message a proposal answers is the planner's to say
     # (its correlation id), so the last person who spoke before it is barred as well.
     barred: frozenset[str]
+    # How they asked, when an agent asked for them: the MCP client that made the call, as it
+    # named itself to the gateway ("claude-code 2.1.0 (MCP)").
+    via: str = ""
 
 
 def asker_of(events: Sequence[Event], proposal: ToolProposed | ToolAmended) -> Asker:
@@ -122,7 +125,9 @@ def asker_of(events: Sequence[Event], proposal: ToolProposed | ToolAmended) -> A
             latest = ev.actor
     answered = messages.get(current.correlation_id) or messages.get(current.causation_id)
     requested_by = answered.actor if answered is not None else latest or started
-    return Asker(requested_by, frozenset({requested_by, latest, *amended_by}) - {""})
+    via = f"{answered.client or 'an MCP client'} (MCP)" if isinstance(answered, ToolRequested) \
+        else ""
+    return Asker(requested_by, frozenset({requested_by, latest, *amended_by}) - {""}, via)
 
 
 def amended_call(req: ApprovalRequested, decider: ApprovalDecided) -> ToolAmended:
@@ -258,7 +263,8 @@ def approval_request(events: Sequence[Event], batch: Batch, policy: Policy,
                      f"{what} (nothing to approve: {previews[m.call_id].error[:300]})")
     writes = batch.writes
     # Who asked comes from the gateway's records in the log, not the planner's field.
-    requester = asker_of(events, batch.proposal).requested_by
+    asker = asker_of(events, batch.proposal)
+    requester = asker.requested_by
     forbidden: set[str] = set()
     for m, _ in writes:
         if policy.protects(effects[m.call_id]):
@@ -275,7 +281,8 @@ def approval_request(events: Sequence[Event], batch: Batch, policy: Policy,
         evidence=tuple(dict.fromkeys(e for m, _ in writes for e in m.evidence)),
         expected_outcome="\n".join(
             dict.fromkeys(m.expected_outcome for m, _ in writes if m.expected_outcome)),
-        requested_by=requester, risk_flags=tuple(dict.fromkeys(f[:2000] for f in flags)),
+        requested_by=requester, requested_via=asker.via,
+        risk_flags=tuple(dict.fromkeys(f[:2000] for f in flags)),
         history=tuple(lines[-20:]),
         expires_at=now + timedelta(seconds=ttl_s),
         required_approvals=required, forbidden_approvers=tuple(sorted(forbidden)),

@@ -480,6 +480,13 @@ async def test_the_mcp_session_is_listed_and_its_audit_names_the_client_and_requ
     assert [(p.call_id, p.source, p.requested_by, p.causation_id) for p in proposed] == [
         (ids.derived_id("c", a.event_id, "0"), "mcp", "operator", a.event_id) for a in asked]
 
+    # The card the approver decides on says who asked and through which agent.
+    status, pending = await operator.call("GET", "/v1/approvals?state=pending")
+    assert status == 200, pending
+    [card] = [a for a in pending["approvals"] if a["approval_id"] == held["approval_id"]]
+    assert (card["requested_by"], card["requested_via"]) == (
+        "operator", "e2e-audited 1.0 (MCP)"), card
+
     status, report = await operator.call("GET", f"/v1/sessions/{sid}/audit")
     assert status == 200, report
     assert report["integrity"]["ok"], report["integrity"]

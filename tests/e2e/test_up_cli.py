@@ -94,7 +94,7 @@ def test_interlock_up_and_the_readme_requests(tmp_path: Path) -> None:
         [operator] = [ln.split()[1] for ln in lines if ln.startswith("    operator  ")]
         assert (f"  MCP             http://localhost:{port}/mcp  (Streamable HTTP; "
                 f"Authorization: Bearer {operator})") in text
-        assert (f"    stdio         INTERLOCK_URL=http://127.0.0.1:{port} "
+        assert (f"    stdio         INTERLOCK_URL=http://localhost:{port} "
                 f"INTERLOCK_TOKEN={operator} interlock mcp") in text
         base = f"http://127.0.0.1:{port}"
         auth = f"Authorization: Bearer {TOKEN}"

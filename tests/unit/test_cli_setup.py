@@ -25,7 +25,7 @@ def test_up_names_the_mcp_endpoint_and_the_stdio_command_with_an_operator_token(
     http, stdio = mcp_lines("http://127.0.0.1:8080", "op-token-0123456789")
     assert http == ("  MCP             http://localhost:8080/mcp  (Streamable HTTP; "
                     "Authorization: Bearer op-token-0123456789)")
-    assert stdio == ("    stdio         INTERLOCK_URL=http://127.0.0.1:8080 "
+    assert stdio == ("    stdio         INTERLOCK_URL=http://localhost:8080 "
                      "INTERLOCK_TOKEN=op-token-0123456789 interlock mcp")
     assert "<an operator's token>" in mcp_lines("http://127.0.0.1:8080", "")[1]
 

@@ -45,3 +45,13 @@ def test_the_card_lists_the_signatures_so_far_and_escapes_them() -> None:
 def test_a_short_or_odd_fingerprint_is_shown_as_it_is() -> None:
     assert render.fingerprint("SHA256:abc") == "SHA256:abc"
     assert render.fingerprint("\x07") == "\\x07"
+
+
+def test_the_card_says_who_asked_and_through_which_agent() -> None:
+    card = render.approval({
+        "approval_id": "a_1", "session_id": "s_1", "expires_at": "2030-01-01T00:00:00+00:00",
+        "calls": [], "requested_by": "otto", "requested_via": "claude-code 2.1\x1b[2J (MCP)"})
+    assert "  asked:   by otto via claude-code 2.1\\x1b[2J (MCP)" in card
+    plain = render.approval({"approval_id": "a_1", "session_id": "s_1", "calls": [],
+                             "expires_at": "2030-01-01T00:00:00+00:00", "requested_by": "otto"})
+    assert "  asked:   by otto\n" in plain + "\n"

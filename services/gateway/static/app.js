@@ -697,7 +697,8 @@ function renderCard(a) {
     quoted.length ? el("dd", { class: "quoted" }, el("span", { class: "muted", text: "quoted by the requester" }),
       el("ul", {}, ...quoted.map((e) => el("li", { text: words(e) })))) : null,
     el("dt", { text: "Expected" }), el("dd", { text: a.expected_outcome || "(not stated)" }),
-    el("dt", { text: "Requested by" }), el("dd", { text: a.requested_by || a.actor || "" }),
+    el("dt", { text: "Requested by" }), el("dd", { text: (a.requested_by || a.actor || "") +
+      (a.requested_via ? ` via ${a.requested_via}` : "") }),
     el("dt", { text: "Expires" }), el("dd", {}, el("span", { class: "expiry", dataset: { approvalId: a.approval_id } })),
     el("dt", { text: "Approvals" }), el("dd", { class: "count", text: `${(a.approvals || []).length} of ${a.required_approvals || 1}` }),
     el("dt", { class: "signed-label", text: "Signed" }), el("dd", { class: "signed" }));

@@ -100,6 +100,9 @@ def test_an_mcp_call_was_asked_by_the_token_principal_not_the_last_to_speak() ->
     asker = domain.asker_of([started, bob, carol, asked, p], p)
     assert asker.requested_by == "dave"
     assert "dave" in asker.barred
+    # The card says an agent asked for dave, and which (as it named itself).
+    assert asker.via == "Claude Code (MCP)"
+    assert domain.asker_of([started, bob, p], p).via == ""
 
 
 def test_an_amendment_keeps_the_original_asker_and_bars_the_amender() -> None:
