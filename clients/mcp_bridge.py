@@ -39,7 +39,10 @@ def _client_name(ctx: Any) -> str:
     """How the local client named itself (the SDK keeps it as the connection's client_params,
     from its initialize or, 2026-07-28, from each request's _meta)."""
     params = getattr(ctx.session, "client_params", None)
-    return str(params.client_info.name)[:80] if params is not None else "an MCP client"
+    if params is None:
+        return "an MCP client"
+    info = params.client_info
+    return f"{info.name} {info.version or ''}".strip()[:80]
 
 
 class Bridge:
@@ -78,8 +81,10 @@ class Bridge:
                 "Authorization": f"Bearer {self.token}", SESSION_HEADER: self.session})
             async with Client(
                     streamable_http_client(f"{self.url}/mcp", http_client=http),
+                    # Recorded by the gateway as "<name> <version>": "claude-code 2.1.0 via
+                    # interlock mcp".
                     client_info=types.Implementation(
-                        name=f"{self.client} via interlock mcp", version="0.1.0")) as up:
+                        name=self.client, version="via interlock mcp")) as up:
                 self._upstream = up
                 self._ready.set()
                 await self._closing.wait()

@@ -289,6 +289,11 @@ async def test_2025_handshake_and_stdio_read_and_a_held_write_approved(
     _, listed = await people(stack, http)[0].call("GET", "/v1/sessions")
     title = next(s["title"] for s in listed["sessions"] if s["session_id"] == held["session_id"])
     assert title.startswith("MCP: e2e-stdio" if transport == "stdio" else "MCP: e2e-legacy")
+    if transport == "stdio":  # one session for the run, the local client named in it
+        assert title == "MCP: e2e-stdio 1.0 (stdio)", title
+        asked = [e for e in await log_of(stack, held["session_id"])
+                 if isinstance(e, ToolRequested)]
+        assert {e.client for e in asked} == {"e2e-stdio 1.0 via interlock mcp"}, asked
 
 
 # -- done when 3: attacks ----------------------------------------------------------------------
