@@ -14,6 +14,15 @@ from services.runtime import identity, natsconf, provision
 from services.runtime.settings import NatsSettings
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Starts the long source checks the collected tests want (tests/background.py)."""
+    if any(item.name == "test_mypy_strict_on_schemas_services_clients_and_launcher"
+           for item in session.items):
+        from tests import background
+
+        background.start("mypy")
+
+
 @dataclass
 class NatsEnv:
     server: NatsServerProcess
