@@ -228,7 +228,7 @@ class McpServer:
                 "preview_error": c.preview_error or None} for c in req.calls],
             "risk_flags": list(req.risk_flags), "expires_at": req.expires_at.isoformat(),
             "required_approvals": req.required_approvals,
-            "link": f"{caller.origin}/#session={req.session_id}&approval={req.approval_id}",
+            "link": _link(req, caller),
             "next": (f"Nothing has changed. A human decides in Interlock; call {STATUS_TOOL} "
                      f"with approval_id {req.approval_id} (wait_seconds up to {MAX_WAIT_S}) to "
                      "follow it."),
@@ -321,7 +321,7 @@ class McpServer:
         now = datetime.now(UTC)
         state = entry.effective_state(now)
         base: dict[str, Any] = {"approval_id": req.approval_id, "session_id": req.session_id,
-                                "summary": req.title, "link": self.held(req, caller)["link"]}
+                                "summary": req.title, "link": _link(req, caller)}
         who, reason = entry.decided()
         outcome = entry.state.outcome
         if isinstance(outcome, ApprovalDenied) and outcome.superseded_by:
@@ -340,7 +340,7 @@ class McpServer:
             return {**base, "status": "pending", "expires_at": req.expires_at.isoformat(),
                     "approvals": list(entry.state.decision().approved_by),
                     "required_approvals": req.required_approvals}
-        results = await self._results(req)
+        results = await self._results(req, entry.seq)
         if len(results) < len(req.calls):
             return {**base, "status": "approved_running", "approved_by": who}
         failed = any(r["status"] != "ok" or (r["verification"] or {}).get("outcome") not in (
@@ -350,10 +350,12 @@ class McpServer:
         return {**base, "status": "failed" if failed else "executed", "approved_by": who,
                 "results": results, **({"error": problem} if failed else {})}
 
-    async def _results(self, req: ApprovalRequested) -> list[dict[str, Any]]:
+    async def _results(self, req: ApprovalRequested, since: int) -> list[dict[str, Any]]:
+        """The results (and verifications) of the request's calls: none comes before the
+        request (at `since`), so the session is read from there, not whole at every wake."""
         wanted = set(req.call_ids)
         out: dict[str, dict[str, Any]] = {}
-        for s in await self.api.bus.session(req.session_id):
+        for s in await self.api.bus.session(req.session_id, start_seq=since):
             ev = s.event
             if isinstance(ev, ToolResult) and ev.call_id in wanted:
                 out[ev.call_id] = {"call_id": ev.call_id, "tool": ev.tool, "status": ev.status,
@@ -394,6 +396,11 @@ def _verifying(doc: dict[str, Any]) -> bool:
     succeeded, after its result; never one that failed): worth waiting for."""
     return any(r["status"] == "ok" and r["verification"] is None
                for r in doc.get("results", ()))
+
+
+def _link(req: ApprovalRequested, caller: Caller) -> str:
+    """The approval's card in the Command Center, at the address the client used."""
+    return f"{caller.origin}/#session={req.session_id}&approval={req.approval_id}"
 
 
 def _about(ev: Event, call_id: str, trigger_id: str) -> bool:
