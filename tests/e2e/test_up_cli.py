@@ -18,7 +18,28 @@ from launcher.nats import free_port
 
 pytestmark = pytest.mark.e2e
 TOKEN = "readme-admin-token-0123456789"
+EXE = str(Path(sys.prefix, "bin", "interlock"))
 
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """The caller's environment without a model (direct mode), with the admin token."""
+    return {**{k: v for k, v in os.environ.items()
+               if k not in ("INTERLOCK_MODEL", "OPENAI_API_KEY")},
+            "INTERLOCK_ADMIN_TOKEN": TOKEN, **extra}
+
+
+def _up(port: int, data: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    """`interlock up` as a person starts it, and what it printed until it was ready (or failed)."""
+    proc = subprocess.Popen([EXE, "up", "--port", str(port), "--data", str(data)],
+                            stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "Press Ctrl-C" in line or "failed" in line:
+            break
+    return proc, "".join(lines)
 
 def _curl(*args: str) -> str:
     out = subprocess.run(["curl", "-s", "--max-time", "20", *args], check=True,
@@ -62,20 +83,9 @@ def test_interlock_up_and_the_readme_requests(tmp_path: Path) -> None:
     policy.write_text("protected_namespaces: [production, payments]\nforbid_tools: [drain]\n"
                       "two_approvers: {tools: [delete]}\n")
     # A policy exported for `interlock up` reaches the gate; no model: direct mode.
-    env = {**{k: v for k, v in os.environ.items()
-              if k not in ("INTERLOCK_MODEL", "OPENAI_API_KEY")},
-           "INTERLOCK_ADMIN_TOKEN": TOKEN, "INTERLOCK_POLICY_FILE": str(policy)}
-    exe = str(Path(sys.prefix, "bin", "interlock"))
-    proc = subprocess.Popen([exe, "up", "--port", str(port), "--data", str(tmp_path / "data")],
-                            stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
-    assert proc.stdout is not None
-    lines: list[str] = []
+    env = _env(INTERLOCK_POLICY_FILE=str(policy))
+    proc, text = _up(port, tmp_path / "data", env)
     try:
-        for line in proc.stdout:
-            lines.append(line)
-            if "Press Ctrl-C" in line or "failed" in line:
-                break
-        text = "".join(lines)
         assert f"Interlock is up: http://127.0.0.1:{port}" in text, text
         assert f"admin     {TOKEN}" in text
         for role in ("operator", "approver", "viewer"):
@@ -91,7 +101,8 @@ def test_interlock_up_and_the_readme_requests(tmp_path: Path) -> None:
         assert '"roles": ["operator", "approver"]' in text
         assert str(tmp_path / "data" / "tokens.json") in text
         # Where an MCP client connects (issue 19), with the operator's token it prints.
-        [operator] = [ln.split()[1] for ln in lines if ln.startswith("    operator  ")]
+        [operator] = [ln.split()[1] for ln in text.splitlines()
+                      if ln.startswith("    operator  ")]
         assert (f"  MCP             http://localhost:{port}/mcp  (Streamable HTTP; "
                 f"Authorization: Bearer {operator})") in text
         assert (f"    stdio         INTERLOCK_URL=http://localhost:{port} "
@@ -125,7 +136,7 @@ def test_interlock_up_and_the_readme_requests(tmp_path: Path) -> None:
         signed = subprocess.run(
             ["sh", "-c", f'interlock keys sign-decision {aid} approve | curl -s -X POST '
                          f'-H "{auth}" -d @- {base}/v1/approvals/{aid}/decision'],
-            env={**env, "PATH": f"{Path(exe).parent}:{env['PATH']}",
+            env={**env, "PATH": f"{Path(EXE).parent}:{env['PATH']}",
                  "INTERLOCK_URL": base, "INTERLOCK_TOKEN": TOKEN,
                  "INTERLOCK_KEY": str(data / "people" / "admin.key")},
             capture_output=True, text=True, check=True, timeout=60)
@@ -158,27 +169,20 @@ def test_up_refuses_a_port_in_use_and_stops_its_services_on_sighup(tmp_path: Pat
     """Two first-hour stumbles: a second `interlock up` on a port still held by the first said
     "up" (the old gateway answered its health check) with tokens nothing accepted; and closing
     the terminal (SIGHUP) left every service running."""
-    env = {**{k: v for k, v in os.environ.items()
-              if k not in ("INTERLOCK_MODEL", "OPENAI_API_KEY")}, "INTERLOCK_ADMIN_TOKEN": TOKEN}
-    exe = str(Path(sys.prefix, "bin", "interlock"))
+    env = _env()
     data = tmp_path / "data"
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
         port = held.getsockname()[1]
-        busy = subprocess.run([exe, "up", "--port", str(port), "--data", str(tmp_path / "x")],
+        busy = subprocess.run([EXE, "up", "--port", str(port), "--data", str(tmp_path / "x")],
                               capture_output=True, text=True, env=env, timeout=120)
     assert busy.returncode == 1, busy
     assert f"port {port} is in use" in busy.stdout + busy.stderr
     assert "Interlock is up" not in busy.stdout
 
-    proc = subprocess.Popen([exe, "up", "--port", str(port), "--data", str(data)],
-                            stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
-    assert proc.stdout is not None
+    proc, _ = _up(port, data, env)
     try:
-        for line in proc.stdout:
-            if "Press Ctrl-C" in line or "failed" in line:
-                break
         assert _curl("-H", f"Authorization: Bearer {TOKEN}", f"http://127.0.0.1:{port}/v1/me")
         os.kill(proc.pid, signal.SIGHUP)  # the terminal closed: only the launcher hears it
         rest, _ = proc.communicate(timeout=60)
@@ -197,18 +201,9 @@ def test_up_refuses_a_port_in_use_and_stops_its_services_on_sighup(tmp_path: Pat
 def test_services_stop_when_the_launcher_is_killed_outright(tmp_path: Path) -> None:
     """SIGKILL leaves no chance to stop anything: each service notices that the launcher that
     started it is gone (INTERLOCK_PARENT_PID) and drains and exits on its own."""
-    env = {**{k: v for k, v in os.environ.items()
-              if k not in ("INTERLOCK_MODEL", "OPENAI_API_KEY")}, "INTERLOCK_ADMIN_TOKEN": TOKEN}
-    exe = str(Path(sys.prefix, "bin", "interlock"))
-    proc = subprocess.Popen([exe, "up", "--port", str(free_port()), "--data",
-                             str(tmp_path / "data")],
-                            stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
-    assert proc.stdout is not None
+    proc, _ = _up(free_port(), tmp_path / "data", _env())
     children: list[int] = []
     try:
-        for line in proc.stdout:
-            if "Press Ctrl-C" in line or "failed" in line:
-                break
         children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)],
                                                    capture_output=True, text=True).stdout.split()]
         services = [p for p in children
@@ -239,17 +234,10 @@ def test_ctrl_c_stops_everything_when_its_output_reader_is_gone(tmp_path: Path) 
     """`interlock up | tee up.log`, then Ctrl-C: the terminal interrupts tee as well, so the
     launcher's "stopping…" met a closed pipe, and the BrokenPipeError left NATS and the sandbox
     running (found in a new-user walk-through)."""
-    env = {**{k: v for k, v in os.environ.items()
-              if k not in ("INTERLOCK_MODEL", "OPENAI_API_KEY")}, "INTERLOCK_ADMIN_TOKEN": TOKEN}
-    exe = str(Path(sys.prefix, "bin", "interlock"))
     data = tmp_path / "data"
-    proc = subprocess.Popen([exe, "up", "--port", str(free_port()), "--data", str(data)],
-                            stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
-    assert proc.stdout is not None
+    proc, _ = _up(free_port(), data, _env())
     try:
-        for line in proc.stdout:
-            if "Press Ctrl-C" in line or "failed" in line:
-                break
+        assert proc.stdout is not None
         proc.stdout.close()  # the reader (tee) is gone ...
         os.kill(proc.pid, signal.SIGINT)  # ... and Ctrl-C reaches the launcher
         proc.wait(timeout=60)
