@@ -105,9 +105,6 @@ async def login(api: Api, request: web.Request) -> web.Response:
         "code_challenge": _b64(hashlib.sha256(code_verifier.encode()).digest()),
         "code_challenge_method": "S256",
     }
-    if "offline_access" in s.scopes.split():
-        # OpenID Connect Core §11: offline_access (a refresh token) is granted with consent.
-        params["prompt"] = "consent"
     endpoint = discovery["authorization_endpoint"]
     sep = "&" if "?" in endpoint else "?"
     resp = web.Response(status=302, headers={"Location": f"{endpoint}{sep}{urlencode(params)}",
