@@ -166,11 +166,12 @@ async def test_people_sign_in_with_the_provider_and_decide_by_their_groups(
         assert await bob_page.inner_text("#who-id") == "oidc:bob"
         assert await bob_page.evaluate("document.documentElement.scrollWidth") <= 390
         bob = Client(http, stack.url, await id_token(bob_page))
-        sid2, req2 = await held(operator, "kubectl scale deploy/web --replicas=5 -n shop")
+        _sid2, req2 = await held(operator, "kubectl scale deploy/web --replicas=5 -n shop")
         status, body = await bob.call("POST", f"/v1/approvals/{req2['approval_id']}/decision",
                                       {"decision": "approve"})
         assert (status, body["error"]["message"]) == (403, "oidc:bob lacks the approver role")
-        assert bob_page.errors == [] and page.errors == []
+        assert bob_page.errors == []
+        assert page.errors == []
 
         # The provider rotates its signing key: a new sign-in's token, signed with the new key,
         # is accepted by the running gateway (one JWKS refetch, no restart).
@@ -200,17 +201,26 @@ async def test_people_sign_in_with_the_provider_and_decide_by_their_groups(
     # No ID token, refresh token or client secret in the stored log (its files on disk), the
     # services' logs, or the environment of any service but the gateway.
     secret = op.web_client_secret
-    assert len(tokens) == 7 and all(len(t) > 20 for t in tokens)
+    assert len(tokens) == 7
+    assert all(len(t) > 20 for t in tokens)
     needles = [t.encode() for t in [*tokens, secret]] + [b"Alice Approver"]
-    stored = [p for p in stack.data.rglob("*") if p.is_file() and p.suffix != ".log"]
+    assert_nowhere(stack, needles)
+    assert holders_of(stack, secret) == {"gateway"}
+
+
+def assert_nowhere(stack: Stack, needles: list[bytes]) -> None:
+    """None of `needles` in any file of the stack's data dir: the log's store (JetStream's
+    files), the services' logs, their keys and settings."""
+    files = [p for p in stack.data.rglob("*") if p.is_file()]
     # (the store is plain bytes: who acted is there to be read)
-    assert any(b"oidc:alice" in p.read_bytes() for p in stored if "jetstream" in str(p))
-    for path in stored:
+    assert any(b"oidc:alice" in p.read_bytes() for p in files if "jetstream" in str(p))
+    assert any(p.name == "gateway.log" for p in files)
+    for path in files:
         data = path.read_bytes()
         assert not [n for n in needles if n in data], path
-    for log in sorted((stack.data / "logs").glob("*.log")):
-        data = log.read_bytes()
-        assert not [n for n in needles if n in data], log.name
-    holders = {name for name, proc in stack.procs.items()
-               if secret.encode() in Path(f"/proc/{proc.pid}/environ").read_bytes()}
-    assert holders == {"gateway"}
+
+
+def holders_of(stack: Stack, secret: str) -> set[str]:
+    """The stack's processes whose environment holds `secret`."""
+    return {name for name, proc in stack.procs.items()
+            if secret.encode() in Path(f"/proc/{proc.pid}/environ").read_bytes()}

@@ -17,7 +17,6 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, OctKey, RSAKey
 
 from launcher.nats import free_port
-from schemas import subjects as S
 from services.gateway.oidc import OidcSettings, RoleMap, Verifier
 from tests.integration.gateway.conftest import GatewayFactory, token_of
 from tests.support import Client
@@ -104,7 +103,7 @@ async def test_an_id_token_proves_oidc_sub_with_the_roles_its_groups_map_to(
     # What bob does is recorded as oidc:bob — never the name his token carries.
     bob = Client(gw.http, gw.url, cli)
     sid = await bob.new_session()
-    started = [s.event async for s in gw.bus.read(S.session_filter(sid))][0]
+    started = (await gw.bus.session(sid))[0].event
     assert started.actor == "oidc:bob"
     # Matching no rule: signed in, no role → 403 on everything that needs one.
     nobody = issuer.sign("carol", groups=())
