@@ -3,9 +3,13 @@ algorithms a published key may verify (services/gateway/oidc.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
+from launcher.cli import describe_setup
+from launcher.stack import Stack, StackConfig
 from services.gateway.oidc import OidcSettings, RoleMap, algorithms_for, looks_like_jwt
 from services.gateway.settings import GatewaySettings
 from services.runtime.errors import ConfigError
@@ -73,3 +77,21 @@ def test_a_key_verifies_only_with_its_own_asymmetric_algorithms() -> None:
     assert looks_like_jwt("a.b.c")
     assert not looks_like_jwt("a.b.")
     assert not looks_like_jwt("static-token-0123456789")
+
+
+def test_interlock_up_says_what_to_register_and_refuses_a_bad_role_map(tmp_path: Path) -> None:
+    def setup(**env: str) -> str:
+        stack = Stack(StackConfig(data_dir=tmp_path, http_port=8080, extra_env=env))
+        return "\n".join(describe_setup(stack))
+
+    assert "Sign-in" not in setup()
+    text = setup(INTERLOCK_OIDC_ISSUER="https://idp.example.com",
+                 INTERLOCK_OIDC_CLIENT_ID="web", INTERLOCK_OIDC_CLIENT_SECRET="shh-0123456789",
+                 INTERLOCK_OIDC_ROLES="groups:sre=operator,groups:sre-approvers=approver")
+    assert "  Sign-in         https://idp.example.com (Command Center client web, CLI client " \
+           "web; 2 role rules)" in text
+    assert "redirect URI  http://localhost:8080/v1/auth/callback" in text
+    assert "shh-" not in text
+    with pytest.raises(ConfigError, match="unknown role 'boss'"):
+        setup(INTERLOCK_OIDC_ISSUER="https://idp.example.com", INTERLOCK_OIDC_CLIENT_ID="web",
+              INTERLOCK_OIDC_ROLES="groups:sre=boss")
