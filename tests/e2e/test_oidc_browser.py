@@ -79,6 +79,7 @@ async def sign_in(browser: Any, stack: Stack, login: str, width: int = 1280,
     # The static-token field stays beside it, and the set-up help names this redirect URI.
     assert await page.locator("#login-token").is_visible()
     assert await page.text_content("#help-redirect") == f"{stack.url}/v1/auth/callback"
+    assert await page.evaluate("document.documentElement.scrollWidth") <= width
     await button.click()
     await browser_sign_in(page, login)
     await page.wait_for_selector("body[data-ready]")
