@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -140,11 +141,16 @@ async def test_people_sign_in_with_the_provider_and_decide_by_their_groups(
         [refresh] = [c for c in await alice_ctx.cookies() if c["name"] == "interlock_refresh"]
         assert (refresh["httpOnly"], refresh["path"], refresh["sameSite"]) == \
             (True, "/v1/auth/", "Strict")
-        # The page's script never sees the refresh token; it gets new ID tokens with it.
+        # The page's script never sees the refresh token; it gets new ID tokens with it before
+        # the one it holds expires (told it expires in 3 s, the page renews it by itself).
         assert await page.evaluate("document.cookie") == ""
-        assert await page.evaluate("refreshIdToken()") is True
+        await page.evaluate("sessionStorage.setItem('interlock.expires', "
+                            "String(Date.now() / 1000 + 3)); scheduleRefresh()")
+        await page.wait_for_function(
+            "t => sessionStorage.getItem('interlock.token') !== t", arg=alice_token)
         refreshed = await id_token(page)
-        assert refreshed != alice_token
+        assert int(await page.evaluate("sessionStorage.getItem('interlock.expires')")) > \
+            time.time() + 60
         alice = Client(http, stack.url, refreshed, key=tmp_path / "alice.key")
         assert (await alice.call("GET", "/v1/whoami"))[1] == {
             "principal": "oidc:alice", "name": "Alice Approver", "roles": ["approver"],
