@@ -61,7 +61,9 @@ CALLER_ENV: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "gate": (GATE_ENV, ()),
     "executor": (EXECUTOR_ENV, ()),
     "notifier": (NOTIFIER_ENV, ()),
-    "gateway": ((), ()),
+    # Sign-in with the company's OpenID Provider: the gateway alone verifies ID tokens and
+    # holds the Command Center's client secret.
+    "gateway": ((), ("INTERLOCK_OIDC_",)),
 }
 
 

@@ -18,6 +18,10 @@ ROLES: tuple[Role, ...] = ("viewer", "operator", "approver", "admin")
 class Principal:
     name: str
     roles: frozenset[str]
+    # A readable name to show beside `name` (an OIDC token's `name` claim); never recorded as
+    # who acted: events carry `name`.
+    display: str = ""
+    via: str = "token"  # what proved it: a static token, or an ID token ("oidc")
 
     def has(self, role: Role) -> bool:
         # admin holds every role; operator and approver can also view.
@@ -41,6 +45,9 @@ class TokenStore:
         if unknown:
             raise ConfigError(f"unknown roles for {principal.name}: {sorted(unknown)}")
         self._by_digest[_digest(token)] = principal
+
+    def __len__(self) -> int:
+        return len(self._by_digest)
 
     def lookup(self, token: str) -> Principal | None:
         return self._by_digest.get(_digest(token))

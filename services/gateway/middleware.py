@@ -27,6 +27,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Authenticates(Protocol):
     """Who a request's token proves (the routes' Api): the rate limit buckets by it."""
 
+    async def resolve(self, request: web.Request) -> None: ...
+
     def authenticate(self, request: web.Request) -> Principal | None: ...
 
 
@@ -103,9 +105,19 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error(503, "unavailable", "the request could not be completed; retry")
 
 
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Finds who the bearer credential proves once, before the rate limit and the handler
+    (an ID token may need the provider's keys fetched: async)."""
+    if request.path not in UNLIMITED:
+        await request.app[API].resolve(request)
+    return await handler(request)
+
+
 UNLIMITED = frozenset({"/healthz", "/readyz"})
 # Served without a token (the page loads these before it has one).
-PUBLIC = frozenset({"/", "/openapi.json"})
+PUBLIC = frozenset({"/", "/openapi.json", "/v1/auth/config", "/v1/auth/login",
+                    "/v1/auth/callback", "/v1/auth/refresh", "/v1/auth/logout"})
 
 
 def _public(path: str) -> bool:

@@ -19,7 +19,18 @@ from schemas import subjects as S
 from schemas.base import Event
 from schemas.ids import new_session_id
 from schemas.session import SessionCancelled, SessionStarted, UserMessage
-from services.gateway import approvers, audit, decisions, mcp_mount, openapi, passkeys, sse, views
+from services.gateway import (
+    approvers,
+    audit,
+    decisions,
+    mcp_mount,
+    oidc,
+    openapi,
+    passkeys,
+    signin,
+    sse,
+    views,
+)
 from services.gateway.approvers import Registry
 from services.gateway.auth import Principal, Role, TokenStore
 from services.gateway.bodies import (
@@ -37,6 +48,7 @@ from services.gateway.middleware import (
     LIMITS,
     MAX_BODY,
     METRICS,
+    auth_middleware,
     bearer_token,
     error,
     errors_middleware,
@@ -59,6 +71,8 @@ STATIC = Path(__file__).parent / "static"
 T = TypeVar("T")
 # The principal a request's token proves (None: no token, or an unknown one), looked up once.
 PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("principal")
+# Why a bearer credential proved nobody (an ID token that expired, …), for the 401.
+AUTH_ERROR: web.RequestKey[oidc.Rejected] = web.RequestKey("auth_error")
 # Concurrent SSE streams one principal may hold open (INTERLOCK_SSE_STREAMS_PER_PRINCIPAL).
 SSE_STREAMS_PER_PRINCIPAL = 32
 
@@ -67,8 +81,10 @@ class Api:
     def __init__(self, bus: Bus, tokens: TokenStore, heartbeat_s: float = 15.0,
                  metrics: Metrics | None = None,
                  sse_per_principal: int = SSE_STREAMS_PER_PRINCIPAL,
-                 admin_keys_file: Path | None = None) -> None:
+                 admin_keys_file: Path | None = None,
+                 oidc: oidc.Verifier | None = None) -> None:
         self.bus = bus
+        self.oidc = oidc  # ID tokens of the company's OpenID Provider (None: static tokens only)
         self.registry = Registry(bus, admin_keys_file)
         self.tokens = tokens
         self.sse_per_principal = sse_per_principal
@@ -85,20 +101,44 @@ class Api:
 
     # -- plumbing ----------------------------------------------------------------------------
 
+    async def resolve(self, request: web.Request) -> None:
+        """Who the request's bearer credential proves, into request[PRINCIPAL] (the one place
+        it is kept), before any handler: a static token, else an ID token of the OpenID
+        Provider (whose keys may have to be fetched, hence async)."""
+        if PRINCIPAL in request:
+            return
+        token = bearer_token(request)
+        who = self.tokens.lookup(token) if token else None
+        if who is None and token and self.oidc is not None and oidc.looks_like_jwt(token):
+            try:
+                who = (await self.oidc.verify(token)).principal
+            except oidc.Rejected as exc:
+                request[AUTH_ERROR] = exc
+        request[PRINCIPAL] = who
+
     def authenticate(self, request: web.Request) -> Principal | None:
-        """Who the request's token proves (None: none, or unknown); looked up once."""
+        """Who the request's token proves (None: none, or unknown), as `resolve` found; a
+        request that did not pass it (none does in the app) is looked up in the static
+        tokens alone."""
         if PRINCIPAL not in request:
             token = bearer_token(request)
             request[PRINCIPAL] = self.tokens.lookup(token) if token else None
         who: Principal | None = request[PRINCIPAL]
         return who
 
-    def principal(self, request: web.Request, role: Role) -> Principal:
+    def principal(self, request: web.Request, role: Role | None) -> Principal:
+        """The request's principal, which must hold `role` (None: any signed-in person)."""
         who = self.authenticate(request)
         if who is None and not bearer_token(request):
             raise HttpError(401, "unauthenticated", "missing bearer token")
         if who is None:
+            rejected = request.get(AUTH_ERROR)
+            if rejected is not None:
+                code = "unauthenticated" if rejected.status == 401 else "unavailable"
+                raise HttpError(rejected.status, code, rejected.message)
             raise HttpError(401, "unauthenticated", "unknown token")
+        if role is None:
+            return who
         if not who.has(role):
             raise HttpError(403, "forbidden", f"{who.name} lacks the {role} role")
         return who
@@ -317,7 +357,8 @@ def make_app(api: Api, limiter: RateLimiter | None = None,
              limits: Limits | None = None) -> web.Application:
     """`limiter`: the per-principal one (the other limits at their defaults); `limits`: all."""
     app = web.Application(
-        middlewares=[metrics_middleware, errors_middleware, ratelimit_middleware],
+        middlewares=[metrics_middleware, errors_middleware, auth_middleware,
+                     ratelimit_middleware],
         client_max_size=MAX_BODY,
     )
     app[METRICS] = api.metrics
@@ -352,5 +393,6 @@ def make_app(api: Api, limiter: RateLimiter | None = None,
     r.add_get("/v1/sessions/{session_id}/audit", functools.partial(audit.session_audit, api))
     r.add_get("/v1/audit", functools.partial(audit.search, api))
     passkeys.install(app, api, app[SPEC])
+    signin.install(app, api, app[SPEC])
     mcp_mount.install(app, api)
     return app

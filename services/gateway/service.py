@@ -9,6 +9,7 @@ import logging
 from aiohttp import web
 
 from services.gateway.auth import TokenStore
+from services.gateway.oidc import Verifier
 from services.gateway.ratelimit import Limits, RateLimiter
 from services.gateway.routes import Api, make_app
 from services.gateway.settings import GatewaySettings
@@ -28,7 +29,8 @@ async def run(settings: GatewaySettings, stop: asyncio.Event,
                             reconnected_cb=connection.changed)
     api = Api(bus, tokens, settings.heartbeat_s,
               sse_per_principal=settings.sse_streams_per_principal,
-              admin_keys_file=settings.admin_keys_file)
+              admin_keys_file=settings.admin_keys_file,
+              oidc=Verifier(settings.oidc) if settings.oidc is not None else None)
     api.connection = connection
     app = make_app(api, limits=Limits.default(
         RateLimiter(settings.rate_per_s, settings.rate_burst),

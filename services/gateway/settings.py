@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.gateway.oidc import OidcSettings
 from services.gateway.ratelimit import Network, parse_proxies
 from services.runtime.errors import ConfigError
 from services.runtime.settings import NatsSettings
@@ -31,14 +32,18 @@ class GatewaySettings:
     # The admin public keys (issue 18): to check enrolments and decisions' signatures early.
     # The gate checks them regardless; without them the gateway only carries.
     admin_keys_file: Path | None = None
+    # Sign-in with the company's OpenID Provider (INTERLOCK_OIDC_*; None: static tokens only).
+    oidc: OidcSettings | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
         env = os.environ if env is None else env
         tokens = env.get("INTERLOCK_TOKENS_FILE")
         admin = env.get("INTERLOCK_ADMIN_TOKEN", "")
-        if not tokens and not admin:
-            raise ConfigError("gateway: set INTERLOCK_TOKENS_FILE or INTERLOCK_ADMIN_TOKEN")
+        oidc = OidcSettings.from_env(env)
+        if not tokens and not admin and oidc is None:
+            raise ConfigError("gateway: set INTERLOCK_TOKENS_FILE or INTERLOCK_ADMIN_TOKEN "
+                              "(or INTERLOCK_OIDC_ISSUER)")
         try:
             port = int(env.get("INTERLOCK_HTTP_PORT", "8080"))
             heartbeat = float(env.get("INTERLOCK_SSE_HEARTBEAT", "15"))
@@ -76,4 +81,5 @@ class GatewaySettings:
             trusted_proxies=proxies,
             admin_keys_file=Path(env["INTERLOCK_ADMIN_KEYS_FILE"])
             if env.get("INTERLOCK_ADMIN_KEYS_FILE") else None,
+            oidc=oidc,
         )

@@ -17,6 +17,7 @@ from schemas.approval import ApprovalCall, ApprovalRequested
 from schemas.base import Target
 from schemas.catalogue import call_hash
 from services.gateway.auth import Principal, TokenStore
+from services.gateway.oidc import Verifier
 from services.gateway.ratelimit import Limits, Network, RateLimiter
 from services.gateway.routes import Api, make_app
 from services.gateway.sse import Connection
@@ -127,14 +128,15 @@ async def gateway_factory(nats_env: NatsEnv,
                     heartbeat_s: float = 15.0, *, failure_rate: float = 1000.0,
                     failure_burst: int = 10_000, sse_per_principal: int = 32,
                     principal_keys: int = 10_000,
-                    trusted_proxies: tuple[Network, ...] = ()) -> Gateway:
+                    trusted_proxies: tuple[Network, ...] = (),
+                    oidc: Verifier | None = None) -> Gateway:
         connection = Connection()
         bus = await Bus.connect(nats_env.settings("gateway"), "gateway",
                                 disconnected_cb=connection.changed,
                                 reconnected_cb=connection.changed)
         gate_bus = await Bus.connect(nats_env.settings("gate"), "gate")
         api = Api(bus, tokens(), heartbeat_s, sse_per_principal=sse_per_principal,
-                  admin_keys_file=roots)
+                  admin_keys_file=roots, oidc=oidc)
         api.connection = connection
         limits = Limits.default(RateLimiter(rate, burst, max_keys=principal_keys),
                                 RateLimiter(failure_rate, failure_burst), trusted_proxies)
