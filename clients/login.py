@@ -298,17 +298,33 @@ async def whoami(gw: Gateway) -> dict[str, Any]:
     return data
 
 
-async def cmd_login(http: aiohttp.ClientSession, args: argparse.Namespace, out: Out) -> int:
-    url = default_url(args.url)
-    issuer, client_id, scopes = _oidc(await auth_config(http, url), url)
-    store = Store()
+def check_issuer(issuer: str, expected: str | None, previous: Credentials | None,
+                 url: str) -> None:
+    """The gateway names the provider a person signs in at: one that changes its mind (or was
+    compromised) must not send them to another without their say. `--issuer` pins it; without
+    it, a provider other than the last sign-in's is refused."""
+    if expected and expected != issuer:
+        raise LoginError(f"{url} names the identity provider {issuer}, not {expected} "
+                         "(--issuer): not signing in")
+    if not expected and previous is not None and previous.issuer != issuer:
+        raise LoginError(f"{url} now names the identity provider {issuer}; your last sign-in "
+                         f"there was with {previous.issuer}. If that change is expected: "
+                         f"`interlock login --issuer {issuer}`")
 
+
+async def cmd_login(http: aiohttp.ClientSession, args: argparse.Namespace, out: Out) -> int:
     def say(text: str) -> None:  # with --json, stdout carries the result alone
         if out.as_json:
             sys.stderr.write(safe_text.block(text) + "\n")
             sys.stderr.flush()
         else:
             out.line(text)
+
+    url = default_url(args.url)
+    issuer, client_id, scopes = _oidc(await auth_config(http, url), url)
+    store = Store()
+    check_issuer(issuer, args.issuer, store.get(url), url)
+    say(f"Signing in to {url} at the identity provider {issuer} (client {client_id})")
 
     if args.browser:
         creds = await browser_login(http, issuer, client_id, scopes, say,
@@ -411,6 +427,9 @@ def add_parsers(sub: Any) -> None:
                     "/v1/auth/config): by default with a code you enter in any browser (OAuth "
                     "2.0 device authorization grant), or with --browser on this machine.\n\n"
                     + SETUP)
+    p.add_argument("--issuer", help="the identity provider you expect (its issuer URL): "
+                                    "refuse to sign in if the gateway names another; needed "
+                                    "when it differs from your last sign-in's")
     p.add_argument("--browser", action="store_true",
                    help="sign in with a browser on this machine (authorization code + PKCE, "
                         "redirect to http://127.0.0.1:<port>/callback)")

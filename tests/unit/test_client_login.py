@@ -327,3 +327,16 @@ def test_pkce_challenge_is_s256_of_the_verifier() -> None:
     assert challenge == base64.urlsafe_b64encode(
         hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
+
+
+def test_a_gateway_cannot_send_a_person_to_another_provider_unasked() -> None:
+    before = creds()  # signed in at http://idp
+    L.check_issuer("http://idp", None, before, "http://gw")
+    L.check_issuer("http://idp", None, None, "http://gw")
+    with pytest.raises(C.LoginError, match=r"now names the identity provider http://evil; your "
+                                           r"last sign-in there was with http://idp"):
+        L.check_issuer("http://evil", None, before, "http://gw")
+    L.check_issuer("http://new", "http://new", before, "http://gw")  # asked for: accepted
+    with pytest.raises(C.LoginError, match=r"names the identity provider http://evil, not "
+                                           r"http://idp \(--issuer\)"):
+        L.check_issuer("http://evil", "http://idp", None, "http://gw")
