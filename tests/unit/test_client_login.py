@@ -340,3 +340,55 @@ def test_a_gateway_cannot_send_a_person_to_another_provider_unasked() -> None:
     with pytest.raises(C.LoginError, match=r"names the identity provider http://evil, not "
                                            r"http://idp \(--issuer\)"):
         L.check_issuer("http://evil", "http://idp", None, "http://gw")
+
+
+# -- the loopback redirect (--browser) ---------------------------------------------------------
+
+async def browser_answers(idp: Idp, *answers: dict[str, str]) -> tuple[list[int], Any]:
+    """Runs browser_login against the scripted IdP; each answer is sent to its loopback
+    callback as a redirect would (with the flow's own state unless the answer names one).
+    Returns the callback's statuses and the flow's outcome (Credentials or the LoginError)."""
+    import asyncio
+    from urllib.parse import parse_qs, urlsplit
+
+    printed: asyncio.Queue[str] = asyncio.Queue()
+    statuses: list[int] = []
+    async with aiohttp.ClientSession() as http:
+        flow = asyncio.create_task(L.browser_login(
+            http, idp.url, "cli", "openid", printed.put_nowait, open_browser=False, wait_s=10))
+        url = ""
+        while not url.startswith(idp.url):
+            url = await asyncio.wait_for(printed.get(), 10)
+        q = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+        assert q["code_challenge_method"] == "S256"
+        assert q["redirect_uri"].startswith("http://127.0.0.1:")
+        for answer in answers:
+            async with http.get(q["redirect_uri"], params={"state": q["state"], **answer}) as r:
+                statuses.append(r.status)
+        try:
+            outcome: Any = await asyncio.wait_for(flow, 10)
+        except C.LoginError as exc:
+            outcome = exc
+    return statuses, outcome
+
+
+async def test_a_callback_with_another_state_is_ignored(idp: Idp) -> None:
+    idp.token_answers = [(200, {"id_token": jwt_like(2e9, 1e9), "refresh_token": "rt"})]
+    statuses, outcome = await browser_answers(
+        idp, {"state": "forged", "code": "attacker's"}, {"code": "c-1"})
+    assert statuses == [400, 200]
+    assert isinstance(outcome, C.Credentials)
+    [form] = idp.token_forms
+    assert form["code"] == "c-1"  # never the forged one
+    assert form["grant_type"] == "authorization_code"
+    assert len(form["code_verifier"]) >= 43
+
+
+async def test_an_answer_from_another_issuer_or_an_error_ends_the_sign_in(idp: Idp) -> None:
+    _, outcome = await browser_answers(idp, {"code": "c", "iss": "http://evil"})
+    assert isinstance(outcome, C.LoginError)
+    assert "another issuer" in str(outcome)
+    _, outcome = await browser_answers(idp, {"error": "access_denied"})
+    assert isinstance(outcome, C.LoginError)
+    assert "access_denied" in str(outcome)
+    assert idp.token_forms == []  # no code was exchanged
