@@ -170,7 +170,27 @@ def describe_setup(stack: Stack) -> list[str]:
         f"                  another approver: add {{\"principal\": \"NAME\", \"roles\": "
         f"[\"operator\", \"approver\"], \"token\": \"16+ random characters\"}} to the tokens "
         f"in {tokens}, then restart")
+    lines.extend(_signin_lines(stack))
     return lines
+
+
+def _signin_lines(stack: Stack) -> list[str]:
+    """Sign-in with an OpenID Provider (INTERLOCK_OIDC_*, the gateway's): read as the gateway
+    will, so a bad role map fails here; what to register at the provider."""
+    # Imported here: joserfc costs every other command a third of a second at start.
+    from services.gateway.oidc import OidcSettings
+
+    names = ("ISSUER", "CLIENT_ID", "CLIENT_SECRET", "CLI_CLIENT_ID", "ROLES", "SCOPES",
+             "REDIRECT_URI", "JWKS_REFRESH_MIN")
+    oidc = OidcSettings.from_env({f"INTERLOCK_OIDC_{n}": stack.setting(f"INTERLOCK_OIDC_{n}")
+                                  for n in names})
+    if oidc is None:
+        return []
+    home = stack.url.replace("127.0.0.1", "localhost")
+    return [f"  Sign-in         {oidc.issuer} (Command Center client {oidc.client_id or '-'}, "
+            f"CLI client {oidc.cli_client_id}; {len(oidc.roles.rules)} role rules)",
+            f"    redirect URI  {oidc.redirect_uri or home + '/v1/auth/callback'} (register it "
+            "at the provider); people act as oidc:<sub>"]
 
 
 async def _watch_children(stack: Stack, stop: asyncio.Event) -> None:

@@ -172,7 +172,7 @@ class OidcSettings:
             raise ConfigError("INTERLOCK_OIDC_ISSUER is set: set INTERLOCK_OIDC_CLIENT_ID too "
                               "(and INTERLOCK_OIDC_CLIENT_SECRET for the Command Center)")
         try:
-            refresh = float(env.get("INTERLOCK_OIDC_JWKS_REFRESH_MIN", "10"))
+            refresh = float(env.get("INTERLOCK_OIDC_JWKS_REFRESH_MIN") or "10")
         except ValueError as exc:
             raise ConfigError(f"INTERLOCK_OIDC_JWKS_REFRESH_MIN: {exc}") from exc
         return cls(

@@ -105,9 +105,6 @@ async def login(api: Api, request: web.Request) -> web.Response:
         "code_challenge": _b64(hashlib.sha256(code_verifier.encode()).digest()),
         "code_challenge_method": "S256",
     }
-    if "offline_access" in s.scopes.split():
-        # OpenID Connect Core §11: offline_access (a refresh token) is granted with consent.
-        params["prompt"] = "consent"
     endpoint = discovery["authorization_endpoint"]
     sep = "&" if "?" in endpoint else "?"
     resp = web.Response(status=302, headers={"Location": f"{endpoint}{sep}{urlencode(params)}",
@@ -240,14 +237,16 @@ def _keep_refresh(resp: web.Response, tokens: dict[str, Any], request: web.Reque
 
 
 def _client_auth(verifier: Verifier, discovery: dict[str, Any],
-                 form: dict[str, str]) -> aiohttp.BasicAuth | None:
+                 form: dict[str, str]) -> dict[str, str]:
+    """The headers (and form fields) that authenticate the Command Center's client."""
     s = verifier.settings
     methods = discovery.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
     if "client_secret_basic" not in methods and "client_secret_post" in methods:
         form["client_id"], form["client_secret"] = s.client_id, s.client_secret
-        return None
+        return {"Accept": "application/json"}
     # RFC 6749 §2.3.1: the id and secret are form-encoded before Basic.
-    return aiohttp.BasicAuth(quote(s.client_id, safe=""), quote(s.client_secret, safe=""))
+    return {"Accept": "application/json", "Authorization": aiohttp.encode_basic_auth(
+        quote(s.client_id, safe=""), quote(s.client_secret, safe=""))}
 
 
 async def _token_request(verifier: Verifier, form: dict[str, str]) -> dict[str, Any]:
@@ -255,10 +254,10 @@ async def _token_request(verifier: Verifier, form: dict[str, str]) -> dict[str, 
         discovery = await verifier.discovery()
     except Unavailable as exc:
         raise HttpError(503, "unavailable", exc.message) from exc
-    auth = _client_auth(verifier, discovery, form)
+    headers = _client_auth(verifier, discovery, form)
     try:
-        async with verifier.http().post(discovery["token_endpoint"], data=form, auth=auth,
-                                        headers={"Accept": "application/json"}) as resp:
+        async with verifier.http().post(discovery["token_endpoint"], data=form,
+                                        headers=headers) as resp:
             status = resp.status
             try:
                 doc = await resp.json(content_type=None)
@@ -288,8 +287,8 @@ async def _revoke(verifier: Verifier, token: str) -> bool:
         if not isinstance(endpoint, str):
             return False
         form = {"token": token, "token_type_hint": "refresh_token"}
-        auth = _client_auth(verifier, discovery, form)
-        async with verifier.http().post(endpoint, data=form, auth=auth) as resp:
+        headers = _client_auth(verifier, discovery, form)
+        async with verifier.http().post(endpoint, data=form, headers=headers) as resp:
             return resp.status == 200
     except (Unavailable, aiohttp.ClientError, TimeoutError):
         return False

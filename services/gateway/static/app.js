@@ -4,9 +4,16 @@
 "use strict";
 
 const TOKEN_KEY = "interlock.token";
+// Signed in with the identity provider: the ID token's expiry (epoch seconds) and how.
+const EXPIRES_KEY = "interlock.expires";
+const VIA_KEY = "interlock.via";
+const RETURN_KEY = "interlock.return";  // where to come back to after the provider's pages
 const state = {
   token: "",
   me: null,
+  auth: null,         // GET /v1/auth/config: {oidc: {issuer, …} | null, static_tokens}
+  whoami: null,       // GET /v1/whoami: {principal, name, roles, via}
+  refreshTimer: 0,
   eventTypes: [],
   sessions: [],
   current: "",
@@ -85,15 +92,84 @@ function readFragment() {
   return session;
 }
 
+// How one signs in here (public): the identity provider's button, the token field, or both.
+async function loadAuthConfig() {
+  try {
+    state.auth = await (await fetch("/v1/auth/config")).json();
+  } catch (err) {
+    state.auth = { oidc: null, static_tokens: true };
+  }
+  const oidc = state.auth.oidc;
+  $("#help-redirect").textContent = `${location.origin}/v1/auth/callback`;
+  if (oidc) {
+    let host = oidc.issuer;
+    try { host = new URL(oidc.issuer).host; } catch (e) { /* keep the issuer */ }
+    $("#login-oidc-button").textContent = `Sign in with ${host}`;
+    $("#login-oidc").hidden = false;
+    $("#login-or").hidden = !state.auth.static_tokens;
+    $("#login-form").hidden = !state.auth.static_tokens;
+  }
+}
+
+// A new ID token for the provider's refresh cookie (none: not signed in with the provider).
+async function refreshIdToken() {
+  const resp = await fetch("/v1/auth/refresh", { method: "POST" });
+  if (!resp.ok) return false;
+  const data = await resp.json();
+  state.token = data.id_token;
+  sessionStorage.setItem(TOKEN_KEY, data.id_token);
+  sessionStorage.setItem(EXPIRES_KEY, String(data.expires_at));
+  sessionStorage.setItem(VIA_KEY, "oidc");
+  return true;
+}
+
+// Refreshes the ID token before it expires (a minute before; a short-lived one at three
+// quarters of its life); the event stream is reopened with the new one.
+function scheduleRefresh() {
+  clearTimeout(state.refreshTimer);
+  if (sessionStorage.getItem(VIA_KEY) !== "oidc") return;
+  const left = Number(sessionStorage.getItem(EXPIRES_KEY) || 0) - Date.now() / 1000;
+  const wait = Math.max(2, left > 240 ? left - 60 : left * 0.75);
+  state.refreshTimer = setTimeout(async () => {
+    let ok = false;
+    try { ok = await refreshIdToken(); } catch (e) { ok = false; }
+    if (!ok) {
+      forget();
+      showLogin("Your sign-in has expired: sign in again.");
+      return;
+    }
+    if (state.es) { closeStream(); openStream(); }
+    scheduleRefresh();
+  }, wait * 1000);
+}
+
+function forget() {
+  for (const k of [TOKEN_KEY, EXPIRES_KEY, VIA_KEY]) sessionStorage.removeItem(k);
+  state.token = "";
+}
+
 async function signIn(wantedSession) {
   state.token = sessionStorage.getItem(TOKEN_KEY) || "";
+  // A new tab of a browser signed in with the provider: its refresh cookie signs it in.
+  if (!state.token && state.auth && state.auth.oidc) {
+    try { await refreshIdToken(); } catch (e) { /* not signed in */ }
+  }
   if (!state.token) return showLogin("");
   try {
+    state.whoami = await api("GET", "/v1/whoami");
     state.me = await api("GET", "/v1/me");
   } catch (err) {
     if (err.status === 401) {
-      sessionStorage.removeItem(TOKEN_KEY);
-      return showLogin("That token is not valid.");
+      const oidc = sessionStorage.getItem(VIA_KEY) === "oidc";
+      forget();
+      return showLogin(oidc ? `Your sign-in was refused: ${err.message}.`
+        : "That token is not valid.");
+    }
+    if (err.status === 403 && state.whoami) {
+      $("#logout").hidden = false;
+      return showLogin(`Signed in as ${state.whoami.name || state.whoami.principal} ` +
+        `(${state.whoami.principal}), who holds no role here: ask an admin to map one of ` +
+        "your groups to a role (INTERLOCK_OIDC_ROLES).");
     }
     return showLogin(err.message);
   }
@@ -101,7 +177,12 @@ async function signIn(wantedSession) {
   $("#app").hidden = false;
   $("#logout").hidden = false;
   const roles = state.me.roles.join(", ");
-  $("#who").textContent = `${state.me.name} (${roles})`;
+  // Who is signed in: the readable name, and the principal the log records them as.
+  const display = state.whoami.name;
+  $("#who").textContent = display ? `${display} (${roles})` : `${state.me.name} (${roles})`;
+  $("#who-id").textContent = display ? state.me.name : "";
+  $("#who-id").hidden = !display;
+  scheduleRefresh();
   $("#chat-input").disabled = !state.me.can_chat;
   $("#send").disabled = !state.me.can_chat;
   $("#new-session").disabled = !state.me.can_chat;
@@ -1065,15 +1146,24 @@ async function signDecision(a, body) {
 
 // -- start -------------------------------------------------------------------------------------
 
-document.addEventListener("DOMContentLoaded", () => {
+document.addEventListener("DOMContentLoaded", async () => {
   const wanted = readFragment();
+  await loadAuthConfig();
+  $("#login-oidc-button").addEventListener("click", () => {
+    sessionStorage.setItem(RETURN_KEY, location.hash);
+  });
   $("#login-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
+    forget();
     sessionStorage.setItem(TOKEN_KEY, $("#login-token").value.trim());
     signIn(wanted);
   });
-  $("#logout").addEventListener("click", () => {
-    sessionStorage.removeItem(TOKEN_KEY);
+  $("#logout").addEventListener("click", async () => {
+    const oidc = sessionStorage.getItem(VIA_KEY) === "oidc";
+    forget();
+    if (oidc) {  // the refresh cookie goes too (and is revoked at the provider)
+      try { await fetch("/v1/auth/logout", { method: "POST" }); } catch (e) { /* gone anyway */ }
+    }
     location.hash = "";
     location.reload();
   });

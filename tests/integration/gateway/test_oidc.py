@@ -5,10 +5,14 @@ a rotated key is picked up without a restart; roles come from the claim → role
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 import pytest
@@ -17,7 +21,6 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, OctKey, RSAKey
 
 from launcher.nats import free_port
-from schemas import subjects as S
 from services.gateway.oidc import OidcSettings, RoleMap, Verifier
 from tests.integration.gateway.conftest import GatewayFactory, token_of
 from tests.support import Client
@@ -33,6 +36,10 @@ class Issuer:
     url: str = ""
     keys: list[Any] = field(default_factory=list)  # published, the first one signs
     jwks_hits: int = 0
+    # The token endpoint: every form it was sent (with the client's Basic credentials), and
+    # what it answers next (the test sets it).
+    token_requests: list[dict[str, str]] = field(default_factory=list)
+    answer: dict[str, Any] = field(default_factory=dict)
 
     def sign(self, sub: str, *, groups: tuple[str, ...] = (), key: Any = None,
              alg: str = "RS256", header: dict[str, Any] | None = None,
@@ -64,9 +71,16 @@ async def issuer() -> AsyncIterator[Issuer]:
         out.jwks_hits += 1
         return web.json_response({"keys": [k.as_dict(private=False) for k in out.keys]})
 
+    async def token(request: web.Request) -> web.Response:
+        form = dict(await request.post())
+        out.token_requests.append({**{k: str(v) for k, v in form.items()},
+                                   "authorization": request.headers.get("Authorization", "")})
+        return web.json_response(out.answer, status=200 if "id_token" in out.answer else 400)
+
     app = web.Application()
     app.router.add_get("/.well-known/openid-configuration", discovery)
     app.router.add_get("/jwks", jwks)
+    app.router.add_post("/token", token)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()
@@ -104,7 +118,7 @@ async def test_an_id_token_proves_oidc_sub_with_the_roles_its_groups_map_to(
     # What bob does is recorded as oidc:bob — never the name his token carries.
     bob = Client(gw.http, gw.url, cli)
     sid = await bob.new_session()
-    started = [s.event async for s in gw.bus.read(S.session_filter(sid))][0]
+    started = (await gw.bus.session(sid))[0].event
     assert started.actor == "oidc:bob"
     # Matching no rule: signed in, no role → 403 on everything that needs one.
     nobody = issuer.sign("carol", groups=())
@@ -216,3 +230,88 @@ async def test_an_operator_may_not_decide_and_an_approver_reaches_the_decision_c
     # Static tokens still decide as before.
     status, body = await gw.client("approver").call("POST", path, {"decision": "approve"})
     assert status == 202, body
+
+
+def cookie(resp: aiohttp.ClientResponse, name: str) -> Any:
+    return resp.cookies[name]
+
+
+async def test_the_command_center_sign_in_checks_state_nonce_and_audience(
+        gateway_factory: GatewayFactory, issuer: Issuer) -> None:
+    gw = await gateway_factory(oidc=Verifier(settings(issuer)))
+    http = gw.http
+    async with http.get(f"{gw.url}/v1/auth/login", allow_redirects=False) as r:
+        assert r.status == 302
+        where = urlsplit(r.headers["Location"])
+        q = dict(parse_qsl(where.query))
+        jar = cookie(r, "interlock_signin")
+    assert f"{where.scheme}://{where.netloc}{where.path}" == f"{issuer.url}/auth"
+    assert {k: q[k] for k in ("response_type", "client_id", "redirect_uri", "scope",
+                              "code_challenge_method")} == {
+        "response_type": "code", "client_id": WEB,
+        "redirect_uri": f"{gw.url}/v1/auth/callback",
+        "scope": "openid profile email groups offline_access", "code_challenge_method": "S256"}
+    assert (jar["httponly"], jar["samesite"], jar["path"]) == (True, "Lax", "/v1/auth/")
+    assert int(jar["max-age"]) <= 600
+    signin = {"interlock_signin": jar.value}
+    callback = f"{gw.url}/v1/auth/callback"
+
+    async def back(state: str, cookies: dict[str, str] | None = None) -> tuple[int, str, Any]:
+        sent = signin if cookies is None else cookies
+        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in sent.items())}
+        async with http.get(callback, params={"code": "c0de", "state": state},
+                            headers=headers) as resp:
+            return resp.status, await resp.text(), resp.cookies
+
+    # Another sign-in's state (a login CSRF), or no cookie at all: nothing is exchanged.
+    status, text, _ = await back("someone-elses-state")
+    assert (status, "the sign-in&#x27;s state does not match" in text) == (400, True)
+    status, text, _ = await back(q["state"], {})
+    assert (status, "start again" in text) == (400, True)
+    assert issuer.token_requests == []
+
+    # An ID token minted for another sign-in (its nonce), or for the CLI's client: refused.
+    issuer.answer = {"id_token": issuer.sign("alice", groups=("sre",), nonce="other"),
+                     "refresh_token": "rt-0123456789"}
+    status, text, cookies = await back(q["state"])
+    assert (status, "nonce is not this sign-in" in text) == (401, True)
+    assert "interlock_refresh" not in cookies
+    issuer.answer = {"id_token": issuer.sign("alice", groups=("sre",), nonce=q["nonce"],
+                                             aud=CLI)}
+    status, text, _ = await back(q["state"])
+    assert (status, "wrong audience" in text) == (401, True)
+
+    # The real thing: the code is exchanged with the client's secret and the PKCE verifier.
+    good = issuer.sign("alice", groups=("sre-approvers",), nonce=q["nonce"])
+    issuer.answer = {"id_token": good, "refresh_token": "rt-0123456789"}
+    status, text, cookies = await back(q["state"])
+    assert status == 200, text
+    sent = issuer.token_requests[-1]
+    assert sent["authorization"] == "Basic " + base64.b64encode(
+        f"{WEB}:s3cret-web-client".encode()).decode()
+    assert (sent["grant_type"], sent["code"], sent["redirect_uri"]) == (
+        "authorization_code", "c0de", callback)
+    challenge = base64.urlsafe_b64encode(
+        hashlib.sha256(sent["code_verifier"].encode()).digest()).rstrip(b"=").decode()
+    assert challenge == q["code_challenge"]
+    assert json.dumps(good) in text
+    assert '<script src="/static/signin.js">' in text
+    kept = cookies["interlock_refresh"]
+    assert (kept.value, kept["httponly"], kept["samesite"], kept["path"]) == (
+        "rt-0123456789", True, "Strict", "/v1/auth/")
+
+    # Refresh: a new ID token for the cookie; without it, 401.
+    issuer.answer = {"id_token": issuer.sign("alice", groups=("sre-approvers",))}
+    async with http.post(f"{gw.url}/v1/auth/refresh",
+                         headers={"Cookie": "interlock_refresh=rt-0123456789"}) as r:
+        body = await r.json()
+        assert (r.status, body["principal"], body["name"]) == (200, "oidc:alice",
+                                                               "Alice Example")
+    assert issuer.token_requests[-1]["grant_type"] == "refresh_token"
+    assert issuer.token_requests[-1]["refresh_token"] == "rt-0123456789"
+    async with http.post(f"{gw.url}/v1/auth/refresh") as r:
+        assert (r.status, (await r.json())["error"]["code"]) == (401, "no_refresh_token")
+    async with http.post(f"{gw.url}/v1/auth/logout",
+                         headers={"Cookie": "interlock_refresh=rt-0123456789"}) as r:
+        assert r.status == 200
+        assert r.cookies["interlock_refresh"].value == ""
