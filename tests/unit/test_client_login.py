@@ -392,3 +392,22 @@ async def test_an_answer_from_another_issuer_or_an_error_ends_the_sign_in(idp: I
     assert isinstance(outcome, C.LoginError)
     assert "access_denied" in str(outcome)
     assert idp.token_forms == []  # no code was exchanged
+
+
+async def test_two_commands_renewing_at_once_spend_the_refresh_token_once(
+        idp: Idp, tmp_path: Path) -> None:
+    """A provider that rotates refresh tokens takes a reused one as theft and revokes the sign-
+    in: two commands finding the same expired token must not both spend it."""
+    import asyncio
+
+    new = jwt_like(2e9, 1.9e9)
+    idp.token_answers = [(200, {"id_token": new, "refresh_token": "rt-2"})]  # one answer only
+    src, store, http = await source(idp, tmp_path, creds(exp=1.0, iat=0.5, refresh="rt-1"))
+    other = C.TokenSource(http, "http://gw", store)  # another process's view of the same file
+    async with http:
+        got = await asyncio.gather(src.token(), other.token())
+    assert got == [new, new]
+    assert [f["refresh_token"] for f in idp.token_forms] == ["rt-1"]
+    kept = store.get("http://gw")
+    assert kept is not None
+    assert kept.refresh_token == "rt-2"
