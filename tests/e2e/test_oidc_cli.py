@@ -9,8 +9,9 @@ Her Ed25519 key (`interlock keys init`), enrolled by the admin for `oidc:alice`,
 `interlock approve`: the held write runs once, recorded as approved by `oidc:alice`. Once her ID
 token has expired the CLI renews it with the refresh token by itself and carries on. Bob (group
 sre: operator) signs in with `interlock login --browser` (authorization code + PKCE to a
-loopback port) and is refused at `interlock approve`: 403, nothing recorded, nothing run. No
-token is in any output, log or event.
+loopback port) and is refused at `interlock approve`: 403, nothing recorded, nothing run; his
+sign-in also serves `interlock mcp` (the official MCP SDK's client over stdio), whose session is
+his. No token is in any output, log or event.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import mcp_types as types
 import pytest
 import pytest_asyncio
+from mcp import Client as McpClient
+from mcp import StdioServerParameters
 
 from launcher.nats import free_port
 from launcher.stack import Stack
@@ -289,3 +293,14 @@ async def test_bob_signs_in_with_the_browser_flow_and_may_not_approve(
     assert req["approval_id"] in [a["approval_id"] for a in pending["approvals"]]
     stored = _stored(home, stack)
     _no_token_in([stored["id_token"], stored["refresh_token"]], out, err)
+
+    # The same sign-in serves `interlock mcp` (no token in its environment).
+    params = StdioServerParameters(command=sys.executable, args=["-m", "launcher.cli", "mcp"],
+                                   cwd=str(ROOT), env=bob)
+    async with McpClient(params, client_info=types.Implementation(
+            name="e2e-oidc", version="1.0")) as c:
+        tools = (await asyncio.wait_for(c.list_tools(), CLI_WAIT_S)).tools
+    assert tools
+    _, listed = await operator.call("GET", "/v1/sessions?limit=20")
+    [mine] = [x for x in listed["sessions"] if x["title"] == "MCP: e2e-oidc 1.0 (stdio)"]
+    assert mine["started_by"] == "oidc:bob"
