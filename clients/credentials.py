@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import fcntl
 import json
 import os
 import stat
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+if sys.platform != "win32":
+    import fcntl
 
 VERSION = 1
 REFRESH_MARGIN_S = 60.0
@@ -115,7 +118,7 @@ class Store:
             st = self.path.stat()
         except FileNotFoundError:
             return {"version": VERSION, "gateways": {}}
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        if sys.platform != "win32" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise LoginError(f"{self.path} may be read by others (mode "
                              f"{stat.S_IMODE(st.st_mode):04o}); it holds your sign-in: "
                              f"`chmod 600 {self.path}` or remove it and `interlock login` again")
@@ -147,8 +150,12 @@ class Store:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Held while a sign-in is read, refreshed and written back (other processes wait)."""
+        """Held while a sign-in is read, refreshed and written back (other processes wait; on
+        Windows, which has no flock, nothing is locked)."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if sys.platform == "win32":
+            yield
+            return
         fd = os.open(self.path.with_name(f".{self.path.name}.lock"), os.O_RDWR | os.O_CREAT,
                      0o600)
         try:
