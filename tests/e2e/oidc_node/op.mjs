@@ -226,6 +226,12 @@ provider.use(async (ctx, next) => {
 const server = provider.listen(port, '127.0.0.1', () => {
   process.stdout.write(`listening ${issuer}\n`);
 });
+// Stop at once (state is written as it changes): a client's kept-alive connection must not hold
+// a restart (rotation) on the same port.
 for (const signal of ['SIGTERM', 'SIGINT']) {
-  process.on(signal, () => server.close(() => process.exit(0)));
+  process.on(signal, () => {
+    server.close();
+    server.closeAllConnections();
+    process.exit(0);
+  });
 }
