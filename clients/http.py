@@ -1,7 +1,8 @@
 """A small async client of the gateway's HTTP API and its SSE streams, for the CLI.
 
-Reads INTERLOCK_URL and INTERLOCK_TOKEN. Streams resume from the last id they saw when the
-connection drops, so a watcher never misses or repeats an event.
+Reads INTERLOCK_URL and INTERLOCK_TOKEN; without a token, the sign-in `interlock login` stored
+for that gateway (clients/credentials.py: its ID token, refreshed when due). Streams resume from
+the last id they saw when the connection drops, so a watcher never misses or repeats an event.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+
+from clients.credentials import LoginError, TokenSource
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -31,57 +34,97 @@ class Event:
     data: dict[str, Any]
 
 
+def default_url(url: str | None = None) -> str:
+    return (url or os.environ.get("INTERLOCK_URL", "") or DEFAULT_URL).rstrip("/")
+
+
 class Gateway:
-    def __init__(self, http: aiohttp.ClientSession, url: str, token: str) -> None:
+    """`token`: a static bearer token; or `source`: the stored sign-in, asked for the current ID
+    token before each request (it refreshes it when due) and once more after a 401."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: str, token: str,
+                 source: TokenSource | None = None) -> None:
         self.http = http
         self.url = url.rstrip("/")
         self.token = token
+        self.source = source
 
     @classmethod
     def from_env(cls, http: aiohttp.ClientSession, url: str | None = None,
                  token: str | None = None) -> Gateway:
+        url = default_url(url)
         token = token or os.environ.get("INTERLOCK_TOKEN", "")
-        if not token:
-            raise ApiError(0, "no_token", "set INTERLOCK_TOKEN (or pass --token)")
-        return cls(http, url or os.environ.get("INTERLOCK_URL", DEFAULT_URL), token)
+        if token:
+            return cls(http, url, token)
+        try:
+            source = TokenSource.stored(http, url)
+        except LoginError as exc:
+            raise ApiError(0, "no_token", str(exc)) from None
+        if source is None:
+            raise ApiError(0, "no_token", f"set INTERLOCK_TOKEN (or pass --token), or sign in "
+                                          f"to {url} with `interlock login`")
+        return cls(http, url, "", source)
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
+    async def authorize(self, force: bool = False) -> dict[str, str]:
+        """The Authorization header, from the stored sign-in when there is no static token."""
+        if self.source is not None:
+            try:
+                self.token = await self.source.token(force=force)
+            except LoginError as exc:
+                raise ApiError(401, "unauthenticated", str(exc)) from None
+        return self.headers
+
+    def _retry(self, status: int, attempt: int) -> bool:
+        """A 401 with a stored sign-in: refresh the ID token once and try again."""
+        return status == 401 and attempt == 0 and self.source is not None
+
     async def call(self, method: str, path: str, body: Any = None) -> Any:
         try:
-            async with self.http.request(method, self.url + path, json=body,
-                                         headers=self.headers,
-                                         timeout=aiohttp.ClientTimeout(total=30)) as r:
-                text = await r.text()
-                try:
-                    data = json.loads(text) if text else None
-                except ValueError:
-                    data = None
-                if r.status >= 400:
-                    err = (data or {}).get("error", {}) if isinstance(data, dict) else {}
-                    raise ApiError(r.status, err.get("code", f"http_{r.status}"),
-                                   err.get("message", text[:200] or r.reason or ""))
-                return data
+            for attempt in range(2):
+                headers = await self.authorize(force=attempt > 0)
+                async with self.http.request(method, self.url + path, json=body,
+                                             headers=headers,
+                                             timeout=aiohttp.ClientTimeout(total=30)) as r:
+                    if self._retry(r.status, attempt):
+                        continue
+                    text = await r.text()
+                    try:
+                        data = json.loads(text) if text else None
+                    except ValueError:
+                        data = None
+                    if r.status >= 400:
+                        err = (data or {}).get("error", {}) if isinstance(data, dict) else {}
+                        raise ApiError(r.status, err.get("code", f"http_{r.status}"),
+                                       err.get("message", text[:200] or r.reason or ""))
+                    return data
         except aiohttp.ClientError as exc:
             raise ApiError(0, "unreachable", f"cannot reach {self.url}: {exc}") from exc
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     async def text(self, path: str) -> str:
         """A GET whose answer is text (e.g. the audit timeline); errors as in `call`."""
         try:
-            async with self.http.get(self.url + path, headers=self.headers,
-                                     timeout=aiohttp.ClientTimeout(total=60)) as r:
-                body = await r.text()
-                if r.status >= 400:
-                    try:
-                        err = json.loads(body)["error"]
-                    except (ValueError, KeyError, TypeError):
-                        err = {"code": f"http_{r.status}", "message": body[:200]}
-                    raise ApiError(r.status, err["code"], err["message"])
-                return body
+            for attempt in range(2):
+                headers = await self.authorize(force=attempt > 0)
+                async with self.http.get(self.url + path, headers=headers,
+                                         timeout=aiohttp.ClientTimeout(total=60)) as r:
+                    if self._retry(r.status, attempt):
+                        continue
+                    body = await r.text()
+                    if r.status >= 400:
+                        try:
+                            err = json.loads(body)["error"]
+                        except (ValueError, KeyError, TypeError):
+                            err = {"code": f"http_{r.status}", "message": body[:200]}
+                        raise ApiError(r.status, err["code"], err["message"])
+                    return body
         except aiohttp.ClientError as exc:
             raise ApiError(0, "unreachable", f"cannot reach {self.url}: {exc}") from exc
+        raise AssertionError("unreachable")
 
     async def me(self) -> dict[str, Any]:
         data: dict[str, Any] = await self.call("GET", "/v1/me")
@@ -147,13 +190,19 @@ class Gateway:
         With stop_at, ends once the event with that id (or a later one) was yielded."""
         last = after
         backoff = 0.5
+        force = False
         while True:
             try:
+                headers = await self.authorize(force=force)
                 async with self.http.get(
                     f"{self.url}/v1/sessions/{session_id}/events",
-                    headers={**self.headers, "Last-Event-ID": str(last)},
+                    headers={**headers, "Last-Event-ID": str(last)},
                     timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
                 ) as r:
+                    if self._retry(r.status, int(force)):
+                        force = True
+                        continue
+                    force = False
                     if r.status >= 400:
                         body = await r.text()
                         try:

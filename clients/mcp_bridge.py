@@ -5,7 +5,9 @@ Nothing is decided here: the tools, their results and every rule are the gateway
 it the planner's, the gate's, the executor's). The bridge adds one thing, the conversation: one
 `interlock mcp` process is one conversation, so it opens one Interlock session (on its first
 call) and names it in the `Interlock-Session` header of every request it forwards. The token is
-an operator's ($INTERLOCK_TOKEN); whatever its roles, no MCP tool approves.
+an operator's ($INTERLOCK_TOKEN), or without one the sign-in `interlock login` stored for the
+gateway (its ID token, renewed when due, set on each request); whatever its roles, no MCP tool
+approves.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from clients.http import DEFAULT_URL
+from clients.credentials import LoginError, Store, TokenSource
+from clients.http import default_url
 
 SESSION_HEADER = "Interlock-Session"
 
@@ -46,8 +49,12 @@ def _client_name(ctx: Any) -> str:
 
 
 class Bridge:
-    def __init__(self, url: str, token: str, session: str = "", title: str = "") -> None:
+    def __init__(self, url: str, token: str, session: str = "", title: str = "",
+                 signed_in: bool = False) -> None:
         self.url, self.token = url.rstrip("/"), token
+        # Without a token: the stored sign-in, read (and renewed) before each request.
+        self.signed_in = signed_in
+        self.source: TokenSource | None = None
         self.session, self.title = session, title
         self.client = ""
         self._upstream: Client | None = None
@@ -59,9 +66,22 @@ class Bridge:
             "interlock", version="0.1.0", title="Interlock (stdio)",
             on_list_tools=self.list_tools, on_call_tool=self.call_tool)
 
+    async def bearer(self) -> str:
+        if self.source is not None:
+            try:
+                self.token = await self.source.token()
+            except LoginError as exc:
+                raise BridgeError(str(exc)) from None
+        return f"Bearer {self.token}"
+
+    async def _authorize(self, request: Any) -> None:
+        """An httpx request hook: the current bearer credential on every request to /mcp."""
+        request.headers["Authorization"] = await self.bearer()
+
     async def _open_session(self) -> str:
+        auth = await self.bearer()
         async with aiohttp.ClientSession() as http, http.post(
-                f"{self.url}/v1/sessions", headers={"Authorization": f"Bearer {self.token}"},
+                f"{self.url}/v1/sessions", headers={"Authorization": auth},
                 json={"title": self.title or f"MCP: {self.client} (stdio)"},
                 timeout=aiohttp.ClientTimeout(total=30)) as r:
             body = await r.text()
@@ -77,8 +97,8 @@ class Bridge:
         try:
             if not self.session:
                 self.session = await self._open_session()
-            http = create_mcp_http_client(headers={
-                "Authorization": f"Bearer {self.token}", SESSION_HEADER: self.session})
+            http = create_mcp_http_client(headers={SESSION_HEADER: self.session})
+            http.event_hooks["request"].append(self._authorize)
             async with Client(
                     streamable_http_client(f"{self.url}/mcp", http_client=http),
                     # Recorded by the gateway as "<name> <version>": "claude-code 2.1.0 via
@@ -125,21 +145,32 @@ class Bridge:
                                   progress_callback=forward)
 
     async def serve(self) -> None:
-        async with anyio.create_task_group() as tasks:
-            self._tasks = tasks
-            async with stdio_server() as (read, write):
-                await self.server.run(read, write, self.server.create_initialization_options())
-            self._closing.set()
+        async with contextlib.AsyncExitStack() as stack:
+            if self.signed_in:
+                http = await stack.enter_async_context(aiohttp.ClientSession())
+                self.source = TokenSource.stored(http, self.url)
+            async with anyio.create_task_group() as tasks:
+                self._tasks = tasks
+                async with stdio_server() as (read, write):
+                    await self.server.run(read, write,
+                                          self.server.create_initialization_options())
+                self._closing.set()
 
 
 def run(url: str | None, token: str | None, session: str | None, title: str | None) -> int:
+    url = default_url(url)
     token = token or os.environ.get("INTERLOCK_TOKEN", "")
     if not token:
-        sys.stderr.write("interlock mcp: set INTERLOCK_TOKEN (an operator's token) or pass "
-                         "--token\n")
-        return 2
-    bridge = Bridge(url or os.environ.get("INTERLOCK_URL", DEFAULT_URL), token,
-                    session or "", title or "")
+        try:
+            stored = Store().get(url)
+        except LoginError as exc:
+            sys.stderr.write(f"interlock mcp: {exc}\n")
+            return 2
+        if stored is None:
+            sys.stderr.write(f"interlock mcp: set INTERLOCK_TOKEN (an operator's token), pass "
+                             f"--token, or sign in to {url} with `interlock login`\n")
+            return 2
+    bridge = Bridge(url, token, session or "", title or "", signed_in=not token)
     try:
         anyio.run(bridge.serve)
     except KeyboardInterrupt:

@@ -15,7 +15,7 @@ import socket
 import sys
 from pathlib import Path
 
-from clients import commands, safe_text
+from clients import commands, login, safe_text
 from launcher import verify
 from launcher.stack import APPROVERS, Stack, StackConfig
 from services.gate import policy as gate_policy
@@ -243,11 +243,14 @@ def main(argv: list[str] | None = None) -> int:
     sb = sub.add_parser("sandbox", help="run the sandbox cluster alone", add_help=False)
     sb.add_argument("rest", nargs=argparse.REMAINDER)
     commands.add_parsers(sub, verify.add_options)
+    login.add_parsers(sub)
     args = parser.parse_args(argv)
     if args.command == "audit" and args.verify:
         return verify.run(args)
     if args.command in commands.COMMANDS:
         return commands.run(args)
+    if args.command in login.COMMANDS:
+        return login.run(args)
     if args.command == "mcp":  # stdout is the MCP wire: nothing else may be written there
         from clients import mcp_bridge
 

@@ -93,6 +93,7 @@ class Op:
     port: int
     gateway_url: str
     id_token_ttl: int
+    device_interval: int = 1
     web_client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     cookie_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     proc: subprocess.Popen[bytes] | None = None
@@ -127,6 +128,7 @@ class Op:
                "OP_PORT": str(self.port), "OP_GATEWAY_URL": self.gateway_url,
                "OP_WEB_SECRET": self.web_client_secret, "OP_COOKIE_KEY": self.cookie_key,
                "OP_ID_TOKEN_TTL": str(self.id_token_ttl),
+               "OP_DEVICE_INTERVAL": str(self.device_interval),
                "OP_KEYS_FILE": str(self.dir / "keys.json"),
                "OP_STATE_FILE": str(self.dir / "state.json")}
         env.pop("OP_ROTATE", None)
@@ -177,12 +179,13 @@ class Op:
 
 
 def start_op(tmp_path: Path, gateway_url: str, *, id_token_ttl: int = 300,
-             port: int | None = None) -> Op:
-    """Start the OP (in tmp_path/op) for a gateway at gateway_url; the caller stops it."""
+             device_interval: int = 1, port: int | None = None) -> Op:
+    """Start the OP (in tmp_path/op) for a gateway at gateway_url; the caller stops it.
+    device_interval: the polling interval the device flow names (1 s: tests wait less)."""
     d = Path(tmp_path) / "op"
     d.mkdir(parents=True, exist_ok=True)
     op = Op(dir=d, port=port or free_port(), gateway_url=gateway_url.rstrip("/"),
-            id_token_ttl=id_token_ttl)
+            id_token_ttl=id_token_ttl, device_interval=device_interval)
     op._start()
     return op
 

@@ -22,9 +22,11 @@ from tests.support_llm import ScriptedLLM
 
 
 async def start_stack(tmp_path_factory: pytest.TempPathFactory, **cfg: object) -> Stack:
+    """A stack on a free port, or on `http_port` when given (chosen before the stack starts:
+    an OpenID Provider is told the gateway's redirect URI first)."""
     data = tmp_path_factory.mktemp("interlock")
-    s = Stack(StackConfig(data_dir=data, http_port=free_port(), admin_token="t" * 32,
-                          **cfg))  # type: ignore[arg-type]
+    cfg.setdefault("http_port", free_port())
+    s = Stack(StackConfig(data_dir=data, admin_token="t" * 32, **cfg))  # type: ignore[arg-type]
     await s.start()
     remember_keys(s)
     return s

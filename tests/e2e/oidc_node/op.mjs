@@ -12,6 +12,8 @@
 //   OP_STATE_FILE     where sessions, grants, codes and refresh tokens are kept, so that a restart
 //                     (rotation) keeps them valid
 //   OP_COOKIE_KEY     the key the OP's cookies are signed with (kept across restarts)
+//   OP_DEVICE_INTERVAL  the polling interval (s) the device authorization answer names (5 when
+//                     unset, RFC 8628's default; oidc-provider names none by itself)
 //
 // Accounts: alice (groups [sre-approvers]), bob (groups [sre]), carol (no groups); the dev login
 // form (devInteractions) accepts any password; consent is granted without a page. Prints
@@ -213,9 +215,23 @@ const provider = new Provider(issuer, {
   },
 });
 
+const deviceInterval = Number(env('OP_DEVICE_INTERVAL', '5'));
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.path === '/device/auth' && ctx.status === 200 && ctx.body && typeof ctx.body === 'object') {
+    ctx.body.interval = deviceInterval;
+  }
+});
+
 const server = provider.listen(port, '127.0.0.1', () => {
   process.stdout.write(`listening ${issuer}\n`);
 });
+// Stop at once (state is written as it changes): a client's kept-alive connection must not hold
+// a restart (rotation) on the same port.
 for (const signal of ['SIGTERM', 'SIGINT']) {
-  process.on(signal, () => server.close(() => process.exit(0)));
+  process.on(signal, () => {
+    server.close();
+    server.closeAllConnections();
+    process.exit(0);
+  });
 }
