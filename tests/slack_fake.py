@@ -22,6 +22,7 @@ slack_sdk's SignatureVerifier, so the two are independent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import itertools
@@ -237,10 +238,8 @@ class FakeSlack:
                                      f"calls={[c.method for c in self.calls]} "
                                      f"responses={[p.id for p in self.responses]}")
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(left, 0.5))
-            except TimeoutError:
-                pass
 
     async def start(self) -> FakeSlack:
         app = web.Application()
