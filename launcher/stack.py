@@ -41,7 +41,10 @@ APPROVERS = ("admin", "approver")
 # Passed through to the notifier from the environment of `interlock up`.
 NOTIFIER_ENV = ("INTERLOCK_WEBHOOKS", "INTERLOCK_WEBHOOK_SECRET", "INTERLOCK_PUBLIC_URL",
                 "INTERLOCK_WEBHOOK_ATTEMPTS", "INTERLOCK_WEBHOOK_TIMEOUT",
-                "INTERLOCK_WEBHOOK_BACKOFF", "INTERLOCK_NOTIFY_MAX_AGE")
+                "INTERLOCK_WEBHOOK_BACKOFF", "INTERLOCK_NOTIFY_MAX_AGE",
+                # The Slack approval message (README, "Approve from Slack").
+                "INTERLOCK_SLACK_BOT_TOKEN", "INTERLOCK_SLACK_CHANNEL", "INTERLOCK_SLACK_API_URL",
+                "INTERLOCK_NOTIFIER_STATE_DIR")
 # The model's client: its key, endpoint, organisation and project (OPENAI_*) — the planner's
 # alone; no other service talks to the model.
 PLANNER_PREFIXES = ("OPENAI_",)
@@ -365,6 +368,8 @@ class Stack:
             env["INTERLOCK_SSE_HEARTBEAT"] = str(self.cfg.sse_heartbeat_s)
         if service == "notifier":
             env.setdefault("INTERLOCK_PUBLIC_URL", self.url)
+            # Which Slack message shows which approval; shared by every notifier instance.
+            env.setdefault("INTERLOCK_NOTIFIER_STATE_DIR", str(self.data / "notifier"))
         env.update({k: v for k, v in self.cfg.extra_env.items() if own_setting(service, k)})
         return env
 

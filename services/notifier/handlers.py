@@ -1,5 +1,5 @@
-"""The notifier's handler: approval events in, signed webhook posts out. It publishes nothing
-on the bus, and the gate never waits for it."""
+"""The notifier's handler: approval events in, signed webhook posts and the Slack message out.
+It publishes nothing on the bus, and the gate never waits for it."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from schemas.approval import ApprovalDenied, ApprovalExpired, ApprovalGranted, A
 from schemas.events import AnyEvent
 from services.notifier import webhooks
 from services.notifier.settings import NotifierSettings
+from services.notifier.slack import Outcome
+from services.notifier.slack_api import SlackChannel
 from services.runtime.bus import Bus
 from services.runtime.delivery import Delivery
 
@@ -25,10 +27,11 @@ log = logging.getLogger(__name__)
 
 class Notifier:
     def __init__(self, bus: Bus, http: aiohttp.ClientSession,
-                 settings: NotifierSettings) -> None:
+                 settings: NotifierSettings, slack: SlackChannel | None = None) -> None:
         self.bus = bus
         self.http = http
         self.settings = settings
+        self.slack = slack
 
     async def handle(self, d: Delivery[AnyEvent]) -> None:
         # Decoded and signed by the emitter its subject names: the consume loop checked it,
@@ -44,9 +47,35 @@ class Notifier:
             return
         if isinstance(event, ApprovalRequested) and lifecycle.is_expired(event, now):
             return
-        if not self.settings.webhooks:
+        if not self.settings.webhooks and self.slack is None:
             return
         request = event if isinstance(event, ApprovalRequested) else await self.request_of(event)
+        await asyncio.gather(self.notify_webhooks(event, request),
+                             self.notify_slack(event, request))
+
+    async def notify_slack(self, event: ApprovalRequested | ApprovalGranted | ApprovalDenied
+                           | ApprovalExpired, request: ApprovalRequested | None) -> None:
+        if self.slack is None or request is None:
+            return
+        match event:
+            case ApprovalRequested():
+                await self.slack.requested(event)
+                return
+            case ApprovalGranted():
+                outcome = Outcome("granted", event.occurred_at, approver=event.approver)
+            case ApprovalDenied() if event.superseded_by:
+                outcome = Outcome("amended", event.occurred_at, approver=event.approver)
+            case ApprovalDenied():
+                outcome = Outcome("denied", event.occurred_at, approver=event.approver,
+                                  reason=event.reason)
+            case ApprovalExpired():
+                outcome = Outcome("expired", event.occurred_at)
+        await self.slack.settled(request, outcome, event.type)
+
+    async def notify_webhooks(self, event: ApprovalRequested | ApprovalGranted | ApprovalDenied
+                              | ApprovalExpired, request: ApprovalRequested | None) -> None:
+        if not self.settings.webhooks:
+            return
         data: dict[str, Any] = msgspec.to_builtins(event)
         req_data = msgspec.to_builtins(request) if request is not None else None
         p = webhooks.payload(event.type, data, req_data, self.settings.public_url)
