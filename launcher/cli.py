@@ -15,7 +15,7 @@ import socket
 import sys
 from pathlib import Path
 
-from clients import commands, safe_text
+from clients import commands, safe_text, slack_setup
 from launcher import verify
 from launcher.stack import APPROVERS, Stack, StackConfig
 from services.gate import policy as gate_policy
@@ -223,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     sb = sub.add_parser("sandbox", help="run the sandbox cluster alone", add_help=False)
     sb.add_argument("rest", nargs=argparse.REMAINDER)
     commands.add_parsers(sub, verify.add_options)
+    slack_setup.add_slack_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "audit" and args.verify:
         return verify.run(args)
@@ -232,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         from clients import mcp_bridge
 
         return mcp_bridge.run(args.url, args.token, args.session, args.title)
+    if args.command == "slack":
+        return slack_setup.run(args)
     if args.command == "up":
         return asyncio.run(_up(args))
     if args.command == "sandbox":
