@@ -97,7 +97,8 @@ async def test_a_production_card_offers_only_open(stack: Stack, slack: FakeSlack
     assert buttons(call)["interlock.open"]["url"] == (
         f"https://interlock.example.com/#session={sid}&approval={req['approval_id']}")
     seen = texts(call.body["blocks"])
-    assert "passkey" in seen and f"interlock approve {req['approval_id']}" in seen
+    assert "passkey" in seen
+    assert f"interlock approve {req['approval_id']}" in seen
     CARDS["production"] = req  # nobody decides it: see the last test
 
 
@@ -152,7 +153,8 @@ async def test_a_denied_card_says_why_and_no_secret_reaches_slack(
     raw = json.dumps(call.body, ensure_ascii=False)
     for form in (password, base64.b64encode(password.encode()).decode()):
         assert form not in raw
-    assert "`data.password`" in raw and "sealed value, fingerprint" in raw
+    assert "`data.password`" in raw
+    assert "sealed value, fingerprint" in raw
 
     status, body = await approver.call(
         "POST", f"/v1/approvals/{req['approval_id']}/decision",

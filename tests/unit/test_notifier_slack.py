@@ -140,6 +140,7 @@ def outcomes() -> list[slack.Outcome]:
     at = datetime(2026, 12, 7, 21, 3, tzinfo=UTC)
     return [slack.Outcome("granted", at, approver="oidc:alice"),
             slack.Outcome("denied", at, approver="oidc:carol", reason="not during the sale " * 200),
+            slack.Outcome("amended", at, approver="oidc:dave"),
             slack.Outcome("expired", at)]
 
 
@@ -153,11 +154,13 @@ def test_the_outcome_replaces_the_buttons_and_keeps_the_essentials(
     assert buttons(after) == {}
     seen = slack.texts(after["blocks"])
     heading = {"granted": "Approved by oidc:alice", "denied": "Denied by oidc:carol",
-               "expired": "Expired"}[outcome.kind]
+               "amended": "Changed by oidc:dave", "expired": "Expired"}[outcome.kind]
     assert after["blocks"][0]["text"]["text"].startswith(heading + ": scale deployment/web-1")
     assert after["text"].startswith(heading)
     if outcome.kind == "denied":
         assert "*Denied by oidc:carol*: not during the sale" in seen
+    if outcome.kind == "amended":
+        assert "other arguments, which wait for their own approval" in seen
     # The essentials stay: the same blocks as before, but the header, the buttons and the
     # outcome.
     kept = [b for b in before["blocks"][1:] if b["type"] != "actions"]
