@@ -229,3 +229,21 @@ def test_the_payload_is_parsed_strictly() -> None:
     assert (click.team, click.user, click.action, click.reason) == (
         "T0INTERLOCK", "U0APPROVER", "interlock.deny", "r")
     assert click.kind == "view_submission"
+
+
+def test_the_cli_enrols_a_slack_user_as_the_registry_reads_it() -> None:
+    from clients import keys as client_keys
+
+    cred = client_keys.slack_credential(f"{TEAM}/{USER}", "alice in Slack")
+    key = msgspec.convert(cred, approvers.ApproverKey)
+    assert key == approvers.slack_key(TEAM, USER, label="alice in Slack")
+    # The statement the admin signs in the CLI is the one the registry checks.
+    stmt = client_keys.enrol_statement("alice", cred)
+    assert stmt == approvers.enrol_statement("alice", key)
+    reg = approvers.Registry(_admins())
+    reg.apply(ApproverEnrolled(session_id="approvers", principal="alice", credential=key,
+                               admin=approvers.sign_statement(stmt, ADMIN)))
+    assert reg.slack_keys() == {KEY_ID: "alice"}
+    for bad in ("T1", "t0/u0", "T0/U0/x", "T0 /U0", ""):
+        with pytest.raises(client_keys.KeyProblem):
+            client_keys.slack_credential(bad)
