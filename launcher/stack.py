@@ -33,7 +33,12 @@ PLANNER_MODEL_ENV = ("INTERLOCK_MODEL", "INTERLOCK_TEMPERATURE", "INTERLOCK_MAX_
 
 # Passed through to the gate: a policy exported for `interlock up` (README, "Approvals and policy")
 # must reach the gate — dropping it would silently run a looser gate than the person asked for.
-GATE_ENV = ("INTERLOCK_POLICY_FILE",)
+# Slack's signing secret too (issue 20): the gate alone checks Slack clicks with it; whoever
+# holds it can forge one, so no other service ever gets it.
+GATE_ENV = ("INTERLOCK_POLICY_FILE", "INTERLOCK_SLACK_SIGNING_SECRET")
+# The gateway's Slack settings: the bot token (the Deny dialog), the Web API, where replies go.
+GATEWAY_ENV = ("INTERLOCK_SLACK_BOT_TOKEN", "INTERLOCK_SLACK_API_URL",
+               "INTERLOCK_SLACK_RESPONSE_URL_PREFIX")
 
 SERVICES = ("executor", "gate", "planner", "gateway", "notifier")
 # The principals `interlock up` makes that may approve: each gets a key, enrolled at start.
@@ -64,7 +69,7 @@ CALLER_ENV: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "gate": (GATE_ENV, ()),
     "executor": (EXECUTOR_ENV, ()),
     "notifier": (NOTIFIER_ENV, ()),
-    "gateway": ((), ()),
+    "gateway": (GATEWAY_ENV, ()),
 }
 
 

@@ -19,7 +19,17 @@ from schemas import subjects as S
 from schemas.base import Event
 from schemas.ids import new_session_id
 from schemas.session import SessionCancelled, SessionStarted, UserMessage
-from services.gateway import approvers, audit, decisions, mcp_mount, openapi, passkeys, sse, views
+from services.gateway import (
+    approvers,
+    audit,
+    decisions,
+    mcp_mount,
+    openapi,
+    passkeys,
+    slack,
+    sse,
+    views,
+)
 from services.gateway.approvers import Registry
 from services.gateway.auth import Principal, Role, TokenStore
 from services.gateway.bodies import (
@@ -82,6 +92,7 @@ class Api:
         self._sessions: dict[str, views.SessionSummary] = {}
         self._sessions_cursor = 1
         self.connection = sse.Connection()
+        self.slack = slack.SlackSettings()  # Slack's request URL (issue 20): its settings
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -353,4 +364,5 @@ def make_app(api: Api, limiter: RateLimiter | None = None,
     r.add_get("/v1/audit", functools.partial(audit.search, api))
     passkeys.install(app, api, app[SPEC])
     mcp_mount.install(app, api)
+    slack.install(app, api)
     return app

@@ -30,6 +30,7 @@ async def run(settings: GatewaySettings, stop: asyncio.Event,
               sse_per_principal=settings.sse_streams_per_principal,
               admin_keys_file=settings.admin_keys_file)
     api.connection = connection
+    api.slack = settings.slack
     app = make_app(api, limits=Limits.default(
         RateLimiter(settings.rate_per_s, settings.rate_burst),
         RateLimiter(settings.auth_failure_rate_per_s, settings.auth_failure_burst),

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.gateway.ratelimit import Network, parse_proxies
+from services.gateway.slack import SlackSettings
 from services.runtime.errors import ConfigError
 from services.runtime.settings import NatsSettings
 
@@ -31,6 +32,8 @@ class GatewaySettings:
     # The admin public keys (issue 18): to check enrolments and decisions' signatures early.
     # The gate checks them regardless; without them the gateway only carries.
     admin_keys_file: Path | None = None
+    # Slack's request URL (issue 20): the bot token, the Web API, where replies may go.
+    slack: SlackSettings = field(default_factory=SlackSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -76,4 +79,5 @@ class GatewaySettings:
             trusted_proxies=proxies,
             admin_keys_file=Path(env["INTERLOCK_ADMIN_KEYS_FILE"])
             if env.get("INTERLOCK_ADMIN_KEYS_FILE") else None,
+            slack=SlackSettings.from_env(env),
         )
