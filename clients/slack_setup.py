@@ -64,7 +64,7 @@ Next steps (README, "Approve from Slack"):
        INTERLOCK_PUBLIC_URL={base}   (notifier)
      `interlock up` hands each variable to its service only: export them before starting it.
   4. Link each approver's Slack user to their Interlock principal (an admin):
-       interlock keys enroll --principal PRINCIPAL --slack TEAM_ID/USER_ID
+       interlock keys enroll PRINCIPAL --slack TEAM_ID/USER_ID
      (USER_ID: their Slack profile → ⋮ → Copy member ID; TEAM_ID: T…, in the workspace's URL
      or about page). A click by anyone not linked is refused, and they are told why.
   5. Writes in the policy's key_signed_namespaces (default: production) count only decisions

@@ -5,14 +5,18 @@ A held write is posted once to the channel with the card's essentials and the bu
 checks; deciding it anywhere else (here over HTTP, as the Command Center and the CLI do)
 rewrites that same message (chat.update of its ts) with the outcome; a denial says why; an
 unanswered card says it expired; a card in a namespace where only a person's own key counts
-offers Open alone; a secret value never reaches Slack; the bot token never reaches a log.
+offers Open alone; a secret value never reaches Slack; the bot token never reaches a log. A
+click in Slack itself (signed as Slack signs it, checked by the gate) updates the message the
+same way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,12 +27,21 @@ import pytest_asyncio
 from launcher.stack import Stack
 from services.notifier.slack import texts
 from tests.e2e.conftest import people, replicas, start_stack
-from tests.slack_fake import Call, FakeSlack, action_value
+from tests.slack_fake import (
+    Call,
+    FakeSlack,
+    action_value,
+    block_actions,
+    form_body,
+    signed_headers,
+)
 from tests.support import Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 BOT_TOKEN = "xoxb-e2e-" + secrets.token_hex(12)
+SIGNING_SECRET = secrets.token_hex(16)
+TEAM, USER = "T0INTERLOCK", "U0APPROVER"
 CHANNEL = "C0APPROVALS"
 TTL_S = 12.0  # long enough to decide over HTTP, short enough to watch one card expire
 # Cards of this module that a later test looks at again.
@@ -47,6 +60,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory,
     s = await start_stack(tmp_path_factory, approval_ttl_s=TTL_S, extra_env={
         "INTERLOCK_SLACK_BOT_TOKEN": BOT_TOKEN, "INTERLOCK_SLACK_CHANNEL": CHANNEL,
         "INTERLOCK_SLACK_API_URL": slack.api_url,
+        "INTERLOCK_SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "INTERLOCK_SLACK_RESPONSE_URL_PREFIX": slack.response_prefix,
         "INTERLOCK_PUBLIC_URL": "https://interlock.example.com",
     })
     try:
@@ -129,15 +144,24 @@ async def test_a_held_write_is_posted_and_updated_when_approved_elsewhere(
     update = await updated(slack, aid)
     assert update.token == BOT_TOKEN
     assert update.body["channel"] == CHANNEL
-    assert update.body["ts"] == ts_of(stack, aid)
+    assert update.body["ts"] == await ts_of(stack, aid)
     assert update.body["blocks"][0]["text"]["text"].startswith("Approved by approver: ")
     assert buttons(update) == {}
     assert "`spec.replicas`: 3 → 4" in texts(update.body["blocks"])  # the essentials stay
 
 
-def ts_of(stack: Stack, approval_id: str) -> str:
-    """The ts Slack answered the approval's chat.postMessage with, as the notifier kept it."""
-    kept = json.loads((stack.data / "notifier" / "slack-messages.json").read_text())
+async def ts_of(stack: Stack, approval_id: str, timeout: float = 10) -> str:
+    """The ts Slack answered the approval's chat.postMessage with, as the notifier kept it (it
+    keeps it once the answer is in: a moment after the fake recorded the call)."""
+    path = stack.data / "notifier" / "slack-messages.json"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        kept = json.loads(path.read_text()) if path.exists() else {}
+        if approval_id in kept:
+            break
+        assert loop.time() < deadline, f"the notifier kept no message for {approval_id}"
+        await asyncio.sleep(0.05)
     stamps = [v["ts"] for v in kept.values()]
     assert stamps.count(kept[approval_id]["ts"]) == 1  # one message per approval
     return str(kept[approval_id]["ts"])
@@ -168,6 +192,37 @@ async def test_a_denied_card_says_why_and_no_secret_reaches_slack(
     assert password not in json.dumps(update.body, ensure_ascii=False)
 
 
+async def test_a_slack_click_updates_the_message_too(
+        stack: Stack, slack: FakeSlack, http: aiohttp.ClientSession) -> None:
+    # An admin links the approver's Slack user to them, with the real CLI.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "launcher.cli", "keys", "enroll", "approver", "--slack",
+        f"{TEAM}/{USER}", "--url", stack.url, "--token", stack.cfg.admin_token,
+        "--admin-key", str(stack.person_key("admin")),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0, out.decode()
+    operator, _ = people(stack, http)
+    sid, req, last = await held(operator, "kubectl scale deploy/web --replicas=5 -n shop")
+    call = await posted(slack, req["approval_id"])
+    ts = await ts_of(stack, req["approval_id"])
+    # The click Slack sends for the message's Approve button, signed as Slack signs it.
+    payload = block_actions(action_id="interlock.approve",
+                            value=buttons(call)["interlock.approve"]["value"], team=TEAM,
+                            user=USER, channel=CHANNEL, message_ts=ts,
+                            response_url=slack.response_url("click"))
+    body = form_body(payload)
+    async with http.post(f"{stack.url}/v1/slack/interactions", data=body,
+                         headers=signed_headers(SIGNING_SECRET, body)) as r:
+        assert r.status == 200, await r.text()
+    await operator.wait_for(sid, lambda e: e.event == "tool.result", after=last)
+    assert replicas(stack) == 5
+    update = await updated(slack, req["approval_id"])
+    assert update.body["ts"] == ts
+    assert update.body["blocks"][0]["text"]["text"].startswith("Approved by approver: ")
+    assert buttons(update) == {}
+
+
 async def test_an_unanswered_card_says_expired_and_the_token_is_in_no_log(
         stack: Stack, slack: FakeSlack, http: aiohttp.ClientSession) -> None:
     req = CARDS["production"]
@@ -176,7 +231,7 @@ async def test_an_unanswered_card_says_expired_and_the_token_is_in_no_log(
     assert buttons(update) == {}
     # Each approval: one message, one update — nothing posted twice, nothing else called.
     assert {c.method for c in slack.calls} == {"chat.postMessage", "chat.update"}
-    assert len(slack.calls_to("chat.postMessage")) == len(slack.calls_to("chat.update")) == 3
+    assert len(slack.calls_to("chat.postMessage")) == len(slack.calls_to("chat.update")) == 4
     logs = {p.name: p.read_text(errors="replace") for p in (stack.data / "logs").iterdir()}
     assert "posted the approval to Slack" in logs["notifier.log"]
     assert "updated the Slack message" in logs["notifier.log"]

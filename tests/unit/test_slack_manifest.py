@@ -22,7 +22,7 @@ def test_the_manifest_has_the_scopes_and_the_request_url(
     assert doc["features"]["bot_user"]["display_name"] == "Interlock"
     for step in ("INTERLOCK_SLACK_BOT_TOKEN", "INTERLOCK_SLACK_SIGNING_SECRET for the gate",
                  "INTERLOCK_SLACK_CHANNEL", "INTERLOCK_PUBLIC_URL=https://interlock.example.com",
-                 "interlock keys enroll --principal PRINCIPAL --slack TEAM_ID/USER_ID",
+                 "interlock keys enroll PRINCIPAL --slack TEAM_ID/USER_ID",
                  "key_signed_namespaces"):
         assert step in err, step
 

@@ -950,7 +950,7 @@ function showSlackHelp() {
     ? el("span", {}, `${me} is linked to Slack user `,
         ...linked.map((k) => el("code", { text: k.key_id.replace(/^slack:/, "") })))
     : el("span", { class: "muted", text: `No Slack user is linked to ${me} yet.` }));
-  $("#slack-enrol").textContent = `interlock keys enroll --principal ${me} --slack TEAM_ID/USER_ID`;
+  $("#slack-enrol").textContent = `interlock keys enroll ${me} --slack TEAM_ID/USER_ID`;
 }
 
 async function setUpPasskeys() {
