@@ -4,7 +4,7 @@ Slack's limits as they serialise.
 The message carries what an approver needs to decide without leaving Slack — each call's tool
 and target, where it runs, its diff as the gate recorded it (secret values already sealed: a
 fingerprint, never the value), risk flags, required approvals, who asked, expiry — and the
-buttons the gate and the gateway agree on (docs/architecture.md, "Approve from Slack"):
+buttons the gate and the gateway agree on (docs/architecture.md, "The Slack approval message"):
 `interlock.approve` / `interlock.deny` carry `{"approval_id", "call_hashes", "expires_at"}`,
 `interlock.open` links to the card. A card the gate counts only key-signed decisions for
 (`key_signed_only`) gets Open alone. Once decided or expired, the same message is rebuilt with
