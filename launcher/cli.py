@@ -170,7 +170,25 @@ def describe_setup(stack: Stack) -> list[str]:
         f"                  another approver: add {{\"principal\": \"NAME\", \"roles\": "
         f"[\"operator\", \"approver\"], \"token\": \"16+ random characters\"}} to the tokens "
         f"in {tokens}, then restart")
+    lines.append(slack_line(stack))
     return lines
+
+
+def slack_line(stack: Stack) -> str:
+    """Whether approvals go to Slack (README, "Approve from Slack"); never the token or the
+    secret. A bot token without a channel stops `up` before anything starts."""
+    if not stack.setting("INTERLOCK_SLACK_BOT_TOKEN"):
+        return ("  Slack           off (to approve from Slack: interlock slack manifest --url "
+                "https://…)")
+    channel = stack.setting("INTERLOCK_SLACK_CHANNEL")
+    if not channel:
+        raise ConfigError("INTERLOCK_SLACK_BOT_TOKEN is set: set INTERLOCK_SLACK_CHANNEL too "
+                          "(the channel's ID, C…)")
+    base = (stack.setting("INTERLOCK_PUBLIC_URL") or stack.url).rstrip("/")
+    clicks = (f"clicks at {base}/v1/slack/interactions"
+              if stack.setting("INTERLOCK_SLACK_SIGNING_SECRET")
+              else "no INTERLOCK_SLACK_SIGNING_SECRET: the gate refuses every click")
+    return f"  Slack           approvals posted to {channel}; {clicks}"
 
 
 async def _watch_children(stack: Stack, stop: asyncio.Event) -> None:
