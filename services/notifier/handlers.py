@@ -15,6 +15,7 @@ from schemas import lifecycle
 from schemas import subjects as S
 from schemas.approval import ApprovalDenied, ApprovalExpired, ApprovalGranted, ApprovalRequested
 from schemas.events import AnyEvent
+from schemas.execution import CommandRefused, ToolResult
 from services.notifier import webhooks
 from services.notifier.settings import NotifierSettings
 from services.notifier.slack import Outcome
@@ -37,19 +38,23 @@ class Notifier:
         # Decoded and signed by the emitter its subject names: the consume loop checked it,
         # and keeps the message alive while webhooks are retried.
         event = d.event
-        if not isinstance(event, ApprovalRequested | ApprovalGranted | ApprovalDenied
-                          | ApprovalExpired):
-            return
         now = datetime.now(UTC)
         # A notifier added to an existing log, or back after a long outage, stays quiet about
         # history: nobody can act on it any more.
         if (now - event.occurred_at).total_seconds() > self.settings.max_age_s:
             return
+        if isinstance(event, ToolResult | CommandRefused):
+            await self.slack_ran(event)
+            return
+        if not isinstance(event, ApprovalRequested | ApprovalGranted | ApprovalDenied
+                          | ApprovalExpired):
+            return
         if isinstance(event, ApprovalRequested) and lifecycle.is_expired(event, now):
             return
         if not self.settings.webhooks and self.slack is None:
             return
-        request = event if isinstance(event, ApprovalRequested) else await self.request_of(event)
+        request = event if isinstance(event, ApprovalRequested) else await self.request_of(
+            event.session_id, event.approval_id)
         await asyncio.gather(self.notify_webhooks(event, request),
                              self.notify_slack(event, request))
 
@@ -72,6 +77,19 @@ class Notifier:
                 outcome = Outcome("expired", event.occurred_at)
         await self.slack.settled(request, outcome, event.type)
 
+    async def slack_ran(self, event: ToolResult | CommandRefused) -> None:
+        """A granted call ran (or was refused): its approval's message says so."""
+        if self.slack is None:
+            return
+        status = event.status if isinstance(event, ToolResult) else f"refused: {event.reason}"
+        found = self.slack.ran(event.call_id, status)
+        if found is None:
+            return
+        approval_id, posted = found
+        request = await self.request_of(event.session_id, approval_id)
+        if request is not None:
+            await self.slack.rewrite(request, posted, event.type)
+
     async def notify_webhooks(self, event: ApprovalRequested | ApprovalGranted | ApprovalDenied
                               | ApprovalExpired, request: ApprovalRequested | None) -> None:
         if not self.settings.webhooks:
@@ -90,10 +108,9 @@ class Notifier:
                  extra={"approval_id": event.approval_id, "session_id": event.session_id,
                         "tag": event.type})
 
-    async def request_of(self, event: ApprovalGranted | ApprovalDenied | ApprovalExpired
-                         ) -> ApprovalRequested | None:
+    async def request_of(self, session_id: str, approval_id: str) -> ApprovalRequested | None:
         stored = await self.bus.first(S.tag_filter("gate", "approval.requested",
-                                                   event.session_id, event.approval_id))
+                                                   session_id, approval_id))
         if stored is not None and isinstance(stored.event, ApprovalRequested):
             return stored.event
         return None

@@ -220,12 +220,26 @@ def _essentials(request: ApprovalRequested) -> list[Block]:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How an approval ended, as the gate recorded it."""
+    """How an approval ended, as the gate recorded it; for a grant, what the executor did with
+    each call so far (`ran`: "ok", "error", "unknown" or "refused: <why>", in call order)."""
 
     kind: Literal["granted", "denied", "amended", "expired"]
     at: datetime
     approver: str = ""
     reason: str = ""
+    ran: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "at": self.at.isoformat(), "approver": self.approver,
+                "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, str], ran: tuple[str, ...] = ()) -> Outcome:
+        kind = d.get("kind", "")
+        if kind not in ("granted", "denied", "amended", "expired"):
+            raise ValueError(f"not an outcome: {kind!r}")
+        return cls(kind, datetime.fromisoformat(d["at"]),  # type: ignore[arg-type]
+                   approver=d.get("approver", ""), reason=d.get("reason", ""), ran=ran)
 
     def heading(self) -> str:
         match self.kind:
@@ -238,11 +252,12 @@ class Outcome:
             case _:
                 return "Expired"
 
-    def text(self) -> str:
+    def text(self, calls: int = 1) -> str:
         when = slack_date(self.at, "{time}")
         match self.kind:
             case "granted":
-                return f":white_check_mark: *Approved by {esc(self.approver)}* at {when}"
+                done = f":white_check_mark: *Approved by {esc(self.approver)}* at {when}"
+                return done + (f"\n{ran_text(self.ran, calls)}" if self.ran else "")
             case "denied":
                 why = f": {clip(esc(self.reason), 1500)}" if self.reason else ""
                 return f":no_entry: *Denied by {esc(self.approver)}*{why} (at {when})"
@@ -251,6 +266,23 @@ class Outcome:
                         "other arguments, which wait for their own approval.")
             case _:
                 return f":hourglass: *Expired* without a decision at {when}"
+
+
+def ran_text(ran: Sequence[str], calls: int) -> str:
+    """What the executor did with the granted calls: `Ran: 2 ok, 1 failed; 1 still to run`."""
+    ok = sum(1 for r in ran if r == "ok")
+    failed = sum(1 for r in ran if r == "error")
+    unknown = sum(1 for r in ran if r == "unknown")
+    refused = [r.removeprefix("refused: ") for r in ran if r.startswith("refused")]
+    parts = [f"{ok} ok" if ok else "", f"{failed} failed" if failed else "",
+             f"{unknown} with an unknown outcome" if unknown else "",
+             f"{len(refused)} not run ({clip(esc(refused[0]), 300)})" if refused else ""]
+    text = ", ".join(p for p in parts if p)
+    left = calls - len(ran)
+    if left > 0:
+        text += f"; {left} still to run"
+    icon = ":gear:" if left > 0 else (":white_check_mark:" if ok == len(ran) else ":x:")
+    return f"{icon} *Ran:* {text}"
 
 
 def decidable_in_slack(request: ApprovalRequested) -> bool:
@@ -305,7 +337,7 @@ def message(request: ApprovalRequested, public_url: str,
     if outcome is None:
         tail = _actions(request, url)
     else:
-        tail = [SectionBlock(block_id=OUTCOME_BLOCK, text=_md(outcome.text()))]
+        tail = [SectionBlock(block_id=OUTCOME_BLOCK, text=_md(outcome.text(len(request.calls))))]
     ids = f"approval {code(esc(request.approval_id))} · session {code(esc(request.session_id))}"
     tail.append(ContextBlock(elements=[_md(f"{ids} · <{url}|Open the card>")]))
     room = MAX_BLOCKS - len(top) - len(tail)

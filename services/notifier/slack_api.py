@@ -1,5 +1,6 @@
 """The Slack Web API, as the notifier uses it: chat.postMessage when an approval is requested,
-chat.update of that message when it is decided (anywhere: web, CLI or Slack) or expires.
+chat.update of that message when it is decided (anywhere: web, CLI or Slack) or expires, and
+again as the executor runs the granted calls.
 
 slack_sdk's AsyncWebClient on the notifier's HTTP session, with its retry handlers: a 429 is
 retried after Slack's Retry-After, a 500/503 or a dropped connection with backoff, as the
@@ -24,7 +25,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from schemas.approval import ApprovalRequested
 from services.notifier import slack
-from services.notifier.messages import MessageStore
+from services.notifier.messages import MessageStore, Posted
 from services.notifier.settings import NotifierSettings
 
 log = logging.getLogger(__name__)
@@ -72,18 +73,38 @@ class SlackChannel:
         if not ts:
             log.error("Slack answered without a message ts", extra=extra)
             return False
-        self.store.put(request.approval_id, channel, ts)
+        self.store.put(request.approval_id, channel, ts, request.session_id, request.call_ids)
         log.info("posted the approval to Slack (channel %s, ts %s)", channel, ts, extra=extra)
         return True
 
     async def settled(self, request: ApprovalRequested, outcome: slack.Outcome,
                       tag: str) -> bool:
         """Rewrites the approval's message with its outcome in place of the buttons."""
-        extra = _extra(request, tag)
-        posted = self.store.get(request.approval_id)
+        posted = self.store.note(request.approval_id, outcome=outcome.to_dict())
         if posted is None:
-            log.info("no Slack message to update for this approval", extra=extra)
+            log.info("no Slack message to update for this approval",
+                     extra=_extra(request, tag))
             return False
+        return await self.rewrite(request, posted, tag)
+
+    def ran(self, call_id: str, status: str) -> tuple[str, Posted] | None:
+        """Records what the executor did with a call of a posted approval; the approval and
+        its message when that changes what a granted approval's message says."""
+        found = self.store.by_call(call_id)
+        if found is None:  # a read, or an approval never posted
+            return None
+        approval_id, posted = found
+        if posted.ran.get(call_id) == status:  # redelivered
+            return None
+        posted = self.store.note(approval_id, ran={call_id: status}) or posted
+        if posted.outcome.get("kind") != "granted":
+            return None
+        return approval_id, posted
+
+    async def rewrite(self, request: ApprovalRequested, posted: Posted, tag: str) -> bool:
+        extra = _extra(request, tag)
+        ran = tuple(posted.ran[c] for c in request.call_ids if c in posted.ran)
+        outcome = slack.Outcome.from_dict(posted.outcome, ran)
         msg = slack.message(request, self.public_url, outcome)
         try:
             await self.client.chat_update(channel=posted.channel, ts=posted.ts,
@@ -91,8 +112,8 @@ class SlackChannel:
         except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
             log.error("Slack refused the message update: %s", _why(exc), extra=extra)
             return False
-        log.info("updated the Slack message (channel %s, ts %s): %s", posted.channel, posted.ts,
-                 outcome.kind, extra=extra)
+        log.info("updated the Slack message (channel %s, ts %s): %s%s", posted.channel,
+                 posted.ts, outcome.kind, f", {len(ran)} ran" if ran else "", extra=extra)
         return True
 
 

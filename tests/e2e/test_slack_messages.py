@@ -3,7 +3,8 @@ Web API a fake on loopback (tests/slack_fake.py) that records every call as Slac
 
 A held write is posted once to the channel with the card's essentials and the buttons the gate
 checks; deciding it anywhere else (here over HTTP, as the Command Center and the CLI do)
-rewrites that same message (chat.update of its ts) with the outcome; a denial says why; an
+rewrites that same message (chat.update of its ts) with the outcome, and again once the write
+ran; a denial says why; an
 unanswered card says it expired; a card in a namespace where only a person's own key counts
 offers Open alone; a secret value never reaches Slack; the bot token never reaches a log. A
 click in Slack itself (signed as Slack signs it, checked by the gate) updates the message the
@@ -82,11 +83,21 @@ async def posted(slack: FakeSlack, approval_id: str) -> Call:
     return call
 
 
-async def updated(slack: FakeSlack, approval_id: str, timeout: float = 30) -> Call:
-    got = await slack.wait_for(lambda: [c for c in slack.calls_to("chat.update")
-                                        if about(c, approval_id)], timeout=timeout)
-    (call,) = got  # once
-    return call
+def updates(slack: FakeSlack, approval_id: str) -> list[Call]:
+    return [c for c in slack.calls_to("chat.update") if about(c, approval_id)]
+
+
+async def updated(slack: FakeSlack, approval_id: str, n: int = 1,
+                  timeout: float = 30) -> list[Call]:
+    """The approval's message updates, once there are `n` of them."""
+    return await slack.wait_for(lambda: len(updates(slack, approval_id)) >= n and
+                                updates(slack, approval_id), timeout=timeout)
+
+
+def outcome_of(call: Call) -> str:
+    (text,) = [b["text"]["text"] for b in call.body["blocks"]
+               if b.get("block_id") == "interlock.outcome"]
+    return str(text)
 
 
 def buttons(call: Call) -> dict[str, dict[str, Any]]:
@@ -141,13 +152,19 @@ async def test_a_held_write_is_posted_and_updated_when_approved_elsewhere(
     assert status == 202, body
     await operator.wait_for(sid, lambda e: e.event == "tool.result", after=last)
     assert replicas(stack) == 4
-    update = await updated(slack, aid)
-    assert update.token == BOT_TOKEN
-    assert update.body["channel"] == CHANNEL
-    assert update.body["ts"] == await ts_of(stack, aid)
-    assert update.body["blocks"][0]["text"]["text"].startswith("Approved by approver: ")
-    assert buttons(update) == {}
-    assert "`spec.replicas`: 3 → 4" in texts(update.body["blocks"])  # the essentials stay
+    # Granted, then ran: the same message twice, the buttons gone, the essentials kept.
+    granted, ran = await updated(slack, aid, n=2)
+    ts = await ts_of(stack, aid)
+    for update in (granted, ran):
+        assert update.token == BOT_TOKEN
+        assert update.body["channel"] == CHANNEL
+        assert update.body["ts"] == ts
+        assert update.body["blocks"][0]["text"]["text"].startswith("Approved by approver: ")
+        assert buttons(update) == {}
+        assert "`spec.replicas`: 3 → 4" in texts(update.body["blocks"])
+    assert "*Approved by approver*" in outcome_of(granted)
+    assert "Ran" not in outcome_of(granted)
+    assert "*Ran:* 1 ok" in outcome_of(ran)
 
 
 async def ts_of(stack: Stack, approval_id: str, timeout: float = 10) -> str:
@@ -184,7 +201,7 @@ async def test_a_denied_card_says_why_and_no_secret_reaches_slack(
         "POST", f"/v1/approvals/{req['approval_id']}/decision",
         {"decision": "deny", "reason": "use the vault, not a literal"})
     assert status == 202, body
-    update = await updated(slack, req["approval_id"])
+    (update,) = await updated(slack, req["approval_id"])
     assert update.body["blocks"][0]["text"]["text"].startswith("Denied by approver: ")
     assert "*Denied by approver*: use the vault, not a literal" in texts(update.body["blocks"])
     assert "use the vault, not a literal" in update.body["text"]
@@ -217,21 +234,26 @@ async def test_a_slack_click_updates_the_message_too(
         assert r.status == 200, await r.text()
     await operator.wait_for(sid, lambda e: e.event == "tool.result", after=last)
     assert replicas(stack) == 5
-    update = await updated(slack, req["approval_id"])
-    assert update.body["ts"] == ts
-    assert update.body["blocks"][0]["text"]["text"].startswith("Approved by approver: ")
-    assert buttons(update) == {}
+    granted, ran = await updated(slack, req["approval_id"], n=2)
+    for update in (granted, ran):
+        assert update.body["ts"] == ts
+        assert update.body["blocks"][0]["text"]["text"].startswith("Approved by approver: ")
+        assert buttons(update) == {}
+    assert "*Ran:* 1 ok" in outcome_of(ran)
 
 
 async def test_an_unanswered_card_says_expired_and_the_token_is_in_no_log(
         stack: Stack, slack: FakeSlack, http: aiohttp.ClientSession) -> None:
     req = CARDS["production"]
-    update = await updated(slack, req["approval_id"], timeout=TTL_S + 30)
+    (update,) = await updated(slack, req["approval_id"], timeout=TTL_S + 30)
     assert update.body["blocks"][0]["text"]["text"].startswith("Expired: ")
     assert buttons(update) == {}
     # Each approval: one message, one update — nothing posted twice, nothing else called.
     assert {c.method for c in slack.calls} == {"chat.postMessage", "chat.update"}
-    assert len(slack.calls_to("chat.postMessage")) == len(slack.calls_to("chat.update")) == 4
+    posts = slack.calls_to("chat.postMessage")
+    assert len(posts) == 4
+    # Two updates for each approved card (granted, ran), one for the denied and the expired.
+    assert len(slack.calls_to("chat.update")) == 6
     logs = {p.name: p.read_text(errors="replace") for p in (stack.data / "logs").iterdir()}
     assert "posted the approval to Slack" in logs["notifier.log"]
     assert "updated the Slack message" in logs["notifier.log"]

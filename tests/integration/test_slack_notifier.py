@@ -67,7 +67,16 @@ async def test_posted_once_and_updated_after_a_restart(slack: FakeSlack, tmp_pat
                                                 approver="alice"), "approval.granted")
         assert not await again.settled(request("a_other"), Outcome("expired", datetime.now(UTC)),
                                        "approval.expired")  # never posted: nothing to update
-    (post,), (update,) = slack.calls_to("chat.postMessage"), slack.calls_to("chat.update")
+        # The executor ran the call: the message says so, once (a redelivery changes nothing).
+        assert again.ran("c_read", "ok") is None  # no posted approval holds that call
+        found = again.ran("c_1", "ok")
+        assert found is not None
+        assert found[0] == "a_1"
+        assert again.ran("c_1", "ok") is None
+        assert await again.rewrite(req, found[1], "tool.result")
+    (post,), (update, ran) = slack.calls_to("chat.postMessage"), slack.calls_to("chat.update")
+    assert ran.body["ts"] == update.body["ts"]
+    assert "*Ran:* 1 ok" in json.dumps(ran.body["blocks"])
     kept = json.loads((tmp_path / "slack-messages.json").read_text())
     assert update.body["ts"] == kept["a_1"]["ts"]
     assert update.body["channel"] == post.body["channel"] == "C0APPROVALS"

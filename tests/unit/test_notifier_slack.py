@@ -203,3 +203,19 @@ def test_untitled_cards_and_odd_targets() -> None:
     assert "*1. cordon* `node/n1`" in seen
     assert "cluster-wide" in seen
     assert msg["blocks"][0]["text"]["text"] == "Approval needed: cordon node/n1"
+
+
+def test_a_granted_message_says_what_ran() -> None:
+    at = datetime(2026, 12, 7, 21, 3, tzinfo=UTC)
+    req = request(call(1), call(2), call(3))
+    ran = slack.Outcome("granted", at, approver="alice", ran=("ok", "error"))
+    seen = slack.texts(slack.message(req, URL, ran)["blocks"])
+    assert ":gear: *Ran:* 1 ok, 1 failed; 1 still to run" in seen
+    assert slack.ran_text(("ok", "ok"), 2) == ":white_check_mark: *Ran:* 2 ok"
+    assert slack.ran_text(("ok", "unknown"), 2) == ":x: *Ran:* 1 ok, 1 with an unknown outcome"
+    assert slack.ran_text(("refused: <!here> moved",), 1) == \
+        ":x: *Ran:* 1 not run (&lt;!here&gt; moved)"
+    # What the notifier keeps of an outcome gives it back.
+    assert slack.Outcome.from_dict(ran.to_dict(), ran.ran) == ran
+    with pytest.raises(ValueError, match="not an outcome"):
+        slack.Outcome.from_dict({"kind": "maybe", "at": at.isoformat()})
