@@ -19,16 +19,19 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 import pytest_asyncio
 
 from launcher.stack import Stack
+from schemas.approval import ApprovalCall, ApprovalRequested
 from services.runtime import approvers
-from tests.e2e.conftest import replicas, start_stack, token
+from tests.e2e.conftest import record_as, replicas, start_stack, token
 from tests.e2e.test_gate_bypass import _pending_scale, _types
 from tests.slack_fake import (
     FakeSlack,
@@ -311,3 +314,32 @@ async def test_the_gateway_never_holds_the_signing_secret(stack: Stack) -> None:
             data = path.read_bytes()
             assert SECRET.encode() not in data, path
             assert BOT_TOKEN.encode() not in data, path
+
+
+async def test_a_lying_gate_cannot_run_a_production_write_on_a_slack_click(
+        stack: Stack, slack: FakeSlack, http: aiohttp.ClientSession,
+        people: tuple[Client, Client]) -> None:
+    """The gate holds Slack's signing secret, so a compromised gate can make a valid click up,
+    and it authors the cards: one for a production write that says `key_signed_only: false`.
+    The executor judges where the write lands from its own dry run and refuses to run it on a
+    Slack decision there."""
+    operator, _ = people
+    sid = await operator.new_session()
+    before = replicas(stack, "auth-service", "production")
+    real = await _pending_scale(operator, sid, "auth-service", "production", before + 1)
+    call = msgspec.convert(real["calls"][0], ApprovalCall)
+    lie = ApprovalRequested(
+        session_id=sid, approval_id=real["approval_id"] + "-lie", calls=(call,),
+        requested_by="operator", expires_at=datetime.now(UTC) + timedelta(minutes=10),
+        key_signed_only=False, actor="gate")
+    await record_as(stack, "gate", lie)
+    card = msgspec.to_builtins(lie)
+    status, text, _, _ = await _click(http, stack, _approve(slack, card, "lie"))
+    assert status == 200, text
+    evs = await operator.wait_for(sid, lambda e: e.event in ("command.refused", "tool.result"),
+                                  after=int(real["seq"]))
+    assert evs[-1].event == "command.refused", evs[-1].data
+    assert "Slack" in evs[-1].data["reason"]
+    assert "production" in evs[-1].data["reason"]
+    assert _started(await _types(stack, sid), real) == 0
+    assert replicas(stack, "auth-service", "production") == before
