@@ -67,7 +67,9 @@ EXECUTOR_ENV = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_POR
 CALLER_ENV: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "planner": (PLANNER_MODEL_ENV, PLANNER_PREFIXES),
     "gate": (GATE_ENV, ()),
-    "executor": (EXECUTOR_ENV, ()),
+    # The executor reads the policy's key_signed_namespaces too (a Slack click is not enough
+    # there: the gate, which checks Slack clicks, could make one up).
+    "executor": ((*EXECUTOR_ENV, "INTERLOCK_POLICY_FILE"), ()),
     "notifier": (NOTIFIER_ENV, ()),
     "gateway": (GATEWAY_ENV, ()),
 }

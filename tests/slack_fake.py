@@ -196,6 +196,8 @@ class FakeSlack:
     token: str = ""  # when set, a call with another bearer token gets invalid_auth
     calls: list[Call] = field(default_factory=list)
     responses: list[Posted] = field(default_factory=list)
+    # Any other request that reached the fake (a reply sent where it must not go): path, body.
+    stray: list[tuple[str, bytes]] = field(default_factory=list)
     port: int = 0
     _runner: web.AppRunner | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -245,6 +247,7 @@ class FakeSlack:
         app = web.Application()
         app.router.add_post("/api/{method}", self._api)
         app.router.add_post("/response/{rid}", self._response)
+        app.router.add_route("*", "/{tail:.*}", self._stray)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         self.port = self.port or free_port()
@@ -311,6 +314,15 @@ class FakeSlack:
             return web.json_response({"ok": True, "view": {
                 **(view if isinstance(view, dict) else {}), "id": f"V{next(self._ts):08d}"}})
         return web.json_response({"ok": False, "error": "unknown_method"})
+
+    def outside_url(self, rid: str) -> str:
+        """A URL of this fake outside the response prefix (what a forged payload could name)."""
+        return f"{self.url}/elsewhere/{rid}"
+
+    async def _stray(self, request: web.Request) -> web.Response:
+        self.stray.append((request.path, await request.read()))
+        self._changed.set()
+        return web.Response(status=404)
 
     async def _response(self, request: web.Request) -> web.Response:
         body = await self._body(request)

@@ -560,14 +560,12 @@ class Registry:
 
     def _verify_slack(self, request: ApprovalRequested, d: ApprovalDecided,
                       sig: Signature) -> None:
-        """A Slack click whose signature holds: the card takes Slack decisions, and the payload
-        is exactly this decision (who, which button or dialog, this approval's calls and
-        expiry, the decision and reason) without edits."""
+        """A Slack click (whose signature holds, if the secret is here): the card takes Slack
+        decisions, and the payload is exactly this decision (who, which button or dialog, this
+        approval's calls and expiry, the decision and reason) without edits. Without the
+        secret, Unchecked once all of that holds."""
         if request.key_signed_only:
             raise Rejected(KEY_SIGNED_ONLY)
-        if not self.slack_secret:
-            raise Unchecked("cannot check Slack signatures here: Slack's signing secret "
-                            "(INTERLOCK_SLACK_SIGNING_SECRET) was not given")
         click = slack_click(slack_payload(sig.statement))
         if click.key_id != sig.key_id:
             raise Rejected(f"the Slack request is by Slack user {click.team}/{click.user}, "
@@ -598,6 +596,10 @@ class Registry:
         _same(doc, "approval_id", request.approval_id, "approval")
         _same(doc, "call_hashes", [c.call_hash for c in request.calls], "calls")
         _expires(doc, request)
+        if not self.slack_secret:
+            # Everything else holds; only Slack's signature is left, which needs the secret.
+            raise Unchecked("cannot check Slack signatures here: Slack's signing secret "
+                            "(INTERLOCK_SLACK_SIGNING_SECRET) was not given")
 
 
 def _expires(doc: dict[str, Any], request: ApprovalRequested) -> None:

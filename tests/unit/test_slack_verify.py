@@ -247,3 +247,36 @@ def test_the_cli_enrols_a_slack_user_as_the_registry_reads_it() -> None:
     for bad in ("T1", "t0/u0", "T0/U0/x", "T0 /U0", ""):
         with pytest.raises(client_keys.KeyProblem):
             client_keys.slack_credential(bad)
+
+
+# -- the audit -----------------------------------------------------------------------------------
+
+def test_the_audit_says_who_clicked_in_slack_and_who_checked_it(tmp_path: Any) -> None:
+    from schemas import subjects as S
+    from services.runtime import audit_signers, identity
+    from tests.unit.test_audit_signers import Log
+
+    identity.provision_keys(tmp_path, S.SERVICES)
+    log = Log(tmp_path)
+    key = approvers.slack_key(TEAM, USER)
+    log.append(ApproverEnrolled(
+        session_id="approvers", principal="alice", credential=key,
+        admin=approvers.sign_statement(approvers.enrol_statement("alice", key), ADMIN)))
+    req = _request()
+    at = datetime.fromtimestamp(NOW + 2, UTC)  # recorded 2 s after Slack signed it
+    d = _decided(req, _click(req), occurred_at=at)
+    blind = audit_signers.Approvers(_admins(), log.of("approvers"))
+    who = blind.check(100, req, d)
+    assert who.verdict == audit_signers.GATE_CHECKED
+    assert who.kind == "slack"
+    assert who.text() == ("approved in Slack by alice (slack:T0INTERLOCK/U0ALICE), Slack "
+                          "signature checked by the gate")
+    # Without the secret, all the rest is still checked: a click recorded as something else.
+    assert blind.check(100, req, _decided(req, _click(req), decision="deny", reason="x",
+                                          occurred_at=at)).verdict == "rejected"
+    sighted = audit_signers.Approvers(_admins(), log.of("approvers"), slack_secret=SECRET)
+    assert sighted.check(100, req, d).text().endswith("Slack signature re-checked")
+    forged = _decided(req, _click(req), secret="guess", occurred_at=at)
+    assert sighted.check(100, req, forged).verdict == "rejected"
+    late = _decided(req, _click(req), occurred_at=datetime.fromtimestamp(NOW + 900, UTC))
+    assert "more than 5 minutes" in sighted.check(100, req, late).reason
