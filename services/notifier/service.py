@@ -22,6 +22,9 @@ async def run(settings: NotifierSettings, stop: asyncio.Event) -> None:
     try:
         async with aiohttp.ClientSession() as http:
             slack = SlackChannel(http, settings) if settings.slack.enabled else None
+            if slack is None and settings.slack.bot_token:
+                log.warning("INTERLOCK_SLACK_BOT_TOKEN is set but INTERLOCK_SLACK_CHANNEL is "
+                            "not: no Slack approval messages")
             log.info("notifying %d webhook(s)%s", len(settings.webhooks),
                      f" and Slack channel {settings.slack.channel}" if slack else "")
             await bus.consume("notifier", Notifier(bus, http, settings, slack).handle, stop)

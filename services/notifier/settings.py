@@ -39,7 +39,7 @@ class SlackSettings:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.bot_token)
+        return bool(self.bot_token and self.channel and self.state_dir)
 
     def __repr__(self) -> str:  # never the token, wherever settings get printed
         return (f"SlackSettings(channel={self.channel!r}, api_url={self.api_url!r}, "
@@ -51,13 +51,14 @@ class SlackSettings:
         channel = env.get("INTERLOCK_SLACK_CHANNEL", "").strip()
         api_url = env.get("INTERLOCK_SLACK_API_URL", "").strip() or "https://slack.com/api/"
         state = env.get("INTERLOCK_NOTIFIER_STATE_DIR", "").strip()
-        if not token:
-            return cls(api_url=api_url)
-        missing = [name for name, v in (("INTERLOCK_SLACK_CHANNEL", channel),
-                                         ("INTERLOCK_NOTIFIER_STATE_DIR", state)) if not v]
-        if missing:
-            raise ConfigError("notifier: INTERLOCK_SLACK_BOT_TOKEN is set; also set "
-                              + ", ".join(missing))
+        if not token or not channel:
+            # The bot token alone is the gateway's (it opens the Deny dialog): no messages
+            # without a channel to post them to. `interlock up` refuses that before starting.
+            return cls(bot_token=token, api_url=api_url)
+        if not state:
+            raise ConfigError("notifier: INTERLOCK_SLACK_BOT_TOKEN and INTERLOCK_SLACK_CHANNEL "
+                              "are set; also set INTERLOCK_NOTIFIER_STATE_DIR (where it keeps "
+                              "which message shows which approval)")
         if not re.match(r"^https?://[^/\s]+", api_url):
             raise ConfigError(f"notifier: INTERLOCK_SLACK_API_URL is not an http(s) URL: "
                               f"{api_url[:40]!r}")

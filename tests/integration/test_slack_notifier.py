@@ -127,8 +127,11 @@ def test_settings_need_a_channel_and_a_state_dir_and_never_show_the_token(
     base: dict[str, Any] = {"INTERLOCK_NATS_PASSWORD": "x",
                             "INTERLOCK_KEYRING_FILE": "/keys/keyring.json"}
     assert not NotifierSettings.from_env(base).slack.enabled
-    with pytest.raises(ConfigError, match="INTERLOCK_SLACK_CHANNEL, INTERLOCK_NOTIFIER_STATE_DIR"):
-        NotifierSettings.from_env({**base, "INTERLOCK_SLACK_BOT_TOKEN": TOKEN})
+    # The token alone is the gateway's (the Deny dialog): the notifier posts nothing.
+    assert not NotifierSettings.from_env({**base, "INTERLOCK_SLACK_BOT_TOKEN": TOKEN}).slack.enabled
+    with pytest.raises(ConfigError, match="INTERLOCK_NOTIFIER_STATE_DIR"):
+        NotifierSettings.from_env({**base, "INTERLOCK_SLACK_BOT_TOKEN": TOKEN,
+                                   "INTERLOCK_SLACK_CHANNEL": "C0APPROVALS"})
     s = settings("https://slack.example/api", tmp_path)
     assert s.slack.api_url == "https://slack.example/api/"
     assert TOKEN not in repr(s)
