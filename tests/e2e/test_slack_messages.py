@@ -44,7 +44,7 @@ BOT_TOKEN = "xoxb-e2e-" + secrets.token_hex(12)
 SIGNING_SECRET = secrets.token_hex(16)
 TEAM, USER = "T0INTERLOCK", "U0APPROVER"
 CHANNEL = "C0APPROVALS"
-TTL_S = 12.0  # long enough to decide over HTTP, short enough to watch one card expire
+TTL_S = 8.0  # long enough to decide over HTTP, short enough to watch one card expire
 # Cards of this module that a later test looks at again.
 CARDS: dict[str, dict[str, Any]] = {}
 
