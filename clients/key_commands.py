@@ -99,10 +99,20 @@ def keys_init(args: argparse.Namespace, out: Out) -> int:
 async def keys_enroll(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
     admin = keys.load_key(keys.admin_key_path(args.admin_key))
     s = safe_text.line
-    principal = args.principal
-    if args.key and (args.request or args.public_key):
-        raise UsageError("name one key to enrol: --key, --public-key or --request")
-    if args.request:
+    principal = args.principal or args.principal_arg
+    if args.principal and args.principal_arg and args.principal != args.principal_arg:
+        raise UsageError("name the principal once: PRINCIPAL or --principal")
+    if args.key and (args.request or args.public_key or args.slack):
+        raise UsageError("name one key to enrol: --key, --public-key, --request or --slack")
+    if args.slack:
+        if not principal:
+            raise UsageError("whose Slack user is it? `interlock keys enroll PRINCIPAL --slack "
+                             "TEAM_ID/USER_ID`")
+        cred = keys.slack_credential(args.slack, args.label[:100])
+        out.line(s(f"Slack user {args.slack} for {principal}: their clicks on Approve and "
+                   "Deny in Slack count as their decisions (not where a passkey or "
+                   "`interlock approve` is required)"))
+    elif args.request:
         registered = (await gw.approvers()).get("registered", [])
         found = [r for r in registered if r.get("request_id") == args.request]
         if not found:
@@ -227,7 +237,9 @@ def add_keys_parsers(sub: Any, common: argparse.ArgumentParser,
                    help="use this OpenSSH Ed25519 private key (e.g. ~/.ssh/id_ed25519)")
     p.add_argument("--force", action="store_true", help="replace the key already there")
     p = ks.add_parser("enroll", parents=[common, signing, admin],
-                      help="(admin) let a key sign a principal's decisions")
+                      help="(admin) let a key (or a Slack user) sign a principal's decisions")
+    p.add_argument("principal_arg", nargs="?", metavar="PRINCIPAL",
+                   help="whose key it is (or --principal)")
     p.add_argument("--principal", help="whose key it is (default: the token's principal; "
                                        "with --request, who registered the passkey)")
     which = p.add_mutually_exclusive_group()
@@ -235,6 +247,9 @@ def add_keys_parsers(sub: Any, common: argparse.ArgumentParser,
                        help="enrol this public key (a .pub line)")
     which.add_argument("--request", metavar="REQUEST_ID",
                        help="enrol the passkey registered in the Command Center under this id")
+    which.add_argument("--slack", metavar="TEAM_ID/USER_ID",
+                       help="link this Slack user: their Approve and Deny clicks in Slack "
+                            "count as PRINCIPAL's decisions")
     p.add_argument("--label", default="", help="what to call the key (laptop, yubikey)")
     ks.add_parser("list", parents=[common], help="enrolled keys and waiting passkeys")
     p = ks.add_parser("revoke", parents=[common, admin],

@@ -22,6 +22,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -272,9 +273,25 @@ def decision_statement(approval: Mapping[str, Any], *, approver: str, decision: 
 
 
 def _key_fields(cred: Mapping[str, Any]) -> dict[str, str]:
-    """What an enrolment binds: the key and, for a passkey, where it signs."""
-    return {name: str(cred.get(name) or "")
-            for name in ("kind", "public_key", "credential_id", "rp_id", "origin")}
+    """What an enrolment binds: the key and, for a passkey, where it signs; for a Slack user
+    (no key), the Slack user itself."""
+    names: tuple[str, ...] = ("kind", "public_key", "credential_id", "rp_id", "origin")
+    if cred.get("kind") == "slack":
+        names += ("key_id",)
+    return {name: str(cred.get(name) or "") for name in names}
+
+
+SLACK_USER = re.compile(r"([A-Z0-9][A-Z0-9_]{1,39})/([A-Z0-9][A-Z0-9_]{1,39})")
+
+
+def slack_credential(team_user: str, label: str = "") -> dict[str, str]:
+    """The ApproverKey an admin enrols for a Slack user, `TEAM_ID/USER_ID` (`T0123/U0456`: the
+    IDs Slack shows in a member's profile, "Copy member ID", and the workspace's settings)."""
+    if not SLACK_USER.fullmatch(team_user.strip()):
+        raise KeyProblem(f"--slack takes TEAM_ID/USER_ID (e.g. T0123ABC/U0456DEF), not "
+                         f"{team_user[:80]!r}")
+    return {"key_id": f"slack:{team_user.strip()}", "kind": "slack", "public_key": "",
+            "credential_id": "", "rp_id": "", "origin": "", "label": label}
 
 
 def enrol_statement(principal: str, cred: Mapping[str, Any]) -> str:

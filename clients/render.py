@@ -123,7 +123,10 @@ def signed_with(signed: Any, kind: Any = None) -> str:
     if not isinstance(signed, dict) or not signed.get("key_id"):
         return "not signed"
     if kind is None:
-        kind = "passkey" if signed.get("authenticator_data") else "ed25519"
+        kind = ("slack" if str(signed["key_id"]).startswith("slack:") else
+                "passkey" if signed.get("authenticator_data") else "ed25519")
+    if kind == "slack":  # a click in Slack: Slack signed the request, the gate checks it
+        return f"clicked in Slack as {_s(str(signed['key_id']).removeprefix('slack:'))}"
     what = "passkey" if kind == "passkey" else "key"
     return f"signed with {what} {fingerprint(signed['key_id'])}"
 

@@ -15,7 +15,7 @@ import socket
 import sys
 from pathlib import Path
 
-from clients import commands, login, safe_text
+from clients import commands, login, safe_text, slack_setup
 from launcher import verify
 from launcher.stack import APPROVERS, Stack, StackConfig
 from services.gate import policy as gate_policy
@@ -171,6 +171,7 @@ def describe_setup(stack: Stack) -> list[str]:
         f"[\"operator\", \"approver\"], \"token\": \"16+ random characters\"}} to the tokens "
         f"in {tokens}, then restart")
     lines.extend(_signin_lines(stack))
+    lines.append(slack_line(stack))
     return lines
 
 
@@ -191,6 +192,23 @@ def _signin_lines(stack: Stack) -> list[str]:
             f"CLI client {oidc.cli_client_id}; {len(oidc.roles.rules)} role rules)",
             f"    redirect URI  {oidc.redirect_uri or home + '/v1/auth/callback'} (register it "
             "at the provider); people act as oidc:<sub>"]
+
+
+def slack_line(stack: Stack) -> str:
+    """Whether approvals go to Slack (README, "Approve from Slack"); never the token or the
+    secret. A bot token without a channel stops `up` before anything starts."""
+    if not stack.setting("INTERLOCK_SLACK_BOT_TOKEN"):
+        return ("  Slack           off (to approve from Slack: interlock slack manifest --url "
+                "https://…)")
+    channel = stack.setting("INTERLOCK_SLACK_CHANNEL")
+    if not channel:
+        raise ConfigError("INTERLOCK_SLACK_BOT_TOKEN is set: set INTERLOCK_SLACK_CHANNEL too "
+                          "(the channel's ID, C…)")
+    base = (stack.setting("INTERLOCK_PUBLIC_URL") or stack.url).rstrip("/")
+    clicks = (f"clicks at {base}/v1/slack/interactions"
+              if stack.setting("INTERLOCK_SLACK_SIGNING_SECRET")
+              else "no INTERLOCK_SLACK_SIGNING_SECRET: the gate refuses every click")
+    return f"  Slack           approvals posted to {channel}; {clicks}"
 
 
 async def _watch_children(stack: Stack, stop: asyncio.Event) -> None:
@@ -244,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     sb.add_argument("rest", nargs=argparse.REMAINDER)
     commands.add_parsers(sub, verify.add_options)
     login.add_parsers(sub)
+    slack_setup.add_slack_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "audit" and args.verify:
         return verify.run(args)
@@ -255,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         from clients import mcp_bridge
 
         return mcp_bridge.run(args.url, args.token, args.session, args.title)
+    if args.command == "slack":
+        return slack_setup.run(args)
     if args.command == "up":
         return asyncio.run(_up(args))
     if args.command == "sandbox":

@@ -33,7 +33,12 @@ PLANNER_MODEL_ENV = ("INTERLOCK_MODEL", "INTERLOCK_TEMPERATURE", "INTERLOCK_MAX_
 
 # Passed through to the gate: a policy exported for `interlock up` (README, "Approvals and policy")
 # must reach the gate — dropping it would silently run a looser gate than the person asked for.
-GATE_ENV = ("INTERLOCK_POLICY_FILE",)
+# Slack's signing secret too (issue 20): the gate alone checks Slack clicks with it; whoever
+# holds it can forge one, so no other service ever gets it.
+GATE_ENV = ("INTERLOCK_POLICY_FILE", "INTERLOCK_SLACK_SIGNING_SECRET")
+# The gateway's Slack settings: the bot token (the Deny dialog), the Web API, where replies go.
+GATEWAY_ENV = ("INTERLOCK_SLACK_BOT_TOKEN", "INTERLOCK_SLACK_API_URL",
+               "INTERLOCK_SLACK_RESPONSE_URL_PREFIX")
 
 SERVICES = ("executor", "gate", "planner", "gateway", "notifier")
 # The principals `interlock up` makes that may approve: each gets a key, enrolled at start.
@@ -41,7 +46,10 @@ APPROVERS = ("admin", "approver")
 # Passed through to the notifier from the environment of `interlock up`.
 NOTIFIER_ENV = ("INTERLOCK_WEBHOOKS", "INTERLOCK_WEBHOOK_SECRET", "INTERLOCK_PUBLIC_URL",
                 "INTERLOCK_WEBHOOK_ATTEMPTS", "INTERLOCK_WEBHOOK_TIMEOUT",
-                "INTERLOCK_WEBHOOK_BACKOFF", "INTERLOCK_NOTIFY_MAX_AGE")
+                "INTERLOCK_WEBHOOK_BACKOFF", "INTERLOCK_NOTIFY_MAX_AGE",
+                # The Slack approval message (README, "Approve from Slack").
+                "INTERLOCK_SLACK_BOT_TOKEN", "INTERLOCK_SLACK_CHANNEL", "INTERLOCK_SLACK_API_URL",
+                "INTERLOCK_NOTIFIER_STATE_DIR")
 # The model's client: its key, endpoint, organisation and project (OPENAI_*) — the planner's
 # alone; no other service talks to the model.
 PLANNER_PREFIXES = ("OPENAI_",)
@@ -59,11 +67,13 @@ EXECUTOR_ENV = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_POR
 CALLER_ENV: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "planner": (PLANNER_MODEL_ENV, PLANNER_PREFIXES),
     "gate": (GATE_ENV, ()),
-    "executor": (EXECUTOR_ENV, ()),
+    # The executor reads the policy's key_signed_namespaces too (a Slack click is not enough
+    # there: the gate, which checks Slack clicks, could make one up).
+    "executor": ((*EXECUTOR_ENV, "INTERLOCK_POLICY_FILE"), ()),
     "notifier": (NOTIFIER_ENV, ()),
     # Sign-in with the company's OpenID Provider: the gateway alone verifies ID tokens and
     # holds the Command Center's client secret.
-    "gateway": ((), ("INTERLOCK_OIDC_",)),
+    "gateway": (GATEWAY_ENV, ("INTERLOCK_OIDC_",)),
 }
 
 
@@ -367,6 +377,8 @@ class Stack:
             env["INTERLOCK_SSE_HEARTBEAT"] = str(self.cfg.sse_heartbeat_s)
         if service == "notifier":
             env.setdefault("INTERLOCK_PUBLIC_URL", self.url)
+            # Which Slack message shows which approval; shared by every notifier instance.
+            env.setdefault("INTERLOCK_NOTIFIER_STATE_DIR", str(self.data / "notifier"))
         env.update({k: v for k, v in self.cfg.extra_env.items() if own_setting(service, k)})
         return env
 

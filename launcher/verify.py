@@ -12,6 +12,7 @@ naming the approval and why."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -56,7 +57,9 @@ def verify_export(path: Path, gate_key: Path | None, out: Out,
     except (OSError, UnicodeDecodeError) as exc:
         # A wrong path is a typo, not a broken log: say so, and exit as a usage error.
         raise ConfigError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
-    reports = audit.audit_file(text, key, ring, admins)
+    # Slack clicks are re-checked only by an auditor who has Slack's signing secret.
+    secret = os.environ.get("INTERLOCK_SLACK_SIGNING_SECRET", "").strip() or None
+    reports = audit.audit_file(text, key, ring, admins, secret)
     if out.as_json:
         out.data([r.to_json()["integrity"] | {"session_id": r.session_id,
                                               "decisions": [d.to_json() for d in r.decisions]}

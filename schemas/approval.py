@@ -137,6 +137,10 @@ class ApprovalRequested(Event, frozen=True, kw_only=True, tag="approval.requeste
     # What the request does in one line ("Delete 3 PVCs, 5 services, 12 pods in staging"),
     # computed by the gate from the calls; the card's heading. Empty in logs from before it.
     title: ShortText = ""
+    # Policy (`key_signed_namespaces`, issue 20): the write's effect lands where only a decision
+    # signed by a person's own key counts (a passkey or `interlock keys`), not a Slack click,
+    # whose HMAC the gate itself could forge.
+    key_signed_only: bool = False
 
     def key(self) -> str:
         return self.approval_id

@@ -22,7 +22,7 @@ from typing import ClassVar, Literal
 
 import msgspec
 
-from schemas.base import Emitter, Event, ShortText
+from schemas.base import Emitter, Event, LongText, ShortText
 from schemas.ids import derived_id
 
 # The registry's events are not any session's: they live under this session id, which no
@@ -38,10 +38,14 @@ REVOKE_V1 = "revoke/v1"
 # principal (see services/runtime/approvers.registration_challenge).
 REGISTER_V1 = "passkey-registration/v1"
 
-KeyKind = Literal["ed25519", "passkey"]
+# `slack`: a Slack user (issue 20). Its key id is `slack:<team_id>/<user_id>` and it has no
+# public key: Slack signs each interaction request with the app's signing secret (HMAC), which
+# only the gate holds, so only the gate (and an audit given the secret) can check it.
+KeyKind = Literal["ed25519", "passkey", "slack"]
 
-# A signed statement is small; bounded so one event can never be huge.
-Statement = ShortText
+# A signed statement, bounded so one event can never be huge: a decision statement is small, a
+# Slack interaction request (the raw body Slack signed, kept verbatim) is a few kilobytes.
+Statement = LongText
 _B64 = ShortText
 
 
@@ -63,7 +67,9 @@ class ApproverKey(msgspec.Struct, frozen=True, kw_only=True):
 class Signature(msgspec.Struct, frozen=True, kw_only=True):
     """A person's (or an admin's) signature: the statement exactly as signed, the key that
     signed it and the signature. For a passkey, the authenticator signed its authenticator data
-    and client data, whose challenge is the SHA-256 of the statement."""
+    and client data, whose challenge is the SHA-256 of the statement. For a Slack click, the
+    statement is Slack's request body verbatim, `signature` its `X-Slack-Signature` and
+    `timestamp` its `X-Slack-Request-Timestamp` (Slack signed `v0:<timestamp>:<body>`)."""
 
     statement: Statement
     key_id: ShortText
@@ -71,6 +77,7 @@ class Signature(msgspec.Struct, frozen=True, kw_only=True):
     authenticator_data: _B64 = ""  # passkey only (base64url)
     client_data_json: _B64 = ""  # passkey only (base64url)
     credential_id: _B64 = ""  # passkey only (base64url)
+    timestamp: ShortText = ""  # Slack only: X-Slack-Request-Timestamp, as sent
 
 
 class ApproverEnrolled(Event, frozen=True, kw_only=True, tag="approver.enrolled"):

@@ -129,7 +129,8 @@ CONSUMER_FILTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         EVENTS_STREAM,
         (tag_filter("gate", "tool.classified"), tag_filter("gate", "approval.granted")),
     ),
-    # Webhooks for approvals; shared by every notifier instance, so each is sent once.
+    # Webhooks for approvals; shared by every notifier instance, so each is sent once. The
+    # executor's word on a call lets the Slack message of a granted approval say it ran.
     "notifier": (
         EVENTS_STREAM,
         (
@@ -137,6 +138,8 @@ CONSUMER_FILTERS: dict[str, tuple[str, tuple[str, ...]]] = {
             tag_filter("gate", "approval.granted"),
             tag_filter("gate", "approval.denied"),
             tag_filter("gate", "approval.expired"),
+            tag_filter("executor", "tool.result"),
+            tag_filter("executor", "command.refused"),
         ),
     ),
 }

@@ -17,7 +17,7 @@ from schemas.approval import (
     effect_digest,
 )
 from schemas.base import Event, Target
-from schemas.execution import ToolResult, ToolStarted
+from schemas.execution import PreviewRecorded, ToolResult, ToolStarted
 from schemas.lifecycle import decision_state
 from schemas.subjects import ExecKind
 
@@ -100,12 +100,16 @@ def progress(events: Sequence[Event], call_id: str) -> Progress:
     return "done" if done else "claimed" if claimed else "new"
 
 
-def approval_problem(events: Sequence[Event], session_id: str, grant: Grant) -> str | None:
+def approval_problem(events: Sequence[Event], session_id: str, grant: Grant,
+                     key_signed_namespaces: Sequence[str] = ("production",)) -> str | None:
     """Why the session's log does not show a human approval of exactly this grant, or None.
 
     A valid signature says the gate signed it; this says the gate also recorded it, in this
     session, for an approval a human made through the gateway — so the gate's key alone (a
-    compromised gate) is not enough to run a write.
+    compromised gate) is not enough to run a write. Where the write lands in one of
+    `key_signed_namespaces` (as the executor's own dry run found, not as the gate's card says),
+    a click in Slack is not enough either: the gate holds Slack's signing secret and could make
+    one up (issue 20).
     """
     aid = grant.approval_id
     request: ApprovalRequested | None = None
@@ -145,7 +149,32 @@ def approval_problem(events: Sequence[Event], session_id: str, grant: Grant) -> 
     if "+".join(state.approved_by) != grant.approver:
         return (f"the grant names {grant.approver!r} but {aid} was approved by "
                 f"{'+'.join(state.approved_by)!r}; the write was not run")
+    in_slack = sorted({d.approver for d in decisions if d.event_id not in refused
+                       and d.approver in state.approved_by and d.signed is not None
+                       and d.signed.key_id.startswith("slack:")})
+    if in_slack:
+        hit = sorted(landed(events, grant, call) & set(key_signed_namespaces))
+        if hit or request.key_signed_only:
+            where = ", ".join(hit) or "where its card says"
+            return (f"approval {aid} was approved in Slack by {', '.join(in_slack)}, but the "
+                    f"write lands in {where}, where only a decision signed with the approver's "
+                    "own key counts (a passkey or `interlock approve`); the write was not run")
     return None
+
+
+def landed(events: Sequence[Event], grant: Grant, call: ApprovalCall) -> set[str]:
+    """The namespaces a write lands in, from the executor's own records: its target's, a
+    Namespace object's own name, and what its own dry run found it touches (the pods a drain
+    evicts, the objects a selector matched)."""
+    out = {grant.target.namespace}
+    if grant.target.kind.lower() in ("namespace", "namespaces", "ns"):
+        out.add(grant.target.name)
+    out |= {ref.split("/", 1)[0] for ref in call.effect if "/" in ref}
+    for ev in events:
+        if isinstance(ev, PreviewRecorded) and ev.call_id == grant.call_id:
+            out |= set(ev.blast_radius.affected_namespaces)
+            out |= {ref.split("/", 1)[0] for ref in ev.effect if "/" in ref}
+    return out - {""}
 
 
 def approved_effect(events: Sequence[Event], grant: Grant) -> tuple[str, ...]:

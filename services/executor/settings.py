@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from schemas import subjects as S
 from services.runtime.errors import ConfigError
 from services.runtime.settings import NatsSettings, require
@@ -23,6 +25,9 @@ class ExecutorSettings:
     # all: one consumer for every command; read: reads only; write: previews and writes (each
     # under its own Kubernetes identity, deploy/k8s). The provisioned layout must match.
     role: str = "all"
+    # Where a click in Slack never suffices (the policy's `key_signed_namespaces`, issue 20):
+    # checked here too, since the gate that checks Slack clicks could make one up.
+    key_signed_namespaces: tuple[str, ...] = ("production",)
 
     @property
     def consumer(self) -> str:
@@ -46,4 +51,22 @@ class ExecutorSettings:
             call_timeout_s=float(env.get("INTERLOCK_CALL_TIMEOUT", "30")),
             verify_timeout_s=float(env.get("INTERLOCK_VERIFY_TIMEOUT", "120")),
             role=role,
+            key_signed_namespaces=key_signed_namespaces(env),
         )
+
+
+def key_signed_namespaces(env: Mapping[str, str]) -> tuple[str, ...]:
+    """`key_signed_namespaces` of the policy file the gate is given (INTERLOCK_POLICY_FILE;
+    default: production). Only that key is read: the rest is the gate's."""
+    path = env.get("INTERLOCK_POLICY_FILE")
+    if not path:
+        return ("production",)
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"executor: invalid policy file {path}: {exc}") from exc
+    value = raw.get("key_signed_namespaces", ["production"]) if isinstance(raw, dict) else None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"executor: {path}: key_signed_namespaces must be a list of "
+                          "namespaces")
+    return tuple(value)

@@ -287,6 +287,7 @@ def approval_request(events: Sequence[Event], batch: Batch, policy: Policy,
         expires_at=now + timedelta(seconds=ttl_s),
         required_approvals=required, forbidden_approvers=tuple(sorted(forbidden)),
         policy=tuple(policy_lines), batch_id=batch.batch_id, title=card.title_of(calls),
+        key_signed_only=any(policy.key_signed_only(effects[m.call_id]) for m, _ in writes),
         actor=ACTOR, causation_id=cause, correlation_id=batch.proposal.correlation_id,
         gathered_evidence=_gathered(writes, previews),
     )

@@ -30,7 +30,7 @@ from schemas.planning import ToolProposed
 from services.gate import domain, risk
 from services.gate.settings import GateSettings
 from services.runtime import approvers, signing
-from services.runtime.bus import Bus, Link
+from services.runtime.bus import Bus, Link, Stored
 from services.runtime.delivery import Delivery, Poisoned
 from services.runtime.errors import ConcurrencyConflict, PoisonMessage
 from services.runtime.identity import ForgedEvent
@@ -59,7 +59,9 @@ class Gate:
         self._changes: list[risk.Change] = []
         # Who may approve, with which keys: folded from the log (admin-signed enrolments and
         # revocations), trusting only the admin keys it was provisioned with (issue 18).
-        self.registry = approvers.Registry(approvers.load_admin_keys(settings.admin_keys_file))
+        # Slack clicks are checked with Slack's signing secret, the gate's alone (issue 20).
+        self.registry = approvers.Registry(approvers.load_admin_keys(settings.admin_keys_file),
+                                           slack_secret=settings.slack_signing_secret)
         self._registry_cursor = 1
         self._registry_lock = asyncio.Lock()
 
@@ -174,18 +176,30 @@ class Gate:
         await self.refresh_registry()
         for _ in range(OCC_ATTEMPTS):
             stored = await self.bus.session(d.session_id)
+            # A Slack request that is not Slack's own (forged, stale or replayed) is said to
+            # be that first, whatever else is true of it: the gateway answers such a request
+            # 401 and tells nobody anything.
+            forged = self._not_from_slack(stored, d)
+            if forged is not None:
+                await self._reject(d, forged)
+                return
             state = lifecycle.fold(s.event for s in stored).get(d.approval_id)
             if state is None:
                 await self._reject(d, "no such approval in this session")
                 return
+            verify = self._verifier(stored, d)
             if isinstance(state.outcome, ApprovalGranted):
                 # Already granted (e.g. redelivered after a crash): the grant is recorded, and
-                # that is what releases it — the executor consumes approval.granted itself.
+                # that is what releases it — the executor consumes approval.granted itself. A
+                # decision recorded after the grant is too late: said so (a Slack user is told).
+                if _after(stored, state.outcome, d):
+                    await self._reject(d, f"approval {d.approval_id} is already granted "
+                                          f"(by {state.outcome.approver})")
                 return
             if isinstance(state.outcome, ApprovalDenied) and state.outcome.superseded_by:
                 # Denied by modification: the amended call it names must exist. A gate killed
                 # between the two appends left only the denial; this completes it (once).
-                await self.bus.append_once(domain.amended_of(state, self.unsigned))
+                await self.bus.append_once(domain.amended_of(state, verify))
                 if state.outcome.causation_id == d.event_id:
                     return  # the deciding decision itself, redelivered: nothing to reject
             if state.recorded != "pending":
@@ -194,12 +208,12 @@ class Gate:
             # A decision counts only with its approver's own signature, by a key enrolled for
             # them, over exactly this approval (there is no setting that skips this): one that
             # does not is recorded as rejected and changes nothing.
-            why = self.unsigned(state.request, d)
+            why = verify(state.request, d)
             if why is not None:
                 await self._reject(d, why)
                 return
             outputs = [self._signed(out)
-                       for out in domain.decide(state, d, datetime.now(UTC), self.unsigned)]
+                       for out in domain.decide(state, d, datetime.now(UTC), verify)]
             if not outputs:
                 return  # a valid approval that still waits for another approver
             try:
@@ -214,13 +228,50 @@ class Gate:
             return
         raise ConcurrencyConflict(f"could not decide {d.approval_id}: session too busy")
 
-    def unsigned(self, request: ApprovalRequested, d: ApprovalDecided) -> str | None:
-        """Why decision `d` has no valid signature of its approver (None: it has one)."""
+    def unsigned(self, request: ApprovalRequested, d: ApprovalDecided,
+                 fresh: bool = True) -> str | None:
+        """Why decision `d` has no valid signature of its approver (None: it has one). A Slack
+        click's timestamp is held to the gate's clock only when `fresh` (the decision being
+        handled now, not one it already judged)."""
         try:
-            self.registry.verify_decision(request, d)
+            self.registry.verify_decision(request, d, fresh=fresh)
         except approvers.Rejected as exc:
             return f"{exc}; the decision was not counted"
         return domain.edits_problem(request, d)
+
+    def _not_from_slack(self, stored: list[Stored], d: ApprovalDecided) -> str | None:
+        """Why Slack decision `d`'s request is not Slack's own, now: a replay of a request
+        already used in this session, a signature that does not verify, a stale timestamp.
+        None: it is, or `d` is no Slack decision, or the gate cannot tell (no secret: the
+        registry's check rejects it then)."""
+        sig = d.signed
+        if sig is None or not sig.key_id.startswith("slack:"):
+            return None
+        replay = approvers.replayed(
+            (s.event for s in stored if isinstance(s.event, ApprovalDecided)), d)
+        if replay is not None:
+            return replay
+        if not self.registry.slack_secret:
+            return None
+        try:
+            self.registry.check_slack_request(sig)
+        except approvers.Rejected as exc:
+            return f"{exc}; the decision was not counted"
+        return None
+
+    def _verifier(self, stored: list[Stored], current: ApprovalDecided) -> lifecycle.Verifier:
+        """The check of every decision of the approval `current` is for, as the gate folds it:
+        a replayed Slack request never counts; the Slack timestamp window applies to `current`,
+        the decision handled now (the earlier ones were judged when they were handled, and a
+        rejection recorded for those that did not count)."""
+        decided = [s.event for s in stored if isinstance(s.event, ApprovalDecided)]
+
+        def verify(request: ApprovalRequested, d: ApprovalDecided) -> str | None:
+            replay = approvers.replayed(decided, d)
+            if replay is not None:
+                return replay
+            return self.unsigned(request, d, fresh=d.event_id == current.event_id)
+        return verify
 
     async def refresh_registry(self) -> None:
         async with self._registry_lock:
@@ -292,3 +343,10 @@ class Gate:
             self._watch.pop(req.approval_id, None)
         return expired
 
+
+
+def _after(stored: list[Stored], outcome: Event, d: ApprovalDecided) -> bool:
+    """Whether decision `d` was stored after `outcome` (a late decision, not a redelivered one
+    the outcome was decided on)."""
+    at = {s.event.event_id: s.seq for s in stored}
+    return at.get(d.event_id, 0) > at.get(outcome.event_id, 0)

@@ -36,12 +36,20 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     protected_namespaces: tuple[str, ...] = ("production",)
     forbid_tools: tuple[str, ...] = ()
     two_approvers: TwoApprovers = TwoApprovers()
+    # In these namespaces only a decision signed with a person's own key counts (a passkey, or
+    # `interlock approve` with their Ed25519 key), never a Slack click: Slack signs with a
+    # shared secret (HMAC) that the gate holds to check it, so a compromised gate could forge a
+    # click — but never a person's signature (issue 20).
+    key_signed_namespaces: tuple[str, ...] = ("production",)
 
     def forbids(self, tool: str) -> bool:
         return tool in self.forbid_tools
 
     def protected(self, namespace: str) -> bool:
         return namespace in self.protected_namespaces
+
+    def key_signed(self, namespace: str) -> bool:
+        return namespace in self.key_signed_namespaces
 
     def required_approvals(self, tool: str, namespace: str) -> int:
         two = tool in self.two_approvers.tools or namespace in self.two_approvers.namespaces
@@ -64,6 +72,14 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if e.unknown:
             return bool(self.protected_namespaces)
         return any(self.protected(ns) for ns, _ in e.namespaces)
+
+    def key_signed_only(self, e: Effect) -> bool:
+        """Only decisions signed with a person's own key count: the effect lands in one of
+        `key_signed_namespaces`, or where it lands is unknown (and one is listed: fail
+        closed)."""
+        if e.unknown:
+            return bool(self.key_signed_namespaces)
+        return any(self.key_signed(ns) for ns, _ in e.namespaces)
 
     def approvals_for(self, e: Effect) -> int:
         if e.unknown and self.two_approvers.namespaces:

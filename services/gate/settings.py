@@ -22,6 +22,9 @@ class GateSettings:
     approval_ttl_s: float = 900.0
     policy: Policy = field(default_factory=Policy)
     history_window_s: float = 3600.0
+    # Slack's signing secret (issue 20): the gate alone checks Slack clicks with it (the gateway
+    # never holds it, so it cannot forge one). Without it every Slack decision is rejected.
+    slack_signing_secret: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GateSettings:
@@ -41,4 +44,5 @@ class GateSettings:
             approval_ttl_s=ttl,
             policy=load(Path(env["INTERLOCK_POLICY_FILE"]) if env.get("INTERLOCK_POLICY_FILE")
                         else None),
+            slack_signing_secret=env.get("INTERLOCK_SLACK_SIGNING_SECRET", "").strip() or None,
         )

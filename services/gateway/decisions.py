@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from aiohttp import web
 
-from schemas import catalogue
+from schemas import catalogue, lifecycle
 from schemas import subjects as S
 from schemas.approval import ApprovalDecided
 from schemas.lifecycle import Refusal
@@ -61,12 +61,8 @@ async def decide(api: Api, request: web.Request) -> web.Response:
     # The gate decides; this is the same check (schemas.lifecycle) made early, so a decision
     # that cannot count is a clear 4xx now rather than a `decision.rejected` later.
     refuse(approval_id, entry.state.settled(now))
-    subject = S.tag_filter("gateway", "approval.decided", req.session_id, approval_id)
-    prior = [s async for s in api.bus.read(subject)]
-    expect = await decisions_end(api, subject, prior)
     # The decisions as stored now (the index may lag a decision made a moment ago).
-    fresh = dataclasses.replace(entry.state, decisions=tuple(
-        p.event for p in prior if isinstance(p.event, ApprovalDecided)))
+    fresh, expect = await stored_decisions(api, entry)
     refuse(approval_id, fresh.check(who.name, now))
     folded = fresh.decision()
     ev = ApprovalDecided(session_id=req.session_id, approval_id=approval_id,
@@ -75,11 +71,7 @@ async def decide(api: Api, request: web.Request) -> web.Response:
                          edits=body.args)
     # The gate counts it only with a valid signature of its approver; checked early here.
     await api.registry.check_decision(req, ev)
-    try:
-        seq = await api.bus.append(ev, Expect.subject_at(expect))
-    except ConcurrencyConflict as exc:
-        raise HttpError(409, "already_decided",
-                        f"approval {approval_id} was decided concurrently") from exc
+    seq = await record(api, ev, expect)
     api.metrics.decided(body.decision, (now - req.occurred_at).total_seconds())
     log.info("decision recorded", extra={"approval_id": approval_id, "seq": seq,
                                          "tag": body.decision})
@@ -104,6 +96,27 @@ async def seal_edits(api: Api, request: web.Request) -> web.Response:
     sealed, _ = await sealer_for(api.bus).args(req.session_id, req.calls[0].tool, merged)
     return web.json_response({"edits": {k: sealed.get(k, v) for k, v in body.args.items()},
                               "changed": True})
+
+async def stored_decisions(api: Api, entry: views.ApprovalEntry
+                           ) -> tuple[lifecycle.ApprovalState, int]:
+    """The approval with its decisions as stored now, and the sequence a new decision must
+    follow (the optimistic concurrency every decision is appended with)."""
+    req = entry.request
+    subject = S.tag_filter("gateway", "approval.decided", req.session_id, req.approval_id)
+    prior = [s async for s in api.bus.read(subject)]
+    expect = await decisions_end(api, subject, prior)
+    return dataclasses.replace(entry.state, decisions=tuple(
+        p.event for p in prior if isinstance(p.event, ApprovalDecided))), expect
+
+
+async def record(api: Api, ev: ApprovalDecided, expect: int) -> int:
+    """Appends a decision right after the decision stored at `expect` on its approval's
+    subject (one subject per approval: concurrent deciders are serialised), or 409."""
+    try:
+        return await api.bus.append(ev, Expect.subject_at(expect))
+    except ConcurrencyConflict as exc:
+        raise HttpError(409, "already_decided",
+                        f"approval {ev.approval_id} was decided concurrently") from exc
 
 def refuse(approval_id: str, refusal: Refusal | None) -> None:
     """A decision the lifecycle says would not count, as the answer a person reads."""

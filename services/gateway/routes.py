@@ -28,6 +28,7 @@ from services.gateway import (
     openapi,
     passkeys,
     signin,
+    slack,
     sse,
     views,
 )
@@ -98,6 +99,7 @@ class Api:
         self._sessions: dict[str, views.SessionSummary] = {}
         self._sessions_cursor = 1
         self.connection = sse.Connection()
+        self.slack = slack.SlackSettings()  # Slack's request URL (issue 20): its settings
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -395,4 +397,5 @@ def make_app(api: Api, limiter: RateLimiter | None = None,
     passkeys.install(app, api, app[SPEC])
     signin.install(app, api, app[SPEC])
     mcp_mount.install(app, api)
+    slack.install(app, api)
     return app

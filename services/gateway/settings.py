@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.gateway.oidc import OidcSettings
 from services.gateway.ratelimit import Network, parse_proxies
+from services.gateway.slack import SlackSettings
 from services.runtime.errors import ConfigError
 from services.runtime.settings import NatsSettings
 
@@ -34,6 +35,8 @@ class GatewaySettings:
     admin_keys_file: Path | None = None
     # Sign-in with the company's OpenID Provider (INTERLOCK_OIDC_*; None: static tokens only).
     oidc: OidcSettings | None = None
+    # Slack's request URL (issue 20): the bot token, the Web API, where replies may go.
+    slack: SlackSettings = field(default_factory=SlackSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -82,4 +85,5 @@ class GatewaySettings:
             admin_keys_file=Path(env["INTERLOCK_ADMIN_KEYS_FILE"])
             if env.get("INTERLOCK_ADMIN_KEYS_FILE") else None,
             oidc=oidc,
+            slack=SlackSettings.from_env(env),
         )

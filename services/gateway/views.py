@@ -17,6 +17,7 @@ from schemas.approval import (
     ToolClassified,
     ToolRefused,
 )
+from schemas.approvers import Signature
 from schemas.base import Event
 from schemas.execution import CommandRefused, ToolResult, ToolStarted
 from schemas.lifecycle import ApprovalState, Status, evolve
@@ -28,6 +29,15 @@ from schemas.session import (
     TurnCompleted,
     UserMessage,
 )
+
+
+def signature_kind(sig: Signature | None) -> str:
+    """What signed a decision, as the card says: a passkey, an Ed25519 key, a Slack click."""
+    if sig is None:
+        return ""
+    if sig.key_id.startswith("slack:"):
+        return "slack"
+    return "passkey" if sig.authenticator_data else "ed25519"
 
 
 @dataclass
@@ -69,8 +79,7 @@ class ApprovalEntry:
             sig = d.signed
             out.append({"approver": d.approver, "decision": d.decision,
                         "key_id": sig.key_id if sig else "",
-                        "kind": ("passkey" if sig.authenticator_data else "ed25519")
-                        if sig else ""})
+                        "kind": signature_kind(sig)})
         return out
 
     def to_json(self, now: datetime) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from services.runtime.errors import ConfigError
@@ -27,6 +28,46 @@ class Webhook:
 
 
 @dataclass(frozen=True)
+class SlackSettings:
+    """The Slack app's bot: it posts each approval to one channel and updates it in place."""
+
+    bot_token: str = ""
+    channel: str = ""
+    api_url: str = "https://slack.com/api/"
+    # Where the notifier remembers each message (channel and ts) to update it later.
+    state_dir: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.bot_token and self.channel and self.state_dir)
+
+    def __repr__(self) -> str:  # never the token, wherever settings get printed
+        return (f"SlackSettings(channel={self.channel!r}, api_url={self.api_url!r}, "
+                f"state_dir={self.state_dir!r}, bot_token={'set' if self.bot_token else ''!r})")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SlackSettings:
+        token = env.get("INTERLOCK_SLACK_BOT_TOKEN", "").strip()
+        channel = env.get("INTERLOCK_SLACK_CHANNEL", "").strip()
+        api_url = env.get("INTERLOCK_SLACK_API_URL", "").strip() or "https://slack.com/api/"
+        state = env.get("INTERLOCK_NOTIFIER_STATE_DIR", "").strip()
+        if not token or not channel:
+            # The bot token alone is the gateway's (it opens the Deny dialog): no messages
+            # without a channel to post them to. `interlock up` refuses that before starting.
+            return cls(bot_token=token, api_url=api_url)
+        if not state:
+            raise ConfigError("notifier: INTERLOCK_SLACK_BOT_TOKEN and INTERLOCK_SLACK_CHANNEL "
+                              "are set; also set INTERLOCK_NOTIFIER_STATE_DIR (where it keeps "
+                              "which message shows which approval)")
+        if not re.match(r"^https?://[^/\s]+", api_url):
+            raise ConfigError(f"notifier: INTERLOCK_SLACK_API_URL is not an http(s) URL: "
+                              f"{api_url[:40]!r}")
+        return cls(bot_token=token, channel=channel,
+                   api_url=api_url if api_url.endswith("/") else api_url + "/",
+                   state_dir=Path(state))
+
+
+@dataclass(frozen=True)
 class NotifierSettings:
     nats: NatsSettings
     webhooks: tuple[Webhook, ...]
@@ -36,6 +77,7 @@ class NotifierSettings:
     timeout_s: float = 5.0
     backoff_s: float = 0.5
     max_age_s: float = 3600.0
+    slack: SlackSettings = SlackSettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> NotifierSettings:
@@ -62,6 +104,7 @@ class NotifierSettings:
             timeout_s=max(0.1, timeout),
             backoff_s=max(0.01, backoff),
             max_age_s=max_age,
+            slack=SlackSettings.from_env(env),
         )
 
 

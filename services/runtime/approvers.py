@@ -8,8 +8,9 @@ over a `decision/v1` statement naming exactly that approval, session, calls, exp
 reason and edits. The audit folds the same registry offline to re-check every decision.
 
 Ed25519 via `cryptography`; passkeys (WebAuthn assertions and registrations) via the `webauthn`
-library. Nothing here is hand-rolled crypto: only the comparison of what was signed with what
-the log says.
+library; Slack clicks (issue 20) via slack_sdk's SignatureVerifier, given Slack's signing secret
+(the gate's alone). Nothing here is hand-rolled crypto: only the comparison of what was signed
+with what the log says.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterable
+import re
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +30,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from slack_sdk.signature import Clock, SignatureVerifier
 
 from schemas.approval import ApprovalDecided, ApprovalRequested
 from schemas.approvers import (
@@ -46,6 +51,11 @@ class Rejected(Exception):
     """A signature or statement that does not count, with the reason a person reads."""
 
 
+class Unchecked(Rejected):
+    """A signature this reader cannot check (a Slack click, without Slack's signing secret):
+    it does not count for the gate; the audit says it was checked by the gate."""
+
+
 # -- keys and fingerprints ---------------------------------------------------------------------
 
 def _b64decode(text: str) -> bytes:
@@ -64,7 +74,10 @@ def _b64(data: bytes) -> str:
 
 def fingerprint_of(kind: str, public_key: bytes) -> str:
     """`SHA256:…` as `ssh-keygen -l` prints it for an Ed25519 key (over the OpenSSH key blob);
-    over the COSE key for a passkey."""
+    over the COSE key for a passkey. A Slack user has no key: `slack:<team_id>/<user_id>`
+    (given as `public_key`, `b"T…/U…"`)."""
+    if kind == "slack":
+        return "slack:" + public_key.decode(errors="replace")
     blob = _ssh_blob(public_key) if kind == "ed25519" else public_key
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
@@ -171,9 +184,157 @@ def decision_statement(request: ApprovalRequested, *, approver: str, decision: s
 
 
 def _key_fields(key: ApproverKey) -> dict[str, str]:
-    """What an admin's enrolment binds: the key itself and, for a passkey, where it signs."""
-    return {"kind": key.kind, "public_key": key.public_key, "credential_id": key.credential_id,
-            "rp_id": key.rp_id, "origin": key.origin}
+    """What an admin's enrolment binds: the key itself and, for a passkey, where it signs; for
+    a Slack user (no key), the Slack user itself."""
+    fields = {"kind": key.kind, "public_key": key.public_key,
+              "credential_id": key.credential_id, "rp_id": key.rp_id, "origin": key.origin}
+    if key.kind == "slack":
+        fields["key_id"] = key.key_id
+    return fields
+
+
+def _key_id_of(key: ApproverKey) -> str:
+    """The key id an enrolment's key has, computed (never believed as sent): a fingerprint, or
+    for a Slack user its `slack:T…/U…` checked for shape."""
+    if key.kind == "slack":
+        if key.public_key or not SLACK_KEY_ID.fullmatch(key.key_id):
+            raise Rejected(f"{key.key_id[:80]!r} is not a Slack user (slack:TEAM_ID/USER_ID, no "
+                           "public key)")
+        return key.key_id
+    return fingerprint_of(key.kind, _b64decode(key.public_key))
+
+
+# -- Slack (issue 20) ---------------------------------------------------------------------------
+
+# The names the notifier's message, the gateway's dialog and the gate agree on.
+APPROVE_ACTION = "interlock.approve"  # the Approve button (block_actions)
+DENY_ACTION = "interlock.deny"  # the Deny button: it opens the reason dialog, decides nothing
+OPEN_ACTION = "interlock.open"  # the Open button (a link to the card)
+DENY_CALLBACK = "interlock.deny"  # the reason dialog (view_submission): the denial
+REASON_BLOCK = REASON_ACTION = "reason"
+# How far a Slack request's timestamp may be from the gate's clock (Slack's own advice).
+SLACK_WINDOW_S = 300
+SLACK_ID = r"[A-Z0-9][A-Z0-9_]{1,39}"
+SLACK_KEY_ID = re.compile(rf"slack:({SLACK_ID})/({SLACK_ID})")
+# How the gate's reasons for a Slack request that is not Slack's begin (the gateway answers
+# Slack 401 for these, and posts nothing).
+SLACK_FORGED = "the Slack signature does not verify"
+SLACK_STALE = "the Slack request is stale"
+SLACK_NO_TIMESTAMP = "the Slack request has no valid timestamp"
+SLACK_REPLAYED = "this Slack request was already used"
+KEY_SIGNED_ONLY = ("this approval requires a passkey or `interlock approve`: where it acts, "
+                   "only a decision signed with the approver's own key counts, not a Slack click")
+
+
+def slack_unauthentic(reason: str) -> bool:
+    """Whether the gate refused a Slack decision because its request is not Slack's own (a
+    forged or changed signature, a stale timestamp, a replay)."""
+    return reason.startswith((SLACK_FORGED, SLACK_STALE, SLACK_NO_TIMESTAMP, SLACK_REPLAYED))
+
+
+def slack_key(team: str, user: str, label: str = "") -> ApproverKey:
+    """The approver key of a Slack user (`interlock keys enroll P --slack T…/U…`)."""
+    key = ApproverKey(key_id=fingerprint_of("slack", f"{team}/{user}".encode()), kind="slack",
+                      public_key="", label=label)
+    _key_id_of(key)
+    return key
+
+
+@dataclass(frozen=True)
+class SlackClick:
+    """What a Slack interaction payload says a person did: who (team and user), which button
+    (`block_actions`: its action_id and value) or dialog (`view_submission`: its callback_id,
+    private_metadata and the reason typed), and where Slack takes replies."""
+
+    kind: str
+    team: str
+    user: str
+    action: str
+    value: str
+    reason: str = ""
+    response_url: str = ""
+    trigger_id: str = ""
+
+    @property
+    def key_id(self) -> str:
+        return fingerprint_of("slack", f"{self.team}/{self.user}".encode())
+
+
+def slack_payload(body: str) -> dict[str, Any]:
+    """The JSON payload of Slack's form-encoded interaction body (`payload=<JSON>`, nothing
+    else), or Rejected."""
+    try:
+        form = urllib.parse.parse_qs(body, strict_parsing=True, max_num_fields=4)
+    except ValueError as exc:
+        raise Rejected(f"not a Slack interaction body: {exc}") from exc
+    values = form.get("payload", [])
+    if set(form) != {"payload"} or len(values) != 1:
+        raise Rejected("not a Slack interaction body: it must hold one `payload` field only")
+    try:
+        doc = json.loads(values[0])
+    except ValueError as exc:
+        raise Rejected(f"the Slack payload is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise Rejected("the Slack payload is not a JSON object")
+    return doc
+
+
+def _text(doc: Any, *path: str) -> str:
+    for name in path:
+        doc = doc.get(name) if isinstance(doc, dict) else None
+    return doc if isinstance(doc, str) else ""
+
+
+def slack_click(payload: dict[str, Any]) -> SlackClick:
+    """The click (or dialog submission) a Slack payload describes, or Rejected."""
+    kind = _text(payload, "type")
+    team = _text(payload, "team", "id") or _text(payload, "user", "team_id")
+    user = _text(payload, "user", "id")
+    if not team or not user:
+        raise Rejected("the Slack payload names no team and user")
+    if kind == "block_actions":
+        actions = payload.get("actions")
+        if not isinstance(actions, list) or len(actions) != 1 or not isinstance(actions[0],
+                                                                                dict):
+            raise Rejected("a Slack click must carry exactly one action")
+        return SlackClick(kind, team, user, _text(actions[0], "action_id"),
+                          _text(actions[0], "value"),
+                          response_url=_text(payload, "response_url"),
+                          trigger_id=_text(payload, "trigger_id"))
+    if kind == "view_submission":
+        view = payload.get("view")
+        return SlackClick(kind, team, user, _text(view, "callback_id"),
+                          _text(view, "private_metadata"),
+                          reason=_text(view, "state", "values", REASON_BLOCK, REASON_ACTION,
+                                       "value"),
+                          trigger_id=_text(payload, "trigger_id"))
+    raise Rejected(f"not an Interlock decision: a Slack {kind[:40] or 'interaction'}")
+
+
+class _At(Clock):
+    """The clock slack_sdk's SignatureVerifier checks the timestamp against."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def now(self) -> float:
+        return self.at
+
+
+def replayed(decisions: Iterable[ApprovalDecided], d: ApprovalDecided) -> str | None:
+    """Why Slack decision `d` is a replay: an earlier decision (in log order) carries the same
+    Slack request (its signature). None: it is the first use, or not a Slack decision."""
+    sig = d.signed
+    if sig is None or not sig.key_id.startswith("slack:"):
+        return None
+    for e in decisions:
+        if e.event_id == d.event_id:
+            return None
+        if e.signed is not None and e.signed.key_id.startswith("slack:") \
+                and e.signed.signature == sig.signature:
+            return (f"{SLACK_REPLAYED} (decision {e.event_id}): a replayed request does not "
+                    "count")
+    return None
 
 
 # -- verification ------------------------------------------------------------------------------
@@ -270,6 +431,15 @@ class Registry:
     revoked: dict[str, str] = field(default_factory=dict)  # key id → the admin who revoked it
     # Registry events that did not verify, with why (the audit shows them).
     refused: list[tuple[str, str]] = field(default_factory=list)
+    # Slack's signing secret (the gate's INTERLOCK_SLACK_SIGNING_SECRET; an auditor's): without
+    # it a Slack decision cannot be checked (Unchecked). And the clock its timestamps are
+    # checked against (seconds since the epoch).
+    slack_secret: str | None = field(default=None, repr=False)
+    clock: Callable[[], float] = time.time
+
+    def slack_keys(self) -> dict[str, str]:
+        """Enrolled, unrevoked Slack users: key id (`slack:T…/U…`) → principal."""
+        return {e.key.key_id: e.principal for e in self.active() if e.key.kind == "slack"}
 
     def apply(self, event: Event) -> None:
         try:
@@ -296,7 +466,7 @@ class Registry:
         doc = self._admin(ev.admin, ENROL_V1)
         if doc.get("principal") != ev.principal or doc.get("key") != _key_fields(ev.credential):
             raise Rejected("the admin signed another enrolment than this one")
-        key_id = fingerprint_of(ev.credential.kind, _b64decode(ev.credential.public_key))
+        key_id = _key_id_of(ev.credential)
         if key_id != ev.credential.key_id:
             raise Rejected(f"the key's fingerprint is {key_id}, not {ev.credential.key_id}")
         held = self.keys.get(key_id)
@@ -327,15 +497,26 @@ class Registry:
             raise Rejected(f"key {key_id} is enrolled for {held.principal}, not {principal}")
         return held.key
 
-    def verify_decision(self, request: ApprovalRequested, d: ApprovalDecided) -> ApproverKey:
+    def verify_decision(self, request: ApprovalRequested, d: ApprovalDecided, *,
+                        now: float | None = None, fresh: bool = True) -> ApproverKey:
         """The key that signed decision `d` of `request`, or Rejected saying why it does not
         count: unsigned, a key not enrolled for its approver (or revoked), a signature that does
-        not verify, or a statement about anything else than exactly this decision."""
+        not verify, or a statement about anything else than exactly this decision.
+
+        A Slack click's timestamp must be within 5 minutes of `now` (default: the registry's
+        clock) when `fresh`; a reader re-checking a decision it already judged fresh (the gate
+        folding an approval's earlier decisions) passes `fresh=False`."""
         sig = d.signed
         if sig is None:
             raise Rejected(f"not signed by {d.approver}: a decision counts only with the "
                            "approver's own signature (a passkey, or `interlock keys`)")
+        if sig.key_id.startswith("slack:") and self.slack_secret:
+            # Slack's signature first: nothing else about a forged request is worth saying.
+            self._slack_signature(sig, self.clock() if now is None else now, fresh)
         key = self.key_for(d.approver, sig.key_id)
+        if key.kind == "slack":
+            self._verify_slack(request, d, sig)
+            return key
         if key.kind == "ed25519":
             _verify_ed25519(Ed25519PublicKey.from_public_bytes(_b64decode(key.public_key)),
                             sig)
@@ -349,13 +530,85 @@ class Registry:
         _same(doc, "reason", d.reason, "reason")
         _same(doc, "call_hashes", [c.call_hash for c in request.calls], "calls")
         _same(doc, "edits", d.edits, "modified args")
-        try:
-            expires = datetime.fromisoformat(str(doc.get("expires_at")))
-        except ValueError as exc:
-            raise Rejected("the signed expiry is not a time") from exc
-        if expires != request.expires_at:
-            raise Rejected("the signature is for an approval with another expiry")
+        _expires(doc, request)
         return key
+
+    def check_slack_request(self, sig: Signature, *, now: float | None = None,
+                            fresh: bool = True) -> None:
+        """Whether a Slack decision's request is Slack's own (its signature and timestamp),
+        before anything else is said of it; Unchecked without the signing secret."""
+        if not self.slack_secret:
+            raise Unchecked("cannot check Slack signatures here: Slack's signing secret "
+                            "(INTERLOCK_SLACK_SIGNING_SECRET) was not given")
+        self._slack_signature(sig, self.clock() if now is None else now, fresh)
+
+    def _slack_signature(self, sig: Signature, now: float, fresh: bool) -> None:
+        """Slack's signature over the request body, checked with slack_sdk's
+        SignatureVerifier, and (when `fresh`) its timestamp within 5 minutes of `now`."""
+        assert self.slack_secret
+        stamp = sig.timestamp
+        if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
+            raise Rejected(f"{SLACK_NO_TIMESTAMP}: it cannot be checked")
+        drift = abs(now - int(stamp))
+        if fresh and drift > SLACK_WINDOW_S:
+            raise Rejected(f"{SLACK_STALE}: signed {int(drift)} s from the gate's clock, more "
+                           "than 5 minutes (a replayed request, or a clock far off)")
+        verifier = SignatureVerifier(self.slack_secret, clock=_At(now if fresh else int(stamp)))
+        if not verifier.is_valid(body=sig.statement, timestamp=stamp, signature=sig.signature):
+            raise Rejected(f"{SLACK_FORGED}: Slack did not send this request, or it was changed "
+                           "after Slack signed it")
+
+    def _verify_slack(self, request: ApprovalRequested, d: ApprovalDecided,
+                      sig: Signature) -> None:
+        """A Slack click (whose signature holds, if the secret is here): the card takes Slack
+        decisions, and the payload is exactly this decision (who, which button or dialog, this
+        approval's calls and expiry, the decision and reason) without edits. Without the
+        secret, Unchecked once all of that holds."""
+        if request.key_signed_only:
+            raise Rejected(KEY_SIGNED_ONLY)
+        click = slack_click(slack_payload(sig.statement))
+        if click.key_id != sig.key_id:
+            raise Rejected(f"the Slack request is by Slack user {click.team}/{click.user}, "
+                           f"not {sig.key_id}")
+        if click.kind == "block_actions" and click.action == APPROVE_ACTION:
+            decision, reason = "approve", ""
+        elif click.kind == "block_actions" and click.action == DENY_ACTION:
+            raise Rejected("a click on Deny opens the reason dialog; it is not a decision")
+        elif click.kind == "view_submission" and click.action == DENY_CALLBACK:
+            decision, reason = "deny", click.reason
+        else:
+            raise Rejected(f"not an Interlock decision: a Slack {click.kind} "
+                           f"{click.action[:60]!r}")
+        if d.decision != decision:
+            raise Rejected(f"the Slack request is a {decision} decision, not this decision's "
+                           f"{d.decision}")
+        if d.reason != reason:
+            raise Rejected("the Slack request's reason is not this decision's")
+        if d.args is not None or d.edits is not None:
+            raise Rejected("a Slack click cannot edit the call: modified args need a passkey or "
+                           "`interlock approve --args`")
+        try:
+            doc = json.loads(click.value)
+        except ValueError as exc:
+            raise Rejected("the Slack button names no approval") from exc
+        if not isinstance(doc, dict):
+            raise Rejected("the Slack button names no approval")
+        _same(doc, "approval_id", request.approval_id, "approval")
+        _same(doc, "call_hashes", [c.call_hash for c in request.calls], "calls")
+        _expires(doc, request)
+        if not self.slack_secret:
+            # Everything else holds; only Slack's signature is left, which needs the secret.
+            raise Unchecked("cannot check Slack signatures here: Slack's signing secret "
+                            "(INTERLOCK_SLACK_SIGNING_SECRET) was not given")
+
+
+def _expires(doc: dict[str, Any], request: ApprovalRequested) -> None:
+    try:
+        expires = datetime.fromisoformat(str(doc.get("expires_at")))
+    except ValueError as exc:
+        raise Rejected("the signed expiry is not a time") from exc
+    if expires.tzinfo is None or expires != request.expires_at:
+        raise Rejected("the signature is for an approval with another expiry")
 
 
 def _same(doc: dict[str, Any], name: str, expected: object, what: str) -> None:

@@ -440,7 +440,8 @@ def import_lines(text: str) -> tuple[list[chain.Link], list[dict[str, object]]]:
 
 def audit_file(text: str, gate_key: Ed25519PublicKey | None = None,
                keyring: Keyring | None = None,
-               admins: dict[str, Ed25519PublicKey] | None = None) -> list[AuditReport]:
+               admins: dict[str, Ed25519PublicKey] | None = None,
+               slack_secret: str | None = None) -> list[AuditReport]:
     """Audits every session in an exported file. The approver registry's events (session
     `approvers`, which an export carries) are trusted with `admins`, the admin public keys
     (never with keys the file could carry itself), and audited as a session of their own."""
@@ -448,7 +449,7 @@ def audit_file(text: str, gate_key: Ed25519PublicKey | None = None,
     by_session: dict[str, list[chain.Link]] = {}
     for link in links:
         by_session.setdefault(link.subject.split(".")[1], []).append(link)
-    people = Approvers(admins, by_session.get(REGISTRY_SESSION, []), keyring)
+    people = Approvers(admins, by_session.get(REGISTRY_SESSION, []), keyring, slack_secret)
     reports = [audit(sid, ls, gate_key, keyring, people) for sid, ls in by_session.items()]
     for p in problems:
         for r in reports:

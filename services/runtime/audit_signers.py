@@ -5,6 +5,7 @@ signature judged against it (services/runtime/audit.py uses it)."""
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,8 @@ from services.runtime.identity import ForgedEvent, Keyring
 NO_ADMIN_KEYS = ("decision signatures were not checked: no admin keys (the trust roots of the "
                  "approver registry, keys/admins.pub) were given, so who signed each decision is "
                  "unknown")
+# The verdict of a Slack click the reader could check in every way but Slack's signature.
+GATE_CHECKED = "checked by the gate"
 NO_REGISTRY = ("decision signatures cannot be checked: the approver registry (the events of "
                "session `approvers`) is not here — an export made before decisions were signed, "
                "or one it was cut from")
@@ -33,8 +36,10 @@ class Signer:
 
     verdict: "valid"; "rejected" (reason says why it does not count); "unchecked" (no admin keys
     or no registry to check it with); "before signing" (unsigned, and stored before the log held
-    any enrolment: an old log, from before decisions were signed). `counted`: "granted" or
-    "denied" when the gate acted on this decision."""
+    any enrolment: an old log, from before decisions were signed); "checked by the gate" (a
+    Slack click that holds in every way the reader can check, whose Slack signature only the
+    gate could check: the reader has no Slack signing secret). `counted`: "granted" or "denied"
+    when the gate acted on this decision."""
 
     seq: int
     approval_id: str
@@ -53,6 +58,11 @@ class Signer:
         return f"{what} {self.key_id}{label}"
 
     def text(self) -> str:
+        if self.kind == "slack" and self.verdict in ("valid", GATE_CHECKED):
+            how = ("Slack signature re-checked" if self.verdict == "valid"
+                   else "Slack signature checked by the gate")
+            verb = "approved" if self.decision == "approve" else "denied"
+            return f"{verb} in Slack by {self.approver} ({self.key_id}), {how}"
         if self.verdict == "valid":
             return f"signed by {self.approver} with {self.key_text()}"
         if self.verdict == "rejected":
@@ -77,6 +87,9 @@ class Approvers:
     admins: dict[str, Ed25519PublicKey] | None
     links: list[chain.Link] = field(default_factory=list)
     keyring: Keyring | None = None
+    # Slack's signing secret, when the auditor has it (INTERLOCK_SLACK_SIGNING_SECRET): Slack
+    # clicks are re-checked; else they are said to be checked by the gate.
+    slack_secret: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.chain = chain.verify_chain(self.links)
@@ -123,7 +136,8 @@ class Approvers:
         who = Signer(seq, d.approval_id, d.approver, d.decision)
         if sig is not None:
             who.key_id = sig.key_id
-            who.kind = "passkey" if sig.authenticator_data else "ed25519"
+            who.kind = ("slack" if sig.key_id.startswith("slack:") else
+                        "passkey" if sig.authenticator_data else "ed25519")
         if self.admins is None:
             who.reason = "no admin keys were given"
         elif not self.links:
@@ -132,8 +146,13 @@ class Approvers:
             who.verdict = "before signing"
             who.reason = "recorded before any approver was enrolled (before decisions were signed)"
         else:
+            reg = dataclasses.replace(self.at(seq), slack_secret=self.slack_secret)
             try:
-                key = self.at(seq).verify_decision(request, d)
+                # A Slack click's timestamp is held to when it was recorded (the gate held it
+                # to its own clock then).
+                key = reg.verify_decision(request, d, now=d.occurred_at.timestamp())
+            except registry.Unchecked as exc:
+                who.verdict, who.reason = GATE_CHECKED, str(exc)
             except registry.Rejected as exc:
                 who.verdict, who.reason = "rejected", str(exc)
             else:

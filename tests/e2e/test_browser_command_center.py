@@ -354,6 +354,12 @@ async def test_phone_shows_the_card_first_and_the_chat_box(
     assert await box.input_value() == "kubectl get pods\n-n shop"
     await box.fill("")
     await _no_sideways_scroll(page)
+    # The Slack help opens in the pane, says who to link, and fits the phone too.
+    await page.locator("#slack-help summary").click()
+    enrol = await page.locator("#slack-enrol").inner_text()
+    assert enrol == "interlock keys enroll approver --slack TEAM_ID/USER_ID", enrol
+    assert "No Slack user is linked to approver" in await page.locator("#slack-status").inner_text()
+    await _no_sideways_scroll(page)
     await page.screenshot(path=str(shots / "phone-390-full.png"), full_page=True)
     assert page.errors == []
     await page.close()

@@ -1015,6 +1015,23 @@ function showPasskeys() {
   const why = passkeysUnavailable();
   $("#passkey-register").disabled = Boolean(why);
   if (why) $("#passkey-result").replaceChildren(el("p", { class: "error", text: why }));
+  showSlackHelp();
+}
+
+// The Slack help beside the passkeys: whether this person's Slack user is linked (a key of kind
+// slack, "slack:TEAM/USER"), and the admin's command that links it.
+function showSlackHelp() {
+  const box = $("#slack-help");
+  if (!box || !state.me || !state.me.can_decide) return;
+  box.hidden = false;
+  const me = state.me.name;
+  const linked = ((state.keys && state.keys.approvers) || []).filter((k) =>
+    k.principal === me && k.kind === "slack" && !k.revoked);
+  $("#slack-status").replaceChildren(linked.length
+    ? el("span", {}, `${me} is linked to Slack user `,
+        ...linked.map((k) => el("code", { text: k.key_id.replace(/^slack:/, "") })))
+    : el("span", { class: "muted", text: `No Slack user is linked to ${me} yet.` }));
+  $("#slack-enrol").textContent = `interlock keys enroll ${me} --slack TEAM_ID/USER_ID`;
 }
 
 async function setUpPasskeys() {

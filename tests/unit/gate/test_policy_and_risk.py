@@ -176,3 +176,25 @@ def test_flags_of_a_write_by_selector_name_what_it_matched() -> None:
     assert risk.autoscaler_flags(call, "scale") == [
         "deployment objects matching app=web: the replica counts are owned by "
         "HorizontalPodAutoscaler/web: a manual scale to 0 will be reverted by the autoscaler"]
+
+
+# -- Slack clicks do not count where a write lands in key_signed_namespaces (issue 20) --------
+
+
+def test_key_signed_only_follows_the_effect_and_fails_closed() -> None:
+    p = policy.Policy()
+    assert p.key_signed_namespaces == ("production",)
+    prod = risk.effect_of("scale", Target(namespace="production", kind="deployment",
+                                          name="web"), BlastRadius())
+    shop = risk.effect_of("scale", Target(namespace="shop", kind="deployment", name="web"),
+                          BlastRadius())
+    assert p.key_signed_only(prod) and not p.key_signed_only(shop)
+    # A drain lands where its pods are: production among them.
+    node = Target(namespace="", kind="node", name="sandbox-worker-1")
+    drain = risk.effect_of("drain", node, BlastRadius(affected_namespaces=("shop", "production")))
+    assert p.key_signed_only(drain)
+    # Where it lands is unknown: fail closed, unless no namespace is listed at all.
+    unknown = risk.effect_of("drain", node, BlastRadius(), preview_error="Invalid: x")
+    assert unknown.unknown and p.key_signed_only(unknown)
+    assert not policy.Policy(key_signed_namespaces=()).key_signed_only(unknown)
+    assert policy.Policy(key_signed_namespaces=("shop",)).key_signed_only(shop)

@@ -211,3 +211,11 @@ def test_the_lifecycle_is_one_fold_for_every_reader() -> None:
                             approver="x", actor="x")
     assert lifecycle.evolve(state, other) is state
     assert lifecycle.evolve(None, d) is None
+
+
+def test_the_card_says_when_only_a_persons_own_key_counts() -> None:
+    # key_signed_namespaces (default production): a Slack click does not count there.
+    assert _single().key_signed_only
+    assert not _single(ns="shop").key_signed_only
+    assert _single(Policy(key_signed_namespaces=("shop",)), ns="shop").key_signed_only
+    assert not _single(Policy(key_signed_namespaces=())).key_signed_only
