@@ -164,7 +164,15 @@ async def interactions(api: Api, request: web.Request) -> web.StreamResponse:
         reply.send("No such approval: it may belong to another Interlock, or be gone.")
         return web.Response(status=200)
     reg = await api.registry.refresh()
-    principal = reg.slack_keys().get(click.key_id) if reg is not None else None
+    if reg is None:
+        # Without the admin keys the gateway cannot read the registry, so it cannot tell whose
+        # click this is: say so rather than call a linked person unlinked.
+        log.error("a Slack decision, but the gateway has no INTERLOCK_ADMIN_KEYS_FILE to map "
+                  "Slack users to approvers with")
+        reply.send("Interlock cannot take decisions from Slack yet (its gateway has no admin "
+                   "keys to look approvers up with): decide in the Command Center or the CLI.")
+        return web.Response(status=200)
+    principal = reg.slack_keys().get(click.key_id)
     ev = ApprovalDecided(
         session_id=entry.request.session_id, approval_id=entry.request.approval_id,
         decision=decision, reason=reason, approver=principal or click.key_id,
