@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
+import msgspec
 from aiohttp import web
 from slack_sdk.errors import SlackApiError
 from slack_sdk.models.blocks import InputBlock, PlainTextInputElement, SectionBlock
@@ -41,6 +42,7 @@ from slack_sdk.models.blocks.basic_components import PlainTextObject
 from slack_sdk.models.views import View
 from slack_sdk.web.async_client import AsyncWebClient
 
+from schemas import events
 from schemas import subjects as S
 from schemas.approval import (
     ApprovalDecided,
@@ -179,6 +181,12 @@ async def interactions(api: Api, request: web.Request) -> web.StreamResponse:
         actor=principal or click.key_id,
         signed=Signature(statement=body, key_id=click.key_id, signature=signature,
                          timestamp=stamp))
+    try:
+        # Every field within its bounds (a header or a Slack id of any length is anyone's to
+        # send): an event its readers could not decode would jam the approval's decisions.
+        events.decode(events.encode(ev))
+    except msgspec.ValidationError as exc:
+        raise HttpError(400, "invalid_body", f"not a Slack interaction: {exc}") from exc
     seq = await _record(api, entry, ev)
     outcome = await verdict(api, ev, seq, settings.verdict_wait_s)
     if outcome.verdict == "refused" and approvers.slack_unauthentic(outcome.reason):

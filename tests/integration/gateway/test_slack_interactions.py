@@ -49,3 +49,22 @@ async def test_what_is_no_decision_records_nothing(gateway_factory: GatewayFacto
     big = form_body(block_actions(action_id=approvers.APPROVE_ACTION, value="x" * 70_000))
     status, _ = await _post(gw, big, signed_headers(SECRET, big))
     assert status == 413
+
+
+async def test_an_oversized_field_is_refused_before_anything_is_recorded(
+        gateway_factory: GatewayFactory) -> None:
+    """A Slack id or header of any length is anyone's to send: recorded, an event its readers
+    cannot decode would jam every later decision of the approval."""
+    gw = await gateway_factory()
+    sid = await gw.client("operator").new_session()
+    req = await gw.request_approval(sid)
+    value = json.dumps({"approval_id": req.approval_id, "call_hashes": [], "expires_at": ""})
+    body = form_body(block_actions(action_id=approvers.APPROVE_ACTION, value=value,
+                                   user="U" * 3000))
+    status, text = await _post(gw, body, signed_headers(SECRET, body))
+    assert status == 400, text
+    headers = {**signed_headers(SECRET, body), "X-Slack-Signature": "v0=" + "0" * 3000}
+    status, _ = await _post(gw, form_body(block_actions(
+        action_id=approvers.APPROVE_ACTION, value=value)), headers)
+    assert status == 400
+    assert await gw.bus.first(S.tag_filter("gateway", "approval.decided")) is None
