@@ -9,7 +9,9 @@ are answered 401 with nothing posted anywhere; an unlinked Slack user, a click a
 client decided and a click on a card in production (passkey or CLI only) are refused with an
 ephemeral message; each with zero executions (the deployment's replicas, read with the
 kubernetes client, and the log's tool.started). A valid click executes the write once; Deny
-opens the reason dialog, and its submission denies with the reason."""
+opens the reason dialog, and its submission denies with the reason. The signing secret is in
+the gate's process environment only; and a gate that lies on a production card (it holds the
+secret, so it can make a click up) still cannot get the write run: the executor refuses."""
 
 from __future__ import annotations
 
