@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
+import msgspec
 from aiohttp import web
 from slack_sdk.errors import SlackApiError
 from slack_sdk.models.blocks import InputBlock, PlainTextInputElement, SectionBlock
@@ -41,6 +42,7 @@ from slack_sdk.models.blocks.basic_components import PlainTextObject
 from slack_sdk.models.views import View
 from slack_sdk.web.async_client import AsyncWebClient
 
+from schemas import events
 from schemas import subjects as S
 from schemas.approval import (
     ApprovalDecided,
@@ -164,13 +166,27 @@ async def interactions(api: Api, request: web.Request) -> web.StreamResponse:
         reply.send("No such approval: it may belong to another Interlock, or be gone.")
         return web.Response(status=200)
     reg = await api.registry.refresh()
-    principal = reg.slack_keys().get(click.key_id) if reg is not None else None
+    if reg is None:
+        # Without the admin keys the gateway cannot read the registry, so it cannot tell whose
+        # click this is: say so rather than call a linked person unlinked.
+        log.error("a Slack decision, but the gateway has no INTERLOCK_ADMIN_KEYS_FILE to map "
+                  "Slack users to approvers with")
+        reply.send("Interlock cannot take decisions from Slack yet (its gateway has no admin "
+                   "keys to look approvers up with): decide in the Command Center or the CLI.")
+        return web.Response(status=200)
+    principal = reg.slack_keys().get(click.key_id)
     ev = ApprovalDecided(
         session_id=entry.request.session_id, approval_id=entry.request.approval_id,
         decision=decision, reason=reason, approver=principal or click.key_id,
         actor=principal or click.key_id,
         signed=Signature(statement=body, key_id=click.key_id, signature=signature,
                          timestamp=stamp))
+    try:
+        # Every field within its bounds (a header or a Slack id of any length is anyone's to
+        # send): an event its readers could not decode would jam the approval's decisions.
+        events.decode(events.encode(ev))
+    except msgspec.ValidationError as exc:
+        raise HttpError(400, "invalid_body", f"not a Slack interaction: {exc}") from exc
     seq = await _record(api, entry, ev)
     outcome = await verdict(api, ev, seq, settings.verdict_wait_s)
     if outcome.verdict == "refused" and approvers.slack_unauthentic(outcome.reason):

@@ -9,7 +9,9 @@ are answered 401 with nothing posted anywhere; an unlinked Slack user, a click a
 client decided and a click on a card in production (passkey or CLI only) are refused with an
 ephemeral message; each with zero executions (the deployment's replicas, read with the
 kubernetes client, and the log's tool.started). A valid click executes the write once; Deny
-opens the reason dialog, and its submission denies with the reason."""
+opens the reason dialog, and its submission denies with the reason. The signing secret is in
+the gate's process environment only; and a gate that lies on a production card (it holds the
+secret, so it can make a click up) still cannot get the write run: the executor refuses."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import pytest_asyncio
 
 from launcher.stack import Stack
 from schemas.approval import ApprovalCall, ApprovalRequested
-from services.runtime import approvers
+from services.runtime import approvers, audit, identity, signing
 from tests.e2e.conftest import record_as, replicas, start_stack, token
 from tests.e2e.test_gate_bypass import _pending_scale, _types
 from tests.slack_fake import (
@@ -192,6 +194,26 @@ async def test_forged_stale_and_replayed_clicks_are_refused_and_a_real_one_runs_
     assert not slack.responses_to("forged")
     assert not slack.responses_to("stale")
     assert len(slack.responses_to("ok")) == 1
+
+    # The audit: the gateway's (which never has the secret) says the gate checked Slack's
+    # signature; an auditor with the secret re-checks it, offline, from the export.
+    admin = {"Authorization": f"Bearer {token(stack, 'admin')}"}
+    async with http.get(f"{stack.url}/v1/sessions/{sid}/audit?format=text",
+                        headers=admin) as r:
+        text = await r.text()
+    assert "Integrity: intact" in text, text
+    assert (f"approved in Slack by approver (slack:{TEAM}/{USER}), Slack signature checked by "
+            "the gate") in text
+    async with http.get(f"{stack.url}/v1/sessions/{sid}/audit?format=jsonl",
+                        headers=admin) as r:
+        export = await r.text()
+    [report] = [x for x in audit.audit_file(
+        export, signing.load_public(stack.data / "gate.pub"),
+        identity.load_keyring(stack.keys / identity.KEYRING_FILE),
+        approvers.load_admin_keys(stack.admin_keys), SECRET) if x.session_id == sid]
+    assert report.ok, report.problems
+    [counted] = [d for d in report.decisions if d.counted]
+    assert counted.text().endswith("Slack signature re-checked")
 
 
 async def test_an_unlinked_user_and_a_late_click_are_refused_in_slack(
