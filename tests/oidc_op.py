@@ -27,7 +27,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -41,6 +40,7 @@ from urllib.parse import urljoin
 import aiohttp
 
 from launcher.nats import free_port
+from tests.node_packages import node_with
 
 NODE_DIR = Path(__file__).parent / "e2e" / "oidc_node"
 WEB_CLIENT_ID = "interlock-web"
@@ -53,36 +53,10 @@ STOP_WAIT_S = 10.0
 HTTP_WAIT_S = 30.0
 
 
-def _installed() -> bool:
-    """node_modules holds exactly what package-lock.json pins (npm's own record of it)."""
-    lock = json.loads((NODE_DIR / "package-lock.json").read_text())["packages"]
-    try:
-        have = json.loads((NODE_DIR / "node_modules" / ".package-lock.json").read_text())
-    except (OSError, ValueError):
-        return False
-    got = have.get("packages", {})
-    return all(got.get(path, {}).get("version") == entry.get("version")
-               and (NODE_DIR / path).is_dir() for path, entry in lock.items() if path)
-
-
 def node() -> str:
     """Node on PATH, with the pinned oidc-provider installed (once; kept in node_modules)."""
-    exe = shutil.which("node")
-    if exe is None:
-        raise RuntimeError("node (Node.js >= 20) is not on PATH: the OIDC tests run a real "
-                           "OpenID Provider (oidc-provider from npm) with it")
-    if not _installed():
-        npm = shutil.which("npm")
-        if npm is None:
-            raise RuntimeError("npm is not on PATH: it installs tests/e2e/oidc_node's pinned "
-                               "packages")
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_DIR,
-            capture_output=True, text=True, timeout=300,
-            env={**os.environ, "npm_config_update_notifier": "false"}, check=False)
-        if done.returncode != 0 or not _installed():
-            raise RuntimeError(f"npm ci in {NODE_DIR} failed:\n{done.stdout}\n{done.stderr}")
-    return exe
+    return node_with(NODE_DIR, "the OIDC tests run a real OpenID Provider (oidc-provider from "
+                     "npm) with it")
 
 
 @dataclass

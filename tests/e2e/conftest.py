@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -130,6 +132,44 @@ async def record_as(stack: Stack, user: str, *events: Event) -> None:
             await bus.append(event)
     finally:
         await bus.close()
+
+
+async def session_events(stack: Stack, sid: str) -> list[Any]:
+    """A session's events as stored, read with the admin's NATS identity."""
+    bus = await bus_as(stack, "admin")
+    try:
+        return [s.event for s in await bus.session(sid)]
+    finally:
+        await bus.close()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI_WAIT_S = 60.0  # a bound on one command, not an expectation
+
+
+async def run_cli(env: dict[str, str], *args: str, exe: str | None = None
+                  ) -> tuple[int, str, str]:
+    """One `interlock ARGS` as a process in `env` (this checkout's code, or the console script
+    `exe`): its exit code, stdout and stderr."""
+    cmd = [exe] if exe else [sys.executable, "-m", "launcher.cli"]
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, *args, env=env, cwd=str(ROOT), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), CLI_WAIT_S)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    return int(proc.returncode or 0), out.decode(), err.decode()
+
+
+async def pending_scale(operator: Client, sid: str, n: int, after: int = 0) -> dict[str, Any]:
+    """`kubectl scale deploy/web --replicas=N -n shop` said in the session: its card (with the
+    stream id it was seen at as `seq`)."""
+    await operator.say(sid, f"kubectl scale deploy/web --replicas={n} -n shop")
+    seen = await operator.wait_for(sid, lambda e: e.event == "approval.requested", after=after)
+    return {**seen[-1].data, "seq": seen[-1].id}
 
 
 def token(stack: Stack, who: str) -> str:

@@ -28,7 +28,15 @@ from launcher.stack import Stack
 from schemas.approval import ApprovalDecided
 from schemas.approvers import REGISTRY_SESSION, ApproverKey, PasskeyRegistered, Signature
 from services.runtime import approvers
-from tests.e2e.conftest import bus_as, record_as, replicas, token
+from tests.e2e.conftest import (
+    bus_as,
+    pending_scale,
+    record_as,
+    replicas,
+    run_cli,
+    session_events,
+    token,
+)
 from tests.e2e.test_cli_chat import Terminal
 from tests.support import Client
 
@@ -56,12 +64,9 @@ async def _sh(script: str, env: dict[str, str]) -> tuple[int, str, str]:
     return int(proc.returncode or 0), out.decode(), err.decode()
 
 
-async def _cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        INTERLOCK, *args, env=env, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return int(proc.returncode or 0), out.decode(), err.decode()
+async def _interlock(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """The installed `interlock`, as a person runs it."""
+    return await run_cli(env, *args, exe=INTERLOCK)
 
 
 def _fingerprint(out: str) -> str:
@@ -72,20 +77,6 @@ def _fingerprint(out: str) -> str:
 def _admin(stack: Stack, home: Path) -> dict[str, str]:
     """The admin's shell, with the admin key `interlock up` made and printed."""
     return _env(stack, "admin", home, INTERLOCK_ADMIN_KEY=str(stack.person_key("admin")))
-
-
-async def _pending_scale(operator: Client, sid: str, n: int, after: int = 0) -> dict[str, Any]:
-    await operator.say(sid, f"kubectl scale deploy/web --replicas={n} -n shop")
-    seen = await operator.wait_for(sid, lambda e: e.event == "approval.requested", after=after)
-    return {**seen[-1].data, "seq": seen[-1].id}
-
-
-async def _session_events(stack: Stack, sid: str) -> list[Any]:
-    bus = await bus_as(stack, "admin")
-    try:
-        return [s.event for s in await bus.session(sid)]
-    finally:
-        await bus.close()
 
 
 def _executions(evs: list[Any], call_id: str) -> int:
@@ -120,7 +111,7 @@ async def test_keys_init_and_enroll_then_approve_runs_the_write_once(
     fp = _fingerprint(out)
     assert f"enrolled {fp} (ed25519) for admin; signed by the admin key SHA256:" in out
 
-    code, out, err = await _cli(_env(stack, "viewer", home), "keys", "list")
+    code, out, err = await _interlock(_env(stack, "viewer", home), "keys", "list")
     assert code == 0, err
     [row] = [ln for ln in out.splitlines() if fp in ln]
     assert row.split()[:2] == ["admin", "ed25519"], row
@@ -128,9 +119,9 @@ async def test_keys_init_and_enroll_then_approve_runs_the_write_once(
 
     sid = await operator.new_session()
     before = replicas(stack)
-    req = await _pending_scale(operator, sid, before + 2)
+    req = await pending_scale(operator, sid, before + 2)
     assert replicas(stack) == before  # held
-    code, out, err = await _cli(admin, "approve", req["approval_id"])
+    code, out, err = await _interlock(admin, "approve", req["approval_id"])
     assert code == 0, (out, err)
     assert f"approved {req['approval_id']} (1 of 1 approvals" in out
     assert f"signed with {fp}" in out
@@ -141,7 +132,7 @@ async def test_keys_init_and_enroll_then_approve_runs_the_write_once(
     assert got[-1].data["status"] == "ok", got[-1].data
     assert replicas(stack) == before + 2
     await _barrier(operator, sid)
-    evs = await _session_events(stack, sid)
+    evs = await session_events(stack, sid)
     assert _executions(evs, call_id) == 2  # one claim, one result: once
     [decided] = [e for e in evs if isinstance(e, ApprovalDecided)]
     assert decided.approver == "admin"
@@ -153,19 +144,19 @@ async def test_keys_init_and_enroll_then_approve_runs_the_write_once(
 async def test_without_a_key_nothing_is_posted(stack: Stack, operator: Client,
                                                tmp_path: Path) -> None:
     sid = await operator.new_session()
-    req = await _pending_scale(operator, sid, replicas(stack) + 1)
-    code, out, err = await _cli(_env(stack, "approver", tmp_path / "empty"), "approve",
+    req = await pending_scale(operator, sid, replicas(stack) + 1)
+    code, out, err = await _interlock(_env(stack, "approver", tmp_path / "empty"), "approve",
                                 req["approval_id"])
     assert code == 1, (out, err)
     assert f"no signing key at {tmp_path / 'empty' / 'interlock' / 'key'}" in err
     assert "interlock keys init" in err
     assert "interlock keys enroll" in err
-    code, out, err = await _cli(_env(stack, "approver", tmp_path / "empty"), "deny",
+    code, out, err = await _interlock(_env(stack, "approver", tmp_path / "empty"), "deny",
                                 req["approval_id"], "--reason", "no")
     assert code == 1, (out, err)
     assert "no signing key" in err
     await _barrier(operator, sid)
-    evs = await _session_events(stack, sid)
+    evs = await session_events(stack, sid)
     assert not any(e.type in ("approval.decided", "decision.rejected") for e in evs)
     _, body = await operator.call("GET", "/v1/approvals?state=pending")
     assert req["approval_id"] in [a["approval_id"] for a in body["approvals"]]
@@ -175,35 +166,35 @@ async def test_a_revoked_keys_decision_is_rejected_by_gateway_and_gate(
         stack: Stack, operator: Client, tmp_path: Path) -> None:
     home = tmp_path / "approver-home"
     approver = _env(stack, "approver", home)
-    code, out, err = await _cli(approver, "keys", "init")
+    code, out, err = await _interlock(approver, "keys", "init")
     assert code == 0, (out, err)
     fp = _fingerprint(out)
     admin = _admin(stack, tmp_path / "admin-home")
-    code, out, err = await _cli(admin, "keys", "enroll", "--principal", "approver", "--key",
+    code, out, err = await _interlock(admin, "keys", "enroll", "--principal", "approver", "--key",
                                 str(home / "interlock" / "key"), "--label", "laptop")
     assert code == 0, (out, err)
     assert f"enrolled {fp} (ed25519) for approver" in out
-    code, out, err = await _cli(_env(stack, "viewer", home), "keys", "list")
+    code, out, err = await _interlock(_env(stack, "viewer", home), "keys", "list")
     [row] = [ln for ln in out.splitlines() if fp in ln]
     assert row.split()[:2] == ["approver", "ed25519"], row
     assert "laptop" in row
-    code, out, err = await _cli(admin, "keys", "revoke", fp)
+    code, out, err = await _interlock(admin, "keys", "revoke", fp)
     assert code == 0, (out, err)
     assert f"revoked {fp} of approver" in out
-    code, out, err = await _cli(_env(stack, "viewer", home), "keys", "list")
+    code, out, err = await _interlock(_env(stack, "viewer", home), "keys", "list")
     [row] = [ln for ln in out.splitlines() if fp in ln]
     assert "REVOKED" in row
 
     sid = await operator.new_session()
     before = replicas(stack)
-    req = await _pending_scale(operator, sid, before + 3)
+    req = await pending_scale(operator, sid, before + 3)
     # The gateway's early check: 403, nothing recorded.
-    code, out, err = await _cli(approver, "approve", req["approval_id"])
+    code, out, err = await _interlock(approver, "approve", req["approval_id"])
     assert code == 1, (out, err)
     assert "403 bad_signature" in err
     assert "revoked" in err
     # Past the gateway: the same signed body, recorded with the gateway's NATS identity.
-    code, out, err = await _cli(approver, "keys", "sign-decision", req["approval_id"],
+    code, out, err = await _interlock(approver, "keys", "sign-decision", req["approval_id"],
                                 "approve")
     assert code == 0, err
     assert f"signed with {fp}" in err
@@ -222,7 +213,7 @@ async def test_a_revoked_keys_decision_is_rejected_by_gateway_and_gate(
     assert "revoked" in evs[-1].data["reason"], evs[-1].data
     await _barrier(operator, sid)
     call_id = req["calls"][0]["call_id"]
-    evs_all = await _session_events(stack, sid)
+    evs_all = await session_events(stack, sid)
     assert _executions(evs_all, call_id) == 0
     assert not any(e.type == "approval.granted" for e in evs_all)
     assert replicas(stack) == before
@@ -241,11 +232,11 @@ async def test_an_ssh_key_imported_with_from_ssh_signs(stack: Stack, operator: C
     fp = out.split()[1]
     home = tmp_path / "approver-home"
     approver = _env(stack, "approver", home)
-    code, out, err = await _cli(approver, "keys", "init", "--from-ssh", str(ssh))
+    code, out, err = await _interlock(approver, "keys", "init", "--from-ssh", str(ssh))
     assert code == 0, (out, err)
     assert _fingerprint(out) == fp
     # The admin enrols the public line the approver sent (the .pub file's line).
-    code, out, err = await _cli(_admin(stack, tmp_path / "admin-home"), "keys", "enroll",
+    code, out, err = await _interlock(_admin(stack, tmp_path / "admin-home"), "keys", "enroll",
                                 "--principal", "approver", "--public-key",
                                 (tmp_path / "id_ed25519.pub").read_text().strip())
     assert code == 0, (out, err)
@@ -253,8 +244,8 @@ async def test_an_ssh_key_imported_with_from_ssh_signs(stack: Stack, operator: C
 
     sid = await operator.new_session()
     before = replicas(stack)
-    req = await _pending_scale(operator, sid, before + 1)
-    code, out, err = await _cli(approver, "approve", req["approval_id"])
+    req = await pending_scale(operator, sid, before + 1)
+    code, out, err = await _interlock(approver, "approve", req["approval_id"])
     assert code == 0, (out, err)
     assert f"signed with {fp}" in out
     call_id = req["calls"][0]["call_id"]
@@ -263,7 +254,7 @@ async def test_an_ssh_key_imported_with_from_ssh_signs(stack: Stack, operator: C
         after=int(req["seq"]))
     assert got[-1].data["status"] == "ok", got[-1].data
     assert replicas(stack) == before + 1
-    code, out, err = await _cli(_env(stack, "viewer", home), "keys", "list")
+    code, out, err = await _interlock(_env(stack, "viewer", home), "keys", "list")
     [row] = [ln for ln in out.splitlines() if fp in ln]
     assert "approver@laptop" in row  # the .pub line's comment is its label
 
@@ -286,7 +277,7 @@ async def test_chat_without_a_key_says_so_and_sends_nothing(stack: Stack, operat
     finally:
         term.close()
     await _barrier(operator, sid)
-    evs = await _session_events(stack, sid)
+    evs = await session_events(stack, sid)
     assert not any(e.type in ("approval.decided", "decision.rejected") for e in evs)
     _, pending = await operator.call("GET", "/v1/approvals?state=pending")
     assert card.group(1) in [a["approval_id"] for a in pending["approvals"]]
@@ -310,28 +301,28 @@ async def test_enroll_request_enrols_exactly_the_registered_passkey(
             for i, c in enumerate((good, lying))]
     await record_as(stack, "gateway", *regs)
     viewer = _env(stack, "viewer", tmp_path / "viewer-home")
-    code, out, err = await _cli(viewer, "keys", "list")
+    code, out, err = await _interlock(viewer, "keys", "list")
     assert code == 0, err
     assert "passkeys waiting to be enrolled (interlock keys enroll --request ID):" in out
     [row] = [ln for ln in out.splitlines() if regs[0].key() in ln]
     assert row.split()[1:4] == ["approver", key_id, "yubikey"], row
 
     admin = _admin(stack, tmp_path / "admin-home")
-    code, out, err = await _cli(admin, "keys", "enroll", "--request", regs[1].key())
+    code, out, err = await _interlock(admin, "keys", "enroll", "--request", regs[1].key())
     assert code == 2, (out, err)
     assert "its key's fingerprint is" in err
     assert "not enrolled" in err
-    code, out, err = await _cli(admin, "keys", "enroll", "--request", regs[0].key(),
+    code, out, err = await _interlock(admin, "keys", "enroll", "--request", regs[0].key(),
                                 "--principal", "admin")
     assert code == 2, (out, err)
     assert f"registration {regs[0].key()} is approver's, not admin's" in err
-    code, out, err = await _cli(admin, "keys", "enroll", "--request", regs[0].key())
+    code, out, err = await _interlock(admin, "keys", "enroll", "--request", regs[0].key())
     assert code == 0, (out, err)
     assert "passkey of approver, registered " in out
     assert key_id in out.splitlines()[0]
     assert f"enrolled {key_id} (passkey) for approver" in out
 
-    code, out, err = await _cli(viewer, "keys", "list", "--json")
+    code, out, err = await _interlock(viewer, "keys", "list", "--json")
     listing = json.loads(out)
     [held] = [a for a in listing["approvers"] if a["key_id"] == key_id]
     assert (held["principal"], held["kind"], held["revoked"]) == ("approver", "passkey", False)
@@ -346,8 +337,8 @@ async def test_approve_with_modified_args_signs_the_edits(stack: Stack, operator
                     INTERLOCK_KEY=str(stack.person_key("approver")))
     sid = await operator.new_session()
     before = replicas(stack)
-    first = await _pending_scale(operator, sid, before + 7)
-    code, out, err = await _cli(approver, "approve", first["approval_id"], "--args",
+    first = await pending_scale(operator, sid, before + 7)
+    code, out, err = await _interlock(approver, "approve", first["approval_id"], "--args",
                                 json.dumps({"replicas": before + 1}), "--reason", "fewer")
     assert code == 0, (out, err)
     got = await operator.wait_for(sid, lambda e: e.event == "approval.requested",
@@ -355,13 +346,13 @@ async def test_approve_with_modified_args_signs_the_edits(stack: Stack, operator
     second = got[-1].data
     assert second["calls"][0]["diff"] == [
         {"path": "spec.replicas", "before": before, "after": before + 1}]
-    code, out, err = await _cli(approver, "approve", second["approval_id"])
+    code, out, err = await _interlock(approver, "approve", second["approval_id"])
     assert code == 0, (out, err)
     call_id = second["calls"][0]["call_id"]
     await operator.wait_for(sid, lambda e: e.event == "tool.result"
                             and e.data["call_id"] == call_id, after=got[-1].id)
     assert replicas(stack) == before + 1
-    evs = await _session_events(stack, sid)
+    evs = await session_events(stack, sid)
     [modified] = [e for e in evs if isinstance(e, ApprovalDecided)
                   and e.approval_id == first["approval_id"]]
     assert modified.edits == {"replicas": before + 1}

@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,8 @@ import pytest
 from launcher.stack import Stack
 from schemas import catalogue, ids
 from schemas.tool_schema import parameters_schema
-from tests.e2e.conftest import bus_as, people, replicas, token
+from tests.e2e.conftest import people, replicas, session_events, token
+from tests.node_packages import NodeMissing, node_with
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -34,36 +33,13 @@ STATUS_TOOL = "interlock_approval_status"
 NODE_WAIT_S = 120.0  # a bound on one run of the script, not an expectation
 
 
-def _installed() -> bool:
-    """node_modules holds exactly what package-lock.json pins (npm's own record of it)."""
-    lock = json.loads((NODE_DIR / "package-lock.json").read_text())["packages"]
-    try:
-        have = json.loads((NODE_DIR / "node_modules" / ".package-lock.json").read_text())
-    except (OSError, ValueError):
-        return False
-    got = have.get("packages", {})
-    return all(got.get(path, {}).get("version") == entry.get("version")
-               and (NODE_DIR / path).is_dir() for path, entry in lock.items() if path)
-
-
 @pytest.fixture(scope="module")
 def node() -> str:
     """Node on PATH, with the pinned SDKs installed (once; kept in node_modules)."""
-    exe = shutil.which("node")
-    if exe is None:
-        pytest.fail("node (Node.js >= 20) is not on PATH: this test runs the official TypeScript "
-                    "MCP SDK with it; install Node.js and npm")
-    if not _installed():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail("npm is not on PATH: it installs tests/e2e/mcp_node's pinned packages")
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_DIR,
-            capture_output=True, text=True, timeout=300,
-            env={**os.environ, "npm_config_update_notifier": "false"}, check=False)
-        assert done.returncode == 0, f"npm ci in {NODE_DIR} failed:\n{done.stdout}\n{done.stderr}"
-        assert _installed(), "npm ci left node_modules unlike package-lock.json"
-    return exe
+    try:
+        return node_with(NODE_DIR, "this test runs the official TypeScript MCP SDK with it")
+    except NodeMissing as exc:
+        pytest.fail(str(exc))
 
 
 async def ts(node: str, stack: Stack, sdk: str, *args: str) -> dict[str, Any]:
@@ -83,14 +59,6 @@ async def ts(node: str, stack: Stack, sdk: str, *args: str) -> dict[str, Any]:
     assert proc.returncode == 0, (doc, err.decode())
     assert "error" not in doc, (doc, err.decode())
     return doc
-
-
-async def session_events(stack: Stack, sid: str) -> list[Any]:
-    bus = await bus_as(stack, "admin")
-    try:
-        return [s.event for s in await bus.session(sid)]
-    finally:
-        await bus.close()
 
 
 def started(evs: list[Any], call_id: str) -> int:

@@ -36,7 +36,14 @@ from mcp import StdioServerParameters
 from launcher.nats import free_port
 from launcher.stack import Stack
 from schemas.approval import ApprovalDecided
-from tests.e2e.conftest import bus_as, replicas, start_stack, token
+from tests.e2e.conftest import (
+    pending_scale,
+    replicas,
+    run_cli,
+    session_events,
+    start_stack,
+    token,
+)
 from tests.oidc_op import Op, complete_authorization, complete_device, http_session, start_op
 from tests.support import Client
 
@@ -76,19 +83,6 @@ def _env(stack: Stack, home: Path, **extra: str) -> dict[str, str]:
             "TERM": "dumb", **extra}
 
 
-async def _cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "launcher.cli", *args, env=env, cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), CLI_WAIT_S)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    return int(proc.returncode or 0), out.decode(), err.decode()
-
-
 async def _login(env: dict[str, str], prompt: str, person: Any,
                  *args: str) -> tuple[int, str, str]:
     """`interlock login ARGS` as a process; once it printed a line matching `prompt`,
@@ -124,26 +118,12 @@ def _stored(home: Path, stack: Stack) -> dict[str, Any]:
     return dict(doc["gateways"][stack.url])
 
 
-async def _pending_scale(operator: Client, sid: str, n: int) -> dict[str, Any]:
-    await operator.say(sid, f"kubectl scale deploy/web --replicas={n} -n shop")
-    seen = await operator.wait_for(sid, lambda e: e.event == "approval.requested")
-    return {**seen[-1].data, "seq": seen[-1].id}
-
-
 async def _barrier(operator: Client, sid: str) -> None:
     """A read through the executor: anything released before it would have run by its end."""
     _, body = await operator.call("GET", f"/v1/sessions/{sid}")
     await operator.say(sid, "kubectl get deploy -n shop")
     await operator.wait_for(sid, lambda e: e.event == "turn.completed",
                             after=int(body["last_seq"]))
-
-
-async def _session_events(stack: Stack, sid: str) -> list[Any]:
-    bus = await bus_as(stack, "admin")
-    try:
-        return [s.event for s in await bus.session(sid)]
-    finally:
-        await bus.close()
 
 
 def _no_token_in(tokens: list[str], *texts: str) -> None:
@@ -184,27 +164,27 @@ async def test_login_with_a_device_code_then_approve_runs_the_write_once_and_ren
     assert first["id_token"].count(".") == 2
     outputs = [out, err]
 
-    code, out, err = await _cli(alice, "whoami")
+    code, out, err = await run_cli(alice, "whoami")
     assert code == 0, (out, err)
     assert out.startswith("oidc:alice (Alice Approver); roles: approver"), out
     outputs += [out, err]
 
     # Her key, enrolled by the admin for the principal the gateway names her by.
-    code, out, err = await _cli(alice, "keys", "init")
+    code, out, err = await run_cli(alice, "keys", "init")
     assert code == 0, (out, err)
     [fp] = [ln.split()[-1] for ln in out.splitlines() if ln.strip().startswith("fingerprint")]
     admin = _env(stack, tmp_path / "admin", INTERLOCK_TOKEN=token(stack, "admin"),
                  INTERLOCK_ADMIN_KEY=str(stack.person_key("admin")))
-    code, out, err = await _cli(admin, "keys", "enroll", "--principal", "oidc:alice", "--key",
+    code, out, err = await run_cli(admin, "keys", "enroll", "--principal", "oidc:alice", "--key",
                                 str(home / "interlock" / "key"))
     assert code == 0, (out, err)
     assert f"enrolled {fp} (ed25519) for oidc:alice" in out
 
     sid = await operator.new_session()
     before = replicas(stack)
-    req = await _pending_scale(operator, sid, before + 2)
+    req = await pending_scale(operator, sid, before + 2)
     assert replicas(stack) == before  # held
-    code, out, err = await _cli(alice, "approve", req["approval_id"])
+    code, out, err = await run_cli(alice, "approve", req["approval_id"])
     assert code == 0, (out, err)
     assert f"approved {req['approval_id']} (1 of 1 approvals" in out
     assert f"signed with {fp}" in out
@@ -216,7 +196,7 @@ async def test_login_with_a_device_code_then_approve_runs_the_write_once_and_ren
     assert got[-1].data["status"] == "ok", got[-1].data
     assert replicas(stack) == before + 2
     await _barrier(operator, sid)
-    evs = await _session_events(stack, sid)
+    evs = await session_events(stack, sid)
     assert sum(1 for e in evs if e.type == "tool.started"
                and getattr(e, "call_id", None) == call_id) == 1
     [decided] = [e for e in evs if isinstance(e, ApprovalDecided)]
@@ -232,7 +212,7 @@ async def test_login_with_a_device_code_then_approve_runs_the_write_once_and_ren
     while time.time() <= current["expires_at"]:
         assert time.monotonic() < deadline, "the ID token never expired"
         await asyncio.sleep(0.2)
-    code, out, err = await _cli(alice, "whoami")
+    code, out, err = await run_cli(alice, "whoami")
     assert code == 0, (out, err)
     assert out.startswith("oidc:alice (Alice Approver); roles: approver"), out
     outputs += [out, err]
@@ -247,11 +227,11 @@ async def test_login_with_a_device_code_then_approve_runs_the_write_once_and_ren
     _no_token_in(tokens, *outputs, _logs(stack), op.log.read_text(errors="replace"),
                  json.dumps([repr(e) for e in evs]))
 
-    code, out, err = await _cli(alice, "logout")
+    code, out, err = await run_cli(alice, "logout")
     assert code == 0, (out, err)
     assert f"signed out of {stack.url}; the refresh token is revoked" in out
     assert json.loads(creds_file.read_text())["gateways"] == {}
-    code, out, err = await _cli(alice, "whoami")
+    code, out, err = await run_cli(alice, "whoami")
     assert code == 1
     assert "interlock login" in err
 
@@ -275,17 +255,17 @@ async def test_bob_signs_in_with_the_browser_flow_and_may_not_approve(
                                   "--browser", "--no-open")
     assert code == 0, (out, err)
     assert f"Signed in to {stack.url} as oidc:bob (Bob Operator); roles: operator" in out
-    code, out, err = await _cli(bob, "keys", "init")
+    code, out, err = await run_cli(bob, "keys", "init")
     assert code == 0, (out, err)
 
     sid = await operator.new_session()
     before = replicas(stack)
-    req = await _pending_scale(operator, sid, before + 1)
-    code, out, err = await _cli(bob, "approve", req["approval_id"])
+    req = await pending_scale(operator, sid, before + 1)
+    code, out, err = await run_cli(bob, "approve", req["approval_id"])
     assert code == 1, (out, err)
     assert "oidc:bob lacks the approver role (403 forbidden)" in err, err
     await _barrier(operator, sid)
-    evs = await _session_events(stack, sid)
+    evs = await session_events(stack, sid)
     assert not any(e.type in ("approval.decided", "decision.rejected", "tool.started")
                    for e in evs)
     assert replicas(stack) == before

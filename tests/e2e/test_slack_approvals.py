@@ -15,10 +15,8 @@ secret, so it can make a click up) still cannot get the write run: the executor 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -33,7 +31,7 @@ import pytest_asyncio
 from launcher.stack import Stack
 from schemas.approval import ApprovalCall, ApprovalRequested
 from services.runtime import approvers, audit, identity, signing
-from tests.e2e.conftest import record_as, replicas, start_stack, token
+from tests.e2e.conftest import record_as, replicas, run_cli, start_stack, token
 from tests.e2e.test_gate_bypass import _pending_scale, _types
 from tests.slack_fake import (
     FakeSlack,
@@ -75,11 +73,11 @@ async def stack(tmp_path_factory: pytest.TempPathFactory, slack: FakeSlack
                "INTERLOCK_TOKEN": token(s, "admin"),
                "INTERLOCK_ADMIN_KEY": str(s.person_key("admin")),
                "XDG_CONFIG_HOME": str(s.data / "admin-home")}
-        code, out, err = await _cli(env, "keys", "enroll", "approver", "--slack",
+        code, out, err = await run_cli(env, "keys", "enroll", "approver", "--slack",
                                     f"{TEAM}/{USER}")
         assert code == 0, (out, err)
         assert f"enrolled slack:{TEAM}/{USER} (slack) for approver" in out
-        code, out, err = await _cli(env, "keys", "list")
+        code, out, err = await run_cli(env, "keys", "list")
         assert code == 0, err
         assert any("approver" in ln and "slack" in ln and f"slack:{TEAM}/{USER}" in ln
                    for ln in out.splitlines()), out
@@ -87,14 +85,6 @@ async def stack(tmp_path_factory: pytest.TempPathFactory, slack: FakeSlack
     finally:
         codes = await s.stop()
     assert all(c == 0 for c in codes.values()), codes
-
-
-async def _cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "launcher.cli", *args, env=env, cwd=str(ROOT),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return int(proc.returncode or 0), out.decode(), err.decode()
 
 
 @pytest.fixture
