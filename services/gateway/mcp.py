@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,14 +30,13 @@ from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from schemas import catalogue, ids
-from schemas import subjects as S
 from schemas.approval import ApprovalDenied, ApprovalRequested, ToolRefused
 from schemas.base import Event
 from schemas.execution import CommandRefused, ToolResult, ToolVerified
 from schemas.planning import CommandRejected, ToolRequested
 from schemas.session import SessionStarted
 from schemas.tool_schema import parameters_schema
-from services.gateway import asgi
+from services.gateway import asgi, live
 from services.gateway.auth import Principal
 from services.gateway.errors import HttpError
 from services.gateway.views import ApprovalEntry
@@ -56,7 +54,7 @@ READ_WAIT_S = 120.0  # a read answers with its result; one still running after t
 HELD_WAIT_S = 60.0  # a write answers once its card exists (the dry run done)
 MAX_WAIT_S = 60  # what interlock_approval_status may be asked to wait
 PROGRESS_EVERY_S = 5.0
-POLL_S = 0.5  # the longest a waiter goes without reading the log again
+POLL_S = live.POLL_S
 _STATE = "interlock"  # the ASGI scope state key for what the gateway proved about the caller
 
 
@@ -199,7 +197,8 @@ class McpServer:
         call_id = ids.derived_id("c", ev.event_id, "0")
         tool = catalogue.lookup(name)
         wait = HELD_WAIT_S if tool is not None and tool.access == "write" else READ_WAIT_S
-        outcome = await self._first(sid, seq + 1, wait, lambda e: _about(e, call_id, ev.event_id))
+        outcome = await live.first(self.api.bus, sid, seq + 1, wait,
+                                   lambda e: _about(e, call_id, ev.event_id))
         base = {"session_id": sid, "call_id": call_id, "tool": name[:200]}
         match outcome:
             case None:
@@ -234,47 +233,6 @@ class McpServer:
                      "follow it."),
         }
 
-    @contextlib.asynccontextmanager
-    async def _news(self, sid: str) -> AsyncIterator[asyncio.Event]:
-        """Set whenever the session gets an event (the log's live feed, the one SSE follows):
-        a waiter reads the log again at once instead of at its next poll."""
-        news = asyncio.Event()
-
-        async def heard(msg: Any) -> None:
-            news.set()
-
-        sub = await self.api.bus.nc.subscribe(S.live_filter(sid), cb=heard)
-        try:
-            yield news
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-
-    async def _first(self, sid: str, start: int, wait_s: float,
-                     match: Callable[[Event], bool]) -> Event | None:
-        """The first event of the session from `start` that `match`es, within `wait_s`."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
-        async with self._news(sid) as news:
-            heard = False
-            while True:
-                news.clear()
-                before = start
-                for s in await self.api.bus.session(sid, start_seq=start):
-                    start = s.seq + 1
-                    ev: Event = s.event
-                    if match(ev):
-                        return ev
-                left = deadline - loop.time()
-                if left <= 0:
-                    return None
-                # News the read did not show yet (a replica behind the leader whose feed woke
-                # us): read again soon; otherwise wait for news, reading again now and then.
-                lagging = heard and start == before
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(news.wait(), min(left, 0.02 if lagging else POLL_S))
-                heard = news.is_set()
-
     # -- interlock_approval_status -----------------------------------------------------------
 
     async def status(self, ctx: Any, caller: Caller, args: dict[str, Any]
@@ -290,7 +248,7 @@ class McpServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         entry = await self.api.approval(approval_id)
-        async with self._news(entry.request.session_id) as news:
+        async with live.news(self.api.bus, entry.request.session_id) as news:
             return await self._follow(ctx, caller, approval_id, news, deadline, wait)
 
     async def _follow(self, ctx: Any, caller: Caller, approval_id: str, news: asyncio.Event,
