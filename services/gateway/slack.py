@@ -43,7 +43,6 @@ from slack_sdk.models.views import View
 from slack_sdk.web.async_client import AsyncWebClient
 
 from schemas import events
-from schemas import subjects as S
 from schemas.approval import (
     ApprovalDecided,
     ApprovalDenied,
@@ -53,8 +52,9 @@ from schemas.approval import (
     DecisionRejected,
 )
 from schemas.approvers import Signature
+from schemas.base import Event
 from schemas.ids import InvalidId, check_token
-from services.gateway import decisions, views
+from services.gateway import decisions, live, views
 from services.gateway.errors import HttpError
 from services.gateway.middleware import error
 from services.runtime import approvers
@@ -211,30 +211,24 @@ async def _record(api: Api, entry: views.ApprovalEntry, ev: ApprovalDecided) -> 
 
 async def verdict(api: Api, ev: ApprovalDecided, seq: int, wait_s: float) -> Outcome:
     """The gate's verdict on decision `ev` (stored at `seq`): the outcome it caused, or its
-    rejection; `counted` when the approval still waits for another approver."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_s
-    cursor = seq + 1
-    gate = f"{S.EVENTS_PREFIX}.{ev.session_id}.gate.>"
-    while True:
-        async for s in api.bus.read(gate, cursor):
-            cursor = s.seq + 1
-            out = s.event
-            if out.causation_id != ev.event_id:
-                continue
-            if isinstance(out, DecisionRejected):
-                return Outcome("refused", out.reason)
-            if isinstance(out, ApprovalGranted):
-                return Outcome("granted")
-            if isinstance(out, ApprovalDenied):
-                return Outcome("denied", out.reason)
-            if isinstance(out, ApprovalExpired):
-                return Outcome("expired")
-        if loop.time() >= deadline:
-            entry = (await api.refresh_approvals()).get(ev.approval_id)
-            counted = entry is not None and ev.approver in entry.state.decision().approved_by
-            return Outcome("counted" if counted else "unknown")
-        await asyncio.sleep(0.05)
+    rejection; `counted` when the approval still waits for another approver. Woken by the
+    session's live feed, not polled."""
+    def settles(out: Event) -> bool:
+        return out.causation_id == ev.event_id and isinstance(
+            out, DecisionRejected | ApprovalGranted | ApprovalDenied | ApprovalExpired)
+
+    out = await live.first(api.bus, ev.session_id, seq + 1, wait_s, settles)
+    if isinstance(out, DecisionRejected):
+        return Outcome("refused", out.reason)
+    if isinstance(out, ApprovalGranted):
+        return Outcome("granted")
+    if isinstance(out, ApprovalDenied):
+        return Outcome("denied", out.reason)
+    if isinstance(out, ApprovalExpired):
+        return Outcome("expired")
+    entry = (await api.refresh_approvals()).get(ev.approval_id)
+    counted = entry is not None and ev.approver in entry.state.decision().approved_by
+    return Outcome("counted" if counted else "unknown")
 
 
 def _words(outcome: Outcome, ev: ApprovalDecided, req: ApprovalRequested,
