@@ -37,7 +37,7 @@ from schemas.approval import (
     ToolClassified,
     ToolRefused,
 )
-from schemas.execution import PreviewRecorded, ToolVerified
+from schemas.execution import CommandRefused, PreviewRecorded, ToolVerified
 from schemas.planning import ToolProposed, ToolRequested
 from schemas.session import SessionCancelled
 from services.gate import domain
@@ -222,6 +222,10 @@ async def test_poison_on_every_consumed_subject_is_terminated_once_and_work_flow
                     replaces=requested.calls[0].call_id, tool=requested.calls[0].tool,
                     args=requested.calls[0].args, target=requested.calls[0].target,
                     amended_by="approver"),
+                # The notifier follows a granted write to its results (issue 20's Slack
+                # message): an executor's refusal, as it would record one.
+                "command.refused": lambda: CommandRefused(session_id=read_sid,
+                                                          call_id="c_forged", reason="forged"),
                 # The write's verification may still be waiting for its rollout.
                 "tool.verified": lambda: ToolVerified(
                     session_id=write_sid, call_id=requested.calls[0].call_id,
