@@ -182,7 +182,7 @@ def _signin_lines(stack: Stack) -> list[str]:
     from services.gateway.oidc import OidcSettings
 
     names = ("ISSUER", "CLIENT_ID", "CLIENT_SECRET", "CLI_CLIENT_ID", "ROLES", "SCOPES",
-             "REDIRECT_URI", "JWKS_REFRESH_MIN")
+             "REDIRECT_URI", "JWKS_REFRESH_MIN", "CLOCK_SKEW")
     oidc = OidcSettings.from_env({f"INTERLOCK_OIDC_{n}": stack.setting(f"INTERLOCK_OIDC_{n}")
                                   for n in names})
     if oidc is None:

@@ -8,6 +8,7 @@ What the OP knows:
   refresh_token, PKCE S256 required) and `interlock-cli` (public, `none` auth, native: device_code,
   refresh_token and authorization_code with the loopback redirect `http://127.0.0.1:<any
   port>/callback`, PKCE required);
+  and `other-app` (public, device_code only: another application's ID tokens);
 - accounts: alice (groups [sre-approvers]), bob (groups [sre]), carol (no groups); the ID token
   carries sub (= the login), name, preferred_username, email, email_verified and groups for the
   scopes `openid profile email groups` (offline_access is accepted; a refresh token is issued to
@@ -256,6 +257,25 @@ async def complete_device(op: Op | str, user_code: str, login: str, *,
         if "Sign-in Success" not in text and "success" not in text.lower():
             raise OpPageError(f"the device sign-in did not succeed at {url}: {text[:400]}")
         return text
+
+
+async def device_id_token(op: Op, client_id: str, login: str) -> str:
+    """An ID token the OP issues to `client_id` for `login` through the device flow (RFC 8628),
+    over plain HTTP: what any other application of the company could hold."""
+    async with http_session() as http:
+        async with http.get(f"{op.issuer}/.well-known/openid-configuration") as r:
+            meta = await r.json()
+        async with http.post(meta["device_authorization_endpoint"],
+                             data={"client_id": client_id, "scope": "openid profile"}) as r:
+            started = await r.json()
+        await complete_device(op, started["user_code"], login)
+        async with http.post(meta["token_endpoint"], data={
+                "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+                "device_code": started["device_code"], "client_id": client_id}) as r:
+            tokens = await r.json()
+        if "id_token" not in tokens:
+            raise OpPageError(f"no ID token for {client_id}: {tokens.get('error')}")
+        return str(tokens["id_token"])
 
 
 async def complete_authorization(http: aiohttp.ClientSession, start_url: str,

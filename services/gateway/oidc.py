@@ -49,6 +49,9 @@ DEFAULT_SCOPES = "openid profile email groups offline_access"
 PREFIX = "oidc:"
 # Clock skew tolerated on exp / nbf / iat, in seconds.
 LEEWAY_S = 30
+# The most clock skew an operator may allow (INTERLOCK_OIDC_CLOCK_SKEW): an expired token stays
+# expired.
+MAX_LEEWAY_S = 300
 # Asymmetric signature algorithms by key type (and curve): a key is only ever used with its own.
 _RSA_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 _EC_ALGS = {"P-256": ("ES256",), "P-384": ("ES384",), "P-521": ("ES512",),
@@ -175,6 +178,12 @@ class OidcSettings:
             refresh = float(env.get("INTERLOCK_OIDC_JWKS_REFRESH_MIN") or "10")
         except ValueError as exc:
             raise ConfigError(f"INTERLOCK_OIDC_JWKS_REFRESH_MIN: {exc}") from exc
+        try:
+            skew = int(env.get("INTERLOCK_OIDC_CLOCK_SKEW") or LEEWAY_S)
+        except ValueError as exc:
+            raise ConfigError(f"INTERLOCK_OIDC_CLOCK_SKEW: {exc}") from exc
+        if not 0 <= skew <= MAX_LEEWAY_S:
+            raise ConfigError(f"INTERLOCK_OIDC_CLOCK_SKEW must be 0..{MAX_LEEWAY_S} seconds")
         return cls(
             issuer=issuer, client_id=client_id,
             client_secret=env.get("INTERLOCK_OIDC_CLIENT_SECRET", ""),
@@ -184,6 +193,7 @@ class OidcSettings:
             or DEFAULT_SCOPES,
             redirect_uri=env.get("INTERLOCK_OIDC_REDIRECT_URI", "").strip(),
             jwks_refresh_min_s=max(0.0, refresh),
+            leeway_s=skew,
         )
 
 

@@ -44,7 +44,14 @@ from tests.e2e.conftest import (
     start_stack,
     token,
 )
-from tests.oidc_op import Op, complete_authorization, complete_device, http_session, start_op
+from tests.oidc_op import (
+    Op,
+    complete_authorization,
+    complete_device,
+    device_id_token,
+    http_session,
+    start_op,
+)
 from tests.support import Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -65,7 +72,10 @@ async def op_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tu
     op = start_op(tmp_path_factory.mktemp("op"), f"http://127.0.0.1:{port}",
                   id_token_ttl=ID_TOKEN_TTL)
     try:
-        stack = await start_stack(tmp_path_factory, http_port=port, extra_env=op.gateway_env())
+        # No clock skew: the gateway refuses an ID token from the second its exp has passed.
+        stack = await start_stack(tmp_path_factory, http_port=port,
+                                  extra_env={**op.gateway_env(),
+                                             "INTERLOCK_OIDC_CLOCK_SKEW": "0"})
         try:
             yield op, stack
         finally:
@@ -212,6 +222,10 @@ async def test_login_with_a_device_code_then_approve_runs_the_write_once_and_ren
     while time.time() <= current["expires_at"]:
         assert time.monotonic() < deadline, "the ID token never expired"
         await asyncio.sleep(0.2)
+    # The gateway itself refuses the expired ID token, with why.
+    status, body = await operator.call("GET", "/v1/whoami", token=current["id_token"])
+    assert status == 401, body
+    assert "expired" in body["error"]["message"], body
     code, out, err = await run_cli(alice, "whoami")
     assert code == 0, (out, err)
     assert out.startswith("oidc:alice (Alice Approver); roles: approver"), out
@@ -284,3 +298,17 @@ async def test_bob_signs_in_with_the_browser_flow_and_may_not_approve(
     _, listed = await operator.call("GET", "/v1/sessions?limit=20")
     [mine] = [x for x in listed["sessions"] if x["title"] == "MCP: e2e-oidc 1.0 (stdio)"]
     assert mine["started_by"] == "oidc:bob"
+
+
+async def test_an_id_token_the_provider_issued_to_another_application_is_refused(
+        op_stack: tuple[Op, Stack], operator: Client) -> None:
+    """The same provider, the same person (alice, an approver), but a token issued to another of
+    the company's applications: not for Interlock (wrong audience), whatever it says of her."""
+    op, _ = op_stack
+    other = await device_id_token(op, "other-app", "alice")
+    status, body = await operator.call("GET", "/v1/whoami", token=other)
+    assert status == 401, body
+    assert "wrong audience" in body["error"]["message"], body
+    assert other not in json.dumps(body)
+    status, body = await operator.call("GET", "/v1/approvals", token=other)
+    assert status == 401, body

@@ -57,6 +57,14 @@ def test_settings_from_the_environment() -> None:
                                "INTERLOCK_OIDC_CLIENT_ID": "web"})
     with pytest.raises(ConfigError, match="INTERLOCK_OIDC_CLIENT_ID"):
         OidcSettings.from_env({"INTERLOCK_OIDC_ISSUER": "https://idp.example.com"})
+    # Clock skew: 30 s unless told, never more than 5 minutes (an expired token stays expired).
+    base = {"INTERLOCK_OIDC_ISSUER": "https://idp.example.com", "INTERLOCK_OIDC_CLIENT_ID": "w"}
+    assert s.leeway_s == 30
+    skewed = OidcSettings.from_env({**base, "INTERLOCK_OIDC_CLOCK_SKEW": "0"})
+    assert skewed is not None and skewed.leeway_s == 0
+    for bad in ("301", "-1", "soon"):
+        with pytest.raises(ConfigError, match="INTERLOCK_OIDC_CLOCK_SKEW"):
+            OidcSettings.from_env({**base, "INTERLOCK_OIDC_CLOCK_SKEW": bad})
     # A gateway may run with sign-in alone (no static tokens).
     gw = GatewaySettings.from_env({"INTERLOCK_OIDC_ISSUER": "https://idp.example.com",
                                    "INTERLOCK_OIDC_CLIENT_ID": "web",

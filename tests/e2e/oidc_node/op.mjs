@@ -181,6 +181,15 @@ const provider = new Provider(issuer, {
       response_types: ['code'],
       token_endpoint_auth_method: 'none',
     },
+    {
+      // Another application of the same company: its ID tokens are not for Interlock.
+      client_id: 'other-app',
+      application_type: 'native',
+      redirect_uris: ['http://127.0.0.1/callback'],
+      grant_types: ['urn:ietf:params:oauth:grant-type:device_code'],
+      response_types: [],
+      token_endpoint_auth_method: 'none',
+    },
   ],
   jwks: { keys },
   cookies: { keys: [env('OP_COOKIE_KEY')] },
