@@ -170,6 +170,9 @@ class ApprovalDecided(Event, frozen=True, kw_only=True, tag="approval.decided"):
     approver: ShortText
     args: dict[str, Any] | None = None
     signed: Signature | None = None
+    # Who acted, readably (an OIDC principal's name from its provider's ID token; "" for a
+    # static token): shown beside `actor`, never taken for who acted (issue 20).
+    actor_name: ShortText = ""
     edits: dict[str, Any] | None = None
 
     def key(self) -> str:

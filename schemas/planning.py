@@ -45,6 +45,9 @@ class ToolRequested(Event, frozen=True, kw_only=True, tag="tool.requested"):
     evidence: tuple[LongText, ...] = ()
     expected_outcome: LongText = ""
     client: ShortText = ""
+    # Who acted, readably (an OIDC principal's name from its provider's ID token; "" for a
+    # static token): shown beside `actor`, never taken for who acted (issue 20).
+    actor_name: ShortText = ""
 
 
 class CommandRejected(Event, frozen=True, kw_only=True, tag="command.rejected"):

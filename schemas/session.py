@@ -12,6 +12,9 @@ class SessionStarted(Event, frozen=True, kw_only=True, tag="session.started"):
 
     emitter: ClassVar[Emitter] = "gateway"
     title: ShortText = ""
+    # Who acted, readably (an OIDC principal's name from its provider's ID token; "" for a
+    # static token): shown beside `actor`, never taken for who acted (issue 20).
+    actor_name: ShortText = ""
 
 
 class UserMessage(Event, frozen=True, kw_only=True, tag="user.message"):
@@ -19,6 +22,9 @@ class UserMessage(Event, frozen=True, kw_only=True, tag="user.message"):
 
     emitter: ClassVar[Emitter] = "gateway"
     text: LongText
+    # Who acted, readably (an OIDC principal's name from its provider's ID token; "" for a
+    # static token): shown beside `actor`, never taken for who acted (issue 20).
+    actor_name: ShortText = ""
 
 
 class SessionCancelled(Event, frozen=True, kw_only=True, tag="session.cancelled"):
@@ -26,6 +32,9 @@ class SessionCancelled(Event, frozen=True, kw_only=True, tag="session.cancelled"
 
     emitter: ClassVar[Emitter] = "gateway"
     reason: ShortText = ""
+    # Who acted, readably (an OIDC principal's name from its provider's ID token; "" for a
+    # static token): shown beside `actor`, never taken for who acted (issue 20).
+    actor_name: ShortText = ""
 
 
 class AssistantMessage(Event, frozen=True, kw_only=True, tag="assistant.message"):

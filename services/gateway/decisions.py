@@ -67,7 +67,7 @@ async def decide(api: Api, request: web.Request) -> web.Response:
     folded = fresh.decision()
     ev = ApprovalDecided(session_id=req.session_id, approval_id=approval_id,
                          decision=body.decision, reason=body.reason, approver=who.name,
-                         args=args, actor=who.name, signed=body.signature,
+                         args=args, actor=who.name, actor_name=who.display, signed=body.signature,
                          edits=body.args)
     # The gate counts it only with a valid signature of its approver; checked early here.
     await api.registry.check_decision(req, ev)

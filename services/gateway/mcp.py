@@ -189,7 +189,8 @@ class McpServer:
             sealed, _ = await sealer_for(self.api.bus).args(sid, name[:200], args)
         except Unsealable as exc:
             return _error(str(exc))
-        ev = ToolRequested(session_id=sid, actor=caller.principal.name, tool=name[:200],
+        ev = ToolRequested(session_id=sid, actor=caller.principal.name,
+                           actor_name=caller.principal.display, tool=name[:200],
                            args=sealed, rationale=rationale[:4000],
                            evidence=tuple(e[:1000] for e in evidence[:10]),
                            expected_outcome=expected[:4000], client=client)

@@ -260,7 +260,8 @@ class Api:
         who = self.principal(request, "operator")
         body = await body_of(request, NewSession)
         sid = new_session_id()
-        await self.bus.append(SessionStarted(session_id=sid, title=body.title, actor=who.name),
+        await self.bus.append(SessionStarted(session_id=sid, title=body.title, actor=who.name,
+                                             actor_name=who.display),
                               Expect.new_key())
         return web.json_response({"session_id": sid}, status=201)
 
@@ -275,7 +276,7 @@ class Api:
             text = await sealer_for(self.bus).text(sid, body.text)
         except Unsealable as exc:
             raise HttpError(400, "unreadable_secret", str(exc)) from exc
-        ev = UserMessage(session_id=sid, text=text, actor=who.name)
+        ev = UserMessage(session_id=sid, text=text, actor=who.name, actor_name=who.display)
         seq = await self.bus.append(ev)
         return web.json_response({"event_id": ev.event_id, "seq": seq}, status=202)
 
@@ -284,7 +285,8 @@ class Api:
         sid = path_token(request, "session_id", "session id")
         body = await body_of(request, Cancel)
         await self.require_session(sid)
-        ev = SessionCancelled(session_id=sid, reason=body.reason, actor=who.name)
+        ev = SessionCancelled(session_id=sid, reason=body.reason, actor=who.name,
+                              actor_name=who.display)
         seq = await self.bus.append(ev)
         return web.json_response({"event_id": ev.event_id, "seq": seq}, status=202)
 

@@ -85,13 +85,19 @@ def _args(args: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(args.items()) if v not in ("", None, False))
 
 
+def _who(principal: str, name: str) -> str:
+    """A person as the audit names them: the principal that acted, and beside it the readable
+    name the gateway had for them (an OIDC provider's `name` claim), if any."""
+    return f"{principal} ({name})" if name and name != principal else principal
+
+
 def describe(ev: Event) -> str:
     """One line saying who did what, for the timeline."""
     match ev:
         case SessionStarted():
-            return f"{ev.actor} opened the session"
+            return f"{_who(ev.actor, ev.actor_name)} opened the session"
         case UserMessage():
-            return f"{ev.actor} asked: {_short(ev.text)}"
+            return f"{_who(ev.actor, ev.actor_name)} asked: {_short(ev.text)}"
         case AssistantMessage():
             return f"planner said: {_short(ev.text)}"
         case CommandRejected():
@@ -99,8 +105,8 @@ def describe(ev: Event) -> str:
         case ToolRequested():
             ev_txt = f"; evidence: {_short(' | '.join(ev.evidence), 200)}" if ev.evidence else ""
             why = f"; why: {_short(ev.rationale)}" if ev.rationale else ""
-            return (f"{ev.actor} asked over MCP via {ev.client or 'an unnamed client'}: "
-                    f"{ev.tool}({_args(ev.args)}){why}{ev_txt}")
+            return (f"{_who(ev.actor, ev.actor_name)} asked over MCP via "
+                    f"{ev.client or 'an unnamed client'}: {ev.tool}({_args(ev.args)}){why}{ev_txt}")
         case ToolProposed():
             ev_txt = f"; evidence: {_short(' | '.join(ev.evidence), 200)}" if ev.evidence else ""
             why = f"; why: {_short(ev.rationale)}" if ev.rationale else ""
@@ -130,7 +136,7 @@ def describe(ev: Event) -> str:
             what = "approved with changed args" if ev.args is not None else (
                 "approved" if ev.decision == "approve" else "denied")
             why = f" — {ev.reason}" if ev.reason else ""
-            return f"{ev.approver} {what} {ev.approval_id}{why}"
+            return f"{_who(ev.approver, ev.actor_name)} {what} {ev.approval_id}{why}"
         case DecisionRejected():
             return f"gate rejected a decision by {ev.approver or '?'} on {ev.approval_id}: " \
                    f"{ev.reason}"
@@ -159,7 +165,7 @@ def describe(ev: Event) -> str:
             return f"planner finished the turn ({ev.reason})" if ev.reason else \
                 "planner finished the turn"
         case SessionCancelled():
-            return f"{ev.actor} cancelled the run"
+            return f"{_who(ev.actor, ev.actor_name)} cancelled the run"
         case ApproverEnrolled():
             what = "passkey" if ev.credential.kind == "passkey" else "ed25519 key"
             label = f" ({ev.credential.label})" if ev.credential.label else ""

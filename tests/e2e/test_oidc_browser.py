@@ -5,11 +5,11 @@ the provider's login form.
 
 alice (group sre-approvers → approver) signs in, the page shows her; with her ID token and the
 Ed25519 key an admin enrolled for `oidc:alice` she approves a held write, which runs once, and
-the log records her as `oidc:alice`, never by her display name. bob (group sre → operator)
-signs in on a phone-sized page and may not decide. After the provider rotates its signing key,
-a new sign-in's token (new kid) is accepted without restarting anything. No ID token, refresh
-token or client secret is in the stored log, the services' logs, or any service but the
-gateway."""
+the log records her as `oidc:alice` (her provider's readable name beside it, never instead).
+bob (group sre → operator) signs in on a phone-sized page and may not decide. After the provider
+rotates its signing key, a new sign-in's token (new kid) is accepted without restarting anything.
+No ID token, refresh token or client secret is in the stored log, the services' logs, or any
+service but the gateway."""
 
 from __future__ import annotations
 
@@ -197,10 +197,19 @@ async def test_people_sign_in_with_the_provider_and_decide_by_their_groups(
         for ctx in (alice_ctx, bob_ctx, again_ctx):
             await ctx.close()
 
-    # The log records who acted as oidc:<sub>, never a display name.
+    # The log records who acted as oidc:<sub>, never a display name; the provider's readable
+    # name is recorded beside it, and the audit says both.
     events = await stored_events(stack)
     decided = [e for e in events if e.type == "approval.decided"]
-    assert [(e.approver, e.actor) for e in decided] == [("oidc:alice", "oidc:alice")]
+    assert [(e.approver, e.actor, e.actor_name) for e in decided] == [
+        ("oidc:alice", "oidc:alice", "Alice Approver")]
+    async with aiohttp.ClientSession() as http:
+        viewer = Client(http, stack.url, str(stack.tokens["operator"]["token"]))
+        status, audit = await viewer.call("GET", f"/v1/sessions/{sid}/audit")
+    assert status == 200, audit
+    said = f"oidc:alice (Alice Approver) approved {req['approval_id']}"
+    assert any(e["actor"] == "oidc:alice" and e["text"].startswith(said)
+               for e in audit["timeline"]), audit["timeline"]
     granted = [e for e in events if e.type == "approval.granted"]
     assert [e.approver for e in granted] == ["oidc:alice"]
     assert sum(1 for e in events if e.type == "tool.result" and e.session_id == sid) == 1
@@ -210,7 +219,7 @@ async def test_people_sign_in_with_the_provider_and_decide_by_their_groups(
     secret = op.web_client_secret
     assert len(tokens) == 7
     assert all(len(t) > 20 for t in tokens)
-    needles = [t.encode() for t in [*tokens, secret]] + [b"Alice Approver"]
+    needles = [t.encode() for t in [*tokens, secret]]
     assert_nowhere(stack, needles)
     assert holders_of(stack, secret) == {"gateway"}
 
