@@ -161,6 +161,8 @@ def describe_setup(stack: Stack) -> list[str]:
         "changed the args, may not approve)",
         f"    two approvers         {two_text}",
         f"    forbidden tools       {_names(policy.forbid_tools)}",
+        f"    key-signed only       {_names(policy.key_signed_namespaces)} (a passkey or "
+        "`interlock approve`; a Slack click does not count there)",
     ]
     if policy.protected_namespaces:
         lines.append(

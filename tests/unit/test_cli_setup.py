@@ -48,6 +48,7 @@ def test_the_default_policy_and_how_to_approve_a_protected_write(tmp_path: Path)
     assert "    protected namespaces  production" in text
     assert "    two approvers         none" in text
     assert "    forbidden tools       none" in text
+    assert "    key-signed only       production (a passkey or `interlock approve`" in text
     assert "the operator asks, the approver (or admin) approves" in text
     assert str(tmp_path / "tokens.json") in text
 
