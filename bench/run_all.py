@@ -28,6 +28,7 @@ from bench import (
     mcp_read,
     redact,
     replay,
+    signin,
     signing,
     sse,
     startup,
@@ -210,6 +211,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await obs.close()
         await stack.stop()
+    note("an ID token (OIDC, issue 20) vs a static token on each request")
+    res["signin"] = await signin.main(100 if q else 500)
+    print(signin.report(res["signin"]), flush=True)
     note("done")
     return res
 
@@ -339,6 +343,13 @@ def table(r: dict[str, Any]) -> str:
                      f"{h_['p50']:.2f} / {h_['p95']:.2f} ms",
                      f"vs POST message + SSE: ratio {ratio(m_['p50'], h_['p50'])} "
                      f"({mr['reads']} reads each, alternated)"))
+    si = r.get("signin")
+    if si:
+        rows.append(("GET /v1/whoami with an ID token (OIDC) p50 / p95",
+                     f"{si['id_token']['p50']:.2f} / {si['id_token']['p95']:.2f} ms",
+                     f"{si['static']['p50']:.2f} / {si['static']['p95']:.2f} ms",
+                     f"vs a static token ({si['requests']} each, alternated); after a key "
+                     f"rotation {si['after_rotation']['first_ms']:.1f} ms once"))
     for svc in ("planner", "gate", "executor", "gateway"):
         rows.append((f"RSS {svc} idle / under load",
                      f"{r['rss_idle_mb'].get(svc, 0):.0f} / "
