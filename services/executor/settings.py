@@ -57,7 +57,8 @@ class ExecutorSettings:
 
 def key_signed_namespaces(env: Mapping[str, str]) -> tuple[str, ...]:
     """`key_signed_namespaces` of the policy file the gate is given (INTERLOCK_POLICY_FILE;
-    default: production). Only that key is read: the rest is the gate's."""
+    default: production), and its protected namespaces, which always are (as the gate reads
+    it). Only these keys are read: the rest is the gate's."""
     path = env.get("INTERLOCK_POLICY_FILE")
     if not path:
         return ("production",)
@@ -65,8 +66,10 @@ def key_signed_namespaces(env: Mapping[str, str]) -> tuple[str, ...]:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"executor: invalid policy file {path}: {exc}") from exc
-    value = raw.get("key_signed_namespaces", ["production"]) if isinstance(raw, dict) else None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"executor: {path}: key_signed_namespaces must be a list of "
-                          "namespaces")
-    return tuple(value)
+    found: list[str] = []
+    for key in ("key_signed_namespaces", "protected_namespaces"):
+        value = raw.get(key, ["production"]) if isinstance(raw, dict) else None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"executor: {path}: {key} must be a list of namespaces")
+        found += [ns for ns in value if ns not in found]
+    return tuple(found)

@@ -39,8 +39,17 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # In these namespaces only a decision signed with a person's own key counts (a passkey, or
     # `interlock approve` with their Ed25519 key), never a Slack click: Slack signs with a
     # shared secret (HMAC) that the gate holds to check it, so a compromised gate could forge a
-    # click — but never a person's signature (issue 20).
+    # click — but never a person's signature (issue 20). Every protected namespace is one too,
+    # whatever the list says: a policy file adds namespaces here, never takes a protected one
+    # out (policy only tightens).
     key_signed_namespaces: tuple[str, ...] = ("production",)
+
+    def __post_init__(self) -> None:
+        extra = tuple(ns for ns in self.protected_namespaces
+                      if ns not in self.key_signed_namespaces)
+        if extra:
+            msgspec.structs.force_setattr(self, "key_signed_namespaces",
+                                          self.key_signed_namespaces + extra)
 
     def forbids(self, tool: str) -> bool:
         return tool in self.forbid_tools

@@ -93,9 +93,13 @@ def test_the_executor_reads_key_signed_namespaces_from_the_gates_policy(tmp_path
     assert key_signed_namespaces({}) == ("production",)
     policy = tmp_path / "policy.yaml"
     policy.write_text("protected_namespaces: [production]\nkey_signed_namespaces: [prod, pay]\n")
-    assert key_signed_namespaces({"INTERLOCK_POLICY_FILE": str(policy)}) == ("prod", "pay")
+    assert key_signed_namespaces({"INTERLOCK_POLICY_FILE": str(policy)}) == (
+        "prod", "pay", "production")
     policy.write_text("forbid_tools: [delete]\n")
     assert key_signed_namespaces({"INTERLOCK_POLICY_FILE": str(policy)}) == ("production",)
+    # An empty list takes no protected namespace out (policy only tightens), as in the gate.
+    policy.write_text("key_signed_namespaces: []\nprotected_namespaces: [production, pay]\n")
+    assert key_signed_namespaces({"INTERLOCK_POLICY_FILE": str(policy)}) == ("production", "pay")
     policy.write_text("key_signed_namespaces: production\n")
     with pytest.raises(ConfigError):
         key_signed_namespaces({"INTERLOCK_POLICY_FILE": str(policy)})

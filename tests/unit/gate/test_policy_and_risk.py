@@ -196,5 +196,20 @@ def test_key_signed_only_follows_the_effect_and_fails_closed() -> None:
     # Where it lands is unknown: fail closed, unless no namespace is listed at all.
     unknown = risk.effect_of("drain", node, BlastRadius(), preview_error="Invalid: x")
     assert unknown.unknown and p.key_signed_only(unknown)
-    assert not policy.Policy(key_signed_namespaces=()).key_signed_only(unknown)
+    assert not policy.Policy(key_signed_namespaces=(),
+                             protected_namespaces=()).key_signed_only(unknown)
     assert policy.Policy(key_signed_namespaces=("shop",)).key_signed_only(shop)
+
+
+def test_a_policy_file_cannot_take_a_protected_namespace_out_of_key_signed(tmp_path: Path) -> None:
+    """Policy only tightens: an empty (or shorter) key_signed_namespaces still leaves every
+    protected namespace key-signed — a Slack click never counts in production."""
+    f = tmp_path / "policy.yaml"
+    f.write_text("key_signed_namespaces: []\nprotected_namespaces: [production, payments]\n")
+    p = policy.load(f)
+    assert p.key_signed_namespaces == ("production", "payments")
+    pay = risk.effect_of("scale", Target(namespace="payments", kind="deployment", name="api"),
+                         BlastRadius())
+    assert p.key_signed_only(pay)
+    f.write_text("key_signed_namespaces: [shop]\n")
+    assert policy.load(f).key_signed_namespaces == ("shop", "production")

@@ -218,4 +218,6 @@ def test_the_card_says_when_only_a_persons_own_key_counts() -> None:
     assert _single().key_signed_only
     assert not _single(ns="shop").key_signed_only
     assert _single(Policy(key_signed_namespaces=("shop",)), ns="shop").key_signed_only
-    assert not _single(Policy(key_signed_namespaces=())).key_signed_only
+    # A protected namespace always is, whatever the list says (policy only tightens).
+    assert _single(Policy(key_signed_namespaces=())).key_signed_only
+    assert not _single(Policy(key_signed_namespaces=(), protected_namespaces=())).key_signed_only
