@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import sys
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -322,6 +324,12 @@ async def test_spoke_b_does_its_own_work_through_its_leaf(hub: Hub) -> None:
     finally:
         await bus.close()
         await gate.close()
+    # The deployment's health check of a spoke's executor binds its cluster's durable.
+    check = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).parents[2] / "deploy" / "healthcheck.py"), "executor",
+        env={**os.environ, "INTERLOCK_NATS_URL": spoke.url, "INTERLOCK_NATS_USER": "executor",
+             "INTERLOCK_NATS_PASSWORD": spoke.credentials["executor"], "INTERLOCK_CLUSTER": "b"})
+    assert await check.wait() == 0
     # The spoke's own local limits: its read executor may not take the write durable.
     nc, _ = await _connect(spoke.url, "executor-read", spoke.credentials["executor-read"])
     try:
