@@ -15,6 +15,9 @@ class SessionStarted(Event, frozen=True, kw_only=True, tag="session.started"):
     # Who acted, readably (an OIDC principal's name from its provider's ID token; "" for a
     # static token): shown beside `actor`, never taken for who acted (issue 20).
     actor_name: ShortText = ""
+    # The session's default cluster (issue 21): a call naming none goes there ("" = the
+    # deployment's default). The gateway checked it against INTERLOCK_CLUSTERS.
+    cluster: ShortText = ""
 
 
 class UserMessage(Event, frozen=True, kw_only=True, tag="user.message"):
