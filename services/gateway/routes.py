@@ -266,7 +266,7 @@ class Api:
             raise HttpError(400, "invalid_cluster", why)
         sid = new_session_id()
         await self.bus.append(SessionStarted(session_id=sid, title=body.title, actor=who.name,
-                                             actor_name=who.display, cluster=body.cluster),
+                                             actor_name=who.display, cluster_name=body.cluster),
                               Expect.new_key())
         return web.json_response({"session_id": sid}, status=201)
 

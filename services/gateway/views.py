@@ -91,8 +91,8 @@ class ApprovalEntry:
         # Where each call acts, the cluster named plainly (issue 21), and those clusters.
         calls = self.request.calls
         body["where"] = [f"{c.tool} {c.where()}" for c in calls]
-        body["clusters"] = list(dict.fromkeys(c.cluster_name() for c in calls
-                                              if c.cluster_name()))
+        body["clusters"] = list(dict.fromkeys(c.runs_on() for c in calls
+                                              if c.runs_on()))
         decided_by, reason = self.decided()
         if decided_by:
             body["decided_by"] = decided_by
@@ -131,7 +131,7 @@ class SessionSummary:
 def apply_session_started(index: dict[str, SessionSummary], seq: int, ev: Event) -> None:
     if isinstance(ev, SessionStarted) and ev.session_id not in index:
         index[ev.session_id] = SessionSummary(ev.session_id, ev.title, ev.actor,
-                                              ev.occurred_at.isoformat(), seq, ev.cluster)
+                                              ev.occurred_at.isoformat(), seq, ev.cluster_name)
 
 
 def requested_text(ev: ToolRequested) -> str:
@@ -202,7 +202,7 @@ def fold_session(session_id: str, stored: list[tuple[int, Event]]) -> SessionVie
         call = view.calls.get(getattr(ev, "call_id", ""), None)
         match ev:
             case SessionStarted():
-                view.started_by, view.title, view.cluster = ev.actor, ev.title, ev.cluster
+                view.started_by, view.title, view.cluster = ev.actor, ev.title, ev.cluster_name
                 view.started_at = ev.occurred_at.isoformat()
             case UserMessage():
                 view.messages.append({"role": "user", "who": ev.actor, "text": ev.text,

@@ -112,7 +112,7 @@ def where(call: ApprovalCall) -> str:
     parts = [code(esc(obj))] if obj else []
     if t.namespace:
         parts.append(f"in {code(esc(t.namespace))}")
-    cluster = call.cluster_name()
+    cluster = call.runs_on()
     if cluster:
         parts.append(f"on cluster {code(esc(cluster))}")
     return " ".join(parts)
@@ -191,7 +191,7 @@ def places(request: ApprovalRequested) -> str:
     for call in request.calls:
         t = call.target
         ns = code(esc(t.namespace)) if t.namespace else "cluster-wide"
-        cluster = call.cluster_name()
+        cluster = call.runs_on()
         place = f"{ns} on cluster {code(esc(cluster))}" if cluster else ns
         if place not in seen:
             seen.append(place)

@@ -34,7 +34,7 @@ def _request(*calls: ApprovalCall) -> ApprovalRequested:
 def test_the_where_of_a_call_names_its_cluster() -> None:
     assert _call("b").where() == "deployment/web in shop on cluster b"
     # The gate's routing first; a call that named none: the context its dry run resolved.
-    assert _call("b", context="b-context").cluster_name() == "b"
+    assert _call("b", context="b-context").runs_on() == "b"
     assert _call("", context="sandbox").where() == "deployment/web in shop on cluster sandbox"
     assert _call("").where() == "deployment/web in shop"
     assert Target(cluster="b", namespace="shop", kind="pod", name="x").describe() == \

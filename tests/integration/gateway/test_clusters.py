@@ -44,7 +44,7 @@ async def test_a_session_names_its_cluster_only_among_the_allowed(gateway: Gatew
     started = await gateway.bus.first(S.tag_filter("gateway", "session.started", sid))
     assert started is not None
     assert isinstance(started.event, SessionStarted)
-    assert started.event.cluster == "b"
+    assert started.event.cluster_name == "b"
     status, listing = await viewer.call("GET", "/v1/sessions")
     assert listing["sessions"][0] == listing["sessions"][0] | {"session_id": sid, "cluster": "b"}
     status, view = await viewer.call("GET", f"/v1/sessions/{sid}")
