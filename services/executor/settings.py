@@ -25,11 +25,11 @@ class ExecutorSettings:
     # all: one consumer for every command; read: reads only; write: previews and writes (each
     # under its own Kubernetes identity, deploy/k8s). The provisioned layout must match.
     role: str = "all"
+    # The policy's `protected_clusters` (issue 21): every write on them is key-signed only.
+    key_signed_clusters: tuple[str, ...] = ()
     # Where a click in Slack never suffices (the policy's `key_signed_namespaces`, issue 20):
     # checked here too, since the gate that checks Slack clicks could make one up.
     key_signed_namespaces: tuple[str, ...] = ("production",)
-    # The policy's `protected_clusters` (issue 21): every write on them is key-signed only.
-    key_signed_clusters: tuple[str, ...] = ()
 
     @property
     def consumer(self) -> str:
@@ -52,9 +52,9 @@ class ExecutorSettings:
             allowed_contexts=contexts,
             call_timeout_s=float(env.get("INTERLOCK_CALL_TIMEOUT", "30")),
             verify_timeout_s=float(env.get("INTERLOCK_VERIFY_TIMEOUT", "120")),
+            key_signed_clusters=key_signed_clusters(env),
             role=role,
             key_signed_namespaces=key_signed_namespaces(env),
-            key_signed_clusters=key_signed_clusters(env),
         )
 
 
