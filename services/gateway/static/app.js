@@ -496,8 +496,10 @@ function requestedLine(d) {
 
 function summary(type, d) {
   switch (type) {
-    case "session.started": return [`Session started by ${d.actor}`,
-      [d.title, d.cluster && `on cluster ${d.cluster}`].filter(Boolean).join(" · ")];
+    case "session.started": {
+      const more = [d.title, d.cluster && `on cluster ${d.cluster}`].filter(Boolean).join(" · ");
+      return [`Session started by ${d.actor}`, more ? `: ${more}` : ""];
+    }
     case "user.message": return [`${d.actor}: `, d.text];
     case "assistant.message": return ["Interlock: ", d.text];
     case "tool.requested": return requestedLine(d);
