@@ -90,3 +90,19 @@ def test_cluster_names() -> None:
         "cluster 'c' is not allowed here (allowed: a, b)"
     assert cluster_names.not_allowed("", ("a",)) is None
     assert cluster_names.not_allowed("anything", ()) is None
+
+
+def test_the_audit_timeline_names_the_cluster_of_bound_events() -> None:
+    from schemas.approval import ToolClassified
+    from schemas.execution import ToolResult, ToolStarted
+
+    classified = ToolClassified(session_id="s_1", call_id="c_1", access="write", rule="scale",
+                                target=Target(cluster="b", namespace="shop"))
+    assert audit.describe(classified) == "gate classified c_1 as write on cluster b (scale)"
+    started = ToolStarted(session_id="s_1", call_id="c_1", approval_id="a_1", cluster_name="b")
+    assert audit.describe(started) == "executor on cluster b claimed c_1 and called the cluster"
+    result = ToolResult(session_id="s_1", call_id="c_1", tool="scale", status="ok",
+                        output="scaled", cluster_name="b")
+    assert audit.describe(result).startswith("executor on cluster b result of c_1 (scale): ok")
+    legacy = ToolResult(session_id="s_1", call_id="c_1", tool="scale", status="ok")
+    assert audit.describe(legacy).startswith("executor result of c_1")
