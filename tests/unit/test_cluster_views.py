@@ -68,6 +68,10 @@ def test_slack_and_webhooks_name_the_cluster() -> None:
         "Approval needed: scale deployment/web in shop on cluster b, spec.replicas: 3 → 4")
     legacy = msgspec.to_builtins(_request(_call("", context="sandbox")))
     assert "on cluster sandbox" in webhooks.summary("approval.requested", legacy, legacy)
+    hook = webhooks.slack_message(webhooks.payload("approval.requested", data, data,
+                                                   "https://interlock.example"))
+    fields = [f["text"] for b in hook["blocks"] for f in b.get("fields", ())]
+    assert "*Where:* deployment/web in shop on cluster b" in fields
 
 
 def test_the_audit_text_names_the_cluster() -> None:
