@@ -29,17 +29,18 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def _target(t: dict[str, Any]) -> str:
+def _target(t: dict[str, Any], context: str = "") -> str:
     obj = f"{t.get('kind') or 'object'}/{t['name']}" if t.get("name") else (t.get("kind") or "")
+    cluster = t.get("cluster") or context  # a call naming none: the context its dry run found
     return obj + (f" in {t['namespace']}" if t.get("namespace") else "") + (
-        f" on {t['cluster']}" if t.get("cluster") else "")
+        f" on cluster {cluster}" if cluster else "")
 
 
 def summary(kind: str, data: dict[str, Any], request: dict[str, Any] | None) -> str:
     req = request or {}
     calls = req.get("calls", [])
     what = "; ".join(
-        f"{c['tool']} {_target(c.get('target') or {})}"
+        f"{c['tool']} {_target(c.get('target') or {}, c.get('context') or '')}"
         + "".join(f", {f['path']}: {f.get('before')} → {f.get('after')}"
                   for f in c.get("diff", [])[:5])
         for c in calls) or data.get("approval_id", "")
@@ -82,6 +83,10 @@ def slack_message(p: dict[str, Any]) -> dict[str, Any]:
         fields.append({"type": "mrkdwn", "text": f"*Expires:* {req['expires_at']}"})
     if req.get("expected_outcome"):
         fields.append({"type": "mrkdwn", "text": f"*Expected:* {req['expected_outcome'][:500]}"})
+    places = list(dict.fromkeys(_target(c.get("target") or {}, c.get("context") or "")
+                                for c in req.get("calls") or ()))
+    if places:  # where, the cluster named plainly (issue 21)
+        fields.append({"type": "mrkdwn", "text": f"*Where:* {'; '.join(places)[:500]}"})
     blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn",
                                                                  "text": text[:2900]}}]
     if fields:
