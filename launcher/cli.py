@@ -13,10 +13,11 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from clients import commands, login, safe_text, slack_setup
-from launcher import verify
+from launcher import contexts, verify
 from launcher.stack import APPROVERS, Stack, StackConfig
 from services.gate import policy as gate_policy
 from services.planner.settings import ModelSettings
@@ -44,18 +45,35 @@ def _in_use(port: int) -> str:
     return ""
 
 
-async def _up(args: argparse.Namespace) -> int:
-    cfg = StackConfig(
+def up_config(args: argparse.Namespace, environ: Mapping[str, str]) -> StackConfig:
+    """What `interlock up ARGS` runs, given the caller's environment. Contexts named (--context,
+    --all-contexts, else INTERLOCK_KUBE_CONTEXTS) are checked against the kubeconfig here,
+    before anything starts: each is a cluster with a local spoke of its own."""
+    named = contexts.from_caller(args.context or (), environ)
+    kubeconfig = Path(args.kubeconfig) if args.kubeconfig else None
+    chosen = None
+    if named or args.all_contexts:
+        chosen = contexts.choose(kubeconfig or contexts.default_kubeconfig(environ), named,
+                                 args.all_contexts)
+    return StackConfig(
         data_dir=Path(args.data),
         http_port=args.port,
         nats_port=args.nats_port,
-        kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
-        kube_context=args.context or "",
-        admin_token=os.environ.get("INTERLOCK_ADMIN_TOKEN", ""),
+        kubeconfig=chosen.kubeconfig if chosen else kubeconfig,
+        clusters=chosen.names if chosen else (),
+        admin_token=environ.get("INTERLOCK_ADMIN_TOKEN", ""),
         scenarios=tuple(args.scenario or ()),
         replicas=args.replicas,
         nats_cluster=args.nats_cluster,
     )
+
+
+async def _up(args: argparse.Namespace) -> int:
+    try:
+        cfg = up_config(args, os.environ)
+    except ConfigError as exc:
+        _out(f"interlock up failed: {exc}")
+        return 1
     stack = Stack(cfg)
     try:
         # Read as the gate and the planner will, so a bad policy or model setting fails here.
@@ -237,14 +255,7 @@ def _cluster_size(text: str) -> int:
     return value
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["sandbox"]:
-        # The sandbox parses its own flags (--port, --kubeconfig, …): argparse's REMAINDER drops
-        # options that come first, so they are handed over untouched.
-        from sandbox.cli import main as sandbox_main
-
-        return int(sandbox_main(argv[1:]) or 0)
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="interlock", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="run everything on this machine")
@@ -252,7 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--data", default=".interlock", help="NATS storage, keys and tokens")
     up.add_argument("--nats-port", type=int, default=0, help="NATS port (default: a free one)")
     up.add_argument("--kubeconfig", help="use this cluster instead of the sandbox")
-    up.add_argument("--context", help="kubeconfig context to allow (default: current)")
+    up.add_argument("--context", action="append", metavar="NAME",
+                    help="serve this context of the kubeconfig as a cluster, with a local spoke "
+                         "(repeatable; the first is the default cluster; default: "
+                         "$INTERLOCK_KUBE_CONTEXTS, else the current context alone as before)")
+    up.add_argument("--all-contexts", action="store_true",
+                    help="serve every context of the kubeconfig")
     up.add_argument("--scenario", action="append", help="sandbox scenario (default: all)")
     up.add_argument("--replicas", type=_positive, default=1,
                     help="instances of each service (default 1); extra gateways get their own "
@@ -265,6 +281,22 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parsers(sub, verify.add_options)
     login.add_parsers(sub)
     slack_setup.add_slack_parser(sub)
+    return parser
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sandbox"]:
+        # The sandbox parses its own flags (--port, --kubeconfig, …): argparse's REMAINDER drops
+        # options that come first, so they are handed over untouched.
+        from sandbox.cli import main as sandbox_main
+
+        return int(sandbox_main(argv[1:]) or 0)
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "audit" and args.verify:
         return verify.run(args)

@@ -97,6 +97,10 @@ class StackConfig:
     nats_port: int = 0
     kubeconfig: Path | None = None
     kube_context: str = ""
+    # Kubeconfig contexts served as clusters (issue 21; the first is the default): the hub's
+    # services get INTERLOCK_CLUSTERS, each context a local spoke (launcher/spoke.py) joined to
+    # the hub's leaf port. Empty: one executor for the kubeconfig, as before.
+    clusters: tuple[str, ...] = ()
     admin_token: str = ""
     approval_ttl_s: float = 900.0
     scenarios: tuple[str, ...] = ()
