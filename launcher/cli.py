@@ -112,8 +112,12 @@ async def _up(args: argparse.Namespace) -> int:
     if cfg.replicas > 1:
         _out(f"  Instances       {cfg.replicas} of each service; gateways at "
              + " ".join(stack.gateway_urls))
-    cluster = stack.sandbox_url and f"sandbox cluster at {stack.sandbox_url}"
-    _out(f"  Kubernetes      {cluster or stack.kubeconfig}  (kubeconfig {stack.kubeconfig})")
+    if cfg.clusters:
+        for line in cluster_lines(stack):
+            _out(line)
+    else:
+        cluster = stack.sandbox_url and f"sandbox cluster at {stack.sandbox_url}"
+        _out(f"  Kubernetes      {cluster or stack.kubeconfig}  (kubeconfig {stack.kubeconfig})")
     _out("  Tokens (Authorization: Bearer …):")
     _out(f"    admin     {cfg.admin_token}")
     for name, t in stack.tokens.items():
@@ -146,6 +150,17 @@ def mcp_lines(url: str, operator_token: str) -> list[str]:
     return [
         f"  MCP             {url}/mcp  (Streamable HTTP; Authorization: Bearer {token})",
         f"    stdio         INTERLOCK_URL={url} INTERLOCK_TOKEN={token} interlock mcp",
+    ]
+
+
+def cluster_lines(stack: Stack) -> list[str]:
+    """The clusters served (issue 21), the default first, and how each is reached."""
+    names = [f"{c} (default)" if i == 0 else c for i, c in enumerate(stack.cfg.clusters)]
+    return [
+        f"  Clusters        {', '.join(names)}  (contexts of {stack.kubeconfig})",
+        f"    spokes        one per cluster: a leaf nats-server joined to the hub's leaf port "
+        f"{stack.leaf_url} and an executor holding that context alone",
+        "    status        interlock clusters  (a call to another context is refused)",
     ]
 
 
@@ -239,6 +254,11 @@ async def _watch_children(stack: Stack, stop: asyncio.Event) -> None:
             if proc.poll() is not None and not stop.is_set():
                 _out(f"{name} exited with {proc.returncode}; restarting")
                 stack.start_service(name)
+        for cluster, spoke in stack.spokes.items():
+            for role in spoke.roles:
+                if not spoke.executor_running(role) and not stop.is_set():
+                    _out(f"the executor of cluster {cluster} exited; restarting")
+                    spoke.start_executor(role)
 
 
 def _positive(text: str) -> int:
