@@ -36,7 +36,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--context",
         default="sandbox",
         metavar="NAME",
-        help="the kubeconfig's context (and cluster) name; default sandbox",
+        help="the kubeconfig context (and cluster) name: two sandboxes as two clusters need "
+             "two names (default: sandbox)",
     )
     p.add_argument(
         "--scenario",
