@@ -50,6 +50,7 @@ from services.runtime.identity import ForgedEvent
 from services.runtime.log import Expect
 from services.runtime.sealing.blobs import SealError
 from services.runtime.sealing.opener import Opener, Unsealed, opener_for
+from services.runtime.stored import Misrouted
 
 log = logging.getLogger(__name__)
 E = TypeVar("E", bound=Event)
@@ -98,10 +99,7 @@ class Executor:
         if self.settings.cluster:
             return self.settings.cluster
         named = work.args.get("cluster") if isinstance(work.args, dict) else ""
-        try:
-            return self.kube.context_name(named if isinstance(named, str) else "")[:200]
-        except Exception:  # a kubeconfig that cannot be read: the call fails on its own
-            return named if isinstance(named, str) else ""
+        return self.kube.context_name(named if isinstance(named, str) else "")[:200]
 
     def _stamp(self, work: Work, event: E) -> E:
         return msgspec.structs.replace(event, cluster_name=self.cluster_of(work))
@@ -163,11 +161,17 @@ class Executor:
         classification or grant (not signed by the gate key), or one that failed every time.
         Nothing of it ran."""
         event, exc = p.event, p.error
+        if event is None and isinstance(exc, Misrouted):
+            # On a subject it does not belong on — a command for another cluster re-published
+            # on this one's (issue 21): never run; refused where its session sees it.
+            event = exc.event
         if event is None:
-            return  # undecodable or misrouted: nothing trustworthy to attach it to (logged)
+            return  # undecodable: nothing trustworthy to attach it to (logged)
         what = (f"rejected a forged {event.type} at seq {p.seq} ({exc.problem}): {exc.detail}"
-                if isinstance(exc, ForgedEvent) else f"could not handle {event.type} at seq "
-                f"{p.seq}: {exc}")
+                if isinstance(exc, ForgedEvent) else
+                f"rejected a {event.type} at seq {p.seq} stored where it does not belong "
+                f"({exc})" if isinstance(exc, Misrouted) else
+                f"could not handle {event.type} at seq {p.seq}: {exc}")
         calls = [g.call_id for g in event.grants] if isinstance(event, ApprovalGranted) else \
             [event.call_id] if isinstance(event, ToolClassified) else []
         for call_id in calls:
@@ -184,7 +188,10 @@ class Executor:
         await self._append_once(work, CommandRefused(
             session_id=work.session_id, call_id=work.call_id, reason=reason[:2000],
             subject=subject[:200], actor=ACTOR, causation_id=work.causation_id,
-            event_id=derived_id("e", work.causation_id, work.call_id, "refused"),
+            # Per cluster: another cluster's executor refusing the same command (a replay)
+            # records its own refusal, not a duplicate of this one.
+            event_id=derived_id("e", work.causation_id, work.call_id, "refused",
+                                *((self.settings.cluster,) if self.settings.cluster else ())),
         ), Expect.new_key())
 
     def _tool(self, work: Work, access: str) -> tuple[catalogue.Tool, Any]:

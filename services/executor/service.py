@@ -65,7 +65,7 @@ async def _beat(bus: Bus, settings: ExecutorSettings, kube: Kube, stop: asyncio.
             contexts=tuple(contexts), started_at=started, seen_at=datetime.now(UTC))
         try:
             await presence.beat(bus, status)
-        except Exception as exc:  # never stops the executor: the next tick tries again
+        except Exception as exc:  # noqa: BLE001 - never stops the executor: the next tick retries
             log.debug("presence beat failed: %s", exc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), settings.presence_interval_s)

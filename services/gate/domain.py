@@ -18,7 +18,6 @@ import msgspec
 from schemas import catalogue, lifecycle
 from schemas.approval import (
     GRANT_VERSION,
-    ToolClassified,
     ApprovalCall,
     ApprovalDecided,
     ApprovalDenied,
@@ -28,6 +27,7 @@ from schemas.approval import (
     DecisionRejected,
     Grant,
     ToolAmended,
+    ToolClassified,
     ToolRefused,
     effect_digest,
 )

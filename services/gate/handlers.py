@@ -89,7 +89,7 @@ class Gate:
         by: dict[str, list[presence.ClusterStatus]] = {}
         try:
             found = await presence.read_clusters(self.bus)
-        except Exception as exc:  # no bucket (legacy mode) or the log out of reach: no one
+        except Exception as exc:  # noqa: BLE001 - no bucket (legacy) or no log: nobody seen
             log.debug("presence unreadable: %s", exc)
             found = {}
         for statuses in found.values():

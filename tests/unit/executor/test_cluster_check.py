@@ -141,3 +141,23 @@ def test_the_cluster_check_itself() -> None:
 async def test_per_cluster_executor_binds_its_clusters_durable(tmp_path: Path) -> None:
     executor, _ = _executor(tmp_path, "b")
     assert executor.settings.consumer == S.executor_durable("all", "b") != "executor"
+
+
+async def test_a_grant_replayed_on_another_clusters_subject_is_recorded_refused(
+        tmp_path: Path) -> None:
+    """What the consume loop hands over when the subject's cluster token is not the event's:
+    a poison message that says what it carried, so the executor of b records its refusal."""
+    from schemas import events as E
+    from services.runtime.delivery import Poisoned
+    from services.runtime.stored import Misrouted, decode_stored
+
+    executor, bus = _executor(tmp_path, "b")
+    granted = _granted("a", tmp_path)
+    on_b = ".".join([*S.event_subject(granted).split(".")[:6], "b"])
+    with pytest.raises(Misrouted) as caught:
+        decode_stored(on_b, E.encode(granted))
+    await executor.on_poison(Poisoned(on_b, 9, None, caught.value))
+    refused = _refused(bus)
+    assert refused.call_id == "c_1"
+    assert "stored where it does not belong" in refused.reason
+    assert refused.cluster() == "b"
