@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import msgspec
+
 from schemas.base import Emitter, Event, LongText, ShortText
 
 
@@ -12,6 +14,10 @@ class SessionStarted(Event, frozen=True, kw_only=True, tag="session.started"):
 
     emitter: ClassVar[Emitter] = "gateway"
     title: ShortText = ""
+    # The session's default cluster (issue 21): calls that name none run there. "" = the
+    # deployment's default (the first of INTERLOCK_CLUSTERS). `cluster` on the wire; not the
+    # attribute `cluster`, which is Event.cluster() (a session start is bound to no cluster).
+    cluster_name: ShortText = msgspec.field(default="", name="cluster")
     # Who acted, readably (an OIDC principal's name from its provider's ID token; "" for a
     # static token): shown beside `actor`, never taken for who acted (issue 20).
     actor_name: ShortText = ""
