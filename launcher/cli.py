@@ -184,7 +184,8 @@ def describe_setup(stack: Stack) -> list[str]:
     two = policy.two_approvers
     two_text = "; ".join(part for part in (
         two.tools and f"tools {_names(two.tools)}",
-        two.namespaces and f"namespaces {_names(two.namespaces)}") if part) or "none"
+        two.namespaces and f"namespaces {_names(two.namespaces)}",
+        two.clusters and f"clusters {_names(two.clusters)}") if part) or "none"
     tokens = stack.data / "tokens.json"
     source = f"from {path}" if path else "the default (INTERLOCK_POLICY_FILE tightens it)"
     lines = [
@@ -197,6 +198,9 @@ def describe_setup(stack: Stack) -> list[str]:
         f"    key-signed only       {_names(policy.key_signed_namespaces)} (a passkey or "
         "`interlock approve`; a Slack click does not count there)",
     ]
+    if policy.protected_clusters:
+        lines.append(f"    protected clusters    {_names(policy.protected_clusters)} (every write "
+                     "there: as in a protected namespace, and key-signed only)")
     if policy.protected_namespaces:
         lines.append(
             f"  Approving       a write in {policy.protected_namespaces[0]} needs someone other "
