@@ -66,7 +66,8 @@ class Spoke:
         """The spoke's local NATS user of an executor role (executor / executor-read / …)."""
         return S.EXECUTOR_ROLES[role][0]
 
-    def _prepare(self) -> str:
+    def config_text(self) -> str:
+        """The spoke server's configuration (its local passwords made once, kept in data_dir)."""
         self.data.mkdir(parents=True, exist_ok=True)
         (self.data / "logs").mkdir(exist_ok=True)
         path = self.data / "spoke-credentials.json"
@@ -85,7 +86,7 @@ class Spoke:
 
     async def start_leaf(self, timeout: float = 20.0) -> None:
         """Starts the spoke's server and waits until its leaf connection to the hub is up."""
-        text = self._prepare()
+        text = self.config_text()
         if self.leaf is None:
             self.leaf = NatsServerProcess(text, self.data / "nats", self.port)
         await self.leaf.start(timeout)

@@ -83,7 +83,7 @@ async def hub(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Hub]:
                               None, tmp / f"spoke-{c}", tmp / "gate.pub",
                               keys / identity.KEYRING_FILE, keys / "executor.key")
             await spokes[c].start_leaf()
-        conf = json.loads(spokes["b"]._prepare())
+        conf = json.loads(spokes["b"].config_text())
         for user in conf["accounts"][natsconf.SPOKE_LOCAL_ACCOUNT]["users"]:
             del user["permissions"]
         evil_port = free_port()
