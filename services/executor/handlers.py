@@ -15,6 +15,11 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
+from nats.errors import (
+    ConnectionClosedError,
+    ConnectionReconnectingError,
+    OutboundBufferLimitError,
+)
 
 from schemas import catalogue
 from schemas import subjects as S
@@ -44,6 +49,7 @@ from services.executor.selector import READERS  # kube_read's, with `logs -l`
 from services.executor.settings import ExecutorSettings
 from services.runtime import signing
 from services.runtime.bus import Bus, Link
+from services.runtime.connection import TRANSIENT
 from services.runtime.delivery import Delivery, Poisoned
 from services.runtime.errors import ConcurrencyConflict, PoisonMessage, RetryableError
 from services.runtime.identity import ForgedEvent
@@ -75,6 +81,7 @@ class Executor:
         # What this executor's role runs (S.EXECUTOR_ROLES): the rest of what its consumer
         # delivers is another role's, acked unread.
         self.kinds = S.EXECUTOR_ROLES[settings.role][1]
+        self._current: str | None = None  # the kubeconfig's current context, once read
 
     async def unseal(self, work: Work, tool: catalogue.Tool) -> tuple[Any, Unsealed]:
         """The call's args with its sealed secret values (runtime/sealing/) resolved: the real args
@@ -99,7 +106,12 @@ class Executor:
         if self.settings.cluster:
             return self.settings.cluster
         named = work.args.get("cluster") if isinstance(work.args, dict) else ""
-        return self.kube.context_name(named if isinstance(named, str) else "")[:200]
+        if isinstance(named, str) and named:
+            return named[:200]
+        if self._current is None:
+            # Read once, like the client it names (Kube keeps one per context).
+            self._current = self.kube.context_name("")[:200]
+        return self._current
 
     def _stamp(self, work: Work, event: E) -> E:
         return msgspec.structs.replace(event, cluster_name=self.cluster_of(work))
@@ -268,20 +280,38 @@ class Executor:
     async def _append_write_result(self, work: Work, result: ToolResult,
                                    claim: Link) -> Link | None:
         """The result of a write that touched the cluster: the only record of what happened,
-        so it is retried (same event, same Msg-Id) while the log is out of reach — a spoke
-        whose leaf connection dropped mid-write — for up to RESULT_RETRY_S. If it never gets
-        through (or this process dies), the redelivered grant finds the claim without a result:
-        outcome unknown, verify; never run again."""
-        deadline = asyncio.get_running_loop().time() + RESULT_RETRY_S
+        so it is retried while the log is out of reach — a spoke whose leaf connection (or
+        its own nats-server) dropped mid-write — for up to RESULT_RETRY_S: the same event,
+        so the same Nats-Msg-Id, and the server keeps one copy of a retry whose first attempt
+        was stored after all. Already recorded (that copy, or "outcome unknown" by another
+        instance the grant went to meanwhile): None, nothing more to say. If it never gets
+        through (or this process dies), the redelivered grant finds the claim without a
+        result: outcome unknown, verify; never run again."""
+        event = self._stamp(work, result)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RESULT_RETRY_S
         pause = 0.2
         while True:
             try:
-                return await self._append_result(work, result, claim, cleaned=True)
-            except RetryableError:
-                if asyncio.get_running_loop().time() >= deadline:
-                    raise
-                log.warning("the result of a write could not be recorded yet; retrying",
-                            extra={"session_id": work.session_id, "call_id": work.call_id})
+                return await self.bus.append_link(event, Expect.new_key(hint=claim),
+                                                  timeout=2.0, attempts=1)
+            except ConcurrencyConflict:
+                # This very event, stored by an attempt whose answer was lost: go on from it
+                # (the verification follows it). Anything else: said already; nothing more.
+                mine = await self._stored(S.tag_filter(
+                    "executor", "tool.result", work.session_id, work.call_id), event.event_id)
+                if mine is None:
+                    log.info("the result of this write is already recorded", extra={
+                        "session_id": work.session_id, "call_id": work.call_id})
+                return mine
+            except (RetryableError, *TRANSIENT, ConnectionClosedError,
+                    ConnectionReconnectingError, OutboundBufferLimitError) as exc:
+                if loop.time() >= deadline:
+                    raise RetryableError(f"the result of write {work.call_id} could not be "
+                                         f"recorded: {exc}") from exc
+                log.warning("the result of a write could not be recorded yet (%s); retrying "
+                            "the same event", type(exc).__name__, extra={
+                                "session_id": work.session_id, "call_id": work.call_id})
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
 
@@ -446,6 +476,16 @@ class Executor:
         ))
         await self._append_once(work, unsealed.scrub(verified) if unsealed else verified,
                                 Expect.new_key(hint=result))
+
+    async def _stored(self, subject_filter: str, event_id: str) -> Link | None:
+        """Where event `event_id` is stored, if it is the last message on the filter."""
+        last = await self.bus.last_stored(subject_filter)
+        if last is None:
+            return None
+        async for stored in self.bus.read(subject_filter, last[0], batch=1):
+            if stored.seq == last[0] and stored.event.event_id == event_id:
+                return stored.link
+        return None
 
     async def _stored_last(self, subject_filter: str) -> tuple[int, Event | None] | None:
         """The last message STORED on a filter — (seq, its event, or None when that message

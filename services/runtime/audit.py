@@ -343,11 +343,20 @@ def audit(session_id: str, links: list[chain.Link],
         if misrouted:
             want = classified.get(getattr(ev, "call_id", ""), "")
             came = ev.cluster() or ""
-            mark += f"[NOT BELIEVED — from cluster {came!r}, but the call is for {want!r}] "
-            report.problems.append({"seq": link.seq, "problem": (
-                f"{ev.type} about call {getattr(ev, 'call_id', '')} was written for cluster "
-                f"{came!r}, but the gate classified that call for cluster {want!r}: another "
-                "cluster's executor cannot speak for it; not believed")})
+            call = getattr(ev, "call_id", "")
+            if isinstance(ev, CommandRefused):
+                # Cluster `came`'s executor refused a command of another cluster's call: one
+                # reached it (replayed or misrouted). Nothing ran; worth a look all the same.
+                report.problems.append({"seq": link.seq, "problem": (
+                    f"the executor of cluster {came!r} refused a command for call {call}, "
+                    f"which the gate classified for cluster {want!r}: a command reached "
+                    "another cluster (replayed or misrouted); it did not run there")})
+            else:
+                mark += f"[NOT BELIEVED — from cluster {came!r}, but the call is for {want!r}] "
+                report.problems.append({"seq": link.seq, "problem": (
+                    f"{ev.type} about call {call} was written for cluster {came!r}, but the "
+                    f"gate classified that call for cluster {want!r}: another cluster's "
+                    "executor cannot speak for it; not believed")})
         signer = None
         if isinstance(ev, ApprovalDecided) and (bad is None or legacy):
             state = approvals.get(ev.approval_id)
