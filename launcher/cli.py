@@ -55,12 +55,16 @@ def up_config(args: argparse.Namespace, environ: Mapping[str, str]) -> StackConf
     if named or args.all_contexts:
         chosen = contexts.choose(kubeconfig or contexts.default_kubeconfig(environ), named,
                                  args.all_contexts)
+        if args.nats_cluster > 1:
+            raise ConfigError("--nats-cluster with clusters: local spokes join a single "
+                              "nats-server (leave out --nats-cluster)")
     return StackConfig(
         data_dir=Path(args.data),
         http_port=args.port,
         nats_port=args.nats_port,
         kubeconfig=chosen.kubeconfig if chosen else kubeconfig,
         clusters=chosen.names if chosen else (),
+        local_spokes=chosen is not None,
         admin_token=environ.get("INTERLOCK_ADMIN_TOKEN", ""),
         scenarios=tuple(args.scenario or ()),
         replicas=args.replicas,

@@ -122,6 +122,10 @@ class StackConfig:
     # come in (0: a free port, when there are clusters).
     clusters: tuple[str, ...] = ()
     leaf_port: int = 0
+    # With clusters: start one local spoke per cluster (a leaf nats-server and an executor
+    # holding that context of `kubeconfig`), as `interlock up --context` does. Off: the caller
+    # runs the spokes (tests that kill or impersonate one); no hub executor either way.
+    local_spokes: bool = False
 
 
 def instance_name(service: str, index: int) -> str:
@@ -453,7 +457,8 @@ class Stack:
         if self.kubeconfig is None:
             await self.start_sandbox()
         if self.cfg.clusters:
-            await self.start_spokes()
+            if self.cfg.local_spokes:
+                await self.start_spokes()
         else:
             for name in self.instances("executor"):
                 self.start_service(name)

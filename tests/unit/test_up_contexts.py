@@ -38,6 +38,7 @@ def test_the_callers_kube_contexts_are_served(tmp_path: Path) -> None:
     kc = _kubeconfig(tmp_path / "merged.yaml", "a", "b", "c")
     cfg = _config(["--kubeconfig", str(kc)], {"INTERLOCK_KUBE_CONTEXTS": "a,b"})
     assert cfg.clusters == ("a", "b")
+    assert cfg.local_spokes
     assert cfg.kubeconfig == kc.resolve()
     flags = _config(["--kubeconfig", str(kc), "--context", "a", "--context", "b"])
     assert flags.clusters == ("a", "b")
@@ -55,6 +56,7 @@ def test_without_contexts_nothing_changes(tmp_path: Path) -> None:
     kc = _kubeconfig(tmp_path / "k.yaml", "a")
     cfg = _config(["--kubeconfig", str(kc)])
     assert cfg.clusters == ()
+    assert not cfg.local_spokes
     assert cfg.kube_context == ""
     assert _config([]).kubeconfig is None  # the sandbox
 
@@ -74,6 +76,7 @@ def test_without_a_kubeconfig_flag_contexts_come_from_the_callers_kubeconfig(
     (["--context", "a,b"], {}, "context 'a,b' cannot name a cluster: it contains a comma"),
     (["--context", ""], {}, "context '' cannot name a cluster: it is empty"),
     (["--context", "x" * 254], {}, "longer than 253 characters"),
+    (["--context", "a", "--nats-cluster", "3"], {}, "local spokes join a single nats-server"),
 ])
 def test_contexts_that_cannot_be_served_are_said_plainly(
         tmp_path: Path, argv: list[str], env: dict[str, str], message: str) -> None:
