@@ -93,6 +93,26 @@ async def _read_until_ready(proc: asyncio.subprocess.Process) -> str:
     return "".join(lines)
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(pid):
+                    found.append(int(entry.name))
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    """A live process's command line; "" once it is gone (or a zombie)."""
+    try:
+        if (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) == "Z":
+            return ""
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except (OSError, IndexError):
+        return ""
+
+
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
     tmp = tmp_path_factory.mktemp("clusters")
@@ -114,7 +134,9 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         yield World(f"http://127.0.0.1:{port}", banner, merged, {"a": url_a, "b": url_b}, env,
                     tmp / "data")
     finally:
+        children: dict[int, str] = {}
         if up is not None and up.returncode is None:
+            children = {pid: _cmdline(pid) for pid in _children(up.pid)}
             os.killpg(up.pid, signal.SIGINT)  # Ctrl-C
             try:
                 await asyncio.wait_for(up.communicate(), 60)
@@ -127,10 +149,12 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
             await p.wait()
     assert up is not None
     assert up.returncode == 0, up.returncode
-    left = await asyncio.create_subprocess_exec("pgrep", "-f", str(tmp / "data"),
-                                                stdout=asyncio.subprocess.PIPE)
-    out, _ = await left.communicate()
-    assert out == b"", f"processes of the stack still run: {out!r}"
+    # Ctrl-C stopped every process it started: the hub's and both spokes' (their nats-server
+    # and executor), none left behind.
+    names = list(children.values())
+    assert sum("services.executor" in n for n in names) == 2, names
+    assert sum("nats-server" in n for n in names) == 3, names
+    assert [n for n in map(_cmdline, children) if n] == [], "still running"
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
