@@ -263,6 +263,12 @@ async def _watch_children(stack: Stack, stop: asyncio.Event) -> None:
                 _out(f"{name} exited with {proc.returncode}; restarting")
                 stack.start_service(name)
         for cluster, spoke in stack.spokes.items():
+            if spoke.leaf is not None and not spoke.leaf.running and not stop.is_set():
+                _out(f"the nats-server of cluster {cluster}'s spoke exited; restarting")
+                try:
+                    await spoke.restart_leaf()
+                except ConfigError as exc:  # tried again at the next look
+                    _out(f"  not restarted: {exc}")
             for role in spoke.roles:
                 if not spoke.executor_running(role) and not stop.is_set():
                     _out(f"the executor of cluster {cluster} exited; restarting")

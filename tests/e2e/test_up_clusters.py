@@ -41,6 +41,7 @@ class World:
     servers: dict[str, str]  # context -> its sandbox's API server URL
     env: dict[str, str]
     data: Path
+    pid: int  # the `interlock up` process
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -132,7 +133,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         banner = await asyncio.wait_for(_read_until_ready(up), UP_WAIT_S)
         assert "Press Ctrl-C" in banner, banner
         yield World(f"http://127.0.0.1:{port}", banner, merged, {"a": url_a, "b": url_b}, env,
-                    tmp / "data")
+                    tmp / "data", up.pid)
     finally:
         children: dict[int, str] = {}
         if up is not None and up.returncode is None:
@@ -248,6 +249,41 @@ async def test_a_write_outside_the_list_is_refused_without_a_card(world: World,
     status, body = await admin.call("GET", "/v1/approvals?state=all")
     assert status == 200, body
     assert not [a for a in body["approvals"] if a["session_id"] == sid], body
+
+
+def _spoke_procs(world: World, cluster: str) -> dict[str, int]:
+    """The live nats-server and executor of one cluster's spoke, children of `interlock up`."""
+    out = {}
+    for pid in _children(world.pid):
+        line = _cmdline(pid)
+        if "nats-server" in line and f"/spokes/{cluster}/" in line:
+            out["nats-server"] = pid
+        elif "services.executor" in line and Path(f"/proc/{pid}/environ").read_bytes().find(
+                f"INTERLOCK_CLUSTER={cluster}\0".encode()) >= 0:
+            out["executor"] = pid
+    return out
+
+
+async def test_a_spokes_processes_that_die_are_started_again(world: World,
+                                                            admin: Client) -> None:
+    """Spoke b's nats-server and executor killed outright: `interlock up` starts both again
+    and b answers reads again (from its own sandbox)."""
+    before = _spoke_procs(world, "b")
+    assert set(before) == {"nats-server", "executor"}, before
+    for pid in before.values():
+        os.kill(pid, signal.SIGKILL)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CONNECTED_WAIT_S
+    while True:
+        now = _spoke_procs(world, "b")
+        if set(now) == set(before) and not set(now.values()) & set(before.values()):
+            break
+        assert loop.time() < deadline, f"not started again: {now} (were {before})"
+        await asyncio.sleep(0.1)
+    sid = await admin.new_session()
+    seen = await _answer(admin, sid, "kubectl cluster-info --context b", 0)
+    assert seen[-1].event == "tool.result", seen[-1].data
+    assert f"running at {world.servers['b']}" in str(seen[-1].data["output"])
 
 
 async def test_the_callers_kube_contexts_reach_interlock_up(world: World,
