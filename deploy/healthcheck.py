@@ -32,7 +32,13 @@ async def consumer(service: str) -> int:
         filters = getattr(S, "CONSUMER_FILTERS", {})
         durable = service
         if service == "executor":  # its role's consumer (deploy/k8s runs read and write roles)
-            durable = S.EXECUTOR_ROLES[os.environ.get("INTERLOCK_EXECUTOR_ROLE", "all")][0]
+            role = os.environ.get("INTERLOCK_EXECUTOR_ROLE", "all")
+            # A spoke's executor (issue 21) binds its cluster's durable, through its spoke.
+            cluster = os.environ.get("INTERLOCK_CLUSTER") or None
+            durable = S.executor_durable(role, cluster)
+            if cluster is not None:
+                await nc.jetstream().consumer_info(S.EVENTS_STREAM, durable, timeout=3)
+                return 0
         if durable in filters:
             stream, _ = filters[durable]
             await nc.jetstream().consumer_info(stream, durable, timeout=3)
