@@ -21,6 +21,8 @@ from urllib.parse import urlencode
 import aiohttp
 
 from clients import keys, render, safe_text
+from clients.clusters import add_parser as add_clusters_parser
+from clients.clusters import cmd_clusters
 from clients.http import ApiError, Gateway
 from clients.key_commands import (
     Signer,
@@ -178,8 +180,12 @@ async def cmd_chat(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
     if not me["can_chat"]:
         out.line(safe_text.line(f"{me['name']} may not chat (roles: {', '.join(me['roles'])})"))
         return 2
-    sid = args.session or await gw.new_session(args.title or "")
-    out.line(f"Session {safe_text.line(sid)} as {safe_text.line(me['name'])}"
+    cluster = getattr(args, "cluster", None) or ""
+    if args.session and cluster:
+        raise UsageError("--cluster names a new session's default cluster: not with --session")
+    sid = args.session or await gw.new_session(args.title or "", cluster)
+    on = f" on cluster {safe_text.line(cluster)}" if cluster else ""
+    out.line(f"Session {safe_text.line(sid)}{on} as {safe_text.line(me['name'])}"
              f"{' (approver)' if me['can_decide'] else ''}. "
              "Type a question or a kubectl command; /approvals, /quit.")
     signer, no_key = None, ""
@@ -270,7 +276,8 @@ async def cmd_audit(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
 async def _audit_search(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
     """Writes across sessions, filtered (GET /v1/audit)."""
     query = {k: v for k, v in (("since", args.since), ("until", args.until),
-                               ("namespace", args.namespace), ("approver", args.approver)) if v}
+                               ("namespace", args.namespace), ("approver", args.approver),
+                               ("cluster", args.cluster)) if v}
     data = await gw.call("GET", "/v1/audit?" + urlencode(query))
     if out.as_json:
         out.data(data)
@@ -278,7 +285,9 @@ async def _audit_search(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
     s = safe_text.line
     for w in data["writes"]:
         t = w["target"]
-        where = s(f"{t.get('kind')}/{t.get('name')} in {t.get('namespace') or '-'}")
+        cluster = w.get("cluster") or t.get("cluster")
+        where = s(f"{t.get('kind')}/{t.get('name')} in {t.get('namespace') or '-'}"
+                  + (f" on cluster {cluster}" if cluster else ""))
         who = s(", ".join(w["approvers"]) or "-")
         out.line(f"{s(w['requested_at'][:19].replace('T', ' '))}  {s(w['tool']):<16} {where}")
         out.line(f"    asked by {s(w['requested_by'] or '-')}; {s(w['decision'])} by {who}; "
@@ -308,8 +317,9 @@ async def cmd_sessions(gw: Gateway, args: argparse.Namespace, out: Out) -> int:
         out.data(data)
         return 0
     for s in data["sessions"]:
+        on = f"[{s['cluster']}] " if s.get("cluster") else ""
         out.line(safe_text.line(f"{s['session_id']}  {s['started_at'][:19].replace('T', ' ')}  "
-                                f"{s['started_by']:<10} {s['title']}"))
+                                f"{s['started_by']:<10} {on}{s['title']}"))
     return 0
 
 
@@ -322,6 +332,7 @@ COMMANDS: dict[str, Callable[[Gateway, argparse.Namespace, Out], Any]] = {
     "audit": cmd_audit,
     "sessions": cmd_sessions,
     "keys": cmd_keys,
+    "clusters": cmd_clusters,
 }
 
 
@@ -342,6 +353,8 @@ def add_parsers(sub: Any, audit_options: Callable[[argparse.ArgumentParser], Non
                        help="talk to Interlock; approve inline")
     p.add_argument("--session", help="continue this session instead of starting one")
     p.add_argument("--title", help="title of a new session")
+    p.add_argument("--cluster", help="the new session's default cluster: a call that names "
+                                     "none goes there (see `interlock clusters`)")
     p = sub.add_parser("approvals", parents=[common], help="list approvals")
     p.add_argument("--state", default="pending",
                    choices=("pending", "granted", "denied", "expired", "decided", "all"))
@@ -368,6 +381,7 @@ def add_parsers(sub: Any, audit_options: Callable[[argparse.ArgumentParser], Non
     p.add_argument("--since", help="ISO time, e.g. 2026-11-25T00:00:00Z")
     p.add_argument("--until", help="ISO time")
     p.add_argument("--namespace")
+    p.add_argument("--cluster", help="writes on this cluster only")
     p.add_argument("--approver")
     p = sub.add_parser("mcp", parents=[common],
                        help="serve Interlock's MCP tools over stdio (for a local MCP client)")
@@ -376,6 +390,7 @@ def add_parsers(sub: Any, audit_options: Callable[[argparse.ArgumentParser], Non
     p.add_argument("--title", help="title of the new session")
     p = sub.add_parser("sessions", parents=[common], help="list sessions")
     p.add_argument("--limit", type=int, default=50)
+    add_clusters_parser(sub, common)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -130,8 +130,9 @@ class Gateway:
         data: dict[str, Any] = await self.call("GET", "/v1/me")
         return data
 
-    async def new_session(self, title: str = "") -> str:
-        return str((await self.call("POST", "/v1/sessions", {"title": title}))["session_id"])
+    async def new_session(self, title: str = "", cluster: str = "") -> str:
+        body = {"title": title} | ({"cluster": cluster} if cluster else {})
+        return str((await self.call("POST", "/v1/sessions", body))["session_id"])
 
     async def say(self, session_id: str, text: str) -> None:
         await self.call("POST", f"/v1/sessions/{session_id}/messages", {"text": text})

@@ -47,7 +47,7 @@ def target(t: dict[str, Any] | None, args: dict[str, Any] | None = None) -> str:
     if isinstance(args, dict) and args.get("all_namespaces"):
         # The target keeps the args' default namespace; an -A read is not "in default".
         where = " in all namespaces"
-    ctx = f" on {t['cluster']}" if t.get("cluster") else ""
+    ctx = f" on cluster {t['cluster']}" if t.get("cluster") else ""
     return _s(f"{obj}{where}{ctx}")
 
 
@@ -173,9 +173,9 @@ def approval(a: dict[str, Any]) -> str:
                          f"{_s(args['selector'])}{target({**t, 'kind': ''})}")
         else:
             lines.append(f"  what:    {_s(c['tool'])} {target(t)}")
+        cluster = t.get("cluster") or c.get("context")
         lines.append(f"  where:   namespace {_s(t.get('namespace') or '(cluster-wide)')}"
-                     + (f" on {_s(c.get('context') or t['cluster'])}"
-                        if c.get("context") or t.get("cluster") else "")
+                     + (f" on cluster {_s(cluster)}" if cluster else "")
                      + ("  [PRODUCTION]" if br.get("production_like") else ""))
         for f in c.get("diff", []):
             before, after = value(f.get("before")), value(f.get("after"))

@@ -111,6 +111,20 @@ class ApprovalCall(msgspec.Struct, frozen=True, kw_only=True):
     # runs the call only while it would act on exactly these.
     effect: tuple[str, ...] = ()
 
+    def runs_on(self) -> str:
+        """The cluster it runs on, as people name it (issue 21): the target's (the gate's
+        routing), else the context the dry run resolved (a call that named none, legacy)."""
+        return self.target.cluster or self.context
+
+    def where(self) -> str:
+        """Where it acts, in words: "deployment/web in shop on cluster b"."""
+        t = self.target
+        obj = f"{t.kind or 'object'}/{t.name}" if t.name else (t.kind or "")
+        place = f" in {t.namespace}" if t.namespace else ""
+        cluster = self.runs_on()
+        on = f" on cluster {cluster}" if cluster else ""
+        return f"{obj}{place}{on}".strip()
+
 
 class ApprovalRequested(Event, frozen=True, kw_only=True, tag="approval.requested"):
     """Emitted by the gate when a write (or batch) waits for a human decision."""

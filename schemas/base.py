@@ -66,5 +66,5 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
     def describe(self) -> str:
         obj = f"{self.kind}/{self.name}" if self.name else self.kind
         where = f" in {self.namespace}" if self.namespace else ""
-        ctx = f" on {self.cluster}" if self.cluster else ""
+        ctx = f" on cluster {self.cluster}" if self.cluster else ""
         return f"{obj}{where}{ctx}"

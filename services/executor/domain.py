@@ -117,7 +117,8 @@ def progress(events: Sequence[Event], call_id: str) -> Progress:
 
 
 def approval_problem(events: Sequence[Event], session_id: str, grant: Grant,
-                     key_signed_namespaces: Sequence[str] = ("production",)) -> str | None:
+                     key_signed_namespaces: Sequence[str] = ("production",),
+                     key_signed_clusters: Sequence[str] = ()) -> str | None:
     """Why the session's log does not show a human approval of exactly this grant, or None.
 
     A valid signature says the gate signed it; this says the gate also recorded it, in this
@@ -170,6 +171,11 @@ def approval_problem(events: Sequence[Event], session_id: str, grant: Grant,
                        and d.signed.key_id.startswith("slack:")})
     if in_slack:
         hit = sorted(landed(events, grant, call) & set(key_signed_namespaces))
+        # A protected cluster (issue 21), by the grant's signed target; a write naming none
+        # (the legacy current context) counts as on one when any is listed: fail closed.
+        cluster = grant.target.cluster
+        if key_signed_clusters and (cluster in key_signed_clusters or not cluster):
+            hit.append(f"cluster {cluster}" if cluster else "an unnamed cluster")
         if hit or request.key_signed_only:
             where = ", ".join(hit) or "where its card says"
             return (f"approval {aid} was approved in Slack by {', '.join(in_slack)}, but the "

@@ -420,7 +420,8 @@ class Executor:
         # The signature says the gate signed it; this says the gate also recorded it, in this
         # session, for an approval a human made through the gateway.
         why = domain.approval_problem(events, work.session_id, grant,
-                                      self.settings.key_signed_namespaces)
+                                      self.settings.key_signed_namespaces,
+                                      self.settings.key_signed_clusters)
         if why is not None:
             raise Refused(why)
         effect = domain.approved_effect(events, grant)

@@ -25,6 +25,8 @@ class ExecutorSettings:
     # all: one consumer for every command; read: reads only; write: previews and writes (each
     # under its own Kubernetes identity, deploy/k8s). The provisioned layout must match.
     role: str = "all"
+    # The policy's `protected_clusters` (issue 21): every write on them is key-signed only.
+    key_signed_clusters: tuple[str, ...] = ()
     # Where a click in Slack never suffices (the policy's `key_signed_namespaces`, issue 20):
     # checked here too, since the gate that checks Slack clicks could make one up.
     key_signed_namespaces: tuple[str, ...] = ("production",)
@@ -57,6 +59,7 @@ class ExecutorSettings:
             allowed_contexts=contexts,
             call_timeout_s=float(env.get("INTERLOCK_CALL_TIMEOUT", "30")),
             verify_timeout_s=float(env.get("INTERLOCK_VERIFY_TIMEOUT", "120")),
+            key_signed_clusters=key_signed_clusters(env),
             role=role,
             key_signed_namespaces=key_signed_namespaces(env),
             cluster=env.get("INTERLOCK_CLUSTER", "").strip(),
@@ -82,3 +85,19 @@ def key_signed_namespaces(env: Mapping[str, str]) -> tuple[str, ...]:
             raise ConfigError(f"executor: {path}: {key} must be a list of namespaces")
         found += [ns for ns in value if ns not in found]
     return tuple(found)
+
+
+def key_signed_clusters(env: Mapping[str, str]) -> tuple[str, ...]:
+    """`protected_clusters` of the policy file the gate is given (INTERLOCK_POLICY_FILE; none
+    by default): every write on them counts only key-signed decisions, as the gate reads it."""
+    path = env.get("INTERLOCK_POLICY_FILE")
+    if not path:
+        return ()
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"executor: invalid policy file {path}: {exc}") from exc
+    value = raw.get("protected_clusters", []) if isinstance(raw, dict) else None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"executor: {path}: protected_clusters must be a list of clusters")
+    return tuple(dict.fromkeys(value))

@@ -34,7 +34,8 @@ def _noun(kind: str, count: int) -> str:
 
 def title_of(calls: Sequence[ApprovalCall]) -> str:
     """What a request does, in one line a person reads first: "Delete 3 PVCs, 5 services, 12
-    pods in staging"; a single call names its object: "Scale deployment web in shop". Derived
+    pods in staging"; a single call names its object: "Scale deployment web in shop" (and its
+    cluster when the call names one: "… in shop on cluster b"). Derived
     from the calls exactly as they will run, never from the model's words."""
     groups: dict[str, dict[str, list[str]]] = {}
     namespaces: list[str] = []
@@ -63,6 +64,12 @@ def title_of(calls: Sequence[ApprovalCall]) -> str:
         text += f" in {namespaces[0]}"
     elif namespaces:
         text += f" in {', '.join(namespaces[:-1])} and {namespaces[-1]}"
+    # The cluster the gate routed it to, plainly (issue 21); one approval is one cluster.
+    clusters = list(dict.fromkeys(c.target.cluster for c in calls if c.target.cluster))
+    if len(clusters) == 1:
+        text += f" on cluster {clusters[0]}"
+    elif clusters:
+        text += f" on clusters {', '.join(clusters[:-1])} and {clusters[-1]}"
     if len(calls) == 1 and calls[0].args.get("selector") and calls[0].effect:
         # The exact set in the heading: "Delete 3 pods matching app=x in staging: a, b, c".
         text += ": " + ", ".join(_selected_names(calls[0]))

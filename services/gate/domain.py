@@ -333,7 +333,8 @@ def approval_request(events: Sequence[Event], batch: Batch, policy: Policy,
         landed = tuple(ns for ns, _ in effect.namespaces)
         radius = msgspec.structs.replace(
             p.blast_radius, affected_namespaces=landed,
-            production_like=any(risk.production_like(ns) for ns in landed))
+            production_like=any(risk.production_like(ns) for ns in landed)
+            or risk.production_cluster(target.cluster, policy))
         call = ApprovalCall(
             call_id=m.call_id, tool=m.tool, args=c.args,
             call_hash=catalogue.call_hash(m.tool, c.args), target=target, diff=p.diff,
@@ -341,7 +342,7 @@ def approval_request(events: Sequence[Event], batch: Batch, policy: Policy,
             context=p.context, effect=p.effect,
         )
         calls.append(call)
-        flags += risk.flags_for(call, m.tool)
+        flags += risk.flags_for(call, m.tool, policy)
         flags += risk.autoscaler_flags(call, m.tool)
         h_lines, h_flags = risk.history(changes, call, m.tool, now, history_window_s)
         lines += h_lines

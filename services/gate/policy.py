@@ -18,6 +18,7 @@ from services.runtime.errors import ConfigError
 class TwoApprovers(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tools: tuple[str, ...] = ()
     namespaces: tuple[str, ...] = ()
+    clusters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class Effect:
     tool: str
     namespaces: tuple[tuple[str, str], ...] = ()
     unknown: str = ""
+    # The cluster it lands on, as the gate resolved it ("" = named by nobody: the legacy
+    # executor's current kube context, which the gate cannot tell apart from any other).
+    cluster: str = ""
 
 
 class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -43,6 +47,11 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # whatever the list says: a policy file adds namespaces here, never takes a protected one
     # out (policy only tightens).
     key_signed_namespaces: tuple[str, ...] = ("production",)
+    # Every write on these clusters is protected, whatever its namespace: the requester may not
+    # approve it alone, and only key-signed decisions count (issue 21). A write naming no
+    # cluster (legacy mode: the executor's current context, unknown to the gate) counts as on
+    # one of them when any is listed: fail closed.
+    protected_clusters: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         extra = tuple(ns for ns in self.protected_namespaces
@@ -59,6 +68,13 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def key_signed(self, namespace: str) -> bool:
         return namespace in self.key_signed_namespaces
+
+    def protected_cluster(self, cluster: str) -> bool:
+        """A write on `cluster` is protected: it is listed, or it is "" (unknown) and any
+        cluster is listed (fail closed)."""
+        if not cluster:
+            return bool(self.protected_clusters)
+        return cluster in self.protected_clusters
 
     def required_approvals(self, tool: str, namespace: str) -> int:
         two = tool in self.two_approvers.tools or namespace in self.two_approvers.namespaces
@@ -78,6 +94,8 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def protects(self, e: Effect) -> bool:
         """Separation of duties applies: the effect lands in a protected namespace, or where
         it lands is unknown (and something is protected at all)."""
+        if self.protected_cluster(e.cluster):
+            return True
         if e.unknown:
             return bool(self.protected_namespaces)
         return any(self.protected(ns) for ns, _ in e.namespaces)
@@ -85,7 +103,9 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def key_signed_only(self, e: Effect) -> bool:
         """Only decisions signed with a person's own key count: the effect lands in one of
         `key_signed_namespaces`, or where it lands is unknown (and one is listed: fail
-        closed)."""
+        closed), or on a protected cluster (always key-signed, as protected namespaces are)."""
+        if self.protected_cluster(e.cluster):
+            return True
         if e.unknown:
             return bool(self.key_signed_namespaces)
         return any(self.key_signed(ns) for ns, _ in e.namespaces)
@@ -93,18 +113,27 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def approvals_for(self, e: Effect) -> int:
         if e.unknown and self.two_approvers.namespaces:
             return 2
+        clusters = self.two_approvers.clusters
+        if clusters and (e.cluster in clusters or not e.cluster):  # unknown: fail closed
+            return 2
         return max([self.required_approvals(e.tool, ns) for ns, _ in e.namespaces]
                    + [self.required_approvals(e.tool, "")])
 
     def describe_effect(self, e: Effect) -> tuple[str, ...]:
         out: list[str] = []
-        if e.unknown:
-            if self.protected_namespaces:
-                out.append(f"{e.unknown}: treated as protected "
-                           f"({', '.join(self.protected_namespaces)}): the requester may not "
-                           "approve alone")
-            if self.approvals_for(e) > 1:
-                out.append("two approvers required")
+        if self.protected_cluster(e.cluster):
+            which = (f"cluster {e.cluster} is protected" if e.cluster else
+                     "no cluster named (the executor's current context): treated as "
+                     f"protected ({', '.join(self.protected_clusters)})")
+            out.append(f"{which}: the requester may not approve alone, and only a decision "
+                       "signed with the approver's own key counts")
+        if e.unknown and self.protected_namespaces:
+            out.append(f"{e.unknown}: treated as protected "
+                       f"({', '.join(self.protected_namespaces)}): the requester may not "
+                       "approve alone")
+        if (e.unknown or self.two_approvers.clusters) and self.approvals_for(e) > 1 \
+                and "two approvers required" not in out:
+            out.append("two approvers required")
         for ns, why in e.namespaces or (("", ""),):
             out += [line for line in self.describe(e.tool, ns, why) if line not in out]
         return tuple(out)

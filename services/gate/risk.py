@@ -11,7 +11,7 @@ from datetime import datetime
 
 from schemas.approval import ApprovalCall, BlastRadius
 from schemas.base import Target
-from services.gate.policy import Effect
+from services.gate.policy import Effect, Policy
 
 PRODUCTION_NAMES = frozenset({"production", "prod", "prd", "live"})
 
@@ -52,7 +52,7 @@ def effect_of(tool: str, t: Target, radius: BlastRadius, preview_error: str = ""
         unknown = (f"node/{t.name}: which namespaces' pods it runs is unknown (the dry run "
                    "failed)")
     return Effect(tool=tool, namespaces=tuple((ns, _why(tool, t, ns)) for ns in names if ns),
-                  unknown=unknown)
+                  unknown=unknown, cluster=t.cluster)
 
 
 def _where(call: ApprovalCall) -> str:
@@ -64,11 +64,25 @@ def _where(call: ApprovalCall) -> str:
     return f"{t.kind} objects matching {selector}" if selector else t.kind
 
 
-def flags_for(call: ApprovalCall, tool: str) -> list[str]:
+def production_cluster(cluster: str, policy: Policy | None = None) -> bool:
+    """The cluster is production-like: by its name, or the policy protects it."""
+    if policy is not None and policy.protected_cluster(cluster):
+        return True
+    return bool(cluster) and production_like(cluster)
+
+
+def flags_for(call: ApprovalCall, tool: str, policy: Policy | None = None) -> list[str]:
     t, r = call.target, call.blast_radius
     where = _where(call)
     out: list[str] = []
     effect = effect_of(tool, t, r, call.preview_error)
+    # Same namespace and name on two clusters are two objects: the cluster is part of the risk.
+    if policy is not None and policy.protected_cluster(t.cluster):
+        out.append(f"production-like cluster {t.cluster!r}: protected by policy" if t.cluster
+                   else "production-like cluster: none named, and the policy protects "
+                        f"{', '.join(policy.protected_clusters)}")
+    elif t.cluster and production_like(t.cluster):
+        out.append(f"production-like cluster {t.cluster!r}")
     for ns, why in effect.namespaces:
         if production_like(ns):
             out.append(f"production-like namespace {ns!r}" + (f": {why}" if why else ""))
@@ -150,9 +164,10 @@ def history(changes: list[Change], call: ApprovalCall, tool: str, now: datetime,
         if ups:
             minutes = max(1, round((now - ups[0].at).total_seconds() / 60))
             chain = ", ".join(f"{c.before}→{c.after}" for c in ups)
+            on = f" on cluster {call.target.cluster}" if call.target.cluster else ""
             flags.append(
                 f"{_ordinal(len(ups) + 1)} consecutive scale-up of {call.target.kind}/"
-                f"{call.target.name} in {minutes} minutes: {chain}, now "
+                f"{call.target.name}{on} in {minutes} minutes: {chain}, now "
                 f"{r.replicas_before}→{r.replicas_after} — is this a feedback loop?"
             )
     return lines, flags

@@ -1,5 +1,5 @@
 """The audit endpoints: one session as a timeline with an integrity verdict, and the writes of
-many sessions filtered by time, namespace and approver (for a SIEM, as JSON lines)."""
+many sessions filtered by time, namespace, cluster and approver (for a SIEM, as JSON lines)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from schemas.approval import ApprovalRequested
 from schemas.approvers import REGISTRY_SESSION
 from schemas.ids import InvalidId, check_token
 from services.gateway.errors import HttpError
-from services.runtime import approvers, audit, audit_signers, signing
+from services.runtime import approvers, audit, audit_signers, cluster_names, signing
 from services.runtime.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -116,6 +116,11 @@ async def search(api: Api, request: web.Request) -> web.Response:
     approver = request.query.get("approver", "")
     if len(namespace) > 63 or len(approver) > 200:
         raise HttpError(400, "invalid_filter", "namespace (63) or approver (200) too long")
+    # A cluster nobody wrote to finds nothing (as a namespace does); a value that cannot be a
+    # cluster name is a mistake, said as one.
+    cluster = request.query.get("cluster", "")
+    if "cluster" in request.query and not cluster_names.valid(cluster):
+        raise HttpError(400, "invalid_filter", f"cluster: a cluster name is {cluster_names.RULE}")
     sessions: list[str] = []
     async for s in api.bus.read(S.tag_filter("gate", "approval.requested")):
         ev = s.event
@@ -123,6 +128,8 @@ async def search(api: Api, request: web.Request) -> web.Response:
         if (since and ev.occurred_at < since) or (until and ev.occurred_at > until):
             continue
         if namespace and all(c.target.namespace != namespace for c in ev.calls):
+            continue
+        if cluster and not audit.on_cluster(ev, cluster):
             continue
         if ev.session_id not in sessions:
             sessions.append(ev.session_id)
@@ -137,6 +144,8 @@ async def search(api: Api, request: web.Request) -> web.Response:
             if (since and at < since) or (until and at > until):
                 continue
             if namespace and w.target.get("namespace") != namespace:
+                continue
+            if cluster and w.cluster != cluster:
                 continue
             if approver and approver not in w.approvers:
                 continue

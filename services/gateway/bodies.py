@@ -22,6 +22,9 @@ class NewSession(msgspec.Struct, forbid_unknown_fields=True):
     """Starts a session."""
 
     title: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    # The session's default cluster: a call that names none goes there (issue 21). One of the
+    # deployment's clusters (GET /v1/clusters); "" = the deployment's default.
+    cluster: Annotated[str, msgspec.Meta(max_length=253)] = ""
 
 
 class NewMessage(msgspec.Struct, forbid_unknown_fields=True):
@@ -109,6 +112,7 @@ class SessionSummary(msgspec.Struct):
     started_by: str
     started_at: str
     seq: int
+    cluster: str = ""  # the session's default cluster ("" = the deployment's default)
 
 
 class SessionList(msgspec.Struct):
@@ -136,6 +140,9 @@ class ApprovalStatus(msgspec.Struct):
     decided_by: str = ""
     decision_reason: str = ""
     signatures: list[SignedBy] = msgspec.field(default_factory=list)
+    # Each call, where it acts: "scale deployment/web in shop on cluster b" (issue 21).
+    where: list[str] = msgspec.field(default_factory=list)
+    clusters: list[str] = msgspec.field(default_factory=list)  # the clusters it acts on
 
 
 class ApprovalList(msgspec.Struct):
@@ -170,6 +177,7 @@ class SessionViewOut(msgspec.Struct):
     title: str
     started_at: str
     status: str
+    cluster: str  # the session's default cluster ("" = the deployment's default)
     last_seq: int
     messages: list[MessageOut]
     calls: list[CallOut]

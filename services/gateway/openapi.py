@@ -117,8 +117,10 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
                        params=[{"name": "limit", "in": "query", "required": False,
                                 "schema": {"type": "integer", "minimum": 1,
                                            "maximum": 1000}}]),
-            "post": _op("Start a session", "operator",
-                        ("201", _json(_ref("SessionCreated"), "created")), body="NewSession"),
+            "post": _op("Start a session (optionally with its default cluster)", "operator",
+                        ("201", _json(_ref("SessionCreated"), "created")), body="NewSession",
+                        errors=(("400", "invalid body, or a cluster that is not allowed here "
+                                        "(INTERLOCK_CLUSTERS)"),)),
         },
         "/v1/sessions/{session_id}": {
             "get": _op("The session's state, folded from its events", "viewer",
@@ -214,6 +216,11 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
                             "schema": {"type": "string", "maxLength": 63}},
                            {"name": "approver", "in": "query", "required": False,
                             "schema": {"type": "string", "maxLength": 200}},
+                           {"name": "cluster", "in": "query", "required": False,
+                            "description": "writes on this cluster only (an unknown one: "
+                                           "none)",
+                            "schema": {"type": "string", "maxLength": 253,
+                                       "pattern": "^[A-Za-z0-9_][A-Za-z0-9._:/@+-]*$"}},
                            {"name": "format", "in": "query", "required": False,
                             "schema": {"type": "string", "enum": ["json", "jsonl"]}}]),
         },

@@ -32,6 +32,7 @@ from services.gateway import (
     sse,
     views,
 )
+from services.gateway import clusters as served_clusters
 from services.gateway.approvers import Registry
 from services.gateway.auth import Principal, Role, TokenStore
 from services.gateway.bodies import (
@@ -58,6 +59,7 @@ from services.gateway.middleware import (
 )
 from services.gateway.ratelimit import Limits, RateLimiter
 from services.gateway.requests import body_of, path_token
+from services.runtime import cluster_names
 from services.runtime.bus import Bus
 from services.runtime.log import Expect
 from services.runtime.sealing.blobs import Unsealable
@@ -100,6 +102,8 @@ class Api:
         self._sessions_cursor = 1
         self.connection = sse.Connection()
         self.slack = slack.SlackSettings()  # Slack's request URL (issue 20): its settings
+        # INTERLOCK_CLUSTERS (issue 21): the clusters a session may name; () = legacy mode.
+        self.clusters: tuple[str, ...] = ()
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -259,9 +263,11 @@ class Api:
     async def create_session(self, request: web.Request) -> web.Response:
         who = self.principal(request, "operator")
         body = await body_of(request, NewSession)
+        if (why := cluster_names.not_allowed(body.cluster, self.clusters)) is not None:
+            raise HttpError(400, "invalid_cluster", why)
         sid = new_session_id()
         await self.bus.append(SessionStarted(session_id=sid, title=body.title, actor=who.name,
-                                             actor_name=who.display),
+                                             actor_name=who.display, cluster_name=body.cluster),
                               Expect.new_key())
         return web.json_response({"session_id": sid}, status=201)
 
@@ -400,4 +406,5 @@ def make_app(api: Api, limiter: RateLimiter | None = None,
     signin.install(app, api, app[SPEC])
     mcp_mount.install(app, api)
     slack.install(app, api)
+    served_clusters.install(app, api, app[SPEC])
     return app

@@ -33,6 +33,7 @@ async def run(settings: GatewaySettings, stop: asyncio.Event,
               oidc=Verifier(settings.oidc) if settings.oidc is not None else None)
     api.connection = connection
     api.slack = settings.slack
+    api.clusters = settings.clusters
     app = make_app(api, limits=Limits.default(
         RateLimiter(settings.rate_per_s, settings.rate_burst),
         RateLimiter(settings.auth_failure_rate_per_s, settings.auth_failure_burst),

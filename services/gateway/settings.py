@@ -10,6 +10,7 @@ from pathlib import Path
 from services.gateway.oidc import OidcSettings
 from services.gateway.ratelimit import Network, parse_proxies
 from services.gateway.slack import SlackSettings
+from services.runtime import cluster_names
 from services.runtime.errors import ConfigError
 from services.runtime.settings import NatsSettings
 
@@ -37,6 +38,8 @@ class GatewaySettings:
     oidc: OidcSettings | None = None
     # Slack's request URL (issue 20): the bot token, the Web API, where replies may go.
     slack: SlackSettings = field(default_factory=SlackSettings)
+    # INTERLOCK_CLUSTERS (issue 21): the clusters a session may name; () = legacy mode.
+    clusters: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -86,4 +89,5 @@ class GatewaySettings:
             if env.get("INTERLOCK_ADMIN_KEYS_FILE") else None,
             oidc=oidc,
             slack=SlackSettings.from_env(env),
+            clusters=cluster_names.allowed(env),
         )

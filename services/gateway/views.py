@@ -88,6 +88,11 @@ class ApprovalEntry:
         body["seq"] = self.seq
         body["approvals"] = list(self.state.decision().approved_by)
         body["signatures"] = self.signatures()
+        # Where each call acts, the cluster named plainly (issue 21), and those clusters.
+        calls = self.request.calls
+        body["where"] = [f"{c.tool} {c.where()}" for c in calls]
+        body["clusters"] = list(dict.fromkeys(c.runs_on() for c in calls
+                                              if c.runs_on()))
         decided_by, reason = self.decided()
         if decided_by:
             body["decided_by"] = decided_by
@@ -115,16 +120,18 @@ class SessionSummary:
     started_by: str
     started_at: str
     seq: int
+    cluster: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"session_id": self.session_id, "title": self.title,
-                "started_by": self.started_by, "started_at": self.started_at, "seq": self.seq}
+                "started_by": self.started_by, "started_at": self.started_at, "seq": self.seq,
+                "cluster": self.cluster}
 
 
 def apply_session_started(index: dict[str, SessionSummary], seq: int, ev: Event) -> None:
     if isinstance(ev, SessionStarted) and ev.session_id not in index:
         index[ev.session_id] = SessionSummary(ev.session_id, ev.title, ev.actor,
-                                              ev.occurred_at.isoformat(), seq)
+                                              ev.occurred_at.isoformat(), seq, ev.cluster_name)
 
 
 def requested_text(ev: ToolRequested) -> str:
@@ -162,6 +169,7 @@ class SessionView:
     started_by: str = ""
     title: str = ""
     started_at: str = ""
+    cluster: str = ""
     status: str = "idle"
     last_seq: int = 0
     messages: list[dict[str, Any]] = field(default_factory=list)
@@ -174,6 +182,7 @@ class SessionView:
             "started_by": self.started_by,
             "title": self.title,
             "started_at": self.started_at,
+            "cluster": self.cluster,
             "status": self.status,
             "last_seq": self.last_seq,
             "messages": self.messages,
@@ -193,7 +202,7 @@ def fold_session(session_id: str, stored: list[tuple[int, Event]]) -> SessionVie
         call = view.calls.get(getattr(ev, "call_id", ""), None)
         match ev:
             case SessionStarted():
-                view.started_by, view.title = ev.actor, ev.title
+                view.started_by, view.title, view.cluster = ev.actor, ev.title, ev.cluster_name
                 view.started_at = ev.occurred_at.isoformat()
             case UserMessage():
                 view.messages.append({"role": "user", "who": ev.actor, "text": ev.text,

@@ -112,14 +112,14 @@ def where(call: ApprovalCall) -> str:
     parts = [code(esc(obj))] if obj else []
     if t.namespace:
         parts.append(f"in {code(esc(t.namespace))}")
-    cluster = call.context or t.cluster
+    cluster = call.runs_on()
     if cluster:
-        parts.append(f"on {code(esc(cluster))}")
+        parts.append(f"on cluster {code(esc(cluster))}")
     return " ".join(parts)
 
 
 def call_text(n: int, call: ApprovalCall) -> str:
-    """One call: `*1. scale* deployment/web in shop on prod-eu`, its diff (as much as fits,
+    """One call: `*1. scale* deployment/web in shop on cluster prod-eu`, its diff (as much as fits,
     the rest counted), its dry run's word."""
     head = clip(f"*{n}. {esc(call.tool)}* {where(call)}".rstrip(), 400)
     notes = []
@@ -186,13 +186,13 @@ def _calls_blocks(request: ApprovalRequested, room: int) -> list[Block]:
 
 
 def places(request: ApprovalRequested) -> str:
-    """The namespaces and clusters the calls act in, each once: `shop` on `prod-eu`."""
+    """The namespaces and clusters the calls act in, each once: `shop` on cluster `prod-eu`."""
     seen: list[str] = []
     for call in request.calls:
         t = call.target
         ns = code(esc(t.namespace)) if t.namespace else "cluster-wide"
-        cluster = call.context or t.cluster
-        place = f"{ns} on {code(esc(cluster))}" if cluster else ns
+        cluster = call.runs_on()
+        place = f"{ns} on cluster {code(esc(cluster))}" if cluster else ns
         if place not in seen:
             seen.append(place)
     more = f" and {len(seen) - 5} more" if len(seen) > 5 else ""

@@ -29,17 +29,18 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def _target(t: dict[str, Any]) -> str:
+def _target(t: dict[str, Any], context: str = "") -> str:
     obj = f"{t.get('kind') or 'object'}/{t['name']}" if t.get("name") else (t.get("kind") or "")
+    cluster = t.get("cluster") or context  # a call naming none: the context its dry run found
     return obj + (f" in {t['namespace']}" if t.get("namespace") else "") + (
-        f" on {t['cluster']}" if t.get("cluster") else "")
+        f" on cluster {cluster}" if cluster else "")
 
 
 def summary(kind: str, data: dict[str, Any], request: dict[str, Any] | None) -> str:
     req = request or {}
     calls = req.get("calls", [])
     what = "; ".join(
-        f"{c['tool']} {_target(c.get('target') or {})}"
+        f"{c['tool']} {_target(c.get('target') or {}, c.get('context') or '')}"
         + "".join(f", {f['path']}: {f.get('before')} → {f.get('after')}"
                   for f in c.get("diff", [])[:5])
         for c in calls) or data.get("approval_id", "")

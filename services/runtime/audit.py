@@ -198,6 +198,9 @@ class WriteRecord:
     tool: str
     target: dict[str, str]
     args: dict[str, Any]
+    # The cluster it acts on (issue 21): the target's, else the context the executor's dry run
+    # resolved for a call that named none (legacy mode: the kubeconfig's current context).
+    cluster: str = ""
     requested_by: str = ""
     requested_at: str = ""
     # The MCP client the requester called through, as it named itself ("" for other sources).
@@ -383,6 +386,7 @@ def audit(session_id: str, links: list[chain.Link],
                     writes[c.call_id] = WriteRecord(
                         session_id=ev.session_id, call_id=c.call_id, tool=c.tool,
                         target=msgspec.to_builtins(c.target), args=c.args,
+                        cluster=c.target.cluster or c.context,
                         requested_by=ev.requested_by, requested_at=ev.occurred_at.isoformat(),
                         requested_via=f"MCP: {asked.client or 'an unnamed client'}"
                         if asked is not None else "",
@@ -399,6 +403,12 @@ def audit(session_id: str, links: list[chain.Link],
     report.writes = list(writes.values())
     report.problems += registry_problems(session_id, people, report.decisions)
     return report
+
+
+def on_cluster(ev: ApprovalRequested, cluster: str) -> bool:
+    """The request holds a call on `cluster` (its target's, or the context its dry run
+    resolved): the audit's filter by cluster."""
+    return any((c.target.cluster or c.context) == cluster for c in ev.calls)
 
 
 def _settle(writes: dict[str, WriteRecord], approval: lifecycle.ApprovalState,

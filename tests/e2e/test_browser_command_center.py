@@ -283,7 +283,7 @@ async def test_payment_memory_diff_inside_the_card_at_1440(
 
     text = await card.inner_text()
     # "Where" names the cluster the executor's dry run resolved (the sandbox's context).
-    for needle in ("Where", "namespace production · cluster sandbox", "Blast radius", "Policy:",
+    for needle in ("Where", "namespace production on cluster sandbox", "Blast radius", "Policy:",
                    "may not approve: approver"):
         assert needle in text, (needle, text)
     # Risk flags sit above the rationale.
@@ -441,4 +441,73 @@ async def test_fields_other_parts_add_render_in_words(
     assert asked == ("alice via Claude Code 1.2 (MCP) asked: scale deployment/web --replicas=5 "
                      "-n shop — quoting: “ready 3/3”")
     assert page.errors == []
+    await page.close()
+
+
+# -- several clusters (issue 21) ----------------------------------------------------------------
+
+CLUSTERS = {"clusters": [
+    {"name": "a", "connected": True, "default": True, "last_seen": None, "roles": ["all"],
+     "version": ""},
+    {"name": "prod-eu-west-1-payments", "connected": True, "default": False,
+     "last_seen": None, "roles": ["all"], "version": ""}]}
+
+
+async def test_a_new_session_on_a_chosen_cluster_and_the_cluster_on_its_card(
+        cc_stack: Stack, browser: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """With several clusters the page offers a choice of cluster beside New; the session is
+    started on it (recorded by the real gateway) and says so; a card's Where names the cluster.
+    The cluster list (GET /v1/clusters, `interlock clusters`) is answered by the page's route
+    here: this stack serves one kubeconfig context."""
+    import json
+
+    shots = tmp_path_factory.mktemp("screenshots")
+    for width, height in (DESKTOP, PHONE):
+        page = await browser.new_page(viewport={"width": width, "height": height})
+        page.set_default_timeout(WAIT_MS)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc, errors=errors: errors.append(str(exc)))
+        await page.route("**/v1/clusters", lambda route: route.fulfill(
+            status=200, content_type="application/json", body=json.dumps(CLUSTERS)))
+        await page.goto(f"{cc_stack.url}/#token={_token(cc_stack, 'operator')}")
+        await page.wait_for_selector("body[data-ready]")
+        pick = page.locator("#new-cluster")
+        assert await pick.is_visible()
+        assert await pick.input_value() == "a"  # the deployment's default first
+        assert await pick.locator("option").all_inner_texts() == [
+            "a (default)", "prod-eu-west-1-payments"]
+        await pick.select_option("prod-eu-west-1-payments")
+        before = await page.evaluate("() => state.current")
+        await page.locator("#new-session").click()
+        await page.wait_for_function(
+            "old => state.current && state.current !== old && state.sessions.some((s) =>"
+            " s.session_id === state.current && s.cluster === 'prod-eu-west-1-payments')",
+            arg=before)
+        sid = await page.evaluate("() => state.current")
+        async with aiohttp.ClientSession() as http:
+            status, view = await Client(http, cc_stack.url, _token(cc_stack, "viewer")).call(
+                "GET", f"/v1/sessions/{sid}")
+        assert status == 200
+        assert view["cluster"] == "prod-eu-west-1-payments"
+        assert await page.locator("#session-title").inner_text() == \
+            f"Session {sid} · cluster prod-eu-west-1-payments"
+        started = page.locator("#timeline li[data-type='session.started']")
+        await started.wait_for()
+        assert (await started.locator(".text").inner_text()).endswith(
+            "Session started by operator: on cluster prod-eu-west-1-payments")
+        item = page.locator(f"#sessions li[data-session-id='{sid}']")
+        assert "cluster prod-eu-west-1-payments" in await item.inner_text()
+        where = await page.evaluate("""() => renderCard({approval_id: "a_c", session_id: "s_c",
+          expires_at: new Date(Date.now() + 6e5).toISOString(), required_approvals: 1,
+          calls: [{call_id: "c1", tool: "scale", args: {replicas: 4}, diff: [],
+                   target: {cluster: "b", namespace: "shop", kind: "deployment", name: "web"},
+                   blast_radius: {}}]}).querySelector("dd.where").innerText""")
+        assert where == "namespace shop on cluster b"
+        await _no_sideways_scroll(page)
+        await page.screenshot(path=str(shots / f"clusters-{width}.png"), full_page=True)
+        assert errors == []
+        await page.close()
+    # One cluster (or a gateway that lists none): nothing to choose.
+    page = await _open(browser, cc_stack, "operator", width=PHONE[0], height=PHONE[1])
+    assert await page.locator("#new-cluster").is_hidden()
     await page.close()

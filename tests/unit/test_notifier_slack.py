@@ -70,11 +70,11 @@ def test_the_message_carries_the_cards_essentials_and_the_agreed_buttons() -> No
     msg = slack.message(req, URL)
     within_limits(msg)
     seen = slack.texts(msg["blocks"])
-    for part in ("*1. scale* `deployment/web-1` in `shop` on `prod-eu`",
-                 "*2. scale* `deployment/web-2` in `checkout` on `prod-eu`",
+    for part in ("*1. scale* `deployment/web-1` in `shop` on cluster `prod-eu`",
+                 "*2. scale* `deployment/web-2` in `checkout` on cluster `prod-eu`",
                  "`spec.replicas`: 3 → 5", "production-like, scale-down",
                  "oidc:bob via claude-code 2.1.0 (MCP)", "*Approvals needed*\n2",
-                 "p99 latency is over budget", "`shop` on `prod-eu`, `checkout` on `prod-eu`",
+                 "p99 latency is over budget", "`shop` on cluster `prod-eu`, `checkout` on cluster `prod-eu`",
                  f"<!date^{int(EXPIRES.timestamp())}^"):
         assert part in seen, part
     assert msg["text"] == "Approval needed: scale deployment/web-1 in shop and 1 more " \

@@ -190,6 +190,7 @@ async function signIn(wantedSession) {
   await loadEventTypes();
   if (state.me.can_decide) await setUpPasskeys();
   await refreshSessions();
+  await loadClusters();
   await refreshApprovals();
   // A session opened meanwhile (New clicked while the lists loaded) is not taken away.
   if (state.current) { /* keep it */ }
@@ -235,12 +236,44 @@ async function refreshSessions() {
     class: s.session_id === state.current ? "current" : "",
     dataset: { sessionId: s.session_id },
     onclick: () => openSession(s.session_id),
-  }, s.title || s.session_id, el("small", { text: `${s.started_by} · ${s.started_at.slice(0, 19).replace("T", " ")}` }))));
+  }, s.title || s.session_id, el("small", { text: `${s.started_by} · ${s.started_at.slice(0, 19).replace("T", " ")}` +
+    (s.cluster ? ` · cluster ${s.cluster}` : "") }))));
   arrangeGroups();
+  showSessionCluster();
+}
+
+// The clusters a new session may name (issue 21; GET /v1/clusters). With one cluster (or a
+// gateway that does not list them) there is nothing to choose: the choice stays hidden.
+async function loadClusters() {
+  let listed = [];
+  try {
+    const r = await api("GET", "/v1/clusters");
+    listed = Array.isArray(r) ? r : (r && r.clusters) || [];
+  } catch (err) { listed = []; }
+  showClusterChoice(listed);
+}
+
+function showClusterChoice(listed) {
+  const pick = $("#new-cluster");
+  const names = listed.map((c) => (typeof c === "string" ? { name: c } : c)).filter((c) => c && c.name);
+  pick.replaceChildren(...names.map((c) => el("option", { value: c.name,
+    text: `${c.name}${c.default ? " (default)" : ""}${c.connected === false ? " — not connected" : ""}` })));
+  const def = names.find((c) => c.default);
+  if (def) pick.value = def.name;
+  pick.hidden = names.length < 2;
+  pick.disabled = !(state.me && state.me.can_chat);
+}
+
+function showSessionCluster() {
+  const s = state.sessions.find((x) => x.session_id === state.current);
+  if (!state.current) return;
+  $("#session-title").textContent = `Session ${state.current}` + (s && s.cluster ? ` · cluster ${s.cluster}` : "");
 }
 
 async function newSession() {
-  const created = await api("POST", "/v1/sessions", {});
+  const pick = $("#new-cluster");
+  const body = !pick.hidden && pick.value ? { cluster: pick.value } : {};
+  const created = await api("POST", "/v1/sessions", body);
   await refreshSessions();
   openSession(created.session_id);
   return created.session_id;
@@ -253,7 +286,7 @@ function openSession(sid) {
   state.lastId = 0;
   state.queue = [];
   $("#timeline").replaceChildren();
-  $("#session-title").textContent = `Session ${sid}`;
+  showSessionCluster();
   document.querySelectorAll("#sessions li").forEach((li) =>
     li.classList.toggle("current", li.dataset.sessionId === sid));
   const params = new URLSearchParams(location.hash.slice(1));
@@ -300,7 +333,7 @@ async function loadAudit() {
       ? `Integrity: intact — ${ch.checked || 0} events checked, hash chain and signatures hold (head #${ch.head_seq || 0})`
       : `Integrity: BROKEN — ${problems.length} problem(s)` });
   const writes = (r.writes || []).map((w) => el("li", {},
-    `${w.tool} ${describeTarget(w.target)} — asked by ${w.requested_by || "?"}; `,
+    `${w.tool} ${describeTarget({ ...w.target, cluster: w.target.cluster || w.cluster })} — asked by ${w.requested_by || "?"}; `,
     el("strong", { text: w.decision }),
     (w.approvers || []).length ? ` by ${w.approvers.join(", ")}` : "",
     w.reason ? ` (${w.reason})` : "",
@@ -405,7 +438,7 @@ async function showQueued() {
 function describeTarget(t) {
   if (!t) return "";
   const obj = t.name ? `${t.kind || "object"}/${t.name}` : (t.kind || "");
-  return [obj, t.namespace && `in ${t.namespace}`, t.cluster && `on ${t.cluster}`].filter(Boolean).join(" ");
+  return [obj, t.namespace && `in ${t.namespace}`, t.cluster && `on cluster ${t.cluster}`].filter(Boolean).join(" ");
 }
 
 function fmtValue(v) {
@@ -463,7 +496,10 @@ function requestedLine(d) {
 
 function summary(type, d) {
   switch (type) {
-    case "session.started": return [`Session started by ${d.actor}`, d.title || ""];
+    case "session.started": {
+      const more = [d.title, d.cluster && `on cluster ${d.cluster}`].filter(Boolean).join(" · ");
+      return [`Session started by ${d.actor}`, more ? `: ${more}` : ""];
+    }
     case "user.message": return [`${d.actor}: `, d.text];
     case "assistant.message": return ["Interlock: ", d.text];
     case "tool.requested": return requestedLine(d);
@@ -717,10 +753,10 @@ function blastText(b) {
 }
 
 function where(t, context) {
-  // The cluster is part of "where": the context the executor's dry run resolved, else the
-  // target's own, else the executor's default one.
+  // The cluster is part of "where", named plainly (issue 21): the one the gate routed the call
+  // to, else the context the executor's dry run resolved, else the executor's default one.
   const ns = t.namespace ? `namespace ${t.namespace}` : "cluster-wide (no namespace)";
-  return `${ns} · cluster ${context || t.cluster || "(default context)"}`;
+  return `${ns} on cluster ${t.cluster || context || "(default context)"}`;
 }
 
 function diffTable(diff) {

@@ -103,3 +103,22 @@ def test_the_executor_reads_key_signed_namespaces_from_the_gates_policy(tmp_path
     policy.write_text("key_signed_namespaces: production\n")
     with pytest.raises(ConfigError):
         key_signed_namespaces({"INTERLOCK_POLICY_FILE": str(policy)})
+
+
+def test_a_slack_click_does_not_run_a_write_on_a_protected_cluster() -> None:
+    """Issue 21: the policy's protected_clusters are key-signed only at the executor too, by
+    the grant's signed target, whatever the gate's card says (key_signed_only false here)."""
+    on_prod = Target(cluster="prod", namespace="shop", kind="deployment", name="web")
+    events, grant = _log(on_prod, SLACK)
+    why = domain.approval_problem(events, "s_1", grant, ("production",), ("prod",))
+    assert why is not None and "lands in cluster prod" in why
+    events, grant = _log(on_prod, KEY)
+    assert domain.approval_problem(events, "s_1", grant, ("production",), ("prod",)) is None
+    on_dev = Target(cluster="dev", namespace="shop", kind="deployment", name="web")
+    events, grant = _log(on_dev, SLACK)
+    assert domain.approval_problem(events, "s_1", grant, ("production",), ("prod",)) is None
+    # No cluster named (the legacy current context): fail closed once any is protected.
+    events, grant = _log(SHOP, SLACK)
+    assert "an unnamed cluster" in (
+        domain.approval_problem(events, "s_1", grant, ("production",), ("prod",)) or "")
+    assert domain.approval_problem(events, "s_1", grant) is None

@@ -1,0 +1,44 @@
+"""Cluster names as people type them (issue 21): a kubeconfig context's name locally (EKS ARNs
+hold `:` and `/`), a spoke's own label in a deployment; and the hub's list of allowed clusters,
+INTERLOCK_CLUSTERS (comma list, first = the deployment's default; unset = legacy mode)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+from services.runtime.errors import ConfigError
+
+MAX_LENGTH = 253
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._:/@+-]*")
+RULE = f"letters, digits and . _ : / @ + - (at most {MAX_LENGTH})"
+
+
+def valid(name: str) -> bool:
+    return len(name) <= MAX_LENGTH and _NAME.fullmatch(name) is not None
+
+
+def allowed(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """INTERLOCK_CLUSTERS as a tuple; () when unset (legacy mode: any name the executor's
+    allow-list takes)."""
+    env = os.environ if env is None else env
+    names = tuple(dict.fromkeys(n.strip() for n in env.get("INTERLOCK_CLUSTERS", "").split(",")
+                                if n.strip()))
+    bad = [n for n in names if not valid(n)]
+    if bad:
+        raise ConfigError(f"INTERLOCK_CLUSTERS: {', '.join(map(repr, bad))}: a cluster name "
+                          f"is {RULE}")
+    return names
+
+
+def not_allowed(name: str, clusters: tuple[str, ...]) -> str | None:
+    """Why a session or a call may not name `name` here, or None ("" is always fine: the
+    deployment's default)."""
+    if not name:
+        return None
+    if not valid(name):
+        return f"cluster {name[:80]!r} is not a cluster name: {RULE}"
+    if clusters and name not in clusters:
+        return f"cluster {name!r} is not allowed here (allowed: {', '.join(clusters)})"
+    return None
