@@ -220,7 +220,7 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
                             "description": "writes on this cluster only (an unknown one: "
                                            "none)",
                             "schema": {"type": "string", "maxLength": 253,
-                                       "pattern": "^[A-Za-z0-9_][A-Za-z0-9._:/@+-]*$"}},
+                                       "minLength": 1, "pattern": "^[^\\s,]+$"}},
                            {"name": "format", "in": "query", "required": False,
                             "schema": {"type": "string", "enum": ["json", "jsonl"]}}]),
         },

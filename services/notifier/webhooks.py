@@ -83,6 +83,10 @@ def slack_message(p: dict[str, Any]) -> dict[str, Any]:
         fields.append({"type": "mrkdwn", "text": f"*Expires:* {req['expires_at']}"})
     if req.get("expected_outcome"):
         fields.append({"type": "mrkdwn", "text": f"*Expected:* {req['expected_outcome'][:500]}"})
+    places = list(dict.fromkeys(_target(c.get("target") or {}, c.get("context") or "")
+                                for c in req.get("calls") or ()))
+    if places:  # where, the cluster named plainly (issue 21)
+        fields.append({"type": "mrkdwn", "text": f"*Where:* {'; '.join(places)[:500]}"})
     blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn",
                                                                  "text": text[:2900]}}]
     if fields:

@@ -91,8 +91,14 @@ def _who(principal: str, name: str) -> str:
     return f"{principal} ({name})" if name and name != principal else principal
 
 
+def _on(ev: Event) -> str:
+    """" on cluster b" for an event bound to a named cluster (issue 21), else ""."""
+    cluster = ev.cluster()
+    return f" on cluster {cluster}" if cluster else ""
+
+
 def describe(ev: Event) -> str:
-    """One line saying who did what, for the timeline."""
+    """One line saying who did what, for the timeline (naming the cluster where it is one)."""
     match ev:
         case SessionStarted():
             return f"{_who(ev.actor, ev.actor_name)} opened the session"
@@ -113,14 +119,14 @@ def describe(ev: Event) -> str:
             asked = f" for {ev.requested_by}'s MCP call" if ev.source == "mcp" else ""
             return f"planner proposed {ev.tool}({_args(ev.args)}){asked}{why}{ev_txt}"
         case ToolClassified():
-            return f"gate classified {ev.call_id} as {ev.access} ({ev.rule})"
+            return f"gate classified {ev.call_id} as {ev.access}{_on(ev)} ({ev.rule})"
         case ToolRefused():
             return f"gate refused {ev.tool} {ev.call_id}: {ev.reason}"
         case PreviewRecorded():
             diff = "; ".join(c.describe() for c in ev.diff) or "no field changes"
             gathered = (f"; gathered by Interlock: {_short(' | '.join(ev.gathered), 300)}"
                         if ev.gathered else "")
-            return f"executor dry run of {ev.call_id}: {diff}" + (
+            return f"executor{_on(ev)} dry run of {ev.call_id}: {diff}" + (
                 f" (error: {ev.error})" if ev.error else "") + gathered
         case ApprovalRequested():
             parts = []
@@ -142,7 +148,7 @@ def describe(ev: Event) -> str:
                    f"{ev.reason}"
         case ApprovalGranted():
             return f"gate granted {ev.approval_id} (approved by {ev.approver}) and released " \
-                   f"{len(ev.grants)} signed call(s)"
+                   f"{len(ev.grants)} signed call(s){_on(ev)}"
         case ApprovalDenied():
             return f"gate recorded the denial of {ev.approval_id} by {ev.approver}: {ev.reason}"
         case ApprovalExpired():
@@ -151,16 +157,16 @@ def describe(ev: Event) -> str:
             return f"gate made {ev.call_id} from {ev.replaces} with args changed by " \
                    f"{ev.amended_by}: {ev.tool}({_args(ev.args)})"
         case ToolStarted():
-            return f"executor claimed {ev.call_id} and called the cluster"
+            return f"executor{_on(ev)} claimed {ev.call_id} and called the cluster"
         case ToolResult():
             first = _short(ev.output.splitlines()[0] if ev.output else "", 200)
-            return f"executor result of {ev.call_id} ({ev.tool}): {ev.status} — {first}"
+            return f"executor{_on(ev)} result of {ev.call_id} ({ev.tool}): {ev.status} — {first}"
         case CommandRefused():
-            return f"executor refused a command for {ev.call_id}: {ev.reason}"
+            return f"executor{_on(ev)} refused a command for {ev.call_id}: {ev.reason}"
         case ToolVerified():
             check = f" ({ev.check})" if ev.check else ""
             detail = f" — {_short(ev.detail)}" if ev.detail else ""
-            return f"executor checked {ev.call_id}{check}: {VERIFIED[ev.outcome]}{detail}"
+            return f"executor{_on(ev)} checked {ev.call_id}{check}: {VERIFIED[ev.outcome]}{detail}"
         case TurnCompleted():
             return f"planner finished the turn ({ev.reason})" if ev.reason else \
                 "planner finished the turn"

@@ -5,18 +5,21 @@ INTERLOCK_CLUSTERS (comma list, first = the deployment's default; unset = legacy
 from __future__ import annotations
 
 import os
-import re
+import unicodedata
 from collections.abc import Mapping
 
 from services.runtime.errors import ConfigError
 
 MAX_LENGTH = 253
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._:/@+-]*")
-RULE = f"letters, digits and . _ : / @ + - (at most {MAX_LENGTH})"
+# As `interlock up` checks a context before it names a cluster (launcher/contexts.unusable):
+# INTERLOCK_CLUSTERS is a comma list, and a name is shown on cards.
+RULE = (f"1 to {MAX_LENGTH} characters, without a comma, white space or a control "
+        "character")
 
 
 def valid(name: str) -> bool:
-    return len(name) <= MAX_LENGTH and _NAME.fullmatch(name) is not None
+    return 0 < len(name) <= MAX_LENGTH and "," not in name and not any(
+        ch.isspace() or unicodedata.category(ch).startswith("C") for ch in name)
 
 
 def allowed(env: Mapping[str, str] | None = None) -> tuple[str, ...]:

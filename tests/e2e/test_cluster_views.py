@@ -95,4 +95,4 @@ async def test_the_card_and_the_audit_name_the_cluster(
     assert "0 write(s)" in out
     code, out, err = await run_cli(_env(stack, "viewer"), "audit", "--cluster", "a b")
     assert code == 1
-    assert "cluster: a cluster name is letters" in err
+    assert "cluster: a cluster name is 1 to 253 characters" in err

@@ -68,6 +68,10 @@ def test_slack_and_webhooks_name_the_cluster() -> None:
         "Approval needed: scale deployment/web in shop on cluster b, spec.replicas: 3 → 4")
     legacy = msgspec.to_builtins(_request(_call("", context="sandbox")))
     assert "on cluster sandbox" in webhooks.summary("approval.requested", legacy, legacy)
+    hook = webhooks.slack_message(webhooks.payload("approval.requested", data, data,
+                                                   "https://interlock.example"))
+    fields = [f["text"] for b in hook["blocks"] for f in b.get("fields", ())]
+    assert "*Where:* deployment/web in shop on cluster b" in fields
 
 
 def test_the_audit_text_names_the_cluster() -> None:
@@ -80,9 +84,10 @@ def test_the_audit_text_names_the_cluster() -> None:
 
 def test_cluster_names() -> None:
     for good in ("a", "prod-eu", "kind-kind", "gke_p_europe-west1_x", "minikube",
-                 "arn:aws:eks:eu-west-1:123456789012:cluster/prod", "alice@prod"):
+                 "arn:aws:eks:eu-west-1:123456789012:cluster/prod", "alice@prod",
+                 "x" * 253):
         assert cluster_names.valid(good), good
-    for bad in ("", "a b", "a\nb", "<x>", "-a", "x" * 254, "a,b"):
+    for bad in ("", "a b", "a\nb", "a\u200bb", "x" * 254, "a,b"):
         assert not cluster_names.valid(bad), bad
     assert cluster_names.allowed({"INTERLOCK_CLUSTERS": " a, b,,a "}) == ("a", "b")
     assert cluster_names.allowed({}) == ()
@@ -90,3 +95,19 @@ def test_cluster_names() -> None:
         "cluster 'c' is not allowed here (allowed: a, b)"
     assert cluster_names.not_allowed("", ("a",)) is None
     assert cluster_names.not_allowed("anything", ()) is None
+
+
+def test_the_audit_timeline_names_the_cluster_of_bound_events() -> None:
+    from schemas.approval import ToolClassified
+    from schemas.execution import ToolResult, ToolStarted
+
+    classified = ToolClassified(session_id="s_1", call_id="c_1", access="write", rule="scale",
+                                target=Target(cluster="b", namespace="shop"))
+    assert audit.describe(classified) == "gate classified c_1 as write on cluster b (scale)"
+    started = ToolStarted(session_id="s_1", call_id="c_1", approval_id="a_1", cluster_name="b")
+    assert audit.describe(started) == "executor on cluster b claimed c_1 and called the cluster"
+    result = ToolResult(session_id="s_1", call_id="c_1", tool="scale", status="ok",
+                        output="scaled", cluster_name="b")
+    assert audit.describe(result).startswith("executor on cluster b result of c_1 (scale): ok")
+    legacy = ToolResult(session_id="s_1", call_id="c_1", tool="scale", status="ok")
+    assert audit.describe(legacy).startswith("executor result of c_1")

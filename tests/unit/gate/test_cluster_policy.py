@@ -100,3 +100,45 @@ def test_the_executor_reads_protected_clusters_from_the_same_file(tmp_path: Path
     f.write_text("protected_clusters: prod\n")
     with pytest.raises(ConfigError, match="protected_clusters must be a list"):
         executor_settings.key_signed_clusters(env)
+
+
+def test_the_gates_card_for_a_write_on_a_protected_cluster() -> None:
+    """The request the gate builds (services.gate.domain, pure): a write in an unprotected
+    namespace on a protected cluster bars its asker, counts only key-signed decisions, is
+    flagged production-like and its title names the cluster; the same write on another
+    cluster is none of that."""
+    from schemas.approval import ApprovalRequested, FieldChange
+    from schemas.execution import PreviewRecorded
+    from schemas.planning import ToolProposed
+    from schemas.session import SessionStarted, UserMessage
+    from services.gate import domain
+
+    now = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    p = policy.Policy(protected_clusters=("prod",))
+
+    def card(cluster: str) -> ApprovalRequested:
+        events = [SessionStarted(session_id="s_1", actor="ops"),
+                  UserMessage(session_id="s_1", actor="alice", text="scale web"),
+                  ToolProposed(session_id="s_1", call_id="c_1", tool="scale", source="llm",
+                               args={"name": "web", "namespace": "shop", "replicas": 5,
+                                     "cluster": cluster}),
+                  PreviewRecorded(session_id="s_1", call_id="c_1", ok=True,
+                                  diff=(FieldChange(path="spec.replicas", before=3, after=5),),
+                                  blast_radius=BlastRadius(replicas_before=3, replicas_after=5))]
+        batch = domain.batch_of(events, "c_1", p)
+        assert batch is not None
+        return domain.approval_request(events, batch, p, [], now, 900, 3600, cause="e")
+
+    on_prod = card("prod")
+    assert on_prod.title == "Scale deployment web in shop on cluster prod"
+    assert on_prod.forbidden_approvers == ("alice",)
+    assert on_prod.key_signed_only
+    assert on_prod.calls[0].blast_radius.production_like
+    assert "production-like cluster 'prod': protected by policy" in \
+        on_prod.risk_flags
+    assert on_prod.policy[0].startswith("cluster prod is protected")
+    on_dev = card("dev")
+    assert on_dev.forbidden_approvers == ()
+    assert not on_dev.key_signed_only
+    assert not on_dev.calls[0].blast_radius.production_like
+    assert on_dev.policy == ()
