@@ -13,10 +13,11 @@ from pathlib import Path
 
 import yaml
 
+from services.runtime import cluster_names
 from services.runtime.errors import ConfigError
 
 # The longest cluster a call may name (schemas/catalogue.py, ToolArgs.cluster).
-MAX_NAME = 253
+MAX_NAME = cluster_names.MAX_LENGTH
 
 
 @dataclass(frozen=True)

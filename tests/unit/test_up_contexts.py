@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launcher import cli
+from launcher import cli, contexts
 from launcher.stack import StackConfig
+from services.runtime import cluster_names
 from services.runtime.errors import ConfigError
 
 
@@ -105,3 +106,11 @@ def test_a_context_whose_cluster_is_missing_is_not_usable(tmp_path: Path) -> Non
 def test_several_kubeconfig_files_must_be_merged_first(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="kubectl config view --flatten"):
         _config(["--context", "a"], {"KUBECONFIG": f"{tmp_path}/x:{tmp_path}/y"})
+
+
+@pytest.mark.parametrize("name", ["a", "arn:aws:eks:eu-west-1:1:cluster/prod", "_", "x" * 253,
+                                  "", "a,b", "a b", "a\tb", "a\x1bb", "x" * 254, "ç-é"])
+def test_interlock_up_and_the_hub_agree_on_what_names_a_cluster(name: str) -> None:
+    """A context `interlock up` accepts never stops the gateway or the gate, which check
+    INTERLOCK_CLUSTERS by services/runtime/cluster_names."""
+    assert (contexts.unusable(name) == "") == cluster_names.valid(name)
