@@ -163,7 +163,7 @@ def cluster_lines(stack: Stack) -> list[str]:
     return [
         f"  Clusters        {', '.join(names)}  (contexts of {stack.kubeconfig})",
         f"    spokes        one per cluster: a leaf nats-server joined to the hub's leaf port "
-        f"{stack.leaf_url} and an executor holding that context alone",
+        f"{stack.leaf_url} and an executor allowed that context alone",
         "    status        interlock clusters  (a call to another context is refused)",
     ]
 
