@@ -249,6 +249,7 @@ async def test_reads_and_an_approved_write_reach_their_cluster_only(world: World
     (call,) = card.data["calls"]
     assert call["target"]["cluster"] == "b"
     assert call["context"] == "b"
+    assert card.data["title"].endswith(" on cluster b"), card.data["title"]
     result = await _approve(w, sid, card)
     assert result.data["status"] == "ok", result.data
     assert result.data["cluster"] == "b"
