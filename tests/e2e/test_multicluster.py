@@ -4,8 +4,8 @@ joined to the hub as that cluster's identity, and an executor behind it (launche
 All real processes and servers on loopback; what a cluster holds is read with the official
 kubernetes client, and every stored write each sandbox answered is counted in the sandbox.
 
-1. Reads and an approved write reach the cluster they name (or the default, a) and no other;
-   the card names the cluster.
+1. Reads and an approved write reach the cluster they name (or the session's default, or the
+   deployment's, a) and no other; the card names the cluster.
 2. A grant for cluster a re-published on b's subject with the gate's own identity and key (a
    compromised gate) is refused by b's executor — recorded, zero executions; a result that
    spoke b writes for one of a's calls is not believed (the audit flags it).
@@ -256,6 +256,13 @@ async def test_reads_and_an_approved_write_reach_their_cluster_only(world: World
     assert await asyncio.to_thread(b.replicas, "web") == 3
     assert await asyncio.to_thread(a.replicas, "web") == 1
     assert (a.scale_writes("web"), b.scale_writes("web")) == (0, 1)
+
+    # A session whose default is b: a call naming no cluster runs on b.
+    status, body = await w.operator.call("POST", "/v1/sessions", {"cluster": "b"})
+    assert status == 201, body
+    on_b = str(body["session_id"])
+    got = await _say(w, on_b, f"kubectl get deploy only-b -n {NS}")
+    assert got.data["status"] == "ok" and got.data["cluster"] == "b", got.data
 
 
 async def test_a_grant_for_a_replayed_onto_b_is_refused_and_bs_word_on_a_not_believed(
