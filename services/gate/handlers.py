@@ -98,9 +98,13 @@ class Gate:
         self._presence = (now, by)
         return by
 
-    async def cluster_refusal(self, cluster: str) -> str | None:
-        """Why a call for `cluster` is refused before any card or read (None: it may go)."""
-        by = await self.statuses()
+    async def cluster_refusal(self, cluster: str, access: str = "read") -> str | None:
+        """Why a call for `cluster` is refused before any card or read (None: it may go).
+        Only the executors that would run it count: a read needs one of role all or read, a
+        write (its dry run, then the write) one of role all or write."""
+        roles = {"all", "read"} if access == "read" else {"all", "write"}
+        by = {name: [st for st in found if st.role in roles]
+              for name, found in (await self.statuses()).items()}
         now = datetime.now(UTC)
         interval = self.settings.presence_interval_s
         if self.settings.clusters:
@@ -165,7 +169,8 @@ class Gate:
         if c.access != "refused" and c.args is not None:
             # Before any card and before any read: a cluster not allowed here, or that no
             # executor serves now, is refused at once with words a person acts on.
-            why = await self.cluster_refusal(c.target.cluster if c.target else cluster)
+            why = await self.cluster_refusal(c.target.cluster if c.target else cluster,
+                                             c.access)
             if why is not None:
                 c = domain.Classification("refused", why)
         runs = c.access != "refused" and c.args is not None

@@ -4,8 +4,8 @@ joined to the hub as that cluster's identity, and an executor behind it (launche
 All real processes and servers on loopback; what a cluster holds is read with the official
 kubernetes client, and every stored write each sandbox answered is counted in the sandbox.
 
-1. Reads and an approved write reach the cluster they name (or the default, a) and no other;
-   the card names the cluster.
+1. Reads and an approved write reach the cluster they name (or the session's default, or the
+   deployment's, a) and no other; the card names the cluster.
 2. A grant for cluster a re-published on b's subject with the gate's own identity and key (a
    compromised gate) is refused by b's executor — recorded, zero executions; a result that
    spoke b writes for one of a's calls is not believed (the audit flags it).
@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +154,6 @@ async def _connected(stack: Stack, cluster: str, want: bool) -> bool:
         found = await presence.read_clusters(bus)
     finally:
         await bus.close()
-    from datetime import UTC, datetime
     return presence.connected(found.get(cluster, []), datetime.now(UTC), INTERVAL_S) == want
 
 
@@ -249,6 +248,7 @@ async def test_reads_and_an_approved_write_reach_their_cluster_only(world: World
     (call,) = card.data["calls"]
     assert call["target"]["cluster"] == "b"
     assert call["context"] == "b"
+    assert card.data["title"].endswith(" on cluster b"), card.data["title"]
     result = await _approve(w, sid, card)
     assert result.data["status"] == "ok", result.data
     assert result.data["cluster"] == "b"
@@ -256,6 +256,13 @@ async def test_reads_and_an_approved_write_reach_their_cluster_only(world: World
     assert await asyncio.to_thread(b.replicas, "web") == 3
     assert await asyncio.to_thread(a.replicas, "web") == 1
     assert (a.scale_writes("web"), b.scale_writes("web")) == (0, 1)
+
+    # A session whose default is b: a call naming no cluster runs on b.
+    status, body = await w.operator.call("POST", "/v1/sessions", {"cluster": "b"})
+    assert status == 201, body
+    on_b = str(body["session_id"])
+    got = await _say(w, on_b, f"kubectl get deploy only-b -n {NS}")
+    assert got.data["status"] == "ok" and got.data["cluster"] == "b", got.data
 
 
 async def test_a_grant_for_a_replayed_onto_b_is_refused_and_bs_word_on_a_not_believed(
@@ -396,4 +403,3 @@ async def test_a_spoke_dropping_mid_write_runs_it_once_and_a_gone_cluster_is_ref
     events = await session_events(w.stack, sid)
     assert sum(1 for e in events if e.type == "approval.requested") == 2  # the two above
     print(f"refused a read to a disconnected cluster in {took:.2f} s")
-    assert json.dumps(refused.data)  # the answer is plain data

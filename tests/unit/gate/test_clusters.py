@@ -135,3 +135,28 @@ def test_a_preview_from_another_clusters_executor_is_not_believed() -> None:
     # Legacy (classified for no cluster): the executor's stamped context is believed.
     legacy = {"c_a": ""}
     assert not lifecycle.misrouted(result, legacy)
+
+
+async def test_only_the_executors_that_would_run_a_call_count_as_connected() -> None:
+    """Split layout: b's read executor reports, its write executor does not — a read on b
+    goes, a write on b is refused before any card (nobody would run its dry run)."""
+    import asyncio
+    from dataclasses import replace as dc_replace
+
+    from services.gate.handlers import Gate
+    from services.gate.settings import GateSettings
+    from services.runtime.presence import ClusterStatus
+    from services.runtime.settings import NatsSettings
+
+    gate = Gate.__new__(Gate)
+    gate.settings = dc_replace(GateSettings(nats=NatsSettings("nats://x", "gate", "p"),
+                                            key_file=None, admin_keys_file=None),  # type: ignore[arg-type]
+                               clusters=("a", "b"), presence_interval_s=5.0)
+    now = datetime.now(UTC)
+    seen = {"b": [ClusterStatus(cluster="b", role="read", seen_at=now)],
+            "a": [ClusterStatus(cluster="a", role="all", seen_at=now)]}
+    gate._presence = (asyncio.get_running_loop().time(), seen)
+    assert await gate.cluster_refusal("b", "read") is None
+    assert await gate.cluster_refusal("a", "write") is None
+    why = await gate.cluster_refusal("b", "write")
+    assert why is not None and why.startswith("cluster 'b' is not connected")
