@@ -21,6 +21,8 @@ from urllib.parse import urlencode
 import aiohttp
 
 from clients import keys, render, safe_text
+from clients.clusters import add_parser as add_clusters_parser
+from clients.clusters import cmd_clusters
 from clients.http import ApiError, Gateway
 from clients.key_commands import (
     Signer,
@@ -330,6 +332,7 @@ COMMANDS: dict[str, Callable[[Gateway, argparse.Namespace, Out], Any]] = {
     "audit": cmd_audit,
     "sessions": cmd_sessions,
     "keys": cmd_keys,
+    "clusters": cmd_clusters,
 }
 
 
@@ -387,6 +390,7 @@ def add_parsers(sub: Any, audit_options: Callable[[argparse.ArgumentParser], Non
     p.add_argument("--title", help="title of the new session")
     p = sub.add_parser("sessions", parents=[common], help="list sessions")
     p.add_argument("--limit", type=int, default=50)
+    add_clusters_parser(sub, common)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,10 +13,11 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from clients import commands, login, safe_text, slack_setup
-from launcher import verify
+from launcher import contexts, verify
 from launcher.stack import APPROVERS, Stack, StackConfig
 from services.gate import policy as gate_policy
 from services.planner.settings import ModelSettings
@@ -44,18 +45,39 @@ def _in_use(port: int) -> str:
     return ""
 
 
-async def _up(args: argparse.Namespace) -> int:
-    cfg = StackConfig(
+def up_config(args: argparse.Namespace, environ: Mapping[str, str]) -> StackConfig:
+    """What `interlock up ARGS` runs, given the caller's environment. Contexts named (--context,
+    --all-contexts, else INTERLOCK_KUBE_CONTEXTS) are checked against the kubeconfig here,
+    before anything starts: each is a cluster with a local spoke of its own."""
+    named = contexts.from_caller(args.context or (), environ)
+    kubeconfig = Path(args.kubeconfig) if args.kubeconfig else None
+    chosen = None
+    if named or args.all_contexts:
+        chosen = contexts.choose(kubeconfig or contexts.default_kubeconfig(environ), named,
+                                 args.all_contexts)
+        if args.nats_cluster > 1:
+            raise ConfigError("--nats-cluster with clusters: local spokes join a single "
+                              "nats-server (leave out --nats-cluster)")
+    return StackConfig(
         data_dir=Path(args.data),
         http_port=args.port,
         nats_port=args.nats_port,
-        kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
-        kube_context=args.context or "",
-        admin_token=os.environ.get("INTERLOCK_ADMIN_TOKEN", ""),
+        kubeconfig=chosen.kubeconfig if chosen else kubeconfig,
+        clusters=chosen.names if chosen else (),
+        local_spokes=chosen is not None,
+        admin_token=environ.get("INTERLOCK_ADMIN_TOKEN", ""),
         scenarios=tuple(args.scenario or ()),
         replicas=args.replicas,
         nats_cluster=args.nats_cluster,
     )
+
+
+async def _up(args: argparse.Namespace) -> int:
+    try:
+        cfg = up_config(args, os.environ)
+    except ConfigError as exc:
+        _out(f"interlock up failed: {exc}")
+        return 1
     stack = Stack(cfg)
     try:
         # Read as the gate and the planner will, so a bad policy or model setting fails here.
@@ -94,8 +116,12 @@ async def _up(args: argparse.Namespace) -> int:
     if cfg.replicas > 1:
         _out(f"  Instances       {cfg.replicas} of each service; gateways at "
              + " ".join(stack.gateway_urls))
-    cluster = stack.sandbox_url and f"sandbox cluster at {stack.sandbox_url}"
-    _out(f"  Kubernetes      {cluster or stack.kubeconfig}  (kubeconfig {stack.kubeconfig})")
+    if cfg.clusters:
+        for line in cluster_lines(stack):
+            _out(line)
+    else:
+        cluster = stack.sandbox_url and f"sandbox cluster at {stack.sandbox_url}"
+        _out(f"  Kubernetes      {cluster or stack.kubeconfig}  (kubeconfig {stack.kubeconfig})")
     _out("  Tokens (Authorization: Bearer …):")
     _out(f"    admin     {cfg.admin_token}")
     for name, t in stack.tokens.items():
@@ -128,6 +154,17 @@ def mcp_lines(url: str, operator_token: str) -> list[str]:
     return [
         f"  MCP             {url}/mcp  (Streamable HTTP; Authorization: Bearer {token})",
         f"    stdio         INTERLOCK_URL={url} INTERLOCK_TOKEN={token} interlock mcp",
+    ]
+
+
+def cluster_lines(stack: Stack) -> list[str]:
+    """The clusters served (issue 21), the default first, and how each is reached."""
+    names = [f"{c} (default)" if i == 0 else c for i, c in enumerate(stack.cfg.clusters)]
+    return [
+        f"  Clusters        {', '.join(names)}  (contexts of {stack.kubeconfig})",
+        f"    spokes        one per cluster: a leaf nats-server joined to the hub's leaf port "
+        f"{stack.leaf_url} and an executor allowed that context alone",
+        "    status        interlock clusters  (a call to another context is refused)",
     ]
 
 
@@ -225,6 +262,17 @@ async def _watch_children(stack: Stack, stop: asyncio.Event) -> None:
             if proc.poll() is not None and not stop.is_set():
                 _out(f"{name} exited with {proc.returncode}; restarting")
                 stack.start_service(name)
+        for cluster, spoke in stack.spokes.items():
+            if spoke.leaf is not None and not spoke.leaf.running and not stop.is_set():
+                _out(f"the nats-server of cluster {cluster}'s spoke exited; restarting")
+                try:
+                    await spoke.restart_leaf()
+                except ConfigError as exc:  # tried again at the next look
+                    _out(f"  not restarted: {exc}")
+            for role in spoke.roles:
+                if not spoke.executor_running(role) and not stop.is_set():
+                    _out(f"the executor of cluster {cluster} exited; restarting")
+                    spoke.start_executor(role)
 
 
 def _positive(text: str) -> int:
@@ -241,14 +289,7 @@ def _cluster_size(text: str) -> int:
     return value
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["sandbox"]:
-        # The sandbox parses its own flags (--port, --kubeconfig, …): argparse's REMAINDER drops
-        # options that come first, so they are handed over untouched.
-        from sandbox.cli import main as sandbox_main
-
-        return int(sandbox_main(argv[1:]) or 0)
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="interlock", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="run everything on this machine")
@@ -256,7 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--data", default=".interlock", help="NATS storage, keys and tokens")
     up.add_argument("--nats-port", type=int, default=0, help="NATS port (default: a free one)")
     up.add_argument("--kubeconfig", help="use this cluster instead of the sandbox")
-    up.add_argument("--context", help="kubeconfig context to allow (default: current)")
+    up.add_argument("--context", action="append", metavar="NAME",
+                    help="serve this context of the kubeconfig as a cluster, with a local spoke "
+                         "(repeatable; the first is the default cluster; default: "
+                         "$INTERLOCK_KUBE_CONTEXTS, else the current context alone as before)")
+    up.add_argument("--all-contexts", action="store_true",
+                    help="serve every context of the kubeconfig")
     up.add_argument("--scenario", action="append", help="sandbox scenario (default: all)")
     up.add_argument("--replicas", type=_positive, default=1,
                     help="instances of each service (default 1); extra gateways get their own "
@@ -269,6 +315,22 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parsers(sub, verify.add_options)
     login.add_parsers(sub)
     slack_setup.add_slack_parser(sub)
+    return parser
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sandbox"]:
+        # The sandbox parses its own flags (--port, --kubeconfig, …): argparse's REMAINDER drops
+        # options that come first, so they are handed over untouched.
+        from sandbox.cli import main as sandbox_main
+
+        return int(sandbox_main(argv[1:]) or 0)
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "audit" and args.verify:
         return verify.run(args)

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from launcher.childenv import base_env
 from launcher.nats import NatsCluster, NatsServerProcess, free_port
+from launcher.spoke import Spoke
 from schemas import subjects as S
 from services.runtime import approvers, identity, natsconf, provision, signing
 from services.runtime.errors import ConfigError
@@ -41,6 +42,9 @@ GATEWAY_ENV = ("INTERLOCK_SLACK_BOT_TOKEN", "INTERLOCK_SLACK_API_URL",
                "INTERLOCK_SLACK_RESPONSE_URL_PREFIX")
 
 SERVICES = ("executor", "gate", "planner", "gateway", "notifier")
+# The hub's services that read INTERLOCK_CLUSTERS (issue 21): which clusters a call may name,
+# and the default. The executors are the spokes', one per cluster (INTERLOCK_CLUSTER).
+HUB_CLUSTER_SERVICES = ("gate", "gateway", "planner")
 # The principals `interlock up` makes that may approve: each gets a key, enrolled at start.
 APPROVERS = ("admin", "approver")
 # Passed through to the notifier from the environment of `interlock up`.
@@ -118,6 +122,10 @@ class StackConfig:
     # come in (0: a free port, when there are clusters).
     clusters: tuple[str, ...] = ()
     leaf_port: int = 0
+    # With clusters: start one local spoke per cluster (a leaf nats-server and an executor
+    # holding that context of `kubeconfig`), as `interlock up --context` does. Off: the caller
+    # runs the spokes (tests that kill or impersonate one); no hub executor either way.
+    local_spokes: bool = False
 
 
 def instance_name(service: str, index: int) -> str:
@@ -152,6 +160,7 @@ class Stack:
         self.credentials: dict[str, str] = {}
         self.tokens: dict[str, dict[str, object]] = {}
         self._legacy_log = False  # a log from before events were signed (see start_nats)
+        self.spokes: dict[str, Spoke] = {}  # cluster -> its local spoke (cfg.clusters)
 
     @property
     def url(self) -> str:
@@ -393,6 +402,8 @@ class Stack:
             env["INTERLOCK_TOKENS_FILE"] = str(self.data / "tokens.json")
             env["INTERLOCK_ADMIN_TOKEN"] = self.cfg.admin_token
             env["INTERLOCK_SSE_HEARTBEAT"] = str(self.cfg.sse_heartbeat_s)
+        if self.cfg.clusters and service in HUB_CLUSTER_SERVICES:
+            env["INTERLOCK_CLUSTERS"] = ",".join(self.cfg.clusters)
         if service == "notifier":
             env.setdefault("INTERLOCK_PUBLIC_URL", self.url)
             # Which Slack message shows which approval; shared by every notifier instance.
@@ -445,10 +456,38 @@ class Stack:
                     self.start_service(name)
         if self.kubeconfig is None:
             await self.start_sandbox()
-        for name in self.instances("executor"):
-            self.start_service(name)
+        if self.cfg.clusters:
+            if self.cfg.local_spokes:
+                await self.start_spokes()
+        else:
+            for name in self.instances("executor"):
+                self.start_service(name)
         await asyncio.gather(*(self.wait_gateway(name=n) for n in self.instances("gateway")))
         await self.enrol_people()
+
+    # -- clusters (issue 21) -----------------------------------------------------------------
+
+    def spoke_env(self) -> dict[str, str]:
+        """What a spoke's executors take beyond their own settings: what the executor claims
+        of the caller's environment (a kubeconfig credential plugin's profile, the policy
+        file) and of the stack's settings — never KUBECONFIG, which is the spoke's own."""
+        env = {k: v for k, v in os.environ.items() if _claims("executor", k)}
+        env.update({k: v for k, v in self.cfg.extra_env.items() if own_setting("executor", k)})
+        env.pop("KUBECONFIG", None)
+        return env
+
+    def spoke(self, cluster: str) -> Spoke:
+        """The local spoke of one cluster: a leaf nats-server joined to the hub as
+        `spoke-<ctok>`, and an executor holding only that context of the kubeconfig."""
+        tok = S.cluster_token(cluster)
+        return Spoke(cluster, self.leaf_url, self.credentials[natsconf.spoke_user(cluster)],
+                     self.kubeconfig, self.data / "spokes" / tok, self.data / "gate.pub",
+                     self.keys / identity.KEYRING_FILE, self.keys / "executor.key",
+                     extra_env=self.spoke_env())
+
+    async def start_spokes(self) -> None:
+        self.spokes = {c: self.spoke(c) for c in self.cfg.clusters}
+        await asyncio.gather(*(s.start() for s in self.spokes.values()))
 
     # -- tear-down ---------------------------------------------------------------------------
 
@@ -469,6 +508,7 @@ class Stack:
         names = list(self.procs)
         results = await asyncio.gather(*(self.stop_service(s) for s in names))
         codes = dict(zip(names, results, strict=True))
+        await asyncio.gather(*(s.stop() for s in self.spokes.values()))
         if self.sandbox and self.sandbox.poll() is None:
             self.sandbox.terminate()
             try:

@@ -24,6 +24,7 @@ from schemas.approval import (
     ApprovalGranted,
     ApprovalRequested,
     DecisionRejected,
+    ToolClassified,
 )
 from schemas.base import Event
 
@@ -190,3 +191,23 @@ def fold(events: Iterable[Event]) -> dict[str, ApprovalState]:
             if new is not None:
                 states[aid] = new
     return states
+
+
+# -- which cluster a call's executor events must come from (issue 21) -------------------------
+
+def classified_clusters(events: Iterable[Event]) -> dict[str, str]:
+    """call id -> the cluster the gate classified that call for ("" in legacy mode: any)."""
+    return {e.call_id: e.target.cluster for e in events
+            if isinstance(e, ToolClassified) and e.access != "refused"}
+
+
+def misrouted(event: Event, classified: dict[str, str]) -> bool:
+    """Whether `event` is an executor event about a call that the gate classified for another
+    cluster: written by another cluster's executor (a compromised spoke can write on its own
+    subjects a "result" for any call id), so no reader believes it. A call classified for no
+    cluster (legacy mode) or not classified in this session is judged as before."""
+    if event.emitter != "executor":
+        return False
+    call_id = getattr(event, "call_id", "")
+    want = classified.get(call_id, "") if isinstance(call_id, str) else ""
+    return bool(want) and (event.cluster() or "") != want

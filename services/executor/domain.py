@@ -19,7 +19,7 @@ from schemas.approval import (
 from schemas.base import Event, Target
 from schemas.execution import PreviewRecorded, ToolResult, ToolStarted
 from schemas.lifecycle import decision_state
-from schemas.subjects import ExecKind
+from schemas.subjects import ExecKind, cluster_token
 
 # Other services' events that none of the executor's folds of a session (`request_of`,
 # `progress`, `approval_problem`, `approved_effect`) ever looks at. Its session reads return them
@@ -52,6 +52,22 @@ class Work:
     # The event this work's first record follows (the classification's seq and hash): a hint
     # for the append's chain, checked by the server; never a reason to run anything.
     hint: tuple[int, str] | None = None
+
+
+def cluster_problem(own: str, clusters: Sequence[str], token: str | None) -> str | None:
+    """Why a command is not for the executor of cluster `own` (None: it is): every cluster the
+    gate signed into it (a classification's or a grant's target) must be `own`, and the
+    subject it came on must carry `own`'s token (`token`: None for a subject without one, an
+    event from before clusters). Either alone is refused: a grant for cluster A re-published on
+    B's subject, or a B-subject command signed for A, runs nowhere."""
+    for cluster in clusters:
+        if cluster != own:
+            return (f"the command is signed for cluster {cluster!r}, not this executor's "
+                    f"cluster {own!r}; it was not run")
+    if token != cluster_token(own):
+        return (f"the command came on a subject for cluster token {token or 'none'!r}, not "
+                f"this executor's cluster {own!r} ({cluster_token(own)}); it was not run")
+    return None
 
 
 def released(c: ToolClassified, kinds: tuple[ExecKind, ...]) -> ExecKind | None:

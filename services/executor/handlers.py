@@ -12,9 +12,14 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
+from nats.errors import (
+    ConnectionClosedError,
+    ConnectionReconnectingError,
+    OutboundBufferLimitError,
+)
 
 from schemas import catalogue
 from schemas import subjects as S
@@ -44,14 +49,22 @@ from services.executor.selector import READERS  # kube_read's, with `logs -l`
 from services.executor.settings import ExecutorSettings
 from services.runtime import signing
 from services.runtime.bus import Bus, Link
+from services.runtime.connection import TRANSIENT
 from services.runtime.delivery import Delivery, Poisoned
 from services.runtime.errors import ConcurrencyConflict, PoisonMessage, RetryableError
 from services.runtime.identity import ForgedEvent
 from services.runtime.log import Expect
 from services.runtime.sealing.blobs import SealError
 from services.runtime.sealing.opener import Opener, Unsealed, opener_for
+from services.runtime.stored import Misrouted
 
 log = logging.getLogger(__name__)
+E = TypeVar("E", bound=Event)
+# How long the result of a write that ran is retried while the log cannot be reached (a spoke
+# whose leaf connection to the hub dropped): the same event, so the same Nats-Msg-Id — a
+# retry after a lost ack is deduplicated, and a result recorded meanwhile (a redelivery to
+# another instance said "outcome unknown") makes it a no-op. Never a second run.
+RESULT_RETRY_S = 120.0
 
 
 class Refused(Exception):
@@ -68,6 +81,7 @@ class Executor:
         # What this executor's role runs (S.EXECUTOR_ROLES): the rest of what its consumer
         # delivers is another role's, acked unread.
         self.kinds = S.EXECUTOR_ROLES[settings.role][1]
+        self._current: str | None = None  # the kubeconfig's current context, once read
 
     async def unseal(self, work: Work, tool: catalogue.Tool) -> tuple[Any, Unsealed]:
         """The call's args with its sealed secret values (runtime/sealing/) resolved: the real args
@@ -83,6 +97,38 @@ class Executor:
         except (msgspec.ValidationError, ValueError) as exc:
             raise SealError(f"with its sealed values, the call's args are not valid: "
                             f"{unsealed.scrub(str(exc))}") from exc
+
+    # -- clusters (issue 21) -----------------------------------------------------------------
+
+    def cluster_of(self, work: Work) -> str:
+        """The cluster stamped on every event about this work: this executor's own in
+        per-cluster mode; else the context the call resolves to (its own, or the current one)."""
+        if self.settings.cluster:
+            return self.settings.cluster
+        named = work.args.get("cluster") if isinstance(work.args, dict) else ""
+        if isinstance(named, str) and named:
+            return named[:200]
+        if self._current is None:
+            # Read once, like the client it names (Kube keeps one per context).
+            self._current = self.kube.context_name("")[:200]
+        return self._current
+
+    def _stamp(self, work: Work, event: E) -> E:
+        return msgspec.structs.replace(event, cluster_name=self.cluster_of(work))
+
+    async def _append_once(self, work: Work, event: Event, expect: Expect) -> Link | None:
+        return await self.bus.append_once(self._stamp(work, event), expect)
+
+    def foreign(self, clusters: list[str], subject: str) -> str | None:
+        """Why a command is not this executor's to run (None: it is). In per-cluster mode the
+        gate's signed target must name this executor's cluster, and the command must come on
+        this cluster's subject; a grant or classification for another cluster (a compromised
+        gate re-emitting it here) is refused, never run. Legacy mode: nothing to check here
+        (the allow-list of contexts is)."""
+        own = self.settings.cluster
+        if not own:
+            return None
+        return domain.cluster_problem(own, clusters, S.subject_cluster(subject))
 
     def acts_on(self, event: AnyEvent) -> bool:
         """Whether this executor acts on a consumed event: the consume loop verifies the
@@ -112,6 +158,9 @@ class Executor:
         # The result (or preview) chains directly after the classification that released it.
         work = domain.work_of(event, kind, d.link)
         try:
+            why = self.foreign([event.target.cluster], d.subject)
+            if why is not None:
+                raise Refused(why)
             if kind == "read":
                 await self.run_read(work)
             else:
@@ -124,11 +173,17 @@ class Executor:
         classification or grant (not signed by the gate key), or one that failed every time.
         Nothing of it ran."""
         event, exc = p.event, p.error
+        if event is None and isinstance(exc, Misrouted):
+            # On a subject it does not belong on — a command for another cluster re-published
+            # on this one's (issue 21): never run; refused where its session sees it.
+            event = exc.event
         if event is None:
-            return  # undecodable or misrouted: nothing trustworthy to attach it to (logged)
+            return  # undecodable: nothing trustworthy to attach it to (logged)
         what = (f"rejected a forged {event.type} at seq {p.seq} ({exc.problem}): {exc.detail}"
-                if isinstance(exc, ForgedEvent) else f"could not handle {event.type} at seq "
-                f"{p.seq}: {exc}")
+                if isinstance(exc, ForgedEvent) else
+                f"rejected a {event.type} at seq {p.seq} stored where it does not belong "
+                f"({exc})" if isinstance(exc, Misrouted) else
+                f"could not handle {event.type} at seq {p.seq}: {exc}")
         calls = [g.call_id for g in event.grants] if isinstance(event, ApprovalGranted) else \
             [event.call_id] if isinstance(event, ToolClassified) else []
         for call_id in calls:
@@ -142,11 +197,14 @@ class Executor:
         log.warning("refused: %s", reason, extra={"session_id": work.session_id,
                                                   "call_id": work.call_id, "subject": subject})
         # Derived from what released it: a redelivery records the same refusal once.
-        await self.bus.append_once(CommandRefused(
+        await self._append_once(work, CommandRefused(
             session_id=work.session_id, call_id=work.call_id, reason=reason[:2000],
             subject=subject[:200], actor=ACTOR, causation_id=work.causation_id,
-            event_id=derived_id("e", work.causation_id, work.call_id, "refused"),
-        ))
+            # Per cluster: another cluster's executor refusing the same command (a replay)
+            # records its own refusal, not a duplicate of this one.
+            event_id=derived_id("e", work.causation_id, work.call_id, "refused",
+                                *((self.settings.cluster,) if self.settings.cluster else ())),
+        ), Expect.new_key())
 
     def _tool(self, work: Work, access: str) -> tuple[catalogue.Tool, Any]:
         tool = catalogue.lookup(work.tool)
@@ -209,15 +267,53 @@ class Executor:
             result = self._result(work, await self._in_thread(call))
         except KubeError as exc:
             result = self._failure(work, exc, write)
-        await self._append_result(result, _hint(work), cleaned=True)
+        await self._append_result(work, result, _hint(work), cleaned=True)
 
-    async def _append_result(self, result: ToolResult, hint: Link | None = None, *,
+    async def _append_result(self, work: Work, result: ToolResult, hint: Link | None = None, *,
                              cleaned: bool = False) -> Link | None:
         """Records the result once; None if one was already recorded. Cleaned here unless it
         was built by `_result`/`_failure`, which clean (once is enough: it is idempotent)."""
         if not cleaned:
             result = clean(result)
-        return await self.bus.append_once(result, Expect.new_key(hint=hint))
+        return await self._append_once(work, result, Expect.new_key(hint=hint))
+
+    async def _append_write_result(self, work: Work, result: ToolResult,
+                                   claim: Link) -> Link | None:
+        """The result of a write that touched the cluster: the only record of what happened,
+        so it is retried while the log is out of reach — a spoke whose leaf connection (or
+        its own nats-server) dropped mid-write — for up to RESULT_RETRY_S: the same event,
+        so the same Nats-Msg-Id, and the server keeps one copy of a retry whose first attempt
+        was stored after all. Already recorded (that copy, or "outcome unknown" by another
+        instance the grant went to meanwhile): None, nothing more to say. If it never gets
+        through (or this process dies), the redelivered grant finds the claim without a
+        result: outcome unknown, verify; never run again."""
+        event = self._stamp(work, result)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RESULT_RETRY_S
+        pause = 0.2
+        while True:
+            try:
+                return await self.bus.append_link(event, Expect.new_key(hint=claim),
+                                                  timeout=2.0, attempts=1)
+            except ConcurrencyConflict:
+                # This very event, stored by an attempt whose answer was lost: go on from it
+                # (the verification follows it). Anything else: said already; nothing more.
+                mine = await self._stored(S.tag_filter(
+                    "executor", "tool.result", work.session_id, work.call_id), event.event_id)
+                if mine is None:
+                    log.info("the result of this write is already recorded", extra={
+                        "session_id": work.session_id, "call_id": work.call_id})
+                return mine
+            except (RetryableError, *TRANSIENT, ConnectionClosedError,
+                    ConnectionReconnectingError, OutboundBufferLimitError) as exc:
+                if loop.time() >= deadline:
+                    raise RetryableError(f"the result of write {work.call_id} could not be "
+                                         f"recorded: {exc}") from exc
+                log.warning("the result of a write could not be recorded yet (%s); retrying "
+                            "the same event", type(exc).__name__, extra={
+                                "session_id": work.session_id, "call_id": work.call_id})
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
 
     # -- previews ----------------------------------------------------------------------------
 
@@ -250,7 +346,8 @@ class Executor:
                 session_id=work.session_id, call_id=work.call_id, ok=False,
                 error=error[:2000], actor=ACTOR, causation_id=work.causation_id, context=context,
             )
-        await self.bus.append_once(unsealed.scrub(clean(event)), Expect.new_key(hint=_hint(work)))
+        await self._append_once(work, unsealed.scrub(clean(event)),
+                                Expect.new_key(hint=_hint(work)))
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -296,6 +393,10 @@ class Executor:
         calls = {c.call_id: c for c in request.calls} if request else {}
         for grant in granted.grants:
             work = domain.write_of(granted, grant, calls.get(grant.call_id))
+            why = self.foreign([grant.target.cluster], d.subject)
+            if why is not None:
+                await self.refuse(work, why, d.subject)
+                continue
             try:
                 await self.run_write(work, events)
             except Refused as exc:
@@ -336,9 +437,9 @@ class Executor:
         claims = S.tag_filter("executor", "tool.started", "*", work.call_id)
         try:
             claim = await self.bus.append_link(
-                ToolStarted(session_id=work.session_id, call_id=work.call_id,
-                            approval_id=grant.approval_id, actor=ACTOR,
-                            causation_id=work.causation_id),
+                self._stamp(work, ToolStarted(session_id=work.session_id, call_id=work.call_id,
+                                              approval_id=grant.approval_id, actor=ACTOR,
+                                              causation_id=work.causation_id)),
                 Expect.new_key(claims),
             )
         except ConcurrencyConflict:
@@ -348,11 +449,11 @@ class Executor:
             out, plan, after = await self._in_thread(
                 lambda: kube_write.execute(self.kube, real, grant.resource_version, effect))
         except KubeError as exc:
-            await self._append_result(unsealed.scrub(self._failure(work, exc, write=True)), claim,
-                                      cleaned=True)
+            await self._append_write_result(
+                work, unsealed.scrub(self._failure(work, exc, write=True)), claim)
             return
-        recorded = await self._append_result(unsealed.scrub(self._result(work, out)), claim,
-                                             cleaned=True)
+        recorded = await self._append_write_result(work, unsealed.scrub(self._result(work, out)),
+                                                   claim)
         if recorded is None:
             return
         await self._verify_write(work, real, plan, after, recorded, unsealed)
@@ -373,8 +474,18 @@ class Executor:
             outcome=v.outcome, check=scrub(v.check)[:2000], detail=scrub(v.detail)[:MAX_OUTPUT],
             observed=observed, actor=ACTOR, causation_id=work.causation_id,
         ))
-        await self.bus.append_once(unsealed.scrub(verified) if unsealed else verified,
-                                   Expect.new_key(hint=result))
+        await self._append_once(work, unsealed.scrub(verified) if unsealed else verified,
+                                Expect.new_key(hint=result))
+
+    async def _stored(self, subject_filter: str, event_id: str) -> Link | None:
+        """Where event `event_id` is stored, if it is the last message on the filter."""
+        last = await self.bus.last_stored(subject_filter)
+        if last is None:
+            return None
+        async for stored in self.bus.read(subject_filter, last[0], batch=1):
+            if stored.seq == last[0] and stored.event.event_id == event_id:
+                return stored.link
+        return None
 
     async def _stored_last(self, subject_filter: str) -> tuple[int, Event | None] | None:
         """The last message STORED on a filter — (seq, its event, or None when that message
@@ -402,7 +513,7 @@ class Executor:
         if not (isinstance(event, ToolStarted) and event.call_id == work.call_id):
             # Something other than the executor's claim squats the subject: the call was never
             # claimed, so it did not run — say exactly that, not "stopped after claiming".
-            await self._append_result(ToolResult(
+            await self._append_result(work, ToolResult(
                 session_id=work.session_id, call_id=work.call_id, tool=work.tool, status="error",
                 output=f"the claim subject {claims} holds something that is not a claim "
                        f"(seq {seq}); the write was not run",
@@ -438,7 +549,7 @@ class Executor:
             observed = await self._in_thread(lambda: kube_write.observe(self.kube, args))
         except KubeError as exc:
             observed = {"error": f"{exc.reason}: {exc.message}"}
-        await self._append_result(ToolResult(
+        await self._append_result(work, ToolResult(
             session_id=work.session_id, call_id=work.call_id, tool=work.tool, status="unknown",
             output="outcome unknown — verify: the executor stopped after claiming this call "
                    "and before recording its result; it was not run again. The target now: "

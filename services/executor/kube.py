@@ -162,12 +162,28 @@ class Kube:
     """One ApiClient per allowed kubeconfig context; every request has a timeout."""
 
     def __init__(self, kubeconfig: Path | None, allowed_contexts: tuple[str, ...] = (),
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, cluster: str = "") -> None:
         self.kubeconfig = kubeconfig
         self.allowed = allowed_contexts
         self.timeout_s = timeout_s
+        # Per-cluster mode (issue 21): the one cluster this executor serves. Its name is a
+        # label: the kube context of the same name when the allow-list holds it, else the one
+        # allowed context, else the kubeconfig's current context (or in-cluster).
+        self.cluster = cluster
         self._clients: dict[str, client.ApiClient] = {}
         self._lock = threading.Lock()
+
+    def local(self, context: str) -> str:
+        """The kube context a call naming `context` runs on. In per-cluster mode only this
+        executor's own cluster (or none named) has one: anything else is refused."""
+        if not self.cluster:
+            return context
+        if context not in ("", self.cluster):
+            raise ContextRefused("Forbidden", f"cluster {context!r} is not this executor's "
+                                 f"cluster {self.cluster!r}")
+        if self.cluster in self.allowed:
+            return self.cluster
+        return self.allowed[0] if len(self.allowed) == 1 else ""
 
     def in_cluster(self) -> bool:
         """No kubeconfig anywhere, and the pod's service account is mounted."""
@@ -177,6 +193,7 @@ class Kube:
 
     def check_context(self, context: str) -> None:
         """Refuses a context outside the allow-list (or, without one, other than current)."""
+        context = self.local(context)
         if context and self.allowed and context not in self.allowed:
             raise ContextRefused("Forbidden", f"cluster context {context!r} is not allowed")
         if context and not self.allowed:
@@ -194,7 +211,10 @@ class Kube:
 
     def context_name(self, context: str) -> str:
         """The cluster a call with this context runs on, named for a person reading the card:
-        the context it names, else the kubeconfig's current context, else in-cluster."""
+        the context it names, else the kubeconfig's current context, else in-cluster. In
+        per-cluster mode: the cluster's name."""
+        if self.cluster:
+            return self.cluster
         if context:
             return context
         if self.in_cluster():
@@ -208,6 +228,7 @@ class Kube:
 
     def api(self, context: str) -> client.ApiClient:
         self.check_context(context)
+        context = self.local(context)
         with self._lock:
             if not context and context not in self._clients and self.in_cluster():
                 # In a pod with no kubeconfig: its ServiceAccount (token refreshed as kubelet

@@ -30,9 +30,16 @@ class ExecutorSettings:
     # Where a click in Slack never suffices (the policy's `key_signed_namespaces`, issue 20):
     # checked here too, since the gate that checks Slack clicks could make one up.
     key_signed_namespaces: tuple[str, ...] = ("production",)
+    # Per-cluster mode (issue 21, INTERLOCK_CLUSTER): the one cluster this executor serves. It
+    # binds that cluster's durable, takes only commands signed for it, and stamps it on every
+    # event it writes. "": legacy mode, one executor for every allowed context.
+    cluster: str = ""
+    presence_interval_s: float = 5.0
 
     @property
     def consumer(self) -> str:
+        if self.cluster:
+            return S.executor_durable(self.role, self.cluster)
         return S.EXECUTOR_ROLES[self.role][0]
 
     @classmethod
@@ -55,6 +62,8 @@ class ExecutorSettings:
             key_signed_clusters=key_signed_clusters(env),
             role=role,
             key_signed_namespaces=key_signed_namespaces(env),
+            cluster=env.get("INTERLOCK_CLUSTER", "").strip(),
+            presence_interval_s=float(env.get("INTERLOCK_PRESENCE_INTERVAL", "5")),
         )
 
 

@@ -27,6 +27,7 @@ from schemas.approval import (
     DecisionRejected,
     Grant,
     ToolAmended,
+    ToolClassified,
     ToolRefused,
     effect_digest,
 )
@@ -50,18 +51,22 @@ class Classification:
     target: Target | None = None
 
 
-def classify(policy: Policy, p: Proposal) -> Classification:
-    """A proposal's access under the policy: a tool the policy forbids is refused first."""
+def classify(policy: Policy, p: Proposal, cluster: str = "") -> Classification:
+    """A proposal's access under the policy: a tool the policy forbids is refused first.
+    `cluster`: where a call that names no cluster runs (see `resolve_cluster`); it becomes the
+    call's own, so the hash, the target and the grant's signature bind it."""
     if policy.forbids(p.tool):
         return Classification("refused", f"policy forbids the tool {p.tool!r}")
-    return classify_call(p.tool, p.args)
+    return classify_call(p.tool, p.args, cluster)
 
 
-def classify_call(name: str, raw_args: dict[str, object]) -> Classification:
+def classify_call(name: str, raw_args: dict[str, object], cluster: str = "") -> Classification:
     """Fails closed: only a known read tool with args that convert exactly is a read."""
     tool = catalogue.lookup(name)
     if tool is None:
         return Classification("refused", f"unknown tool {name!r}: not in the catalogue")
+    if cluster and isinstance(raw_args, dict) and not raw_args.get("cluster"):
+        raw_args = {**raw_args, "cluster": cluster}
     try:
         args = tool.parse_args(raw_args)
     except msgspec.ValidationError as exc:
@@ -69,6 +74,52 @@ def classify_call(name: str, raw_args: dict[str, object]) -> Classification:
     canonical = catalogue.canonical_args(args)
     return Classification(tool.access, f"catalogue: {tool.name} is a {tool.access}", canonical,
                           args.target())
+
+
+# -- clusters (issue 21) ---------------------------------------------------------------------
+
+def session_cluster(events: Sequence[Event]) -> str:
+    """The session's default cluster, as the gateway recorded it when the session started."""
+    for ev in events:
+        if isinstance(ev, SessionStarted):
+            return ev.cluster_name
+    return ""
+
+
+def resolve_cluster(p: Proposal, session_default: str, clusters: Sequence[str]) -> str:
+    """Where a call runs: the cluster it names, else its session's default, else the
+    deployment's (the first of INTERLOCK_CLUSTERS; "" in legacy mode: the executor's current
+    context)."""
+    named = p.args.get("cluster") if isinstance(p.args, dict) else None
+    if isinstance(named, str) and named:
+        return named
+    return session_default or (clusters[0] if clusters else "")
+
+
+def cluster_refusal(cluster: str, clusters: Sequence[str], last_seen: datetime | None,
+                    now: datetime, interval_s: float,
+                    legacy_contexts: Sequence[str] | None = None) -> str | None:
+    """Why a call for `cluster` is refused before any card or read (None: it may run).
+
+    Per-cluster mode (`clusters` set): a cluster not in the list is not allowed; one whose
+    executors last reported (`last_seen`, their presence) more than three intervals ago, or
+    never, is not connected. Legacy mode: a context the executor does not allow (as its
+    presence reports them, `legacy_contexts`; None when it reported nothing) is not allowed."""
+    if clusters:
+        if cluster not in clusters:
+            return f"cluster {cluster!r} is not allowed here (allowed: {', '.join(clusters)})"
+        if last_seen is None:
+            return (f"cluster {cluster!r} is not connected: no executor has reported for it "
+                    "(interlock clusters)")
+        age = (now - last_seen).total_seconds()
+        if age > 3 * interval_s:
+            return (f"cluster {cluster!r} is not connected: no executor has reported for "
+                    f"{age:.0f} s (interlock clusters)")
+        return None
+    if cluster and legacy_contexts is not None and cluster not in legacy_contexts:
+        allowed = ", ".join(legacy_contexts) or "only the current context"
+        return f"cluster {cluster!r} is not allowed here (allowed: {allowed})"
+    return None
 
 
 def approval_id_for(call_id: str) -> str:
@@ -179,10 +230,23 @@ class Batch:
         return out
 
 
-def batch_of(events: Sequence[Event], call_id: str, policy: Policy) -> Batch | None:
-    """The approval a call's preview completes, or None while the call (or a member of its
-    batch) still waits: for its proposal to be recorded, or for a write's dry run. Raises
-    UnknownCall for a call the log does not hold."""
+def batch_of(events: Sequence[Event], call_id: str, policy: Policy,
+             clusters: Sequence[str] = ()) -> Batch | None:
+    """The approval a call's preview completes (on the call's cluster), or None while it
+    waits; see `batches_of`."""
+    found = batches_of(events, call_id, policy, clusters)
+    if found is None:
+        return None
+    mine = [b for b in found if any(m.call_id == call_id for m, _ in (*b.writes, *b.unset))]
+    return (mine or found)[0]
+
+
+def batches_of(events: Sequence[Event], call_id: str, policy: Policy,
+               clusters: Sequence[str] = ()) -> list[Batch] | None:
+    """The approvals a call's preview completes — one per cluster its batch writes to (one
+    approval = one cluster: a grant's subject names one) — or None while the call (or a
+    member of its batch) still waits: for its proposal to be recorded, or for a write's dry
+    run. Raises UnknownCall for a call the log does not hold."""
     proposals: dict[str, Proposal] = {
         e.call_id: e for e in events if isinstance(e, ToolProposed | ToolAmended)
     }
@@ -199,13 +263,24 @@ def batch_of(events: Sequence[Event], call_id: str, policy: Policy) -> Batch | N
         if len(members) < proposal.batch_size:
             return None  # the rest of the batch is not recorded yet; its previews will come
         approval_id = approval_id_for(f"batch-{batch_id}")
-    classified = [(m, classify(policy, m)) for m in members]
+    default = session_cluster(events)
+    # What the gate recorded refusing stays refused (a cluster that was not connected when
+    # the call was classified): the batch never waits for a dry run that will not come.
+    recorded = {e.call_id: e for e in events
+                if isinstance(e, ToolClassified) and e.access == "refused"}
+    classified: list[Member] = []
+    for m in members:
+        where = resolve_cluster(m, default, clusters)
+        gone = recorded.get(m.call_id)
+        classified.append((m, Classification("refused", gone.rule) if gone is not None
+                           else classify(policy, m, where)))
     writes = [(m, c) for m, c in classified if c.access == "write" and c.args is not None]
     # A member the gate refused (on_proposed recorded why) never gets a preview: the batch
     # does not wait for it. The rest is decided, and the card says what is not in it.
     refused = [(m, c) for m, c in classified
                if m.call_id not in {w.call_id for w, _ in writes}]
-    previews = {e.call_id: e for e in events if isinstance(e, PreviewRecorded)}
+    # Only the executor of the cluster the gate classified a call for is believed about it.
+    previews = {e.call_id: e for e in believed(events) if isinstance(e, PreviewRecorded)}
     if not writes or any(m.call_id not in previews for m, _ in writes):
         return None  # wait for every write's dry run: one decision covers the whole batch
     # A write by label selector whose dry run failed enumerated no set ("no objects
@@ -214,8 +289,26 @@ def batch_of(events: Sequence[Event], call_id: str, policy: Policy) -> Batch | N
     unset = [(m, c) for m, c in writes
              if c.args and c.args.get("selector") and not previews[m.call_id].ok]
     writes = [(m, c) for m, c in writes if (m, c) not in unset]
-    return Batch(proposal, approval_id, batch_id, tuple(writes), tuple(refused), tuple(unset),
-                 previews)
+    where_of = {m.call_id: (c.target.cluster if c.target else "") for m, c in classified}
+    on = list(dict.fromkeys(where_of[m.call_id] for m, _ in (*writes, *unset)))
+    if len(on) <= 1:
+        return [Batch(proposal, approval_id, batch_id, tuple(writes), tuple(refused),
+                      tuple(unset), previews)]
+    # Writes on several clusters: one approval per cluster, each naming the calls the others
+    # hold (the refused members are named on each).
+    return [Batch(proposal, approval_id_for(f"batch-{batch_id}@{cluster}"), batch_id,
+                  tuple(w for w in writes if where_of[w[0].call_id] == cluster),
+                  tuple(refused), tuple(u for u in unset if where_of[u[0].call_id] == cluster),
+                  previews)
+            for cluster in on]
+
+
+def believed(events: Sequence[Event]) -> list[Event]:
+    """The session's events without an executor event about a call that the gate classified
+    for another cluster (a compromised spoke writing, on its own subjects, a preview or a
+    result for another cluster's call: issue 21). See schemas.lifecycle.misrouted."""
+    where = lifecycle.classified_clusters(events)
+    return [e for e in events if not lifecycle.misrouted(e, where)]
 
 
 def approval_request(events: Sequence[Event], batch: Batch, policy: Policy,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -29,7 +30,7 @@ from schemas.ids import derived_id
 from schemas.planning import ToolProposed
 from services.gate import domain, risk
 from services.gate.settings import GateSettings
-from services.runtime import approvers, signing
+from services.runtime import approvers, presence, signing
 from services.runtime.bus import Bus, Link, Stored
 from services.runtime.delivery import Delivery, Poisoned
 from services.runtime.errors import ConcurrencyConflict, PoisonMessage
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 
 ACTOR = domain.ACTOR
 OCC_ATTEMPTS = 20
+# The executors' presence is read at most this often (a burst of reads costs one look).
+PRESENCE_CACHE_S = 1.0
 Proposal = domain.Proposal
 
 
@@ -64,6 +67,54 @@ class Gate:
                                            slack_secret=settings.slack_signing_secret)
         self._registry_cursor = 1
         self._registry_lock = asyncio.Lock()
+        self._presence: tuple[float, dict[str, list[presence.ClusterStatus]]] | None = None
+
+    # -- clusters (issue 21) -----------------------------------------------------------------
+
+    async def cluster_of(self, p: Proposal) -> str:
+        """Where a call runs (domain.resolve_cluster): its session is read only when the call
+        names no cluster and the deployment has clusters (the session may name a default)."""
+        named = p.args.get("cluster") if isinstance(p.args, dict) else None
+        default = ""
+        if not (isinstance(named, str) and named) and self.settings.clusters:
+            default = domain.session_cluster(
+                [s.event for s in await self.bus.session(p.session_id)])
+        return domain.resolve_cluster(p, default, self.settings.clusters)
+
+    async def statuses(self) -> dict[str, list[presence.ClusterStatus]]:
+        """The executors' latest presence by cluster name ("" = a legacy executor)."""
+        now = asyncio.get_running_loop().time()
+        if self._presence is not None and now - self._presence[0] < PRESENCE_CACHE_S:
+            return self._presence[1]
+        by: dict[str, list[presence.ClusterStatus]] = {}
+        try:
+            found = await presence.read_clusters(self.bus)
+        except Exception as exc:  # noqa: BLE001 - no bucket (legacy) or no log: nobody seen
+            log.debug("presence unreadable: %s", exc)
+            found = {}
+        for statuses in found.values():
+            for st in statuses:
+                by.setdefault(st.cluster, []).append(st)
+        self._presence = (now, by)
+        return by
+
+    async def cluster_refusal(self, cluster: str, access: str = "read") -> str | None:
+        """Why a call for `cluster` is refused before any card or read (None: it may go).
+        Only the executors that would run it count: a read needs one of role all or read, a
+        write (its dry run, then the write) one of role all or write."""
+        roles = {"all", "read"} if access == "read" else {"all", "write"}
+        by = {name: [st for st in found if st.role in roles]
+              for name, found in (await self.statuses()).items()}
+        now = datetime.now(UTC)
+        interval = self.settings.presence_interval_s
+        if self.settings.clusters:
+            seen = [st.seen_at for st in by.get(cluster, ())]
+            return domain.cluster_refusal(cluster, self.settings.clusters,
+                                          max(seen) if seen else None, now, interval)
+        legacy = [st for st in by.get("", ()) if presence.connected([st], now, interval)]
+        contexts = None if not legacy else \
+            tuple(dict.fromkeys(c for st in legacy for c in st.contexts))
+        return domain.cluster_refusal(cluster, (), None, now, interval, contexts)
 
     async def handle(self, d: Delivery[AnyEvent]) -> None:
         # Decoded and signed by the emitter its subject names: the consume loop checked it.
@@ -113,7 +164,15 @@ class Gate:
     # -- classification ----------------------------------------------------------------------
 
     async def on_proposed(self, p: Proposal, hint: Link | None = None) -> None:
-        c = domain.classify(self.policy, p)
+        cluster = await self.cluster_of(p)
+        c = domain.classify(self.policy, p, cluster)
+        if c.access != "refused" and c.args is not None:
+            # Before any card and before any read: a cluster not allowed here, or that no
+            # executor serves now, is refused at once with words a person acts on.
+            why = await self.cluster_refusal(c.target.cluster if c.target else cluster,
+                                             c.access)
+            if why is not None:
+                c = domain.Classification("refused", why)
         runs = c.access != "refused" and c.args is not None
         # The classification is also what releases the call: the executor consumes it and runs
         # a read, or a write's dry run, exactly as recorded here (the parsed, canonical args).
@@ -153,11 +212,14 @@ class Gate:
         its dry run (members the gate refused are left out and named on the card)."""
         events = [s.event for s in await self.bus.session(session_id)]
         try:
-            batch = domain.batch_of(events, call_id, self.policy)
+            batches = domain.batches_of(events, call_id, self.policy, self.settings.clusters)
         except domain.UnknownCall as exc:
             raise PoisonMessage(str(exc)) from exc
-        if batch is None:
-            return
+        for batch in batches or ():
+            await self._request(events, batch, cause)
+
+    async def _request(self, events: Sequence[Event], batch: domain.Batch, cause: str) -> None:
+        session_id = batch.proposal.session_id
         for refused in batch.refusals():
             await self.bus.append_once(refused)
         if not batch.writes:

@@ -25,6 +25,12 @@ class GateSettings:
     # Slack's signing secret (issue 20): the gate alone checks Slack clicks with it (the gateway
     # never holds it, so it cannot forge one). Without it every Slack decision is rejected.
     slack_signing_secret: str | None = field(default=None, repr=False)
+    # The clusters this deployment serves (issue 21, INTERLOCK_CLUSTERS; the first is the
+    # default). () = legacy mode: one executor for the contexts it allows.
+    clusters: tuple[str, ...] = ()
+    # How often executors report their presence: a cluster none reported for within three
+    # intervals is not connected, and its calls are refused before any card.
+    presence_interval_s: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GateSettings:
@@ -45,4 +51,12 @@ class GateSettings:
             policy=load(Path(env["INTERLOCK_POLICY_FILE"]) if env.get("INTERLOCK_POLICY_FILE")
                         else None),
             slack_signing_secret=env.get("INTERLOCK_SLACK_SIGNING_SECRET", "").strip() or None,
+            clusters=clusters_of(env),
+            presence_interval_s=float(env.get("INTERLOCK_PRESENCE_INTERVAL", "5")),
         )
+
+
+def clusters_of(env: Mapping[str, str]) -> tuple[str, ...]:
+    """INTERLOCK_CLUSTERS: a comma list, each name once, in order (the first is the default)."""
+    names = [c.strip() for c in env.get("INTERLOCK_CLUSTERS", "").split(",") if c.strip()]
+    return tuple(dict.fromkeys(names))

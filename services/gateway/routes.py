@@ -32,6 +32,7 @@ from services.gateway import (
     sse,
     views,
 )
+from services.gateway import clusters as served_clusters
 from services.gateway.approvers import Registry
 from services.gateway.auth import Principal, Role, TokenStore
 from services.gateway.bodies import (
@@ -405,4 +406,5 @@ def make_app(api: Api, limiter: RateLimiter | None = None,
     signin.install(app, api, app[SPEC])
     mcp_mount.install(app, api)
     slack.install(app, api)
+    served_clusters.install(app, api, app[SPEC])
     return app

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import msgspec
 
+from schemas import lifecycle
 from schemas import subjects as S
 from schemas.base import Event
 from schemas.events import AnyEvent
@@ -26,7 +27,7 @@ from schemas.planning import CommandRejected, ModelRetried, StepPlanned, ToolPro
 from services.planner import agent, direct, domain
 from services.planner.llm import ChatModel, ModelError
 from services.planner.settings import ModelSettings
-from services.runtime.bus import Bus
+from services.runtime.bus import Bus, Stored
 from services.runtime.delivery import Delivery, Poisoned
 from services.runtime.errors import ConcurrencyConflict, RetryableError
 from services.runtime.identity import ForgedEvent
@@ -38,6 +39,14 @@ log = logging.getLogger(__name__)
 OCC_ATTEMPTS = 20
 Sleep = Callable[[float], Awaitable[None]]
 E = TypeVar("E", bound=Event)
+
+
+def believed(stored: list[Stored]) -> list[Event]:
+    """The session as the planner folds it: without an executor event about a call the gate
+    classified for another cluster (written by another cluster's executor: issue 21)."""
+    events = [s.event for s in stored]
+    where = lifecycle.classified_clusters(events)
+    return [e for e in events if not lifecycle.misrouted(e, where)]
 
 
 class Planner:
@@ -123,8 +132,13 @@ class Planner:
     async def direct_step(self, trigger: Event, *, at_least: int = 0) -> None:
         for _ in range(OCC_ATTEMPTS):
             stored = await self.bus.session(trigger.session_id, at_least=at_least)
-            events = [s.event for s in stored]
-            seen = {e.event_id for e in events}
+            events = believed(stored)
+            if trigger.emitter == "executor" and all(e.event_id != trigger.event_id
+                                                     for e in events):
+                log.warning("an executor event about a call of another cluster: not believed",
+                            extra={"session_id": trigger.session_id, "tag": trigger.type})
+                return
+            seen = {s.event.event_id for s in stored}
             # A secret typed into a command is not repeated by the planner's own events, and
             # one the gateway did not seal is sealed before it is proposed.
             todo = [await self.sealed(direct.masked(e))
@@ -153,7 +167,7 @@ class Planner:
         conflicts = calls = completions = 0
         while True:
             stored = await self.bus.session(sid, at_least=at_least)
-            events: list[Event] = [s.event for s in stored]
+            events: list[Event] = believed(stored)
             if await self._complete(events):
                 completions += 1
                 if completions > 3:  # e.g. a stored event nobody can decode any more
@@ -180,7 +194,7 @@ class Planner:
             later = await self.bus.session(sid, start_seq=stored[-1].seq + 1)
             last = (later or stored)[-1]
             if later:
-                now = agent.fold(events + [s.event for s in later])
+                now = agent.fold(believed([*stored, *later]))
                 if now.version != f.version or now.need is None or \
                         now.need.event_id != anchor.event_id:
                     log.info("session changed during the model call; folding again",

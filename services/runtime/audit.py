@@ -320,6 +320,9 @@ def audit(session_id: str, links: list[chain.Link],
     mcp_calls: dict[str, ToolRequested] = {}  # by event id: what an MCP client asked for
     ordered = sorted(links, key=lambda x: x.seq)
     forged: dict[int, ForgedEvent] = {}
+    # The cluster the gate classified each call for: an executor event about that call from
+    # another cluster's executor is flagged and not believed (issue 21).
+    classified: dict[str, str] = {}
     if keyring is None:
         report.problems.append({"seq": 0, "problem": UNCHECKED, "signature": "unchecked"})
     else:
@@ -340,6 +343,26 @@ def audit(session_id: str, links: list[chain.Link],
             continue
         bad = forged.get(link.seq)
         mark = f"[NOT SIGNED BY ITS WRITER — {bad.problem}] " if bad is not None else ""
+        if isinstance(ev, ToolClassified) and ev.access != "refused" and (bad is None or legacy):
+            classified[ev.call_id] = ev.target.cluster
+        misrouted = lifecycle.misrouted(ev, classified)
+        if misrouted:
+            want = classified.get(getattr(ev, "call_id", ""), "")
+            came = ev.cluster() or ""
+            call = getattr(ev, "call_id", "")
+            if isinstance(ev, CommandRefused):
+                # Cluster `came`'s executor refused a command of another cluster's call: one
+                # reached it (replayed or misrouted). Nothing ran; worth a look all the same.
+                report.problems.append({"seq": link.seq, "problem": (
+                    f"the executor of cluster {came!r} refused a command for call {call}, "
+                    f"which the gate classified for cluster {want!r}: a command reached "
+                    "another cluster (replayed or misrouted); it did not run there")})
+            else:
+                mark += f"[NOT BELIEVED — from cluster {came!r}, but the call is for {want!r}] "
+                report.problems.append({"seq": link.seq, "problem": (
+                    f"{ev.type} about call {call} was written for cluster {came!r}, but the "
+                    f"gate classified that call for cluster {want!r}: another cluster's "
+                    "executor cannot speak for it; not believed")})
         signer = None
         if isinstance(ev, ApprovalDecided) and (bad is None or legacy):
             state = approvals.get(ev.approval_id)
@@ -349,7 +372,7 @@ def audit(session_id: str, links: list[chain.Link],
         text = mark + describe(ev) + (f" · {signer.text()}" if signer else "")
         report.entries.append(Entry(link.seq, ev.occurred_at, ev.actor or ev.emitter, ev.type,
                                     text, signer))
-        if bad is not None and not legacy:
+        if (bad is not None and not legacy) or misrouted:
             continue
         report.problems += _check_signatures(link.seq, ev, approvals, gate_key)
         # Every approval event moves its approval along the one lifecycle (schemas.lifecycle).

@@ -68,7 +68,9 @@ class Consumer(Reader):
 
         sessions_at_once > 1: messages are handled per session — in order within a session, up
         to that many sessions at a time (see Dispatcher)."""
-        stream, _ = S.CONSUMER_FILTERS[durable]
+        # A per-cluster executor durable (`executor_<ctok>`, issue 21) is on EVENTS too.
+        stream = S.CONSUMER_FILTERS[durable][0] if durable in S.CONSUMER_FILTERS \
+            else S.EVENTS_STREAM
         psub = await self.js.pull_subscribe_bind(
             durable, stream=stream, inbox_prefix=f"_INBOX_{self.service}.".encode()
         )

@@ -42,7 +42,21 @@ def decode_stored(subject: str, data: bytes) -> AnyEvent:
     """
     try:
         event = E.decode(data)
-        S.check_subject(subject, event)
-    except (msgspec.DecodeError, msgspec.ValidationError, S.SubjectMismatch) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise PoisonMessage(str(exc)) from exc
+    try:
+        S.check_subject(subject, event)
+    except S.SubjectMismatch as exc:
+        raise Misrouted(str(exc), event) from exc
     return event
+
+
+class Misrouted(PoisonMessage):
+    """An event stored on a subject it does not belong on (another session's, emitter's or
+    cluster's: a grant for cluster a re-published on b's subject). Never acted upon; `event` is
+    what it says, unverified, so that a service can record that it refused it (issue 21: the
+    executor of b records command.refused for the calls it names)."""
+
+    def __init__(self, message: str, event: AnyEvent) -> None:
+        super().__init__(message)
+        self.event = event

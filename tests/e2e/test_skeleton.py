@@ -118,3 +118,20 @@ async def test_operator_cannot_decide(stack: Stack, http: aiohttp.ClientSession)
     assert status == 403, body
     status, body = await operator.call("GET", "/v1/approvals?state=pending", token="nope" * 8)
     assert status == 401, body
+
+
+async def test_a_context_the_executor_does_not_allow_is_refused_before_any_card(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    """Issue 21, one executor for every context (no INTERLOCK_CLUSTERS): it reports the
+    contexts it allows, and the gate refuses a call to any other at once — a write to it got
+    an approval card before (its dry run failed with Forbidden)."""
+    api = Client(http, stack.url, _token(stack, "operator"))
+    sid = await api.new_session()
+    await api.say(sid, "kubectl scale deploy/web --replicas=4 -n shop --context prod-cluster")
+    events = await api.wait_for(sid, lambda e: e.event in ("tool.refused", "approval.requested",
+                                                           "command.refused"))
+    assert events[-1].event == "tool.refused", events[-1].data
+    assert events[-1].data["reason"] == \
+        "cluster 'prod-cluster' is not allowed here (allowed: sandbox)"
+    assert "preview.recorded" not in [e.event for e in events]
