@@ -18,8 +18,8 @@ import pytest
 from launcher.nats import NatsServerProcess, free_port
 from schemas import subjects as S
 from services.runtime import natsconf, provision
-from tests.integration.deploy.test_k8s_manifests import build, one
 from tests.integration.deploy.test_k8s_manifests import _secret_data as secret_data
+from tests.integration.deploy.test_k8s_manifests import build, one
 
 
 def _on_loopback(conf: dict[str, Any], name: str, ports: dict[str, int], routes: list[int],
