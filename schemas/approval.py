@@ -74,6 +74,9 @@ class ToolClassified(Event, frozen=True, kw_only=True, tag="tool.classified"):
     def key(self) -> str:
         return self.call_id
 
+    def cluster(self) -> str:
+        return self.target.cluster
+
 
 class ToolRefused(Event, frozen=True, kw_only=True, tag="tool.refused"):
     """Emitted by the gate when a proposal can never run (unknown tool, invalid args, policy)."""
@@ -249,6 +252,11 @@ class ApprovalGranted(Event, frozen=True, kw_only=True, tag="approval.granted"):
 
     def key(self) -> str:
         return self.approval_id
+
+    def cluster(self) -> str:
+        """The cluster of its grants: the gate makes one approval per cluster (issue 21); an
+        approval of an older log naming several is filed under its first call's."""
+        return self.grants[0].target.cluster if self.grants else ""
 
 
 class ApprovalDenied(Event, frozen=True, kw_only=True, tag="approval.denied"):

@@ -46,6 +46,14 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
         """The last subject token; events that must happen at most once per key use it."""
         return self.event_id
 
+    def cluster(self) -> str | None:
+        """The cluster this event is bound to (its subject's 7th token, see
+        schemas/subjects.cluster_token), or None: not cluster-bound. Cluster-bound are the
+        gate's commands (a classification, a grant) and every executor event, so that the NATS
+        identity of one cluster's executor can take only that cluster's commands and write only
+        that cluster's results (issue 21). "" is the call's own "no cluster named"."""
+        return None
+
 
 class Target(msgspec.Struct, frozen=True, kw_only=True):
     """Where a call acts: a kubeconfig context, a namespace, an object."""

@@ -14,6 +14,9 @@ class PreviewRecorded(Event, frozen=True, kw_only=True, tag="preview.recorded"):
     """Emitted by the executor after a server-side dry run of a write."""
 
     emitter: ClassVar[Emitter] = "executor"
+    # The cluster the executor that wrote it serves (issue 21), named `cluster` on the wire:
+    # `cluster()` returns it, and its token is the subject's 7th.
+    cluster_name: ShortText = msgspec.field(default="", name="cluster")
     call_id: str
     ok: bool
     diff: tuple[FieldChange, ...] = ()
@@ -34,22 +37,34 @@ class PreviewRecorded(Event, frozen=True, kw_only=True, tag="preview.recorded"):
     def key(self) -> str:
         return self.call_id
 
+    def cluster(self) -> str:
+        return self.cluster_name
+
 
 class ToolStarted(Event, frozen=True, kw_only=True, tag="tool.started"):
     """Emitted by the executor, at most once per call, before a write touches the cluster."""
 
     emitter: ClassVar[Emitter] = "executor"
+    # The cluster the executor that wrote it serves (issue 21), named `cluster` on the wire:
+    # `cluster()` returns it, and its token is the subject's 7th.
+    cluster_name: ShortText = msgspec.field(default="", name="cluster")
     call_id: str
     approval_id: str = ""
 
     def key(self) -> str:
         return self.call_id
 
+    def cluster(self) -> str:
+        return self.cluster_name
+
 
 class ToolResult(Event, frozen=True, kw_only=True, tag="tool.result"):
     """Emitted by the executor when a call has run (or its outcome could not be known)."""
 
     emitter: ClassVar[Emitter] = "executor"
+    # The cluster the executor that wrote it serves (issue 21), named `cluster` on the wire:
+    # `cluster()` returns it, and its token is the subject's 7th.
+    cluster_name: ShortText = msgspec.field(default="", name="cluster")
     call_id: str
     tool: ShortText
     status: Literal["ok", "error", "unknown"]
@@ -62,11 +77,17 @@ class ToolResult(Event, frozen=True, kw_only=True, tag="tool.result"):
     def key(self) -> str:
         return self.call_id
 
+    def cluster(self) -> str:
+        return self.cluster_name
+
 
 class CommandRefused(Event, frozen=True, kw_only=True, tag="command.refused"):
     """Emitted by the executor when a command fails verification; nothing was executed."""
 
     emitter: ClassVar[Emitter] = "executor"
+    # The cluster the executor that wrote it serves (issue 21), named `cluster` on the wire:
+    # `cluster()` returns it, and its token is the subject's 7th.
+    cluster_name: ShortText = msgspec.field(default="", name="cluster")
     call_id: str
     reason: ShortText
     subject: ShortText = ""
@@ -74,11 +95,17 @@ class CommandRefused(Event, frozen=True, kw_only=True, tag="command.refused"):
     def key(self) -> str:
         return self.event_id
 
+    def cluster(self) -> str:
+        return self.cluster_name
+
 
 class ToolVerified(Event, frozen=True, kw_only=True, tag="tool.verified"):
     """Emitted by the executor after a write's result, when it checked that the change took hold."""
 
     emitter: ClassVar[Emitter] = "executor"
+    # The cluster the executor that wrote it serves (issue 21), named `cluster` on the wire:
+    # `cluster()` returns it, and its token is the subject's 7th.
+    cluster_name: ShortText = msgspec.field(default="", name="cluster")
     call_id: str
     tool: ShortText
     # verified: the cluster reached the intended state; failed: it can't (e.g. pods crash);
@@ -92,3 +119,6 @@ class ToolVerified(Event, frozen=True, kw_only=True, tag="tool.verified"):
 
     def key(self) -> str:
         return self.call_id
+
+    def cluster(self) -> str:
+        return self.cluster_name

@@ -299,7 +299,7 @@ class Gate:
             await self._refresh_history()
 
     async def _refresh_history(self) -> None:
-        async for s in self.bus.read(f"{S.EVENTS_PREFIX}.*.gate.approval.*.*",
+        async for s in self.bus.read(f"{S.EVENTS_PREFIX}.*.gate.approval.*.>",
                                      self._history_cursor):
             self._history_cursor = s.seq + 1
             ev = s.event

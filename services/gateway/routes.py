@@ -170,7 +170,7 @@ class Api:
         raise HttpError(404, "not_found", f"no approval {approval_id}")
 
     async def refresh_approvals(self) -> dict[str, views.ApprovalEntry]:
-        async for s in self.bus.read(f"{S.EVENTS_PREFIX}.*.*.approval.*.*",
+        async for s in self.bus.read(f"{S.EVENTS_PREFIX}.*.*.approval.*.>",
                                      self._approvals_cursor):
             self._approvals_cursor = s.seq + 1
             views.apply_approval(self._approvals, s.seq, s.event)

@@ -136,6 +136,12 @@ class Log(Reader):
                 prev = (last[0], chain.event_hash(last[1])) if last else None
             if expect.check_seq is not None:
                 check_seq, check_filter = str(expect.check_seq), expect.check_filter
+                if expect.new and check_filter is None and S.subject_cluster(subject):
+                    # Once per key whatever its cluster token (S.once_filter) — and not again
+                    # over the same key stored before cluster tokens existed.
+                    check_filter = S.once_filter(subject)
+                    if await self._legacy_key_taken(subject):
+                        raise ConcurrencyConflict(f"{subject}: recorded before (6 tokens)")
             else:  # the session must still end where it is chained to
                 check_seq, check_filter = str(prev[0] if prev else 0), session
             try:
@@ -146,6 +152,11 @@ class Log(Reader):
                     raise
                 # Another append to the session won the race: chain to it and try again.
         raise ConcurrencyConflict(f"{event.type}: the session is too busy to append to")
+
+    async def _legacy_key_taken(self, subject: str) -> bool:
+        """Whether the 6-token subject of a cluster-bound key (as stored before issue 21) holds
+        anything. Read, not checked by the server: nothing writes 6-token subjects any more."""
+        return await self.last_stored(subject.rsplit(".", 1)[0]) is not None
 
     async def append_once(self, event: Event, expect: Expect = NEW_KEY) -> Link | None:
         """Appends an event that is recorded once (by default once per subject: see

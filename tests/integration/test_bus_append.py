@@ -4,13 +4,18 @@ event of a key, never a broken chain."""
 
 from __future__ import annotations
 
+import msgspec
+import nats
 import pytest
 
 from schemas import chain
+from schemas import events as E
+from schemas import subjects as S
 from schemas.execution import ToolResult
 from schemas.ids import new_call_id, new_session_id
 from schemas.session import SessionStarted, UserMessage
 from services.runtime import bus as B
+from services.runtime import natsconf
 from services.runtime.errors import ConcurrencyConflict
 from services.runtime.log import Expect
 from tests.conftest import NatsEnv
@@ -85,7 +90,7 @@ async def test_a_key_filter_makes_a_key_once_across_sessions(nats_env: NatsEnv) 
     ex = await B.Bus.connect(nats_env.settings("executor"), "executor")
     call = new_call_id()
     one, two, three = new_session_id(), new_session_id(), new_session_id()
-    taken = f"evt.*.executor.tool.result.{call}"
+    taken = S.tag_filter("executor", "tool.result", "*", call)
     try:
         assert await ex.last_stored(taken) is None
         seq = await ex.append(_result(one, call), Expect.new_key(taken))
@@ -105,4 +110,32 @@ async def test_a_key_filter_makes_a_key_once_across_sessions(nats_env: NatsEnv) 
         assert last[0] == later
     finally:
         await gw.close()
+        await ex.close()
+
+
+async def test_a_cluster_bound_key_is_once_whatever_its_cluster_token(
+        nats_env: NatsEnv) -> None:
+    """Issue 21: a cluster-bound event's subject ends in its cluster's token, so a gate
+    restarted with another default cluster would put a redelivered call's classification on
+    another subject. The server checks the key under every token (and a 6-token copy stored
+    before cluster tokens counts too): one classification, one result per call."""
+    ex = await B.Bus.connect(nats_env.settings("executor"), "executor")
+    admin = await nats.connect(nats_env.url, user=natsconf.ADMIN_USER,
+                               password=nats_env.credentials[natsconf.ADMIN_USER])
+    sid, call, old_call = new_session_id(), new_call_id(), new_call_id()
+    try:
+        on_a = msgspec.structs.replace(_result(sid, call), cluster_name="a")
+        assert await ex.append_once(on_a) is not None
+        assert await ex.append_once(msgspec.structs.replace(
+            _result(sid, call), cluster_name="b")) is None
+        # A result stored before cluster tokens (6 tokens), then the same call again.
+        legacy = _result(sid, old_call)
+        await admin.jetstream().publish(S.event_subject(legacy).rsplit(".", 1)[0],
+                                        E.encode(legacy))
+        assert await ex.append_once(msgspec.structs.replace(legacy, cluster_name="a")) is None
+        subjects = [s.subject for s in await ex.session(sid, verify=False)]
+        assert subjects == [f"evt.{sid}.executor.tool.result.{call}.a",
+                            f"evt.{sid}.executor.tool.result.{old_call}"]
+    finally:
+        await admin.close()
         await ex.close()

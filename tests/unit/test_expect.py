@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import msgspec
 import pytest
 
 from schemas import chain
@@ -33,10 +34,16 @@ class RecordingBus(Bus):
         self.sent: list[dict[str, str]] = []
         self.reads = 0
         self.conflicts = 0
+        self.legacy_reads: list[str] = []
+        self.legacy_taken = False
 
     async def _last_in_session(self, session_id: str) -> tuple[int, bytes] | None:
         self.reads += 1
         return LAST
+
+    async def last_stored(self, subject_filter: str) -> tuple[int, bytes] | None:
+        self.legacy_reads.append(subject_filter)
+        return (3, b"stored before cluster tokens") if self.legacy_taken else None
 
     async def _publish(self, subject: str, data: bytes, headers: dict[str, str],
                        timeout: float, attempts: int) -> int:
@@ -74,14 +81,40 @@ async def test_new_key_checks_the_own_subject_or_the_filter_is_empty(bus: Record
     await bus.append(_result(sid), Expect.new_key())
     claims = S.tag_filter("executor", "tool.started", "*", "c_1")
     await bus.append(ToolStarted(session_id=sid, call_id="c_1"), Expect.new_key(claims))
-    assert bus.sent == [{EXPECTED_SEQ: "0", "prev_seq": "7"},
+    # A cluster-bound event: once per key whatever its cluster token (<6 tokens>.*).
+    once = f"evt.{sid}.executor.tool.result.c_1.*"
+    assert bus.sent == [{EXPECTED_SEQ: "0", EXPECTED_SEQ_SUBJECT: once, "prev_seq": "7"},
                         {EXPECTED_SEQ: "0", EXPECTED_SEQ_SUBJECT: claims, "prev_seq": "7"}]
+    assert claims == "evt.*.executor.tool.started.c_1.*"
+    # ... and not over the same key stored before cluster tokens (6 tokens), read first.
+    assert bus.legacy_reads == [f"evt.{sid}.executor.tool.result.c_1"]
     bus.conflicts = 1
     with pytest.raises(ConcurrencyConflict):  # already recorded: never retried
         await bus.append(_result(sid), Expect.new_key())
     assert await bus.append_once(_result(sid)) is not None
     bus.conflicts = 1
     assert await bus.append_once(_result(sid)) is None
+
+
+async def test_new_key_of_a_cluster_bound_event_is_once_across_cluster_tokens(
+        bus: RecordingBus) -> None:
+    """A gate restarted with another default cluster classifies a redelivered proposal under
+    another token: the server's check covers every token, and a 6-token (pre issue 21) copy of
+    the key stops it before any publish."""
+    sid = new_session_id()
+    on_a = msgspec.structs.replace(_result(sid), cluster_name="a")
+    assert S.event_subject(on_a) == f"evt.{sid}.executor.tool.result.c_1.a"
+    await bus.append(on_a, Expect.new_key())
+    assert bus.sent[-1][EXPECTED_SEQ_SUBJECT] == f"evt.{sid}.executor.tool.result.c_1.*"
+    bus.legacy_taken = True
+    sent = len(bus.sent)
+    assert await bus.append_once(msgspec.structs.replace(on_a, cluster_name="b")) is None
+    assert len(bus.sent) == sent
+    # Not cluster-bound: its own subject, no read of a 6-token twin.
+    bus.legacy_reads.clear()
+    await bus.append(UserMessage(session_id=sid, text="hi"), Expect.new_key())
+    assert EXPECTED_SEQ_SUBJECT not in bus.sent[-1]
+    assert bus.legacy_reads == []
 
 
 async def test_a_hint_chains_in_one_round_trip_then_falls_back_to_the_key(
@@ -97,7 +130,8 @@ async def test_a_hint_chains_in_one_round_trip_then_falls_back_to_the_key(
     await bus.append(_result(sid), Expect.new_key(hint=hint))
     assert bus.sent == [{EXPECTED_SEQ: "5", EXPECTED_SEQ_SUBJECT: S.session_filter(sid),
                          "prev_seq": "5"},
-                        {EXPECTED_SEQ: "0", "prev_seq": "7"}]
+                        {EXPECTED_SEQ: "0", EXPECTED_SEQ_SUBJECT: S.once_filter(
+                            S.event_subject(_result(sid))), "prev_seq": "7"}]
     with pytest.raises(ValueError, match="no chain hint"):
         Expect.new_key("evt.*.executor.tool.started.c_1", hint=hint)
 

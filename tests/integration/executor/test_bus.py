@@ -446,12 +446,12 @@ async def test_a_squatted_claim_or_result_subject_is_named_and_nothing_runs(
         js = admin.jetstream()
         squatted = scale_command(session, "c_squat", 9, private, current)
         await record_approval(nats_env, squatted, granted=False)
-        junk = await js.publish(f"evt.{session}.executor.tool.started.c_squat", b"\x00junk")
+        junk = await js.publish(f"evt.{session}.executor.tool.started.c_squat._", b"\x00junk")
         # The claim filter spans sessions: a decodable event of another session's subject.
         elsewhere = scale_command(session, "c_squat2", 9, private, current)
         await record_approval(nats_env, elsewhere, granted=False)
         foreign = await js.publish(
-            "evt.sother.executor.tool.started.c_squat2",
+            "evt.sother.executor.tool.started.c_squat2._",
             E.encode(ToolStarted(session_id="sother", call_id="c_other", approval_id="a")))
         # A claim the executor really made, then junk where its result goes: a redelivery
         # must not take the junk for a crash (a decoding read would skip it).
@@ -460,7 +460,7 @@ async def test_a_squatted_claim_or_result_subject_is_named_and_nothing_runs(
         await ex.append(ToolStarted(session_id=session, call_id="c_claimed",
                                     approval_id="a_c_claimed", actor="executor"),
                         Expect.new_key())
-        junk_result = await js.publish(f"evt.{session}.executor.tool.result.c_claimed", b"{}")
+        junk_result = await js.publish(f"evt.{session}.executor.tool.result.c_claimed._", b"{}")
         async with executor_running(nats_env, public, kubeconfig):
             for cmd in (squatted, elsewhere, claimed):
                 await grant_again(gate, cmd)
@@ -469,10 +469,10 @@ async def test_a_squatted_claim_or_result_subject_is_named_and_nothing_runs(
                                          and e.call_id == c)
                 assert result.status == "error"
                 assert result.output == (
-                    f"the claim subject evt.*.executor.tool.started.{call} holds something "
+                    f"the claim subject evt.*.executor.tool.started.{call}.* holds something "
                     f"that is not a claim (seq {seq}); the write was not run")
             assert await refusal(log, "c_claimed") == (
-                f"the result subject evt.{session}.executor.tool.result.c_claimed holds "
+                f"the result subject evt.{session}.executor.tool.result.c_claimed.* holds "
                 f"something that is not a result (seq {junk_result.seq}); this claimed call "
                 "was not run again")
         # No claim was made for the squatted calls (only the junk/foreign message is there),
