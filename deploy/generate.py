@@ -70,7 +70,7 @@ CLUSTER_PORT = 6222
 LEAF_PORT = 7422
 HUB_HOSTS = [f"nats-{i}.nats-headless.{NAMESPACE}.svc" for i in range(HUB_REPLICAS)]
 # The spoke's local nats-server users (natsconf.render_spoke): role all, read, write.
-SPOKE_LOCAL_USERS = ("executor", "executor-read", "executor-write")
+SPOKE_LOCAL_USERS = tuple(natsconf.SPOKE_LOCAL_USERS)
 PEOPLE = {"operator": ["operator"], "approver": ["operator", "approver"], "viewer": ["viewer"]}
 
 
@@ -79,11 +79,6 @@ def _write(path: Path, text: str) -> None:
         return
     path.write_text(text)
     os.chmod(path, 0o600)
-
-
-def spoke_user(cluster: str) -> str:
-    """The hub user of a cluster's leaf connection."""
-    return f"spoke-{S.cluster_token(cluster)}"
 
 
 def _env_value(env: Path, key: str = "INTERLOCK_NATS_PASSWORD") -> str:
@@ -96,7 +91,7 @@ def credentials(out: Path, clusters: Sequence[str] = ()) -> dict[str, str]:
     creds: dict[str, str] = {}
     fresh = natsconf.new_credentials()
     for user in (*natsconf.RUNTIME_USERS, natsconf.ADMIN_USER, "sys",
-                 *(spoke_user(c) for c in clusters)):
+                 *(natsconf.spoke_user(c) for c in clusters)):
         env = out / f"{user}.env"
         if env.exists():
             creds[user] = _env_value(env)
@@ -141,12 +136,13 @@ def k8s(out: Path, named: Sequence[str] = ()) -> list[str]:
     compose(out)
     clusters = _clusters(out, named)
     creds = credentials(out, clusters)
-    extra: dict[str, object] = {"clusters": clusters, "leaf_port": LEAF_PORT} if clusters else {}
+    # One cluster (no --cluster): today's single executor identity, no leafnode listener.
     text = natsconf.render(
         port=NATS_PORT, store_dir=STORE_DIR, credentials=creds, server_name="nats-0",
         http_port=NATS_MONITOR_PORT, host="0.0.0.0",
         cluster=natsconf.cluster_block_for_hosts(port=CLUSTER_PORT, hosts=HUB_HOSTS),
-        **extra)  # type: ignore[arg-type]
+        clusters=tuple(clusters) if clusters else None,
+        leaf_port=LEAF_PORT if clusters else None)
     _rewrite(out / "nats-cluster.conf", text + "\n")
     _rewrite(out / "clusters.env",
              f"INTERLOCK_CLUSTERS={','.join(clusters)}\n" if clusters else "")
@@ -195,7 +191,7 @@ def spoke(out: Path, cluster: str, hub_leaf_url: str, hub: Path) -> None:
     """One cluster's overlay of deploy/k8s/spoke/ in `out`, from the hub's files in `hub`
     (`generate.py k8s --cluster NAME` first). Local passwords are kept across runs; the rest is
     rewritten from the hub's (so a rerun picks up a new keyring or hub address)."""
-    user = spoke_user(cluster)
+    user = natsconf.spoke_user(cluster)
     if not (hub / f"{user}.env").exists():
         raise SystemExit(f"{hub} has no password for cluster {cluster!r} ({user}.env): run "
                          f"`python deploy/generate.py k8s {hub} --cluster {cluster} ...` (every "

@@ -30,11 +30,17 @@ async def consumer(service: str) -> int:
                             allow_reconnect=False)
     try:
         filters = getattr(S, "CONSUMER_FILTERS", {})
-        durable = service
+        durable, stream = service, ""
         if service == "executor":  # its role's consumer (deploy/k8s runs read and write roles)
-            durable = S.EXECUTOR_ROLES[os.environ.get("INTERLOCK_EXECUTOR_ROLE", "all")][0]
+            role = os.environ.get("INTERLOCK_EXECUTOR_ROLE", "all")
+            cluster = os.environ.get("INTERLOCK_CLUSTER", "").strip()
+            # a spoke's executor (deploy/k8s/spoke): its cluster's durable, on the hub through
+            # its spoke's leaf connection
+            durable = S.executor_durable(role, cluster or None)
+            stream = S.EVENTS_STREAM if cluster else ""
         if durable in filters:
             stream, _ = filters[durable]
+        if stream:
             await nc.jetstream().consumer_info(stream, durable, timeout=3)
         else:
             await nc.flush(timeout=3)
