@@ -306,6 +306,9 @@ def test_the_hub_nats_is_a_three_node_jetstream_cluster(docs: list[Doc]) -> None
         f"nats://{pod}.{spec['serviceName']}.{rbac.NAMESPACE}.svc:6222" for pod in pods]
     assert conf["cluster"]["listen"] == "0.0.0.0:6222"
     assert conf["jetstream"]["store_dir"] == "/data/jetstream"
+    # one cluster (no --cluster): no leafnode listener, no INTERLOCK_CLUSTERS
+    assert "leafnodes" not in conf
+    assert not one(docs, "ConfigMap", "interlock-clusters").get("data")
     provision = one(docs, "ConfigMap", "interlock-provision")["data"]
     assert provision["INTERLOCK_STREAM_REPLICAS"] == str(spec["replicas"])
     leaf = one(docs, "Service", "nats-leaf")

@@ -157,6 +157,12 @@ def test_the_leaf_config_dials_the_hub_as_the_clusters_user_and_opens_nothing(
     assert (url.scheme, url.hostname, url.port) == ("nats", "hub.example.com", 7422)
     assert url.username == f"spoke-{ctok}"
     hub_conf = json.loads((hub / "nats-cluster.conf").read_text())
+    # the hub (built with --cluster for each): a leafnode listener on the Service's port, a
+    # spoke account per cluster, and INTERLOCK_CLUSTERS for the services that route by it
+    assert hub_conf["leafnodes"] == {"listen": f"0.0.0.0:{generate.LEAF_PORT}"}
+    assert {f"SPOKE_{S.cluster_token(c)}" for c in CLUSTERS} <= set(hub_conf["accounts"])
+    assert one(overlay.hub_docs, "ConfigMap", "interlock-clusters")["data"] == \
+        {"INTERLOCK_CLUSTERS": ",".join(CLUSTERS)}
     account, entry = natsconf.users(hub_conf)[f"spoke-{ctok}"]
     assert account == f"SPOKE_{ctok}"
     assert urllib.parse.unquote(url.password or "") == entry["password"]
