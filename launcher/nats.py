@@ -74,6 +74,10 @@ class NatsServerProcess:
             await asyncio.sleep(0.05)
         raise ConfigError(f"nats-server not ready after {timeout}s: {self.tail_log()}")
 
+    def log_since_start(self) -> str:
+        """What the server logged since its latest start (a leaf connection coming up, …)."""
+        return self._since_start()
+
     def _since_start(self) -> str:
         try:
             with open(self.log_path, "rb") as f:

@@ -113,6 +113,11 @@ class StackConfig:
     # How long a consumer's unacknowledged message waits before redelivery (fault tests
     # shorten it so a killed instance's work comes back quickly).
     ack_wait_s: float = provision.ACK_WAIT_S
+    # Issue 21 (INTERLOCK_CLUSTERS): the clusters, each served by its own spoke (launcher/spoke);
+    # () = one executor for every context. `leaf_port` is where the spokes' leaf connections
+    # come in (0: a free port, when there are clusters).
+    clusters: tuple[str, ...] = ()
+    leaf_port: int = 0
 
 
 def instance_name(service: str, index: int) -> str:
@@ -174,6 +179,11 @@ class Stack:
         (`admin`, `approver`): the people's own keys, which no service is given."""
         return self.data / "people" / f"{principal}.key"
 
+    @property
+    def leaf_url(self) -> str:
+        """Where a spoke's leaf connection goes (clusters only)."""
+        return f"nats://127.0.0.1:{self.cfg.leaf_port}"
+
     def nats_settings(self, user: str) -> NatsSettings:
         """NATS settings of one identity, with its signing key if it writes events and the
         keyring in any case (the admin reads, and verifies what it reads, but never writes)."""
@@ -198,9 +208,10 @@ class Stack:
         self.data.mkdir(parents=True, exist_ok=True)
         (self.data / "logs").mkdir(exist_ok=True)
         creds = _load_or_create_json(self.data / "nats-credentials.json",
-                                     dict(natsconf.new_credentials()))
+                                     dict(natsconf.new_credentials(self.cfg.clusters)))
         self.credentials = {k: str(v) for k, v in creds.items()}
-        missing = {u: p for u, p in natsconf.new_credentials().items()
+        # (a spoke-<ctok> password for each cluster added since, too)
+        missing = {u: p for u, p in natsconf.new_credentials(self.cfg.clusters).items()
                    if u not in self.credentials}
         if missing:  # a data dir from before a service was added
             self.credentials.update(missing)
@@ -268,6 +279,8 @@ class Stack:
         size = self.cfg.nats_cluster
         if size != 1 and (size < 3 or size % 2 == 0):
             raise ConfigError("a NATS cluster needs an odd number of nodes, at least 3")
+        if size > 1 and self.cfg.clusters:
+            raise ConfigError("clusters (spokes) on a NATS cluster are not run locally yet")
         if size > 1:
             self.cluster = NatsCluster.create(self.data / "nats", self.data / "jetstream",
                                               self.credentials, size, self.cfg.nats_port)
@@ -277,14 +290,19 @@ class Stack:
         else:
             port = self.cfg.nats_port or free_port()
             self.cfg.nats_port = port
+            if self.cfg.clusters:
+                self.cfg.leaf_port = self.cfg.leaf_port or free_port()
             text = natsconf.render(port=port, store_dir=self.data / "jetstream",
-                                   credentials=self.credentials)
+                                   credentials=self.credentials,
+                                   clusters=self.cfg.clusters or None,
+                                   leaf_port=self.cfg.leaf_port or None)
             self.nats = NatsServerProcess(text, self.data / "nats", port)
             await self.nats.start()
         await provision.provision(self.nats_url, natsconf.ADMIN_USER,
                                   self.credentials[natsconf.ADMIN_USER], replicas=size,
                                   ack_wait=self.cfg.ack_wait_s,
-                                  limits=provision.StreamLimits.from_env(os.environ))
+                                  limits=provision.StreamLimits.from_env(os.environ),
+                                  clusters=self.cfg.clusters or None)
         if self._legacy_log:
             await self._mark_unsigned_history()
 

@@ -33,6 +33,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="where to write a kubeconfig for kubectl and the executor",
     )
     p.add_argument(
+        "--context",
+        default="sandbox",
+        metavar="NAME",
+        help="the kubeconfig context (and cluster) name: two sandboxes as two clusters need "
+             "two names (default: sandbox)",
+    )
+    p.add_argument(
         "--scenario",
         action="append",
         dest="scenarios",
@@ -71,7 +78,7 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
     sandbox = Sandbox(args.scenarios, time_scale=args.time_scale)
     url = await sandbox.start(args.host, args.port)
     try:
-        write_kubeconfig(args.kubeconfig, url)
+        write_kubeconfig(args.kubeconfig, url, context=args.context)
         print(f"{READY_PREFIX}{url}", flush=True)  # noqa: T201 - the readiness protocol
         print(f"kubeconfig written to {args.kubeconfig}", file=sys.stderr, flush=True)  # noqa: T201
         await stop.wait()

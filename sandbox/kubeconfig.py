@@ -37,3 +37,29 @@ def write_kubeconfig(
     tmp.chmod(0o600)
     tmp.replace(target)
     return target
+
+
+def merge_kubeconfigs(path: str | os.PathLike[str], *sources: str | os.PathLike[str],
+                      current: str = "") -> Path:
+    """Write one kubeconfig holding every cluster, user and context of `sources` (as
+    `KUBECONFIG=a:b kubectl config view --flatten` would), the current context `current` or
+    the first source's. Names must not clash: two sandboxes need two `--context` names."""
+    merged: dict[str, list[dict[str, object]]] = {"clusters": [], "users": [], "contexts": []}
+    first = ""
+    for src in sources:
+        doc = yaml.safe_load(Path(src).read_text()) or {}
+        first = first or str(doc.get("current-context", ""))
+        for section, entries in merged.items():
+            for entry in doc.get(section) or []:
+                if any(e["name"] == entry["name"] for e in entries):
+                    raise ValueError(f"{src}: {section[:-1]} {entry['name']!r} is in two sources")
+                entries.append(entry)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    config = {"apiVersion": "v1", "kind": "Config", **merged,
+              "current-context": current or first, "preferences": {}}
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    tmp.chmod(0o600)
+    tmp.replace(target)
+    return target

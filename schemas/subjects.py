@@ -31,6 +31,10 @@ SERVICES: tuple[Emitter, ...] = ("gateway", "planner", "gate", "executor")
 SEALED_STREAM = "SEALED"
 SEALED_PREFIX = "sealed"
 SEALERS: tuple[Emitter, ...] = ("gateway", "planner")  # the services that first hold a secret
+# Presence (issue 21): each executor puts `<cluster token>.<role>` in this KV bucket every few
+# seconds (services/runtime/presence.py); a key not refreshed for a while means "not connected".
+PRESENCE_BUCKET = "CLUSTERS"
+PRESENCE_STREAM = f"KV_{PRESENCE_BUCKET}"
 # Services that read the log but emit no events (their NATS users may publish none).
 OBSERVERS: tuple[str, ...] = ("notifier",)
 
@@ -74,6 +78,17 @@ def event_subject(event: Event) -> str:
     subject = f"{EVENTS_PREFIX}.{session}.{event.emitter}.{event.type}.{key}"
     cluster = event.cluster()
     return subject if cluster is None else f"{subject}.{cluster_token(cluster)}"
+
+
+def presence_key(cluster: str, role: str) -> str:
+    """An executor's presence key: `<cluster token>.<role>` (role: an EXECUTOR_ROLES key)."""
+    if role not in EXECUTOR_ROLES:
+        raise ValueError(f"unknown executor role {role!r}")
+    return f"{cluster_token(cluster)}.{role}"
+
+
+def presence_subject(cluster: str, role: str) -> str:
+    return f"$KV.{PRESENCE_BUCKET}.{presence_key(cluster, role)}"
 
 
 def once_filter(subject: str) -> str:

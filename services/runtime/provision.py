@@ -124,6 +124,33 @@ def sealed_stream(replicas: int = 1, limits: StreamLimits | None = None) -> Stre
     )
 
 
+# Presence (issue 21): a key not refreshed for this long is gone; the executors put theirs every
+# few seconds (services/runtime/presence.py).
+PRESENCE_MAX_AGE_S = 30.0
+
+
+def presence_stream(replicas: int = 1) -> StreamConfig:
+    """The CLUSTERS key-value bucket: each executor's latest presence (`<ctok>.<role>`), as
+    nats-py's create_key_value would make it (history 1, Direct Get) — but small and bounded: a
+    spoke may put only its own three keys (natsconf.spoke_permissions), none over 8 KiB."""
+    return StreamConfig(
+        name=S.PRESENCE_STREAM,
+        description="Which executors are connected (services/runtime/presence.py)",
+        subjects=[f"$KV.{S.PRESENCE_BUCKET}.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        max_msgs_per_subject=1,
+        max_age=PRESENCE_MAX_AGE_S,
+        max_bytes=64 << 20,
+        max_msg_size=8 << 10,
+        allow_rollup_hdrs=True,
+        deny_delete=True,
+        allow_direct=True,
+        num_replicas=replicas,
+    )
+
+
 class PendingCommands(ConfigError):
     """The EXEC stream of a version before issue 17 still holds commands not yet executed: this
     version must not start on it (`interlock up` says why and stops)."""
@@ -155,13 +182,23 @@ def _servers(url: str) -> list[str]:
 
 async def provision(url: str, admin_user: str, admin_password: str, replicas: int = 1,
                     timeout: float = 60.0, ack_wait: float = ACK_WAIT_S,
-                    executor_layout: str = "single", limits: StreamLimits | None = None) -> None:
+                    executor_layout: str = "single", limits: StreamLimits | None = None,
+                    clusters: tuple[str, ...] | None = None) -> None:
     """Idempotent: creates what is missing, updates what drifted (never loosens deny flags).
     An existing stream takes the new `limits` (StreamLimits) too: raising a limit is a rerun.
 
     `executor_layout` (S.EXECUTOR_LAYOUTS) says which executor consumers exist; the other
     layout's consumers are replaced (both would run every call), the new ones starting where
     the old ones had got to (see _executor_start).
+
+    `clusters` (INTERLOCK_CLUSTERS; None: one executor for every context): that layout's
+    durables per cluster (S.executor_consumers), each taking only its cluster's commands. A
+    switch of mode is a switch of layout like any other: the executor durables of the other
+    mode (the legacy `executor`, or a cluster no longer listed) are deleted and the new ones
+    start where the slowest of them had got to. A command in flight at the switch whose token
+    names no listed cluster (`_`, or a 6-token subject of an older version) is then taken by no
+    durable: it never runs, and its call waits for its own timeout — switch modes with no
+    writes pending.
 
     Upgrading a log written before issue 17: an empty EXEC stream (the old command queue) is
     deleted; one still holding commands stops provisioning with PendingCommands (see
@@ -174,7 +211,7 @@ async def provision(url: str, admin_user: str, admin_password: str, replicas: in
     while True:
         try:
             await _provision_once(url, admin_user, admin_password, replicas, ack_wait,
-                                  executor_layout, limits or StreamLimits())
+                                  executor_layout, limits or StreamLimits(), clusters)
             return
         except (TimeoutError, OSError, NoRespondersError, NatsTimeoutError,
                 ServiceUnavailableError, nats.errors.NoServersError) as exc:
@@ -184,34 +221,52 @@ async def provision(url: str, admin_user: str, admin_password: str, replicas: in
             await asyncio.sleep(0.5)
 
 
-def consumers(executor_layout: str = "single") -> dict[str, tuple[str, tuple[str, ...]]]:
-    """The durable consumers to provision: every service's, and one layout of the executor's."""
+def consumers(executor_layout: str = "single", clusters: tuple[str, ...] | None = None
+              ) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The durable consumers to provision: every service's, and one layout of the executor's
+    (per cluster, when `clusters` is given)."""
     if executor_layout not in S.EXECUTOR_LAYOUTS:
         raise ValueError(f"executor layout {executor_layout!r}: expected one of "
                          f"{', '.join(S.EXECUTOR_LAYOUTS)}")
-    wanted = S.EXECUTOR_LAYOUTS[executor_layout]
-    return {d: f for d, f in S.CONSUMER_FILTERS.items()
-            if d not in S.EXECUTOR_CONSUMERS or d in wanted}
+    wanted = S.EXECUTOR_LAYOUTS[executor_layout] if clusters is None else ()
+    out = {d: f for d, f in S.CONSUMER_FILTERS.items()
+           if d not in S.EXECUTOR_CONSUMERS or d in wanted}
+    if clusters is not None:
+        out |= S.executor_consumers(clusters, executor_layout)
+    return out
+
+
+def is_executor_durable(durable: str) -> bool:
+    return durable in S.EXECUTOR_CONSUMERS or S.durable_cluster(durable) is not None
+
+
+def clusters_from_env(env: Mapping[str, str]) -> tuple[str, ...] | None:
+    """INTERLOCK_CLUSTERS (`a,b`, the first the default): None when unset or empty."""
+    names = tuple(c.strip() for c in env.get("INTERLOCK_CLUSTERS", "").split(",") if c.strip())
+    return names or None
 
 
 async def _provision_once(url: str, admin_user: str, admin_password: str, replicas: int,
                           ack_wait: float, executor_layout: str,
-                          limits: StreamLimits) -> None:
-    wanted = consumers(executor_layout)
+                          limits: StreamLimits, clusters: tuple[str, ...] | None = None
+                          ) -> None:
+    wanted = consumers(executor_layout, clusters)
     nc = await nats.connect(_servers(url), user=admin_user, password=admin_password,
                             connect_timeout=5, allow_reconnect=False)
     try:
         js = nc.jetstream()
         await _retire_exec(js)
-        for cfg in (events_stream(replicas, limits), sealed_stream(replicas, limits)):
+        for cfg in (events_stream(replicas, limits), sealed_stream(replicas, limits),
+                    presence_stream(replicas)):
             try:
                 await js.stream_info(cfg.name or "")
                 await js.update_stream(cfg)
             except NotFoundError:
                 await js.add_stream(cfg)
-        start = await _executor_start(js, wanted)
-        for durable in S.EXECUTOR_CONSUMERS:
-            if durable not in wanted:
+        existing = [c.name for c in await js.consumers_info(S.EVENTS_STREAM)]
+        start = await _executor_start(js, wanted, existing)
+        for durable in existing:
+            if is_executor_durable(durable) and durable not in wanted:
                 with contextlib.suppress(NotFoundError):
                     await js.delete_consumer(S.EVENTS_STREAM, durable)
         for durable, (stream, filters) in wanted.items():
@@ -252,17 +307,17 @@ async def _retire_exec(js: JetStreamContext) -> None:
     await js.delete_stream(EXEC_STREAM)
 
 
-async def _executor_start(js: JetStreamContext, wanted: Mapping[str, object]
-                          ) -> dict[str, tuple[DeliverPolicy, int | None]]:
+async def _executor_start(js: JetStreamContext, wanted: Mapping[str, object],
+                          existing: list[str]) -> dict[str, tuple[DeliverPolicy, int | None]]:
     """Where each executor consumer to be created starts delivering. On an empty log, at the
     start. When the other layout's consumers exist (a switch single <-> split), where the
     slowest of them had got to (its ack floor + 1), so that nothing in flight is lost — a call
     delivered twice is harmless, a read's result and a write's claim are recorded once. On a
     log written before any executor consumer was on it (an upgrade: its classifications and
     grants were all run from EXEC), from new events only: the history must not run again."""
-    missing = [d for d in S.EXECUTOR_CONSUMERS if d in wanted]
+    missing = [d for d in wanted if is_executor_durable(d)]
     floors: list[int] = []
-    for durable in S.EXECUTOR_CONSUMERS:
+    for durable in (d for d in existing if is_executor_durable(d)):
         try:
             info = await js.consumer_info(S.EVENTS_STREAM, durable)
         except NotFoundError:
@@ -297,7 +352,8 @@ def main() -> int:
         replicas = int(env.get("INTERLOCK_STREAM_REPLICAS", "1"))
         timeout = float(env.get("INTERLOCK_PROVISION_TIMEOUT", "120"))
         layout = env.get("INTERLOCK_EXECUTOR_CONSUMERS", "single")
-        consumers(layout)
+        clusters = clusters_from_env(env)
+        consumers(layout, clusters)
         limits = StreamLimits.from_env(env)
     except ValueError as exc:
         log.error("invalid setting: %s", exc)
@@ -305,12 +361,15 @@ def main() -> int:
     try:
         asyncio.run(provision(env.get("INTERLOCK_NATS_URL", "nats://127.0.0.1:4222"),
                               env.get("INTERLOCK_NATS_USER", "admin"), password, replicas,
-                              timeout, executor_layout=layout, limits=limits))
+                              timeout, executor_layout=layout, limits=limits,
+                              clusters=clusters))
     except PendingCommands as exc:
         log.error("%s", exc)
         return 3
-    log.info("streams and consumers provisioned (replicas=%d, executor consumers: %s, "
-             "EVENTS max %d bytes)", replicas, layout, limits.events_max_bytes)
+    log.info("streams and consumers provisioned (replicas=%d, executor consumers: %s%s, "
+             "EVENTS max %d bytes)", replicas, layout,
+             f" per cluster ({', '.join(clusters)})" if clusters else "",
+             limits.events_max_bytes)
     return 0
 
 

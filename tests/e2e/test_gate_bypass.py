@@ -377,4 +377,4 @@ async def test_a_gated_read_is_three_appends_and_no_command_stream(stack: Stack,
         streams = sorted(s.config.name for s in await bus.js.streams_info())
     finally:
         await bus.close()
-    assert streams == [S.EVENTS_STREAM, S.SEALED_STREAM]
+    assert streams == [S.EVENTS_STREAM, S.PRESENCE_STREAM, S.SEALED_STREAM]

@@ -114,6 +114,6 @@ async def test_after_the_upgrade_new_work_is_signed_and_audits_intact(upgraded: 
     bus = await bus_as(upgraded, "admin")
     try:
         assert sorted(s.config.name for s in await bus.js.streams_info()) == [
-            S.EVENTS_STREAM, S.SEALED_STREAM]
+            S.EVENTS_STREAM, S.PRESENCE_STREAM, S.SEALED_STREAM]
     finally:
         await bus.close()

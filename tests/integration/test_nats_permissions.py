@@ -110,7 +110,8 @@ async def test_runtime_users_cannot_create_streams_or_consumers(
     admin = await nats.connect(nats_env.url, user="admin", password=nats_env.credentials["admin"])
     try:
         names = await admin.jetstream().streams_info()
-        assert sorted(s.config.name for s in names) == [S.EVENTS_STREAM, S.SEALED_STREAM]
+        assert sorted(s.config.name for s in names) == [S.EVENTS_STREAM, S.PRESENCE_STREAM,
+                                                        S.SEALED_STREAM]
     finally:
         await admin.close()
 
@@ -175,7 +176,8 @@ def test_each_identity_has_an_account_of_its_own() -> None:
         assert set(imported) == {*natsconf.log_imports(user), "$JS.API.INFO"}
         # Wildcards only: a reply aimed at a literally imported stream subject was stored.
         for subject in imported:
-            assert subject.startswith("$JS.") or subject.endswith(">"), subject
+            # (and presence keys, exactly: one message each, its own — see natsconf.spoke_imports)
+            assert subject.startswith(("$JS.", "$KV.CLUSTERS.")) or subject.endswith(">"), subject
         assert entry["permissions"] == natsconf.permissions(user)
 
 

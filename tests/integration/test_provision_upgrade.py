@@ -16,6 +16,7 @@ from nats.js.errors import NotFoundError
 from schemas import events as E
 from schemas import subjects as S
 from schemas.approval import ToolClassified
+from schemas.base import Target
 from services.runtime import natsconf, provision
 from tests.conftest import NatsEnv
 
@@ -125,3 +126,37 @@ async def test_a_layout_switch_starts_where_the_old_consumers_got_to(
     info = await js.consumer_info(S.EVENTS_STREAM, "executor")
     assert info.config.opt_start_seq == seqs[2]  # executor-write acked nothing past seqs[1]
     assert info.num_pending == 2
+
+
+async def test_a_switch_to_per_cluster_durables_starts_where_the_shared_one_got_to(
+        nats_env: NatsEnv, admin: Client) -> None:
+    """Issue 21: INTERLOCK_CLUSTERS set on a data dir of one executor for everything. The
+    shared `executor` durable is deleted (it would run every cluster's commands), each
+    cluster's durables start where it had got to, and each takes only its cluster's."""
+    js = admin.jetstream()
+    seqs = await _classify(admin, 2)  # token `_` (no cluster named), taken by the shared one
+    psub = await js.pull_subscribe_bind("executor", stream=S.EVENTS_STREAM)
+    for msg in await psub.fetch(1, timeout=5):
+        await msg.ack_sync()
+    await psub.unsubscribe()
+    await provision.provision(nats_env.url, natsconf.ADMIN_USER,
+                              nats_env.credentials[natsconf.ADMIN_USER], timeout=10,
+                              executor_layout="split", clusters=("a", "b"))
+    names = sorted(c.name for c in await js.consumers_info(S.EVENTS_STREAM))
+    assert names == ["executor-read_a", "executor-read_b", "executor-write_a",
+                     "executor-write_b", "gate", "notifier", "planner"]
+    for durable in names[:4]:
+        info = await js.consumer_info(S.EVENTS_STREAM, durable)
+        assert info.config.opt_start_seq == seqs[1], durable
+        # The command in flight names no listed cluster: no durable takes it (provision.py).
+        assert info.num_pending == 0, durable
+    on_b = ToolClassified(session_id="s_up", call_id="c_b", access="write", rule="r",
+                          tool="scale", args={}, target=Target(cluster="b"))
+    await admin.jetstream().publish(S.event_subject(on_b), E.encode(on_b))
+    pending = {d: (await js.consumer_info(S.EVENTS_STREAM, d)).num_pending for d in names[:4]}
+    assert pending == {"executor-read_a": 0, "executor-read_b": 1, "executor-write_a": 0,
+                       "executor-write_b": 1}
+    # And back to one executor for everything: the shared durable returns, the others go.
+    await _provision(nats_env, "single")
+    names = sorted(c.name for c in await js.consumers_info(S.EVENTS_STREAM))
+    assert names == ["executor", "gate", "notifier", "planner"]
