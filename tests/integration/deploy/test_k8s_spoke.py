@@ -254,11 +254,6 @@ async def test_the_leaf_from_the_configmap_joins_the_hub_bound_to_its_cluster(
                            allow_reconnect=False, max_reconnect_attempts=0)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "JetStream API requests do not cross the leaf: the spoke drops the hub's interest in the "
-    "literal $JS.API.* service imports (both sides in the same, empty, JetStream domain) and "
-    "answers 'no responders'; measured: with a hub `jetstream.domain` the spoke reaches "
-    "$JS.<domain>.API.* — natsconf/bus (mc-bus) must choose; then remove this mark"))
 async def test_each_executors_probe_finds_its_clusters_durable_through_the_leaf(
         joined: _Joined, monkeypatch: pytest.MonkeyPatch) -> None:
     """The hub provisioned as its Job does (split layout, the hub's INTERLOCK_CLUSTERS); each
