@@ -30,17 +30,17 @@ async def consumer(service: str) -> int:
                             allow_reconnect=False)
     try:
         filters = getattr(S, "CONSUMER_FILTERS", {})
-        durable, stream = service, ""
+        durable = service
         if service == "executor":  # its role's consumer (deploy/k8s runs read and write roles)
             role = os.environ.get("INTERLOCK_EXECUTOR_ROLE", "all")
-            cluster = os.environ.get("INTERLOCK_CLUSTER", "").strip()
-            # a spoke's executor (deploy/k8s/spoke): its cluster's durable, on the hub through
-            # its spoke's leaf connection
-            durable = S.executor_durable(role, cluster or None)
-            stream = S.EVENTS_STREAM if cluster else ""
+            # A spoke's executor (issue 21) binds its cluster's durable, through its spoke.
+            cluster = os.environ.get("INTERLOCK_CLUSTER") or None
+            durable = S.executor_durable(role, cluster)
+            if cluster is not None:
+                await nc.jetstream().consumer_info(S.EVENTS_STREAM, durable, timeout=3)
+                return 0
         if durable in filters:
             stream, _ = filters[durable]
-        if stream:
             await nc.jetstream().consumer_info(stream, durable, timeout=3)
         else:
             await nc.flush(timeout=3)

@@ -19,6 +19,10 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+import nats
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
 from launcher.childenv import base_env
 from launcher.nats import NatsServerProcess, free_port
 from schemas import subjects as S
@@ -66,7 +70,8 @@ class Spoke:
         """The spoke's local NATS user of an executor role (executor / executor-read / …)."""
         return S.EXECUTOR_ROLES[role][0]
 
-    def _prepare(self) -> str:
+    def config_text(self) -> str:
+        """The spoke server's configuration (its local passwords made once, kept in data_dir)."""
         self.data.mkdir(parents=True, exist_ok=True)
         (self.data / "logs").mkdir(exist_ok=True)
         path = self.data / "spoke-credentials.json"
@@ -85,18 +90,22 @@ class Spoke:
 
     async def start_leaf(self, timeout: float = 20.0) -> None:
         """Starts the spoke's server and waits until its leaf connection to the hub is up."""
-        text = self._prepare()
+        text = self.config_text()
         if self.leaf is None:
             self.leaf = NatsServerProcess(text, self.data / "nats", self.port)
         await self.leaf.start(timeout)
         await self.wait_leaf(timeout)
 
     async def wait_leaf(self, timeout: float = 20.0) -> None:
-        """Until the leaf connection of this start is established (read from its log)."""
+        """Until the leaf connection of this start is up (its log says so) and the hub's log
+        answers through it: the hub sends the interest of what the spoke may reach just after
+        the connection, and an executor started before that would hear "no responders"."""
         assert self.leaf is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while LEAF_CONNECTED not in self.leaf.log_since_start():
+
+        def check() -> None:
+            assert self.leaf is not None
             if not self.leaf.running:
                 raise ConfigError(f"spoke {self.cluster}: nats-server exited: "
                                   f"{self.leaf.tail_log()}")
@@ -104,7 +113,27 @@ class Spoke:
                 raise ConfigError(f"spoke {self.cluster}: no leaf connection to "
                                   f"{self.hub_leaf_url} after {timeout}s: "
                                   f"{self.leaf.tail_log()}")
+
+        while LEAF_CONNECTED not in self.leaf.log_since_start():
+            check()
             await asyncio.sleep(0.05)
+        user = self.user_of(self.roles[0])
+        nc = await nats.connect(self.url, user=user, password=self.credentials[user],
+                                inbox_prefix=natsconf.EXECUTOR_INBOX.encode(),
+                                allow_reconnect=False, connect_timeout=5)
+        try:
+            while True:
+                check()
+                try:
+                    msg = await nc.request(f"$JS.API.STREAM.INFO.{S.EVENTS_STREAM}", b"",
+                                           timeout=1.0)
+                    if b"stream_info_response" in msg.data:
+                        return
+                except (NoRespondersError, NatsTimeoutError):
+                    pass
+                await asyncio.sleep(0.05)
+        finally:
+            await nc.close()
 
     def kill_leaf(self) -> None:
         """SIGKILL the spoke's server: its executors lose the hub (they reconnect to it)."""

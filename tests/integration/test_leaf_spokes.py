@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import sys
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -81,7 +83,7 @@ async def hub(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Hub]:
                               None, tmp / f"spoke-{c}", tmp / "gate.pub",
                               keys / identity.KEYRING_FILE, keys / "executor.key")
             await spokes[c].start_leaf()
-        conf = json.loads(spokes["b"]._prepare())
+        conf = json.loads(spokes["b"].config_text())
         for user in conf["accounts"][natsconf.SPOKE_LOCAL_ACCOUNT]["users"]:
             del user["permissions"]
         evil_port = free_port()
@@ -322,6 +324,12 @@ async def test_spoke_b_does_its_own_work_through_its_leaf(hub: Hub) -> None:
     finally:
         await bus.close()
         await gate.close()
+    # The deployment's health check of a spoke's executor binds its cluster's durable.
+    check = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).parents[2] / "deploy" / "healthcheck.py"), "executor",
+        env={**os.environ, "INTERLOCK_NATS_URL": spoke.url, "INTERLOCK_NATS_USER": "executor",
+             "INTERLOCK_NATS_PASSWORD": spoke.credentials["executor"], "INTERLOCK_CLUSTER": "b"})
+    assert await check.wait() == 0
     # The spoke's own local limits: its read executor may not take the write durable.
     nc, _ = await _connect(spoke.url, "executor-read", spoke.credentials["executor-read"])
     try:
@@ -329,3 +337,44 @@ async def test_spoke_b_does_its_own_work_through_its_leaf(hub: Hub) -> None:
             await nc.jetstream(timeout=1.0).consumer_info(S.EVENTS_STREAM, "executor_b")
     finally:
         await nc.close()
+
+
+async def test_a_killed_leaf_comes_back_and_its_executors_with_it(hub: Hub) -> None:
+    """Spoke.kill_leaf / restart_leaf (the chaos of done-when 3 builds on them): while the
+    spoke's server is down its executor reaches nothing; started again on its port, the leaf
+    connection is back and the same connection appends again."""
+    spoke = hub.spokes["a"]
+    bus = await Bus.connect(NatsSettings(
+        url=spoke.url, user="executor", password=spoke.credentials["executor"],
+        signing_key_file=str(hub.keys / "executor.key"),
+        keyring_file=str(hub.keys / identity.KEYRING_FILE)), "executor")
+    try:
+        spoke.kill_leaf()
+        assert not _leaf_ids(hub, natsconf.spoke_account("a")) or await _leaf_gone(hub, "a")
+        with pytest.raises(Exception):  # noqa: B017, PT011 - any failure: the hub is away
+            await presence.beat(bus, presence.ClusterStatus(cluster="a", role="all"),
+                                timeout=0.5)
+        await spoke.restart_leaf()
+        result = ToolResult(session_id="s_a", call_id="c_a", tool="get", status="ok",
+                            cluster_name="a", actor="executor")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while True:  # the client reconnects to the restarted spoke on its own
+            try:
+                assert await bus.append_once(result) is not None
+                break
+            except Exception:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+    finally:
+        await bus.close()
+
+
+async def _leaf_gone(hub: Hub, cluster: str) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while _leaf_ids(hub, natsconf.spoke_account(cluster)):
+        assert loop.time() < deadline, "the hub still lists the killed spoke's leaf"
+        await asyncio.sleep(0.05)
+    return True
