@@ -189,6 +189,27 @@ def test_the_leaf_config_dials_the_hub_as_the_clusters_user_and_opens_nothing(
 # -- a real nats-server from the ConfigMap joins a real hub ------------------------------------
 
 
+async def _until_the_hub_answers(url: str, docs: list[Doc]) -> None:
+    """The hub sends the leaf the interest of what it may reach just after the connection:
+    until then a request through it hears "no responders" (a pod's liveness probe waits
+    initialDelaySeconds). Bounded: a leaf that never carries it fails here."""
+    password = _secret_data(one(docs, "Secret", "interlock-executor-read"))[
+        "INTERLOCK_NATS_PASSWORD"]
+    nc = await nats.connect(url, user="executor-read", password=password,
+                            inbox_prefix=natsconf.EXECUTOR_INBOX.encode(),
+                            allow_reconnect=False)
+    try:
+        for _ in range(300):
+            try:
+                await nc.request(f"$JS.API.STREAM.INFO.{S.EVENTS_STREAM}", b"", timeout=1.0)
+                return
+            except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                await asyncio.sleep(0.05)
+        raise AssertionError("the hub's log never answered through the leaf")
+    finally:
+        await nc.close()
+
+
 class _Joined:
     def __init__(self, hub: NatsServerProcess, spoke_url: str, hub_docs: list[Doc],
                  docs: list[Doc]) -> None:
@@ -232,6 +253,7 @@ async def joined(overlay: Overlay, tmp_path: Path) -> AsyncIterator[_Joined]:
         (connection,) = leafz["leafs"]
         # bound to its cluster's account on the hub: spoke-<ctok>'s, and nobody else's
         assert connection["account"] == f"SPOKE_{S.cluster_token(SPOKE)}"
+        await _until_the_hub_answers(f"nats://127.0.0.1:{spoke_port}", docs)
         yield _Joined(hub, f"nats://127.0.0.1:{spoke_port}", hub_docs, docs)
     finally:
         if leaf is not None:
