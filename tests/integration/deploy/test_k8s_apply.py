@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,36 @@ def test_the_manifests_ship_no_kubeconfig_and_no_cluster_admin(applied: list[Doc
            (d.get("data") or {})]
     assert not cfg
     assert Path(KUBECTL).exists()
+
+
+def test_the_hub_nats_runs_three_named_pods_and_a_leafnode_service(
+        applied: list[Doc], api: k8s.ApiClient, cluster: Running) -> None:
+    """The sandbox's StatefulSet controller makes the pods: three, each its own server_name
+    (its pod name, through `--name $(POD_NAME)`) and its own volume."""
+    core = k8s.CoreV1Api(api)
+    selector = "app.kubernetes.io/component=nats"
+    sts = k8s.AppsV1Api(api).read_namespaced_stateful_set("nats", NS)
+    assert sts.spec.replicas == 3
+    pods: list[Any] = []
+    for _ in range(200):
+        pods = core.list_namespaced_pod(NS, label_selector=selector).items
+        if len(pods) == 3:
+            break
+        time.sleep(0.05)
+    names = sorted(p.metadata.name for p in pods)
+    assert names == ["nats-0", "nats-1", "nats-2"]
+    server_names = set()
+    for pod in pods:
+        (c,) = pod.spec.containers
+        env = {e.name: e.value_from.field_ref.field_path for e in c.env if e.value_from}
+        assert c.args[c.args.index("--name") + 1] == "$(POD_NAME)"
+        assert env["POD_NAME"] == "metadata.name"
+        server_names.add(pod.metadata.name)  # what $(POD_NAME) expands to in that pod
+    assert len(server_names) == 3
+    claims = {c.metadata.name for c in core.list_namespaced_persistent_volume_claim(NS).items}
+    assert {f"data-{n}" for n in names} <= claims
+    leaf = core.read_namespaced_service("nats-leaf", NS)
+    assert [(p.port, p.target_port) for p in leaf.spec.ports] == [(7422, "leafnodes")]
+    headless = core.read_namespaced_service("nats-headless", NS)
+    assert headless.spec.cluster_ip == "None"
+    assert {p.name: p.port for p in headless.spec.ports} == {"client": 4222, "cluster": 6222}

@@ -25,17 +25,19 @@ ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "deploy" / "k8s"
 KUBECTL = Path(sys.prefix, "bin", "kubectl")
 sys.path.insert(0, str(ROOT / "deploy"))
+import generate  # noqa: E402
 import rbac  # noqa: E402
 
 Doc = dict[str, Any]
 
 
-def build(tmp: Path) -> tuple[Path, list[Doc]]:
+def build(tmp: Path, clusters: tuple[str, ...] = ()) -> tuple[Path, list[Doc]]:
     """deploy/k8s copied next to freshly generated secrets, rendered by kubectl's kustomize."""
     out = tmp / "k8s"
-    shutil.copytree(K8S, out, ignore=shutil.ignore_patterns("secrets"))
+    shutil.copytree(K8S, out, ignore=shutil.ignore_patterns("secrets", "spokes"))
     subprocess.run([sys.executable, str(ROOT / "deploy" / "generate.py"), "k8s",
-                    str(out / "secrets")], check=True, capture_output=True)
+                    str(out / "secrets"), *(f"--cluster={c}" for c in clusters)],
+                   check=True, capture_output=True)
     text = subprocess.run([str(KUBECTL), "kustomize", str(out)], check=True,
                           capture_output=True, text=True).stdout
     return out, [d for d in yaml.safe_load_all(text) if d]
@@ -274,5 +276,51 @@ def test_the_gateway_is_probed_and_served(docs: list[Doc]) -> None:
         assert c["livenessProbe"]["exec"]["command"][:2] == ["python", "deploy/healthcheck.py"]
     nats = one(docs, "StatefulSet", "nats")
     (c,) = nats["spec"]["template"]["spec"]["containers"]
-    assert c["args"] == ["-c", "/etc/nats/nats.conf"]
+    assert c["args"][:2] == ["-c", "/etc/nats/nats.conf"]
     assert {m["mountPath"] for m in c["volumeMounts"]} == {"/etc/nats", "/data"}
+
+
+# -- the hub's NATS: three JetStream nodes, routes between them, a leafnode port ---------------
+
+
+def test_the_hub_nats_is_a_three_node_jetstream_cluster(docs: list[Doc]) -> None:
+    sts = one(docs, "StatefulSet", "nats")
+    spec = sts["spec"]
+    assert spec["replicas"] == generate.HUB_REPLICAS == 3
+    assert spec["podManagementPolicy"] == "Parallel"  # a quorum must start together
+    (c,) = spec["template"]["spec"]["containers"]
+    # one config, a server_name per pod: its pod name (unique and stable in a StatefulSet)
+    assert c["args"] == ["-c", "/etc/nats/nats.conf", "--name", "$(POD_NAME)"]
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} \
+        in c["env"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"client": 4222, "cluster": generate.CLUSTER_PORT,
+                     "leafnodes": generate.LEAF_PORT, "monitor": 8222}
+    conf = json.loads(_secret_data(one(docs, "Secret", "interlock-nats-config"))["nats.conf"])
+    headless = one(docs, "Service", spec["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+    assert {"name": "cluster", "port": 6222, "targetPort": "cluster"} in headless["spec"]["ports"]
+    # the routes name every pod by its stable DNS name under the headless Service
+    pods = [f"{sts['metadata']['name']}-{i}" for i in range(spec["replicas"])]
+    assert conf["cluster"]["routes"] == [
+        f"nats://{pod}.{spec['serviceName']}.{rbac.NAMESPACE}.svc:6222" for pod in pods]
+    assert conf["cluster"]["listen"] == "0.0.0.0:6222"
+    assert conf["jetstream"]["store_dir"] == "/data/jetstream"
+    # one cluster (no --cluster): no leafnode listener, no INTERLOCK_CLUSTERS
+    assert "leafnodes" not in conf
+    assert not one(docs, "ConfigMap", "interlock-clusters").get("data")
+    provision = one(docs, "ConfigMap", "interlock-provision")["data"]
+    assert provision["INTERLOCK_STREAM_REPLICAS"] == str(spec["replicas"])
+    leaf = one(docs, "Service", "nats-leaf")
+    assert leaf["spec"]["selector"] == spec["selector"]["matchLabels"]
+    assert leaf["spec"]["ports"] == [{"name": "leafnodes", "port": generate.LEAF_PORT,
+                                      "targetPort": "leafnodes"}]
+    assert leaf["spec"].get("type", "ClusterIP") == "ClusterIP"  # exposing it is a choice
+
+
+def test_nats_server_accepts_the_hub_config(built: tuple[Path, list[Doc]]) -> None:
+    out, _ = built
+    proc = subprocess.run([str(Path(sys.prefix, "bin", "nats-server")), "-t", "-c",
+                           str(out / "secrets" / "nats-cluster.conf")],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
