@@ -10,7 +10,7 @@ always an argument, so a live service, a replay and a test apply the same rules.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
@@ -211,3 +211,10 @@ def misrouted(event: Event, classified: dict[str, str]) -> bool:
     call_id = getattr(event, "call_id", "")
     want = classified.get(call_id, "") if isinstance(call_id, str) else ""
     return bool(want) and (event.cluster() or "") != want
+
+
+def believed(events: Sequence[Event]) -> list[Event]:
+    """A session's events as every reader folds them (gate, planner, executor): without an
+    executor event about a call that the gate classified for another cluster (`misrouted`)."""
+    where = classified_clusters(events)
+    return [e for e in events if not misrouted(e, where)]

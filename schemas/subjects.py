@@ -92,12 +92,20 @@ def presence_subject(cluster: str, role: str) -> str:
 
 
 def once_filter(subject: str) -> str:
-    """What an event recorded once per key is checked against: its own subject, or for a
-    cluster-bound one its key under ANY cluster token (`<6 tokens>.*`), so that a call is
-    classified or answered once even if the cluster it resolves to changed in between (a
-    restarted gate with another default cluster)."""
+    """What an event recorded once per key is checked against: its own subject, or for one of
+    the gate's cluster-bound events (its commands) its key under ANY cluster token
+    (`<6 tokens>.*`), so that a call is classified, and an approval granted, once even if the
+    cluster it resolves to changed in between (a restarted gate with another default cluster).
+
+    An executor's events stay once per key on their own subject, i.e. per cluster: a call runs
+    on its one cluster, and another cluster's executor event about it is not believed
+    (schemas/lifecycle.py `misrouted`) — but were it counted here, a compromised spoke could
+    record a "result" for another cluster's call first and so keep the real one out of the
+    log."""
     parts = subject.split(".")
-    return ".".join((*parts[:6], "*")) if len(parts) == 7 else subject
+    if len(parts) == 7 and parts[2] == "gate":
+        return ".".join((*parts[:6], "*"))
+    return subject
 
 
 def session_filter(session_id: str) -> str:

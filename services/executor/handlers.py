@@ -21,7 +21,7 @@ from nats.errors import (
     OutboundBufferLimitError,
 )
 
-from schemas import catalogue
+from schemas import catalogue, lifecycle
 from schemas import subjects as S
 from schemas.approval import GRANT_VERSION, ApprovalGranted, ToolClassified
 from schemas.base import Event, Target
@@ -387,8 +387,10 @@ class Executor:
         fails verification is refused (recorded) and the others still run."""
         # Everything the checks need precedes the grant in the session: read up to it at least
         # (a replica answering the read may lag the leader; this waits for it, briefly).
-        events: list[Event] = [s.event for s in await self.bus.session(
-            granted.session_id, at_least=d.seq)]
+        # As every reader folds it: another cluster's executor's word on a call is not
+        # believed (a compromised spoke's "claim" or "result" for this cluster's call).
+        events = lifecycle.believed([s.event for s in await self.bus.session(
+            granted.session_id, at_least=d.seq)])
         request = domain.request_of(events, granted.approval_id)
         calls = {c.call_id: c for c in request.calls} if request else {}
         for grant in granted.grants:
@@ -433,8 +435,13 @@ class Executor:
             raise Refused(str(exc)) from exc
         # Claim the call exactly once, in the log, before touching the cluster — once across
         # ALL sessions: the server refuses the claim if any session's claim subject of this
-        # call id holds anything. Always checked on the server (no chain hint).
-        claims = S.tag_filter("executor", "tool.started", "*", work.call_id)
+        # call id holds anything. Always checked on the server (no chain hint). An executor of
+        # one cluster claims on its own cluster's subjects only, which only it can write: a
+        # compromised spoke's claim of this call on its own subjects cannot block it. (One
+        # executor for every context claims under any token: the context it stamps is read
+        # from its kubeconfig and could change across a restart.)
+        claims = S.tag_filter("executor", "tool.started", "*", work.call_id,
+                              cluster=self.settings.cluster or None)
         try:
             claim = await self.bus.append_link(
                 self._stamp(work, ToolStarted(session_id=work.session_id, call_id=work.call_id,

@@ -280,7 +280,7 @@ def batches_of(events: Sequence[Event], call_id: str, policy: Policy,
     refused = [(m, c) for m, c in classified
                if m.call_id not in {w.call_id for w, _ in writes}]
     # Only the executor of the cluster the gate classified a call for is believed about it.
-    previews = {e.call_id: e for e in believed(events) if isinstance(e, PreviewRecorded)}
+    previews = {e.call_id: e for e in lifecycle.believed(events) if isinstance(e, PreviewRecorded)}
     if not writes or any(m.call_id not in previews for m, _ in writes):
         return None  # wait for every write's dry run: one decision covers the whole batch
     # A write by label selector whose dry run failed enumerated no set ("no objects
@@ -301,14 +301,6 @@ def batches_of(events: Sequence[Event], call_id: str, policy: Policy,
                   tuple(refused), tuple(u for u in unset if where_of[u[0].call_id] == cluster),
                   previews)
             for cluster in on]
-
-
-def believed(events: Sequence[Event]) -> list[Event]:
-    """The session's events without an executor event about a call that the gate classified
-    for another cluster (a compromised spoke writing, on its own subjects, a preview or a
-    result for another cluster's call: issue 21). See schemas.lifecycle.misrouted."""
-    where = lifecycle.classified_clusters(events)
-    return [e for e in events if not lifecycle.misrouted(e, where)]
 
 
 def approval_request(events: Sequence[Event], batch: Batch, policy: Policy,

@@ -42,11 +42,8 @@ E = TypeVar("E", bound=Event)
 
 
 def believed(stored: list[Stored]) -> list[Event]:
-    """The session as the planner folds it: without an executor event about a call the gate
-    classified for another cluster (written by another cluster's executor: issue 21)."""
-    events = [s.event for s in stored]
-    where = lifecycle.classified_clusters(events)
-    return [e for e in events if not lifecycle.misrouted(e, where)]
+    """The session as the planner folds it (schemas.lifecycle.believed)."""
+    return lifecycle.believed([s.event for s in stored])
 
 
 class Planner:

@@ -41,7 +41,7 @@ from sandbox.testing import running_sandbox
 from schemas import events as E
 from schemas import subjects as S
 from schemas.approval import ApprovalGranted
-from schemas.execution import ToolResult
+from schemas.execution import ToolResult, ToolStarted
 from services.runtime import identity, natsconf, presence
 from services.runtime.bus import Bus
 from services.runtime.identity import SIGNATURE_HEADER
@@ -334,6 +334,40 @@ async def test_a_grant_for_a_replayed_onto_b_is_refused_and_bs_word_on_a_not_bel
     events = await session_events(w.stack, sid)
     results = [e for e in events if isinstance(e, ToolResult) and e.call_id == forged.call_id]
     assert [r.cluster() for r in results] == ["a", "b"]
+
+    # Spoke b, compromised, claims a write held for a — and records its "result" — before
+    # anyone approves it: a's executor claims and answers on a's own subjects, so it still
+    # runs the write, once, and its own result is the one recorded for a.
+    forged_seen = await w.operator.wait_for(
+        sid, lambda e: e.event == "tool.result" and e.data.get("cluster") == "b",
+        after=read.id, timeout=WAIT_S)
+    card = await _say(w, sid, f"kubectl scale deploy/web --replicas=4 -n {NS} --context a",
+                      after=forged_seen[-1].id)
+    assert card.event == "approval.requested", card.data
+    (call,) = card.data["calls"]
+    spoke = await Bus.connect(NatsSettings(
+        url=b.spoke.url, user="executor", password=b.spoke.credentials["executor"],
+        signing_key_file=str(b.spoke.signing_key), keyring_file=str(b.spoke.keyring)),
+        "executor")
+    try:
+        await spoke.append(ToolStarted(session_id=sid, call_id=call["call_id"],
+                                       approval_id=card.data["approval_id"], actor="executor",
+                                       cluster_name="b"))
+        await spoke.append(ToolResult(session_id=sid, call_id=call["call_id"], tool="scale",
+                                      status="ok", output="claimed by spoke b",
+                                      cluster_name="b", actor="executor"))
+    finally:
+        await spoke.close()
+    status, body = await w.approver.call(
+        "POST", f"/v1/approvals/{card.data['approval_id']}/decision", {"decision": "approve"})
+    assert status == 202, body
+    seen = await w.operator.wait_for(
+        sid, lambda e: e.event in ("tool.result", "command.refused")
+        and e.data.get("call_id") == call["call_id"] and e.data.get("cluster") == "a",
+        after=card.id, timeout=WAIT_S)
+    assert seen[-1].event == "tool.result" and seen[-1].data["status"] == "ok", seen[-1].data
+    assert (a.scale_writes("web"), b.scale_writes("web")) == (2, 1)
+    assert await asyncio.to_thread(a.replicas, "web") == 4
 
 
 async def test_a_spoke_dropping_mid_write_runs_it_once_and_a_gone_cluster_is_refused_at_once(

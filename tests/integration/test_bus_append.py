@@ -11,6 +11,8 @@ import pytest
 from schemas import chain
 from schemas import events as E
 from schemas import subjects as S
+from schemas.approval import ToolClassified
+from schemas.base import Target
 from schemas.execution import ToolResult
 from schemas.ids import new_call_id, new_session_id
 from schemas.session import SessionStarted, UserMessage
@@ -117,25 +119,40 @@ async def test_a_cluster_bound_key_is_once_whatever_its_cluster_token(
         nats_env: NatsEnv) -> None:
     """Issue 21: a cluster-bound event's subject ends in its cluster's token, so a gate
     restarted with another default cluster would put a redelivered call's classification on
-    another subject. The server checks the key under every token (and a 6-token copy stored
-    before cluster tokens counts too): one classification, one result per call."""
+    another subject. For the gate's commands the server checks the key under every token (and
+    a 6-token copy stored before cluster tokens counts too): one classification per call. An
+    executor's events are once on their own cluster's subject: another cluster's executor
+    writing first (a compromised spoke) cannot keep the real result out."""
     ex = await B.Bus.connect(nats_env.settings("executor"), "executor")
+    gate = await B.Bus.connect(nats_env.settings("gate"), "gate")
     admin = await nats.connect(nats_env.url, user=natsconf.ADMIN_USER,
                                password=nats_env.credentials[natsconf.ADMIN_USER])
     sid, call, old_call = new_session_id(), new_call_id(), new_call_id()
     try:
-        on_a = msgspec.structs.replace(_result(sid, call), cluster_name="a")
-        assert await ex.append_once(on_a) is not None
-        assert await ex.append_once(msgspec.structs.replace(
-            _result(sid, call), cluster_name="b")) is None
-        # A result stored before cluster tokens (6 tokens), then the same call again.
-        legacy = _result(sid, old_call)
+        def classified(cluster: str, call_id: str = call) -> ToolClassified:
+            return ToolClassified(session_id=sid, call_id=call_id, access="read",
+                                  rule="get", tool="get", args={},
+                                  target=Target(cluster=cluster), actor="gate")
+
+        assert await gate.append_once(classified("a")) is not None
+        assert await gate.append_once(classified("b")) is None
+        # A classification stored before cluster tokens (6 tokens), then the same call again.
+        legacy = classified("", old_call)
         await admin.jetstream().publish(S.event_subject(legacy).rsplit(".", 1)[0],
                                         E.encode(legacy))
-        assert await ex.append_once(msgspec.structs.replace(legacy, cluster_name="a")) is None
+        assert await gate.append_once(classified("a", old_call)) is None
+        # The executor's word: once per cluster.
+        on_b = msgspec.structs.replace(_result(sid, call), cluster_name="b")
+        on_a = msgspec.structs.replace(_result(sid, call), cluster_name="a")
+        assert await ex.append_once(on_b) is not None
+        assert await ex.append_once(on_a) is not None
+        assert await ex.append_once(on_a) is None
         subjects = [s.subject for s in await ex.session(sid, verify=False)]
-        assert subjects == [f"evt.{sid}.executor.tool.result.{call}.a",
-                            f"evt.{sid}.executor.tool.result.{old_call}"]
+        assert subjects == [f"evt.{sid}.gate.tool.classified.{call}.a",
+                            f"evt.{sid}.gate.tool.classified.{old_call}",
+                            f"evt.{sid}.executor.tool.result.{call}.b",
+                            f"evt.{sid}.executor.tool.result.{call}.a"]
     finally:
         await admin.close()
+        await gate.close()
         await ex.close()

@@ -141,6 +141,10 @@ def test_filters_on_cluster_bound_tags_match_old_and_new_subjects() -> None:
         S.tag_filter("gateway", "user.message", cluster="b")
     assert S.once_filter(new) == "evt.s_1.gate.tool.classified.c_1.*"
     assert S.once_filter(old) == old
+    # An executor's event is once on its own cluster's subject: another cluster's "result" for
+    # the call (a compromised spoke) cannot keep the real one out.
+    result = "evt.s_1.executor.tool.result.c_1.a"
+    assert S.once_filter(result) == result
     # Every legacy consumer filter on a cluster-bound tag sees old and new subjects.
     for _, filters in S.CONSUMER_FILTERS.values():
         for f in filters:
