@@ -46,6 +46,11 @@ class SubjectMismatch(ValueError):
     """A message whose subject does not match its payload: forged or misrouted."""
 
 
+class ClusterMismatch(SubjectMismatch):
+    """An event on its own subject in every respect but the cluster token: another cluster's
+    (a command re-published on another cluster's subject, issue 21)."""
+
+
 # The token of a call that names no cluster (`Target.cluster == ""`: the executor's current
 # context, in a deployment without INTERLOCK_CLUSTERS).
 NO_CLUSTER = "_"
@@ -175,7 +180,7 @@ def check_subject(subject: str, event: Event) -> None:
         return
     cluster = event.cluster()
     if cluster is None or token != cluster_token(cluster):
-        raise SubjectMismatch(
+        raise ClusterMismatch(
             f"subject {subject!r} names cluster token {token!r}, but the {event.type} event "
             f"is {'not bound to a cluster' if cluster is None else f'for cluster {cluster!r}'}"
         )

@@ -46,14 +46,18 @@ def decode_stored(subject: str, data: bytes) -> AnyEvent:
         raise PoisonMessage(str(exc)) from exc
     try:
         S.check_subject(subject, event)
-    except S.SubjectMismatch as exc:
+    except S.ClusterMismatch as exc:
         raise Misrouted(str(exc), event) from exc
+    except S.SubjectMismatch as exc:
+        # Another session's, emitter's or key's: nothing it says can be trusted, not even the
+        # session to record a refusal in.
+        raise PoisonMessage(str(exc)) from exc
     return event
 
 
 class Misrouted(PoisonMessage):
-    """An event stored on a subject it does not belong on (another session's, emitter's or
-    cluster's: a grant for cluster a re-published on b's subject). Never acted upon; `event` is
+    """An event stored on its own subject but for another cluster's token (a grant for
+    cluster a re-published on b's subject). Never acted upon; `event` is
     what it says, unverified, so that a service can record that it refused it (issue 21: the
     executor of b records command.refused for the calls it names)."""
 

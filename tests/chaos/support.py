@@ -105,24 +105,24 @@ class WatchedSandbox:
 
 
 async def create_targets(url: str, names: list[str], annotations: dict[str, str] | None = None,
-                         ) -> None:
+                         namespace: str = NAMESPACE) -> None:
     """A namespace and one small deployment per name, through the real API."""
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{url}/api/v1/namespaces",
                              json={"apiVersion": "v1", "kind": "Namespace",
-                                   "metadata": {"name": NAMESPACE}}) as r:
+                                   "metadata": {"name": namespace}}) as r:
             assert r.status in (201, 409), await r.text()
         for name in names:
             body = {
                 "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app": name},
+                "metadata": {"name": name, "namespace": namespace, "labels": {"app": name},
                              "annotations": annotations or {}},
                 "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
                          "template": {"metadata": {"labels": {"app": name}},
                                       "spec": {"containers": [{"name": "app",
                                                                "image": "nginx:1.27"}]}}},
             }
-            async with http.post(f"{url}/apis/apps/v1/namespaces/{NAMESPACE}/deployments",
+            async with http.post(f"{url}/apis/apps/v1/namespaces/{namespace}/deployments",
                                  json=body) as r:
                 assert r.status == 201, await r.text()
 

@@ -329,7 +329,7 @@ async def test_planner_cannot_reflect_a_forged_tool_result(stack: Stack, people:
     settled = await barrier(operator, sid)
     evs = await session_events(stack, sid)
     # Under any cluster token: the executor names the context it ran on (issue 21).
-    results = await raw_on(stack, S.once_filter(subject))
+    results = await raw_on(stack, S.tag_filter("executor", "tool.result", sid, call["call_id"]))
     outcome = {
         "results stored for the call": len(results),
         "the forged body among them": E.encode(forged) in results,

@@ -46,6 +46,7 @@ from services.runtime import identity, natsconf, presence
 from services.runtime.bus import Bus
 from services.runtime.identity import SIGNATURE_HEADER
 from services.runtime.settings import NatsSettings
+from tests.chaos.support import create_targets
 from tests.e2e.conftest import bus_as, people, session_events, start_stack
 from tests.support import Client
 
@@ -95,26 +96,6 @@ def _count_writes(cluster: Cluster, sandbox: Any) -> None:
         return await original(request)
 
     sandbox.api.handle = counted
-
-
-async def _create(url: str, *names: str, annotations: dict[str, str] | None = None) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{url}/api/v1/namespaces", json={
-                "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}) as r:
-            assert r.status in (201, 409), await r.text()
-        for name in names:
-            body = {
-                "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": name, "namespace": NS, "labels": {"app": name},
-                             "annotations": annotations or {}},
-                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-                         "template": {"metadata": {"labels": {"app": name}},
-                                      "spec": {"containers": [{"name": "app",
-                                                               "image": "nginx:1.27"}]}}},
-            }
-            async with http.post(f"{url}/apis/apps/v1/namespaces/{NS}/deployments",
-                                 json=body) as r:
-                assert r.status == 201, await r.text()
 
 
 RESULT_RETRIED = "the result of a write could not be recorded yet"
@@ -176,8 +157,8 @@ async def world(tmp_path_factory: pytest.TempPathFactory,
             kc = write_kubeconfig(root / f"{name}.kubeconfig", run.url, context=name)
             c = Cluster(name, run.url, kc)
             _count_writes(c, run.sandbox)
-            await _create(run.url, "web", f"only-{name}")
-            await _create(run.url, "slow", annotations={SLOW_WRITE: str(SLOW_S)})
+            await create_targets(run.url, ["web", f"only-{name}"], namespace=NS)
+            await create_targets(run.url, ["slow"], {SLOW_WRITE: str(SLOW_S)}, namespace=NS)
             clusters[name] = c
         leaf_port = free_port()
         env = {"INTERLOCK_CLUSTERS": ",".join(CLUSTERS),
