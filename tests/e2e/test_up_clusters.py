@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -270,6 +271,7 @@ async def test_a_spokes_processes_that_die_are_started_again(world: World,
     and b answers reads again (from its own sandbox)."""
     before = _spoke_procs(world, "b")
     assert set(before) == {"nats-server", "executor"}, before
+    killed_at = datetime.now(UTC)
     for pid in before.values():
         os.kill(pid, signal.SIGKILL)
     loop = asyncio.get_running_loop()
@@ -280,6 +282,17 @@ async def test_a_spokes_processes_that_die_are_started_again(world: World,
             break
         assert loop.time() < deadline, f"not started again: {now} (were {before})"
         await asyncio.sleep(0.1)
+    # The new executor has reported (what the gate checks before it sends b a call): a call
+    # sent before that could be handed to the killed one and wait out its ack deadline.
+    while True:
+        status, body = await admin.call("GET", "/v1/clusters")
+        assert status == 200, body
+        (row,) = [c for c in body["clusters"] if c["name"] == "b"]
+        seen = row["last_seen"]
+        if row["connected"] and seen and datetime.fromisoformat(seen) > killed_at:
+            break
+        assert loop.time() < deadline, f"b did not report again: {row}"
+        await asyncio.sleep(0.2)
     sid = await admin.new_session()
     seen = await _answer(admin, sid, "kubectl cluster-info --context b", 0)
     assert seen[-1].event == "tool.result", seen[-1].data
