@@ -500,7 +500,15 @@ async def test_a_models_call_is_sealed_to_its_clusters_executor(store: Store) ->
 
 
 async def test_a_cluster_without_a_key_seals_nothing(store: Store) -> None:
-    keys = {"a": X25519PrivateKey.generate()}
-    with pytest.raises(blobs.SealingUnavailable):
-        await _cluster_sealer(store, keys).value(SID, "Pw-nowhere-1", "c")
+    keys = {"a": X25519PrivateKey.generate()}  # b's not provisioned
+    with pytest.raises(blobs.SealingUnavailable, match="of cluster 'b'"):
+        await _cluster_sealer(store, keys).value(SID, "Pw-nowhere-1", "b")
+    assert store.blobs == {}
+
+
+async def test_a_cluster_not_allowed_here_seals_nothing_and_says_why(store: Store) -> None:
+    keys = {"a": X25519PrivateKey.generate(), "b": X25519PrivateKey.generate()}
+    with pytest.raises(blobs.SealingUnavailable, match="not allowed here"):
+        await _cluster_sealer(store, keys).text(
+            SID, "kubectl create secret generic db --from-literal=password=Pw-x-12 --context c")
     assert store.blobs == {}

@@ -24,6 +24,7 @@ from services.runtime.sealing.slots import b64_ref, copy, is_secret, slots
 
 Put = Callable[[str, bytes], Awaitable[None]]
 SessionDefault = Callable[[str], Awaitable[str]]
+_DEFAULTS_KEPT = 4096  # sessions whose default cluster a long-lived sealer remembers
 
 
 class Sealer:
@@ -54,6 +55,8 @@ class Sealer:
         default = ""
         if not (isinstance(named, str) and named) and self.session_default is not None:
             if session_id not in self._defaults:  # a session's default never changes
+                if len(self._defaults) >= _DEFAULTS_KEPT:
+                    self._defaults.clear()
                 self._defaults[session_id] = await self.session_default(session_id)
             default = self._defaults[session_id]
         return cluster_names.resolve(named, default, self.clusters)
@@ -63,6 +66,9 @@ class Sealer:
         if not self.clusters:
             key = self.recipient
         else:
+            if (why := cluster_names.not_allowed(cluster, self.clusters)) is not None:
+                raise SealingUnavailable(f"{why}: its secret values were not sealed, and "
+                                         "nothing was recorded")
             key = self.sealing.get(identity.sealing_name(cluster)) if cluster else None
         if key is None:
             where = f" of cluster {cluster!r}" if self.clusters else ""
@@ -120,7 +126,13 @@ def sealer_for(bus: Bus, clusters: tuple[str, ...] | None = None) -> Sealer:
     recipient = sealing.get(identity.SEALING_RECIPIENT)
 
     async def session_default(session_id: str) -> str:
-        for stored in await bus.session(session_id):
+        try:
+            events = await bus.session(session_id)
+        except (RetryableError, TimeoutError) as exc:
+            raise SealingUnavailable(f"the session's default cluster could not be read "
+                                     f"({exc}), so its secret values could not be sealed; "
+                                     "nothing was recorded") from exc
+        for stored in events:
             if isinstance(stored.event, SessionStarted):
                 return stored.event.cluster_name
         return ""
