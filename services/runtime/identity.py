@@ -217,6 +217,27 @@ def load_signer(path: Path, service: str) -> Signer:
     return Signer(service, key_id(key.public_key()), key)
 
 
+def executor_key_problem(ring: Keyring, kid: str, cluster: str) -> tuple[bool, str] | None:
+    """Whether an executor serving `cluster` ("" = legacy mode) holds the right key: None if
+    so; else (fatal, why). Fatal: a key bound to another cluster (or to one in legacy mode) —
+    nothing it signs would be believed. Not fatal: the legacy key in per-cluster mode while
+    the keyring has the cluster's own — its events verify, but secrets sealed for the
+    cluster will not open (refused, never run)."""
+    entry = ring.entries.get(kid)
+    if entry is None:
+        return True, f"the keyring does not list the executor's key {kid}"
+    if entry.cluster and S.cluster_token(entry.cluster) != S.cluster_token(cluster):
+        where = f"cluster {cluster!r}" if cluster else "no cluster (legacy mode)"
+        own = executor_key_file(cluster) if cluster else f"{SEALING_RECIPIENT}.key"
+        return True, (f"the executor serves {where} but holds the key {kid} of cluster "
+                      f"{entry.cluster!r}: give it {own}")
+    if cluster and not entry.cluster and sealing_name(cluster) in ring.sealing:
+        return False, (f"the executor of cluster {cluster!r} holds the legacy executor key "
+                       f"{kid}, not its cluster's own ({executor_key_file(cluster)}): writes "
+                       "with sealed secret values will be refused")
+    return None
+
+
 def sealing_key(signing_key: Ed25519PrivateKey) -> X25519PrivateKey:
     """The X25519 key secret values are sealed to, derived from a service's signing key with
     HKDF-SHA256 under its own label: a key independent of the signing key (HKDF is a PRF), yet

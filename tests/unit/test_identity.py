@@ -257,3 +257,18 @@ def test_a_keyring_from_before_cluster_keys_still_loads(cluster_keys: Path) -> N
         k.pop("cluster", None)
     old = Keyring.from_json(doc)
     assert all(e.cluster == "" for e in old.entries.values())
+
+
+def test_an_executor_given_another_clusters_key_does_not_start(cluster_keys: Path) -> None:
+    keyring = ring(cluster_keys)
+    kid = {c: identity.load_signer(cluster_keys / identity.executor_key_file(c), "executor").kid
+           for c in ("a", "b")}
+    assert identity.executor_key_problem(keyring, kid["a"], "a") is None
+    fatal, why = identity.executor_key_problem(keyring, kid["a"], "b") or (False, "")
+    assert fatal and "cluster 'a'" in why and "executor.b.key" in why
+    assert (identity.executor_key_problem(keyring, kid["a"], "") or (False,))[0]
+    legacy = signer(cluster_keys, "executor").kid
+    assert identity.executor_key_problem(keyring, legacy, "") is None
+    assert identity.executor_key_problem(keyring, legacy, "a") == (False, (
+        f"the executor of cluster 'a' holds the legacy executor key {legacy}, not its "
+        "cluster's own (executor.a.key): writes with sealed secret values will be refused"))
