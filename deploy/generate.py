@@ -32,7 +32,8 @@ k8s also writes
 spoke writes the overlay of one cluster (deploy/spoke.py): a kustomization.yaml over
 deploy/k8s/spoke/, the leaf server's config (nats-leaf.conf, passwords as $VARIABLES only),
 nats.env (the hub URL with spoke-<cluster>'s password, the local users' passwords), one env file
-per executor role, and copies of gate.pub, keys/keyring.json, keys/executor.key.
+per executor role, and copies of gate.pub, keys/keyring.json and the cluster's own executor key
+(the hub's keys/executor.<cluster>.key, as keys/executor.key: no other cluster's key).
 For compose you provide DIR/kubeconfig: the cluster the executor works on. In Kubernetes the
 executor needs none: it runs as its pod's ServiceAccount (deploy/k8s/README.md).
 """
@@ -136,6 +137,9 @@ def k8s(out: Path, named: Sequence[str] = ()) -> list[str]:
     compose(out)
     clusters = _clusters(out, named)
     creds = credentials(out, clusters)
+    # An executor signing key per cluster (keys/executor.<cluster>.key), each recorded in the
+    # keyring as that cluster's: a spoke's overlay gets its own cluster's key alone.
+    identity.provision_keys(out / "keys", S.SERVICES, clusters)
     # One cluster (no --cluster): today's single executor identity, no leafnode listener.
     text = natsconf.render(
         port=NATS_PORT, store_dir=STORE_DIR, credentials=creds, server_name="nats-0",
@@ -207,8 +211,16 @@ def spoke(out: Path, cluster: str, hub_leaf_url: str, hub: Path) -> None:
         _rewrite(out / f"executor-{role}.env", f"INTERLOCK_NATS_PASSWORD={local[local_user]}\n")
     _rewrite(out / "nats-leaf.conf", spoke_config(cluster, hub_leaf_url) + "\n")
     _rewrite(out / "cluster.env", f"INTERLOCK_CLUSTER={cluster}\n")
-    for name in ("gate.pub", "keys/keyring.json", "keys/executor.key"):
+    own_key = hub / "keys" / identity.executor_key_file(cluster)
+    if not own_key.exists():
+        raise SystemExit(f"{hub} has no executor key for cluster {cluster!r} ({own_key.name}): "
+                         f"run `python deploy/generate.py k8s {hub} --cluster {cluster} ...` "
+                         "(every cluster of the hub) and apply the hub first")
+    for name in ("gate.pub", "keys/keyring.json"):
         _rewrite(out / name, (hub / name).read_text())
+    # This cluster's executor key only, under the name the Secret and the executor use: the
+    # legacy executor.key and other clusters' keys never leave the hub's directory.
+    _rewrite(out / "keys" / "executor.key", own_key.read_text())
     base = os.path.relpath(spoke_manifests.SPOKE_DIR, out)
     _rewrite(out / "kustomization.yaml", spoke_kustomization(cluster, base))
 

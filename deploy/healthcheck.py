@@ -14,7 +14,7 @@ import urllib.request
 
 def gateway() -> int:
     port = os.environ.get("INTERLOCK_HTTP_PORT", "8080")
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3) as r:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3) as r:
         return 0 if r.status == 200 else 1
 
 

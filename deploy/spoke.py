@@ -82,6 +82,7 @@ def config() -> list[dict[str, Any]]:
              "data": {
                  # the spoke's own nats-server (nats-leaf.yaml), never the hub
                  "INTERLOCK_NATS_URL": f"nats://nats:{NATS_PORT}",
+                 # this cluster's own executor key (the Secret holds no other cluster's)
                  "INTERLOCK_SIGNING_KEY_FILE": "/etc/interlock/signing-key/executor.key",
                  "INTERLOCK_KEYRING_FILE": "/etc/interlock/keyring/keyring.json",
                  "INTERLOCK_GATE_PUBKEY_FILE": "/etc/interlock/gate-pub/gate.pub",

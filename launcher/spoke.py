@@ -33,7 +33,11 @@ LEAF_CONNECTED = "Leafnode connection created"
 
 
 class Spoke:
-    """A leaf nats-server plus one executor per role (`all`, or `read` and `write`)."""
+    """A leaf nats-server plus one executor per role (`all`, or `read` and `write`).
+
+    signing_key: this cluster's own executor key (`identity.executor_key_file(cluster)` in the
+    keys dir), never another cluster's nor the legacy `executor.key`: it signs what only this
+    cluster may say and opens the secrets sealed for this cluster's writes alone."""
 
     def __init__(self, cluster: str, hub_leaf_url: str, hub_password: str,
                  kubeconfig: Path | None, data_dir: Path, gate_pubkey: Path, keyring: Path,

@@ -231,7 +231,8 @@ class Stack:
         # A data dir whose log predates event signing: its old events stay readable (start_nats).
         self._legacy_log = not (self.keys / identity.KEYRING_FILE).exists() and \
             (self.data / "jetstream").exists()
-        identity.provision_keys(self.keys, S.SERVICES)
+        # Per-cluster mode: an executor key per cluster too, each given to its own spoke only.
+        identity.provision_keys(self.keys, S.SERVICES, self.cfg.clusters)
         people = {
             "operator": ["operator"],
             "approver": ["operator", "approver"],
@@ -482,7 +483,8 @@ class Stack:
         tok = S.cluster_token(cluster)
         return Spoke(cluster, self.leaf_url, self.credentials[natsconf.spoke_user(cluster)],
                      self.kubeconfig, self.data / "spokes" / tok, self.data / "gate.pub",
-                     self.keys / identity.KEYRING_FILE, self.keys / "executor.key",
+                     self.keys / identity.KEYRING_FILE,
+                     self.keys / identity.executor_key_file(cluster),  # its cluster's alone
                      extra_env=self.spoke_env())
 
     async def start_spokes(self) -> None:

@@ -16,7 +16,7 @@ from services.executor import domain
 from services.executor.handlers import Executor
 from services.executor.kube import Kube
 from services.executor.settings import ExecutorSettings
-from services.runtime import presence
+from services.runtime import identity, presence
 from services.runtime.bus import SESSIONS_AT_ONCE, Bus
 from services.runtime.errors import ConfigError
 
@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 
 async def run(settings: ExecutorSettings, stop: asyncio.Event) -> None:
     bus = await Bus.connect(settings.nats, "executor")
+    if bus.signer is not None and bus.keyring is not None:
+        problem = identity.executor_key_problem(bus.keyring, bus.signer.kid, settings.cluster)
+        if problem is not None and problem[0]:
+            await bus.close()
+            raise ConfigError(f"executor: {problem[1]}")
+        if problem is not None:
+            log.warning("executor: %s", problem[1])
     bus.not_acted_upon(domain.NOT_ACTED_UPON)
     kube = Kube(settings.kubeconfig, settings.allowed_contexts, settings.call_timeout_s,
                 cluster=settings.cluster)

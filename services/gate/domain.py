@@ -38,6 +38,7 @@ from schemas.planning import ToolProposed, ToolRequested
 from schemas.session import SessionStarted, UserMessage
 from services.gate import card, risk
 from services.gate.policy import Effect, Policy
+from services.runtime import cluster_names
 
 ACTOR = "gate"
 Proposal = ToolProposed | ToolAmended
@@ -90,10 +91,8 @@ def resolve_cluster(p: Proposal, session_default: str, clusters: Sequence[str]) 
     """Where a call runs: the cluster it names, else its session's default, else the
     deployment's (the first of INTERLOCK_CLUSTERS; "" in legacy mode: the executor's current
     context)."""
-    named = p.args.get("cluster") if isinstance(p.args, dict) else None
-    if isinstance(named, str) and named:
-        return named
-    return session_default or (clusters[0] if clusters else "")
+    return cluster_names.resolve(p.args.get("cluster") if isinstance(p.args, dict) else None,
+                                 session_default, tuple(clusters))
 
 
 def cluster_refusal(cluster: str, clusters: Sequence[str], last_seen: datetime | None,

@@ -45,3 +45,14 @@ def not_allowed(name: str, clusters: tuple[str, ...]) -> str | None:
     if clusters and name not in clusters:
         return f"cluster {name!r} is not allowed here (allowed: {', '.join(clusters)})"
     return None
+
+
+def resolve(named: object, session_default: str, clusters: tuple[str, ...] | list[str]) -> str:
+    """Where a call runs — the one definition the gate (which classifies the call, and so binds
+    its grant to the cluster) and the sealers (which seal its secret values to that cluster's
+    executor) share: the cluster the call names (`args.cluster`, kubectl's --context), else
+    its session's default (`SessionStarted.cluster_name`), else the deployment's (the first of
+    INTERLOCK_CLUSTERS; "" in legacy mode: the executor's current context)."""
+    if isinstance(named, str) and named:
+        return named
+    return session_default or (clusters[0] if clusters else "")

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from schemas import subjects as S
 from services.runtime import signing
 from services.runtime.errors import ConfigError, PoisonMessage
 
@@ -40,7 +41,9 @@ SIGNATURE_HEADER_BYTES = SIGNATURE_HEADER.encode()
 _DOMAIN = b"interlock.event.v1\x00"
 KEYRING_FILE = "keyring.json"
 KEYRING_VERSION = 1
-# Who secret values in proposed writes are sealed to (services/runtime/sealing/).
+# Who secret values in proposed writes are sealed to (services/runtime/sealing/): the executor
+# (legacy mode), or in per-cluster mode (issue 21) the executor of the call's cluster, under
+# `sealing_name(cluster)`.
 SEALING_RECIPIENT = "executor"
 _SEALING_INFO = b"interlock.sealing.x25519.v1"
 
@@ -91,6 +94,22 @@ class KeyEntry:
     kid: str
     service: str
     key: Ed25519PublicKey
+    # Per-cluster mode (issue 21): the cluster whose executor holds this key; it signs only
+    # events on that cluster's subjects. "" = not bound to a cluster (every other key, and the
+    # legacy `executor` key).
+    cluster: str = ""
+
+
+def executor_key_file(cluster: str) -> str:
+    """The file of a cluster's executor signing key in the keys dir (per-cluster mode): given
+    to that cluster's spoke alone."""
+    return f"{SEALING_RECIPIENT}.{S.cluster_token(cluster)}.key"
+
+
+def sealing_name(cluster: str) -> str:
+    """Under what name the keyring publishes the sealing key of a cluster's executor ("" =
+    the legacy executor's)."""
+    return f"{SEALING_RECIPIENT}.{S.cluster_token(cluster)}" if cluster else SEALING_RECIPIENT
 
 
 class Keyring:
@@ -122,6 +141,15 @@ class Keyring:
         if entry.service != emitter:
             raise ForgedEvent("wrong key", f"signed with the {entry.service}'s key {kid}, but "
                               f"the subject names the {emitter or '?'}")
+        if entry.cluster:
+            # A cluster's executor key speaks for that cluster only: never on another
+            # cluster's subject, nor on one bound to no cluster (6 tokens).
+            token = S.subject_cluster(subject)
+            if token != S.cluster_token(entry.cluster):
+                where = f"cluster token {token!r}" if token else "no cluster"
+                raise ForgedEvent("wrong key", f"signed with the key {kid} of cluster "
+                                  f"{entry.cluster!r}'s {entry.service}, but the subject "
+                                  f"names {where}")
         try:
             entry.key.verify(base64.b64decode(sig_text, validate=True),
                              signed_bytes(subject, data))
@@ -135,7 +163,8 @@ class Keyring:
             "unsigned_before": self.unsigned_before,
             "keys": [{"kid": e.kid, "service": e.service, "public_key": base64.b64encode(
                 e.key.public_bytes(serialization.Encoding.Raw,
-                                   serialization.PublicFormat.Raw)).decode()}
+                                   serialization.PublicFormat.Raw)).decode(),
+                      **({"cluster": e.cluster} if e.cluster else {})}
                      for e in self.entries.values()],
             "sealing": {service: base64.b64encode(key.public_bytes(
                 serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
@@ -151,7 +180,9 @@ class Keyring:
             try:
                 key = Ed25519PublicKey.from_public_bytes(
                     base64.b64decode(str(item["public_key"]), validate=True))
-                entries.append(KeyEntry(str(item["kid"]), str(item["service"]), key))
+                # "cluster": absent in keyrings from before issue 21 (no key bound to one).
+                entries.append(KeyEntry(str(item["kid"]), str(item["service"]), key,
+                                        str(item.get("cluster") or "")))
             except (KeyError, TypeError, ValueError, binascii.Error) as exc:
                 raise ConfigError(f"a keyring entry is not a valid key: {exc}") from exc
         before = doc.get("unsigned_before", 0)
@@ -186,6 +217,27 @@ def load_signer(path: Path, service: str) -> Signer:
     return Signer(service, key_id(key.public_key()), key)
 
 
+def executor_key_problem(ring: Keyring, kid: str, cluster: str) -> tuple[bool, str] | None:
+    """Whether an executor serving `cluster` ("" = legacy mode) holds the right key: None if
+    so; else (fatal, why). Fatal: a key bound to another cluster (or to one in legacy mode) —
+    nothing it signs would be believed. Not fatal: the legacy key in per-cluster mode while
+    the keyring has the cluster's own — its events verify, but secrets sealed for the
+    cluster will not open (refused, never run)."""
+    entry = ring.entries.get(kid)
+    if entry is None:
+        return True, f"the keyring does not list the executor's key {kid}"
+    if entry.cluster and S.cluster_token(entry.cluster) != S.cluster_token(cluster):
+        where = f"cluster {cluster!r}" if cluster else "no cluster (legacy mode)"
+        own = executor_key_file(cluster) if cluster else f"{SEALING_RECIPIENT}.key"
+        return True, (f"the executor serves {where} but holds the key {kid} of cluster "
+                      f"{entry.cluster!r}: give it {own}")
+    if cluster and not entry.cluster and sealing_name(cluster) in ring.sealing:
+        return False, (f"the executor of cluster {cluster!r} holds the legacy executor key "
+                       f"{kid}, not its cluster's own ({executor_key_file(cluster)}): writes "
+                       "with sealed secret values will be refused")
+    return None
+
+
 def sealing_key(signing_key: Ed25519PrivateKey) -> X25519PrivateKey:
     """The X25519 key secret values are sealed to, derived from a service's signing key with
     HKDF-SHA256 under its own label: a key independent of the signing key (HKDF is a PRF), yet
@@ -206,10 +258,19 @@ def write_private(path: Path, key: Ed25519PrivateKey) -> None:
                                   serialization.NoEncryption()))
 
 
-def provision_keys(keys_dir: Path, services: Iterable[str]) -> Keyring:
+def provision_keys(keys_dir: Path, services: Iterable[str],
+                   clusters: Iterable[str] = ()) -> Keyring:
     """Creates `<service>.key` for each service that has none, and writes `keyring.json` with
     every service's public key. Existing keys are kept (re-running never rotates a live key), and
-    so are keyring entries of keys no longer on disk: what an old key signed still verifies."""
+    so are keyring entries of keys no longer on disk: what an old key signed still verifies.
+
+    clusters (per-cluster mode, issue 21): one executor key per cluster, `executor_key_file(c)`,
+    recorded in the keyring as that cluster's (it signs that cluster's subjects only) with its
+    own sealing key (`sealing_name(c)`): a spoke holds its own cluster's key alone, so it can
+    neither speak for another cluster nor open a secret sealed for a write on one. The legacy
+    `executor` key is still made and still verifies (what it signed in legacy mode, old logs);
+    in per-cluster mode no process is given it (the hub runs no executor, and no spoke gets
+    it), so nothing signs with it."""
     keys_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(keys_dir, 0o700)
     ring_path = keys_dir / KEYRING_FILE
@@ -224,6 +285,14 @@ def provision_keys(keys_dir: Path, services: Iterable[str]) -> Keyring:
         if service == SEALING_RECIPIENT:
             # Always the current key's: a blob sealed to a rotated-away key fails cleanly.
             ring.sealing[service] = sealing_key(signer.key).public_key()
+    for cluster in clusters:
+        path = keys_dir / executor_key_file(cluster)
+        if not path.exists():
+            write_private(path, Ed25519PrivateKey.generate())
+        signer = load_signer(path, SEALING_RECIPIENT)
+        entries.setdefault(signer.kid, KeyEntry(signer.kid, SEALING_RECIPIENT,
+                                                signer.key.public_key(), cluster))
+        ring.sealing[sealing_name(cluster)] = sealing_key(signer.key).public_key()
     ring = Keyring(entries.values(), ring.unsigned_before, ring.sealing)
     write_keyring(ring_path, ring)
     return ring

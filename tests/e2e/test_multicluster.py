@@ -42,9 +42,12 @@ from schemas import events as E
 from schemas import subjects as S
 from schemas.approval import ApprovalGranted
 from schemas.execution import ToolResult, ToolStarted
+from schemas.planning import ToolProposed
 from services.runtime import identity, natsconf, presence
 from services.runtime.bus import Bus
 from services.runtime.identity import SIGNATURE_HEADER
+from services.runtime.sealing.blobs import SealError
+from services.runtime.sealing.opener import opener_for
 from services.runtime.settings import NatsSettings
 from tests.chaos.support import create_targets
 from tests.e2e.conftest import bus_as, people, session_events, start_stack
@@ -172,7 +175,8 @@ async def world(tmp_path_factory: pytest.TempPathFactory,
                     name, f"nats://127.0.0.1:{leaf_port}",
                     stack.credentials[natsconf.spoke_user(name)], c.kubeconfig,
                     root / f"spoke-{name}", stack.data / "gate.pub",
-                    stack.keys / identity.KEYRING_FILE, stack.keys / "executor.key",
+                    stack.keys / identity.KEYRING_FILE,
+                    stack.keys / identity.executor_key_file(name),
                     extra_env={"INTERLOCK_PRESENCE_INTERVAL": str(INTERVAL_S)})
                 await c.spoke.start()
             for name in CLUSTERS:
@@ -349,6 +353,44 @@ async def test_a_grant_for_a_replayed_onto_b_is_refused_and_bs_word_on_a_not_bel
     assert seen[-1].event == "tool.result" and seen[-1].data["status"] == "ok", seen[-1].data
     assert (a.scale_writes("web"), b.scale_writes("web")) == (2, 1)
     assert await asyncio.to_thread(a.replicas, "web") == 4
+
+    # Every spoke has its own executor key. A secret written on a is sealed to a's key: it
+    # runs on a, and spoke b — with its own NATS identity and key — can fetch the blob but
+    # not open it.
+    card = await _say(w, sid, f"kubectl create secret generic db -n {NS} "
+                      "--from-literal=password=Only-For-A-7q --context a", after=seen[-1].id)
+    assert card.event == "approval.requested", card.data
+    assert "Only-For-A-7q" not in str(card.data)
+    result = await _approve(w, sid, card)
+    assert result.data["status"] == "ok" and result.data["cluster"] == "a", result.data
+    proposed = next(e for e in await session_events(w.stack, sid)
+                    if isinstance(e, ToolProposed) and e.tool == "create")
+    spoke = await Bus.connect(NatsSettings(
+        url=b.spoke.url, user="executor", password=b.spoke.credentials["executor"],
+        signing_key_file=str(b.spoke.signing_key), keyring_file=str(b.spoke.keyring)),
+        "executor")
+    try:
+        with pytest.raises(SealError):
+            await opener_for(spoke).args(sid, proposed.tool, proposed.args)
+    finally:
+        await spoke.close()
+    # b's key does not speak for a: an executor event on one of a's subjects signed with it
+    # (put there by whatever could write the log) is flagged by the audit.
+    b_signer = identity.load_signer(b.spoke.signing_key, "executor")
+    lie = ToolResult(session_id=sid, call_id=call["call_id"], tool="scale", status="ok",
+                     output="signed with b's key", cluster_name="a", actor="executor")
+    subject, data = S.event_subject(lie), E.encode(lie)
+    admin = await bus_as(w.stack, "admin")
+    try:
+        await admin.js.publish(subject, data, timeout=5.0,
+                               headers={SIGNATURE_HEADER: b_signer.sign(subject, data)})
+    finally:
+        await admin.close()
+    async with http.get(f"{w.stack.url}/v1/sessions/{sid}/audit",
+                        headers=w.operator.headers) as r:
+        report = await r.json()
+    wrong = [p for p in report["integrity"]["problems"] if p.get("signature") == "wrong key"]
+    assert len(wrong) == 1 and "cluster 'b'" in str(wrong[0]["problem"]), wrong
 
 
 async def test_a_spoke_dropping_mid_write_runs_it_once_and_a_gone_cluster_is_refused_at_once(

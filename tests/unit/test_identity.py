@@ -193,3 +193,82 @@ def test_a_bus_verifies_once_per_stored_event_but_never_trusts_a_claimed_seq(key
     bus.verify(8, own, b"{}", None)
     with pytest.raises(ForgedEvent):
         bus.verify(8, own, b"{}", None, trust_own=False)
+
+
+# -- per-cluster executor keys (issue 21) -----------------------------------------------------
+
+def _result(cluster: str | None) -> tuple[str, bytes]:
+    """An executor event on cluster `cluster`'s subject (None: a 6-token legacy subject)."""
+    from schemas.execution import ToolResult
+    ev = ToolResult(session_id=new_session_id(), call_id="c-1", tool="get", status="ok",
+                    output="", cluster_name=cluster or "", actor="executor")
+    subject = S.event_subject(ev)
+    if cluster is None:
+        subject = subject.rsplit(".", 1)[0]
+    return subject, E.encode(ev)
+
+
+@pytest.fixture(scope="module")
+def cluster_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cluster-keys")
+    identity.provision_keys(out, S.SERVICES, ("a", "b", "arn:aws:eks:x/prod"))
+    return out
+
+
+def test_each_cluster_gets_its_own_executor_key_recorded_as_that_clusters(
+        cluster_keys: Path) -> None:
+    files = {c: cluster_keys / identity.executor_key_file(c) for c in ("a", "b")}
+    assert files["a"].name == "executor.a.key"
+    assert all(f.exists() for f in files.values())
+    kids = {c: identity.load_signer(f, "executor").kid for c, f in files.items()}
+    legacy = signer(cluster_keys, "executor").kid
+    assert len({kids["a"], kids["b"], legacy}) == 3
+    entries = ring(cluster_keys).entries
+    assert (entries[kids["a"]].cluster, entries[kids["b"]].cluster) == ("a", "b")
+    assert entries[legacy].cluster == ""
+    # An EKS ARN's key file is named by its token.
+    assert (cluster_keys / identity.executor_key_file("arn:aws:eks:x/prod")).exists()
+    # Re-provisioning keeps them (never rotates a live key).
+    again = identity.provision_keys(cluster_keys, S.SERVICES, ("a", "b"))
+    assert identity.load_signer(files["a"], "executor").kid == kids["a"]
+    assert again.entries[kids["a"]].cluster == "a"
+
+
+def test_a_clusters_key_speaks_only_on_that_clusters_subjects(cluster_keys: Path) -> None:
+    a = identity.load_signer(cluster_keys / identity.executor_key_file("a"), "executor")
+    subject, data = _result("a")
+    ring(cluster_keys).check(subject, data, a.sign(subject, data))
+    # b's key on a's subject: a compromised spoke b speaking for a.
+    b = identity.load_signer(cluster_keys / identity.executor_key_file("b"), "executor")
+    assert problem(cluster_keys, subject, data, b.sign(subject, data)) == "wrong key"
+    # a cluster's key on a subject bound to no cluster (6 tokens, as before issue 21)
+    subject6, data6 = _result(None)
+    assert problem(cluster_keys, subject6, data6, a.sign(subject6, data6)) == "wrong key"
+    # The legacy executor key (no cluster) verifies as before: legacy mode and old logs.
+    legacy = signer(cluster_keys, "executor")
+    ring(cluster_keys).check(subject, data, legacy.sign(subject, data))
+    ring(cluster_keys).check(subject6, data6, legacy.sign(subject6, data6))
+
+
+def test_a_keyring_from_before_cluster_keys_still_loads(cluster_keys: Path) -> None:
+    doc = json.loads((cluster_keys / identity.KEYRING_FILE).read_text())
+    assert any(k.get("cluster") == "a" for k in doc["keys"])
+    for k in doc["keys"]:
+        k.pop("cluster", None)
+    old = Keyring.from_json(doc)
+    assert all(e.cluster == "" for e in old.entries.values())
+
+
+def test_an_executor_given_another_clusters_key_does_not_start(cluster_keys: Path) -> None:
+    keyring = ring(cluster_keys)
+    kid = {c: identity.load_signer(cluster_keys / identity.executor_key_file(c), "executor").kid
+           for c in ("a", "b")}
+    assert identity.executor_key_problem(keyring, kid["a"], "a") is None
+    fatal, why = identity.executor_key_problem(keyring, kid["a"], "b") or (False, "")
+    assert fatal and "cluster 'a'" in why and "executor.b.key" in why
+    assert (identity.executor_key_problem(keyring, kid["a"], "") or (False,))[0]
+    legacy = signer(cluster_keys, "executor").kid
+    assert identity.executor_key_problem(keyring, legacy, "") is None
+    assert identity.executor_key_problem(keyring, legacy, "a") == (False, (
+        f"the executor of cluster 'a' holds the legacy executor key {legacy}, not its "
+        "cluster's own (executor.a.key): writes with sealed secret values will be refused"))

@@ -438,3 +438,77 @@ async def test_sentences_that_start_like_a_verb_are_recorded_as_typed(
         assert await g.text(SID, text) == text
     assert store.blobs == {}
 
+
+
+# -- per-cluster sealing (issue 21) -----------------------------------------------------------
+
+def _cluster_sealer(store: Store, keys: dict[str, X25519PrivateKey], name: str = "gateway",
+                    default: str = "") -> Sealer:
+    async def session_default(session_id: str) -> str:
+        return default
+
+    return Sealer(name, None, store.put, clusters=("a", "b"),
+                  sealing={identity.sealing_name(c): k.public_key() for c, k in keys.items()},
+                  session_default=session_default)
+
+
+def test_the_keyring_publishes_a_sealing_key_per_cluster(tmp_path: Path) -> None:
+    ring = identity.provision_keys(tmp_path, S.SERVICES, ("a", "b"))
+    for c in ("a", "b"):
+        own = identity.load_signer(tmp_path / identity.executor_key_file(c), "executor")
+        published = ring.sealing[identity.sealing_name(c)]
+        assert published.public_bytes_raw() == \
+            identity.sealing_key(own.key).public_key().public_bytes_raw()
+    assert len({ring.sealing[n].public_bytes_raw() for n in
+                ("executor", identity.sealing_name("a"), identity.sealing_name("b"))}) == 3
+
+
+@pytest.mark.parametrize(("text", "default", "runs_on"), [
+    ("kubectl create secret generic db -n shop --from-literal=password=Hunter2-xyz "
+     "--context b", "a", "b"),
+    ("kubectl create secret generic db -n shop --from-literal=password=Hunter2-xyz", "b", "b"),
+    ("kubectl create secret generic db -n shop --from-literal=password=Hunter2-xyz", "", "a"),
+    ("kubectl set env deploy/web -n shop --context=b API_TOKEN=sk-live-abcdef123456", "", "b"),
+])
+async def test_a_secret_is_sealed_to_the_executor_of_the_cluster_the_call_runs_on(
+        store: Store, text: str, default: str, runs_on: str) -> None:
+    keys = {"a": X25519PrivateKey.generate(), "b": X25519PrivateKey.generate()}
+    s = _cluster_sealer(store, keys, default=default)
+    out = await s.text(SID, text)
+    call = direct.parse(out)
+    assert isinstance(call, direct.Call), call
+    args, refs = await s.args(SID, call.tool, call.args)  # as the planner records the call
+    assert refs == {}
+    opened = await opener(keys[runs_on], store).args(SID, call.tool, args)
+    assert "Hunter2-xyz" in json.dumps(opened.args) or "sk-live" in json.dumps(opened.args)
+    other = "a" if runs_on == "b" else "b"
+    with pytest.raises(SealError):  # another cluster's executor cannot open it
+        await opener(keys[other], store).args(SID, call.tool, args)
+
+
+async def test_a_models_call_is_sealed_to_its_clusters_executor(store: Store) -> None:
+    keys = {"a": X25519PrivateKey.generate(), "b": X25519PrivateKey.generate()}
+    args = {"namespace": "shop", "name": "web", "cluster": "b",
+            "env": {"DB_PASSWORD": "Pw-for-b-only-9"}}
+    sealed, _ = await _cluster_sealer(store, keys, "planner", default="a").args(
+        SID, "set_env", args)
+    assert "Pw-for-b-only-9" not in json.dumps(sealed)
+    assert "Pw-for-b-only-9" in json.dumps(
+        (await opener(keys["b"], store).args(SID, "set_env", sealed)).args)
+    with pytest.raises(SealError):
+        await opener(keys["a"], store).args(SID, "set_env", sealed)
+
+
+async def test_a_cluster_without_a_key_seals_nothing(store: Store) -> None:
+    keys = {"a": X25519PrivateKey.generate()}  # b's not provisioned
+    with pytest.raises(blobs.SealingUnavailable, match="of cluster 'b'"):
+        await _cluster_sealer(store, keys).value(SID, "Pw-nowhere-1", "b")
+    assert store.blobs == {}
+
+
+async def test_a_cluster_not_allowed_here_seals_nothing_and_says_why(store: Store) -> None:
+    keys = {"a": X25519PrivateKey.generate(), "b": X25519PrivateKey.generate()}
+    with pytest.raises(blobs.SealingUnavailable, match="not allowed here"):
+        await _cluster_sealer(store, keys).text(
+            SID, "kubectl create secret generic db --from-literal=password=Pw-x-12 --context c")
+    assert store.blobs == {}

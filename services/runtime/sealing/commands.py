@@ -49,6 +49,9 @@ async def _line(sealer: Sealer, session_id: str, line: str) -> str:
     # Flags may come anywhere (`kubectl -n shop create secret …`): the words that are not
     # flags, flag values included — enough to tell the verb and the kind, and sealing a
     # value too many only hides it from the card.
+    # Sealed for the executor of the cluster the command runs on (its --context, as direct
+    # mode reads it; none: the session's or the deployment's default).
+    named = _context(words)
     plain = [w.lower() for w in words[1:] if not w.startswith("-")]
     verb = next((w for w in plain if w in ("create", "set", "patch")), "")
     after = plain[plain.index(verb) + 1:] if verb else []
@@ -66,7 +69,7 @@ async def _line(sealer: Sealer, session_id: str, line: str) -> str:
                 k, eq, v = pair.partition("=")
                 if eq and v and Ref.parse(v) is None and (kind == "secret"
                                                           or is_secret(k, v)):
-                    ref = await sealer.value(session_id, v)
+                    ref = await sealer.value(session_id, v, named)
                     words[at] = ("--from-literal=" if at == i else "") + f"{k}={ref.text}"
                     changed = True
             i = at + 1
@@ -78,13 +81,26 @@ async def _line(sealer: Sealer, session_id: str, line: str) -> str:
             k, eq, v = w.removeprefix(flag).partition("=")
             if i > 0 and (flag or not w.startswith("-")) and eq and v \
                     and Ref.parse(v) is None and is_secret(k, v):
-                words[i] = f"{flag}{k}={(await sealer.value(session_id, v)).text}"
+                words[i] = f"{flag}{k}={(await sealer.value(session_id, v, named)).text}"
                 changed = True
     elif verb == "patch":
-        changed = await _patch_words(sealer, session_id, words, kind)
+        changed = await _patch_words(sealer, session_id, words, kind, named)
     return shlex.join(words) if changed else line
 
-async def _patch_words(sealer: Sealer, session_id: str, words: list[str], kind: str) -> bool:
+
+def _context(words: list[str]) -> str | None:
+    """The cluster a kubectl command names (`--context X` / `--context=X`; the last one, as
+    direct mode reads flags), or None."""
+    named = None
+    for i, w in enumerate(words):
+        if w == "--context" and i + 1 < len(words):
+            named = words[i + 1]
+        elif w.startswith("--context="):
+            named = w.removeprefix("--context=")
+    return named or None
+
+async def _patch_words(sealer: Sealer, session_id: str, words: list[str], kind: str,
+                       named: str | None) -> bool:
     for i, w in enumerate(words):
         at, body = None, None
         if w in ("-p", "--patch") and i + 1 < len(words):
@@ -97,7 +113,8 @@ async def _patch_words(sealer: Sealer, session_id: str, words: list[str], kind: 
             doc = json.loads(body)
         except ValueError:
             return False
-        sealed, plain = await sealer.args(session_id, "patch", {"kind": kind, "body": doc})
+        sealed, plain = await sealer.args(session_id, "patch", {"kind": kind, "body": doc},
+                                          named)
         if plain:
             text = json.dumps(sealed["body"], separators=(",", ":"))
             words[at] = text if at != i else f"--patch={text}"
@@ -136,7 +153,11 @@ async def _manifest_text(sealer: Sealer, session_id: str, text: str) -> str:
             raise Unsealable("the manifest holds values that are not JSON (quote dates and "
                              "times), and it may hold a secret: it was not recorded") from exc
         return text
-    sealed, plain = await sealer.args(session_id, m.group(1), {"manifest": manifest})
+    try:
+        named = _context(shlex.split(head.strip()))
+    except ValueError:
+        named = None
+    sealed, plain = await sealer.args(session_id, m.group(1), {"manifest": manifest}, named)
     if not plain:
         return text
     # JSON is YAML: the planner reads it as it would have read the original.

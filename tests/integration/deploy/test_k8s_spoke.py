@@ -10,6 +10,7 @@ a real nats-server that joins a real hub (natsconf.render, loopback) bound to SP
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -29,7 +30,7 @@ from launcher.nats import NatsServerProcess, free_port, nats_server_binary
 from sandbox.testing import Running, running_sandbox
 from schemas import subjects as S
 from services.executor.settings import ExecutorSettings
-from services.runtime import natsconf, provision
+from services.runtime import identity, natsconf, provision
 from tests.integration.deploy.test_compose import Recording
 from tests.integration.deploy.test_k8s_apply import _can
 from tests.integration.deploy.test_k8s_manifests import (
@@ -141,6 +142,22 @@ def test_the_overlay_runs_two_executors_on_their_own_cluster(
         assert sa["automountServiceAccountToken"] is False
     assert {r["metadata"]["name"] for r in of(docs, "ClusterRole")} == \
         {rbac.READ_ROLE, rbac.WRITE_ROLE}
+
+
+def test_the_spokes_secret_holds_its_own_clusters_executor_key_alone(
+        overlay: Overlay) -> None:
+    """A compromised spoke must not hold what speaks for, or opens the secrets of, another
+    cluster: the overlay's signing-key Secret is this cluster's key, recorded as its own."""
+    keys = overlay.hub / "keys"
+    secret = one(overlay.docs, "Secret", spoke.SIGNING_KEY)
+    assert list(secret["data"]) == ["executor.key"]
+    held = base64.b64decode(secret["data"]["executor.key"]).decode()
+    assert held == (keys / identity.executor_key_file(SPOKE)).read_text()
+    others = [keys / "executor.key", *(keys / identity.executor_key_file(c)
+                                        for c in CLUSTERS if c != SPOKE)]
+    assert all(held != k.read_text() for k in others)
+    kid = identity.load_signer(keys / identity.executor_key_file(SPOKE), "executor").kid
+    assert identity.load_keyring(keys / identity.KEYRING_FILE).entries[kid].cluster == SPOKE
 
 
 def test_the_leaf_config_dials_the_hub_as_the_clusters_user_and_opens_nothing(
