@@ -14,6 +14,8 @@ import pytest
 from schemas import chain
 from schemas import events as E
 from schemas import subjects as S
+from schemas.approval import ToolClassified
+from schemas.base import Target
 from schemas.execution import ToolResult, ToolStarted
 from schemas.ids import new_session_id
 from schemas.session import UserMessage
@@ -81,8 +83,8 @@ async def test_new_key_checks_the_own_subject_or_the_filter_is_empty(bus: Record
     await bus.append(_result(sid), Expect.new_key())
     claims = S.tag_filter("executor", "tool.started", "*", "c_1")
     await bus.append(ToolStarted(session_id=sid, call_id="c_1"), Expect.new_key(claims))
-    # A cluster-bound event: once per key whatever its cluster token (<6 tokens>.*).
-    once = f"evt.{sid}.executor.tool.result.c_1.*"
+    # An executor's event: once on its own subject, its cluster's (here none: `_`).
+    once = f"evt.{sid}.executor.tool.result.c_1._"
     assert bus.sent == [{EXPECTED_SEQ: "0", EXPECTED_SEQ_SUBJECT: once, "prev_seq": "7"},
                         {EXPECTED_SEQ: "0", EXPECTED_SEQ_SUBJECT: claims, "prev_seq": "7"}]
     assert claims == "evt.*.executor.tool.started.c_1.*"
@@ -100,16 +102,26 @@ async def test_new_key_of_a_cluster_bound_event_is_once_across_cluster_tokens(
         bus: RecordingBus) -> None:
     """A gate restarted with another default cluster classifies a redelivered proposal under
     another token: the server's check covers every token, and a 6-token (pre issue 21) copy of
-    the key stops it before any publish."""
+    the key stops it before any publish. An executor's event is once on its own cluster's
+    subject only: another cluster's executor cannot keep it out."""
     sid = new_session_id()
-    on_a = msgspec.structs.replace(_result(sid), cluster_name="a")
-    assert S.event_subject(on_a) == f"evt.{sid}.executor.tool.result.c_1.a"
+
+    def classified(cluster: str) -> ToolClassified:
+        return ToolClassified(session_id=sid, call_id="c_1", access="read", rule="get",
+                              target=Target(cluster=cluster))
+
+    on_a = classified("a")
+    assert S.event_subject(on_a) == f"evt.{sid}.gate.tool.classified.c_1.a"
     await bus.append(on_a, Expect.new_key())
-    assert bus.sent[-1][EXPECTED_SEQ_SUBJECT] == f"evt.{sid}.executor.tool.result.c_1.*"
+    assert bus.sent[-1][EXPECTED_SEQ_SUBJECT] == f"evt.{sid}.gate.tool.classified.c_1.*"
     bus.legacy_taken = True
     sent = len(bus.sent)
-    assert await bus.append_once(msgspec.structs.replace(on_a, cluster_name="b")) is None
+    assert await bus.append_once(classified("b")) is None
     assert len(bus.sent) == sent
+    bus.legacy_taken = False
+    result = msgspec.structs.replace(_result(sid), cluster_name="a")
+    await bus.append(result, Expect.new_key())
+    assert bus.sent[-1][EXPECTED_SEQ_SUBJECT] == f"evt.{sid}.executor.tool.result.c_1.a"
     # Not cluster-bound: its own subject, no read of a 6-token twin.
     bus.legacy_reads.clear()
     await bus.append(UserMessage(session_id=sid, text="hi"), Expect.new_key())
