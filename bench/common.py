@@ -132,7 +132,8 @@ class BenchStack(Stack):
 
 
 async def start_stack(*, noop_cluster: bool = False, scenarios: tuple[str, ...] = (),
-                      extra_env: dict[str, str] | None = None) -> BenchStack:
+                      extra_env: dict[str, str] | None = None, **cfg: Any) -> BenchStack:
+    """The stack on a fresh data dir; `cfg`: more StackConfig fields (clusters, kubeconfig…)."""
     data = Path(tempfile.mkdtemp(prefix="interlock-bench-"))
     env = {
         # The bench drives the gateway far harder than one person would: lift the per-token
@@ -146,7 +147,8 @@ async def start_stack(*, noop_cluster: bool = False, scenarios: tuple[str, ...] 
         **(extra_env or {}),
     }
     s = BenchStack(StackConfig(data_dir=data, http_port=free_port(), admin_token=ADMIN_TOKEN,
-                               scenarios=scenarios, extra_env=env), noop_cluster=noop_cluster)
+                               scenarios=scenarios, extra_env=env, **cfg),
+                   noop_cluster=noop_cluster)
     await s.start()
     return s
 
@@ -188,7 +190,9 @@ class Observer:
     async def _on(self, msg: Any) -> None:
         t = time.perf_counter()
         parts = msg.subject.split(".")
-        if len(parts) != 6:
+        # `sse.<session>.<emitter>.<noun>.<verb>.<key>`, and a 7th token (the cluster) on the
+        # gate's commands and every executor event (issue 21).
+        if len(parts) not in (6, 7):
             return
         tag = f"{parts[3]}.{parts[4]}"
         k = (tag, parts[5])

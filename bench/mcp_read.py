@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
-import contextlib
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -112,6 +112,8 @@ class HttpPath:
         self.results: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.sid = ""
         self.task: asyncio.Task[None] | None = None
+        self.command = COMMAND  # what the next read says (bench/clusters.py names a context)
+        self.last: dict[str, Any] = {}  # the last read's tool.result
 
     async def open(self, _: aiohttp.ClientSession | None) -> None:
         self.sid = await new_session(self.http, self.url, "bench HTTP")
@@ -135,13 +137,14 @@ class HttpPath:
     async def read(self) -> tuple[float, float, str]:
         t0 = time.perf_counter()
         async with self.http.post(f"{self.url}/v1/sessions/{self.sid}/messages",
-                                  json={"text": COMMAND}) as r:
+                                  json={"text": self.command}) as r:
             if r.status != 202:
                 raise RuntimeError(f"POST answered {r.status}: {await r.text()}")
         d = await asyncio.wait_for(self.results.get(), 60)
         t1 = time.perf_counter()
         if d.get("status") != "ok":
             raise RuntimeError(f"HTTP read failed: {json.dumps(d)[:400]}")
+        self.last = d
         return t0, t1, str(d["call_id"])
 
     async def close(self) -> None:

@@ -29,7 +29,7 @@ async def main(seconds: float, noop: bool) -> None:
         await asyncio.sleep(1)
         pids = stack.pids()
         for name in ("gate", "executor", "planner", "gateway"):
-            spies.append(subprocess.Popen(
+            spies.append(subprocess.Popen(  # noqa: ASYNC220 - starting it does not block
                 [str(PYSPY), "record", "-p", str(pids[name]), "-d", str(int(seconds + 2)),
                  "-r", "200", "-f", "raw", "-o", str(out / f"{name}.txt"), "--nonblocking"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))

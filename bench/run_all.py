@@ -4,6 +4,8 @@ Usage: python -m bench.run_all [--quick] [--skip-anchors] [--sse 1000,5000]
 Needs bench/setup_anchors.sh once (the anchors' venv and PostgreSQL). Prints a table and
 writes the raw figures to bench/results/<timestamp>.json.
 """
+# The table writes the multiplication sign on purpose.
+# ruff: noqa: RUF001
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from typing import Any
 from bench import (
     before_after,
     budget,
+    clusters,
     cycles,
     decide_path,
     decisions,
@@ -214,6 +217,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     note("an ID token (OIDC, issue 20) vs a static token on each request")
     res["signin"] = await signin.main(100 if q else 500)
     print(signin.report(res["signin"]), flush=True)
+    note("a read through a spoke (leaf node) vs directly on the hub (issue 21)")
+    res["clusters"] = await clusters.main(100 if q else 500)
+    print(clusters.report(res["clusters"]), flush=True)
     note("done")
     return res
 
@@ -322,10 +328,10 @@ def table(r: dict[str, Any]) -> str:
                      f"{f['p50']:.1f} / {f['p99']:.1f} ms",
                      f"p99 ratio {ratio(o['p99'], f['p99'])} (≤1.5×)"))
     rp = r["replay"]
+    share = 100 * rp["ours"]["events_per_s"] / max(1, rp["floor"].get("events_per_s", 0))
     rows.append((f"replay {rp['ours']['events']} events (Bus.read)",
                  f"{rp['ours']['events_per_s']:.0f} ev/s",
-                 f"{rp['floor'].get('events_per_s', 0):.0f} ev/s",
-                 f"{100 * rp['ours']['events_per_s'] / max(1, rp['floor'].get('events_per_s', 0)):.0f}% (≥50%)"))
+                 f"{rp['floor'].get('events_per_s', 0):.0f} ev/s", f"{share:.0f}% (≥50%)"))
     if "batch_5000_ev_s" in rp:
         rows.append(("  diagnostic: Bus.read with batch 5000", f"{rp['batch_5000_ev_s']:.0f} ev/s",
                      "", ""))
@@ -333,8 +339,8 @@ def table(r: dict[str, Any]) -> str:
         rows.append(("  diagnostic: read a 3-event session, log empty / after",
                      f"{sm['log_empty']:.2f} / {sm['after_big_session']:.2f} ms", "", ""))
     if "seconds" in rp["ours"].get("http_audit", {}):
-        rows.append(("  GET /audit over HTTP", f"{rp['ours']['http_audit']['events_per_s']:.0f} ev/s",
-                     "", ""))
+        rows.append(("  GET /audit over HTTP",
+                     f"{rp['ours']['http_audit']['events_per_s']:.0f} ev/s", "", ""))
     mr = r.get("mcp_read")
     if mr:
         m_, h_ = mr["mcp"]["client"], mr["http"]["client"]
@@ -350,6 +356,14 @@ def table(r: dict[str, Any]) -> str:
                      f"{si['static']['p50']:.2f} / {si['static']['p95']:.2f} ms",
                      f"vs a static token ({si['requests']} each, alternated); after a key "
                      f"rotation {si['after_rotation']['first_ms']:.1f} ms once"))
+    cl = r.get("clusters")
+    if cl:
+        a_, b_ = cl["a"]["client"], cl["b"]["client"]
+        rows.append(("read via a spoke (leaf node) p50 / p95",
+                     f"{a_['p50']:.2f} / {a_['p95']:.2f} ms",
+                     f"{b_['p50']:.2f} / {b_['p95']:.2f} ms",
+                     f"vs the executor directly on the hub: {cl['diff_p50_ms']:+.2f} ms at p50 "
+                     f"({cl['reads']} reads each, alternated)"))
     for svc in ("planner", "gate", "executor", "gateway"):
         rows.append((f"RSS {svc} idle / under load",
                      f"{r['rss_idle_mb'].get(svc, 0):.0f} / "

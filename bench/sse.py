@@ -112,7 +112,7 @@ async def _quiet(pid: int, limit: float = 0.1, timeout: float = 60.0) -> bool:
 
 async def floor(clients: int, n: int = 20) -> dict[str, Any]:
     port = free_port()
-    server = subprocess.Popen([str(ANCHOR_PY), str(ANCHORS / "sse_floor_server.py"), str(port)],
+    server = subprocess.Popen([str(ANCHOR_PY), str(ANCHORS / "sse_floor_server.py"), str(port)],  # noqa: ASYNC220 - starting it does not block
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         async with aiohttp.ClientSession() as http:

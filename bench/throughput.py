@@ -45,7 +45,7 @@ async def throughput(stack: BenchStack, obs: Observer, sessions: int = 64,
             try:
                 await bus.append(p)
                 t2 = await obs.wait("tool.result", p.call_id, timeout=60)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 errors += 1
                 continue
             done.append(t2)
