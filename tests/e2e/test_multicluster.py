@@ -281,8 +281,11 @@ async def test_a_grant_for_a_replayed_onto_b_is_refused_and_bs_word_on_a_not_bel
     # Zero executions: b's executor has nothing pending, and neither sandbox saw a write more.
     admin = await bus_as(w.stack, "admin")
     try:
-        info = await admin.js.consumer_info(S.EVENTS_STREAM, S.executor_durable("all", "b"))
-        assert info.num_pending == 0 and info.num_ack_pending == 0
+        async def settled() -> bool:  # the refusal is recorded before its command is acked
+            info = await admin.js.consumer_info(S.EVENTS_STREAM, S.executor_durable("all", "b"))
+            return info.num_pending == 0 and info.num_ack_pending == 0 \
+                and info.num_redelivered == 0
+        await _until("b's executor done with the replayed grant", settled)
     finally:
         await admin.close()
     assert (a.scale_writes("web"), b.scale_writes("web")) == (1, 1)
