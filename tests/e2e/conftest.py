@@ -189,6 +189,24 @@ def replicas(stack: Stack, name: str = "web", ns: str = "shop") -> int:
     return int(client.AppsV1Api(kube(stack)).read_namespaced_deployment(name, ns).spec.replicas)
 
 
+async def rolled_out(stack: Stack, name: str = "web", ns: str = "shop",
+                     timeout: float = 60.0) -> None:
+    """Until the deployment's last change has rolled out (the sandbox's controllers stop
+    updating its status, so its resourceVersion stops moving): a write held on it now is not
+    refused at run time because the object changed since its dry run."""
+    api = client.AppsV1Api(kube(stack))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        d = await asyncio.to_thread(api.read_namespaced_deployment, name, ns)
+        st = d.status
+        if (st.observed_generation or 0) >= (d.metadata.generation or 0) \
+                and st.updated_replicas == st.ready_replicas == st.replicas == d.spec.replicas:
+            return
+        assert loop.time() < deadline, f"deployment/{name} in {ns} did not roll out: {st}"
+        await asyncio.sleep(0.1)
+
+
 # Headless Chromium (Debian's `chromium`), driven by Playwright: modules that use `browser` mark
 # themselves `browser` and skip when either is absent.
 CHROMIUM = Path(os.environ.get("INTERLOCK_CHROMIUM", "/usr/bin/chromium"))

@@ -27,7 +27,7 @@ import pytest_asyncio
 
 from launcher.stack import Stack
 from services.notifier.slack import texts
-from tests.e2e.conftest import people, replicas, start_stack
+from tests.e2e.conftest import people, replicas, rolled_out, start_stack
 from tests.slack_fake import (
     Call,
     FakeSlack,
@@ -220,6 +220,9 @@ async def test_a_slack_click_updates_the_message_too(
     out, _ = await proc.communicate()
     assert proc.returncode == 0, out.decode()
     operator, _ = people(stack, http)
+    # The scale to 4 above may still be rolling out: held now, this write would be refused at
+    # run time because web changed since its dry run (seen once in CI).
+    await rolled_out(stack)
     sid, req, last = await held(operator, "kubectl scale deploy/web --replicas=5 -n shop")
     call = await posted(slack, req["approval_id"])
     ts = await ts_of(stack, req["approval_id"])
